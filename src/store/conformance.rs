@@ -1,0 +1,1 @@
+//! The storage conformance suite (see tests/store_conformance.rs).

@@ -1,0 +1,446 @@
+//! The storage layer: one narrow trait, [`Storage`], for exactly what File Approver needs from
+//! Blob Storage and Table Storage, and one module per backend.
+//!
+//! - [`azure`]: Azure Blob + Table Storage (Azurite locally and in CI) through the legacy
+//!   `azure_*` 0.21 crates. Those crates are unmaintained, so nothing outside `store::azure`
+//!   may name one of their types.
+//! - [`embedded`]: a real on-disk store (files for blobs, SQLite for tables) with the same
+//!   ETag and batch rules as Table Storage, so local runs do not hide races.
+//!
+//! Every backend maps its failures into [`StoreError`], whose variants mean the same thing
+//! everywhere. The conformance suite in [`conformance`] is run against every backend.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::ops::Range;
+use std::pin::Pin;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use futures::Stream;
+
+pub mod azure;
+pub mod counting;
+pub mod embedded;
+
+#[cfg(any(test, feature = "test-support"))]
+pub mod conformance;
+
+/// Errors that can be the cause of another error (`#[source]`), boxed so they cross layers.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// A stream of byte chunks: request bodies going in, blob contents coming out.
+pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, BoxError>> + Send + 'static>>;
+
+/// Azure Table Storage's limits on one entity group transaction.
+pub const MAX_BATCH_OPERATIONS: usize = 100;
+/// 4 MiB is the service's limit on a batch's request body.
+pub const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
+
+/// What went wrong, in terms that mean the same on every backend.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The blob, entity, container or table does not exist.
+    #[error("not found")]
+    NotFound,
+    /// An insert met an entity (or blob) that is already there.
+    #[error("already exists")]
+    AlreadyExists,
+    /// A conditional write met a different ETag: someone else wrote first.
+    #[error("precondition failed: the ETag no longer matches")]
+    PreconditionFailed,
+    /// The storage service is down, timing out or throttling. Callers may retry; the HTTP
+    /// edge answers 503 with `Retry-After`.
+    #[error("storage unavailable")]
+    Unavailable(#[source] BoxError),
+    /// The request breaks a rule of the store (a batch over 100 operations or across
+    /// partitions, a key with forbidden characters, an oversized property).
+    #[error("invalid storage request: {0}")]
+    Invalid(String),
+    /// The byte stream being written failed (client disconnected, body over its limit).
+    /// Nothing was committed.
+    #[error("the source stream failed")]
+    Body(#[source] BoxError),
+    /// Anything else: a bug, corrupt data, an unexpected answer from the service.
+    #[error("storage failure")]
+    Internal(#[source] BoxError),
+}
+
+impl StoreError {
+    pub fn internal(e: impl Into<BoxError>) -> Self {
+        StoreError::Internal(e.into())
+    }
+    pub fn unavailable(e: impl Into<BoxError>) -> Self {
+        StoreError::Unavailable(e.into())
+    }
+    /// True when trying the same operation again later may succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_))
+    }
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// An opaque entity or blob version. Pass it back exactly as received.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct ETag(String);
+
+impl ETag {
+    pub fn new(s: impl Into<String>) -> Self {
+        ETag(s.into())
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for ETag {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ETag({})", self.0)
+    }
+}
+
+impl fmt::Display for ETag {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Blobs
+// ---------------------------------------------------------------------------------------------
+
+/// What a blob write needs besides its bytes.
+#[derive(Debug, Clone)]
+pub struct PutBlobOptions {
+    pub content_type: String,
+    /// Refuse (with [`StoreError::Body`] wrapping [`BodyTooLarge`]) once more bytes than this
+    /// arrive; nothing is committed.
+    pub max_bytes: Option<u64>,
+}
+
+/// Raised inside [`StoreError::Body`] when a stream exceeds [`PutBlobOptions::max_bytes`].
+#[derive(Debug, thiserror::Error)]
+#[error("the body exceeds {limit} bytes")]
+pub struct BodyTooLarge {
+    pub limit: u64,
+}
+
+/// A blob's system properties.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BlobProperties {
+    pub size: u64,
+    pub content_type: String,
+    /// The MD5 of the whole content, when the backend knows it.
+    pub content_md5: Option<[u8; 16]>,
+    pub etag: ETag,
+    pub last_modified: DateTime<Utc>,
+}
+
+/// A read-only link to one blob that anyone holding it may fetch until it expires.
+#[derive(Debug, Clone)]
+pub struct SignedUrlRequest<'a> {
+    pub container: &'a str,
+    pub name: &'a str,
+    pub expires_at: DateTime<Utc>,
+    /// The browser saves the download under this name (`Content-Disposition: attachment`).
+    pub download_name: &'a str,
+}
+
+/// A blob's content as a stream, with its properties.
+pub struct BlobRead {
+    pub properties: BlobProperties,
+    pub body: ByteStream,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tables
+// ---------------------------------------------------------------------------------------------
+
+/// One property value. Table Storage types are narrower than JSON; these four cover the app.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Prop {
+    Str(String),
+    /// Stored as `Edm.Int64` on Azure.
+    Int(i64),
+    Float(f64),
+    Bool(bool),
+}
+
+impl Prop {
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Prop::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+    pub fn as_i64(&self) -> Option<i64> {
+        match self {
+            Prop::Int(i) => Some(*i),
+            _ => None,
+        }
+    }
+    pub fn as_bool(&self) -> Option<bool> {
+        match self {
+            Prop::Bool(b) => Some(*b),
+            _ => None,
+        }
+    }
+}
+
+impl From<&str> for Prop {
+    fn from(s: &str) -> Self {
+        Prop::Str(s.to_owned())
+    }
+}
+impl From<String> for Prop {
+    fn from(s: String) -> Self {
+        Prop::Str(s)
+    }
+}
+impl From<i64> for Prop {
+    fn from(i: i64) -> Self {
+        Prop::Int(i)
+    }
+}
+impl From<bool> for Prop {
+    fn from(b: bool) -> Self {
+        Prop::Bool(b)
+    }
+}
+
+/// A table row. Keys follow Table Storage rules: no `/ \ # ?`, no control characters.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entity {
+    pub partition_key: String,
+    pub row_key: String,
+    pub props: BTreeMap<String, Prop>,
+}
+
+impl Entity {
+    pub fn new(partition_key: impl Into<String>, row_key: impl Into<String>) -> Self {
+        Entity {
+            partition_key: partition_key.into(),
+            row_key: row_key.into(),
+            props: BTreeMap::new(),
+        }
+    }
+    pub fn with(mut self, name: &str, value: impl Into<Prop>) -> Self {
+        self.props.insert(name.to_owned(), value.into());
+        self
+    }
+    pub fn str(&self, name: &str) -> Option<&str> {
+        self.props.get(name).and_then(Prop::as_str)
+    }
+    pub fn i64(&self, name: &str) -> Option<i64> {
+        self.props.get(name).and_then(Prop::as_i64)
+    }
+    pub fn bool(&self, name: &str) -> Option<bool> {
+        self.props.get(name).and_then(Prop::as_bool)
+    }
+}
+
+/// An entity as read back, with the ETag that guards its next conditional write.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredEntity {
+    pub entity: Entity,
+    pub etag: ETag,
+}
+
+/// One operation of an entity group transaction. All operations of a batch share the
+/// partition key given to [`Storage::batch`].
+#[derive(Debug, Clone)]
+pub enum BatchOp {
+    /// Fails the batch with [`StoreError::AlreadyExists`] if the row exists.
+    Insert(Entity),
+    /// Insert or replace, unconditionally.
+    Upsert(Entity),
+    /// Replace; fails the batch with [`StoreError::PreconditionFailed`] on a stale ETag and
+    /// [`StoreError::NotFound`] when the row is gone.
+    Update { entity: Entity, if_match: ETag },
+    /// Merge the given properties into the row, guarded like `Update`.
+    Merge { entity: Entity, if_match: ETag },
+    /// Delete the row; `if_match: None` means whatever its version.
+    Delete {
+        row_key: String,
+        if_match: Option<ETag>,
+    },
+}
+
+/// Which rows a query returns. Results come back in (PartitionKey, RowKey) order.
+#[derive(Debug, Clone, Default)]
+pub struct TableQuery {
+    pub partition_key: Option<String>,
+    /// Row keys in this half-open range only.
+    pub row_keys: Option<Range<String>>,
+    /// Only rows with all of these property values (string or bool equality).
+    pub equals: Vec<(String, Prop)>,
+    /// Page size; backends cap it at 1000 (Table Storage's page limit).
+    pub top: Option<u32>,
+    /// From a previous [`Page::continuation`].
+    pub continuation: Option<String>,
+}
+
+/// One page of a query.
+#[derive(Debug, Clone)]
+pub struct Page {
+    pub entities: Vec<StoredEntity>,
+    /// Present when more rows may follow; pass it back in [`TableQuery::continuation`].
+    pub continuation: Option<String>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// The trait
+// ---------------------------------------------------------------------------------------------
+
+/// Everything File Approver asks of storage.
+///
+/// Every method is safe to call concurrently from many tasks and many processes; the
+/// conditional writes and batches are the only coordination between them.
+#[async_trait]
+pub trait Storage: Send + Sync + 'static {
+    /// A short name for logs and benchmark tables (`embedded`, `azure`).
+    fn backend_name(&self) -> &'static str;
+
+    /// Creates the container if missing. Idempotent.
+    async fn ensure_container(&self, container: &str) -> StoreResult<()>;
+
+    /// Writes a block blob from `body`, in blocks, holding at most a few blocks in memory.
+    /// Replaces any blob of that name. Nothing is visible under `name` until the whole stream
+    /// has been read and committed: a stream error or an exceeded `max_bytes` returns
+    /// [`StoreError::Body`] and leaves no blob (and no change to an older one).
+    async fn put_blob(
+        &self,
+        container: &str,
+        name: &str,
+        body: ByteStream,
+        options: &PutBlobOptions,
+    ) -> StoreResult<BlobProperties>;
+
+    /// Reads a blob as a stream, all of it or `range` (byte offsets, end exclusive).
+    /// Errors: [`StoreError::NotFound`].
+    async fn get_blob(
+        &self,
+        container: &str,
+        name: &str,
+        range: Option<Range<u64>>,
+    ) -> StoreResult<BlobRead>;
+
+    /// Errors: [`StoreError::NotFound`].
+    async fn blob_properties(&self, container: &str, name: &str) -> StoreResult<BlobProperties>;
+
+    /// Deletes a blob. Errors: [`StoreError::NotFound`].
+    async fn delete_blob(&self, container: &str, name: &str) -> StoreResult<()>;
+
+    /// A read-only URL for exactly one blob, valid until `expires_at`, that makes a browser save
+    /// the file under `download_name`. Computed locally: no request to the service.
+    fn signed_read_url(&self, request: &SignedUrlRequest<'_>) -> StoreResult<String>;
+
+    /// Creates the table if missing. Idempotent.
+    async fn ensure_table(&self, table: &str) -> StoreResult<()>;
+
+    /// Errors: [`StoreError::NotFound`].
+    async fn get_entity(
+        &self,
+        table: &str,
+        partition_key: &str,
+        row_key: &str,
+    ) -> StoreResult<StoredEntity>;
+
+    /// Errors: [`StoreError::AlreadyExists`].
+    async fn insert_entity(&self, table: &str, entity: &Entity) -> StoreResult<ETag>;
+
+    /// Insert or replace.
+    async fn upsert_entity(&self, table: &str, entity: &Entity) -> StoreResult<ETag>;
+
+    /// Replace, only if the stored ETag is `if_match`.
+    /// Errors: [`StoreError::PreconditionFailed`], [`StoreError::NotFound`].
+    async fn update_entity(&self, table: &str, entity: &Entity, if_match: &ETag)
+        -> StoreResult<ETag>;
+
+    /// Merge properties into the row, only if the stored ETag is `if_match`.
+    /// Errors: [`StoreError::PreconditionFailed`], [`StoreError::NotFound`].
+    async fn merge_entity(&self, table: &str, entity: &Entity, if_match: &ETag)
+        -> StoreResult<ETag>;
+
+    /// Errors: [`StoreError::NotFound`], [`StoreError::PreconditionFailed`].
+    async fn delete_entity(
+        &self,
+        table: &str,
+        partition_key: &str,
+        row_key: &str,
+        if_match: Option<&ETag>,
+    ) -> StoreResult<()>;
+
+    /// One page of rows matching `query`.
+    async fn query(&self, table: &str, query: &TableQuery) -> StoreResult<Page>;
+
+    /// An entity group transaction: all of `operations` apply, or none does. Returns the new
+    /// ETag of each operation's row (`None` for deletes), in order.
+    ///
+    /// Refused before anything is sent ([`StoreError::Invalid`]) when it holds no operation,
+    /// more than [`MAX_BATCH_OPERATIONS`], an entity of another partition, or the same row
+    /// twice. The first failing operation's error is returned
+    /// ([`StoreError::AlreadyExists`], [`StoreError::PreconditionFailed`],
+    /// [`StoreError::NotFound`]).
+    async fn batch(
+        &self,
+        table: &str,
+        partition_key: &str,
+        operations: Vec<BatchOp>,
+    ) -> StoreResult<Vec<Option<ETag>>>;
+}
+
+/// Checks shared by every backend before a batch is sent, so that a batch Azure would refuse
+/// is refused everywhere (Azurite accepts cross-partition batches).
+pub fn validate_batch(partition_key: &str, operations: &[BatchOp]) -> StoreResult<()> {
+    if operations.is_empty() {
+        return Err(StoreError::Invalid("a batch needs at least one operation".into()));
+    }
+    if operations.len() > MAX_BATCH_OPERATIONS {
+        return Err(StoreError::Invalid(format!(
+            "a batch holds at most {MAX_BATCH_OPERATIONS} operations, not {}",
+            operations.len()
+        )));
+    }
+    let mut seen = std::collections::HashSet::new();
+    for op in operations {
+        let (pk, rk) = match op {
+            BatchOp::Insert(e)
+            | BatchOp::Upsert(e)
+            | BatchOp::Update { entity: e, .. }
+            | BatchOp::Merge { entity: e, .. } => (e.partition_key.as_str(), e.row_key.as_str()),
+            BatchOp::Delete { row_key, .. } => (partition_key, row_key.as_str()),
+        };
+        if pk != partition_key {
+            return Err(StoreError::Invalid(format!(
+                "a batch spans one partition; {pk:?} is not {partition_key:?}"
+            )));
+        }
+        validate_key(pk)?;
+        validate_key(rk)?;
+        if !seen.insert(rk) {
+            return Err(StoreError::Invalid(format!(
+                "row {rk:?} appears twice in one batch"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Table Storage forbids these in PartitionKey and RowKey; the embedded store enforces the same.
+pub fn validate_key(key: &str) -> StoreResult<()> {
+    if key.len() > 1024 {
+        return Err(StoreError::Invalid("a key is at most 1 KiB".into()));
+    }
+    if key
+        .chars()
+        .any(|c| matches!(c, '/' | '\\' | '#' | '?') || c.is_control())
+    {
+        return Err(StoreError::Invalid(format!(
+            "key {key:?} holds a character Table Storage forbids"
+        )));
+    }
+    Ok(())
+}
