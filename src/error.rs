@@ -1,1 +1,167 @@
-// placeholder
+//! The one API error: every failure a client can see, each with its HTTP status and a stable
+//! machine-readable `code`, rendered in the Azure REST API guidelines shape
+//! `{"error": {"code", "message", …}}`. 5xx bodies are opaque; their details go to the log.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::{json, Map, Value};
+
+use crate::domain::Stage;
+use crate::engine::EngineError;
+use crate::store::{BoxError, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    InvalidId(String),
+    #[error("{0}")]
+    InvalidName(String),
+    #[error("no file name: give ?name=…, an X-File-Name header, or a multipart part with a filename")]
+    MissingName,
+    #[error("the file is empty")]
+    EmptyFile,
+    #[error("{0}")]
+    InvalidStage(String),
+    #[error("{0}")]
+    InvalidBody(String),
+    #[error("{0}")]
+    InvalidQuery(String),
+    #[error("{0}")]
+    InvalidMultipart(String),
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{method} is not allowed here")]
+    MethodNotAllowed { method: String },
+    #[error("{message}")]
+    WrongStage { message: String, current: Stage },
+    #[error("{message}")]
+    NotApproved { message: String, current: Stage },
+    #[error("the upload is larger than the limit of {limit} bytes")]
+    TooLarge { limit: u64 },
+    #[error("storage is unavailable; retry later")]
+    StorageUnavailable(#[source] BoxError),
+    #[error("internal error")]
+    Internal(#[source] BoxError),
+}
+
+impl ApiError {
+    pub fn internal(e: impl Into<BoxError>) -> Self {
+        ApiError::Internal(e.into())
+    }
+
+    pub fn status(&self) -> StatusCode {
+        use ApiError::*;
+        match self {
+            InvalidId(_) | InvalidName(_) | MissingName | EmptyFile | InvalidStage(_)
+            | InvalidBody(_) | InvalidQuery(_) | InvalidMultipart(_) => StatusCode::BAD_REQUEST,
+            Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            NotFound(_) => StatusCode::NOT_FOUND,
+            MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            WrongStage { .. } | NotApproved { .. } => StatusCode::CONFLICT,
+            TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            StorageUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The stable code clients switch on.
+    pub fn code(&self) -> &'static str {
+        use ApiError::*;
+        match self {
+            InvalidId(_) => "InvalidId",
+            InvalidName(_) => "InvalidName",
+            MissingName => "MissingName",
+            EmptyFile => "EmptyFile",
+            InvalidStage(_) => "InvalidStage",
+            InvalidBody(_) => "InvalidBody",
+            InvalidQuery(_) => "InvalidQuery",
+            InvalidMultipart(_) => "InvalidMultipart",
+            Unauthorized(_) => "Unauthorized",
+            NotFound(_) => "NotFound",
+            MethodNotAllowed { .. } => "MethodNotAllowed",
+            WrongStage { .. } => "WrongStage",
+            NotApproved { .. } => "NotApproved",
+            TooLarge { .. } => "TooLarge",
+            StorageUnavailable(_) => "StorageUnavailable",
+            Internal(_) => "InternalError",
+        }
+    }
+}
+
+/// Seconds a client should wait before retrying after a 503.
+const RETRY_AFTER_SECS: &str = "5";
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let mut error = Map::new();
+        error.insert("code".into(), json!(self.code()));
+        match &self {
+            ApiError::StorageUnavailable(source) => {
+                tracing::warn!(error = %self, cause = %chain(source.as_ref()), "storage unavailable");
+                error.insert("message".into(), json!(self.to_string()));
+            }
+            ApiError::Internal(source) => {
+                tracing::error!(cause = %chain(source.as_ref()), "internal error");
+                error.insert("message".into(), json!("internal error"));
+            }
+            ApiError::WrongStage { current, .. } | ApiError::NotApproved { current, .. } => {
+                error.insert("message".into(), json!(self.to_string()));
+                error.insert("currentStage".into(), json!(current.as_str()));
+            }
+            _ => {
+                error.insert("message".into(), json!(self.to_string()));
+            }
+        }
+        let body = json!({ "error": Value::Object(error) });
+        let mut response = (status, axum::Json(body)).into_response();
+        match &self {
+            ApiError::StorageUnavailable(_) => {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECS));
+            }
+            ApiError::Unauthorized(_) => {
+                response.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"file-approver\""),
+                );
+            }
+            _ => {}
+        }
+        response
+    }
+}
+
+/// The whole `source()` chain on one line, for the log.
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut next = e.source();
+    while let Some(cause) = next {
+        out.push_str(": ");
+        out.push_str(&cause.to_string());
+        next = cause.source();
+    }
+    out
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Unavailable(_) => ApiError::StorageUnavailable(Box::new(e)),
+            other => ApiError::Internal(Box::new(other)),
+        }
+    }
+}
+
+impl From<EngineError> for ApiError {
+    fn from(e: EngineError) -> Self {
+        if e.is_transient() {
+            ApiError::StorageUnavailable(Box::new(e))
+        } else {
+            ApiError::Internal(Box::new(e))
+        }
+    }
+}

@@ -1,1 +1,15 @@
-// placeholder
+//! Validated domain types. Every value that comes from outside (a URL segment, a header, a JSON
+//! body, a setting) becomes one of these through its `parse` constructor, so the rest of the code
+//! never sees an unchecked id, name, stage or decision.
+
+mod decision;
+mod file_id;
+mod file_name;
+mod reviewer;
+mod stage;
+
+pub use decision::{Decision, DecisionError};
+pub use file_id::{FileId, FileIdError};
+pub use file_name::{FileName, FileNameError};
+pub use reviewer::{Reviewer, Reviewers, ReviewersError};
+pub use stage::{ApprovalStage, Stage, StageError};

@@ -1,0 +1,102 @@
+use serde::Deserialize;
+
+/// A reviewer's decision as posted to `/approvals/{stage}`: an empty body approves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub approved: bool,
+    pub comment: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DecisionError {
+    #[error("the body is not a JSON object of the form {{\"approved\": true, \"comment\": \"…\"}}: {0}")]
+    Malformed(String),
+    #[error("the comment is longer than {max} bytes", max = Decision::MAX_COMMENT_BYTES)]
+    CommentTooLong,
+    #[error("the comment contains a control character other than a line break or tab")]
+    CommentControlCharacter,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Body {
+    approved: Option<bool>,
+    comment: Option<String>,
+}
+
+impl Decision {
+    /// Comments travel in workflow history; the cap keeps every history row far below Table
+    /// Storage's 64 KiB property limit.
+    pub const MAX_COMMENT_BYTES: usize = 2000;
+
+    pub fn parse(body: &[u8]) -> Result<Self, DecisionError> {
+        if body.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Decision {
+                approved: true,
+                comment: None,
+            });
+        }
+        // Unknown fields are refused: a typo such as "aproved": false must not silently approve.
+        let parsed: Body = serde_json::from_slice(body)
+            .map_err(|e| DecisionError::Malformed(e.to_string()))?;
+        let comment = match parsed.comment {
+            Some(c) if c.len() > Self::MAX_COMMENT_BYTES => {
+                return Err(DecisionError::CommentTooLong)
+            }
+            Some(c) if c.chars().any(|ch| ch.is_control() && !matches!(ch, '\n' | '\r' | '\t')) => {
+                return Err(DecisionError::CommentControlCharacter)
+            }
+            Some(c) if c.trim().is_empty() => None,
+            other => other,
+        };
+        Ok(Decision {
+            approved: parsed.approved.unwrap_or(true),
+            comment,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_body_approves() {
+        assert_eq!(
+            Decision::parse(b"").unwrap(),
+            Decision { approved: true, comment: None }
+        );
+        assert!(Decision::parse(b"  \n").unwrap().approved);
+    }
+
+    #[test]
+    fn approved_false_rejects_with_its_comment() {
+        let d = Decision::parse(br#"{"approved": false, "comment": "contains PII"}"#).unwrap();
+        assert!(!d.approved);
+        assert_eq!(d.comment.as_deref(), Some("contains PII"));
+    }
+
+    #[test]
+    fn wrong_types_unknown_fields_and_non_objects_are_malformed() {
+        for body in [
+            &br#"{"approved": "yes"}"#[..],
+            br#"{"aproved": false}"#,
+            br#"[true]"#,
+            br#"true"#,
+            br#"{"approved": true"#,
+            br#"{"comment": 5}"#,
+        ] {
+            assert!(
+                matches!(Decision::parse(body), Err(DecisionError::Malformed(_))),
+                "{:?} was accepted",
+                String::from_utf8_lossy(body)
+            );
+        }
+    }
+
+    #[test]
+    fn long_comments_are_refused() {
+        let body = format!(r#"{{"comment": "{}"}}"#, "x".repeat(2001));
+        assert_eq!(Decision::parse(body.as_bytes()), Err(DecisionError::CommentTooLong));
+    }
+}
