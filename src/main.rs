@@ -1,1 +1,59 @@
-fn main() {}
+//! `handler`: File Approver's one binary. Reads settings, starts logging, serves.
+
+use std::process::ExitCode;
+
+use file_approver::config::{RunMode, Settings};
+use file_approver::startup::Application;
+use file_approver::telemetry;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let settings = match Settings::from_env() {
+        Ok(s) => s,
+        Err(e) => {
+            // Logging is not set up yet, and this must be readable in the host's log.
+            eprintln!("error: invalid setting: {e}");
+            return exit_failure();
+        }
+    };
+    telemetry::init(matches!(settings.mode, RunMode::CustomHandler { .. }));
+    if settings.reviewers.is_empty() {
+        tracing::warn!(
+            "FILE_APPROVER_REVIEWERS is unset: approvals are NOT authenticated and are recorded as reviewer \"anonymous\""
+        );
+    }
+    tracing::info!(mode = ?settings.mode, storage = ?settings.storage, "starting");
+    let app = match Application::build(settings).await {
+        Ok(app) => app,
+        Err(e) => {
+            tracing::error!(error = %chain(&e), "start-up failed");
+            return exit_failure();
+        }
+    };
+    if let Ok(addr) = app.local_addr() {
+        tracing::info!(%addr, "listening");
+    }
+    match app.run_until_stopped().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %chain(&e), "server stopped");
+            exit_failure()
+        }
+    }
+}
+
+/// Never 0 on failure: the Functions host does not restart a worker that exits with 0.
+fn exit_failure() -> ExitCode {
+    ExitCode::from(1)
+}
+
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut next = e.source();
+    while let Some(cause) = next {
+        out.push_str(": ");
+        out.push_str(&cause.to_string());
+        next = cause.source();
+    }
+    out
+}

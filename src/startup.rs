@@ -1,1 +1,199 @@
-// placeholder
+//! Wiring: settings → storage backend → engine → router → server. The listener is bound by
+//! the caller's choice of port (0 in tests), and every dependency the handlers need travels in
+//! [`AppState`].
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::{Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use tokio::net::TcpListener;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::clock::{Clock, SystemClock};
+use crate::config::{RunMode, Settings, StorageSetting};
+use crate::engine::{Engine, EngineError, EngineOptions};
+use crate::error::ApiError;
+use crate::functions::{approve, blobs, download, orchestrator, recover, status, upload};
+use crate::store::azure::AzureStore;
+use crate::store::embedded::{EmbeddedOptions, EmbeddedStore};
+use crate::store::{StoreError, Storage};
+use crate::workflow::{self, record::FILES_TABLE, FILES_CONTAINER};
+
+/// What every handler may use.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn Storage>,
+    pub engine: Arc<Engine>,
+    pub clock: Arc<dyn Clock>,
+    pub settings: Arc<Settings>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("cannot listen on {addr}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot open storage")]
+    Storage(#[from] StoreError),
+    #[error("cannot prepare the workflow engine")]
+    Engine(#[from] EngineError),
+    #[error("server failed")]
+    Serve(#[source] std::io::Error),
+}
+
+/// A built, bound, not yet running app.
+pub struct Application {
+    listener: TcpListener,
+    router: Router,
+    state: AppState,
+}
+
+impl Application {
+    /// Binds 127.0.0.1 on the mode's port: the host always calls the handler on loopback, and
+    /// local mode has no business listening anywhere else.
+    pub async fn build(settings: Settings) -> Result<Self, StartupError> {
+        let addr = SocketAddr::from(([127, 0, 0, 1], settings.mode.port()));
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartupError::Bind { addr, source })?;
+        Self::build_with(settings, listener, Arc::new(SystemClock)).await
+    }
+
+    /// The same with a given listener and clock (tests: port 0 and a manual clock).
+    pub async fn build_with(
+        settings: Settings,
+        listener: TcpListener,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, StartupError> {
+        let local_addr = listener.local_addr().map_err(StartupError::Serve)?;
+        let (store, embedded): (Arc<dyn Storage>, Option<Arc<EmbeddedStore>>) =
+            match &settings.storage {
+                StorageSetting::Azure { connection_string } => {
+                    (Arc::new(AzureStore::from_connection_string(connection_string)?), None)
+                }
+                StorageSetting::Embedded { data_dir } => {
+                    let public_base_url = settings
+                        .public_url
+                        .clone()
+                        .unwrap_or_else(|| format!("http://{local_addr}"));
+                    let store = Arc::new(EmbeddedStore::open(
+                        data_dir,
+                        EmbeddedOptions {
+                            public_base_url,
+                            signing_secret: settings.signing_key.clone(),
+                        },
+                    )?);
+                    (store.clone(), Some(store))
+                }
+            };
+        store.ensure_container(FILES_CONTAINER).await?;
+        store.ensure_table(FILES_TABLE).await?;
+
+        let registry = workflow::registry(store.clone(), clock.clone());
+        let engine = Engine::new(store.clone(), clock.clone(), registry, EngineOptions::default());
+        engine.ensure_storage().await?;
+
+        let state = AppState {
+            store,
+            engine: Arc::new(engine),
+            clock: clock.clone(),
+            settings: Arc::new(settings),
+        };
+        let mut router = app(state.clone());
+        if let Some(embedded) = embedded {
+            router = router.merge(blobs::router(embedded, clock));
+        }
+        Ok(Application {
+            listener,
+            router,
+            state,
+        })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until the process is stopped. In local mode it also runs the duty a timer
+    /// trigger runs under the host: the engine's recovery of unfinished work.
+    pub async fn run_until_stopped(self) -> Result<(), StartupError> {
+        if let RunMode::Local { .. } = self.state.settings.mode {
+            let engine = self.state.engine.clone();
+            let every = Duration::from_secs(self.state.settings.recover_interval_secs);
+            tokio::spawn(async move {
+                let mut ticks = tokio::time::interval(every);
+                ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    ticks.tick().await;
+                    if let Err(e) = engine.recover().await {
+                        tracing::warn!(error = %e, "recovery duty failed; will retry");
+                    }
+                }
+            });
+        }
+        axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(shutdown_signal())
+            .await
+            .map_err(StartupError::Serve)
+    }
+}
+
+async fn shutdown_signal() {
+    // Ctrl-C in local mode; the host stops the worker with SIGTERM/SIGKILL.
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+/// The whole route table (besides the embedded store's signed-link route).
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        // The host's readiness and health probe: answer at once, touch nothing.
+        .route("/", get(|| async { StatusCode::OK }))
+        .route("/api/files", post(upload::upload).get(status::list))
+        .route("/api/files/{id}", get(status::get_one))
+        .route("/api/files/{id}/approvals/{stage}", post(approve::approve))
+        .route("/api/files/{id}/download", get(download::download))
+        .route("/orchestrator", post(orchestrator::invoke))
+        .route("/recover", post(recover::invoke))
+        .fallback(|| async { ApiError::NotFound("no such route".into()) })
+        .method_not_allowed_fallback(|method: Method| async move {
+            ApiError::MethodNotAllowed {
+                method: method.to_string(),
+            }
+        })
+        .layer(CatchPanicLayer::custom(|_| -> Response {
+            ApiError::internal("a handler panicked").into_response()
+        }))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}

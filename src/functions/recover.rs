@@ -1,0 +1,23 @@
+//! `recover/`: a timer trigger (every minute under the host; an interval in local mode) that
+//! runs the engine's recovery duty — finishing activity work a dead process left behind and
+//! firing due timers. Answered in the host's invocation envelope.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+
+use super::invocation::InvocationResponse;
+use crate::startup::AppState;
+
+pub async fn invoke(State(state): State<AppState>) -> Response {
+    match state.engine.recover().await {
+        Ok(report) => InvocationResponse::with_logs(vec![format!("recover: {report}")])
+            .into_response(),
+        Err(e) => {
+            // Non-2xx fails the invocation; the next tick runs the duty again anyway.
+            tracing::warn!(error = %e, "recovery duty failed");
+            (StatusCode::SERVICE_UNAVAILABLE, InvocationResponse::with_logs(vec![]))
+                .into_response()
+        }
+    }
+}

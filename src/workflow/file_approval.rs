@@ -1,0 +1,215 @@
+//! The `FileApproval` orchestration and the `AnalyzeFile` activity.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use super::analysis::{analyze_stream, Analysis};
+use super::FILES_CONTAINER;
+use crate::clock::Clock;
+use crate::domain::{ApprovalStage, FileId, Stage};
+use crate::engine::{
+    ActivityError, Engine, EngineError, HistoryEvent, InstanceStatus, OrchestrationContext,
+    OrchestrationError, Registry, RetryPolicy, StartOutcome,
+};
+use crate::store::{Storage, StoreError};
+
+pub const ORCHESTRATION: &str = "FileApproval";
+pub const ANALYZE_ACTIVITY: &str = "AnalyzeFile";
+
+/// The orchestration's input: everything it needs about the file, fixed when it starts (so a
+/// later settings change cannot make a running instance replay differently).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FileInput {
+    pub id: String,
+    pub name: String,
+    pub content_type: String,
+    pub size: u64,
+    pub created_time: DateTime<Utc>,
+    /// Each approval must come within this many seconds, else the file ends `Expired`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval_timeout_secs: Option<u64>,
+}
+
+/// A reviewer's decision as raised to the instance (and as shown in FileStatus `approvals`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DecisionEvent {
+    pub stage: ApprovalStage,
+    pub approved: bool,
+    pub reviewer: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+    pub decided_time: DateTime<Utc>,
+}
+
+pub type Approval = DecisionEvent;
+
+/// The external event a stage's decision arrives as.
+pub fn event_name(stage: ApprovalStage) -> &'static str {
+    match stage {
+        ApprovalStage::Upload => "UploadDecision",
+        ApprovalStage::Download => "DownloadDecision",
+    }
+}
+
+/// Analysis reads the whole file once; a retry helps only with a storage hiccup.
+fn analysis_retry() -> RetryPolicy {
+    RetryPolicy {
+        max_attempts: 3,
+        first_interval: Duration::seconds(5),
+        backoff_coefficient: 2.0,
+        max_interval: Duration::seconds(60),
+    }
+}
+
+fn set_stage(ctx: &OrchestrationContext, stage: Stage) {
+    ctx.set_custom_status(json!(stage.as_str()));
+}
+
+async fn decision(
+    ctx: &OrchestrationContext,
+    stage: ApprovalStage,
+    timeout_secs: Option<u64>,
+) -> Result<Option<DecisionEvent>, OrchestrationError> {
+    match timeout_secs {
+        None => ctx.wait_for_event(event_name(stage)).await.map(Some),
+        Some(secs) => {
+            let deadline = ctx.current_time() + Duration::seconds(secs as i64);
+            ctx.wait_for_event_until(event_name(stage), deadline).await
+        }
+    }
+}
+
+/// Ends the workflow with `stage` as both custom status and output.
+fn finish(ctx: &OrchestrationContext, stage: Stage) -> Result<Value, OrchestrationError> {
+    set_stage(ctx, stage);
+    Ok(json!({ "stage": stage.as_str() }))
+}
+
+async fn file_approval(ctx: OrchestrationContext, input: Value) -> Result<Value, OrchestrationError> {
+    let file: FileInput = serde_json::from_value(input)
+        .map_err(|e| OrchestrationError::failed(format!("invalid FileApproval input: {e}")))?;
+
+    set_stage(&ctx, Stage::AwaitingUploadApproval);
+    match decision(&ctx, ApprovalStage::Upload, file.approval_timeout_secs).await? {
+        None => return finish(&ctx, Stage::Expired),
+        Some(d) if !d.approved => return finish(&ctx, Stage::Rejected),
+        Some(_) => {}
+    }
+
+    set_stage(&ctx, Stage::Analyzing);
+    let analysis: Result<Value, OrchestrationError> = ctx
+        .call_activity(ANALYZE_ACTIVITY, &file, analysis_retry())
+        .await;
+    if let Err(e) = analysis {
+        set_stage(&ctx, Stage::Failed);
+        return Err(OrchestrationError::failed(format!("analysis failed: {e}")));
+    }
+
+    set_stage(&ctx, Stage::AwaitingDownloadApproval);
+    match decision(&ctx, ApprovalStage::Download, file.approval_timeout_secs).await? {
+        None => finish(&ctx, Stage::Expired),
+        Some(d) if !d.approved => finish(&ctx, Stage::Rejected),
+        Some(_) => finish(&ctx, Stage::Approved),
+    }
+}
+
+/// Reads the file from storage and analyzes it: one streaming pass, bounded memory.
+async fn analyze_file(
+    store: Arc<dyn Storage>,
+    clock: Arc<dyn Clock>,
+    input: Value,
+) -> Result<Value, ActivityError> {
+    let file: FileInput = serde_json::from_value(input)
+        .map_err(|e| ActivityError::new(format!("invalid AnalyzeFile input: {e}")))?;
+    let blob = store
+        .get_blob(FILES_CONTAINER, &file.id, None)
+        .await
+        .map_err(|e| match e {
+            StoreError::NotFound => ActivityError::new(format!("file {} has no blob", file.id)),
+            other => ActivityError::new(format!("reading file {}: {other}", file.id)),
+        })?;
+    let analysis: Analysis = analyze_stream(blob.body, &file.content_type, clock.now())
+        .await
+        .map_err(|e| ActivityError::new(format!("analyzing file {}: {e}", file.id)))?;
+    serde_json::to_value(analysis).map_err(|e| ActivityError::new(e.to_string()))
+}
+
+/// Every orchestration and activity of File Approver.
+pub fn registry(store: Arc<dyn Storage>, clock: Arc<dyn Clock>) -> Registry {
+    let mut registry = Registry::new();
+    registry.orchestration(ORCHESTRATION, file_approval);
+    registry.activity(ANALYZE_ACTIVITY, move |input| {
+        analyze_file(store.clone(), clock.clone(), input)
+    });
+    registry
+}
+
+/// Starts the workflow of an uploaded file. Idempotent: the blob trigger delivers at least once.
+pub async fn start_for_file(engine: &Engine, file: &FileInput) -> Result<StartOutcome, EngineError> {
+    let input = serde_json::to_value(file)
+        .map_err(|e| EngineError::InvalidInput(e.to_string()))?;
+    engine.start(ORCHESTRATION, &file.id, input).await
+}
+
+/// What a client sees of an instance, read back from its history.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Summary {
+    pub file: FileInput,
+    pub stage: Stage,
+    pub approvals: Vec<DecisionEvent>,
+    pub analysis: Option<Value>,
+}
+
+/// Derives stage, decisions and analysis from an instance status loaded with its history.
+pub fn summarize(status: &InstanceStatus) -> Result<Summary, EngineError> {
+    let file: FileInput = serde_json::from_value(status.input.clone())
+        .map_err(|e| EngineError::InvalidInput(format!("instance {}: {e}", status.instance_id)))?;
+    let stage = status
+        .custom_status
+        .as_str()
+        .and_then(|s| Stage::parse(s).ok())
+        // Before the first turn wrote a custom status the file is waiting to be picked up.
+        .unwrap_or(Stage::Uploaded);
+    let mut approvals = Vec::new();
+    let mut analysis = None;
+    let mut analyze_ids = Vec::new();
+    for event in status.history.iter().flatten() {
+        match event {
+            HistoryEvent::EventRaised { name, input, .. }
+                if name == event_name(ApprovalStage::Upload)
+                    || name == event_name(ApprovalStage::Download) =>
+            {
+                if let Ok(d) = serde_json::from_value::<DecisionEvent>(input.clone()) {
+                    approvals.push(d);
+                }
+            }
+            HistoryEvent::TaskScheduled { event_id, name, .. } if name == ANALYZE_ACTIVITY => {
+                analyze_ids.push(*event_id);
+            }
+            HistoryEvent::TaskCompleted {
+                task_scheduled_id,
+                result,
+                ..
+            } if analyze_ids.contains(task_scheduled_id) => {
+                analysis = Some(result.clone());
+            }
+            _ => {}
+        }
+    }
+    Ok(Summary {
+        file,
+        stage,
+        approvals,
+        analysis,
+    })
+}
+
+/// The instance id of a file's workflow.
+pub fn instance_id(id: FileId) -> String {
+    id.to_string()
+}
