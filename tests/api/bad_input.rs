@@ -1,0 +1,360 @@
+//! Every bad input gets the right status and a JSON error with a stable code — never a 5xx —
+//! and leaves nothing behind.
+
+use serde_json::Value;
+
+use crate::helpers::{assert_error, spawn_app, urlencode, TestApp, ALICE, BOB, MAX_UPLOAD};
+
+const RANDOM_ID: &str = "3f1c9a4e-0b6d-4c1e-9a51-2f8e7d6c5b4a";
+
+/// No record and no blob may be left by a refused upload.
+async fn assert_nothing_stored(app: &TestApp) {
+    let files = app
+        .state
+        .store
+        .query("files", &file_approver::store::TableQuery::default())
+        .await
+        .expect("query records");
+    assert!(files.entities.is_empty(), "records left behind: {:?}", files.entities);
+    let listed: Value = app.get("/api/files").await.json().await.unwrap();
+    assert_eq!(listed["files"].as_array().unwrap().len(), 0);
+}
+
+#[tokio::test]
+async fn malformed_file_id_is_refused() {
+    let app = spawn_app().await;
+    for path in [
+        "/api/files/not-a-uuid",
+        "/api/files/3f1c9a4e0b6d4c1e9a512f8e7d6c5b4a",
+        "/api/files/%7B3f1c9a4e-0b6d-4c1e-9a51-2f8e7d6c5b4a%7D",
+        "/api/files/not-a-uuid/download",
+    ] {
+        assert_error(app.get(path).await, 400, "InvalidId").await;
+    }
+    assert_error(app.approve("nope", "upload", Some(ALICE), None).await, 400, "InvalidId").await;
+}
+
+#[tokio::test]
+async fn unknown_file_is_not_found_everywhere() {
+    let app = spawn_app().await;
+    assert_error(app.get(&format!("/api/files/{RANDOM_ID}")).await, 404, "NotFound").await;
+    assert_error(app.get(&format!("/api/files/{RANDOM_ID}/download")).await, 404, "NotFound").await;
+    assert_error(app.approve(RANDOM_ID, "upload", Some(ALICE), None).await, 404, "NotFound").await;
+}
+
+#[tokio::test]
+async fn unknown_approval_stage_is_refused() {
+    let app = spawn_app().await;
+    let id = app.upload_ok("a.txt", b"a").await;
+    for stage in ["publish", "Upload", "UPLOAD", "%20"] {
+        assert_error(app.approve(&id, stage, Some(ALICE), None).await, 400, "InvalidStage").await;
+    }
+}
+
+#[tokio::test]
+async fn invalid_or_wrong_typed_decision_bodies_are_refused() {
+    let app = spawn_app().await;
+    let id = app.upload_ok("a.txt", b"a").await;
+    for body in [
+        "{",
+        "not json",
+        r#"{"approved": "yes"}"#,
+        r#"{"approved": 1}"#,
+        r#"{"aproved": false}"#,
+        r#"[true]"#,
+        r#"{"comment": 42}"#,
+    ] {
+        assert_error(app.approve(&id, "upload", Some(ALICE), Some(body)).await, 400, "InvalidBody")
+            .await;
+    }
+    let huge = format!(r#"{{"comment": "{}"}}"#, "x".repeat(20_000));
+    assert_error(app.approve(&id, "upload", Some(ALICE), Some(&huge)).await, 400, "InvalidBody").await;
+    // None of it was recorded.
+    assert_eq!(app.status(&id).await["stage"], "AwaitingUploadApproval");
+}
+
+#[tokio::test]
+async fn missing_or_wrong_reviewer_tokens_are_unauthorized() {
+    let app = spawn_app().await;
+    let id = app.upload_ok("a.txt", b"a").await;
+    assert_error(app.approve(&id, "upload", None, None).await, 401, "Unauthorized").await;
+    assert_error(app.approve(&id, "upload", Some("mallory-0123456789"), None).await, 401, "Unauthorized").await;
+    let basic = app
+        .client
+        .post(app.url(&format!("/api/files/{id}/approvals/upload")))
+        .header("Authorization", format!("Basic {ALICE}"))
+        .send()
+        .await
+        .unwrap();
+    assert!(basic.headers().contains_key("www-authenticate"));
+    assert_error(basic, 401, "Unauthorized").await;
+    assert_eq!(app.status(&id).await["approvals"].as_array().unwrap().len(), 0);
+}
+
+#[tokio::test]
+async fn names_are_cut_to_their_last_component_or_refused() {
+    let app = spawn_app().await;
+    let response = app.upload("../../etc/passwd", b"x", "text/plain").await;
+    assert_eq!(response.status(), 201);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["name"], "passwd");
+
+    for bad in ["a\nb.txt", "tab\there", "dir/", "..", &"n".repeat(256)] {
+        assert_error(app.upload(bad, b"x", "text/plain").await, 400, "InvalidName").await;
+    }
+}
+
+#[tokio::test]
+async fn upload_without_a_name_is_refused() {
+    let app = spawn_app().await;
+    let response = app
+        .client
+        .post(app.url("/api/files"))
+        .body("content")
+        .send()
+        .await
+        .unwrap();
+    assert_error(response, 400, "MissingName").await;
+    assert_nothing_stored(&app).await;
+}
+
+#[tokio::test]
+async fn the_name_may_come_from_the_x_file_name_header() {
+    let app = spawn_app().await;
+    let response = app
+        .client
+        .post(app.url("/api/files"))
+        .header("X-File-Name", "from-header.bin")
+        .body(vec![0u8, 1, 2])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["name"], "from-header.bin");
+    assert_eq!(body["contentType"], "application/octet-stream");
+}
+
+#[tokio::test]
+async fn empty_upload_is_refused_and_leaves_nothing() {
+    let app = spawn_app().await;
+    assert_error(app.upload("empty.txt", b"", "text/plain").await, 400, "EmptyFile").await;
+    // The same without Content-Length (chunked, zero chunks).
+    let stream = futures::stream::iter(Vec::<Result<Vec<u8>, std::io::Error>>::new());
+    let response = app
+        .client
+        .post(app.url("/api/files?name=empty.txt"))
+        .body(reqwest::Body::wrap_stream(stream))
+        .send()
+        .await
+        .unwrap();
+    assert_error(response, 400, "EmptyFile").await;
+    assert_nothing_stored(&app).await;
+}
+
+#[tokio::test]
+async fn oversized_upload_is_refused_from_content_length() {
+    let app = spawn_app().await;
+    let body = vec![b'x'; MAX_UPLOAD as usize + 1];
+    assert_error(app.upload("big.bin", &body, "application/octet-stream").await, 413, "TooLarge").await;
+    assert_nothing_stored(&app).await;
+}
+
+#[tokio::test]
+async fn oversized_chunked_upload_is_refused_while_streaming_and_leaves_nothing() {
+    let app = spawn_app().await;
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+        (0..20).map(|_| Ok(vec![b'x'; 64 * 1024])).collect(); // 1.25 MiB > 1 MiB
+    let response = app
+        .client
+        .post(app.url("/api/files?name=big.bin"))
+        .body(reqwest::Body::wrap_stream(futures::stream::iter(chunks)))
+        .send()
+        .await
+        .unwrap();
+    assert_error(response, 413, "TooLarge").await;
+    assert_nothing_stored(&app).await;
+}
+
+#[tokio::test]
+async fn an_interrupted_upload_commits_nothing() {
+    let app = spawn_app().await;
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = vec![
+        Ok(vec![b'x'; 1000]),
+        Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "client went away")),
+    ];
+    let _ = app
+        .client
+        .post(app.url("/api/files?name=cut.bin"))
+        .body(reqwest::Body::wrap_stream(futures::stream::iter(chunks)))
+        .send()
+        .await;
+    // The server notices the broken body asynchronously; give its handler a moment to clean up
+    // by making a request that is served after it.
+    for _ in 0..50 {
+        let records = app
+            .state
+            .store
+            .query("files", &file_approver::store::TableQuery::default())
+            .await
+            .unwrap();
+        if records.entities.is_empty() {
+            break;
+        }
+        tokio::task::yield_now().await;
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_nothing_stored(&app).await;
+}
+
+#[tokio::test]
+async fn multipart_upload_takes_the_name_and_type_of_its_file_part() {
+    let app = spawn_app().await;
+    let form = reqwest::multipart::Form::new()
+        .text("comment", "ignored")
+        .part(
+            "file",
+            reqwest::multipart::Part::bytes(b"%PDF-1.4 fake".to_vec())
+                .file_name("C:\\docs\\report.pdf")
+                .mime_str("application/pdf")
+                .unwrap(),
+        );
+    let response = app.client.post(app.url("/api/files")).multipart(form).send().await.unwrap();
+    assert_eq!(response.status(), 201);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["name"], "report.pdf");
+    assert_eq!(body["contentType"], "application/pdf");
+    assert_eq!(body["size"], 13);
+}
+
+#[tokio::test]
+async fn broken_multipart_is_refused_and_leaves_nothing() {
+    let app = spawn_app().await;
+    let cases: Vec<(&str, &[u8])> = vec![
+        // No boundary parameter at all.
+        ("multipart/form-data", b"--x\r\n\r\nhello\r\n--x--\r\n"),
+        // A boundary that never appears.
+        ("multipart/form-data; boundary=zzz", b"no parts here at all"),
+        // A form without a file part.
+        (
+            "multipart/form-data; boundary=b",
+            b"--b\r\nContent-Disposition: form-data; name=\"comment\"\r\n\r\nhi\r\n--b--\r\n",
+        ),
+        // A file part that is never terminated.
+        (
+            "multipart/form-data; boundary=b",
+            b"--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.txt\"\r\n\r\nabc",
+        ),
+    ];
+    for (content_type, body) in cases {
+        let response = app
+            .client
+            .post(app.url("/api/files"))
+            .header("Content-Type", content_type)
+            .body(body.to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert_error(response, 400, "InvalidMultipart").await;
+    }
+    assert_nothing_stored(&app).await;
+}
+
+#[tokio::test]
+async fn a_malformed_content_type_is_refused() {
+    let app = spawn_app().await;
+    assert_error(app.upload("a.txt", b"a", "garbage").await, 400, "InvalidBody").await;
+    assert_nothing_stored(&app).await;
+}
+
+#[tokio::test]
+async fn download_approval_before_upload_approval_is_refused() {
+    let app = spawn_app().await;
+    let id = app.upload_ok("a.txt", b"a").await;
+    let error = assert_error(app.approve(&id, "download", Some(BOB), None).await, 409, "WrongStage").await;
+    assert_eq!(error["currentStage"], "AwaitingUploadApproval");
+}
+
+#[tokio::test]
+async fn repeating_the_same_decision_is_ok_and_recorded_once() {
+    let app = spawn_app().await;
+    let id = app.upload_ok("a.txt", b"a").await;
+    assert_eq!(app.approve(&id, "upload", Some(ALICE), None).await.status(), 202);
+    let again = app.approve(&id, "upload", Some(ALICE), None).await;
+    assert_eq!(again.status(), 200);
+    let body: Value = again.json().await.unwrap();
+    assert_eq!(body["approvals"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_contradictory_decision_is_refused() {
+    let app = spawn_app().await;
+    let id = app.upload_ok("a.txt", b"a").await;
+    assert_eq!(app.approve(&id, "upload", Some(ALICE), None).await.status(), 202);
+    app.idle().await;
+    let error = assert_error(
+        app.approve(&id, "upload", Some(ALICE), Some(r#"{"approved": false}"#)).await,
+        409,
+        "WrongStage",
+    )
+    .await;
+    assert!(error["message"].as_str().unwrap().contains("already decided"), "{error}");
+    // Another reviewer deciding a decided stage is refused too.
+    assert_error(app.approve(&id, "upload", Some(BOB), None).await, 409, "WrongStage").await;
+}
+
+#[tokio::test]
+async fn download_before_approval_is_refused() {
+    let app = spawn_app().await;
+    let id = app.upload_ok("a.txt", b"a").await;
+    let error = assert_error(app.get(&format!("/api/files/{id}/download")).await, 409, "NotApproved").await;
+    assert_eq!(error["currentStage"], "AwaitingUploadApproval");
+    app.approve(&id, "upload", Some(ALICE), None).await;
+    app.idle().await;
+    let error = assert_error(app.get(&format!("/api/files/{id}/download")).await, 409, "NotApproved").await;
+    assert_eq!(error["currentStage"], "AwaitingDownloadApproval");
+}
+
+#[tokio::test]
+async fn unsupported_methods_are_refused_with_405() {
+    let app = spawn_app().await;
+    let id = app.upload_ok("a.txt", b"a").await;
+    for (method, path) in [
+        (reqwest::Method::DELETE, format!("/api/files/{id}")),
+        (reqwest::Method::PUT, "/api/files".to_owned()),
+        (reqwest::Method::GET, format!("/api/files/{id}/approvals/upload")),
+        (reqwest::Method::POST, format!("/api/files/{id}/download")),
+        (reqwest::Method::PATCH, format!("/api/files/{id}")),
+    ] {
+        let response = app.client.request(method, app.url(&path)).send().await.unwrap();
+        assert_error(response, 405, "MethodNotAllowed").await;
+    }
+}
+
+#[tokio::test]
+async fn unknown_routes_are_json_404s() {
+    let app = spawn_app().await;
+    assert_error(app.get("/api/nothing-here").await, 404, "NotFound").await;
+    assert_error(app.get("/api/files/a/b/c/d").await, 404, "NotFound").await;
+}
+
+#[tokio::test]
+async fn bad_listing_queries_are_refused() {
+    let app = spawn_app().await;
+    assert_error(app.get("/api/files?stage=Done").await, 400, "InvalidStage").await;
+    for query in ["top=0", "top=-3", "top=101", "top=ten", "continuationToken="] {
+        assert_error(app.get(&format!("/api/files?{query}")).await, 400, "InvalidQuery").await;
+    }
+    assert_error(
+        app.get(&format!("/api/files?continuationToken={}", urlencode("garbage!"))).await,
+        400,
+        "InvalidQuery",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn the_readiness_probe_answers_at_once() {
+    let app = spawn_app().await;
+    assert_eq!(app.get("/").await.status(), 200);
+}

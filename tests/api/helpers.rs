@@ -1,0 +1,205 @@
+//! `spawn_app()` and friends: a real server on 127.0.0.1:0 over a real store.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use chrono::Utc;
+use file_approver::clock::ManualClock;
+use file_approver::config::Settings;
+use file_approver::startup::{AppState, Application};
+use serde_json::Value;
+use tokio::net::TcpListener;
+
+pub const ALICE: &str = "alice-token-0123456789";
+pub const BOB: &str = "bob-token-0123456789abc";
+pub const MAX_UPLOAD: u64 = 1024 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Embedded,
+    Azure,
+}
+
+/// How the app is started: local mode starts workflows itself right after an upload; custom
+/// handler mode waits for the blob trigger (the tests then send its invocation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Local,
+    CustomHandler,
+}
+
+pub struct TestApp {
+    pub address: String,
+    pub client: reqwest::Client,
+    pub state: AppState,
+    pub clock: ManualClock,
+    _dir: tempfile::TempDir,
+}
+
+/// The Azure connection string for tests, or `None` to skip (never in CI).
+pub fn azure_connection_string() -> Option<String> {
+    match std::env::var("FILE_APPROVER_TEST_AZURE_STORAGE") {
+        Ok(cs) if !cs.trim().is_empty() => Some(cs),
+        _ if std::env::var_os("CI").is_some() => {
+            panic!("CI is set but FILE_APPROVER_TEST_AZURE_STORAGE is not: the Azure tests must run")
+        }
+        _ => {
+            eprintln!("skipped: FILE_APPROVER_TEST_AZURE_STORAGE unset (run scripts/test)");
+            None
+        }
+    }
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_on(Backend::Embedded, Mode::Local).await.expect("embedded app")
+}
+
+/// `None` when the backend is unavailable here (Azure without Azurite, outside CI).
+pub async fn spawn_app_on(backend: Backend, mode: Mode) -> Option<TestApp> {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut vars: HashMap<String, String> = HashMap::new();
+    vars.insert(
+        "FILE_APPROVER_REVIEWERS".into(),
+        format!("alice:{ALICE},bob:{BOB}"),
+    );
+    vars.insert("FILE_APPROVER_MAX_UPLOAD_BYTES".into(), MAX_UPLOAD.to_string());
+    vars.insert(
+        "FILE_APPROVER_DATA_DIR".into(),
+        dir.path().to_string_lossy().into_owned(),
+    );
+    if mode == Mode::CustomHandler {
+        vars.insert("FUNCTIONS_CUSTOMHANDLER_PORT".into(), "0".into());
+    }
+    if backend == Backend::Azure {
+        vars.insert("AzureWebJobsStorage".into(), azure_connection_string()?);
+    }
+    let settings = Settings::from_vars(&vars).expect("test settings");
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let clock = ManualClock::new(Utc::now());
+    let app = Application::build_with(settings, listener, Arc::new(clock.clone()))
+        .await
+        .expect("app builds");
+    let address = format!("http://{}", app.local_addr().expect("addr"));
+    let state = app.state().clone();
+    tokio::spawn(app.run_until_stopped());
+    Some(TestApp {
+        address,
+        client: reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("client"),
+        state,
+        clock,
+        _dir: dir,
+    })
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.address, path)
+    }
+
+    pub async fn upload(&self, name: &str, bytes: &[u8], content_type: &str) -> reqwest::Response {
+        self.client
+            .post(self.url(&format!("/api/files?name={}", urlencode(name))))
+            .header("Content-Type", content_type)
+            .body(bytes.to_vec())
+            .send()
+            .await
+            .expect("upload request")
+    }
+
+    /// Uploads and returns the new file's id.
+    pub async fn upload_ok(&self, name: &str, bytes: &[u8]) -> String {
+        let response = self.upload(name, bytes, "text/plain").await;
+        assert_eq!(response.status(), 201, "upload failed");
+        let body: Value = response.json().await.expect("json");
+        body["id"].as_str().expect("id").to_owned()
+    }
+
+    pub async fn approve(
+        &self,
+        id: &str,
+        stage: &str,
+        token: Option<&str>,
+        body: Option<&str>,
+    ) -> reqwest::Response {
+        let mut request = self
+            .client
+            .post(self.url(&format!("/api/files/{id}/approvals/{stage}")));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request
+                .header("Content-Type", "application/json")
+                .body(body.to_owned());
+        }
+        request.send().await.expect("approve request")
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client.get(self.url(path)).send().await.expect("get")
+    }
+
+    pub async fn status(&self, id: &str) -> Value {
+        let response = self.get(&format!("/api/files/{id}")).await;
+        assert_eq!(response.status(), 200);
+        response.json().await.expect("json")
+    }
+
+    /// Waits until the activity work this app started is done (no sleeping).
+    pub async fn idle(&self) {
+        self.state.engine.idle().await;
+    }
+}
+
+pub fn urlencode(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+/// Asserts an error response: status, JSON shape and stable code. Returns the error object.
+pub async fn assert_error(response: reqwest::Response, status: u16, code: &str) -> Value {
+    assert_eq!(response.status().as_u16(), status, "unexpected status");
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    assert!(content_type.starts_with("application/json"), "not JSON: {content_type}");
+    let body: Value = response.json().await.expect("error body is JSON");
+    assert_eq!(body["error"]["code"], code, "body: {body}");
+    assert!(body["error"]["message"].is_string(), "body: {body}");
+    body["error"].clone()
+}
+
+/// One test per backend for each listed `async fn name(backend: Backend)`.
+#[macro_export]
+macro_rules! on_every_backend {
+    ($($name:ident),* $(,)?) => {
+        mod embedded {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::helpers::Backend::Embedded).await
+                }
+            )*
+        }
+        mod azure {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::helpers::Backend::Azure).await
+                }
+            )*
+        }
+    };
+}
+
+impl TestApp {
+    pub fn clock_now(&self) -> chrono::DateTime<chrono::Utc> {
+        use file_approver::clock::Clock;
+        self.clock.now()
+    }
+}

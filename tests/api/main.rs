@@ -1,0 +1,7 @@
+//! API tests: the app served on a real port, driven over HTTP with a plain client, on the
+//! embedded store and (when `FILE_APPROVER_TEST_AZURE_STORAGE` is set, as in CI) on Azurite.
+
+mod bad_input;
+mod helpers;
+mod invocation;
+mod workflow;
