@@ -1,6 +1,8 @@
 //! The analysis activity's pure core, fed real bytes: hand-made images, UTF-8 text split at
 //! awkward places, random chunkings of the same content, and a real byte stream.
 
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -43,7 +45,11 @@ fn crc32(bytes: &[u8]) -> u32 {
     for &b in bytes {
         crc ^= u32::from(b);
         for _ in 0..8 {
-            crc = if crc & 1 == 1 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
         }
     }
     !crc
@@ -66,7 +72,11 @@ fn png(width: u32, height: u32) -> Vec<u8> {
     ihdr.extend_from_slice(&height.to_be_bytes());
     ihdr.extend_from_slice(&[1, 0, 0, 0, 0]);
     png_chunk(&mut out, b"IHDR", &ihdr);
-    png_chunk(&mut out, b"IDAT", &[0x78, 0x01, 0x01, 0x00, 0x00, 0xff, 0xff, 0, 0, 0, 1]);
+    png_chunk(
+        &mut out,
+        b"IDAT",
+        &[0x78, 0x01, 0x01, 0x00, 0x00, 0xff, 0xff, 0, 0, 0, 1],
+    );
     png_chunk(&mut out, b"IEND", &[]);
     out
 }
@@ -96,7 +106,11 @@ fn jpeg_segment(out: &mut Vec<u8>, marker: u8, payload: &[u8]) {
 /// EXIF/XMP would add), then the SOF0 frame header carrying the dimensions.
 fn jpeg(width: u16, height: u16, app1_segments: usize) -> Vec<u8> {
     let mut out = vec![0xFF, 0xD8];
-    jpeg_segment(&mut out, 0xE0, b"JFIF\0\x01\x01\x00\x00\x01\x00\x01\x00\x00");
+    jpeg_segment(
+        &mut out,
+        0xE0,
+        b"JFIF\0\x01\x01\x00\x00\x01\x00\x01\x00\x00",
+    );
     let mut exif = b"Exif\0\0".to_vec();
     exif.resize(65_000, 0x5A);
     for _ in 0..app1_segments {
@@ -163,7 +177,10 @@ fn a_hand_made_jpeg_reports_its_type_and_dimensions() {
     let a = analyze(&jpeg(1024, 768, 0), "image/jpg");
     assert_eq!(a.detected_content_type, "image/jpeg");
     assert_eq!((a.width, a.height), (Some(1024), Some(768)));
-    assert!(a.content_type_matches, "image/jpg is an alias of image/jpeg");
+    assert!(
+        a.content_type_matches,
+        "image/jpg is an alias of image/jpeg"
+    );
 }
 
 #[test]
@@ -201,8 +218,14 @@ fn a_hand_made_bmp_and_webp_report_their_types_and_dimensions() {
 #[test]
 fn sha256_matches_the_fips_180_test_vectors() {
     let vectors: [(&[u8], &str); 3] = [
-        (b"", "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"),
-        (b"abc", "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"),
+        (
+            b"",
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+        ),
+        (
+            b"abc",
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad",
+        ),
         (
             b"abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq",
             "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1",
@@ -253,13 +276,21 @@ fn utf8_split_across_every_chunk_boundary_is_still_text() {
         let mut analyzer = Analyzer::new();
         analyzer.update(&text[..split]);
         analyzer.update(&text[split..]);
-        assert_eq!(analyzer.finish("text/plain", now()), whole, "split at {split}");
+        assert_eq!(
+            analyzer.finish("text/plain", now()),
+            whole,
+            "split at {split}"
+        );
     }
     let mut analyzer = Analyzer::new();
     for byte in text {
         analyzer.update(std::slice::from_ref(byte));
     }
-    assert_eq!(analyzer.finish("text/plain", now()), whole, "one byte at a time");
+    assert_eq!(
+        analyzer.finish("text/plain", now()),
+        whole,
+        "one byte at a time"
+    );
 }
 
 #[test]
@@ -282,7 +313,19 @@ fn invalid_utf8_is_octet_stream_without_text_counts() {
 #[test]
 fn the_analysis_does_not_depend_on_how_the_bytes_are_chunked() {
     let mut rng = StdRng::seed_from_u64(42);
-    let words = ["alpha", "βeta", "γάμμα", "δ", "😀", "\t", " ", "\n", "\r\n", "  ", "x"];
+    let words = [
+        "alpha",
+        "βeta",
+        "γάμμα",
+        "δ",
+        "😀",
+        "\t",
+        " ",
+        "\n",
+        "\r\n",
+        "  ",
+        "x",
+    ];
     let mut text = String::new();
     while text.len() < 300_000 {
         text.push_str(words[rng.gen_range(0..words.len())]);
@@ -297,8 +340,16 @@ fn the_analysis_does_not_depend_on_how_the_bytes_are_chunked() {
     ] {
         let whole = analyze(bytes, declared);
         for max_chunk in [1, 3, 17, 4096, 100_000] {
-            let sample = if max_chunk < 10 { &bytes[..20_000] } else { bytes };
-            let expected = if max_chunk < 10 { analyze(sample, declared) } else { whole.clone() };
+            let sample = if max_chunk < 10 {
+                &bytes[..20_000]
+            } else {
+                bytes
+            };
+            let expected = if max_chunk < 10 {
+                analyze(sample, declared)
+            } else {
+                whole.clone()
+            };
             let chunked = analyze_in_chunks(sample, declared, &mut rng, max_chunk);
             assert_eq!(chunked, expected, "chunks up to {max_chunk}");
         }
@@ -341,7 +392,10 @@ fn plain_text_matches_any_textual_declared_type() {
         "image/svg+xml",
         "application/x-yaml",
     ] {
-        assert!(analyze(b"id,amount\n1,10\n", declared).content_type_matches, "{declared}");
+        assert!(
+            analyze(b"id,amount\n1,10\n", declared).content_type_matches,
+            "{declared}"
+        );
     }
     let html = analyze(b"<!DOCTYPE html><html><body>hi</body></html>", "text/html");
     assert_eq!(html.detected_content_type, "text/html");
@@ -357,8 +411,14 @@ fn container_formats_match_their_generic_container_type() {
         "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
         "application/zip"
     ));
-    assert!(content_types_match("application/epub+zip", "application/zip"));
-    assert!(content_types_match("application/msword", "application/x-ole-storage"));
+    assert!(content_types_match(
+        "application/epub+zip",
+        "application/zip"
+    ));
+    assert!(content_types_match(
+        "application/msword",
+        "application/x-ole-storage"
+    ));
     assert!(!content_types_match("application/pdf", "application/zip"));
 }
 
@@ -374,13 +434,21 @@ fn an_empty_file_is_empty_text_that_matches_any_declared_type() {
     assert!(a.is_text);
     assert_eq!((a.line_count, a.word_count), (Some(0), Some(0)));
     assert!(a.content_type_matches);
-    assert_eq!(a.sha256, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+    assert_eq!(
+        a.sha256,
+        "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+    );
 }
 
 #[test]
 fn the_json_has_exactly_the_api_keys_and_is_identical_for_identical_bytes() {
     let text = serde_json::to_value(analyze(b"hello world\n", "text/plain")).unwrap();
-    let keys: Vec<&str> = text.as_object().unwrap().keys().map(String::as_str).collect();
+    let keys: Vec<&str> = text
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
     let mut expected = vec![
         "size",
         "sha256",
@@ -426,7 +494,9 @@ async fn analyzing_a_stream_gives_the_same_result_as_feeding_the_analyzer() {
         .chunks(1000)
         .map(|c| Ok(Bytes::copy_from_slice(c)))
         .collect();
-    let a = analyze_stream(byte_stream(chunks), "image/jpeg", now()).await.unwrap();
+    let a = analyze_stream(byte_stream(chunks), "image/jpeg", now())
+        .await
+        .unwrap();
     assert_eq!(a, analyze(&content, "image/jpeg"));
 }
 
@@ -503,7 +573,11 @@ fn throughput_report() {
     while text.len() < 256 * 1024 * 1024 - 16 {
         let len = rng.gen_range(1..12);
         text.extend(std::iter::repeat_n(b'a' + rng.gen_range(0..26u8), len));
-        text.push(if rng.gen_range(0..12) == 0 { b'\n' } else { b' ' });
+        text.push(if rng.gen_range(0..12) == 0 {
+            b'\n'
+        } else {
+            b' '
+        });
     }
     let started = Instant::now();
     let mut analyzer = Analyzer::new();

@@ -2,6 +2,8 @@
 //! protocol research into `tests/fixtures/`) delivered in every chunking, from a generated
 //! 100 MiB-blob envelope, and over a real loopback HTTP connection.
 
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
 use std::convert::Infallible;
 
 use axum::body::Body;
@@ -47,7 +49,12 @@ async fn parse(body: &str, skip: &[&str]) -> Result<Invocation, InvocationError>
 }
 
 async fn parse_bytewise(body: &str, skip: &[&str]) -> Result<Invocation, InvocationError> {
-    parse_invocation(chunks_of(body.as_bytes(), || 1), skip, &InvocationLimits::default()).await
+    parse_invocation(
+        chunks_of(body.as_bytes(), || 1),
+        skip,
+        &InvocationLimits::default(),
+    )
+    .await
 }
 
 fn envelope_without_blob() -> (String, String) {
@@ -63,7 +70,10 @@ fn envelope_without_blob() -> (String, String) {
 async fn the_blob_trigger_fixture_parses_with_the_blob_skipped_and_the_rest_kept() {
     let inv = parse(BLOB_REQUEST, &["blob"]).await.unwrap();
 
-    assert_eq!(inv.skipped, vec![("blob".to_owned(), FIXTURE_BLOB.len() as u64)]);
+    assert_eq!(
+        inv.skipped,
+        vec![("blob".to_owned(), FIXTURE_BLOB.len() as u64)]
+    );
     assert_eq!(inv.skipped_len("blob"), Some(28));
     assert!(!inv.data.contains_key("blob"));
 
@@ -72,13 +82,22 @@ async fn the_blob_trigger_fixture_parses_with_the_blob_skipped_and_the_rest_kept
     assert_eq!(record["MaxRows"], 100_000);
     assert_eq!(record["RowKey"], "report-2025-03.csv");
 
-    assert_eq!(inv.metadata_str("id").as_deref(), Some("report-2025-03.csv"));
+    assert_eq!(
+        inv.metadata_str("id").as_deref(),
+        Some("report-2025-03.csv")
+    );
     assert_eq!(
         inv.metadata_str("Uri").as_deref(),
         Some("https://mystorageacct.blob.core.windows.net/files/report-2025-03.csv")
     );
-    assert_eq!(inv.metadata_object("sys").unwrap()["MethodName"], "orchestrator");
-    assert_eq!(inv.metadata_object("Metadata").unwrap()["uploadedby"], "alice");
+    assert_eq!(
+        inv.metadata_object("sys").unwrap()["MethodName"],
+        "orchestrator"
+    );
+    assert_eq!(
+        inv.metadata_object("Metadata").unwrap()["uploadedby"],
+        "alice"
+    );
 
     let props = inv.blob_properties().unwrap();
     let at = Utc.with_ymd_and_hms(2025, 3, 14, 9, 25, 40).unwrap();
@@ -117,7 +136,10 @@ async fn the_timer_fixture_exposes_its_retry_context() {
 #[tokio::test]
 async fn the_envelope_parses_identically_whatever_the_chunking() {
     let expected = parse(BLOB_REQUEST, &["blob"]).await.unwrap();
-    assert_eq!(parse_bytewise(BLOB_REQUEST, &["blob"]).await.unwrap(), expected);
+    assert_eq!(
+        parse_bytewise(BLOB_REQUEST, &["blob"]).await.unwrap(),
+        expected
+    );
     let mut rng = StdRng::seed_from_u64(3);
     for max in [2, 5, 13, 64, 700] {
         let chunks = chunks_of(BLOB_REQUEST.as_bytes(), || rng.gen_range(1..=max));
@@ -136,7 +158,10 @@ async fn escapes_in_key_names_and_skipped_values_survive_a_split_at_every_byte()
         r#"{{ "Metadata" : {{ "id" : "\"x\\\"y\"" }} , "Data" : {{ "bl\u006fb" : "{blob_content}" , "record" : {{ "k" : "v\"}}" }} }} }}"#
     );
     let expected = parse(&body, &["blob"]).await.unwrap();
-    assert_eq!(expected.skipped, vec![("blob".to_owned(), blob_content.len() as u64)]);
+    assert_eq!(
+        expected.skipped,
+        vec![("blob".to_owned(), blob_content.len() as u64)]
+    );
     assert_eq!(expected.metadata_str("id").as_deref(), Some("x\"y"));
     assert_eq!(expected.data_object("record").unwrap()["k"], "v\"}");
     assert_eq!(expected.data.len(), 1);
@@ -181,7 +206,9 @@ fn generated_blob_envelope(size: usize) -> impl Stream<Item = Chunk> {
                 state as u8
             })
             .collect();
-        Ok(Bytes::from(base64::engine::general_purpose::STANDARD.encode(raw)))
+        Ok(Bytes::from(
+            base64::engine::general_purpose::STANDARD.encode(raw),
+        ))
     });
     futures::stream::iter(
         std::iter::once(Ok(Bytes::from(before)))
@@ -212,9 +239,14 @@ async fn a_100_mib_blob_envelope_is_parsed_without_holding_the_blob() {
         proc_status_kib("VmRSS:")
     };
     let growth_mib = peak.saturating_sub(rss_before) as f64 / 1024.0;
-    eprintln!("RSS before {rss_before} KiB, peak {peak} KiB: +{growth_mib:.1} MiB (peak reset: {reset})");
+    eprintln!(
+        "RSS before {rss_before} KiB, peak {peak} KiB: +{growth_mib:.1} MiB (peak reset: {reset})"
+    );
     assert_eq!(inv.skipped_len("blob"), Some(SIZE.div_ceil(3) as u64 * 4));
-    assert_eq!(inv.metadata_str("id").as_deref(), Some("report-2025-03.csv"));
+    assert_eq!(
+        inv.metadata_str("id").as_deref(),
+        Some("report-2025-03.csv")
+    );
     assert!(growth_mib < 32.0, "RSS grew by {growth_mib:.1} MiB");
 }
 
@@ -237,7 +269,8 @@ fn double_encoded_values_are_decoded_exactly_once() {
 
 #[tokio::test]
 async fn a_missing_record_arrives_as_the_string_null_and_reads_as_none() {
-    let body = r#"{"Data":{"blob":"AAAA","record":"null"},"Metadata":{"id":"\"f\"","DequeueCount":"5"}}"#;
+    let body =
+        r#"{"Data":{"blob":"AAAA","record":"null"},"Metadata":{"id":"\"f\"","DequeueCount":"5"}}"#;
     let inv = parse(body, &["blob"]).await.unwrap();
     assert_eq!(inv.data_object("record"), None);
     assert_eq!(inv.data_object("absent"), None);
@@ -250,9 +283,22 @@ async fn a_missing_record_arrives_as_the_string_null_and_reads_as_none() {
 async fn a_record_sent_as_an_object_or_as_a_string_of_json_reads_as_the_object() {
     let as_object = r#"{"Data":{"record":{"Name":"a.pdf","Size":3}},"Metadata":{}}"#;
     let as_string = r#"{"Data":{"record":"{\"Name\":\"a.pdf\",\"Size\":3}"},"Metadata":{}}"#;
-    let expected: Map<String, Value> = serde_json::from_str(r#"{"Name":"a.pdf","Size":3}"#).unwrap();
-    assert_eq!(parse(as_object, &["blob"]).await.unwrap().data_object("record"), Some(expected.clone()));
-    assert_eq!(parse(as_string, &["blob"]).await.unwrap().data_object("record"), Some(expected));
+    let expected: Map<String, Value> =
+        serde_json::from_str(r#"{"Name":"a.pdf","Size":3}"#).unwrap();
+    assert_eq!(
+        parse(as_object, &["blob"])
+            .await
+            .unwrap()
+            .data_object("record"),
+        Some(expected.clone())
+    );
+    assert_eq!(
+        parse(as_string, &["blob"])
+            .await
+            .unwrap()
+            .data_object("record"),
+        Some(expected)
+    );
 }
 
 #[test]
@@ -277,7 +323,10 @@ fn blob_properties_tolerate_missing_extra_and_oddly_typed_fields() {
             created_on: None,
         }
     );
-    assert_eq!(BlobTriggerProperties::from_json(&Map::new()), BlobTriggerProperties::default());
+    assert_eq!(
+        BlobTriggerProperties::from_json(&Map::new()),
+        BlobTriggerProperties::default()
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -305,14 +354,14 @@ async fn only_the_listed_keys_directly_under_data_are_skipped() {
 #[tokio::test]
 async fn malformed_json_is_refused() {
     let cases = [
-        r#"{"Data":{"blob":"QUJD"#,                    // ends inside the skipped string
-        r#"{"Data":{"record":"abc"#,                   // ends inside a kept string
+        r#"{"Data":{"blob":"QUJD"#,  // ends inside the skipped string
+        r#"{"Data":{"record":"abc"#, // ends inside a kept string
         r#"{"Data":{"blob":"QU\qJD"},"Metadata":{}}"#, // bad escape in a skipped string
         "{\"Data\":{\"blob\":\"QU\nJD\"},\"Metadata\":{}}", // raw newline in a skipped string
         r#"{"Data":{"blob":"\u12G4"},"Metadata":{}}"#, // bad \u escape in a skipped string
-        r#"{"Data":{"blob" "QUJD"},"Metadata":{}}"#,   // missing colon
-        r#"{"Data":{"blob":"QUJD"}"#,                  // unclosed envelope
-        r#"{"Data":{"blob":"QUJD"}}}"#,                // one brace too many
+        r#"{"Data":{"blob" "QUJD"},"Metadata":{}}"#, // missing colon
+        r#"{"Data":{"blob":"QUJD"}"#, // unclosed envelope
+        r#"{"Data":{"blob":"QUJD"}}}"#, // one brace too many
         r#"{"Data":{},"Metadata":{}} trailing"#,
         "not json at all",
         "",
@@ -320,11 +369,17 @@ async fn malformed_json_is_refused() {
     for body in cases {
         let result = parse(body, &["blob"]).await;
         assert!(
-            matches!(result, Err(InvocationError::Malformed { .. } | InvocationError::Json(_))),
+            matches!(
+                result,
+                Err(InvocationError::Malformed { .. } | InvocationError::Json(_))
+            ),
             "{body:?} gave {result:?}"
         );
         let bytewise = parse_bytewise(body, &["blob"]).await;
-        assert!(bytewise.is_err(), "{body:?} in 1-byte chunks gave {bytewise:?}");
+        assert!(
+            bytewise.is_err(),
+            "{body:?} in 1-byte chunks gave {bytewise:?}"
+        );
     }
 }
 
@@ -342,19 +397,34 @@ async fn an_envelope_without_a_data_object_is_refused() {
             "{body:?} gave {result:?}"
         );
     }
-    let no_metadata = parse(r#"{"Data":{"blob":"QUJD"}}"#, &["blob"]).await.unwrap();
+    let no_metadata = parse(r#"{"Data":{"blob":"QUJD"}}"#, &["blob"])
+        .await
+        .unwrap();
     assert!(no_metadata.metadata.is_empty());
 }
 
 #[tokio::test]
 async fn kept_values_over_the_limit_are_refused_but_a_skipped_value_of_any_size_is_not() {
-    let limits = InvocationLimits { max_retained_bytes: 1024 };
-    let big_record = format!(r#"{{"Data":{{"record":{{"Note":"{}"}}}},"Metadata":{{}}}}"#, "x".repeat(2000));
+    let limits = InvocationLimits {
+        max_retained_bytes: 1024,
+    };
+    let big_record = format!(
+        r#"{{"Data":{{"record":{{"Note":"{}"}}}},"Metadata":{{}}}}"#,
+        "x".repeat(2000)
+    );
     let result = parse_invocation(whole(big_record.as_bytes()), &["blob"], &limits).await;
-    assert!(matches!(result, Err(InvocationError::TooLarge { limit: 1024 })), "{result:?}");
+    assert!(
+        matches!(result, Err(InvocationError::TooLarge { limit: 1024 })),
+        "{result:?}"
+    );
 
-    let big_blob = format!(r#"{{"Data":{{"blob":"{}"}},"Metadata":{{}}}}"#, "QUJD".repeat(250_000));
-    let inv = parse_invocation(whole(big_blob.as_bytes()), &["blob"], &limits).await.unwrap();
+    let big_blob = format!(
+        r#"{{"Data":{{"blob":"{}"}},"Metadata":{{}}}}"#,
+        "QUJD".repeat(250_000)
+    );
+    let inv = parse_invocation(whole(big_blob.as_bytes()), &["blob"], &limits)
+        .await
+        .unwrap();
     assert_eq!(inv.skipped_len("blob"), Some(1_000_000));
 }
 
@@ -362,10 +432,16 @@ async fn kept_values_over_the_limit_are_refused_but_a_skipped_value_of_any_size_
 async fn a_failing_body_stream_is_a_body_error() {
     let chunks = futures::stream::iter(vec![
         Ok(Bytes::from_static(b"{\"Data\":{\"blob\":\"QU")),
-        Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset")),
+        Err(std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "reset",
+        )),
     ]);
     let result = parse_invocation(chunks, &["blob"], &InvocationLimits::default()).await;
-    assert!(matches!(result, Err(InvocationError::Body(_))), "{result:?}");
+    assert!(
+        matches!(result, Err(InvocationError::Body(_))),
+        "{result:?}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -394,9 +470,14 @@ async fn an_empty_response_is_still_a_200_json_object() {
     let response = InvocationResponse::new().into_response();
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["content-type"], "application/json");
-    let body = axum::body::to_bytes(response.into_body(), 1024).await.unwrap();
+    let body = axum::body::to_bytes(response.into_body(), 1024)
+        .await
+        .unwrap();
     let value: Value = serde_json::from_slice(&body).unwrap();
-    assert_eq!(value, json!({"Outputs": {}, "Logs": [], "ReturnValue": null}));
+    assert_eq!(
+        value,
+        json!({"Outputs": {}, "Logs": [], "ReturnValue": null})
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -404,7 +485,13 @@ async fn an_empty_response_is_still_a_200_json_object() {
 // ---------------------------------------------------------------------------------------------
 
 async fn orchestrator(body: Body) -> axum::response::Response {
-    match parse_invocation(body.into_data_stream(), &["blob"], &InvocationLimits::default()).await {
+    match parse_invocation(
+        body.into_data_stream(),
+        &["blob"],
+        &InvocationLimits::default(),
+    )
+    .await
+    {
         Ok(inv) => {
             let mut response = InvocationResponse::new();
             response.log(format!(
@@ -429,7 +516,10 @@ async fn a_chunked_invocation_over_http_larger_than_axums_default_body_limit_is_
     let response = reqwest::Client::new()
         .post(format!("http://{address}/orchestrator"))
         .header("Content-Type", "application/json; charset=utf-8")
-        .header("X-Azure-Functions-InvocationId", "9a7d1c52-08e4-4b6e-b0a3-3c1f2e5d6a77")
+        .header(
+            "X-Azure-Functions-InvocationId",
+            "9a7d1c52-08e4-4b6e-b0a3-3c1f2e5d6a77",
+        )
         .body(reqwest::Body::wrap_stream(generated_blob_envelope(SIZE)))
         .send()
         .await

@@ -404,7 +404,9 @@ impl<'s> Scanner<'s> {
                 }
                 let role = match self.stack.last() {
                     None => Role::Top,
-                    Some(parent) if parent.role == Role::Top && parent.key.as_deref() == Some("Data") => {
+                    Some(parent)
+                        if parent.role == Role::Top && parent.key.as_deref() == Some("Data") =>
+                    {
                         Role::Data
                     }
                     Some(_) => Role::Other,
