@@ -406,6 +406,18 @@ fn plain_text_matches_any_textual_declared_type() {
 }
 
 #[test]
+fn unrecognised_binary_content_matches_only_declared_types_the_sniffer_cannot_recognise() {
+    let unknown = b"\x00\x13\x37 proprietary \xff\xfe payload";
+    assert!(analyze(unknown, "application/x-custom-thing").content_type_matches);
+    assert!(analyze(unknown, "model/gltf-binary").content_type_matches);
+    assert!(analyze(unknown, "application/octet-stream").content_type_matches);
+    assert!(!analyze(unknown, "image/png").content_type_matches);
+    assert!(!analyze(unknown, "application/pdf").content_type_matches);
+    assert!(!analyze(unknown, "text/csv").content_type_matches);
+    assert!(!analyze(unknown, "nonsense").content_type_matches);
+}
+
+#[test]
 fn container_formats_match_their_generic_container_type() {
     assert!(content_types_match(
         "application/vnd.openxmlformats-officedocument.wordprocessingml.document",

@@ -243,6 +243,10 @@ impl IntoResponse for InvocationResponse {
 ///
 /// A skipped key whose value is not a string is kept like any other value. Skipped strings are
 /// checked for JSON string syntax (escapes, control characters), but not for valid UTF-8.
+///
+/// In an axum route, take the raw `axum::body::Body` and pass `body.into_data_stream()`: the
+/// buffering extractors (`Bytes`, `Json`) would hold the whole blob and stop at axum's 2 MB
+/// default body limit.
 pub async fn parse_invocation<S, E>(
     body: S,
     skip: &[&str],

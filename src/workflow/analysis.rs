@@ -246,6 +246,10 @@ pub async fn analyze_stream(
 /// - A detected ZIP container matches the ZIP-based formats (OOXML, OpenDocument, EPUB, JAR, APK,
 ///   `*+zip`), and a detected OLE compound file matches the legacy Office types, because magic
 ///   bytes alone cannot always see inside the container.
+/// - Content detected as `application/octet-stream` (no known magic, not UTF-8) matches a declared
+///   binary type the sniffer cannot recognise (`application/x-custom`, `model/gltf-binary`):
+///   nothing contradicts it. It does not match a type the sniffer would have recognised
+///   (`image/png`) or a textual one (the content is not UTF-8).
 /// - A declared `application/octet-stream` ("unknown binary") matches only content detected as
 ///   `application/octet-stream`: the reviewer should see that a file uploaded without a type is,
 ///   say, a PDF.
@@ -259,6 +263,9 @@ pub fn content_types_match(declared: &str, detected: &str) -> bool {
         return is_textual(declared);
     }
     match detected {
+        "application/octet-stream" => {
+            declared.contains('/') && !is_textual(declared) && !infer::is_mime_supported(declared)
+        }
         "application/zip" => is_zip_based(declared),
         "application/x-ole-storage" => is_ole_based(declared),
         _ => false,
