@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
-use super::invocation::{parse_invocation, Invocation, InvocationResponse};
+use super::invocation::{parse_invocation, Invocation, InvocationLimits, InvocationResponse};
 use crate::domain::{FileId, FileName};
 use crate::engine::{EngineError, StartOutcome};
 use crate::error::ApiError;
@@ -28,7 +28,12 @@ const BLOB_BINDING: &str = "blob";
 const RECORD_BINDING: &str = "record";
 
 pub async fn invoke(State(state): State<AppState>, body: Body) -> Response {
-    let invocation = match parse_invocation(body.into_data_stream(), &[BLOB_BINDING]).await {
+    let invocation = match parse_invocation(
+        body.into_data_stream(),
+        &[BLOB_BINDING],
+        &InvocationLimits::default(),
+    )
+    .await {
         Ok(inv) => inv,
         Err(e) => {
             return ApiError::InvalidBody(format!("not a blob-trigger invocation: {e}"))
@@ -36,7 +41,7 @@ pub async fn invoke(State(state): State<AppState>, body: Body) -> Response {
         }
     };
     match handle(&state, &invocation).await {
-        Ok(logs) => InvocationResponse::with_logs(logs).into_response(),
+        Ok(logs) => logs_response(logs).into_response(),
         Err(e) => {
             // A non-2xx answer makes the host retry (and drops Logs), so log here.
             tracing::warn!(error = %e, "orchestrator invocation failed; the host will retry");
@@ -44,7 +49,7 @@ pub async fn invoke(State(state): State<AppState>, body: Body) -> Response {
                 ApiError::StorageUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
                 _ => StatusCode::INTERNAL_SERVER_ERROR,
             };
-            (status, InvocationResponse::with_logs(vec![])).into_response()
+            (status, InvocationResponse::new()).into_response()
         }
     }
 }
@@ -84,7 +89,8 @@ async fn handle(state: &AppState, invocation: &Invocation) -> Result<Vec<String>
     if record.size.is_none() {
         // The trigger can outrun the upload's last step (marking the record uploaded).
         record.size = invocation
-            .blob_content_length()
+            .blob_properties()
+            .and_then(|p| p.content_length)
             .or(Some(state.store.blob_properties(FILES_CONTAINER, &id.to_string()).await?.size));
     }
     match start_workflow(state, &record).await? {
@@ -143,7 +149,10 @@ async fn record_from_blob(
         .store
         .blob_properties(FILES_CONTAINER, &id.to_string())
         .await?;
-    let created_time: DateTime<Utc> = invocation.blob_created_on().unwrap_or(props.last_modified);
+    let created_time: DateTime<Utc> = invocation
+        .blob_properties()
+        .and_then(|p| p.created_on)
+        .unwrap_or(props.last_modified);
     let rec = FileRecord {
         id,
         name: FileName::parse(&id.to_string()).map_err(ApiError::internal)?,
@@ -161,4 +170,12 @@ async fn record_from_blob(
             .ok_or_else(|| ApiError::internal("a record vanished while being created")),
         Err(e) => Err(e.into()),
     }
+}
+
+fn logs_response(logs: Vec<String>) -> InvocationResponse {
+    let mut response = InvocationResponse::new();
+    for line in logs {
+        response.log(line);
+    }
+    response
 }

@@ -11,12 +11,15 @@ use crate::startup::AppState;
 
 pub async fn invoke(State(state): State<AppState>) -> Response {
     match state.engine.recover().await {
-        Ok(report) => InvocationResponse::with_logs(vec![format!("recover: {report}")])
-            .into_response(),
+        Ok(report) => {
+            let mut response = InvocationResponse::new();
+            response.log(format!("recover: {report}"));
+            response.into_response()
+        }
         Err(e) => {
             // Non-2xx fails the invocation; the next tick runs the duty again anyway.
             tracing::warn!(error = %e, "recovery duty failed");
-            (StatusCode::SERVICE_UNAVAILABLE, InvocationResponse::with_logs(vec![]))
+            (StatusCode::SERVICE_UNAVAILABLE, InvocationResponse::new())
                 .into_response()
         }
     }
