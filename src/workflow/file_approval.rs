@@ -11,7 +11,7 @@ use super::FILES_CONTAINER;
 use crate::clock::Clock;
 use crate::domain::{ApprovalStage, FileId, Stage};
 use crate::engine::{
-    ActivityError, Engine, EngineError, HistoryEvent, InstanceStatus, OrchestrationContext,
+    ActivityError, Engine, EngineError, EventKind, InstanceStatus, OrchestrationContext,
     OrchestrationError, Registry, RetryPolicy, StartOutcome,
 };
 use crate::store::{Storage, StoreError};
@@ -179,8 +179,8 @@ pub fn summarize(status: &InstanceStatus) -> Result<Summary, EngineError> {
     let mut analysis = None;
     let mut analyze_ids = Vec::new();
     for event in status.history.iter().flatten() {
-        match event {
-            HistoryEvent::EventRaised { name, input, .. }
+        match &event.kind {
+            EventKind::EventRaised { name, input, .. }
                 if name == event_name(ApprovalStage::Upload)
                     || name == event_name(ApprovalStage::Download) =>
             {
@@ -188,13 +188,12 @@ pub fn summarize(status: &InstanceStatus) -> Result<Summary, EngineError> {
                     approvals.push(d);
                 }
             }
-            HistoryEvent::TaskScheduled { event_id, name, .. } if name == ANALYZE_ACTIVITY => {
-                analyze_ids.push(*event_id);
+            EventKind::TaskScheduled { name, .. } if name == ANALYZE_ACTIVITY => {
+                analyze_ids.push(event.event_id);
             }
-            HistoryEvent::TaskCompleted {
+            EventKind::TaskCompleted {
                 task_scheduled_id,
                 result,
-                ..
             } if analyze_ids.contains(task_scheduled_id) => {
                 analysis = Some(result.clone());
             }

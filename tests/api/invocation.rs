@@ -100,7 +100,7 @@ async fn blob_trigger_starts_the_workflow_once_however_often_it_is_delivered(bac
         .unwrap();
     let started = history
         .iter()
-        .filter(|e| matches!(e, file_approver::engine::HistoryEvent::ExecutionStarted { .. }))
+        .filter(|e| matches!(e.kind, file_approver::engine::EventKind::ExecutionStarted { .. }))
         .count();
     assert_eq!(started, 1);
 }
