@@ -209,7 +209,243 @@ fn error(status: StatusCode, code: &str, message: &str) -> Response {
 
 #[cfg(test)]
 mod tests {
+    //! The route over a real store in a temporary directory, called in-process.
+
+    use axum::body::Body;
+    use axum::http::{Method, Request};
+    use bytes::Bytes;
+    use chrono::{Duration, Utc};
+    use futures::StreamExt;
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
     use super::*;
+    use crate::clock::ManualClock;
+    use crate::store::embedded::EmbeddedOptions;
+    use crate::store::{PutBlobOptions, SignedUrlRequest, Storage};
+
+    struct Served {
+        _dir: tempfile::TempDir,
+        store: Arc<EmbeddedStore>,
+        clock: ManualClock,
+        app: Router,
+    }
+
+    const CONTENT: &[u8] = b"0123456789";
+
+    async fn served() -> Served {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let options = EmbeddedOptions {
+            public_base_url: "http://files.test".into(),
+            signing_secret: Some(vec![9; 32]),
+        };
+        let store = Arc::new(EmbeddedStore::open(dir.path(), options).expect("open"));
+        store
+            .ensure_container(SERVED_CONTAINER)
+            .await
+            .expect("container");
+        store.ensure_container("other").await.expect("container");
+        for container in [SERVED_CONTAINER, "other"] {
+            let body = futures::stream::iter([Ok(Bytes::from_static(CONTENT))]).boxed();
+            let options = PutBlobOptions {
+                content_type: "text/plain".into(),
+                max_bytes: None,
+            };
+            store
+                .put_blob(container, "blob", body, &options)
+                .await
+                .expect("put");
+        }
+        let clock = ManualClock::new(Utc::now());
+        let app = router(Arc::clone(&store), Arc::new(clock.clone()));
+        Served {
+            _dir: dir,
+            store,
+            clock,
+            app,
+        }
+    }
+
+    impl Served {
+        /// The path and query of a link, as the route receives them.
+        fn link(&self, container: &str, name: &str) -> String {
+            let url = self
+                .store
+                .signed_read_url(&SignedUrlRequest {
+                    container,
+                    name,
+                    expires_at: self.clock.now() + Duration::hours(1),
+                    download_name: "notes.txt",
+                })
+                .expect("url");
+            url.trim_start_matches("http://files.test").to_owned()
+        }
+
+        async fn call(&self, method: Method, uri: &str, range: Option<&str>) -> Response {
+            let mut request = Request::builder().method(method).uri(uri);
+            if let Some(range) = range {
+                request = request.header(header::RANGE, range);
+            }
+            self.app
+                .clone()
+                .oneshot(request.body(Body::empty()).expect("request"))
+                .await
+                .expect("infallible")
+        }
+    }
+
+    async fn body(response: Response) -> Bytes {
+        response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes()
+    }
+
+    async fn error_code(response: Response) -> (String, String) {
+        let json: serde_json::Value =
+            serde_json::from_slice(&body(response).await).expect("a JSON error");
+        (
+            json["error"]["code"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+            json["error"]["message"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+        )
+    }
+
+    fn header_of(response: &Response, name: header::HeaderName) -> &str {
+        response
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+    }
+
+    #[tokio::test]
+    async fn a_valid_link_streams_the_blob_with_its_headers() {
+        let s = served().await;
+        let response = s
+            .call(Method::GET, &s.link(SERVED_CONTAINER, "blob"), None)
+            .await;
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(header_of(&response, header::CONTENT_TYPE), "text/plain");
+        assert_eq!(header_of(&response, header::CONTENT_LENGTH), "10");
+        assert_eq!(
+            header_of(&response, header::CONTENT_DISPOSITION),
+            "attachment; filename=\"notes.txt\"; filename*=UTF-8''notes.txt"
+        );
+        assert_eq!(
+            header_of(&response, header::X_CONTENT_TYPE_OPTIONS),
+            "nosniff"
+        );
+        assert_eq!(body(response).await.as_ref(), CONTENT);
+    }
+
+    #[tokio::test]
+    async fn head_answers_the_headers_without_the_body() {
+        let s = served().await;
+        let response = s
+            .call(Method::HEAD, &s.link(SERVED_CONTAINER, "blob"), None)
+            .await;
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(header_of(&response, header::CONTENT_LENGTH), "10");
+        assert!(body(response).await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_single_range_is_served_as_partial_content() {
+        let s = served().await;
+        let link = s.link(SERVED_CONTAINER, "blob");
+        let response = s.call(Method::GET, &link, Some("bytes=2-5")).await;
+        assert_eq!(response.status(), StatusCode::PARTIAL_CONTENT);
+        assert_eq!(header_of(&response, header::CONTENT_RANGE), "bytes 2-5/10");
+        assert_eq!(header_of(&response, header::CONTENT_LENGTH), "4");
+        assert_eq!(body(response).await.as_ref(), b"2345");
+
+        let response = s.call(Method::GET, &link, Some("bytes=-3")).await;
+        assert_eq!(body(response).await.as_ref(), b"789");
+
+        let response = s.call(Method::GET, &link, Some("bytes=10-")).await;
+        assert_eq!(response.status(), StatusCode::RANGE_NOT_SATISFIABLE);
+        assert_eq!(header_of(&response, header::CONTENT_RANGE), "bytes */10");
+    }
+
+    #[tokio::test]
+    async fn writes_are_method_not_allowed() {
+        let s = served().await;
+        let link = s.link(SERVED_CONTAINER, "blob");
+        for method in [Method::PUT, Method::POST, Method::DELETE, Method::PATCH] {
+            let response = s.call(method.clone(), &link, None).await;
+            assert_eq!(
+                response.status(),
+                StatusCode::METHOD_NOT_ALLOWED,
+                "{method}"
+            );
+            assert_eq!(header_of(&response, header::ALLOW), "GET, HEAD");
+            assert_eq!(error_code(response).await.0, "MethodNotAllowed");
+        }
+    }
+
+    #[tokio::test]
+    async fn tampered_missing_or_foreign_links_are_refused() {
+        let s = served().await;
+        let link = s.link(SERVED_CONTAINER, "blob");
+        let (path, query) = link.split_once('?').expect("a query");
+        let last = query.chars().last().expect("a signature");
+        let flipped = if last == '0' { '1' } else { '0' };
+        let tampered = format!("{}{flipped}", &link[..link.len() - 1]);
+        let cases = [
+            tampered,
+            path.to_owned(),
+            format!("{path}?sig=00"),
+            s.link("other", "blob"),
+            format!("/api/blobs/other-name?{query}"),
+        ];
+        for uri in cases {
+            let response = s.call(Method::GET, &uri, None).await;
+            assert_eq!(response.status(), StatusCode::FORBIDDEN, "{uri}");
+            assert_eq!(
+                error_code(response).await.0,
+                "AuthenticationFailed",
+                "{uri}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_link_is_refused_once_the_clock_passes_its_expiry() {
+        let s = served().await;
+        let link = s.link(SERVED_CONTAINER, "blob");
+        s.clock.advance(Duration::minutes(59));
+        assert_eq!(
+            s.call(Method::GET, &link, None).await.status(),
+            StatusCode::OK
+        );
+        s.clock.advance(Duration::minutes(1));
+        let response = s.call(Method::GET, &link, None).await;
+        assert_eq!(response.status(), StatusCode::FORBIDDEN);
+        let (code, message) = error_code(response).await;
+        assert_eq!(code, "AuthenticationFailed");
+        assert!(message.contains("expired"), "{message}");
+    }
+
+    #[tokio::test]
+    async fn a_valid_link_to_a_deleted_blob_is_not_found() {
+        let s = served().await;
+        let link = s.link(SERVED_CONTAINER, "blob");
+        s.store
+            .delete_blob(SERVED_CONTAINER, "blob")
+            .await
+            .expect("delete");
+        let response = s.call(Method::GET, &link, None).await;
+        assert_eq!(response.status(), StatusCode::NOT_FOUND);
+        assert_eq!(error_code(response).await.0, "NotFound");
+    }
 
     fn range(s: &'static str) -> Option<ByteRangeSpec> {
         parse_range(&HeaderValue::from_static(s))
