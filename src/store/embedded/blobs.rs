@@ -153,6 +153,10 @@ pub(super) fn commit(
     // The rename must be durable before the intent is applied, or a power cut could bring back
     // the old file under the new properties.
     let synced = sync_dir(&dir);
+    // Past the rename the write has happened, so the intent is applied even if the fsync
+    // failed (the error is still reported). Should the database refuse this step right after
+    // accepting step 1, the row lags the file until `recover` applies the intent at the next
+    // open; the writer gets the error.
     apply_intent(conn, container, name, &tmp_name)?;
     synced?;
     Ok(properties)
