@@ -1,1 +1,719 @@
-// placeholder
+//! A [`Storage`] decorator that counts the requests made through it, by operation.
+//!
+//! Storage transactions are what a user of Durable Functions' Azure Storage provider pays for
+//! around the clock (idle polling, leases), so the benchmark reports how many File Approver
+//! makes per workflow and per idle minute. Counting at the trait boundary sees every request
+//! the engine, the workflow and the HTTP edge make, whatever the backend.
+//!
+//! One trait call is one service request except for blobs, which a block store moves in
+//! pieces. With a [`BlobRequestModel::Blocks`] the decorator counts what an Azure-style
+//! backend sends instead: Put Block per block plus one Put Block List (a single Put Blob when
+//! the body fits in one block), and a properties request plus one Get Blob per range for a
+//! read. [`Storage::signed_read_url`] is signed locally and costs nothing.
+//!
+//! ```ignore
+//! let counter = RequestCounter::new(BlobRequestModel::Calls);
+//! let app = Application::build_with_store_layer(settings, listener, clock, |s| counter.wrap(s));
+//! // ... run traffic ...
+//! println!("{}", counter.take());
+//! ```
+
+use std::fmt;
+use std::ops::Range;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::Stream;
+
+use super::{
+    BatchOp, BlobProperties, BlobRead, BoxError, ByteStream, ETag, Entity, Page, PutBlobOptions,
+    SignedUrlRequest, Storage, StoreResult, StoredEntity, TableQuery,
+};
+
+/// The operations of [`Storage`], as counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Op {
+    EnsureContainer,
+    PutBlob,
+    GetBlob,
+    BlobProperties,
+    DeleteBlob,
+    SignedReadUrl,
+    EnsureTable,
+    GetEntity,
+    Insert,
+    Upsert,
+    Update,
+    Merge,
+    Delete,
+    Query,
+    Batch,
+}
+
+impl Op {
+    pub const ALL: [Op; 15] = [
+        Op::EnsureContainer,
+        Op::PutBlob,
+        Op::GetBlob,
+        Op::BlobProperties,
+        Op::DeleteBlob,
+        Op::SignedReadUrl,
+        Op::EnsureTable,
+        Op::GetEntity,
+        Op::Insert,
+        Op::Upsert,
+        Op::Update,
+        Op::Merge,
+        Op::Delete,
+        Op::Query,
+        Op::Batch,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Op::EnsureContainer => "ensure_container",
+            Op::PutBlob => "put_blob",
+            Op::GetBlob => "get_blob",
+            Op::BlobProperties => "blob_properties",
+            Op::DeleteBlob => "delete_blob",
+            Op::SignedReadUrl => "signed_read_url",
+            Op::EnsureTable => "ensure_table",
+            Op::GetEntity => "get_entity",
+            Op::Insert => "insert",
+            Op::Upsert => "upsert",
+            Op::Update => "update",
+            Op::Merge => "merge",
+            Op::Delete => "delete",
+            Op::Query => "query",
+            Op::Batch => "batch",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl fmt::Display for Op {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// How blob calls turn into service requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlobRequestModel {
+    /// One request per call (the embedded store, or when the backend's shape is unknown).
+    Calls,
+    /// A block store: writes go in `block_bytes` blocks plus a commit (one Put Blob when the
+    /// body fits in a single block); reads fetch the properties, then `read_range_bytes` ranges.
+    Blocks {
+        block_bytes: u64,
+        read_range_bytes: u64,
+    },
+}
+
+impl BlobRequestModel {
+    fn put_requests(self, bytes: u64, committed: bool) -> u64 {
+        match self {
+            BlobRequestModel::Calls => 1,
+            BlobRequestModel::Blocks { block_bytes, .. } => {
+                let block_bytes = block_bytes.max(1);
+                if !committed {
+                    // Only blocks that filled up before the failure were sent.
+                    return bytes / block_bytes;
+                }
+                if bytes <= block_bytes {
+                    1
+                } else {
+                    bytes.div_ceil(block_bytes) + 1
+                }
+            }
+        }
+    }
+
+    fn get_requests(self, bytes: u64) -> u64 {
+        match self {
+            BlobRequestModel::Calls => 1,
+            BlobRequestModel::Blocks {
+                read_range_bytes, ..
+            } => 1 + bytes.div_ceil(read_range_bytes.max(1)),
+        }
+    }
+}
+
+const OPS: usize = Op::ALL.len();
+
+/// The shared counters behind a [`RequestCounter`].
+#[derive(Debug)]
+struct Counters {
+    calls: [AtomicU64; OPS],
+    requests: [AtomicU64; OPS],
+    bytes_written: AtomicU64,
+    bytes_read: AtomicU64,
+}
+
+impl Counters {
+    fn new() -> Self {
+        Counters {
+            calls: std::array::from_fn(|_| AtomicU64::new(0)),
+            requests: std::array::from_fn(|_| AtomicU64::new(0)),
+            bytes_written: AtomicU64::new(0),
+            bytes_read: AtomicU64::new(0),
+        }
+    }
+}
+
+/// A handle on the counts: cheap to clone, shared by every store it wraps.
+#[derive(Debug, Clone)]
+pub struct RequestCounter {
+    counters: Arc<Counters>,
+    model: BlobRequestModel,
+}
+
+impl RequestCounter {
+    pub fn new(model: BlobRequestModel) -> Self {
+        RequestCounter {
+            counters: Arc::new(Counters::new()),
+            model,
+        }
+    }
+
+    /// Wraps `inner` so that every call through the result is counted here.
+    pub fn wrap(&self, inner: Arc<dyn Storage>) -> Arc<CountingStore> {
+        Arc::new(CountingStore {
+            inner,
+            counter: self.clone(),
+        })
+    }
+
+    /// The counts so far.
+    pub fn snapshot(&self) -> RequestCounts {
+        let c = &self.counters;
+        RequestCounts {
+            calls: std::array::from_fn(|i| c.calls[i].load(Ordering::Relaxed)),
+            requests: std::array::from_fn(|i| c.requests[i].load(Ordering::Relaxed)),
+            bytes_written: c.bytes_written.load(Ordering::Relaxed),
+            bytes_read: c.bytes_read.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The counts so far, and zero from here on. Calls in flight land on one side or the
+    /// other, never on both and never nowhere.
+    pub fn take(&self) -> RequestCounts {
+        let c = &self.counters;
+        RequestCounts {
+            calls: std::array::from_fn(|i| c.calls[i].swap(0, Ordering::Relaxed)),
+            requests: std::array::from_fn(|i| c.requests[i].swap(0, Ordering::Relaxed)),
+            bytes_written: c.bytes_written.swap(0, Ordering::Relaxed),
+            bytes_read: c.bytes_read.swap(0, Ordering::Relaxed),
+        }
+    }
+
+    pub fn reset(&self) {
+        self.take();
+    }
+
+    fn record(&self, op: Op, requests: u64) {
+        self.counters.calls[op.index()].fetch_add(1, Ordering::Relaxed);
+        self.counters.requests[op.index()].fetch_add(requests, Ordering::Relaxed);
+    }
+}
+
+/// Counts by operation, as returned by [`RequestCounter::snapshot`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RequestCounts {
+    calls: [u64; OPS],
+    requests: [u64; OPS],
+    /// Bytes handed to `put_blob` (whether or not the write committed).
+    pub bytes_written: u64,
+    /// Bytes `get_blob` was asked to return.
+    pub bytes_read: u64,
+}
+
+impl RequestCounts {
+    /// Trait calls of `op`, failed ones included.
+    pub fn calls(&self, op: Op) -> u64 {
+        self.calls[op.index()]
+    }
+
+    /// Service requests `op` made: its calls, except for blobs under a block model and
+    /// `signed_read_url` (none).
+    pub fn requests(&self, op: Op) -> u64 {
+        self.requests[op.index()]
+    }
+
+    /// All service requests.
+    pub fn total(&self) -> u64 {
+        self.requests.iter().sum()
+    }
+
+    /// The operations that made a request or were called, with their request counts.
+    pub fn nonzero(&self) -> impl Iterator<Item = (Op, u64)> + '_ {
+        Op::ALL
+            .into_iter()
+            .filter(|op| self.calls(*op) > 0 || self.requests(*op) > 0)
+            .map(|op| (op, self.requests(op)))
+    }
+
+    /// What happened between `earlier` and `self`.
+    pub fn since(&self, earlier: &RequestCounts) -> RequestCounts {
+        RequestCounts {
+            calls: std::array::from_fn(|i| self.calls[i].saturating_sub(earlier.calls[i])),
+            requests: std::array::from_fn(|i| {
+                self.requests[i].saturating_sub(earlier.requests[i])
+            }),
+            bytes_written: self.bytes_written.saturating_sub(earlier.bytes_written),
+            bytes_read: self.bytes_read.saturating_sub(earlier.bytes_read),
+        }
+    }
+
+    /// The sum of two counts (to accumulate several windows).
+    pub fn plus(&self, other: &RequestCounts) -> RequestCounts {
+        RequestCounts {
+            calls: std::array::from_fn(|i| self.calls[i] + other.calls[i]),
+            requests: std::array::from_fn(|i| self.requests[i] + other.requests[i]),
+            bytes_written: self.bytes_written + other.bytes_written,
+            bytes_read: self.bytes_read + other.bytes_read,
+        }
+    }
+}
+
+/// `total 9: insert 1, put_blob 1, batch 4, ...` (operations in trait order).
+impl fmt::Display for RequestCounts {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "total {}", self.total())?;
+        let mut sep = ": ";
+        for (op, requests) in self.nonzero() {
+            write!(f, "{sep}{op} {requests}")?;
+            if requests != self.calls(op) {
+                write!(f, " ({} calls)", self.calls(op))?;
+            }
+            sep = ", ";
+        }
+        Ok(())
+    }
+}
+
+/// The decorator itself; build it with [`RequestCounter::wrap`].
+pub struct CountingStore {
+    inner: Arc<dyn Storage>,
+    counter: RequestCounter,
+}
+
+impl CountingStore {
+    pub fn counter(&self) -> &RequestCounter {
+        &self.counter
+    }
+
+    fn count(&self, op: Op) {
+        self.counter.record(op, 1);
+    }
+}
+
+/// Counts the bytes of a body as the backend pulls them.
+struct Metered {
+    inner: ByteStream,
+    seen: Arc<AtomicU64>,
+}
+
+impl Stream for Metered {
+    type Item = Result<Bytes, BoxError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let next = self.inner.as_mut().poll_next(cx);
+        if let Poll::Ready(Some(Ok(chunk))) = &next {
+            self.seen.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+        }
+        next
+    }
+}
+
+#[async_trait]
+impl Storage for CountingStore {
+    fn backend_name(&self) -> &'static str {
+        self.inner.backend_name()
+    }
+
+    async fn ensure_container(&self, container: &str) -> StoreResult<()> {
+        self.count(Op::EnsureContainer);
+        self.inner.ensure_container(container).await
+    }
+
+    async fn put_blob(
+        &self,
+        container: &str,
+        name: &str,
+        body: ByteStream,
+        options: &PutBlobOptions,
+    ) -> StoreResult<BlobProperties> {
+        let seen = Arc::new(AtomicU64::new(0));
+        let body = Box::pin(Metered {
+            inner: body,
+            seen: seen.clone(),
+        });
+        let result = self.inner.put_blob(container, name, body, options).await;
+        let bytes = seen.load(Ordering::Relaxed);
+        let requests = self.counter.model.put_requests(bytes, result.is_ok());
+        self.counter.record(Op::PutBlob, requests);
+        self.counter
+            .counters
+            .bytes_written
+            .fetch_add(bytes, Ordering::Relaxed);
+        result
+    }
+
+    async fn get_blob(
+        &self,
+        container: &str,
+        name: &str,
+        range: Option<Range<u64>>,
+    ) -> StoreResult<BlobRead> {
+        let result = self.inner.get_blob(container, name, range.clone()).await;
+        let bytes = match &result {
+            Ok(read) => {
+                let size = read.properties.size;
+                match &range {
+                    Some(r) => r.end.min(size).saturating_sub(r.start),
+                    None => size,
+                }
+            }
+            Err(_) => 0,
+        };
+        let requests = match &result {
+            Ok(_) => self.counter.model.get_requests(bytes),
+            Err(_) => 1,
+        };
+        self.counter.record(Op::GetBlob, requests);
+        self.counter
+            .counters
+            .bytes_read
+            .fetch_add(bytes, Ordering::Relaxed);
+        result
+    }
+
+    async fn blob_properties(&self, container: &str, name: &str) -> StoreResult<BlobProperties> {
+        self.count(Op::BlobProperties);
+        self.inner.blob_properties(container, name).await
+    }
+
+    async fn delete_blob(&self, container: &str, name: &str) -> StoreResult<()> {
+        self.count(Op::DeleteBlob);
+        self.inner.delete_blob(container, name).await
+    }
+
+    fn signed_read_url(&self, request: &SignedUrlRequest<'_>) -> StoreResult<String> {
+        self.counter.record(Op::SignedReadUrl, 0);
+        self.inner.signed_read_url(request)
+    }
+
+    async fn ensure_table(&self, table: &str) -> StoreResult<()> {
+        self.count(Op::EnsureTable);
+        self.inner.ensure_table(table).await
+    }
+
+    async fn get_entity(
+        &self,
+        table: &str,
+        partition_key: &str,
+        row_key: &str,
+    ) -> StoreResult<StoredEntity> {
+        self.count(Op::GetEntity);
+        self.inner.get_entity(table, partition_key, row_key).await
+    }
+
+    async fn insert_entity(&self, table: &str, entity: &Entity) -> StoreResult<ETag> {
+        self.count(Op::Insert);
+        self.inner.insert_entity(table, entity).await
+    }
+
+    async fn upsert_entity(&self, table: &str, entity: &Entity) -> StoreResult<ETag> {
+        self.count(Op::Upsert);
+        self.inner.upsert_entity(table, entity).await
+    }
+
+    async fn update_entity(
+        &self,
+        table: &str,
+        entity: &Entity,
+        if_match: &ETag,
+    ) -> StoreResult<ETag> {
+        self.count(Op::Update);
+        self.inner.update_entity(table, entity, if_match).await
+    }
+
+    async fn merge_entity(
+        &self,
+        table: &str,
+        entity: &Entity,
+        if_match: &ETag,
+    ) -> StoreResult<ETag> {
+        self.count(Op::Merge);
+        self.inner.merge_entity(table, entity, if_match).await
+    }
+
+    async fn delete_entity(
+        &self,
+        table: &str,
+        partition_key: &str,
+        row_key: &str,
+        if_match: Option<&ETag>,
+    ) -> StoreResult<()> {
+        self.count(Op::Delete);
+        self.inner
+            .delete_entity(table, partition_key, row_key, if_match)
+            .await
+    }
+
+    async fn query(&self, table: &str, query: &TableQuery) -> StoreResult<Page> {
+        self.count(Op::Query);
+        self.inner.query(table, query).await
+    }
+
+    async fn batch(
+        &self,
+        table: &str,
+        partition_key: &str,
+        operations: Vec<BatchOp>,
+    ) -> StoreResult<Vec<Option<ETag>>> {
+        self.count(Op::Batch);
+        self.inner.batch(table, partition_key, operations).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::embedded::{EmbeddedOptions, EmbeddedStore};
+    use crate::store::StoreError;
+    use chrono::{Duration, Utc};
+    use futures::StreamExt;
+
+    fn embedded(dir: &std::path::Path) -> Arc<dyn Storage> {
+        Arc::new(
+            EmbeddedStore::open(
+                dir,
+                EmbeddedOptions {
+                    public_base_url: "http://127.0.0.1:7071".into(),
+                    signing_secret: Some(vec![7; 32]),
+                },
+            )
+            .expect("open the embedded store"),
+        )
+    }
+
+    fn body(bytes: Vec<u8>, chunk: usize) -> ByteStream {
+        let chunks: Vec<Result<Bytes, BoxError>> = bytes
+            .chunks(chunk)
+            .map(|c| Ok(Bytes::copy_from_slice(c)))
+            .collect();
+        Box::pin(futures::stream::iter(chunks))
+    }
+
+    fn options() -> PutBlobOptions {
+        PutBlobOptions {
+            content_type: "application/octet-stream".into(),
+            max_bytes: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn every_call_is_counted_under_its_operation() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let counter = RequestCounter::new(BlobRequestModel::Calls);
+        let store = counter.wrap(embedded(dir.path()));
+
+        store.ensure_container("files").await.expect("container");
+        store.ensure_table("records").await.expect("table");
+        store
+            .put_blob("files", "a", body(vec![1; 10], 4), &options())
+            .await
+            .expect("put");
+        let read = store.get_blob("files", "a", None).await.expect("get");
+        let _ = read.body.collect::<Vec<_>>().await;
+        store.blob_properties("files", "a").await.expect("props");
+        let etag = store
+            .insert_entity("records", &Entity::new("p", "r").with("n", 1i64))
+            .await
+            .expect("insert");
+        store.get_entity("records", "p", "r").await.expect("get entity");
+        let etag = store
+            .update_entity("records", &Entity::new("p", "r").with("n", 2i64), &etag)
+            .await
+            .expect("update");
+        let etag = store
+            .merge_entity("records", &Entity::new("p", "r").with("m", true), &etag)
+            .await
+            .expect("merge");
+        store
+            .upsert_entity("records", &Entity::new("p", "s"))
+            .await
+            .expect("upsert");
+        store
+            .batch(
+                "records",
+                "p",
+                vec![
+                    BatchOp::Insert(Entity::new("p", "t")),
+                    BatchOp::Delete {
+                        row_key: "s".into(),
+                        if_match: None,
+                    },
+                ],
+            )
+            .await
+            .expect("batch");
+        store
+            .query("records", &TableQuery::default())
+            .await
+            .expect("query");
+        store
+            .delete_entity("records", "p", "r", Some(&etag))
+            .await
+            .expect("delete entity");
+        store.delete_blob("files", "a").await.expect("delete blob");
+
+        let counts = counter.snapshot();
+        for op in Op::ALL {
+            let expected = u64::from(op != Op::SignedReadUrl);
+            assert_eq!(counts.requests(op), expected, "{op}");
+            assert_eq!(counts.calls(op), expected, "{op}");
+        }
+        assert_eq!(counts.total(), 14);
+        assert_eq!(counts.bytes_written, 10);
+        assert_eq!(counts.bytes_read, 10);
+    }
+
+    #[tokio::test]
+    async fn failed_calls_still_count_as_requests() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let counter = RequestCounter::new(BlobRequestModel::Calls);
+        let store = counter.wrap(embedded(dir.path()));
+        store.ensure_table("records").await.expect("table");
+
+        let missing = store.get_entity("records", "p", "nobody").await;
+        assert!(matches!(missing, Err(StoreError::NotFound)));
+        let stale = store
+            .update_entity("records", &Entity::new("p", "nobody"), &ETag::new("W/\"0\""))
+            .await;
+        assert!(stale.is_err());
+
+        let counts = counter.snapshot();
+        assert_eq!(counts.requests(Op::GetEntity), 1);
+        assert_eq!(counts.requests(Op::Update), 1);
+    }
+
+    #[tokio::test]
+    async fn a_block_model_counts_blocks_commits_and_ranges() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let counter = RequestCounter::new(BlobRequestModel::Blocks {
+            block_bytes: 1024,
+            read_range_bytes: 1000,
+        });
+        let store = counter.wrap(embedded(dir.path()));
+        store.ensure_container("files").await.expect("container");
+        counter.reset();
+
+        // 2.5 blocks: three Put Block and one Put Block List.
+        store
+            .put_blob("files", "big", body(vec![3; 2560], 700), &options())
+            .await
+            .expect("put big");
+        assert_eq!(counter.take().requests(Op::PutBlob), 4);
+
+        // Exactly one block: a single Put Blob.
+        store
+            .put_blob("files", "small", body(vec![3; 1024], 100), &options())
+            .await
+            .expect("put small");
+        assert_eq!(counter.take().requests(Op::PutBlob), 1);
+
+        // Properties, then ranges 0..1000, 1000..2000, 2000..2500 of the requested 0..2500.
+        let read = store
+            .get_blob("files", "big", Some(0..2500))
+            .await
+            .expect("get");
+        let _ = read.body.collect::<Vec<_>>().await;
+        let counts = counter.take();
+        assert_eq!(counts.requests(Op::GetBlob), 4);
+        assert_eq!(counts.calls(Op::GetBlob), 1);
+        assert_eq!(counts.bytes_read, 2500);
+    }
+
+    #[tokio::test]
+    async fn a_refused_upload_counts_only_the_blocks_it_sent() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let counter = RequestCounter::new(BlobRequestModel::Blocks {
+            block_bytes: 1024,
+            read_range_bytes: 1024,
+        });
+        let store = counter.wrap(embedded(dir.path()));
+        store.ensure_container("files").await.expect("container");
+        counter.reset();
+
+        let limited = PutBlobOptions {
+            max_bytes: Some(2048),
+            ..options()
+        };
+        let refused = store
+            .put_blob("files", "x", body(vec![1; 4096], 512), &limited)
+            .await;
+        assert!(matches!(refused, Err(StoreError::Body(_))));
+        let counts = counter.take();
+        assert_eq!(counts.calls(Op::PutBlob), 1);
+        // The store stops pulling once past the limit: at most the two full blocks went out.
+        assert!(counts.requests(Op::PutBlob) <= 2, "{counts}");
+    }
+
+    #[tokio::test]
+    async fn signing_a_link_is_no_request() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let counter = RequestCounter::new(BlobRequestModel::Calls);
+        let store = counter.wrap(embedded(dir.path()));
+        store.ensure_container("files").await.expect("container");
+        counter.reset();
+
+        store
+            .signed_read_url(&SignedUrlRequest {
+                container: "files",
+                name: "a",
+                expires_at: Utc::now() + Duration::hours(1),
+                download_name: "a.txt",
+            })
+            .expect("sign");
+        let counts = counter.snapshot();
+        assert_eq!(counts.total(), 0);
+        assert_eq!(counts.calls(Op::SignedReadUrl), 1);
+    }
+
+    #[tokio::test]
+    async fn take_starts_a_new_window_and_since_measures_one() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let counter = RequestCounter::new(BlobRequestModel::Calls);
+        let store = counter.wrap(embedded(dir.path()));
+        store.ensure_table("records").await.expect("table");
+
+        let first = counter.take();
+        assert_eq!(first.requests(Op::EnsureTable), 1);
+        assert_eq!(counter.snapshot().total(), 0);
+
+        let before = counter.snapshot();
+        store
+            .upsert_entity("records", &Entity::new("p", "r"))
+            .await
+            .expect("upsert");
+        store
+            .upsert_entity("records", &Entity::new("p", "r"))
+            .await
+            .expect("upsert");
+        let window = counter.snapshot().since(&before);
+        assert_eq!(window.requests(Op::Upsert), 2);
+        assert_eq!(window.total(), 2);
+        assert_eq!(window.to_string(), "total 2: upsert 2");
+        assert_eq!(window.plus(&first).total(), 3);
+    }
+}
