@@ -264,9 +264,7 @@ impl RequestCounts {
     pub fn since(&self, earlier: &RequestCounts) -> RequestCounts {
         RequestCounts {
             calls: std::array::from_fn(|i| self.calls[i].saturating_sub(earlier.calls[i])),
-            requests: std::array::from_fn(|i| {
-                self.requests[i].saturating_sub(earlier.requests[i])
-            }),
+            requests: std::array::from_fn(|i| self.requests[i].saturating_sub(earlier.requests[i])),
             bytes_written: self.bytes_written.saturating_sub(earlier.bytes_written),
             bytes_read: self.bytes_read.saturating_sub(earlier.bytes_read),
         }
@@ -540,7 +538,10 @@ mod tests {
             .insert_entity("records", &Entity::new("p", "r").with("n", 1i64))
             .await
             .expect("insert");
-        store.get_entity("records", "p", "r").await.expect("get entity");
+        store
+            .get_entity("records", "p", "r")
+            .await
+            .expect("get entity");
         let etag = store
             .update_entity("records", &Entity::new("p", "r").with("n", 2i64), &etag)
             .await
@@ -598,7 +599,11 @@ mod tests {
         let missing = store.get_entity("records", "p", "nobody").await;
         assert!(matches!(missing, Err(StoreError::NotFound)));
         let stale = store
-            .update_entity("records", &Entity::new("p", "nobody"), &ETag::new("W/\"0\""))
+            .update_entity(
+                "records",
+                &Entity::new("p", "nobody"),
+                &ETag::new("W/\"0\""),
+            )
             .await;
         assert!(stale.is_err());
 
