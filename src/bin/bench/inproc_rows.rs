@@ -1,0 +1,396 @@
+//! Rows measured on the app served in-process with counted storage, on each backend:
+//! concurrent approvals (against the store's own batch commits), whole workflows, storage
+//! requests per workflow, and storage requests while idle.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::{StreamExt, TryStreamExt};
+
+use file_approver::store::counting::{Op, RequestCounts};
+use file_approver::store::{BatchOp, ETag, Entity, Storage};
+
+use crate::api::{Api, APPROVED, AWAITING_DOWNLOAD, AWAITING_UPLOAD};
+use crate::data;
+use crate::error::{failed, Result};
+use crate::inproc::InProcessApp;
+use crate::report::{millis, Line, Report, Samples};
+use crate::{token, Profile};
+
+/// One backend's in-process app and a client for it.
+pub struct Backend {
+    pub name: &'static str,
+    pub app: InProcessApp,
+    pub api: Api,
+}
+
+/// The table the batch-commit baseline writes to (the app never reads it).
+const BASELINE_TABLE: &str = "benchcommits";
+const SMALL_FILE: usize = 4096;
+const POLL: Duration = Duration::from_millis(10);
+const WAIT: Duration = Duration::from_secs(120);
+
+/// Uploads `n` small text files, `concurrency` at a time; returns their ids in order.
+async fn upload_many(api: &Api, n: usize, concurrency: usize, tag: &str) -> Result<Vec<String>> {
+    futures::stream::iter(0..n)
+        .map(|i| {
+            let api = api.clone();
+            let name = format!("{tag}-{i}.txt");
+            async move {
+                api.upload(&name, reqwest::Body::from(data::text_file(i, SMALL_FILE)), None)
+                    .await
+            }
+        })
+        .buffered(concurrency)
+        .try_collect()
+        .await
+}
+
+async fn wait_all(api: &Api, ids: &[String], stage: &'static str, concurrency: usize) -> Result<()> {
+    futures::stream::iter(ids.iter().cloned())
+        .map(|id| {
+            let api = api.clone();
+            async move { api.wait_for_stage(&id, stage, POLL, WAIT).await }
+        })
+        .buffer_unordered(concurrency)
+        .try_collect::<Vec<u32>>()
+        .await
+        .map(drop)
+}
+
+/// Approves every file at `stage`, `concurrency` requests in flight, each slot its own
+/// reviewer. Returns each request's latency (ms) and the wall time (s).
+async fn approve_all(
+    api: &Api,
+    ids: &[String],
+    stage: &'static str,
+    concurrency: usize,
+) -> Result<(Samples, f64)> {
+    let started = Instant::now();
+    let latencies: Vec<f64> = futures::stream::iter(ids.iter().cloned().enumerate())
+        .map(|(i, id)| {
+            let api = api.clone();
+            async move {
+                let t = Instant::now();
+                api.approve(&id, stage, &token(i % crate::REVIEWERS)).await?;
+                Ok::<f64, crate::error::BenchError>(millis(t.elapsed()))
+            }
+        })
+        .buffer_unordered(concurrency)
+        .try_collect()
+        .await?;
+    Ok((Samples::of(latencies), started.elapsed().as_secs_f64()))
+}
+
+fn state_row(partition: &str, turn: i64) -> Entity {
+    Entity::new(partition, "state")
+        .with("RuntimeStatus", "Running")
+        .with("Stage", "AwaitingUploadApproval")
+        .with("HistoryLength", turn)
+        .with("CustomStatus", "x".repeat(200))
+}
+
+fn history_row(partition: &str, seq: i64) -> Entity {
+    Entity::new(partition, format!("h{seq:010}"))
+        .with("EventType", "EventRaised")
+        .with("Timestamp", "2026-01-01T00:00:00Z")
+        .with("Payload", "y".repeat(200))
+}
+
+/// The storage layer's own atomic commits, shaped like an engine turn (the state row replaced
+/// under If-Match plus three new history rows, one entity group transaction), one partition
+/// each, `concurrency` in flight on the same store. Returns latencies (ms) and wall time (s).
+async fn batch_commits(
+    store: Arc<dyn Storage>,
+    tag: String,
+    n: usize,
+    concurrency: usize,
+) -> Result<(Samples, f64)> {
+    store.ensure_table(BASELINE_TABLE).await?;
+    let rows: Vec<(String, ETag)> = futures::stream::iter(0..n)
+        .map(|i| {
+            let store = store.clone();
+            let partition = format!("{tag}-{i:04}");
+            async move {
+                let etag = store
+                    .insert_entity(BASELINE_TABLE, &state_row(&partition, 0))
+                    .await?;
+                Ok::<_, crate::error::BenchError>((partition, etag))
+            }
+        })
+        .buffer_unordered(concurrency)
+        .try_collect()
+        .await?;
+    let started = Instant::now();
+    let latencies: Vec<f64> = futures::stream::iter(rows)
+        .map(|(partition, etag)| {
+            let store = store.clone();
+            async move {
+                let t = Instant::now();
+                let operations = vec![
+                    BatchOp::Update {
+                        entity: state_row(&partition, 3),
+                        if_match: etag,
+                    },
+                    BatchOp::Insert(history_row(&partition, 1)),
+                    BatchOp::Insert(history_row(&partition, 2)),
+                    BatchOp::Insert(history_row(&partition, 3)),
+                ];
+                store.batch(BASELINE_TABLE, &partition, operations).await?;
+                Ok::<f64, crate::error::BenchError>(millis(t.elapsed()))
+            }
+        })
+        .buffer_unordered(concurrency)
+        .try_collect()
+        .await?;
+    Ok((Samples::of(latencies), started.elapsed().as_secs_f64()))
+}
+
+/// 16 reviewers in flight over many files, for each approval stage, against batch commits.
+pub async fn approvals(backend: &Backend, profile: &Profile, report: &mut Report) -> Result<()> {
+    let (n, concurrency) = (profile.approvals_files, profile.concurrency);
+    let api = &backend.api;
+    let mut rate = [Samples::new(), Samples::new()];
+    let mut latency = [Samples::new(), Samples::new()];
+    let (mut batch_rate, mut batch_latency) = (Samples::new(), Samples::new());
+    for run in 0..profile.approvals_runs {
+        eprintln!(
+            "bench: approvals on {}, run {}/{}",
+            backend.name,
+            run + 1,
+            profile.approvals_runs
+        );
+        let ids = upload_many(api, n, concurrency, &format!("approvals{run}")).await?;
+        wait_all(api, &ids, AWAITING_UPLOAD, concurrency).await?;
+        backend.app.idle().await?;
+
+        let (lat, wall) = approve_all(api, &ids, "upload", concurrency).await?;
+        rate[0].push(n as f64 / wall);
+        latency[0].extend(&lat);
+        wait_all(api, &ids, AWAITING_DOWNLOAD, concurrency).await?;
+        backend.app.idle().await?;
+
+        let (lat, wall) = approve_all(api, &ids, "download", concurrency).await?;
+        rate[1].push(n as f64 / wall);
+        latency[1].extend(&lat);
+        wait_all(api, &ids, APPROVED, concurrency).await?;
+        backend.app.idle().await?;
+
+        let store = backend.app.store();
+        let (lat, wall) = backend
+            .app
+            .run(batch_commits(store, format!("r{run}"), n, concurrency))
+            .await??;
+        batch_rate.push(n as f64 / wall);
+        batch_latency.extend(&lat);
+    }
+    let batch_p99 = batch_latency.percentile(99.0);
+    for (i, stage) in ["upload", "download"].into_iter().enumerate() {
+        let ratio = rate[i].median() / batch_rate.median();
+        let p99 = latency[i].percentile(99.0);
+        report.add(
+            Line::new(
+                format!(
+                    "approvals ({stage} stage), {}, {concurrency} in flight × {n} files",
+                    backend.name
+                ),
+                format!(
+                    "{}; p50 {:.1} ms, p99 {:.1} ms",
+                    rate[i].summary(0, "/s"),
+                    latency[i].percentile(50.0),
+                    p99
+                ),
+            )
+            .baseline(format!(
+                "batch commits {}; p99 {:.1} ms",
+                batch_rate.summary(0, "/s"),
+                batch_p99
+            ))
+            .ratio(ratio)
+            .target(
+                "≥ 0.4× rate; p99 ≤ 2.5× batch p99",
+                ratio >= 0.4 && p99 <= 2.5 * batch_p99,
+            ),
+        );
+        report.note(format!(
+            "approvals ({stage}), {}: p99 is {:.2}× the batch p99; batch p50 {:.1} ms",
+            backend.name,
+            p99 / batch_p99,
+            batch_latency.percentile(50.0)
+        ));
+    }
+    Ok(())
+}
+
+/// One whole workflow as a client drives it; returns its latency in ms.
+async fn one_workflow(api: Api, i: usize) -> Result<f64> {
+    let started = Instant::now();
+    let reviewer = token(i % crate::REVIEWERS);
+    let id = api
+        .upload(
+            &format!("wf-{i}.txt"),
+            reqwest::Body::from(data::text_file(i, SMALL_FILE)),
+            None,
+        )
+        .await?;
+    api.approve(&id, "upload", &reviewer).await?;
+    api.wait_for_stage(&id, AWAITING_DOWNLOAD, POLL, WAIT).await?;
+    api.approve(&id, "download", &reviewer).await?;
+    api.download(&id, POLL, WAIT).await?;
+    Ok(millis(started.elapsed()))
+}
+
+/// 4 KiB files, upload → approve → analysis → approve → download, `concurrency` clients.
+pub async fn workflows(backend: &Backend, profile: &Profile, report: &mut Report) -> Result<()> {
+    let (n, concurrency) = (profile.workflows, profile.concurrency);
+    eprintln!("bench: {n} workflows on {}", backend.name);
+    backend.app.idle().await?;
+    let started = Instant::now();
+    let latencies: Vec<f64> = futures::stream::iter(0..n)
+        .map(|i| one_workflow(backend.api.clone(), i))
+        .buffer_unordered(concurrency)
+        .try_collect()
+        .await?;
+    let wall = started.elapsed().as_secs_f64();
+    let latencies = Samples::of(latencies);
+    report.add(Line::new(
+        format!(
+            "workflows (4 KiB), {}, {concurrency} clients × {n}",
+            backend.name
+        ),
+        format!(
+            "{:.1} workflows/s; p50 {:.0} ms, p99 {:.0} ms",
+            n as f64 / wall,
+            latencies.percentile(50.0),
+            latencies.percentile(99.0)
+        ),
+    ));
+    Ok(())
+}
+
+/// Storage requests of complete workflows, one at a time, by operation and by step. The
+/// client's status polls are counted apart (a client may poll as often as it likes).
+pub async fn storage_requests(
+    backend: &Backend,
+    profile: &Profile,
+    report: &mut Report,
+) -> Result<()> {
+    let (api, app) = (&backend.api, &backend.app);
+    let w = profile.request_workflows;
+    let reviewer = token(0);
+    let mut steps = [RequestCounts::default(); 4];
+    let (mut poll_counts, mut polls) = (RequestCounts::default(), 0u32);
+    let mut late = 0u32;
+    app.idle().await?;
+    for i in 0..w {
+        app.counter.take();
+        let id = api
+            .upload(
+                &format!("counted-{i}.txt"),
+                reqwest::Body::from(data::text_file(i, SMALL_FILE)),
+                None,
+            )
+            .await?;
+        app.idle().await?;
+        steps[0] = steps[0].plus(&app.counter.take());
+        let p = api.wait_for_stage(&id, AWAITING_UPLOAD, POLL, WAIT).await?;
+        (polls, late) = (polls + p, late + p.saturating_sub(1));
+        poll_counts = poll_counts.plus(&app.counter.take());
+
+        api.approve(&id, "upload", &reviewer).await?;
+        app.idle().await?;
+        steps[1] = steps[1].plus(&app.counter.take());
+        let p = api.wait_for_stage(&id, AWAITING_DOWNLOAD, POLL, WAIT).await?;
+        (polls, late) = (polls + p, late + p.saturating_sub(1));
+        poll_counts = poll_counts.plus(&app.counter.take());
+
+        api.approve(&id, "download", &reviewer).await?;
+        app.idle().await?;
+        steps[2] = steps[2].plus(&app.counter.take());
+        let p = api.wait_for_stage(&id, APPROVED, POLL, WAIT).await?;
+        (polls, late) = (polls + p, late + p.saturating_sub(1));
+        poll_counts = poll_counts.plus(&app.counter.take());
+
+        api.download(&id, POLL, WAIT).await?;
+        steps[3] = steps[3].plus(&app.counter.take());
+    }
+    let total = steps
+        .iter()
+        .fold(RequestCounts::default(), |sum, step| sum.plus(step));
+    let per = |count: u64| count as f64 / w as f64;
+    let per_workflow = per(total.total());
+    report.add(
+        Line::new(
+            format!("storage requests per workflow, {} (n={w})", backend.name),
+            format!("{per_workflow:.1}"),
+        )
+        .baseline("Durable Functions ~20–30 (anchor, on paper)")
+        .target("≤ 12", per_workflow <= 12.0),
+    );
+    let by_op: Vec<String> = Op::ALL
+        .into_iter()
+        .filter(|op| total.requests(*op) > 0)
+        .map(|op| format!("{op} {:.1}", per(total.requests(op))))
+        .collect();
+    let by_step: Vec<String> = ["upload + start", "approve upload + analysis", "approve download", "download link"]
+        .iter()
+        .zip(&steps)
+        .map(|(name, counts)| format!("{name} {:.1}", per(counts.total())))
+        .collect();
+    report.note(format!(
+        "storage requests per workflow, {}: by operation {}; by step {}; each status poll \
+         costs {:.1} more{}",
+        backend.name,
+        by_op.join(", "),
+        by_step.join(", "),
+        if polls > 0 {
+            poll_counts.total() as f64 / f64::from(polls)
+        } else {
+            0.0
+        },
+        if late > 0 {
+            format!(" ({late} polls found the workflow not yet there: some work ran after idle() returned and may be counted as polls)")
+        } else {
+            String::new()
+        }
+    ));
+    Ok(())
+}
+
+/// Storage requests while nothing happens: a real minute of local mode (its recovery duty
+/// included), or in quick mode one recovery pass, which is what local mode runs each minute.
+pub async fn idle(backends: &[Backend], profile: &Profile, report: &mut Report) -> Result<()> {
+    for backend in backends {
+        backend.app.idle().await?;
+        backend.app.counter.take();
+    }
+    if profile.idle_real {
+        eprintln!("bench: idling 60 s");
+        tokio::time::sleep(Duration::from_secs(60)).await;
+    } else {
+        for backend in backends {
+            let engine = backend.app.state.engine.clone();
+            let recovered = backend.app.run(async move { engine.recover().await }).await?;
+            if let Err(e) = recovered {
+                return failed(format!("recovery pass failed: {}", crate::error::chain(&e)));
+            }
+        }
+    }
+    for backend in backends {
+        let counts = backend.app.counter.take();
+        let window = if profile.idle_real {
+            "60 s idle, local mode"
+        } else {
+            "one recovery pass = 1 idle min, simulated"
+        };
+        report.add(
+            Line::new(
+                format!("storage requests while idle, {} ({window})", backend.name),
+                counts.to_string(),
+            )
+            .baseline("Durable Functions: polls queues around the clock")
+            .target("≤ 2 a minute", counts.total() <= 2),
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,381 @@
+//! Rows measured on `handler` as a child process, where its memory or start-up is the point:
+//! cold start, big uploads (embedded and Azurite), the analysis of a big file, and the blob
+//! trigger's base64 payload.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use reqwest::StatusCode;
+
+use file_approver::store::azure::AzureStore;
+use file_approver::store::{PutBlobOptions, Storage};
+
+use crate::api::{expect, Api, AWAITING_DOWNLOAD};
+use crate::data;
+use crate::error::{failed, IoContext, Result};
+use crate::procs::{self, ChildApp, Mode};
+use crate::report::{millis, Line, Report, Samples, MIB};
+use crate::{app_vars, token, Context};
+
+/// Runs a blocking closure off the async workers.
+async fn blocking<T, F>(f: F) -> Result<T>
+where
+    F: FnOnce() -> Result<T> + Send + 'static,
+    T: Send + 'static,
+{
+    tokio::task::spawn_blocking(f).await?
+}
+
+/// Runs a command to completion; fails on a non-zero exit. Returns its standard output.
+async fn command(program: &'static str, args: Vec<String>) -> Result<String> {
+    blocking(move || {
+        let output = std::process::Command::new(program)
+            .args(&args)
+            .output()
+            .context(|| format!("run {program}"))?;
+        if !output.status.success() {
+            return failed(format!(
+                "{program} {} failed: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&output.stderr)
+            ));
+        }
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    })
+    .await
+}
+
+fn path_arg(path: &Path) -> String {
+    path.to_string_lossy().into_owned()
+}
+
+/// Flushes dirty pages so each measurement starts without a previous one's write-back.
+async fn settle_disk() -> Result<()> {
+    command("sync", Vec::new()).await.map(drop)
+}
+
+fn mib_per_s(bytes: u64, took: Duration) -> f64 {
+    bytes as f64 / MIB / took.as_secs_f64()
+}
+
+fn size_label(bytes: u64) -> String {
+    if bytes >= 1 << 30 && bytes % (1 << 30) == 0 {
+        format!("{} GiB", bytes >> 30)
+    } else {
+        format!("{} MiB", bytes >> 20)
+    }
+}
+
+async fn start_child(
+    handler: PathBuf,
+    mode: Mode,
+    vars: Vec<(String, String)>,
+    log: PathBuf,
+) -> Result<ChildApp> {
+    blocking(move || ChildApp::start(&handler, mode, &vars, &log)).await
+}
+
+/// Process start → first `GET /` 200, on each backend; and the binary's size.
+pub async fn cold_start(ctx: &Context, report: &mut Report) -> Result<()> {
+    let mut backends: Vec<(&str, Option<String>)> = vec![("embedded", None)];
+    if let Some(azurite) = &ctx.azurite {
+        backends.push(("Azurite", Some(azurite.connection_string.clone())));
+    }
+    for (name, azure) in backends {
+        let data = ctx.work.dir(&format!("cold-{name}"))?;
+        let vars = app_vars(&data, azure.as_deref(), None);
+        let log = ctx.work.path().join(format!("cold-{name}.log"));
+        let mut samples = Samples::new();
+        for _ in 0..ctx.profile.cold_starts {
+            let (handler, vars, log) = (ctx.handler.clone(), vars.clone(), log.clone());
+            let took = blocking(move || procs::cold_start(&handler, &vars, &log)).await?;
+            samples.push(millis(took));
+        }
+        report.add(
+            Line::new(
+                format!("cold start, {name} (spawn → GET / 200, n={})", samples.len()),
+                samples.summary(1, "ms"),
+            )
+            .target("≤ 100 ms", samples.median() <= 100.0),
+        );
+    }
+    let size = std::fs::metadata(&ctx.handler)
+        .context(|| format!("stat {}", ctx.handler.display()))?
+        .len();
+    report.add(Line::new(
+        "handler binary size (release)",
+        format!("{:.1} MiB", size as f64 / MIB),
+    ));
+    Ok(())
+}
+
+/// Uploads a big file through `POST /api/files` on the embedded store (against `cp`), then
+/// has each upload analysed (against `openssl dgst -sha256`).
+pub async fn upload_and_analysis(ctx: &Context, report: &mut Report) -> Result<()> {
+    let size = ctx.profile.upload_bytes;
+    let runs = ctx.profile.upload_runs;
+    let big = ctx.work.path().join("big.bin");
+    eprintln!("bench: writing {} of test data", size_label(size));
+    {
+        let big = big.clone();
+        blocking(move || data::write_random_file(&big, size)).await?;
+    }
+    let data_dir = ctx.work.dir("upload-embedded")?;
+    let app = start_child(
+        ctx.handler.clone(),
+        Mode::Local,
+        app_vars(&data_dir, None, Some(size)),
+        ctx.work.path().join("upload-embedded.log"),
+    )
+    .await?;
+    let api = Api::new(app.base_url())?;
+    let rss_at_rest = app.memory("VmRSS")?;
+
+    let (mut upload, mut cp, mut cp_fsync) = (Samples::new(), Samples::new(), Samples::new());
+    let mut peak = 0u64;
+    let mut ids = Vec::new();
+    let copy = ctx.work.path().join("copy.bin");
+    for run in 0..runs {
+        eprintln!("bench: upload run {}/{runs}", run + 1);
+        settle_disk().await?;
+        let started = Instant::now();
+        command("cp", vec![path_arg(&big), path_arg(&copy)]).await?;
+        let copied = started.elapsed();
+        command("sync", vec![path_arg(&copy)]).await?;
+        let synced = started.elapsed();
+        cp.push(mib_per_s(size, copied));
+        cp_fsync.push(mib_per_s(size, synced));
+        std::fs::remove_file(&copy).context(|| format!("remove {}", copy.display()))?;
+
+        settle_disk().await?;
+        app.reset_peak()?;
+        let started = Instant::now();
+        let id = api
+            .upload("big.bin", data::file_body(&big).await?, Some(size))
+            .await?;
+        upload.push(mib_per_s(size, started.elapsed()));
+        peak = peak.max(app.memory("VmHWM")?);
+        ids.push(id);
+    }
+    let ratio = upload.median() / cp.median();
+    report.add(
+        Line::new(
+            format!("upload {}, embedded (POST /api/files)", size_label(size)),
+            upload.summary(0, "MiB/s"),
+        )
+        .baseline(format!("cp {}", cp.summary(0, "MiB/s")))
+        .ratio(ratio)
+        .target("≥ 0.5× cp", ratio >= 0.5),
+    );
+    report.note(format!(
+        "upload, embedded: against cp + fsync of the copy ({}), the upload is {:.2}× \
+         (the embedded store fsyncs every blob before it answers 201)",
+        cp_fsync.summary(0, "MiB/s"),
+        upload.median() / cp_fsync.median()
+    ));
+    report.add(
+        Line::new(
+            format!("peak RSS of handler during upload {}", size_label(size)),
+            format!("{:.1} MiB", peak as f64 / MIB),
+        )
+        .baseline(format!("at rest {:.1} MiB", rss_at_rest as f64 / MIB))
+        .target("≤ 64 MiB", (peak as f64) <= 64.0 * MIB),
+    );
+
+    // Analysis: each uploaded file waits for its upload approval; approve and time until the
+    // analysis is recorded.
+    let (mut analysis, mut openssl) = (Samples::new(), Samples::new());
+    let mut expected_sha = String::new();
+    for (run, id) in ids.iter().enumerate() {
+        eprintln!("bench: analysis run {}/{}", run + 1, ids.len());
+        settle_disk().await?;
+        let started = Instant::now();
+        let out = command("openssl", vec!["dgst".into(), "-sha256".into(), path_arg(&big)]).await?;
+        openssl.push(mib_per_s(size, started.elapsed()));
+        expected_sha = out.trim().rsplit(' ').next().unwrap_or("").to_owned();
+
+        let started = Instant::now();
+        api.approve(id, "upload", &token(0)).await?;
+        api.wait_for_stage(
+            id,
+            AWAITING_DOWNLOAD,
+            Duration::from_millis(20),
+            Duration::from_secs(600),
+        )
+        .await?;
+        analysis.push(mib_per_s(size, started.elapsed()));
+        let status = api.status(id).await?;
+        let sha = status["analysis"]["sha256"].as_str().unwrap_or("");
+        if sha != expected_sha {
+            return failed(format!(
+                "the analysis' sha256 {sha:?} differs from openssl's {expected_sha:?}"
+            ));
+        }
+    }
+    let ratio = analysis.median() / openssl.median();
+    report.add(
+        Line::new(
+            format!(
+                "analysis {} (approve → AwaitingDownloadApproval)",
+                size_label(size)
+            ),
+            analysis.summary(0, "MiB/s"),
+        )
+        .baseline(format!("openssl dgst -sha256 {}", openssl.summary(0, "MiB/s")))
+        .ratio(ratio)
+        .target("≥ 0.8×", ratio >= 0.8),
+    );
+    report.note(format!(
+        "analysis: the app's sha256 matched openssl's ({}…); timing includes the approve \
+         request and up to 20 ms of status polling",
+        expected_sha.chars().take(12).collect::<String>()
+    ));
+    drop(app);
+    std::fs::remove_file(&big).context(|| format!("remove {}", big.display()))?;
+    std::fs::remove_dir_all(&data_dir).context(|| format!("remove {}", data_dir.display()))?;
+    Ok(())
+}
+
+/// A host-shaped blob-trigger invocation carrying a big blob in base64: how much memory the
+/// handler needs to skip it.
+pub async fn blob_trigger(ctx: &Context, report: &mut Report) -> Result<()> {
+    let raw = ctx.profile.trigger_bytes;
+    let data_dir = ctx.work.dir("trigger")?;
+    let app = start_child(
+        ctx.handler.clone(),
+        Mode::CustomHandler,
+        app_vars(&data_dir, None, None),
+        ctx.work.path().join("trigger.log"),
+    )
+    .await?;
+    let api = Api::new(app.base_url())?;
+    let id = api
+        .upload(
+            "small.txt",
+            reqwest::Body::from(data::text_file(0, 4096)),
+            None,
+        )
+        .await?;
+    let (before, after) = data::trigger_envelope(&id, raw)?;
+    let total = before.len() as u64 + data::base64_len(raw) + after.len() as u64;
+
+    let mut worst = 0u64;
+    for sized in [false, true] {
+        app.reset_peak()?;
+        let at_start = app.memory("VmHWM")?;
+        let body = futures::stream::once({
+            let before = Bytes::from(before.clone());
+            async move { Ok::<Bytes, std::io::Error>(before) }
+        })
+        .chain(data::base64_stream(raw))
+        .chain(futures::stream::once({
+            let after = Bytes::from(after.clone());
+            async move { Ok(after) }
+        }));
+        let mut request = api
+            .http()
+            .post(api.url("/orchestrator"))
+            .header(CONTENT_TYPE, "application/json");
+        if sized {
+            request = request.header(CONTENT_LENGTH, total);
+        }
+        let started = Instant::now();
+        let response = request.body(reqwest::Body::wrap_stream(body)).send().await?;
+        let reply = expect(response, &[StatusCode::OK], "orchestrator invocation").await?;
+        let took = started.elapsed();
+        let extra = app.memory("VmHWM")?.saturating_sub(at_start);
+        worst = worst.max(extra);
+        report.note(format!(
+            "blob trigger ({}): extra {:.1} MiB, {:.0} ms, Logs {}",
+            if sized { "Content-Length" } else { "chunked" },
+            extra as f64 / MIB,
+            millis(took),
+            reply["Logs"]
+        ));
+    }
+    report.add(
+        Line::new(
+            format!(
+                "blob-trigger payload {} (extra handler RSS)",
+                size_label(raw)
+            ),
+            format!("{:.1} MiB", worst as f64 / MIB),
+        )
+        .baseline(format!("payload {:.1} MiB", total as f64 / MIB))
+        .ratio(worst as f64 / total as f64)
+        .target("≤ 32 MiB extra", (worst as f64) <= 32.0 * MIB),
+    );
+    drop(app);
+    std::fs::remove_dir_all(&data_dir).context(|| format!("remove {}", data_dir.display()))?;
+    Ok(())
+}
+
+/// A big upload through the app into Azurite, against the same bytes sent straight to the
+/// same Azurite by the storage layer (`AzureStore::put_blob`).
+pub async fn azure_upload(ctx: &Context, report: &mut Report) -> Result<()> {
+    let Some(azurite) = &ctx.azurite else {
+        return failed("Azurite is not available (run scripts/bench, or npm ci)");
+    };
+    let size = ctx.profile.azure_upload_bytes;
+    let runs = ctx.profile.azure_upload_runs;
+    let file = ctx.work.path().join("azure.bin");
+    {
+        let file = file.clone();
+        blocking(move || data::write_random_file(&file, size)).await?;
+    }
+    let data_dir = ctx.work.dir("upload-azure")?;
+    let app = start_child(
+        ctx.handler.clone(),
+        Mode::Local,
+        app_vars(&data_dir, Some(&azurite.connection_string), Some(size)),
+        ctx.work.path().join("upload-azure.log"),
+    )
+    .await?;
+    let api = Api::new(app.base_url())?;
+    let direct = AzureStore::from_connection_string(&azurite.connection_string)?;
+    direct.ensure_container("benchdirect").await?;
+    let options = PutBlobOptions {
+        content_type: "application/octet-stream".into(),
+        max_bytes: None,
+    };
+
+    let (mut through_app, mut straight) = (Samples::new(), Samples::new());
+    let mut peak = 0u64;
+    for run in 0..runs {
+        eprintln!("bench: Azurite upload run {}/{runs}", run + 1);
+        let name = format!("run{run}");
+        let started = Instant::now();
+        direct
+            .put_blob("benchdirect", &name, data::file_stream(&file).await?, &options)
+            .await?;
+        straight.push(mib_per_s(size, started.elapsed()));
+        direct.delete_blob("benchdirect", &name).await?;
+
+        app.reset_peak()?;
+        let started = Instant::now();
+        api.upload("azure.bin", data::file_body(&file).await?, Some(size))
+            .await?;
+        through_app.push(mib_per_s(size, started.elapsed()));
+        peak = peak.max(app.memory("VmHWM")?);
+    }
+    let ratio = through_app.median() / straight.median();
+    report.add(
+        Line::new(
+            format!("upload {}, Azurite (POST /api/files)", size_label(size)),
+            through_app.summary(0, "MiB/s"),
+        )
+        .baseline(format!("AzureStore::put_blob {}", straight.summary(0, "MiB/s")))
+        .ratio(ratio)
+        .target("≥ 0.8×", ratio >= 0.8),
+    );
+    report.note(format!(
+        "upload, Azurite: handler peak RSS {:.1} MiB (8 MiB blocks, 4 in flight)",
+        peak as f64 / MIB
+    ));
+    drop(app);
+    std::fs::remove_file(&file).context(|| format!("remove {}", file.display()))?;
+    Ok(())
+}
