@@ -491,6 +491,11 @@ async fn missing_blobs_and_containers_are_not_found() {
 #[ignore = "a 256 MiB measurement, not a check"]
 async fn large_stream_upload_measurement() {
     let Some(store) = store() else { return };
+    // FILE_APPROVER_BENCH_BLOCKS=<MiB>x<in flight> compares block shapes without a rebuild.
+    let shape = std::env::var("FILE_APPROVER_BENCH_BLOCKS").unwrap_or_else(|_| "8x4".into());
+    let (mib, in_flight) = shape.split_once('x').unwrap();
+    let (mib, in_flight): (usize, usize) = (mib.parse().unwrap(), in_flight.parse().unwrap());
+    let store = store.with_upload_blocks(mib * 1024 * 1024, in_flight);
     let container = new_container(&store).await;
     const TOTAL: usize = 256 * 1024 * 1024;
     const CHUNK: usize = 64 * 1024;
@@ -526,7 +531,7 @@ async fn large_stream_upload_measurement() {
         .unwrap_or("VmHWM: ?");
     let mb = TOTAL as f64 / 1e6;
     println!(
-        "256 MiB upload: {:.1} s, {:.0} MB/s; read back: {:.1} s, {:.0} MB/s; test process {hwm}",
+        "{shape}: 256 MiB upload: {:.1} s, {:.0} MB/s; read back: {:.1} s, {:.0} MB/s; test process {hwm}",
         upload.as_secs_f64(),
         mb / upload.as_secs_f64(),
         download.as_secs_f64(),
