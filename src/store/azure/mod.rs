@@ -10,7 +10,11 @@
 //! - read links with a `Content-Disposition` override, signed locally ([`sas`], G13);
 //! - typed entity JSON and OData filters ([`table`], G11);
 //! - entity group transactions whose per-operation statuses are checked: a failed batch still
-//!   answers HTTP 202 and the crate returns `Ok` (G10).
+//!   answers HTTP 202 and the crate returns `Ok` (G10). The crate's transaction response
+//!   does expose each operation's status and ETag (not its error code, which the statuses
+//!   make unnecessary here), so the `$batch` request is not hand-written. Unverified here, for
+//!   want of a real account: the crate joins the multipart body with `\n`, not `\r\n`;
+//!   Azurite accepts that, and a run against Azure should confirm the service does too.
 //!
 //! Retries: the SDK pipeline retries I/O errors and 408/429/5xx a few times with backoff, then
 //! the error surfaces as [`StoreError::Unavailable`]. A conditional write whose response was
