@@ -1,0 +1,464 @@
+//! `GET /api/blobs/{name}`: serves the embedded store's signed read links (the local stand-in
+//! for a Blob Storage SAS URL; see `store::embedded::signed`).
+//!
+//! Only container [`SERVED_CONTAINER`] is served: the container is part of each signature but
+//! not of the URL, so a link minted for another container never verifies here. `HEAD` is
+//! answered like `GET` without the body, a single `Range: bytes=…` gives 206, and every
+//! other method gets 405, as a read-only SAS refuses writes.
+//!
+//! Errors are JSON `{"error":{"code","message"}}` with Blob Storage's codes where one fits.
+//! The mapping is local to this module for now; it belongs with the app-wide API error type.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+
+use crate::clock::Clock;
+use crate::store::embedded::{ByteRangeSpec, EmbeddedStore, SignedQuery, SignedUrlError};
+use crate::store::StoreError;
+
+/// The one container whose blobs this route serves.
+pub const SERVED_CONTAINER: &str = "files";
+
+#[derive(Clone)]
+struct BlobsState {
+    store: Arc<EmbeddedStore>,
+    clock: Arc<dyn Clock>,
+}
+
+/// The signed-link route. `clock` decides when links expire.
+pub fn router(store: Arc<EmbeddedStore>, clock: Arc<dyn Clock>) -> Router {
+    Router::new()
+        .route(
+            "/api/blobs/{name}",
+            get(serve_blob).fallback(method_not_allowed),
+        )
+        .with_state(BlobsState { store, clock })
+}
+
+async fn serve_blob(
+    State(state): State<BlobsState>,
+    name: Result<Path<String>, axum::extract::rejection::PathRejection>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    // No genuine link has an undecodable name, so this is a forged link, not a bad request.
+    let Ok(Path(name)) = name else {
+        return refused(SignedUrlError::Malformed(
+            "the blob name is not valid UTF-8",
+        ));
+    };
+    let query = match SignedQuery::parse(query.as_deref().unwrap_or("")) {
+        Ok(query) => query,
+        Err(e) => return refused(e),
+    };
+    let range = headers.get(header::RANGE).and_then(parse_range);
+    let now = state.clock.now();
+    match state
+        .store
+        .open_signed(SERVED_CONTAINER, &name, &query, now, range)
+        .await
+    {
+        Ok(signed) => {
+            let props = &signed.read.properties;
+            let mut response = Response::new(Body::from_stream(signed.read.body));
+            let h = response.headers_mut();
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_str(&props.content_type)
+                    .unwrap_or(HeaderValue::from_static("application/octet-stream")),
+            );
+            // The disposition is ASCII by construction (the name is percent-encoded), but a
+            // link's rscd is only as printable as what was signed.
+            if let Ok(value) = HeaderValue::from_str(&signed.content_disposition) {
+                h.insert(header::CONTENT_DISPOSITION, value);
+            }
+            if let Ok(value) = HeaderValue::from_str(props.etag.as_str()) {
+                h.insert(header::ETAG, value);
+            }
+            if let Ok(value) = HeaderValue::from_str(
+                &props
+                    .last_modified
+                    .format("%a, %d %b %Y %H:%M:%S GMT")
+                    .to_string(),
+            ) {
+                h.insert(header::LAST_MODIFIED, value);
+            }
+            h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+            // The content is the uploader's, with the uploader's declared type: never let a
+            // browser sniff it into something executable.
+            h.insert(
+                header::X_CONTENT_TYPE_OPTIONS,
+                HeaderValue::from_static("nosniff"),
+            );
+            h.insert(header::CACHE_CONTROL, HeaderValue::from_static("private"));
+            let length = match &signed.range {
+                Some(range) => {
+                    *response.status_mut() = StatusCode::PARTIAL_CONTENT;
+                    let content_range =
+                        format!("bytes {}-{}/{}", range.start, range.end - 1, props.size);
+                    if let Ok(value) = HeaderValue::from_str(&content_range) {
+                        response.headers_mut().insert(header::CONTENT_RANGE, value);
+                    }
+                    range.end - range.start
+                }
+                None => props.size,
+            };
+            response
+                .headers_mut()
+                .insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+            response
+        }
+        Err(e) => refused(e),
+    }
+}
+
+/// One `bytes=` range. Several ranges, other units or garbage: the header is ignored and the
+/// whole blob served, as RFC 9110 allows.
+fn parse_range(value: &HeaderValue) -> Option<ByteRangeSpec> {
+    let spec = value.to_str().ok()?.trim().strip_prefix("bytes=")?;
+    if spec.contains(',') {
+        return None;
+    }
+    let (first, last) = spec.split_once('-')?;
+    let (first, last) = (first.trim(), last.trim());
+    match (first.is_empty(), last.is_empty()) {
+        (false, false) => Some(ByteRangeSpec::FromTo(
+            first.parse().ok()?,
+            last.parse().ok()?,
+        )),
+        (false, true) => Some(ByteRangeSpec::From(first.parse().ok()?)),
+        (true, false) => Some(ByteRangeSpec::Suffix(last.parse().ok()?)),
+        (true, true) => None,
+    }
+}
+
+async fn method_not_allowed() -> Response {
+    let mut response = error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "MethodNotAllowed",
+        "signed blob links are read-only: use GET or HEAD",
+    );
+    response
+        .headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+    response
+}
+
+fn refused(e: SignedUrlError) -> Response {
+    match e {
+        SignedUrlError::Malformed(_) | SignedUrlError::BadSignature => error(
+            StatusCode::FORBIDDEN,
+            "AuthenticationFailed",
+            "the link's signature is missing or does not match this blob",
+        ),
+        SignedUrlError::Expired(at) => error(
+            StatusCode::FORBIDDEN,
+            "AuthenticationFailed",
+            &format!("the link expired at {}", at.to_rfc3339()),
+        ),
+        SignedUrlError::RangeNotSatisfiable { size } => {
+            let mut response = error(
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                "InvalidRange",
+                "the requested range is past the end of the blob",
+            );
+            if let Ok(value) = HeaderValue::from_str(&format!("bytes */{size}")) {
+                response.headers_mut().insert(header::CONTENT_RANGE, value);
+            }
+            response
+        }
+        SignedUrlError::Store(StoreError::NotFound) => {
+            error(StatusCode::NOT_FOUND, "NotFound", "the blob does not exist")
+        }
+        SignedUrlError::Store(e @ StoreError::Unavailable(_)) => {
+            tracing::warn!(error = %e, source = ?std::error::Error::source(&e), "storage unavailable serving a signed link");
+            let mut response = error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "StorageUnavailable",
+                "storage is unavailable; try again shortly",
+            );
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            response
+        }
+        SignedUrlError::Store(e) => {
+            tracing::error!(error = ?e, "failed to serve a signed link");
+            error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "InternalError",
+                "internal error",
+            )
+        }
+    }
+}
+
+fn error(status: StatusCode, code: &str, message: &str) -> Response {
+    (
+        status,
+        Json(serde_json::json!({ "error": { "code": code, "message": message } })),
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    //! The route over a real store in a temporary directory, called in-process.
+
+    use axum::body::Body;
+    use axum::http::{Method, Request};
+    use bytes::Bytes;
+    use chrono::{Duration, Utc};
+    use futures::StreamExt;
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::store::embedded::EmbeddedOptions;
+    use crate::store::{PutBlobOptions, SignedUrlRequest, Storage};
+
+    struct Served {
+        _dir: tempfile::TempDir,
+        store: Arc<EmbeddedStore>,
+        clock: ManualClock,
+        app: Router,
+    }
+
+    const CONTENT: &[u8] = b"0123456789";
+
+    async fn served() -> Served {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let options = EmbeddedOptions {
+            public_base_url: "http://files.test".into(),
+            signing_secret: Some(vec![9; 32]),
+        };
+        let store = Arc::new(EmbeddedStore::open(dir.path(), options).expect("open"));
+        store
+            .ensure_container(SERVED_CONTAINER)
+            .await
+            .expect("container");
+        store.ensure_container("other").await.expect("container");
+        for container in [SERVED_CONTAINER, "other"] {
+            let body = futures::stream::iter([Ok(Bytes::from_static(CONTENT))]).boxed();
+            let options = PutBlobOptions {
+                content_type: "text/plain".into(),
+                max_bytes: None,
+            };
+            store
+                .put_blob(container, "blob", body, &options)
+                .await
+                .expect("put");
+        }
+        let clock = ManualClock::new(Utc::now());
+        let app = router(Arc::clone(&store), Arc::new(clock.clone()));
+        Served {
+            _dir: dir,
+            store,
+            clock,
+            app,
+        }
+    }
+
+    impl Served {
+        /// The path and query of a link, as the route receives them.
+        fn link(&self, container: &str, name: &str) -> String {
+            let url = self
+                .store
+                .signed_read_url(&SignedUrlRequest {
+                    container,
+                    name,
+                    expires_at: self.clock.now() + Duration::hours(1),
+                    download_name: "notes.txt",
+                })
+                .expect("url");
+            url.trim_start_matches("http://files.test").to_owned()
+        }
+
+        async fn call(&self, method: Method, uri: &str, range: Option<&str>) -> Response {
+            let mut request = Request::builder().method(method).uri(uri);
+            if let Some(range) = range {
+                request = request.header(header::RANGE, range);
+            }
+            self.app
+                .clone()
+                .oneshot(request.body(Body::empty()).expect("request"))
+                .await
+                .expect("infallible")
+        }
+    }
+
+    async fn body(response: Response) -> Bytes {
+        response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes()
+    }
+
+    async fn error_code(response: Response) -> (String, String) {
+        let json: serde_json::Value =
+            serde_json::from_slice(&body(response).await).expect("a JSON error");
+        (
+            json["error"]["code"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+            json["error"]["message"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+        )
+    }
+
+    fn header_of(response: &Response, name: header::HeaderName) -> &str {
+        response
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+    }
+
+    #[tokio::test]
+    async fn a_valid_link_streams_the_blob_with_its_headers() {
+        let s = served().await;
+        let response = s
+            .call(Method::GET, &s.link(SERVED_CONTAINER, "blob"), None)
+            .await;
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(header_of(&response, header::CONTENT_TYPE), "text/plain");
+        assert_eq!(header_of(&response, header::CONTENT_LENGTH), "10");
+        assert_eq!(
+            header_of(&response, header::CONTENT_DISPOSITION),
+            "attachment; filename=\"notes.txt\"; filename*=UTF-8''notes.txt"
+        );
+        assert_eq!(
+            header_of(&response, header::X_CONTENT_TYPE_OPTIONS),
+            "nosniff"
+        );
+        assert_eq!(body(response).await.as_ref(), CONTENT);
+    }
+
+    #[tokio::test]
+    async fn head_answers_the_headers_without_the_body() {
+        let s = served().await;
+        let response = s
+            .call(Method::HEAD, &s.link(SERVED_CONTAINER, "blob"), None)
+            .await;
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(header_of(&response, header::CONTENT_LENGTH), "10");
+        assert!(body(response).await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_single_range_is_served_as_partial_content() {
+        let s = served().await;
+        let link = s.link(SERVED_CONTAINER, "blob");
+        let response = s.call(Method::GET, &link, Some("bytes=2-5")).await;
+        assert_eq!(response.status(), StatusCode::PARTIAL_CONTENT);
+        assert_eq!(header_of(&response, header::CONTENT_RANGE), "bytes 2-5/10");
+        assert_eq!(header_of(&response, header::CONTENT_LENGTH), "4");
+        assert_eq!(body(response).await.as_ref(), b"2345");
+
+        let response = s.call(Method::GET, &link, Some("bytes=-3")).await;
+        assert_eq!(body(response).await.as_ref(), b"789");
+
+        let response = s.call(Method::GET, &link, Some("bytes=10-")).await;
+        assert_eq!(response.status(), StatusCode::RANGE_NOT_SATISFIABLE);
+        assert_eq!(header_of(&response, header::CONTENT_RANGE), "bytes */10");
+    }
+
+    #[tokio::test]
+    async fn writes_are_method_not_allowed() {
+        let s = served().await;
+        let link = s.link(SERVED_CONTAINER, "blob");
+        for method in [Method::PUT, Method::POST, Method::DELETE, Method::PATCH] {
+            let response = s.call(method.clone(), &link, None).await;
+            assert_eq!(
+                response.status(),
+                StatusCode::METHOD_NOT_ALLOWED,
+                "{method}"
+            );
+            assert_eq!(header_of(&response, header::ALLOW), "GET, HEAD");
+            assert_eq!(error_code(response).await.0, "MethodNotAllowed");
+        }
+    }
+
+    #[tokio::test]
+    async fn tampered_missing_or_foreign_links_are_refused() {
+        let s = served().await;
+        let link = s.link(SERVED_CONTAINER, "blob");
+        let (path, query) = link.split_once('?').expect("a query");
+        let last = query.chars().last().expect("a signature");
+        let flipped = if last == '0' { '1' } else { '0' };
+        let tampered = format!("{}{flipped}", &link[..link.len() - 1]);
+        let cases = [
+            tampered,
+            path.to_owned(),
+            format!("{path}?sig=00"),
+            s.link("other", "blob"),
+            format!("/api/blobs/other-name?{query}"),
+        ];
+        for uri in cases {
+            let response = s.call(Method::GET, &uri, None).await;
+            assert_eq!(response.status(), StatusCode::FORBIDDEN, "{uri}");
+            assert_eq!(
+                error_code(response).await.0,
+                "AuthenticationFailed",
+                "{uri}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_link_is_refused_once_the_clock_passes_its_expiry() {
+        let s = served().await;
+        let link = s.link(SERVED_CONTAINER, "blob");
+        s.clock.advance(Duration::minutes(59));
+        assert_eq!(
+            s.call(Method::GET, &link, None).await.status(),
+            StatusCode::OK
+        );
+        s.clock.advance(Duration::minutes(1));
+        let response = s.call(Method::GET, &link, None).await;
+        assert_eq!(response.status(), StatusCode::FORBIDDEN);
+        let (code, message) = error_code(response).await;
+        assert_eq!(code, "AuthenticationFailed");
+        assert!(message.contains("expired"), "{message}");
+    }
+
+    #[tokio::test]
+    async fn a_valid_link_to_a_deleted_blob_is_not_found() {
+        let s = served().await;
+        let link = s.link(SERVED_CONTAINER, "blob");
+        s.store
+            .delete_blob(SERVED_CONTAINER, "blob")
+            .await
+            .expect("delete");
+        let response = s.call(Method::GET, &link, None).await;
+        assert_eq!(response.status(), StatusCode::NOT_FOUND);
+        assert_eq!(error_code(response).await.0, "NotFound");
+    }
+
+    fn range(s: &'static str) -> Option<ByteRangeSpec> {
+        parse_range(&HeaderValue::from_static(s))
+    }
+
+    #[test]
+    fn single_byte_ranges_are_understood_and_others_ignored() {
+        assert_eq!(range("bytes=0-99"), Some(ByteRangeSpec::FromTo(0, 99)));
+        assert_eq!(range("bytes=100-"), Some(ByteRangeSpec::From(100)));
+        assert_eq!(range("bytes=-5"), Some(ByteRangeSpec::Suffix(5)));
+        assert_eq!(range("bytes=0-1,4-5"), None);
+        assert_eq!(range("items=0-1"), None);
+        assert_eq!(range("bytes=a-b"), None);
+        assert_eq!(range("bytes=-"), None);
+    }
+}

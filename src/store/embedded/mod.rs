@@ -1,0 +1,547 @@
+//! The embedded backend: blobs as files under `<dir>/blobs/<container>/<name>`, tables (and the
+//! blobs' properties) in one SQLite database, `<dir>/tables.sqlite3`.
+//!
+//! It exists so that the app runs with nothing else installed, and it keeps Table Storage's
+//! concurrency rules exactly (unique ETag per write, conditional writes, all-or-nothing batches
+//! in one partition, the same key and batch limits): a local run that allowed what Azure refuses
+//! would hide the races the durable engine has to survive.
+//!
+//! One process owns a data directory at a time: the database is opened in SQLite's exclusive
+//! locking mode, so a second process fails at [`EmbeddedStore::open`] instead of racing the
+//! first over blob files. Within the process every database access goes through one connection
+//! behind a mutex, on tokio's blocking pool; SQLite work here is short (one row, one page, one
+//! batch of at most 100 rows), so a pool would buy nothing but contention on the file lock.
+//!
+//! Signed read URLs are HMAC-SHA256 capabilities served by the app itself
+//! (`crate::functions::blobs`); see [`signed`].
+
+mod blobs;
+mod signed;
+mod tables;
+
+use std::fmt;
+use std::io;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use rusqlite::{Connection, ErrorCode};
+
+use super::{
+    BatchOp, BlobProperties, BlobRead, ByteStream, ETag, Entity, Page, PutBlobOptions,
+    SignedUrlRequest, Storage, StoreError, StoreResult, StoredEntity, TableQuery,
+};
+
+pub use signed::{attachment_disposition, ByteRangeSpec, SignedQuery, SignedRead, SignedUrlError};
+
+/// Name of the database file inside the data directory.
+const DATABASE_FILE: &str = "tables.sqlite3";
+/// Name of the generated signing key inside the data directory.
+const SIGNING_KEY_FILE: &str = "signing.key";
+/// Name of the blob root inside the data directory.
+const BLOBS_DIR: &str = "blobs";
+
+/// How to open an [`EmbeddedStore`].
+#[derive(Clone)]
+pub struct EmbeddedOptions {
+    /// Where the app is reachable, e.g. `http://127.0.0.1:7071`; signed URLs start with it.
+    pub public_base_url: String,
+    /// The HMAC key for signed URLs. `None` reads `<dir>/signing.key`, creating it (32 random
+    /// bytes, mode 0600) on first use, so links stay valid across restarts.
+    pub signing_secret: Option<Vec<u8>>,
+}
+
+impl fmt::Debug for EmbeddedOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EmbeddedOptions")
+            .field("public_base_url", &self.public_base_url)
+            .field(
+                "signing_secret",
+                &self.signing_secret.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
+}
+
+/// The on-disk store. Cheap to share behind an `Arc`; every method may be called concurrently.
+pub struct EmbeddedStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    conn: Mutex<Connection>,
+    blobs_root: PathBuf,
+    signer: signed::Signer,
+}
+
+impl fmt::Debug for EmbeddedStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EmbeddedStore")
+            .field("blobs_root", &self.inner.blobs_root)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EmbeddedStore {
+    /// Opens (creating if needed) the store in `dir`, finishing or undoing any blob write a
+    /// crash interrupted. Blocks on disk I/O: call it at startup, not on a busy runtime.
+    ///
+    /// Errors: [`StoreError::Invalid`] for a bad `public_base_url` or signing key,
+    /// [`StoreError::Unavailable`] when another process holds the directory.
+    pub fn open(dir: &Path, options: EmbeddedOptions) -> StoreResult<EmbeddedStore> {
+        let base_url = signed::parse_base_url(&options.public_base_url)?;
+        let blobs_root = dir.join(BLOBS_DIR);
+        std::fs::create_dir_all(&blobs_root).map_err(|e| io_error("create", &blobs_root, e))?;
+
+        let mut conn = tables::open_database(&dir.join(DATABASE_FILE))?;
+        // Only after the database lock is ours: two processes must never both generate a key
+        // or sweep each other's temporary files.
+        let secret = match options.signing_secret {
+            Some(secret) => secret,
+            None => signed::load_or_create_key(&dir.join(SIGNING_KEY_FILE))?,
+        };
+        let signer = signed::Signer::new(secret, base_url)?;
+        blobs::recover(&mut conn, &blobs_root)?;
+
+        Ok(EmbeddedStore {
+            inner: Arc::new(Inner {
+                conn: Mutex::new(conn),
+                blobs_root,
+                signer,
+            }),
+        })
+    }
+
+    /// Checks a signed link (signature first, in constant time, then expiry against `now`) and
+    /// opens the blob it grants, optionally a byte range of it. A link is only good for the
+    /// container and name it was minted for.
+    pub async fn open_signed(
+        &self,
+        container: &str,
+        name: &str,
+        query: &SignedQuery,
+        now: DateTime<Utc>,
+        range: Option<ByteRangeSpec>,
+    ) -> Result<SignedRead, SignedUrlError> {
+        let content_disposition = self.inner.signer.verify(container, name, query, now)?;
+        let (properties, file) = self.open_blob_file(container, name).await?;
+        let range = match range {
+            None => None,
+            Some(spec) => Some(spec.resolve(properties.size).ok_or(
+                SignedUrlError::RangeNotSatisfiable {
+                    size: properties.size,
+                },
+            )?),
+        };
+        let body = blobs::stream_file(file, range.clone()).await?;
+        Ok(SignedRead {
+            read: BlobRead { properties, body },
+            content_disposition,
+            range,
+        })
+    }
+
+    /// Runs `f` on the database connection, on the blocking pool.
+    async fn with_db<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection, &Path) -> StoreResult<T> + Send + 'static,
+    {
+        let inner = Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || {
+            // A panic while holding the lock can only have happened inside a rusqlite
+            // transaction, which rolled back as it unwound: the connection is still sound.
+            let mut conn = inner
+                .conn
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            f(&mut conn, &inner.blobs_root)
+        })
+        .await
+        .map_err(StoreError::internal)?
+    }
+
+    /// The blob's properties and an open handle on exactly the file they describe.
+    async fn open_blob_file(
+        &self,
+        container: &str,
+        name: &str,
+    ) -> StoreResult<(BlobProperties, std::fs::File)> {
+        validate_container(container)?;
+        validate_blob_name(name)?;
+        let (container, name) = (container.to_owned(), name.to_owned());
+        self.with_db(move |conn, root| blobs::open(conn, root, &container, &name))
+            .await
+    }
+}
+
+#[async_trait]
+impl Storage for EmbeddedStore {
+    fn backend_name(&self) -> &'static str {
+        "embedded"
+    }
+
+    async fn ensure_container(&self, container: &str) -> StoreResult<()> {
+        validate_container(container)?;
+        let dir = self.inner.blobs_root.join(container);
+        let root = self.inner.blobs_root.clone();
+        tokio::task::spawn_blocking(move || blobs::create_container_dir(&root, &dir))
+            .await
+            .map_err(StoreError::internal)?
+    }
+
+    async fn put_blob(
+        &self,
+        container: &str,
+        name: &str,
+        body: ByteStream,
+        options: &PutBlobOptions,
+    ) -> StoreResult<BlobProperties> {
+        validate_container(container)?;
+        validate_blob_name(name)?;
+        let dir = self.inner.blobs_root.join(container);
+        let staged = blobs::write_temp(&dir, body, options.max_bytes).await?;
+        let (container, name) = (container.to_owned(), name.to_owned());
+        let content_type = options.content_type.clone();
+        self.with_db(move |conn, root| {
+            blobs::commit(conn, root, &container, &name, &content_type, staged)
+        })
+        .await
+    }
+
+    async fn get_blob(
+        &self,
+        container: &str,
+        name: &str,
+        range: Option<Range<u64>>,
+    ) -> StoreResult<BlobRead> {
+        if let Some(r) = &range {
+            if r.start >= r.end {
+                return Err(StoreError::Invalid(format!(
+                    "the byte range {}..{} is empty",
+                    r.start, r.end
+                )));
+            }
+        }
+        let (properties, file) = self.open_blob_file(container, name).await?;
+        let range = match range {
+            None => None,
+            Some(r) if r.start >= properties.size => {
+                return Err(StoreError::Invalid(format!(
+                    "the byte range starts at {} but the blob holds {} bytes",
+                    r.start, properties.size
+                )))
+            }
+            // Like Blob Storage, a range running past the end is cut at the end.
+            Some(r) => Some(r.start..r.end.min(properties.size)),
+        };
+        let body = blobs::stream_file(file, range).await?;
+        Ok(BlobRead { properties, body })
+    }
+
+    async fn blob_properties(&self, container: &str, name: &str) -> StoreResult<BlobProperties> {
+        validate_container(container)?;
+        validate_blob_name(name)?;
+        let (container, name) = (container.to_owned(), name.to_owned());
+        self.with_db(move |conn, _| blobs::properties(conn, &container, &name))
+            .await
+    }
+
+    async fn delete_blob(&self, container: &str, name: &str) -> StoreResult<()> {
+        validate_container(container)?;
+        validate_blob_name(name)?;
+        let (container, name) = (container.to_owned(), name.to_owned());
+        self.with_db(move |conn, root| blobs::delete(conn, root, &container, &name))
+            .await
+    }
+
+    fn signed_read_url(&self, request: &SignedUrlRequest<'_>) -> StoreResult<String> {
+        validate_container(request.container)?;
+        validate_blob_name(request.name)?;
+        Ok(self.inner.signer.url(request))
+    }
+
+    async fn ensure_table(&self, table: &str) -> StoreResult<()> {
+        validate_table(table)?;
+        let table = table.to_owned();
+        self.with_db(move |conn, _| tables::ensure_table(conn, &table))
+            .await
+    }
+
+    async fn get_entity(
+        &self,
+        table: &str,
+        partition_key: &str,
+        row_key: &str,
+    ) -> StoreResult<StoredEntity> {
+        validate_table(table)?;
+        let (table, pk, rk) = (
+            table.to_owned(),
+            partition_key.to_owned(),
+            row_key.to_owned(),
+        );
+        self.with_db(move |conn, _| tables::get_entity(conn, &table, &pk, &rk))
+            .await
+    }
+
+    async fn insert_entity(&self, table: &str, entity: &Entity) -> StoreResult<ETag> {
+        let op = BatchOp::Insert(entity.clone());
+        self.write_one(table, &entity.partition_key, op).await
+    }
+
+    async fn upsert_entity(&self, table: &str, entity: &Entity) -> StoreResult<ETag> {
+        let op = BatchOp::Upsert(entity.clone());
+        self.write_one(table, &entity.partition_key, op).await
+    }
+
+    async fn update_entity(
+        &self,
+        table: &str,
+        entity: &Entity,
+        if_match: &ETag,
+    ) -> StoreResult<ETag> {
+        let op = BatchOp::Update {
+            entity: entity.clone(),
+            if_match: if_match.clone(),
+        };
+        self.write_one(table, &entity.partition_key, op).await
+    }
+
+    async fn merge_entity(
+        &self,
+        table: &str,
+        entity: &Entity,
+        if_match: &ETag,
+    ) -> StoreResult<ETag> {
+        let op = BatchOp::Merge {
+            entity: entity.clone(),
+            if_match: if_match.clone(),
+        };
+        self.write_one(table, &entity.partition_key, op).await
+    }
+
+    async fn delete_entity(
+        &self,
+        table: &str,
+        partition_key: &str,
+        row_key: &str,
+        if_match: Option<&ETag>,
+    ) -> StoreResult<()> {
+        validate_table(table)?;
+        let op = BatchOp::Delete {
+            row_key: row_key.to_owned(),
+            if_match: if_match.cloned(),
+        };
+        let (table, pk) = (table.to_owned(), partition_key.to_owned());
+        self.with_db(move |conn, _| tables::write(conn, &table, &pk, &op).map(|_| ()))
+            .await
+    }
+
+    async fn query(&self, table: &str, query: &TableQuery) -> StoreResult<Page> {
+        validate_table(table)?;
+        let (table, query) = (table.to_owned(), query.clone());
+        self.with_db(move |conn, _| tables::query(conn, &table, &query))
+            .await
+    }
+
+    async fn batch(
+        &self,
+        table: &str,
+        partition_key: &str,
+        operations: Vec<BatchOp>,
+    ) -> StoreResult<Vec<Option<ETag>>> {
+        validate_table(table)?;
+        super::validate_batch(partition_key, &operations)?;
+        let (table, pk) = (table.to_owned(), partition_key.to_owned());
+        self.with_db(move |conn, _| tables::batch(conn, &table, &pk, &operations))
+            .await
+    }
+}
+
+impl EmbeddedStore {
+    /// A single entity write: an insert, upsert, update or merge, in its own transaction.
+    async fn write_one(&self, table: &str, partition_key: &str, op: BatchOp) -> StoreResult<ETag> {
+        validate_table(table)?;
+        let (table, pk) = (table.to_owned(), partition_key.to_owned());
+        let etag = self
+            .with_db(move |conn, _| tables::write(conn, &table, &pk, &op))
+            .await?;
+        etag.ok_or_else(|| StoreError::internal("a write other than delete returned no ETag"))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Names. Blob Storage and Table Storage rules, plus what keeps a blob inside its directory.
+// ---------------------------------------------------------------------------------------------
+
+/// Blob Storage's container rule: 3 to 63 of `a-z 0-9 -`, starting and ending with a letter or
+/// digit, no `--`. The rule alone keeps the name a single, harmless path component.
+fn validate_container(name: &str) -> StoreResult<()> {
+    let ok = (3..=63).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-')
+        && !name.contains("--");
+    if ok {
+        Ok(())
+    } else {
+        Err(StoreError::Invalid(format!(
+            "container name {name:?} is not 3-63 lowercase letters, digits and single hyphens"
+        )))
+    }
+}
+
+/// Blob names become file names, so stricter than Blob Storage: one path component (no `/` or
+/// `\`), no control characters, at most 255 bytes (the usual file name limit), and no leading
+/// `.`, which rules out `.` and `..` and keeps blob names apart from the `.tmp-*` files of
+/// writes in progress.
+fn validate_blob_name(name: &str) -> StoreResult<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 255
+        && !name.starts_with('.')
+        && !name
+            .chars()
+            .any(|c| c == '/' || c == '\\' || c.is_control());
+    if ok {
+        Ok(())
+    } else {
+        Err(StoreError::Invalid(format!(
+            "blob name {name:?} must be 1-255 bytes without '/', '\\', control characters \
+             or a leading '.'"
+        )))
+    }
+}
+
+/// Table Storage's rule: 3 to 63 ASCII letters and digits, starting with a letter; `tables` is
+/// reserved. Table names are case-insensitive there, and here.
+fn validate_table(name: &str) -> StoreResult<()> {
+    let ok = (3..=63).contains(&name.len())
+        && name.bytes().all(|b| b.is_ascii_alphanumeric())
+        && name.bytes().next().is_some_and(|b| b.is_ascii_alphabetic())
+        && !name.eq_ignore_ascii_case("tables");
+    if ok {
+        Ok(())
+    } else {
+        Err(StoreError::Invalid(format!(
+            "table name {name:?} is not 3-63 letters and digits starting with a letter"
+        )))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Error mapping
+// ---------------------------------------------------------------------------------------------
+
+/// An I/O failure with the path it happened on, so the log says which file.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot {action} {path}")]
+struct IoFailure {
+    action: &'static str,
+    path: PathBuf,
+    #[source]
+    source: io::Error,
+}
+
+/// A full disk is the local equivalent of a throttled service: callers may retry later.
+fn io_error(action: &'static str, path: &Path, source: io::Error) -> StoreError {
+    let transient = matches!(
+        source.kind(),
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+    );
+    let failure = IoFailure {
+        action,
+        path: path.to_owned(),
+        source,
+    };
+    if transient {
+        StoreError::unavailable(failure)
+    } else {
+        StoreError::internal(failure)
+    }
+}
+
+/// A busy or full database may clear up; anything else is a bug or corruption.
+fn sql_error(e: rusqlite::Error) -> StoreError {
+    match e.sqlite_error_code() {
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked | ErrorCode::DiskFull) => {
+            StoreError::unavailable(e)
+        }
+        _ => StoreError::internal(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn container_names_follow_blob_storage_rules() {
+        for ok in ["files", "abc", "a-b-c", "conf-0123456789abcdef"] {
+            assert!(validate_container(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "ab",
+            "Files",
+            "-abc",
+            "abc-",
+            "a--b",
+            "a/b",
+            "..",
+            "a.b",
+            &"a".repeat(64),
+        ] {
+            assert!(
+                matches!(validate_container(bad), Err(StoreError::Invalid(_))),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn blob_names_cannot_leave_their_directory() {
+        for ok in ["3f1c0e1e-7d5c-4b8e-9a39-0c5d2b1f6a11", "report.pdf", "a..b"] {
+            assert!(validate_blob_name(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            ".",
+            "..",
+            "../x",
+            "a/b",
+            "a\\b",
+            ".tmp-1",
+            "a\nb",
+            &"a".repeat(256),
+        ] {
+            assert!(
+                matches!(validate_blob_name(bad), Err(StoreError::Invalid(_))),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn table_names_follow_table_storage_rules() {
+        for ok in ["abc", "Workflow", "t0123456789"] {
+            assert!(validate_table(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "ab",
+            "1abc",
+            "a-bc",
+            "a_bc",
+            "tables",
+            "Tables",
+            &"a".repeat(64),
+        ] {
+            assert!(
+                matches!(validate_table(bad), Err(StoreError::Invalid(_))),
+                "{bad}"
+            );
+        }
+    }
+}
