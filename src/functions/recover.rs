@@ -13,7 +13,13 @@ pub async fn invoke(State(state): State<AppState>) -> Response {
     match state.engine.recover().await {
         Ok(report) => {
             let mut response = InvocationResponse::new();
-            response.log(format!("recover: {report}"));
+            response.log(format!(
+                "recover: {} pending, {} timers fired, {} activities restarted, {} failures",
+                report.pending_instances,
+                report.timers_fired,
+                report.activities_restarted,
+                report.failures
+            ));
             response.into_response()
         }
         Err(e) => {

@@ -90,7 +90,7 @@ pub async fn list(
         })
         .await
         .map_err(|e| match e {
-            crate::engine::EngineError::InvalidContinuation => {
+            crate::engine::EngineError::Storage(crate::store::StoreError::Invalid(_)) => {
                 ApiError::InvalidQuery("continuationToken is malformed".into())
             }
             other => other.into(),
