@@ -231,6 +231,8 @@ enum Turned<T> {
 /// A committed turn: the new state, and the work to start now.
 struct Committed {
     state: InstanceState,
+    /// The whole history after the commit, so callers can answer without reloading.
+    history: Vec<HistoryEvent>,
     work: Vec<Work>,
     /// How many of `work` are activities started again after their lease ran out.
     restarted: usize,
@@ -354,7 +356,9 @@ impl Engine {
                     matches!(&h.kind, EventKind::EventRaised { raise_id, .. } if *raise_id == event.event_id)
                 });
                 if duplicate {
-                    return Ok(Plan::Done(InstanceStatus::from_state(instance_id, state)));
+                    let mut status = InstanceStatus::from_state(instance_id, state);
+                    status.history = Some(loaded.history.clone());
+                    return Ok(Plan::Done(status));
                 }
                 if state.runtime_status.is_terminal() {
                     return Err(EngineError::NotRunning {
@@ -377,7 +381,8 @@ impl Engine {
         Ok(match turned {
             Turned::Done(status) => RaiseOutcome::Duplicate(status),
             Turned::Committed(c) => {
-                let status = InstanceStatus::from_state(instance_id, &c.state);
+                let mut status = InstanceStatus::from_state(instance_id, &c.state);
+                status.history = Some(c.history);
                 self.dispatch(instance_id, c.work);
                 RaiseOutcome::Recorded(status)
             }
@@ -778,10 +783,13 @@ impl Engine {
         }
 
         let ops = self.batch_ops(instance_id, loaded, &state, new_events)?;
+        let mut history = loaded.history.clone();
+        history.extend_from_slice(new_events);
         Ok((
             ops,
             Committed {
                 state,
+                history,
                 work,
                 restarted,
             },
@@ -817,10 +825,13 @@ impl Engine {
             ..prev.clone()
         };
         let ops = self.batch_ops(instance_id, loaded, &state, std::slice::from_ref(&event))?;
+        let mut history = loaded.history.clone();
+        history.push(event);
         Ok((
             ops,
             Committed {
                 state,
+                history,
                 work: Vec::new(),
                 restarted: 0,
             },
