@@ -25,8 +25,7 @@ pub async fn invoke(State(state): State<AppState>) -> Response {
         Err(e) => {
             // Non-2xx fails the invocation; the next tick runs the duty again anyway.
             tracing::warn!(error = %e, "recovery duty failed");
-            (StatusCode::SERVICE_UNAVAILABLE, InvocationResponse::new())
-                .into_response()
+            (StatusCode::SERVICE_UNAVAILABLE, InvocationResponse::new()).into_response()
         }
     }
 }
