@@ -741,3 +741,30 @@ fn a_wide_fan_out_completes_through_waker_driven_combinators() {
     let r = run(&orch, &h, completions, t0());
     assert_eq!(r.output, Some(json!((0..40).map(|i| i * 2).sum::<i64>())));
 }
+
+#[test]
+fn a_fan_out_over_four_megabytes_fails_the_instance_rather_than_splitting_the_turn() {
+    let orch = orchestration(|ctx: OrchestrationContext, _| async move {
+        let big = "x".repeat(30 * 1024);
+        let calls: Vec<_> = (0..60)
+            .map(|_| ctx.call_activity::<_, Value>("A", &big, RetryPolicy::none()))
+            .collect();
+        futures::future::try_join_all(calls).await?;
+        Ok(Value::Null)
+    });
+    let r = run(
+        &orch,
+        &History::new(),
+        vec![EventKind::ExecutionStarted {
+            name: "Test".into(),
+            input: Value::Null,
+        }],
+        t0(),
+    );
+    assert_eq!(r.runtime_status, RuntimeStatus::Failed);
+    assert!(r.actions.is_empty());
+    assert!(r
+        .failure
+        .unwrap()
+        .contains("bytes; one batch holds at most"));
+}

@@ -57,11 +57,14 @@ engine_tests!(
     fifty_concurrent_raises_with_distinct_ids_are_each_recorded_once,
     the_same_event_id_raised_twenty_times_concurrently_is_recorded_once,
     two_engines_racing_turns_lose_and_duplicate_nothing,
+    a_turn_that_loses_the_race_reloads_and_keeps_both_events,
+    concurrent_starts_create_one_instance,
     an_activity_lost_with_its_process_is_rerun_by_recover_and_completed_once,
     a_storage_outage_during_a_turn_is_transient_and_leaves_the_instance_unchanged,
     an_outcome_that_cannot_be_recorded_is_recovered_after_the_lease,
     deadline_timers_fire_through_recover_with_a_manual_clock,
     a_failing_activity_is_retried_through_durable_timers,
+    a_retry_timer_already_due_fires_without_recover,
     recover_is_one_query_when_nothing_is_due,
     list_filters_by_runtime_and_custom_status_and_pages,
     terminate_then_purge_removes_the_instance,
@@ -107,8 +110,8 @@ async fn azure_backend() -> Option<Backend> {
         eprintln!("skipped: {AZURE_ENV} unset");
         return None;
     };
-    let store = AzureStore::from_connection_string(&connection_string)
-        .expect("the Azure store connects");
+    let store =
+        AzureStore::from_connection_string(&connection_string).expect("the Azure store connects");
     // Tests share the account: each gets its own table.
     let table = format!("wf{}", uuid::Uuid::new_v4().simple());
     Some(Backend {
@@ -146,7 +149,10 @@ async fn approval(ctx: OrchestrationContext, input: Value) -> Result<Value, Orch
     let analysis: Value = ctx.call_activity("Analyze", &input, ANALYZE_RETRY).await?;
     ctx.set_custom_status(json!("AwaitingDownloadApproval"));
     let deadline = ctx.current_time() + Duration::days(1);
-    match ctx.wait_for_event_until::<Value>("Approval", deadline).await? {
+    match ctx
+        .wait_for_event_until::<Value>("Approval", deadline)
+        .await?
+    {
         Some(d) if d["approved"] == json!(true) => Ok(json!({"analysis": analysis})),
         Some(_) => Ok(json!("Rejected")),
         None => Ok(json!("Expired")),
@@ -179,6 +185,19 @@ async fn pipeline(ctx: OrchestrationContext, input: Value) -> Result<Value, Orch
     Ok(json!(sum))
 }
 
+/// Calls `Analyze` with up to three attempts and no wait between them.
+async fn retry_at_once(
+    ctx: OrchestrationContext,
+    input: Value,
+) -> Result<Value, OrchestrationError> {
+    let policy = RetryPolicy {
+        max_attempts: 3,
+        first_interval: Duration::zero(),
+        ..RetryPolicy::default()
+    };
+    ctx.call_activity("Analyze", &input, policy).await
+}
+
 /// A registry with every test orchestration, and `Analyze` as given.
 fn registry<F, Fut>(analyze: F) -> Registry
 where
@@ -190,9 +209,12 @@ where
         .orchestration("Approval", approval)
         .orchestration("Tally", tally)
         .orchestration("Pipeline", pipeline)
+        .orchestration("RetryAtOnce", retry_at_once)
         .activity("Analyze", analyze)
         .activity("Double", |input: Value| async move {
-            let n = input.as_i64().ok_or_else(|| ActivityError::new("not a number"))?;
+            let n = input
+                .as_i64()
+                .ok_or_else(|| ActivityError::new("not a number"))?;
             Ok(json!(n * 2))
         });
     registry
@@ -214,7 +236,12 @@ fn counting_analyze(
     }
 }
 
-async fn engine_on(store: Arc<dyn Storage>, table: &str, clock: &ManualClock, registry: Registry) -> Engine {
+async fn engine_on(
+    store: Arc<dyn Storage>,
+    table: &str,
+    clock: &ManualClock,
+    registry: Registry,
+) -> Engine {
     let engine = Engine::new(
         store,
         Arc::new(clock.clone()),
@@ -266,12 +293,20 @@ fn count(history: &[HistoryEvent], type_name: &str) -> usize {
 
 fn assert_contiguous(history: &[HistoryEvent]) {
     for (i, e) in history.iter().enumerate() {
-        assert_eq!(e.event_id, i as i64, "event ids run 0, 1, 2, … without gaps");
+        assert_eq!(
+            e.event_id, i as i64,
+            "event ids run 0, 1, 2, … without gaps"
+        );
     }
 }
 
 async fn runtime_status(engine: &Engine, id: &str) -> RuntimeStatus {
-    engine.status(id, false).await.unwrap().unwrap().runtime_status
+    engine
+        .status(id, false)
+        .await
+        .unwrap()
+        .unwrap()
+        .runtime_status
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -282,7 +317,10 @@ async fn start_runs_the_first_turn_and_starting_again_changes_nothing(backend: B
     let clock = ManualClock::new(t0());
     let engine = engine(&backend, &clock, registry(counting_analyze(Arc::default()))).await;
 
-    let outcome = engine.start("Approval", "f1", json!({"file": "f1"})).await.unwrap();
+    let outcome = engine
+        .start("Approval", "f1", json!({"file": "f1"}))
+        .await
+        .unwrap();
     assert_eq!(outcome, StartOutcome::Started);
     let status = engine.status("f1", true).await.unwrap().unwrap();
     assert_eq!(status.runtime_status, RuntimeStatus::Running);
@@ -291,10 +329,17 @@ async fn start_runs_the_first_turn_and_starting_again_changes_nothing(backend: B
     assert_eq!(status.custom_status, json!("AwaitingUploadApproval"));
     assert_eq!(status.created_time, t0());
     let first_history = status.history.unwrap();
-    assert_eq!(first_history.len(), 2, "OrchestratorStarted, ExecutionStarted");
+    assert_eq!(
+        first_history.len(),
+        2,
+        "OrchestratorStarted, ExecutionStarted"
+    );
 
     clock.advance(Duration::minutes(1));
-    let again = engine.start("Approval", "f1", json!({"file": "other"})).await.unwrap();
+    let again = engine
+        .start("Approval", "f1", json!({"file": "other"}))
+        .await
+        .unwrap();
     assert_eq!(again, StartOutcome::AlreadyExists);
     let status = engine.status("f1", true).await.unwrap().unwrap();
     assert_eq!(status.input, json!({"file": "f1"}));
@@ -308,7 +353,10 @@ async fn raise_event_records_once_and_answers_with_the_status_after_the_turn(bac
     let clock = ManualClock::new(t0());
     let runs = Arc::new(AtomicUsize::new(0));
     let engine = engine(&backend, &clock, registry(counting_analyze(runs.clone()))).await;
-    engine.start("Approval", "f1", json!({"file": "f1"})).await.unwrap();
+    engine
+        .start("Approval", "f1", json!({"file": "f1"}))
+        .await
+        .unwrap();
 
     clock.advance(Duration::minutes(2));
     let outcome = engine.raise_event("f1", approve("upload-1")).await.unwrap();
@@ -327,7 +375,12 @@ async fn raise_event_records_once_and_answers_with_the_status_after_the_turn(bac
     assert_eq!(count(&h, "EventRaised"), 1);
     assert_eq!(count(&h, "TaskCompleted"), 1);
     assert_eq!(
-        engine.status("f1", false).await.unwrap().unwrap().custom_status,
+        engine
+            .status("f1", false)
+            .await
+            .unwrap()
+            .unwrap()
+            .custom_status,
         json!("AwaitingDownloadApproval")
     );
 }
@@ -443,7 +496,10 @@ async fn a_whole_workflow_runs_its_activity_and_completes(backend: Backend) {
     let clock = ManualClock::new(t0());
     let runs = Arc::new(AtomicUsize::new(0));
     let engine = engine(&backend, &clock, registry(counting_analyze(runs.clone()))).await;
-    engine.start("Approval", "f1", json!({"file": "f1"})).await.unwrap();
+    engine
+        .start("Approval", "f1", json!({"file": "f1"}))
+        .await
+        .unwrap();
     engine.raise_event("f1", approve("upload")).await.unwrap();
     engine.idle().await;
     clock.advance(Duration::hours(1));
@@ -479,13 +535,19 @@ async fn fifty_concurrent_raises_with_distinct_ids_are_each_recorded_once(backen
         let engine = engines[i % engines.len()].clone();
         async move {
             engine
-                .raise_event("poll", raise("Vote", &format!("vote-{i}"), json!(format!("v{i}"))))
+                .raise_event(
+                    "poll",
+                    raise("Vote", &format!("vote-{i}"), json!(format!("v{i}"))),
+                )
                 .await
         }
     });
     let results = futures::future::join_all(raises).await;
     for result in &results {
-        assert!(matches!(result, Ok(RaiseOutcome::Recorded(_))), "{result:?}");
+        assert!(
+            matches!(result, Ok(RaiseOutcome::Recorded(_))),
+            "{result:?}"
+        );
     }
 
     let status = engines[0].status("poll", true).await.unwrap().unwrap();
@@ -558,8 +620,15 @@ async fn two_engines_racing_turns_lose_and_duplicate_nothing(backend: Backend) {
     b.idle().await;
 
     let status = a.status("p", true).await.unwrap().unwrap();
-    assert_eq!(status.runtime_status, RuntimeStatus::Completed, "{status:?}");
-    assert_eq!(status.output, Some(json!((0..ITEMS).map(|i| i * 2).sum::<i64>())));
+    assert_eq!(
+        status.runtime_status,
+        RuntimeStatus::Completed,
+        "{status:?}"
+    );
+    assert_eq!(
+        status.output,
+        Some(json!((0..ITEMS).map(|i| i * 2).sum::<i64>()))
+    );
     let h = status.history.unwrap();
     assert_contiguous(&h);
     assert_eq!(count(&h, "EventRaised"), ITEMS as usize);
@@ -578,6 +647,71 @@ async fn two_engines_racing_turns_lose_and_duplicate_nothing(backend: Backend) {
     assert_eq!(completed.len(), ITEMS as usize, "each task completed once");
 }
 
+/// Engine A loads the instance; before A commits, engine B commits a turn of its own. A's
+/// commit must fail on the stale ETag, and A must reload and replay on top of B's turn.
+async fn a_turn_that_loses_the_race_reloads_and_keeps_both_events(backend: Backend) {
+    let clock = ManualClock::new(t0());
+    let faulty = FaultyStore::new(backend.store.clone());
+    let a = engine_on(
+        faulty.clone(),
+        &backend.table,
+        &clock,
+        registry(counting_analyze(Arc::default())),
+    )
+    .await;
+    let b = engine(&backend, &clock, registry(counting_analyze(Arc::default()))).await;
+    b.start("Tally", "poll", json!(2)).await.unwrap();
+
+    let rival = b.clone();
+    faulty.before_next(Op::Batch, async move {
+        let outcome = rival
+            .raise_event("poll", raise("Vote", "from-b", json!("b")))
+            .await
+            .unwrap();
+        assert!(matches!(outcome, RaiseOutcome::Recorded(_)));
+    });
+    let batches = faulty.batches();
+    let outcome = a
+        .raise_event("poll", raise("Vote", "from-a", json!("a")))
+        .await
+        .unwrap();
+
+    assert_eq!(
+        faulty.batches() - batches,
+        2,
+        "one refused commit, one retry"
+    );
+    let status = outcome.status();
+    assert_eq!(status.runtime_status, RuntimeStatus::Completed);
+    assert_eq!(status.output, Some(json!(["b", "a"])));
+    let h = history(&a, "poll").await;
+    assert_contiguous(&h);
+    assert_eq!(count(&h, "EventRaised"), 2);
+}
+
+async fn concurrent_starts_create_one_instance(backend: Backend) {
+    let clock = ManualClock::new(t0());
+    let a = engine(&backend, &clock, registry(counting_analyze(Arc::default()))).await;
+    let b = engine(&backend, &clock, registry(counting_analyze(Arc::default()))).await;
+    let starts = (0..10).map(|i| {
+        let engine = if i % 2 == 0 { a.clone() } else { b.clone() };
+        async move { engine.start("Approval", "f1", json!({"attempt": i})).await }
+    });
+    let results = futures::future::join_all(starts).await;
+    let started = results
+        .iter()
+        .filter(|r| matches!(r, Ok(StartOutcome::Started)))
+        .count();
+    let existing = results
+        .iter()
+        .filter(|r| matches!(r, Ok(StartOutcome::AlreadyExists)))
+        .count();
+    assert_eq!((started, existing), (1, 9), "{results:?}");
+    let h = history(&a, "f1").await;
+    assert_eq!(count(&h, "ExecutionStarted"), 1);
+    assert_contiguous(&h);
+}
+
 /// The process that committed `TaskScheduled` dies before the activity returns (here: its
 /// activity never returns and the engine is dropped). A fresh engine's `recover` runs the
 /// activity again once the lease has run out, and its outcome is recorded exactly once.
@@ -594,7 +728,10 @@ async fn an_activity_lost_with_its_process_is_rerun_by_recover_and_completed_onc
         }),
     )
     .await;
-    stuck.start("Approval", "f1", json!({"file": "f1"})).await.unwrap();
+    stuck
+        .start("Approval", "f1", json!({"file": "f1"}))
+        .await
+        .unwrap();
     stuck.raise_event("f1", approve("upload")).await.unwrap();
     drop(stuck);
 
@@ -603,7 +740,10 @@ async fn an_activity_lost_with_its_process_is_rerun_by_recover_and_completed_onc
     clock.advance(LEASE - Duration::seconds(1));
     let early = fresh.recover().await.unwrap();
     assert_eq!(early.pending_instances, 1);
-    assert_eq!(early.activities_restarted, 0, "the lease has not run out yet");
+    assert_eq!(
+        early.activities_restarted, 0,
+        "the lease has not run out yet"
+    );
 
     clock.advance(Duration::seconds(2));
     let report = fresh.recover().await.unwrap();
@@ -653,7 +793,10 @@ async fn a_storage_outage_during_a_turn_is_transient_and_leaves_the_instance_unc
     // The load fails.
     faulty.fail_next(Op::Query, 1);
     let failed = engine.raise_event("f1", approve("upload")).await;
-    assert!(failed.as_ref().is_err_and(EngineError::is_transient), "{failed:?}");
+    assert!(
+        failed.as_ref().is_err_and(EngineError::is_transient),
+        "{failed:?}"
+    );
     assert_eq!(engine.status("f1", true).await.unwrap().unwrap(), before);
 
     // Once storage is back, the same call is recorded (it was not half-recorded before).
@@ -690,16 +833,28 @@ async fn an_outcome_that_cannot_be_recorded_is_recovered_after_the_lease(backend
     faulty.heal();
     assert_eq!(runs.load(Ordering::SeqCst), 1);
     let h = history(&engine, "f1").await;
-    assert_eq!(count(&h, "TaskCompleted"), 0, "the outcome was lost with the outage");
+    assert_eq!(
+        count(&h, "TaskCompleted"),
+        0,
+        "the outcome was lost with the outage"
+    );
 
     clock.advance(LEASE + Duration::seconds(1));
     gate.add_permits(1);
     let report = engine.recover().await.unwrap();
     assert_eq!(report.activities_restarted, 1);
     engine.idle().await;
-    assert_eq!(runs.load(Ordering::SeqCst), 2, "activities run at least once");
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        2,
+        "activities run at least once"
+    );
     let h = history(&engine, "f1").await;
-    assert_eq!(count(&h, "TaskCompleted"), 1, "and are recorded exactly once");
+    assert_eq!(
+        count(&h, "TaskCompleted"),
+        1,
+        "and are recorded exactly once"
+    );
 }
 
 async fn deadline_timers_fire_through_recover_with_a_manual_clock(backend: Backend) {
@@ -716,7 +871,12 @@ async fn deadline_timers_fire_through_recover_with_a_manual_clock(backend: Backe
     engine.raise_event("f1", approve("upload")).await.unwrap();
     engine.idle().await;
     assert_eq!(
-        engine.status("f1", false).await.unwrap().unwrap().custom_status,
+        engine
+            .status("f1", false)
+            .await
+            .unwrap()
+            .unwrap()
+            .custom_status,
         json!("AwaitingDownloadApproval")
     );
 
@@ -724,7 +884,11 @@ async fn deadline_timers_fire_through_recover_with_a_manual_clock(backend: Backe
     let requests = faulty.requests();
     let early = engine.recover().await.unwrap();
     assert_eq!((early.pending_instances, early.timers_fired), (1, 0));
-    assert_eq!(faulty.requests() - requests, 1, "a pass with nothing due is one query");
+    assert_eq!(
+        faulty.requests() - requests,
+        1,
+        "a pass with nothing due is one query"
+    );
 
     clock.advance(Duration::hours(2));
     let report = engine.recover().await.unwrap();
@@ -734,11 +898,17 @@ async fn deadline_timers_fire_through_recover_with_a_manual_clock(backend: Backe
     assert_eq!(status.output, Some(json!("Expired")));
     let h = status.history.unwrap();
     assert_eq!(count(&h, "TimerFired"), 1);
-    let fired_at = h.iter().find(|e| e.kind.type_name() == "TimerFired").unwrap();
+    let fired_at = h
+        .iter()
+        .find(|e| e.kind.type_name() == "TimerFired")
+        .unwrap();
     assert_eq!(fired_at.timestamp, t0() + Duration::hours(25));
 
     let after = engine.recover().await.unwrap();
-    assert_eq!(after.pending_instances, 0, "a finished instance has no pending work");
+    assert_eq!(
+        after.pending_instances, 0,
+        "a finished instance has no pending work"
+    );
 }
 
 async fn a_failing_activity_is_retried_through_durable_timers(backend: Backend) {
@@ -780,6 +950,40 @@ async fn a_failing_activity_is_retried_through_durable_timers(backend: Backend) 
     assert_eq!(count(&h, "TaskCompleted"), 1);
 }
 
+/// A zero-interval retry creates a timer that is due as it is created: the engine fires it as
+/// tracked work, so `idle` covers it and no recovery pass is needed.
+async fn a_retry_timer_already_due_fires_without_recover(backend: Backend) {
+    let clock = ManualClock::new(t0());
+    let attempts = Arc::new(AtomicUsize::new(0));
+    let flaky = {
+        let attempts = attempts.clone();
+        move |_input: Value| {
+            let attempts = attempts.clone();
+            async move {
+                match attempts.fetch_add(1, Ordering::SeqCst) {
+                    0 | 1 => Err(ActivityError::new("not yet")),
+                    _ => Ok(json!("third time lucky")),
+                }
+            }
+        }
+    };
+    let engine = engine(&backend, &clock, registry(flaky)).await;
+    engine.start("RetryAtOnce", "r", json!({})).await.unwrap();
+    engine.idle().await;
+
+    let status = engine.status("r", true).await.unwrap().unwrap();
+    assert_eq!(
+        status.runtime_status,
+        RuntimeStatus::Completed,
+        "{status:?}"
+    );
+    assert_eq!(status.output, Some(json!("third time lucky")));
+    let h = status.history.unwrap();
+    assert_eq!(count(&h, "TaskFailed"), 2);
+    assert_eq!(count(&h, "TimerFired"), 2);
+    assert_eq!(attempts.load(Ordering::SeqCst), 3);
+}
+
 async fn recover_is_one_query_when_nothing_is_due(backend: Backend) {
     let clock = ManualClock::new(t0());
     let faulty = FaultyStore::new(backend.store.clone());
@@ -797,7 +1001,11 @@ async fn recover_is_one_query_when_nothing_is_due(backend: Backend) {
     let report = engine.recover().await.unwrap();
     assert_eq!(report, Default::default());
     assert_eq!(faulty.requests() - requests, 1);
-    assert_eq!(faulty.queries() - queries, 1, "and that request is the query");
+    assert_eq!(
+        faulty.queries() - queries,
+        1,
+        "and that request is the query"
+    );
 }
 
 async fn list_filters_by_runtime_and_custom_status_and_pages(backend: Backend) {
@@ -818,7 +1026,11 @@ async fn list_filters_by_runtime_and_custom_status_and_pages(backend: Backend) {
         })
         .await
         .unwrap();
-    let mut ids: Vec<_> = running.instances.iter().map(|s| s.instance_id.clone()).collect();
+    let mut ids: Vec<_> = running
+        .instances
+        .iter()
+        .map(|s| s.instance_id.clone())
+        .collect();
     ids.sort();
     assert_eq!(ids, ["a", "c"]);
     assert!(running.instances.iter().all(|s| s.history.is_none()));
@@ -833,7 +1045,11 @@ async fn list_filters_by_runtime_and_custom_status_and_pages(backend: Backend) {
     };
     assert_eq!(waiting(None).await.unwrap().instances.len(), 3);
     assert_eq!(
-        waiting(Some(RuntimeStatus::Running)).await.unwrap().instances.len(),
+        waiting(Some(RuntimeStatus::Running))
+            .await
+            .unwrap()
+            .instances
+            .len(),
         2
     );
     let nobody = engine
@@ -887,7 +1103,10 @@ async fn terminate_then_purge_removes_the_instance(backend: Backend) {
     assert_eq!(status.runtime_status, RuntimeStatus::Terminated);
     assert_eq!(status.output, Some(json!("operator said so")));
     let late = engine.raise_event("f1", approve("upload")).await;
-    assert!(matches!(late, Err(EngineError::NotRunning { .. })), "{late:?}");
+    assert!(
+        matches!(late, Err(EngineError::NotRunning { .. })),
+        "{late:?}"
+    );
     assert!(matches!(
         engine.terminate("f1", "again").await,
         Err(EngineError::NotRunning { .. })

@@ -289,7 +289,7 @@ impl Engine {
     ///
     /// Errors: [`EngineError::UnknownOrchestration`], [`EngineError::PayloadTooLarge`],
     /// [`EngineError::Storage`].
-    #[tracing::instrument(skip(self, input), err)]
+    #[tracing::instrument(skip(self, input), err(level = "debug"))]
     pub async fn start(
         &self,
         name: &str,
@@ -331,7 +331,11 @@ impl Engine {
     /// event id is a duplicate, which answers `Duplicate` whatever the status),
     /// [`EngineError::UnexpectedCustomStatus`], [`EngineError::PayloadTooLarge`],
     /// [`EngineError::Conflict`], [`EngineError::Storage`].
-    #[tracing::instrument(skip(self, event), fields(event = %event.name, event_id = %event.event_id), err)]
+    #[tracing::instrument(
+        skip(self, event),
+        fields(event = %event.name, event_id = %event.event_id),
+        err(level = "debug")
+    )]
     pub async fn raise_event(
         &self,
         instance_id: &str,
@@ -461,7 +465,7 @@ impl Engine {
     ///
     /// Errors: [`EngineError::InstanceNotFound`], [`EngineError::NotRunning`],
     /// [`EngineError::Storage`].
-    #[tracing::instrument(skip(self), err)]
+    #[tracing::instrument(skip(self), err(level = "debug"))]
     pub async fn terminate(
         &self,
         instance_id: &str,
@@ -495,7 +499,7 @@ impl Engine {
     ///
     /// Errors: [`EngineError::InstanceNotFound`], [`EngineError::StillRunning`],
     /// [`EngineError::Storage`].
-    #[tracing::instrument(skip(self), err)]
+    #[tracing::instrument(skip(self), err(level = "debug"))]
     pub async fn purge(&self, instance_id: &str) -> Result<(), EngineError> {
         check_instance_id(instance_id)?;
         let _lock = self.lock_instance(instance_id).await;
@@ -1084,11 +1088,19 @@ impl Engine {
     ) {
         let outcome = match self.inner.registry.get_activity(name) {
             None => Err(format!("no activity named {name:?} is registered")),
-            Some(activity) => match AssertUnwindSafe(activity(input)).catch_unwind().await {
-                Ok(Ok(value)) => Ok(value),
-                Ok(Err(e)) => Err(e.message),
-                Err(_) => Err(format!("activity {name:?} panicked")),
-            },
+            Some(activity) => {
+                // A panic, whether creating the future or polling it, is the attempt's failure.
+                let attempt = std::panic::catch_unwind(AssertUnwindSafe(|| activity(input)));
+                let outcome = match attempt {
+                    Ok(future) => AssertUnwindSafe(future).catch_unwind().await,
+                    Err(panic) => Err(panic),
+                };
+                match outcome {
+                    Ok(Ok(value)) => Ok(value),
+                    Ok(Err(e)) => Err(e.message),
+                    Err(_) => Err(format!("activity {name:?} panicked")),
+                }
+            }
         };
         let event = match outcome {
             Ok(result) => {
