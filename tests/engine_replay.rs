@@ -768,3 +768,26 @@ fn a_fan_out_over_four_megabytes_fails_the_instance_rather_than_splitting_the_tu
         .unwrap()
         .contains("bytes; one batch holds at most"));
 }
+
+#[test]
+fn an_event_delivered_to_an_abandoned_wait_goes_to_the_next_wait() {
+    let orch = orchestration(|ctx: OrchestrationContext, _| async move {
+        let mut abandoned = Box::pin(ctx.wait_for_event::<String>("A"));
+        // Polled once, so it is registered as the first waiter for "A"...
+        assert!(futures::FutureExt::now_or_never(&mut abandoned).is_none());
+        let b: String = ctx.wait_for_event("B").await?;
+        // ...and receives "A" while the code waits for "B", but is dropped unread.
+        drop(abandoned);
+        let a: String = ctx.wait_for_event("A").await?;
+        Ok(json!([b, a]))
+    });
+    let mut h = History::new();
+    h.turn(t0()).started(t0(), Value::Null);
+    let r = run(
+        &orch,
+        &h,
+        vec![raised("A", "1", json!("a")), raised("B", "2", json!("b"))],
+        t0(),
+    );
+    assert_eq!(r.output, Some(json!(["b", "a"])));
+}

@@ -162,6 +162,12 @@ pub struct RecoveryReport {
 }
 
 /// A durable engine over one table. Cheap to clone; clones share everything.
+///
+/// Its methods must run inside a Tokio runtime: after a commit, activities (and timer
+/// wake-ups) are spawned as Tokio tasks. Several engines (processes) may share one table;
+/// the state row's ETag keeps their turns apart. Someone must call [`Engine::recover`]
+/// periodically (a timer trigger, or a loop in local mode): it is the only thing that fires
+/// timers whose in-process wake-up was lost and reruns work of dead processes.
 #[derive(Clone)]
 pub struct Engine {
     inner: Arc<Inner>,
@@ -287,8 +293,8 @@ impl Engine {
     /// Creates instance `instance_id` of orchestration `name` and runs its first turn, in one
     /// batch (no read first). An existing instance is left alone: [`StartOutcome::AlreadyExists`].
     ///
-    /// Errors: [`EngineError::UnknownOrchestration`], [`EngineError::PayloadTooLarge`],
-    /// [`EngineError::Storage`].
+    /// Errors: [`EngineError::InvalidInstanceId`], [`EngineError::UnknownOrchestration`],
+    /// [`EngineError::PayloadTooLarge`], [`EngineError::Conflict`], [`EngineError::Storage`].
     #[tracing::instrument(skip(self, input), err(level = "debug"))]
     pub async fn start(
         &self,
@@ -327,8 +333,9 @@ impl Engine {
 
     /// Records an external event and replays the orchestration over it, in one commit.
     ///
-    /// Errors: [`EngineError::InstanceNotFound`], [`EngineError::NotRunning`] (unless the
-    /// event id is a duplicate, which answers `Duplicate` whatever the status),
+    /// Errors: [`EngineError::InvalidInstanceId`], [`EngineError::InstanceNotFound`],
+    /// [`EngineError::NotRunning`] (unless the event id is a duplicate, which answers
+    /// `Duplicate` whatever the status),
     /// [`EngineError::UnexpectedCustomStatus`], [`EngineError::PayloadTooLarge`],
     /// [`EngineError::Conflict`], [`EngineError::Storage`].
     #[tracing::instrument(
