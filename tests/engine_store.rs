@@ -65,6 +65,7 @@ engine_tests!(
     deadline_timers_fire_through_recover_with_a_manual_clock,
     a_failing_activity_is_retried_through_durable_timers,
     a_retry_timer_already_due_fires_without_recover,
+    an_in_process_timer_wakes_the_instance_on_the_wall_clock,
     recover_is_one_query_when_nothing_is_due,
     list_filters_by_runtime_and_custom_status_and_pages,
     terminate_then_purge_removes_the_instance,
@@ -198,6 +199,15 @@ async fn retry_at_once(
     ctx.call_activity("Analyze", &input, policy).await
 }
 
+/// Sleeps (durably) for `input` milliseconds, then analyses.
+async fn nap(ctx: OrchestrationContext, input: Value) -> Result<Value, OrchestrationError> {
+    let ms = input.as_i64().unwrap_or(0);
+    ctx.create_timer(ctx.current_time() + Duration::milliseconds(ms))
+        .await;
+    ctx.call_activity("Analyze", &json!({"file": "nap"}), RetryPolicy::none())
+        .await
+}
+
 /// A registry with every test orchestration, and `Analyze` as given.
 fn registry<F, Fut>(analyze: F) -> Registry
 where
@@ -210,6 +220,7 @@ where
         .orchestration("Tally", tally)
         .orchestration("Pipeline", pipeline)
         .orchestration("RetryAtOnce", retry_at_once)
+        .orchestration("Nap", nap)
         .activity("Analyze", analyze)
         .activity("Double", |input: Value| async move {
             let n = input
@@ -982,6 +993,42 @@ async fn a_retry_timer_already_due_fires_without_recover(backend: Backend) {
     assert_eq!(count(&h, "TaskFailed"), 2);
     assert_eq!(count(&h, "TimerFired"), 2);
     assert_eq!(attempts.load(Ordering::SeqCst), 3);
+}
+
+/// The one test on the wall clock, because the wall-clock wake-up is what it tests: a timer
+/// 50 ms ahead fires in-process with no `recover` pass. The 30 s bound only keeps a broken
+/// wake-up from hanging the suite; nothing is asserted about timing.
+async fn an_in_process_timer_wakes_the_instance_on_the_wall_clock(backend: Backend) {
+    let ran = Arc::new(Semaphore::new(0));
+    let analyze = {
+        let ran = ran.clone();
+        move |_input: Value| {
+            let ran = ran.clone();
+            async move {
+                ran.add_permits(1);
+                Ok(json!("rested"))
+            }
+        }
+    };
+    let engine = Engine::new(
+        backend.store.clone(),
+        Arc::new(file_approver::clock::SystemClock),
+        registry(analyze),
+        EngineOptions {
+            table: backend.table.clone(),
+            ..EngineOptions::default()
+        },
+    );
+    engine.ensure_storage().await.unwrap();
+    engine.start("Nap", "n", json!(50)).await.unwrap();
+
+    let woke = tokio::time::timeout(std::time::Duration::from_secs(30), ran.acquire()).await;
+    assert!(woke.is_ok(), "the timer never fired");
+    engine.idle().await;
+    let status = engine.status("n", true).await.unwrap().unwrap();
+    assert_eq!(status.runtime_status, RuntimeStatus::Completed);
+    assert_eq!(status.output, Some(json!("rested")));
+    assert_eq!(count(&status.history.unwrap(), "TimerFired"), 1);
 }
 
 async fn recover_is_one_query_when_nothing_is_due(backend: Backend) {
