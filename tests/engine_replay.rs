@@ -741,3 +741,53 @@ fn a_wide_fan_out_completes_through_waker_driven_combinators() {
     let r = run(&orch, &h, completions, t0());
     assert_eq!(r.output, Some(json!((0..40).map(|i| i * 2).sum::<i64>())));
 }
+
+#[test]
+fn a_fan_out_over_four_megabytes_fails_the_instance_rather_than_splitting_the_turn() {
+    let orch = orchestration(|ctx: OrchestrationContext, _| async move {
+        let big = "x".repeat(30 * 1024);
+        let calls: Vec<_> = (0..60)
+            .map(|_| ctx.call_activity::<_, Value>("A", &big, RetryPolicy::none()))
+            .collect();
+        futures::future::try_join_all(calls).await?;
+        Ok(Value::Null)
+    });
+    let r = run(
+        &orch,
+        &History::new(),
+        vec![EventKind::ExecutionStarted {
+            name: "Test".into(),
+            input: Value::Null,
+        }],
+        t0(),
+    );
+    assert_eq!(r.runtime_status, RuntimeStatus::Failed);
+    assert!(r.actions.is_empty());
+    assert!(r
+        .failure
+        .unwrap()
+        .contains("bytes; one batch holds at most"));
+}
+
+#[test]
+fn an_event_delivered_to_an_abandoned_wait_goes_to_the_next_wait() {
+    let orch = orchestration(|ctx: OrchestrationContext, _| async move {
+        let mut abandoned = Box::pin(ctx.wait_for_event::<String>("A"));
+        // Polled once, so it is registered as the first waiter for "A"...
+        assert!(futures::FutureExt::now_or_never(&mut abandoned).is_none());
+        let b: String = ctx.wait_for_event("B").await?;
+        // ...and receives "A" while the code waits for "B", but is dropped unread.
+        drop(abandoned);
+        let a: String = ctx.wait_for_event("A").await?;
+        Ok(json!([b, a]))
+    });
+    let mut h = History::new();
+    h.turn(t0()).started(t0(), Value::Null);
+    let r = run(
+        &orch,
+        &h,
+        vec![raised("A", "1", json!("a")), raised("B", "2", json!("b"))],
+        t0(),
+    );
+    assert_eq!(r.output, Some(json!(["b", "a"])));
+}

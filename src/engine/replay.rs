@@ -29,6 +29,19 @@ pub const MAX_EVENT_BYTES: usize = 32 * 1024;
 /// A turn appends at most this many history rows: one batch also carries the state row.
 pub const MAX_EVENTS_PER_TURN: usize = crate::store::MAX_BATCH_OPERATIONS - 1;
 
+/// The bytes a turn's history rows may take on the wire (estimated as in [`turn_bytes`]),
+/// leaving room in the 4 MiB batch for the state row.
+const TURN_BYTE_BUDGET: usize = crate::store::MAX_BATCH_BYTES - 512 * 1024;
+
+/// A generous estimate of the wire size of `events` as history rows: JSON escaping can double
+/// a string, and each row carries keys and framing.
+fn turn_bytes(events: &[HistoryEvent]) -> usize {
+    events
+        .iter()
+        .map(|e| event_size(e).saturating_mul(2).saturating_add(1024))
+        .fold(0, usize::saturating_add)
+}
+
 /// Work a turn asks the engine to start once its commit succeeded.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
@@ -463,6 +476,11 @@ fn enforce_limits(result: &mut TurnResult, now: DateTime<Utc>) {
         Some(format!(
             "the turn produced {} history events; one batch holds at most {MAX_EVENTS_PER_TURN}",
             result.new_events.len()
+        ))
+    } else if turn_bytes(&result.new_events) > TURN_BYTE_BUDGET {
+        Some(format!(
+            "the turn's history events take about {} bytes; one batch holds at most {TURN_BYTE_BUDGET}",
+            turn_bytes(&result.new_events)
         ))
     } else {
         None

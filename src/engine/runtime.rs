@@ -162,6 +162,12 @@ pub struct RecoveryReport {
 }
 
 /// A durable engine over one table. Cheap to clone; clones share everything.
+///
+/// Its methods must run inside a Tokio runtime: after a commit, activities (and timer
+/// wake-ups) are spawned as Tokio tasks. Several engines (processes) may share one table;
+/// the state row's ETag keeps their turns apart. Someone must call [`Engine::recover`]
+/// periodically (a timer trigger, or a loop in local mode): it is the only thing that fires
+/// timers whose in-process wake-up was lost and reruns work of dead processes.
 #[derive(Clone)]
 pub struct Engine {
     inner: Arc<Inner>,
@@ -289,9 +295,9 @@ impl Engine {
     /// Creates instance `instance_id` of orchestration `name` and runs its first turn, in one
     /// batch (no read first). An existing instance is left alone: [`StartOutcome::AlreadyExists`].
     ///
-    /// Errors: [`EngineError::UnknownOrchestration`], [`EngineError::PayloadTooLarge`],
-    /// [`EngineError::Storage`].
-    #[tracing::instrument(skip(self, input), err)]
+    /// Errors: [`EngineError::InvalidInstanceId`], [`EngineError::UnknownOrchestration`],
+    /// [`EngineError::PayloadTooLarge`], [`EngineError::Conflict`], [`EngineError::Storage`].
+    #[tracing::instrument(skip(self, input), err(level = "debug"))]
     pub async fn start(
         &self,
         name: &str,
@@ -329,11 +335,16 @@ impl Engine {
 
     /// Records an external event and replays the orchestration over it, in one commit.
     ///
-    /// Errors: [`EngineError::InstanceNotFound`], [`EngineError::NotRunning`] (unless the
-    /// event id is a duplicate, which answers `Duplicate` whatever the status),
+    /// Errors: [`EngineError::InvalidInstanceId`], [`EngineError::InstanceNotFound`],
+    /// [`EngineError::NotRunning`] (unless the event id is a duplicate, which answers
+    /// `Duplicate` whatever the status),
     /// [`EngineError::UnexpectedCustomStatus`], [`EngineError::PayloadTooLarge`],
     /// [`EngineError::Conflict`], [`EngineError::Storage`].
-    #[tracing::instrument(skip(self, event), fields(event = %event.name, event_id = %event.event_id), err)]
+    #[tracing::instrument(
+        skip(self, event),
+        fields(event = %event.name, event_id = %event.event_id),
+        err(level = "debug")
+    )]
     pub async fn raise_event(
         &self,
         instance_id: &str,
@@ -466,7 +477,7 @@ impl Engine {
     ///
     /// Errors: [`EngineError::InstanceNotFound`], [`EngineError::NotRunning`],
     /// [`EngineError::Storage`].
-    #[tracing::instrument(skip(self), err)]
+    #[tracing::instrument(skip(self), err(level = "debug"))]
     pub async fn terminate(
         &self,
         instance_id: &str,
@@ -500,7 +511,7 @@ impl Engine {
     ///
     /// Errors: [`EngineError::InstanceNotFound`], [`EngineError::StillRunning`],
     /// [`EngineError::Storage`].
-    #[tracing::instrument(skip(self), err)]
+    #[tracing::instrument(skip(self), err(level = "debug"))]
     pub async fn purge(&self, instance_id: &str) -> Result<(), EngineError> {
         check_instance_id(instance_id)?;
         let _lock = self.lock_instance(instance_id).await;
@@ -1095,11 +1106,19 @@ impl Engine {
     ) {
         let outcome = match self.inner.registry.get_activity(name) {
             None => Err(format!("no activity named {name:?} is registered")),
-            Some(activity) => match AssertUnwindSafe(activity(input)).catch_unwind().await {
-                Ok(Ok(value)) => Ok(value),
-                Ok(Err(e)) => Err(e.message),
-                Err(_) => Err(format!("activity {name:?} panicked")),
-            },
+            Some(activity) => {
+                // A panic, whether creating the future or polling it, is the attempt's failure.
+                let attempt = std::panic::catch_unwind(AssertUnwindSafe(|| activity(input)));
+                let outcome = match attempt {
+                    Ok(future) => AssertUnwindSafe(future).catch_unwind().await,
+                    Err(panic) => Err(panic),
+                };
+                match outcome {
+                    Ok(Ok(value)) => Ok(value),
+                    Ok(Err(e)) => Err(e.message),
+                    Err(_) => Err(format!("activity {name:?} panicked")),
+                }
+            }
         };
         let event = match outcome {
             Ok(result) => {

@@ -1,11 +1,13 @@
 //! Test helpers: [`FaultyStore`], a [`Storage`] wrapper around a real backend that counts
-//! requests and fails chosen ones with [`StoreError::Unavailable`], as an outage would.
+//! requests, fails chosen ones with [`StoreError::Unavailable`] as an outage would, and can run
+//! a competing writer just before a chosen request (a deterministic race).
 
 use std::ops::Range;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
+use futures::future::BoxFuture;
 
 use crate::store::{
     BatchOp, BlobProperties, BlobRead, ByteStream, ETag, Entity, Page, PutBlobOptions,
@@ -28,6 +30,8 @@ pub struct FaultyStore {
     inner: Arc<dyn Storage>,
     /// (operation, how many more to fail); `usize::MAX` means until `heal`.
     faults: Mutex<Vec<(Op, usize)>>,
+    /// Futures to run (once each) just before the next request of their kind.
+    hooks: Mutex<Vec<(Op, BoxFuture<'static, ()>)>>,
     requests: AtomicUsize,
     batches: AtomicUsize,
     queries: AtomicUsize,
@@ -38,6 +42,7 @@ impl FaultyStore {
         Arc::new(FaultyStore {
             inner,
             faults: Mutex::new(Vec::new()),
+            hooks: Mutex::new(Vec::new()),
             requests: AtomicUsize::new(0),
             batches: AtomicUsize::new(0),
             queries: AtomicUsize::new(0),
@@ -52,6 +57,19 @@ impl FaultyStore {
     /// Every request fails until [`FaultyStore::heal`].
     pub fn outage(&self) {
         self.lock().push((Op::Any, usize::MAX));
+    }
+
+    /// Runs `hook` to completion just before the next request of kind `op` goes through,
+    /// e.g. another engine committing a turn between this engine's load and its commit.
+    pub fn before_next(
+        &self,
+        op: Op,
+        hook: impl std::future::Future<Output = ()> + Send + 'static,
+    ) {
+        self.hooks
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .push((op, Box::pin(hook)));
     }
 
     pub fn heal(&self) {
@@ -77,7 +95,20 @@ impl FaultyStore {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn enter(&self, op: Option<Op>) -> StoreResult<()> {
+    async fn enter(&self, op: Option<Op>) -> StoreResult<()> {
+        let hook = {
+            let mut hooks = self
+                .hooks
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            hooks
+                .iter()
+                .position(|(h, _)| *h == Op::Any || Some(*h) == op)
+                .map(|i| hooks.remove(i).1)
+        };
+        if let Some(hook) = hook {
+            hook.await;
+        }
         self.requests.fetch_add(1, Ordering::SeqCst);
         match op {
             Some(Op::Batch) => self.batches.fetch_add(1, Ordering::SeqCst),
@@ -105,7 +136,7 @@ impl Storage for FaultyStore {
     }
 
     async fn ensure_container(&self, container: &str) -> StoreResult<()> {
-        self.enter(None)?;
+        self.enter(None).await?;
         self.inner.ensure_container(container).await
     }
 
@@ -116,7 +147,7 @@ impl Storage for FaultyStore {
         body: ByteStream,
         options: &PutBlobOptions,
     ) -> StoreResult<BlobProperties> {
-        self.enter(None)?;
+        self.enter(None).await?;
         self.inner.put_blob(container, name, body, options).await
     }
 
@@ -126,17 +157,17 @@ impl Storage for FaultyStore {
         name: &str,
         range: Option<Range<u64>>,
     ) -> StoreResult<BlobRead> {
-        self.enter(None)?;
+        self.enter(None).await?;
         self.inner.get_blob(container, name, range).await
     }
 
     async fn blob_properties(&self, container: &str, name: &str) -> StoreResult<BlobProperties> {
-        self.enter(None)?;
+        self.enter(None).await?;
         self.inner.blob_properties(container, name).await
     }
 
     async fn delete_blob(&self, container: &str, name: &str) -> StoreResult<()> {
-        self.enter(None)?;
+        self.enter(None).await?;
         self.inner.delete_blob(container, name).await
     }
 
@@ -145,7 +176,7 @@ impl Storage for FaultyStore {
     }
 
     async fn ensure_table(&self, table: &str) -> StoreResult<()> {
-        self.enter(None)?;
+        self.enter(None).await?;
         self.inner.ensure_table(table).await
     }
 
@@ -155,17 +186,17 @@ impl Storage for FaultyStore {
         partition_key: &str,
         row_key: &str,
     ) -> StoreResult<StoredEntity> {
-        self.enter(None)?;
+        self.enter(None).await?;
         self.inner.get_entity(table, partition_key, row_key).await
     }
 
     async fn insert_entity(&self, table: &str, entity: &Entity) -> StoreResult<ETag> {
-        self.enter(None)?;
+        self.enter(None).await?;
         self.inner.insert_entity(table, entity).await
     }
 
     async fn upsert_entity(&self, table: &str, entity: &Entity) -> StoreResult<ETag> {
-        self.enter(None)?;
+        self.enter(None).await?;
         self.inner.upsert_entity(table, entity).await
     }
 
@@ -175,7 +206,7 @@ impl Storage for FaultyStore {
         entity: &Entity,
         if_match: &ETag,
     ) -> StoreResult<ETag> {
-        self.enter(None)?;
+        self.enter(None).await?;
         self.inner.update_entity(table, entity, if_match).await
     }
 
@@ -185,7 +216,7 @@ impl Storage for FaultyStore {
         entity: &Entity,
         if_match: &ETag,
     ) -> StoreResult<ETag> {
-        self.enter(None)?;
+        self.enter(None).await?;
         self.inner.merge_entity(table, entity, if_match).await
     }
 
@@ -196,14 +227,14 @@ impl Storage for FaultyStore {
         row_key: &str,
         if_match: Option<&ETag>,
     ) -> StoreResult<()> {
-        self.enter(None)?;
+        self.enter(None).await?;
         self.inner
             .delete_entity(table, partition_key, row_key, if_match)
             .await
     }
 
     async fn query(&self, table: &str, query: &TableQuery) -> StoreResult<Page> {
-        self.enter(Some(Op::Query))?;
+        self.enter(Some(Op::Query)).await?;
         self.inner.query(table, query).await
     }
 
@@ -213,7 +244,7 @@ impl Storage for FaultyStore {
         partition_key: &str,
         operations: Vec<BatchOp>,
     ) -> StoreResult<Vec<Option<ETag>>> {
-        self.enter(Some(Op::Batch))?;
+        self.enter(Some(Op::Batch)).await?;
         self.inner.batch(table, partition_key, operations).await
     }
 }
