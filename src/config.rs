@@ -41,9 +41,10 @@ impl fmt::Debug for StorageSetting {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             StorageSetting::Azure { .. } => f.write_str("Azure { connection_string: <redacted> }"),
-            StorageSetting::Embedded { data_dir } => {
-                f.debug_struct("Embedded").field("data_dir", data_dir).finish()
-            }
+            StorageSetting::Embedded { data_dir } => f
+                .debug_struct("Embedded")
+                .field("data_dir", data_dir)
+                .finish(),
         }
     }
 }
@@ -75,7 +76,10 @@ impl fmt::Debug for Settings {
             .field("max_upload_bytes", &self.max_upload_bytes)
             .field("download_ttl_secs", &self.download_ttl_secs)
             .field("public_url", &self.public_url)
-            .field("signing_key", &self.signing_key.as_ref().map(|_| "<redacted>"))
+            .field(
+                "signing_key",
+                &self.signing_key.as_ref().map(|_| "<redacted>"),
+            )
             .field("recover_interval_secs", &self.recover_interval_secs)
             .field("approval_timeout_secs", &self.approval_timeout_secs)
             .finish()
@@ -265,7 +269,10 @@ mod tests {
             ("FILE_APPROVER_REVIEWERS", "alice"),
         ] {
             let err = Settings::from_vars(&vars(&[(name, value)])).unwrap_err();
-            assert!(err.to_string().starts_with(name), "{err} does not name {name}");
+            assert!(
+                err.to_string().starts_with(name),
+                "{err} does not name {name}"
+            );
         }
     }
 
@@ -273,10 +280,16 @@ mod tests {
     fn debug_output_hides_the_connection_string_and_keys() {
         let s = Settings::from_vars(&vars(&[
             ("AzureWebJobsStorage", "AccountName=a;AccountKey=c2VjcmV0"),
-            ("FILE_APPROVER_SIGNING_KEY", "0123456789abcdef0123456789abcdef-secret"),
+            (
+                "FILE_APPROVER_SIGNING_KEY",
+                "0123456789abcdef0123456789abcdef-secret",
+            ),
         ]))
         .unwrap();
         let shown = format!("{s:?}");
-        assert!(!shown.contains("c2VjcmV0") && !shown.contains("secret"), "{shown}");
+        assert!(
+            !shown.contains("c2VjcmV0") && !shown.contains("secret"),
+            "{shown}"
+        );
     }
 }

@@ -16,7 +16,9 @@ pub enum ApiError {
     InvalidId(String),
     #[error("{0}")]
     InvalidName(String),
-    #[error("no file name: give ?name=…, an X-File-Name header, or a multipart part with a filename")]
+    #[error(
+        "no file name: give ?name=…, an X-File-Name header, or a multipart part with a filename"
+    )]
     MissingName,
     #[error("the file is empty")]
     EmptyFile,
@@ -119,9 +121,10 @@ impl IntoResponse for ApiError {
         let mut response = (status, axum::Json(body)).into_response();
         match &self {
             ApiError::StorageUnavailable(_) => {
-                response
-                    .headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECS));
+                response.headers_mut().insert(
+                    header::RETRY_AFTER,
+                    HeaderValue::from_static(RETRY_AFTER_SECS),
+                );
             }
             ApiError::Unauthorized(_) => {
                 response.headers_mut().insert(

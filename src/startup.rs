@@ -21,7 +21,7 @@ use crate::error::ApiError;
 use crate::functions::{approve, blobs, download, orchestrator, recover, status, upload};
 use crate::store::azure::AzureStore;
 use crate::store::embedded::{EmbeddedOptions, EmbeddedStore};
-use crate::store::{StoreError, Storage};
+use crate::store::{Storage, StoreError};
 use crate::workflow::{self, record::FILES_TABLE, FILES_CONTAINER};
 
 /// What every handler may use.
@@ -88,9 +88,10 @@ impl Application {
         let local_addr = listener.local_addr().map_err(StartupError::Serve)?;
         let (store, embedded): (Arc<dyn Storage>, Option<Arc<EmbeddedStore>>) =
             match &settings.storage {
-                StorageSetting::Azure { connection_string } => {
-                    (Arc::new(AzureStore::from_connection_string(connection_string)?), None)
-                }
+                StorageSetting::Azure { connection_string } => (
+                    Arc::new(AzureStore::from_connection_string(connection_string)?),
+                    None,
+                ),
                 StorageSetting::Embedded { data_dir } => {
                     let public_base_url = settings
                         .public_url
@@ -111,7 +112,12 @@ impl Application {
         store.ensure_table(FILES_TABLE).await?;
 
         let registry = workflow::registry(store.clone(), clock.clone());
-        let engine = Engine::new(store.clone(), clock.clone(), registry, EngineOptions::default());
+        let engine = Engine::new(
+            store.clone(),
+            clock.clone(),
+            registry,
+            EngineOptions::default(),
+        );
         engine.ensure_storage().await?;
 
         let state = AppState {
@@ -168,14 +174,14 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {},
             _ = term.recv() => {},

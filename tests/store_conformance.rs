@@ -158,16 +158,7 @@ async fn azure_fixture() -> Option<Fixture> {
         eprintln!("skipped: {AZURE_ENV} unset");
         return None;
     };
-    // AZURE-FIXTURE: wire the Azure backend here once `src/store/azure` is merged, e.g.
-    //     let store = file_approver::store::azure::AzureStore::from_connection_string(
-    //         &connection_string,
-    //     )
-    //     /* .await */
-    //     .expect("the Azure store connects");
-    //     return Some(Fixture::new(Arc::new(store)).await);
-    panic!(
-        "AZURE-FIXTURE: {AZURE_ENV} is set ({} chars) but AzureStore is not wired into \
-         tests/store_conformance.rs yet",
-        connection_string.len()
-    );
+    let store = file_approver::store::azure::AzureStore::from_connection_string(&connection_string)
+        .expect("the Azure store connects");
+    Some(Fixture::new(Arc::new(store)).await)
 }

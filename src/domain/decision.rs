@@ -9,7 +9,9 @@ pub struct Decision {
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DecisionError {
-    #[error("the body is not a JSON object of the form {{\"approved\": true, \"comment\": \"…\"}}: {0}")]
+    #[error(
+        "the body is not a JSON object of the form {{\"approved\": true, \"comment\": \"…\"}}: {0}"
+    )]
     Malformed(String),
     #[error("the comment is longer than {max} bytes", max = Decision::MAX_COMMENT_BYTES)]
     CommentTooLong,
@@ -37,13 +39,16 @@ impl Decision {
             });
         }
         // Unknown fields are refused: a typo such as "aproved": false must not silently approve.
-        let parsed: Body = serde_json::from_slice(body)
-            .map_err(|e| DecisionError::Malformed(e.to_string()))?;
+        let parsed: Body =
+            serde_json::from_slice(body).map_err(|e| DecisionError::Malformed(e.to_string()))?;
         let comment = match parsed.comment {
             Some(c) if c.len() > Self::MAX_COMMENT_BYTES => {
                 return Err(DecisionError::CommentTooLong)
             }
-            Some(c) if c.chars().any(|ch| ch.is_control() && !matches!(ch, '\n' | '\r' | '\t')) => {
+            Some(c)
+                if c.chars()
+                    .any(|ch| ch.is_control() && !matches!(ch, '\n' | '\r' | '\t')) =>
+            {
                 return Err(DecisionError::CommentControlCharacter)
             }
             Some(c) if c.trim().is_empty() => None,
@@ -64,7 +69,10 @@ mod tests {
     fn an_empty_body_approves() {
         assert_eq!(
             Decision::parse(b"").unwrap(),
-            Decision { approved: true, comment: None }
+            Decision {
+                approved: true,
+                comment: None
+            }
         );
         assert!(Decision::parse(b"  \n").unwrap().approved);
     }
@@ -97,6 +105,9 @@ mod tests {
     #[test]
     fn long_comments_are_refused() {
         let body = format!(r#"{{"comment": "{}"}}"#, "x".repeat(2001));
-        assert_eq!(Decision::parse(body.as_bytes()), Err(DecisionError::CommentTooLong));
+        assert_eq!(
+            Decision::parse(body.as_bytes()),
+            Err(DecisionError::CommentTooLong)
+        );
     }
 }

@@ -58,10 +58,22 @@ mod tests {
 
     #[test]
     fn only_the_last_path_component_is_kept() {
-        assert_eq!(FileName::parse("report.pdf").unwrap().as_str(), "report.pdf");
-        assert_eq!(FileName::parse("../../etc/passwd").unwrap().as_str(), "passwd");
-        assert_eq!(FileName::parse(r"C:\Users\me\q3.xlsx").unwrap().as_str(), "q3.xlsx");
-        assert_eq!(FileName::parse("résumé 2026.docx").unwrap().as_str(), "résumé 2026.docx");
+        assert_eq!(
+            FileName::parse("report.pdf").unwrap().as_str(),
+            "report.pdf"
+        );
+        assert_eq!(
+            FileName::parse("../../etc/passwd").unwrap().as_str(),
+            "passwd"
+        );
+        assert_eq!(
+            FileName::parse(r"C:\Users\me\q3.xlsx").unwrap().as_str(),
+            "q3.xlsx"
+        );
+        assert_eq!(
+            FileName::parse("résumé 2026.docx").unwrap().as_str(),
+            "résumé 2026.docx"
+        );
     }
 
     #[test]
@@ -74,16 +86,31 @@ mod tests {
 
     #[test]
     fn control_characters_are_refused_anywhere() {
-        assert_eq!(FileName::parse("a\nb.txt"), Err(FileNameError::ControlCharacter));
-        assert_eq!(FileName::parse("x\u{7f}"), Err(FileNameError::ControlCharacter));
-        assert_eq!(FileName::parse("a\u{0}/b"), Err(FileNameError::ControlCharacter));
+        assert_eq!(
+            FileName::parse("a\nb.txt"),
+            Err(FileNameError::ControlCharacter)
+        );
+        assert_eq!(
+            FileName::parse("x\u{7f}"),
+            Err(FileNameError::ControlCharacter)
+        );
+        assert_eq!(
+            FileName::parse("a\u{0}/b"),
+            Err(FileNameError::ControlCharacter)
+        );
     }
 
     #[test]
     fn names_are_limited_to_255_bytes_not_characters() {
         assert!(FileName::parse(&"a".repeat(255)).is_ok());
-        assert_eq!(FileName::parse(&"a".repeat(256)), Err(FileNameError::TooLong));
+        assert_eq!(
+            FileName::parse(&"a".repeat(256)),
+            Err(FileNameError::TooLong)
+        );
         // 128 two-byte characters are 256 bytes.
-        assert_eq!(FileName::parse(&"é".repeat(128)), Err(FileNameError::TooLong));
+        assert_eq!(
+            FileName::parse(&"é".repeat(128)),
+            Err(FileNameError::TooLong)
+        );
     }
 }

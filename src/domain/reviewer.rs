@@ -106,7 +106,10 @@ impl Reviewers {
         let mut found = None;
         for (reviewer, stored) in &self.entries {
             // Fold every byte so the comparison time does not depend on where digests differ.
-            let diff = stored.iter().zip(d.iter()).fold(0u8, |acc, (a, b)| acc | (a ^ b));
+            let diff = stored
+                .iter()
+                .zip(d.iter())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b));
             if diff == 0 {
                 found = Some(reviewer.clone());
             }
@@ -130,8 +133,14 @@ mod tests {
     #[test]
     fn reviewers_authenticate_by_their_token() {
         let r = Reviewers::parse("alice:alice-token-0123456789, bob:bob-token-0123456789").unwrap();
-        assert_eq!(r.authenticate("alice-token-0123456789").unwrap().as_str(), "alice");
-        assert_eq!(r.authenticate("bob-token-0123456789").unwrap().as_str(), "bob");
+        assert_eq!(
+            r.authenticate("alice-token-0123456789").unwrap().as_str(),
+            "alice"
+        );
+        assert_eq!(
+            r.authenticate("bob-token-0123456789").unwrap().as_str(),
+            "bob"
+        );
         assert!(r.authenticate("mallory-token-0123").is_none());
         assert!(r.authenticate("").is_none());
     }
@@ -145,9 +154,18 @@ mod tests {
 
     #[test]
     fn malformed_lists_are_refused_with_a_reason() {
-        assert_eq!(Reviewers::parse("alice").unwrap_err(), ReviewersError::NotAPair { index: 0 });
-        assert_eq!(Reviewers::parse("alice:").unwrap_err(), ReviewersError::Empty { index: 0 });
-        assert!(matches!(Reviewers::parse("alice:short"), Err(ReviewersError::WeakToken { .. })));
+        assert_eq!(
+            Reviewers::parse("alice").unwrap_err(),
+            ReviewersError::NotAPair { index: 0 }
+        );
+        assert_eq!(
+            Reviewers::parse("alice:").unwrap_err(),
+            ReviewersError::Empty { index: 0 }
+        );
+        assert!(matches!(
+            Reviewers::parse("alice:short"),
+            Err(ReviewersError::WeakToken { .. })
+        ));
         assert!(matches!(
             Reviewers::parse("a b:0123456789abcdef"),
             Err(ReviewersError::BadName { .. })

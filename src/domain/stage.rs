@@ -133,7 +133,10 @@ mod tests {
     #[test]
     fn approval_stages_are_lowercase_url_words() {
         assert_eq!(ApprovalStage::parse("upload"), Ok(ApprovalStage::Upload));
-        assert_eq!(ApprovalStage::parse("download"), Ok(ApprovalStage::Download));
+        assert_eq!(
+            ApprovalStage::parse("download"),
+            Ok(ApprovalStage::Download)
+        );
         assert!(ApprovalStage::parse("Upload").is_err());
         assert!(ApprovalStage::parse("publish").is_err());
     }

@@ -1,1 +1,96 @@
-// placeholder
+//! A small durable engine: event-sourced orchestrations, replayed from a history kept in one
+//! table, in the manner of the Durable Task Framework (DTFx). It knows nothing of HTTP or
+//! Azure; it needs only the [`Storage`](crate::store::Storage) trait's tables and a
+//! [`Clock`](crate::clock::Clock).
+//!
+//! # Programming model
+//!
+//! Orchestrations and activities are plain async functions registered by name in a
+//! [`Registry`]. An orchestration receives an [`OrchestrationContext`] and may only look at the
+//! world through it: [`wait_for_event`](OrchestrationContext::wait_for_event),
+//! [`wait_for_event_until`](OrchestrationContext::wait_for_event_until),
+//! [`call_activity`](OrchestrationContext::call_activity) (with a durable [`RetryPolicy`]),
+//! [`create_timer`](OrchestrationContext::create_timer),
+//! [`current_time`](OrchestrationContext::current_time),
+//! [`new_guid`](OrchestrationContext::new_guid),
+//! [`set_custom_status`](OrchestrationContext::set_custom_status). Activities do the real work
+//! (I/O, computation) and run at least once, so they must be idempotent.
+//!
+//! # The turn loop
+//!
+//! Every change to an instance is a *turn*:
+//!
+//! 1. load the instance's partition (history rows, then the state row, one paged query);
+//! 2. append the inbound events (`ExecutionStarted`, `EventRaised`, `TaskCompleted`,
+//!    `TaskFailed`, `TimerFired`) after an `OrchestratorStarted` carrying the turn's time;
+//! 3. replay the orchestration from the start over the whole history ([`replay()`], a pure
+//!    function); the actions it issues must match the history's `TaskScheduled` /
+//!    `TimerCreated` events in order, or the instance fails as nondeterministic;
+//! 4. commit the new history rows and the state row in ONE batch guarded by the state row's
+//!    ETag (an insert on the first turn); a writer that lost the race reloads and retries
+//!    (bounded, with jittered backoff) and never overwrites the winner;
+//! 5. then start the newly scheduled activities; each outcome comes back as a new turn.
+//!
+//! `start` runs its first turn without reading (insert-or-`AlreadyExists`); `raise_event` is
+//! one load and one batch in the common case.
+//!
+//! # Table layout
+//!
+//! One table (default `workflows`), one partition per instance (PartitionKey = instance id):
+//!
+//! | RowKey | content |
+//! |---|---|
+//! | `h-0000000000000000`, `h-0000000000000001`, … | one history event each, JSON in `Event` (≤ 32 KiB) |
+//! | `state` | `Name`, `RuntimeStatus`, `CustomStatus`, `Input`, `Output`, `Failure`, `CreatedTime`, `LastUpdatedTime`, `NextEventId`, `PendingWork`, `NextWakeTime`, `LeaseExpiry`, `OpenActivities`, `OpenTimers` |
+//!
+//! Details in [`rows`].
+//!
+//! # Guarantees
+//!
+//! - A turn is atomic: its history rows and state row commit together or not at all, and
+//!   within one entity group transaction's limits (100 rows, 4 MB). A turn that would not fit
+//!   is refused ([`EngineError::TurnTooLarge`]) or, when the orchestration caused it, fails
+//!   the instance with a reason; it is never split.
+//! - An event id is recorded once (`raise_event` answers `Duplicate` for repeats); an
+//!   activity's outcome is recorded once (later outcomes for the same `TaskScheduled` are
+//!   dropped); starting an existing instance changes nothing.
+//! - Events raised before the orchestration waits for them are kept in history and consumed
+//!   in order; an event never goes to an instance that does not exist (`InstanceNotFound`).
+//! - Activities run at least once. Work scheduled by a process that died is found by
+//!   [`Engine::recover`] once its lease (`EngineOptions::activity_lease`) has run out, and
+//!   run again; due timers are fired by `recover` too.
+//! - Nothing polls storage: an idle engine makes no requests apart from `recover`'s one
+//!   query per pass (state rows with `PendingWork = true`).
+//! - Code that no longer matches a running instance's history fails that instance with a
+//!   reason starting `nondeterministic:`, never silently.
+//!
+//! # Glossary
+//!
+//! - **instance**: one run of an orchestration, named by its instance id (here the file id).
+//! - **history event**: one entry of an instance's append-only log ([`HistoryEvent`]), in the
+//!   DTFx vocabulary.
+//! - **action**: what replaying the code asks for that history does not hold yet: schedule an
+//!   activity, create a timer ([`Action`]).
+//! - **turn**: one load → append → replay → commit cycle for one instance.
+//! - **work item**: something to run after a commit: an activity attempt or a timer to fire.
+
+mod context;
+mod error;
+mod event;
+mod registry;
+mod replay;
+pub mod rows;
+mod runtime;
+
+#[cfg(any(test, feature = "test-support"))]
+pub mod testing;
+
+pub use context::{OrchestrationContext, RetryPolicy};
+pub use error::{ActivityError, EngineError, OrchestrationError};
+pub use event::{EventKind, HistoryEvent, RuntimeStatus};
+pub use registry::{ActivityFn, OrchestrationFn, Registry};
+pub use replay::{replay, Action, OpenTimer, TurnResult, MAX_EVENTS_PER_TURN, MAX_EVENT_BYTES};
+pub use runtime::{
+    Engine, EngineOptions, InstancePage, InstanceStatus, ListQuery, RaiseEvent, RaiseOutcome,
+    RecoveryReport, StartOutcome,
+};

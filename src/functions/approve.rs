@@ -94,7 +94,12 @@ fn respond(code: StatusCode, status: &crate::engine::InstanceStatus) -> Result<R
 }
 
 /// The 409 for a decision the workflow is not waiting for, saying why.
-fn wrong_stage(id: FileId, stage: ApprovalStage, view: &FileView, event: &DecisionEvent) -> ApiError {
+fn wrong_stage(
+    id: FileId,
+    stage: ApprovalStage,
+    view: &FileView,
+    event: &DecisionEvent,
+) -> ApiError {
     let current = view.stage();
     let earlier = match view {
         FileView::Workflow { summary, .. } => summary.approvals.iter().find(|d| d.stage == stage),
@@ -124,9 +129,9 @@ fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Reviewer, ApiEr
     if reviewers.is_empty() {
         return Ok(Reviewer::anonymous());
     }
-    let value = headers
-        .get(header::AUTHORIZATION)
-        .ok_or_else(|| ApiError::Unauthorized("an Authorization: Bearer <token> header is required".into()))?;
+    let value = headers.get(header::AUTHORIZATION).ok_or_else(|| {
+        ApiError::Unauthorized("an Authorization: Bearer <token> header is required".into())
+    })?;
     let token = value
         .to_str()
         .ok()
@@ -135,7 +140,9 @@ fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Reviewer, ApiEr
             scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
         })
         .filter(|t| !t.is_empty())
-        .ok_or_else(|| ApiError::Unauthorized("the Authorization header must be Bearer <token>".into()))?;
+        .ok_or_else(|| {
+            ApiError::Unauthorized("the Authorization header must be Bearer <token>".into())
+        })?;
     reviewers
         .authenticate(token)
         .ok_or_else(|| ApiError::Unauthorized("the token belongs to no reviewer".into()))

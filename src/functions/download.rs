@@ -39,7 +39,10 @@ pub async fn download(
     let stage = view.stage();
     if stage != Stage::Approved {
         return Err(ApiError::NotApproved {
-            message: format!("file {id} is {}; download needs both approvals", stage.describe()),
+            message: format!(
+                "file {id} is {}; download needs both approvals",
+                stage.describe()
+            ),
             current: stage,
         });
     }

@@ -33,7 +33,8 @@ pub async fn invoke(State(state): State<AppState>, body: Body) -> Response {
         &[BLOB_BINDING],
         &InvocationLimits::default(),
     )
-    .await {
+    .await
+    {
         Ok(inv) => inv,
         Err(e) => {
             return ApiError::InvalidBody(format!("not a blob-trigger invocation: {e}"))
@@ -56,7 +57,9 @@ pub async fn invoke(State(state): State<AppState>, body: Body) -> Response {
 
 async fn handle(state: &AppState, invocation: &Invocation) -> Result<Vec<String>, ApiError> {
     let Some(raw_id) = invocation.metadata_str("id") else {
-        return Ok(vec!["orchestrator: ignored an invocation without a blob name".into()]);
+        return Ok(vec![
+            "orchestrator: ignored an invocation without a blob name".into(),
+        ]);
     };
     let Ok(id) = FileId::parse(&raw_id) else {
         // Not ours: something else wrote into the container under a non-UUID name.
@@ -82,7 +85,9 @@ async fn handle(state: &AppState, invocation: &Invocation) -> Result<Vec<String>
     let mut record = match record {
         Some(rec) => rec,
         None => {
-            logs.push(format!("file {id}: no record; created one from the blob's properties"));
+            logs.push(format!(
+                "file {id}: no record; created one from the blob's properties"
+            ));
             record_from_blob(state, id, invocation).await?
         }
     };
@@ -91,7 +96,13 @@ async fn handle(state: &AppState, invocation: &Invocation) -> Result<Vec<String>
         record.size = invocation
             .blob_properties()
             .and_then(|p| p.content_length)
-            .or(Some(state.store.blob_properties(FILES_CONTAINER, &id.to_string()).await?.size));
+            .or(Some(
+                state
+                    .store
+                    .blob_properties(FILES_CONTAINER, &id.to_string())
+                    .await?
+                    .size,
+            ));
     }
     match start_workflow(state, &record).await? {
         StartOutcome::Started => logs.push(format!("file {id}: workflow started")),
@@ -103,7 +114,10 @@ async fn handle(state: &AppState, invocation: &Invocation) -> Result<Vec<String>
 
 /// Starts a file's workflow from its record: the code the blob trigger runs, and that local
 /// mode runs right after an upload commits.
-pub async fn start_workflow(state: &AppState, record: &FileRecord) -> Result<StartOutcome, ApiError> {
+pub async fn start_workflow(
+    state: &AppState,
+    record: &FileRecord,
+) -> Result<StartOutcome, ApiError> {
     let input = FileInput {
         id: record.id.to_string(),
         name: record.name.to_string(),
@@ -161,7 +175,11 @@ async fn record_from_blob(
         created_time,
         state: UploadState::Uploaded,
     };
-    match state.store.insert_entity(FILES_TABLE, &rec.to_entity()).await {
+    match state
+        .store
+        .insert_entity(FILES_TABLE, &rec.to_entity())
+        .await
+    {
         Ok(_) => Ok(rec),
         // Another delivery of the same trigger got there first: use its record.
         Err(StoreError::AlreadyExists) => record::get(state.store.as_ref(), id)

@@ -13,14 +13,19 @@ pub async fn invoke(State(state): State<AppState>) -> Response {
     match state.engine.recover().await {
         Ok(report) => {
             let mut response = InvocationResponse::new();
-            response.log(format!("recover: {report}"));
+            response.log(format!(
+                "recover: {} pending, {} timers fired, {} activities restarted, {} failures",
+                report.pending_instances,
+                report.timers_fired,
+                report.activities_restarted,
+                report.failures
+            ));
             response.into_response()
         }
         Err(e) => {
             // Non-2xx fails the invocation; the next tick runs the duty again anyway.
             tracing::warn!(error = %e, "recovery duty failed");
-            (StatusCode::SERVICE_UNAVAILABLE, InvocationResponse::new())
-                .into_response()
+            (StatusCode::SERVICE_UNAVAILABLE, InvocationResponse::new()).into_response()
         }
     }
 }

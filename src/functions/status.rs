@@ -55,12 +55,16 @@ fn parse_list_query(raw: Option<&str>) -> Result<ListParams, ApiError> {
                     .ok()
                     .filter(|t| (1..=MAX_TOP).contains(t))
                     .ok_or_else(|| {
-                        ApiError::InvalidQuery(format!("top must be a whole number from 1 to {MAX_TOP}"))
+                        ApiError::InvalidQuery(format!(
+                            "top must be a whole number from 1 to {MAX_TOP}"
+                        ))
                     })?
             }
             "continuationToken" => {
                 if value.is_empty() || value.len() > 2048 {
-                    return Err(ApiError::InvalidQuery("continuationToken is malformed".into()));
+                    return Err(ApiError::InvalidQuery(
+                        "continuationToken is malformed".into(),
+                    ));
                 }
                 params.continuation = Some(value.into_owned())
             }
@@ -90,7 +94,7 @@ pub async fn list(
         })
         .await
         .map_err(|e| match e {
-            crate::engine::EngineError::InvalidContinuation => {
+            crate::engine::EngineError::Storage(crate::store::StoreError::Invalid(_)) => {
                 ApiError::InvalidQuery("continuationToken is malformed".into())
             }
             other => other.into(),

@@ -166,9 +166,8 @@ pub async fn upload(
         let content_type = parse_content_type(field.content_type().map(|m| m.as_ref()))?;
         let stream = field.map_err(move |e| -> BoxError {
             match e {
-                multer::Error::StreamSizeExceeded { .. } | multer::Error::FieldSizeExceeded { .. } => {
-                    Box::new(BodyTooLarge { limit })
-                }
+                multer::Error::StreamSizeExceeded { .. }
+                | multer::Error::FieldSizeExceeded { .. } => Box::new(BodyTooLarge { limit }),
                 multer::Error::StreamReadFailed(inner) => Box::new(Interrupted(inner.to_string())),
                 other => Box::new(BadMultipart(other.to_string())),
             }
@@ -227,7 +226,12 @@ pub async fn upload(
             // No blob was committed, so nothing will ever start a workflow for this record.
             if let Err(cleanup) = state
                 .store
-                .delete_entity(FILES_TABLE, &id.to_string(), record::RECORD_ROW, Some(&etag))
+                .delete_entity(
+                    FILES_TABLE,
+                    &id.to_string(),
+                    record::RECORD_ROW,
+                    Some(&etag),
+                )
                 .await
             {
                 tracing::warn!(file = %id, error = %cleanup, "could not remove the record of a failed upload");
@@ -254,7 +258,8 @@ pub async fn upload(
     } else {
         FileView::Uploaded(rec)
     };
-    let location = HeaderValue::from_str(&format!("/api/files/{id}")).map_err(ApiError::internal)?;
+    let location =
+        HeaderValue::from_str(&format!("/api/files/{id}")).map_err(ApiError::internal)?;
     Ok((
         StatusCode::CREATED,
         [(header::LOCATION, location)],

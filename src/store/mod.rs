@@ -356,13 +356,21 @@ pub trait Storage: Send + Sync + 'static {
 
     /// Replace, only if the stored ETag is `if_match`.
     /// Errors: [`StoreError::PreconditionFailed`], [`StoreError::NotFound`].
-    async fn update_entity(&self, table: &str, entity: &Entity, if_match: &ETag)
-        -> StoreResult<ETag>;
+    async fn update_entity(
+        &self,
+        table: &str,
+        entity: &Entity,
+        if_match: &ETag,
+    ) -> StoreResult<ETag>;
 
     /// Merge properties into the row, only if the stored ETag is `if_match`.
     /// Errors: [`StoreError::PreconditionFailed`], [`StoreError::NotFound`].
-    async fn merge_entity(&self, table: &str, entity: &Entity, if_match: &ETag)
-        -> StoreResult<ETag>;
+    async fn merge_entity(
+        &self,
+        table: &str,
+        entity: &Entity,
+        if_match: &ETag,
+    ) -> StoreResult<ETag>;
 
     /// Errors: [`StoreError::NotFound`], [`StoreError::PreconditionFailed`].
     async fn delete_entity(
@@ -396,7 +404,9 @@ pub trait Storage: Send + Sync + 'static {
 /// is refused everywhere (Azurite accepts cross-partition batches).
 pub fn validate_batch(partition_key: &str, operations: &[BatchOp]) -> StoreResult<()> {
     if operations.is_empty() {
-        return Err(StoreError::Invalid("a batch needs at least one operation".into()));
+        return Err(StoreError::Invalid(
+            "a batch needs at least one operation".into(),
+        ));
     }
     if operations.len() > MAX_BATCH_OPERATIONS {
         return Err(StoreError::Invalid(format!(

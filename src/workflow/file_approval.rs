@@ -90,7 +90,10 @@ fn finish(ctx: &OrchestrationContext, stage: Stage) -> Result<Value, Orchestrati
     Ok(json!({ "stage": stage.as_str() }))
 }
 
-async fn file_approval(ctx: OrchestrationContext, input: Value) -> Result<Value, OrchestrationError> {
+async fn file_approval(
+    ctx: OrchestrationContext,
+    input: Value,
+) -> Result<Value, OrchestrationError> {
     let file: FileInput = serde_json::from_value(input)
         .map_err(|e| OrchestrationError::failed(format!("invalid FileApproval input: {e}")))?;
 
@@ -150,9 +153,12 @@ pub fn registry(store: Arc<dyn Storage>, clock: Arc<dyn Clock>) -> Registry {
 }
 
 /// Starts the workflow of an uploaded file. Idempotent: the blob trigger delivers at least once.
-pub async fn start_for_file(engine: &Engine, file: &FileInput) -> Result<StartOutcome, EngineError> {
+pub async fn start_for_file(
+    engine: &Engine,
+    file: &FileInput,
+) -> Result<StartOutcome, EngineError> {
     let input = serde_json::to_value(file)
-        .map_err(|e| EngineError::InvalidInput(e.to_string()))?;
+        .map_err(|e| EngineError::Corrupt(format!("FileApproval input: {e}")))?;
     engine.start(ORCHESTRATION, &file.id, input).await
 }
 
@@ -168,7 +174,7 @@ pub struct Summary {
 /// Derives stage, decisions and analysis from an instance status loaded with its history.
 pub fn summarize(status: &InstanceStatus) -> Result<Summary, EngineError> {
     let file: FileInput = serde_json::from_value(status.input.clone())
-        .map_err(|e| EngineError::InvalidInput(format!("instance {}: {e}", status.instance_id)))?;
+        .map_err(|e| EngineError::Corrupt(format!("instance {} input: {e}", status.instance_id)))?;
     let stage = status
         .custom_status
         .as_str()

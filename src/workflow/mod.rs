@@ -17,8 +17,7 @@ pub mod record;
 
 pub use file_approval::{
     event_name, instance_id, registry, start_for_file, summarize, Approval, DecisionEvent,
-    FileInput, Summary,
-    ANALYZE_ACTIVITY, ORCHESTRATION,
+    FileInput, Summary, ANALYZE_ACTIVITY, ORCHESTRATION,
 };
 
 /// The blob container holding every uploaded file (blob name = file id).

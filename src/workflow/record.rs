@@ -5,7 +5,7 @@
 use chrono::{DateTime, Utc};
 
 use crate::domain::{FileId, FileName};
-use crate::store::{ETag, Entity, StoreError, StoreResult, Storage, StoredEntity};
+use crate::store::{ETag, Entity, Storage, StoreError, StoreResult, StoredEntity};
 
 pub const FILES_TABLE: &str = "files";
 pub const RECORD_ROW: &str = "record";

@@ -15,7 +15,11 @@ async fn assert_nothing_stored(app: &TestApp) {
         .query("files", &file_approver::store::TableQuery::default())
         .await
         .expect("query records");
-    assert!(files.entities.is_empty(), "records left behind: {:?}", files.entities);
+    assert!(
+        files.entities.is_empty(),
+        "records left behind: {:?}",
+        files.entities
+    );
     let listed: Value = app.get("/api/files").await.json().await.unwrap();
     assert_eq!(listed["files"].as_array().unwrap().len(), 0);
 }
@@ -31,15 +35,35 @@ async fn malformed_file_id_is_refused() {
     ] {
         assert_error(app.get(path).await, 400, "InvalidId").await;
     }
-    assert_error(app.approve("nope", "upload", Some(ALICE), None).await, 400, "InvalidId").await;
+    assert_error(
+        app.approve("nope", "upload", Some(ALICE), None).await,
+        400,
+        "InvalidId",
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn unknown_file_is_not_found_everywhere() {
     let app = spawn_app().await;
-    assert_error(app.get(&format!("/api/files/{RANDOM_ID}")).await, 404, "NotFound").await;
-    assert_error(app.get(&format!("/api/files/{RANDOM_ID}/download")).await, 404, "NotFound").await;
-    assert_error(app.approve(RANDOM_ID, "upload", Some(ALICE), None).await, 404, "NotFound").await;
+    assert_error(
+        app.get(&format!("/api/files/{RANDOM_ID}")).await,
+        404,
+        "NotFound",
+    )
+    .await;
+    assert_error(
+        app.get(&format!("/api/files/{RANDOM_ID}/download")).await,
+        404,
+        "NotFound",
+    )
+    .await;
+    assert_error(
+        app.approve(RANDOM_ID, "upload", Some(ALICE), None).await,
+        404,
+        "NotFound",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -47,7 +71,12 @@ async fn unknown_approval_stage_is_refused() {
     let app = spawn_app().await;
     let id = app.upload_ok("a.txt", b"a").await;
     for stage in ["publish", "Upload", "UPLOAD", "%20"] {
-        assert_error(app.approve(&id, stage, Some(ALICE), None).await, 400, "InvalidStage").await;
+        assert_error(
+            app.approve(&id, stage, Some(ALICE), None).await,
+            400,
+            "InvalidStage",
+        )
+        .await;
     }
 }
 
@@ -64,11 +93,20 @@ async fn invalid_or_wrong_typed_decision_bodies_are_refused() {
         r#"[true]"#,
         r#"{"comment": 42}"#,
     ] {
-        assert_error(app.approve(&id, "upload", Some(ALICE), Some(body)).await, 400, "InvalidBody")
-            .await;
+        assert_error(
+            app.approve(&id, "upload", Some(ALICE), Some(body)).await,
+            400,
+            "InvalidBody",
+        )
+        .await;
     }
     let huge = format!(r#"{{"comment": "{}"}}"#, "x".repeat(20_000));
-    assert_error(app.approve(&id, "upload", Some(ALICE), Some(&huge)).await, 400, "InvalidBody").await;
+    assert_error(
+        app.approve(&id, "upload", Some(ALICE), Some(&huge)).await,
+        400,
+        "InvalidBody",
+    )
+    .await;
     // None of it was recorded.
     assert_eq!(app.status(&id).await["stage"], "AwaitingUploadApproval");
 }
@@ -77,8 +115,19 @@ async fn invalid_or_wrong_typed_decision_bodies_are_refused() {
 async fn missing_or_wrong_reviewer_tokens_are_unauthorized() {
     let app = spawn_app().await;
     let id = app.upload_ok("a.txt", b"a").await;
-    assert_error(app.approve(&id, "upload", None, None).await, 401, "Unauthorized").await;
-    assert_error(app.approve(&id, "upload", Some("mallory-0123456789"), None).await, 401, "Unauthorized").await;
+    assert_error(
+        app.approve(&id, "upload", None, None).await,
+        401,
+        "Unauthorized",
+    )
+    .await;
+    assert_error(
+        app.approve(&id, "upload", Some("mallory-0123456789"), None)
+            .await,
+        401,
+        "Unauthorized",
+    )
+    .await;
     let basic = app
         .client
         .post(app.url(&format!("/api/files/{id}/approvals/upload")))
@@ -88,7 +137,10 @@ async fn missing_or_wrong_reviewer_tokens_are_unauthorized() {
         .unwrap();
     assert!(basic.headers().contains_key("www-authenticate"));
     assert_error(basic, 401, "Unauthorized").await;
-    assert_eq!(app.status(&id).await["approvals"].as_array().unwrap().len(), 0);
+    assert_eq!(
+        app.status(&id).await["approvals"].as_array().unwrap().len(),
+        0
+    );
 }
 
 #[tokio::test]
@@ -100,7 +152,12 @@ async fn names_are_cut_to_their_last_component_or_refused() {
     assert_eq!(body["name"], "passwd");
 
     for bad in ["a\nb.txt", "tab\there", "dir/", "..", &"n".repeat(256)] {
-        assert_error(app.upload(bad, b"x", "text/plain").await, 400, "InvalidName").await;
+        assert_error(
+            app.upload(bad, b"x", "text/plain").await,
+            400,
+            "InvalidName",
+        )
+        .await;
     }
 }
 
@@ -138,7 +195,12 @@ async fn the_name_may_come_from_the_x_file_name_header() {
 #[tokio::test]
 async fn empty_upload_is_refused_and_leaves_nothing() {
     let app = spawn_app().await;
-    assert_error(app.upload("empty.txt", b"", "text/plain").await, 400, "EmptyFile").await;
+    assert_error(
+        app.upload("empty.txt", b"", "text/plain").await,
+        400,
+        "EmptyFile",
+    )
+    .await;
     // The same without Content-Length (chunked, zero chunks).
     let stream = futures::stream::iter(Vec::<Result<Vec<u8>, std::io::Error>>::new());
     let response = app
@@ -156,7 +218,13 @@ async fn empty_upload_is_refused_and_leaves_nothing() {
 async fn oversized_upload_is_refused_from_content_length() {
     let app = spawn_app().await;
     let body = vec![b'x'; MAX_UPLOAD as usize + 1];
-    assert_error(app.upload("big.bin", &body, "application/octet-stream").await, 413, "TooLarge").await;
+    assert_error(
+        app.upload("big.bin", &body, "application/octet-stream")
+            .await,
+        413,
+        "TooLarge",
+    )
+    .await;
     assert_nothing_stored(&app).await;
 }
 
@@ -181,7 +249,10 @@ async fn an_interrupted_upload_commits_nothing() {
     let app = spawn_app().await;
     let chunks: Vec<Result<Vec<u8>, std::io::Error>> = vec![
         Ok(vec![b'x'; 1000]),
-        Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "client went away")),
+        Err(std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "client went away",
+        )),
     ];
     let _ = app
         .client
@@ -219,7 +290,13 @@ async fn multipart_upload_takes_the_name_and_type_of_its_file_part() {
                 .mime_str("application/pdf")
                 .unwrap(),
         );
-    let response = app.client.post(app.url("/api/files")).multipart(form).send().await.unwrap();
+    let response = app
+        .client
+        .post(app.url("/api/files"))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 201);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["name"], "report.pdf");
@@ -263,7 +340,12 @@ async fn broken_multipart_is_refused_and_leaves_nothing() {
 #[tokio::test]
 async fn a_malformed_content_type_is_refused() {
     let app = spawn_app().await;
-    assert_error(app.upload("a.txt", b"a", "garbage").await, 400, "InvalidBody").await;
+    assert_error(
+        app.upload("a.txt", b"a", "garbage").await,
+        400,
+        "InvalidBody",
+    )
+    .await;
     assert_nothing_stored(&app).await;
 }
 
@@ -271,7 +353,12 @@ async fn a_malformed_content_type_is_refused() {
 async fn download_approval_before_upload_approval_is_refused() {
     let app = spawn_app().await;
     let id = app.upload_ok("a.txt", b"a").await;
-    let error = assert_error(app.approve(&id, "download", Some(BOB), None).await, 409, "WrongStage").await;
+    let error = assert_error(
+        app.approve(&id, "download", Some(BOB), None).await,
+        409,
+        "WrongStage",
+    )
+    .await;
     assert_eq!(error["currentStage"], "AwaitingUploadApproval");
 }
 
@@ -279,7 +366,10 @@ async fn download_approval_before_upload_approval_is_refused() {
 async fn repeating_the_same_decision_is_ok_and_recorded_once() {
     let app = spawn_app().await;
     let id = app.upload_ok("a.txt", b"a").await;
-    assert_eq!(app.approve(&id, "upload", Some(ALICE), None).await.status(), 202);
+    assert_eq!(
+        app.approve(&id, "upload", Some(ALICE), None).await.status(),
+        202
+    );
     let again = app.approve(&id, "upload", Some(ALICE), None).await;
     assert_eq!(again.status(), 200);
     let body: Value = again.json().await.unwrap();
@@ -290,28 +380,53 @@ async fn repeating_the_same_decision_is_ok_and_recorded_once() {
 async fn a_contradictory_decision_is_refused() {
     let app = spawn_app().await;
     let id = app.upload_ok("a.txt", b"a").await;
-    assert_eq!(app.approve(&id, "upload", Some(ALICE), None).await.status(), 202);
+    assert_eq!(
+        app.approve(&id, "upload", Some(ALICE), None).await.status(),
+        202
+    );
     app.idle().await;
     let error = assert_error(
-        app.approve(&id, "upload", Some(ALICE), Some(r#"{"approved": false}"#)).await,
+        app.approve(&id, "upload", Some(ALICE), Some(r#"{"approved": false}"#))
+            .await,
         409,
         "WrongStage",
     )
     .await;
-    assert!(error["message"].as_str().unwrap().contains("already decided"), "{error}");
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("already decided"),
+        "{error}"
+    );
     // Another reviewer deciding a decided stage is refused too.
-    assert_error(app.approve(&id, "upload", Some(BOB), None).await, 409, "WrongStage").await;
+    assert_error(
+        app.approve(&id, "upload", Some(BOB), None).await,
+        409,
+        "WrongStage",
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn download_before_approval_is_refused() {
     let app = spawn_app().await;
     let id = app.upload_ok("a.txt", b"a").await;
-    let error = assert_error(app.get(&format!("/api/files/{id}/download")).await, 409, "NotApproved").await;
+    let error = assert_error(
+        app.get(&format!("/api/files/{id}/download")).await,
+        409,
+        "NotApproved",
+    )
+    .await;
     assert_eq!(error["currentStage"], "AwaitingUploadApproval");
     app.approve(&id, "upload", Some(ALICE), None).await;
     app.idle().await;
-    let error = assert_error(app.get(&format!("/api/files/{id}/download")).await, 409, "NotApproved").await;
+    let error = assert_error(
+        app.get(&format!("/api/files/{id}/download")).await,
+        409,
+        "NotApproved",
+    )
+    .await;
     assert_eq!(error["currentStage"], "AwaitingDownloadApproval");
 }
 
@@ -322,11 +437,19 @@ async fn unsupported_methods_are_refused_with_405() {
     for (method, path) in [
         (reqwest::Method::DELETE, format!("/api/files/{id}")),
         (reqwest::Method::PUT, "/api/files".to_owned()),
-        (reqwest::Method::GET, format!("/api/files/{id}/approvals/upload")),
+        (
+            reqwest::Method::GET,
+            format!("/api/files/{id}/approvals/upload"),
+        ),
         (reqwest::Method::POST, format!("/api/files/{id}/download")),
         (reqwest::Method::PATCH, format!("/api/files/{id}")),
     ] {
-        let response = app.client.request(method, app.url(&path)).send().await.unwrap();
+        let response = app
+            .client
+            .request(method, app.url(&path))
+            .send()
+            .await
+            .unwrap();
         assert_error(response, 405, "MethodNotAllowed").await;
     }
 }
@@ -342,11 +465,26 @@ async fn unknown_routes_are_json_404s() {
 async fn bad_listing_queries_are_refused() {
     let app = spawn_app().await;
     assert_error(app.get("/api/files?stage=Done").await, 400, "InvalidStage").await;
-    for query in ["top=0", "top=-3", "top=101", "top=ten", "continuationToken="] {
-        assert_error(app.get(&format!("/api/files?{query}")).await, 400, "InvalidQuery").await;
+    for query in [
+        "top=0",
+        "top=-3",
+        "top=101",
+        "top=ten",
+        "continuationToken=",
+    ] {
+        assert_error(
+            app.get(&format!("/api/files?{query}")).await,
+            400,
+            "InvalidQuery",
+        )
+        .await;
     }
     assert_error(
-        app.get(&format!("/api/files?continuationToken={}", urlencode("garbage!"))).await,
+        app.get(&format!(
+            "/api/files?continuationToken={}",
+            urlencode("garbage!")
+        ))
+        .await,
         400,
         "InvalidQuery",
     )

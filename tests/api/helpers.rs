@@ -41,7 +41,9 @@ pub fn azure_connection_string() -> Option<String> {
     match std::env::var("FILE_APPROVER_TEST_AZURE_STORAGE") {
         Ok(cs) if !cs.trim().is_empty() => Some(cs),
         _ if std::env::var_os("CI").is_some() => {
-            panic!("CI is set but FILE_APPROVER_TEST_AZURE_STORAGE is not: the Azure tests must run")
+            panic!(
+                "CI is set but FILE_APPROVER_TEST_AZURE_STORAGE is not: the Azure tests must run"
+            )
         }
         _ => {
             eprintln!("skipped: FILE_APPROVER_TEST_AZURE_STORAGE unset (run scripts/test)");
@@ -51,7 +53,9 @@ pub fn azure_connection_string() -> Option<String> {
 }
 
 pub async fn spawn_app() -> TestApp {
-    spawn_app_on(Backend::Embedded, Mode::Local).await.expect("embedded app")
+    spawn_app_on(Backend::Embedded, Mode::Local)
+        .await
+        .expect("embedded app")
 }
 
 /// `None` when the backend is unavailable here (Azure without Azurite, outside CI).
@@ -62,7 +66,10 @@ pub async fn spawn_app_on(backend: Backend, mode: Mode) -> Option<TestApp> {
         "FILE_APPROVER_REVIEWERS".into(),
         format!("alice:{ALICE},bob:{BOB}"),
     );
-    vars.insert("FILE_APPROVER_MAX_UPLOAD_BYTES".into(), MAX_UPLOAD.to_string());
+    vars.insert(
+        "FILE_APPROVER_MAX_UPLOAD_BYTES".into(),
+        MAX_UPLOAD.to_string(),
+    );
     vars.insert(
         "FILE_APPROVER_DATA_DIR".into(),
         dir.path().to_string_lossy().into_owned(),
@@ -167,7 +174,10 @@ pub async fn assert_error(response: reqwest::Response, status: u16, code: &str) 
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_owned();
-    assert!(content_type.starts_with("application/json"), "not JSON: {content_type}");
+    assert!(
+        content_type.starts_with("application/json"),
+        "not JSON: {content_type}"
+    );
     let body: Value = response.json().await.expect("error body is JSON");
     assert_eq!(body["error"]["code"], code, "body: {body}");
     assert!(body["error"]["message"].is_string(), "body: {body}");

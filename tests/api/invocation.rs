@@ -17,7 +17,9 @@ fn blob_trigger_payload(id: &str, content: &[u8], record: Value) -> String {
     payload["Data"]["record"] = record;
     // Top-level strings arrive JSON-encoded twice.
     payload["Metadata"]["id"] = json!(format!("\"{id}\""));
-    payload["Metadata"]["Uri"] = json!(format!("\"http://127.0.0.1:10000/devstoreaccount1/files/{id}\""));
+    payload["Metadata"]["Uri"] = json!(format!(
+        "\"http://127.0.0.1:10000/devstoreaccount1/files/{id}\""
+    ));
     payload["Metadata"]["Properties"]["ContentLength"] = json!(content.len());
     payload["Metadata"]["sys"]["MethodName"] = json!("orchestrator");
     payload.to_string()
@@ -25,12 +27,18 @@ fn blob_trigger_payload(id: &str, content: &[u8], record: Value) -> String {
 
 async fn invoke(app: &TestApp, body: String) -> reqwest::Response {
     // The host sends invocations chunked (no Content-Length).
-    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
-        body.into_bytes().chunks(1000).map(|c| Ok(c.to_vec())).collect();
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = body
+        .into_bytes()
+        .chunks(1000)
+        .map(|c| Ok(c.to_vec()))
+        .collect();
     app.client
         .post(app.url("/orchestrator"))
         .header("Content-Type", "application/json; charset=utf-8")
-        .header("X-Azure-Functions-InvocationId", "9a7d1c52-08e4-4b6e-b0a3-3c1f2e5d6a77")
+        .header(
+            "X-Azure-Functions-InvocationId",
+            "9a7d1c52-08e4-4b6e-b0a3-3c1f2e5d6a77",
+        )
         .body(reqwest::Body::wrap_stream(futures::stream::iter(chunks)))
         .send()
         .await
@@ -40,7 +48,10 @@ async fn invoke(app: &TestApp, body: String) -> reqwest::Response {
 async fn invoke_ok(app: &TestApp, body: String) -> Value {
     let response = invoke(app, body).await;
     assert_eq!(response.status(), 200);
-    assert!(response.headers()["content-type"].to_str().unwrap().starts_with("application/json"));
+    assert!(response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("application/json"));
     let reply: Value = response.json().await.expect("a JSON object, never empty");
     assert!(reply["Logs"].is_array(), "{reply}");
     reply
@@ -48,7 +59,12 @@ async fn invoke_ok(app: &TestApp, body: String) -> Value {
 
 /// The table input binding's view of a record row, as the host serialises it.
 async fn record_binding(app: &TestApp, id: &str) -> Value {
-    let stored = app.state.store.get_entity("files", id, "record").await.expect("record");
+    let stored = app
+        .state
+        .store
+        .get_entity("files", id, "record")
+        .await
+        .expect("record");
     let mut obj = serde_json::Map::new();
     obj.insert("odata.etag".into(), json!(stored.etag.as_str()));
     obj.insert("PartitionKey".into(), json!(id));
@@ -67,7 +83,9 @@ async fn record_binding(app: &TestApp, id: &str) -> Value {
 }
 
 async fn blob_trigger_starts_the_workflow_once_however_often_it_is_delivered(backend: Backend) {
-    let Some(app) = spawn_app_on(backend, Mode::CustomHandler).await else { return };
+    let Some(app) = spawn_app_on(backend, Mode::CustomHandler).await else {
+        return;
+    };
     let content = b"id,amount\n1,10\n2,20\n";
     let response = app.upload("report.csv", content, "text/csv").await;
     assert_eq!(response.status(), 201);
@@ -100,13 +118,20 @@ async fn blob_trigger_starts_the_workflow_once_however_often_it_is_delivered(bac
         .unwrap();
     let started = history
         .iter()
-        .filter(|e| matches!(e.kind, file_approver::engine::EventKind::ExecutionStarted { .. }))
+        .filter(|e| {
+            matches!(
+                e.kind,
+                file_approver::engine::EventKind::ExecutionStarted { .. }
+            )
+        })
         .count();
     assert_eq!(started, 1);
 }
 
 async fn blob_trigger_with_a_null_record_reads_it_from_storage(backend: Backend) {
-    let Some(app) = spawn_app_on(backend, Mode::CustomHandler).await else { return };
+    let Some(app) = spawn_app_on(backend, Mode::CustomHandler).await else {
+        return;
+    };
     let id = {
         let response = app.upload("notes.txt", b"hello", "text/plain").await;
         let body: Value = response.json().await.unwrap();
@@ -119,17 +144,24 @@ async fn blob_trigger_with_a_null_record_reads_it_from_storage(backend: Backend)
 }
 
 async fn a_blob_without_any_record_gets_one_and_a_workflow(backend: Backend) {
-    let Some(app) = spawn_app_on(backend, Mode::CustomHandler).await else { return };
+    let Some(app) = spawn_app_on(backend, Mode::CustomHandler).await else {
+        return;
+    };
     let id = uuid::Uuid::new_v4().to_string();
     let content = b"dropped straight into the container".to_vec();
-    let stream = futures::stream::iter(vec![Ok::<_, file_approver::store::BoxError>(bytes::Bytes::from(content.clone()))]);
+    let stream = futures::stream::iter(vec![Ok::<_, file_approver::store::BoxError>(
+        bytes::Bytes::from(content.clone()),
+    )]);
     app.state
         .store
         .put_blob(
             "files",
             &id,
             Box::pin(stream),
-            &PutBlobOptions { content_type: "text/plain".into(), max_bytes: None },
+            &PutBlobOptions {
+                content_type: "text/plain".into(),
+                max_bytes: None,
+            },
         )
         .await
         .unwrap();
@@ -149,14 +181,22 @@ crate::on_every_backend!(
 
 #[tokio::test]
 async fn a_blob_not_named_by_a_file_id_is_ignored_with_a_log() {
-    let app = spawn_app_on(Backend::Embedded, Mode::CustomHandler).await.unwrap();
-    let reply = invoke_ok(&app, blob_trigger_payload("report-2025-03.csv", b"x", json!("null"))).await;
+    let app = spawn_app_on(Backend::Embedded, Mode::CustomHandler)
+        .await
+        .unwrap();
+    let reply = invoke_ok(
+        &app,
+        blob_trigger_payload("report-2025-03.csv", b"x", json!("null")),
+    )
+    .await;
     assert!(reply["Logs"].to_string().contains("ignored"), "{reply}");
 }
 
 #[tokio::test]
 async fn a_malformed_invocation_is_a_json_400() {
-    let app = spawn_app_on(Backend::Embedded, Mode::CustomHandler).await.unwrap();
+    let app = spawn_app_on(Backend::Embedded, Mode::CustomHandler)
+        .await
+        .unwrap();
     for body in ["", "{", "[]", r#"{"Metadata": {}}"#] {
         let response = invoke(&app, body.to_owned()).await;
         crate::helpers::assert_error(response, 400, "InvalidBody").await;
@@ -165,7 +205,9 @@ async fn a_malformed_invocation_is_a_json_400() {
 
 #[tokio::test]
 async fn the_timer_invocation_runs_the_recovery_duty() {
-    let app = spawn_app_on(Backend::Embedded, Mode::CustomHandler).await.unwrap();
+    let app = spawn_app_on(Backend::Embedded, Mode::CustomHandler)
+        .await
+        .unwrap();
     let timer = include_str!("../fixtures/c-timer.request.json");
     let response = app
         .client
@@ -177,12 +219,17 @@ async fn the_timer_invocation_runs_the_recovery_duty() {
         .unwrap();
     assert_eq!(response.status(), 200);
     let reply: Value = response.json().await.unwrap();
-    assert!(reply["Logs"][0].as_str().unwrap().starts_with("recover"), "{reply}");
+    assert!(
+        reply["Logs"][0].as_str().unwrap().starts_with("recover"),
+        "{reply}"
+    );
 }
 
 #[tokio::test]
 async fn forwarded_requests_with_host_headers_and_function_key_are_served() {
-    let app = spawn_app_on(Backend::Embedded, Mode::CustomHandler).await.unwrap();
+    let app = spawn_app_on(Backend::Embedded, Mode::CustomHandler)
+        .await
+        .unwrap();
     let response = app
         .client
         .post(app.url("/api/files?name=fwd.txt&code=the-function-key"))
@@ -190,14 +237,22 @@ async fn forwarded_requests_with_host_headers_and_function_key_are_served() {
         .header("x-functions-key", "the-function-key")
         .header("X-Forwarded-Proto", "https")
         .header("X-Azure-Functions-HostVersion", "4.1037.0.23568")
-        .header("X-Azure-Functions-InvocationId", "3f0c5f0e-6c8f-4f0b-9a4e-5f3b2a9d7c11")
+        .header(
+            "X-Azure-Functions-InvocationId",
+            "3f0c5f0e-6c8f-4f0b-9a4e-5f3b2a9d7c11",
+        )
         .header("Content-Type", "text/plain")
         .body("forwarded")
         .send()
         .await
         .unwrap();
     assert_eq!(response.status(), 201);
-    let id = response.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
-    let listed = app.get(&format!("/api/files/{id}?code=the-function-key")).await;
+    let id = response.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let listed = app
+        .get(&format!("/api/files/{id}?code=the-function-key"))
+        .await;
     assert_eq!(listed.status(), 200);
 }

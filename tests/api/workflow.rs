@@ -8,7 +8,9 @@ use crate::helpers::{assert_error, spawn_app_on, Backend, Mode, ALICE, BOB};
 const REPORT: &[u8] = b"quarterly numbers\nrevenue up\nno surprises\n";
 
 async fn golden_path_ends_with_a_working_download_link(backend: Backend) {
-    let Some(app) = spawn_app_on(backend, Mode::Local).await else { return };
+    let Some(app) = spawn_app_on(backend, Mode::Local).await else {
+        return;
+    };
 
     let response = app.upload("q3 report.txt", REPORT, "text/plain").await;
     assert_eq!(response.status(), 201);
@@ -23,7 +25,12 @@ async fn golden_path_ends_with_a_working_download_link(backend: Backend) {
     assert_eq!(uploaded["analysis"], Value::Null);
 
     let response = app
-        .approve(&id, "upload", Some(ALICE), Some(r#"{"approved": true, "comment": "ok"}"#))
+        .approve(
+            &id,
+            "upload",
+            Some(ALICE),
+            Some(r#"{"approved": true, "comment": "ok"}"#),
+        )
         .await;
     assert_eq!(response.status(), 202);
     let approved: Value = response.json().await.unwrap();
@@ -61,17 +68,30 @@ async fn golden_path_ends_with_a_working_download_link(backend: Backend) {
     // The link works with a plain client and saves under the display name.
     let fetched = reqwest::get(url).await.unwrap();
     assert_eq!(fetched.status(), 200);
-    let disposition = fetched.headers()["content-disposition"].to_str().unwrap().to_owned();
-    assert!(disposition.contains("attachment") && disposition.contains("q3"), "{disposition}");
+    let disposition = fetched.headers()["content-disposition"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        disposition.contains("attachment") && disposition.contains("q3"),
+        "{disposition}"
+    );
     assert_eq!(fetched.bytes().await.unwrap().as_ref(), REPORT);
 }
 
 async fn rejected_upload_ends_the_workflow_and_refuses_download(backend: Backend) {
-    let Some(app) = spawn_app_on(backend, Mode::Local).await else { return };
+    let Some(app) = spawn_app_on(backend, Mode::Local).await else {
+        return;
+    };
     let id = app.upload_ok("secret.txt", b"do not share").await;
 
     let response = app
-        .approve(&id, "upload", Some(ALICE), Some(r#"{"approved": false, "comment": "PII"}"#))
+        .approve(
+            &id,
+            "upload",
+            Some(ALICE),
+            Some(r#"{"approved": false, "comment": "PII"}"#),
+        )
         .await;
     assert_eq!(response.status(), 202);
     let body: Value = response.json().await.unwrap();
@@ -79,16 +99,31 @@ async fn rejected_upload_ends_the_workflow_and_refuses_download(backend: Backend
     assert_eq!(body["runtimeStatus"], "Completed");
     assert_eq!(body["approvals"][0]["approved"], false);
 
-    let error = assert_error(app.get(&format!("/api/files/{id}/download")).await, 409, "NotApproved").await;
+    let error = assert_error(
+        app.get(&format!("/api/files/{id}/download")).await,
+        409,
+        "NotApproved",
+    )
+    .await;
     assert_eq!(error["currentStage"], "Rejected");
-    let error = assert_error(app.approve(&id, "download", Some(BOB), None).await, 409, "WrongStage").await;
+    let error = assert_error(
+        app.approve(&id, "download", Some(BOB), None).await,
+        409,
+        "WrongStage",
+    )
+    .await;
     assert_eq!(error["currentStage"], "Rejected");
 }
 
 async fn rejected_download_ends_the_workflow(backend: Backend) {
-    let Some(app) = spawn_app_on(backend, Mode::Local).await else { return };
+    let Some(app) = spawn_app_on(backend, Mode::Local).await else {
+        return;
+    };
     let id = app.upload_ok("data.csv", b"a,b\n1,2\n").await;
-    assert_eq!(app.approve(&id, "upload", Some(ALICE), None).await.status(), 202);
+    assert_eq!(
+        app.approve(&id, "upload", Some(ALICE), None).await.status(),
+        202
+    );
     app.idle().await;
     let response = app
         .approve(&id, "download", Some(BOB), Some(r#"{"approved": false}"#))
@@ -96,15 +131,31 @@ async fn rejected_download_ends_the_workflow(backend: Backend) {
     assert_eq!(response.status(), 202);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["stage"], "Rejected");
-    assert!(body["analysis"]["sha256"].is_string(), "the analysis stays visible");
-    assert_error(app.get(&format!("/api/files/{id}/download")).await, 409, "NotApproved").await;
+    assert!(
+        body["analysis"]["sha256"].is_string(),
+        "the analysis stays visible"
+    );
+    assert_error(
+        app.get(&format!("/api/files/{id}/download")).await,
+        409,
+        "NotApproved",
+    )
+    .await;
 }
 
 async fn files_are_listed_by_stage(backend: Backend) {
-    let Some(app) = spawn_app_on(backend, Mode::Local).await else { return };
+    let Some(app) = spawn_app_on(backend, Mode::Local).await else {
+        return;
+    };
     let waiting = app.upload_ok("one.txt", b"1").await;
     let rejected = app.upload_ok("two.txt", b"2").await;
-    app.approve(&rejected, "upload", Some(ALICE), Some(r#"{"approved": false}"#)).await;
+    app.approve(
+        &rejected,
+        "upload",
+        Some(ALICE),
+        Some(r#"{"approved": false}"#),
+    )
+    .await;
 
     let response = app.get("/api/files?stage=Rejected&top=100").await;
     assert_eq!(response.status(), 200);
@@ -117,7 +168,11 @@ async fn files_are_listed_by_stage(backend: Backend) {
         .collect();
     assert!(ids.contains(&rejected.as_str()));
     assert!(!ids.contains(&waiting.as_str()));
-    assert!(body["files"].as_array().unwrap().iter().all(|f| f["stage"] == "Rejected"));
+    assert!(body["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|f| f["stage"] == "Rejected"));
 }
 
 crate::on_every_backend!(
@@ -137,14 +192,20 @@ async fn listing_pages_with_a_continuation_token() {
     let mut token: Option<String> = None;
     for _ in 0..10 {
         let path = match &token {
-            Some(t) => format!("/api/files?top=2&continuationToken={}", crate::helpers::urlencode(t)),
+            Some(t) => format!(
+                "/api/files?top=2&continuationToken={}",
+                crate::helpers::urlencode(t)
+            ),
             None => "/api/files?top=2".to_owned(),
         };
         let body: Value = app.get(&path).await.json().await.unwrap();
         let files = body["files"].as_array().unwrap();
         assert!(files.len() <= 2);
         for f in files {
-            assert!(seen.insert(f["id"].as_str().unwrap().to_owned()), "listed twice");
+            assert!(
+                seen.insert(f["id"].as_str().unwrap().to_owned()),
+                "listed twice"
+            );
         }
         token = body["continuationToken"].as_str().map(str::to_owned);
         if token.is_none() {

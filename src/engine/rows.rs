@@ -1,0 +1,302 @@
+//! The table layout: how an instance maps onto rows of one partition.
+//!
+//! | RowKey | holds |
+//! |---|---|
+//! | `h-` + 16 hex digits of the event id | one [`HistoryEvent`] as JSON (`Event`), plus `EventType` for people reading the table |
+//! | `state` | [`InstanceState`]: name, status, custom status, input, output, failure, times, the next event id, open work |
+//!
+//! `h-…` sorts before `state`, and zero-padded hex sorts like the numbers, so one partition
+//! query returns the history in order followed by the state row.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde_json::Value;
+
+use super::error::EngineError;
+use super::event::{HistoryEvent, RuntimeStatus};
+use super::replay::OpenTimer;
+use crate::store::{Entity, Prop, StoredEntity};
+
+pub const STATE_ROW: &str = "state";
+/// The half-open row-key range that selects exactly the state rows in a cross-partition query:
+/// every key in it starts with `state`, and no other row key does.
+pub const STATE_ROW_RANGE: std::ops::Range<&str> = "state".."statf";
+
+pub const P_NAME: &str = "Name";
+pub const P_RUNTIME_STATUS: &str = "RuntimeStatus";
+pub const P_CUSTOM_STATUS: &str = "CustomStatus";
+pub const P_INPUT: &str = "Input";
+pub const P_OUTPUT: &str = "Output";
+pub const P_FAILURE: &str = "Failure";
+pub const P_CREATED_TIME: &str = "CreatedTime";
+pub const P_LAST_UPDATED_TIME: &str = "LastUpdatedTime";
+pub const P_NEXT_EVENT_ID: &str = "NextEventId";
+/// True while the instance has an open activity or timer: what `recover` queries for.
+pub const P_PENDING_WORK: &str = "PendingWork";
+/// The earliest time `recover` has something to do for this instance.
+pub const P_NEXT_WAKE_TIME: &str = "NextWakeTime";
+pub const P_LEASE_EXPIRY: &str = "LeaseExpiry";
+pub const P_OPEN_ACTIVITIES: &str = "OpenActivities";
+pub const P_OPEN_TIMERS: &str = "OpenTimers";
+pub const P_EVENT: &str = "Event";
+pub const P_EVENT_TYPE: &str = "EventType";
+
+/// The row key of history event `event_id`.
+pub fn history_row_key(event_id: i64) -> String {
+    format!("h-{event_id:016x}")
+}
+
+/// Fixed-width RFC 3339, so string order is time order.
+pub fn format_time(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+fn parse_time(s: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(s)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+}
+
+/// JSON with object keys sorted, whatever serde_json's map order: equal values give equal
+/// strings, which list filters and `expect_custom_status` rely on.
+pub fn canonical_json(value: &Value) -> String {
+    fn sorted(value: &Value) -> Value {
+        match value {
+            Value::Object(map) => {
+                let mut keys: Vec<&String> = map.keys().collect();
+                keys.sort();
+                Value::Object(
+                    keys.into_iter()
+                        .map(|k| (k.clone(), sorted(&map[k])))
+                        .collect(),
+                )
+            }
+            Value::Array(items) => Value::Array(items.iter().map(sorted).collect()),
+            other => other.clone(),
+        }
+    }
+    sorted(value).to_string()
+}
+
+/// The state row, decoded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InstanceState {
+    pub name: String,
+    pub runtime_status: RuntimeStatus,
+    pub custom_status: Value,
+    pub input: Value,
+    pub output: Option<Value>,
+    pub failure: Option<String>,
+    pub created_time: DateTime<Utc>,
+    pub last_updated_time: DateTime<Utc>,
+    /// The event id the next appended history event gets.
+    pub next_event_id: i64,
+    pub open_activities: Vec<i64>,
+    pub open_timers: Vec<OpenTimer>,
+    /// Until then, open activities are presumed running somewhere; after it, `recover`
+    /// runs them again.
+    pub lease_expiry: Option<DateTime<Utc>>,
+}
+
+impl InstanceState {
+    pub fn pending_work(&self) -> bool {
+        !self.runtime_status.is_terminal()
+            && (!self.open_activities.is_empty() || !self.open_timers.is_empty())
+    }
+
+    /// The earliest time `recover` has something to do: a timer due or a lease run out.
+    pub fn next_wake_time(&self) -> Option<DateTime<Utc>> {
+        if !self.pending_work() {
+            return None;
+        }
+        let timers = self.open_timers.iter().map(|t| t.fire_at);
+        let lease = if self.open_activities.is_empty() {
+            None
+        } else {
+            // Open activities without a lease (should not happen) are due at once.
+            Some(self.lease_expiry.unwrap_or(self.created_time))
+        };
+        timers.chain(lease).min()
+    }
+
+    pub fn to_entity(&self, instance_id: &str) -> Entity {
+        let mut e = Entity::new(instance_id, STATE_ROW)
+            .with(P_NAME, self.name.as_str())
+            .with(P_RUNTIME_STATUS, self.runtime_status.as_str())
+            .with(P_CUSTOM_STATUS, canonical_json(&self.custom_status))
+            .with(P_INPUT, self.input.to_string())
+            .with(P_CREATED_TIME, format_time(self.created_time))
+            .with(P_LAST_UPDATED_TIME, format_time(self.last_updated_time))
+            .with(P_NEXT_EVENT_ID, self.next_event_id)
+            .with(P_PENDING_WORK, self.pending_work())
+            .with(
+                P_OPEN_ACTIVITIES,
+                serde_json::to_string(&self.open_activities).unwrap_or_else(|_| "[]".into()),
+            )
+            .with(
+                P_OPEN_TIMERS,
+                serde_json::to_string(&self.open_timers).unwrap_or_else(|_| "[]".into()),
+            );
+        if let Some(output) = &self.output {
+            e = e.with(P_OUTPUT, output.to_string());
+        }
+        if let Some(failure) = &self.failure {
+            e = e.with(P_FAILURE, failure.as_str());
+        }
+        if let Some(t) = self.next_wake_time() {
+            e = e.with(P_NEXT_WAKE_TIME, format_time(t));
+        }
+        if let Some(t) = self.lease_expiry {
+            e = e.with(P_LEASE_EXPIRY, format_time(t));
+        }
+        e
+    }
+
+    pub fn from_entity(entity: &Entity) -> Result<Self, EngineError> {
+        let corrupt = |what: &str| {
+            EngineError::Corrupt(format!(
+                "state row of {} has no valid {what}",
+                entity.partition_key
+            ))
+        };
+        let json = |name: &str| -> Result<Option<Value>, EngineError> {
+            entity
+                .str(name)
+                .map(|s| serde_json::from_str(s).map_err(|_| corrupt(name)))
+                .transpose()
+        };
+        let time = |name: &str| entity.str(name).and_then(parse_time);
+        Ok(InstanceState {
+            name: entity
+                .str(P_NAME)
+                .ok_or_else(|| corrupt(P_NAME))?
+                .to_owned(),
+            runtime_status: entity
+                .str(P_RUNTIME_STATUS)
+                .and_then(RuntimeStatus::parse)
+                .ok_or_else(|| corrupt(P_RUNTIME_STATUS))?,
+            custom_status: json(P_CUSTOM_STATUS)?.unwrap_or(Value::Null),
+            input: json(P_INPUT)?.unwrap_or(Value::Null),
+            output: json(P_OUTPUT)?,
+            failure: entity.str(P_FAILURE).map(str::to_owned),
+            created_time: time(P_CREATED_TIME).ok_or_else(|| corrupt(P_CREATED_TIME))?,
+            last_updated_time: time(P_LAST_UPDATED_TIME)
+                .ok_or_else(|| corrupt(P_LAST_UPDATED_TIME))?,
+            next_event_id: entity
+                .i64(P_NEXT_EVENT_ID)
+                .ok_or_else(|| corrupt(P_NEXT_EVENT_ID))?,
+            open_activities: json(P_OPEN_ACTIVITIES)?
+                .map(serde_json::from_value)
+                .transpose()
+                .map_err(|_| corrupt(P_OPEN_ACTIVITIES))?
+                .unwrap_or_default(),
+            open_timers: json(P_OPEN_TIMERS)?
+                .map(serde_json::from_value)
+                .transpose()
+                .map_err(|_| corrupt(P_OPEN_TIMERS))?
+                .unwrap_or_default(),
+            lease_expiry: time(P_LEASE_EXPIRY),
+        })
+    }
+}
+
+/// A history row for `event`.
+pub fn history_entity(instance_id: &str, event: &HistoryEvent) -> Result<Entity, EngineError> {
+    let json = serde_json::to_string(event)
+        .map_err(|e| EngineError::Corrupt(format!("unserializable history event: {e}")))?;
+    Ok(Entity::new(instance_id, history_row_key(event.event_id))
+        .with(P_EVENT_TYPE, event.kind.type_name())
+        .with(P_EVENT, Prop::Str(json)))
+}
+
+/// Decodes a history row.
+pub fn history_event(stored: &StoredEntity) -> Result<HistoryEvent, EngineError> {
+    let entity = &stored.entity;
+    let json = entity.str(P_EVENT).ok_or_else(|| {
+        EngineError::Corrupt(format!(
+            "history row {}/{} has no Event",
+            entity.partition_key, entity.row_key
+        ))
+    })?;
+    serde_json::from_str(json).map_err(|e| {
+        EngineError::Corrupt(format!(
+            "history row {}/{} is unreadable: {e}",
+            entity.partition_key, entity.row_key
+        ))
+    })
+}
+
+/// A rough upper bound of a row's size on the wire, for the 4 MB batch limit.
+pub fn entity_size(entity: &Entity) -> usize {
+    const OVERHEAD_PER_PROPERTY: usize = 64;
+    const OVERHEAD_PER_ENTITY: usize = 1024;
+    let props: usize = entity
+        .props
+        .iter()
+        .map(|(k, v)| {
+            k.len()
+                + OVERHEAD_PER_PROPERTY
+                + match v {
+                    // JSON escaping can double a string at worst.
+                    Prop::Str(s) => s.len() * 2,
+                    _ => 24,
+                }
+        })
+        .sum();
+    OVERHEAD_PER_ENTITY + entity.partition_key.len() + entity.row_key.len() + props
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn history_row_keys_sort_like_their_event_ids_and_before_the_state_row() {
+        let keys: Vec<String> = [0, 9, 10, 255, 4096, i64::MAX]
+            .iter()
+            .map(|&id| history_row_key(id))
+            .collect();
+        let mut sorted = keys.clone();
+        sorted.sort();
+        assert_eq!(keys, sorted);
+        assert!(keys.iter().all(|k| k.as_str() < STATE_ROW));
+        assert!(STATE_ROW_RANGE.contains(&STATE_ROW));
+    }
+
+    #[test]
+    fn canonical_json_ignores_key_order() {
+        let a: Value = serde_json::from_str(r#"{"b":1,"a":{"d":2,"c":3}}"#).unwrap_or_default();
+        let b: Value = serde_json::from_str(r#"{"a":{"c":3,"d":2},"b":1}"#).unwrap_or_default();
+        assert_eq!(canonical_json(&a), canonical_json(&b));
+        assert_eq!(canonical_json(&a), r#"{"a":{"c":3,"d":2},"b":1}"#);
+    }
+
+    #[test]
+    fn state_rows_round_trip() {
+        let t = DateTime::<Utc>::from_timestamp(1_700_000_000, 123_000).unwrap_or_default();
+        let state = InstanceState {
+            name: "FileApproval".into(),
+            runtime_status: RuntimeStatus::Running,
+            custom_status: serde_json::json!({"stage": "AwaitingUploadApproval"}),
+            input: serde_json::json!({"id": "x"}),
+            output: None,
+            failure: None,
+            created_time: t,
+            last_updated_time: t,
+            next_event_id: 7,
+            open_activities: vec![5],
+            open_timers: vec![OpenTimer {
+                timer_id: 6,
+                fire_at: t + chrono::Duration::days(3),
+            }],
+            lease_expiry: Some(t + chrono::Duration::minutes(5)),
+        };
+        let entity = state.to_entity("x");
+        assert_eq!(entity.bool(P_PENDING_WORK), Some(true));
+        assert_eq!(
+            entity.str(P_NEXT_WAKE_TIME),
+            Some(format_time(t + chrono::Duration::minutes(5)).as_str())
+        );
+        let back = InstanceState::from_entity(&entity).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(back, state);
+    }
+}

@@ -1,0 +1,221 @@
+//! Block-blob uploads from a stream, and ranged, streamed reads.
+//!
+//! An upload stages fixed-size blocks (Put Block) with a few in flight and commits them with
+//! one Put Block List. Until that commit nothing under the blob's name changes: staged blocks
+//! that are never committed are garbage-collected by the service, so a failed or oversized
+//! upload leaves an older blob of the same name untouched. A body that fits in one block is
+//! sent as a single Put Blob once it has been read completely, which keeps the same guarantee.
+
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
+use md5::{Digest, Md5};
+use tokio::task::JoinSet;
+
+use azure_core::request_options::IfMatchCondition;
+use azure_storage_blobs::blob::{BlobBlockType, BlockList};
+use azure_storage_blobs::prelude::{BlobClient, BlobContentMD5, BlobContentType, BlockId, Hash};
+
+use super::{map_error, utc};
+use crate::store::{
+    BlobProperties, BlobRead, BodyTooLarge, ByteStream, ETag, PutBlobOptions, StoreError,
+    StoreResult,
+};
+
+/// Block blobs hold at most 50 000 committed blocks.
+const MAX_BLOCKS: usize = 50_000;
+
+/// How uploads are cut up; see [`super::AzureStore::with_upload_blocks`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct UploadShape {
+    pub block_size: usize,
+    pub in_flight: usize,
+}
+
+/// Block ids must all have the same length within one blob (including other writers' staged
+/// blocks), and concurrent uploads to one name must not reuse each other's ids: a random
+/// 32-hex-digit upload id plus a zero-padded 6-digit index is always 38 bytes.
+fn block_id(upload: &str, index: usize) -> BlockId {
+    BlockId::new(format!("{upload}{index:06}"))
+}
+
+pub(crate) async fn upload(
+    client: BlobClient,
+    mut body: ByteStream,
+    options: &PutBlobOptions,
+    shape: UploadShape,
+) -> StoreResult<BlobProperties> {
+    let upload_id = uuid::Uuid::new_v4().simple().to_string();
+    let mut md5 = Md5::new();
+    let mut total: u64 = 0;
+    let mut pending = BytesMut::with_capacity(shape.block_size);
+    let mut staged: Vec<BlockId> = Vec::new();
+    // Dropping the set (on any early return) aborts the Put Block requests still running.
+    let mut in_flight: JoinSet<StoreResult<()>> = JoinSet::new();
+
+    while let Some(chunk) = body.next().await {
+        let mut chunk = chunk.map_err(StoreError::Body)?;
+        total += chunk.len() as u64;
+        if let Some(limit) = options.max_bytes {
+            if total > limit {
+                return Err(StoreError::Body(Box::new(BodyTooLarge { limit })));
+            }
+        }
+        md5.update(&chunk);
+        while !chunk.is_empty() {
+            // A full buffer is only sent once more data shows it is not the last block, so a
+            // body of exactly one block still goes out as a single Put Blob.
+            if pending.len() == shape.block_size {
+                if staged.len() == MAX_BLOCKS {
+                    return Err(StoreError::Invalid(format!(
+                        "a blob holds at most {MAX_BLOCKS} blocks of {} bytes",
+                        shape.block_size
+                    )));
+                }
+                let block =
+                    std::mem::replace(&mut pending, BytesMut::with_capacity(shape.block_size));
+                let id = block_id(&upload_id, staged.len());
+                staged.push(id.clone());
+                while in_flight.len() >= shape.in_flight {
+                    join_one(&mut in_flight).await?;
+                }
+                in_flight.spawn(put_block(client.clone(), id, block.freeze()));
+            }
+            let take = (shape.block_size - pending.len()).min(chunk.len());
+            pending.extend_from_slice(&chunk.split_to(take));
+        }
+    }
+    let content_md5: [u8; 16] = md5.finalize().into();
+    let content_type = BlobContentType::from(options.content_type.clone());
+
+    if staged.is_empty() {
+        let response = client
+            .put_block_blob(pending.freeze())
+            .content_type(content_type)
+            // Content-MD5 on Put Blob is checked by the service and stored as the blob's MD5.
+            .hash(Hash::MD5(content_md5))
+            .await
+            .map_err(|e| map_error("put blob", e))?;
+        return Ok(BlobProperties {
+            size: total,
+            content_type: options.content_type.clone(),
+            content_md5: Some(content_md5),
+            etag: ETag::new(response.etag),
+            last_modified: utc(
+                response.last_modified.unix_timestamp(),
+                response.last_modified.nanosecond(),
+            ),
+        });
+    }
+
+    let id = block_id(&upload_id, staged.len());
+    staged.push(id.clone());
+    in_flight.spawn(put_block(client.clone(), id, pending.freeze()));
+    while !in_flight.is_empty() {
+        join_one(&mut in_flight).await?;
+    }
+    let block_list = BlockList {
+        blocks: staged.into_iter().map(BlobBlockType::Uncommitted).collect(),
+    };
+    let response = client
+        .put_block_list(block_list)
+        .content_type(content_type)
+        // Stored as the blob's Content-MD5, so properties report the MD5 of the whole content
+        // even though it was never sent in one piece.
+        .content_md5(BlobContentMD5::from(content_md5))
+        .await
+        .map_err(|e| map_error("put block list", e))?;
+    Ok(BlobProperties {
+        size: total,
+        content_type: options.content_type.clone(),
+        content_md5: Some(content_md5),
+        etag: ETag::new(response.etag),
+        last_modified: utc(
+            response.last_modified.unix_timestamp(),
+            response.last_modified.nanosecond(),
+        ),
+    })
+}
+
+async fn put_block(client: BlobClient, id: BlockId, data: Bytes) -> StoreResult<()> {
+    client
+        .put_block(id, data)
+        .await
+        .map(drop)
+        .map_err(|e| map_error("put block", e))
+}
+
+async fn join_one(set: &mut JoinSet<StoreResult<()>>) -> StoreResult<()> {
+    match set.join_next().await {
+        Some(Ok(result)) => result,
+        Some(Err(join_error)) => Err(StoreError::internal(join_error)),
+        None => Ok(()),
+    }
+}
+
+pub(crate) async fn properties(client: &BlobClient) -> StoreResult<BlobProperties> {
+    let response = client
+        .get_properties()
+        .await
+        .map_err(|e| map_error("get blob properties", e))?;
+    let p = response.blob.properties;
+    Ok(BlobProperties {
+        size: p.content_length,
+        content_type: p.content_type,
+        content_md5: p.content_md5.map(|md5| *md5.as_slice()),
+        etag: ETag::new(p.etag.to_string()),
+        last_modified: utc(
+            p.last_modified.unix_timestamp(),
+            p.last_modified.nanosecond(),
+        ),
+    })
+}
+
+/// Reads the properties first, then streams the bytes in `chunk_size` ranges, each request
+/// pinned with If-Match to the version whose properties were returned: if the blob is replaced
+/// mid-read, the stream fails instead of splicing two versions.
+pub(crate) async fn read(
+    client: BlobClient,
+    range: Option<std::ops::Range<u64>>,
+    chunk_size: u64,
+) -> StoreResult<BlobRead> {
+    let properties = properties(&client).await?;
+    let size = properties.size;
+    let (start, end) = match range {
+        None => (0, size),
+        Some(r) if r.start > r.end || r.start > size => {
+            return Err(StoreError::Invalid(format!(
+                "range {}..{} is outside the blob's {size} bytes",
+                r.start, r.end
+            )))
+        }
+        Some(r) => (r.start, r.end.min(size)),
+    };
+    if start == end {
+        return Ok(BlobRead {
+            properties,
+            body: Box::pin(futures::stream::empty()),
+        });
+    }
+    let pages = client
+        .get()
+        .range(start..end)
+        .chunk_size(chunk_size)
+        .if_match(IfMatchCondition::Match(properties.etag.as_str().to_owned()))
+        .into_stream();
+    let body = pages.flat_map(|page| match page {
+        Ok(page) => page
+            .data
+            .map(|chunk| chunk.map_err(|e| boxed(map_error("read blob", e))))
+            .left_stream(),
+        Err(e) => futures::stream::once(async move { Err(boxed(map_error("read blob", e))) })
+            .right_stream(),
+    });
+    Ok(BlobRead {
+        properties,
+        body: Box::pin(body),
+    })
+}
+
+fn boxed(e: StoreError) -> crate::store::BoxError {
+    Box::new(e)
+}

@@ -1,0 +1,376 @@
+//! Storage connection strings (`AzureWebJobsStorage`), parsed into endpoints and a key.
+//!
+//! The legacy `azure_storage` crate parses the keys but builds no clients from them and treats
+//! `UseDevelopmentStorage=true` as a mere flag, so the mapping lives here. Errors name the
+//! offending setting but never repeat a value: a connection string holds the account key.
+
+use std::fmt;
+
+use base64::Engine as _;
+use url::Url;
+
+use crate::store::StoreError;
+
+/// Azurite's (and the old storage emulator's) fixed account.
+pub(crate) const DEV_ACCOUNT: &str = "devstoreaccount1";
+/// Published in Microsoft's Azurite documentation; it protects nothing.
+const DEV_KEY: &str =
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+const DEV_BLOB_ENDPOINT: &str = "http://127.0.0.1:10000/devstoreaccount1";
+const DEV_TABLE_ENDPOINT: &str = "http://127.0.0.1:10002/devstoreaccount1";
+
+/// Everything needed to reach one storage account.
+#[derive(Clone)]
+pub(crate) struct ConnectionSettings {
+    pub account: String,
+    /// The decoded account key (the HMAC key for SharedKey and SAS signatures).
+    pub key: Vec<u8>,
+    /// Without a trailing slash; path-style for Azurite (`http://host:port/account`).
+    pub blob_endpoint: Url,
+    pub table_endpoint: Url,
+}
+
+impl fmt::Debug for ConnectionSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConnectionSettings")
+            .field("account", &self.account)
+            .field("key", &"<redacted>")
+            .field("blob_endpoint", &self.blob_endpoint.as_str())
+            .field("table_endpoint", &self.table_endpoint.as_str())
+            .finish()
+    }
+}
+
+impl ConnectionSettings {
+    /// Parses `UseDevelopmentStorage=true` or a `Key=Value;…` account connection string.
+    pub fn parse(connection_string: &str) -> Result<Self, StoreError> {
+        let mut use_dev = None;
+        let mut protocol = None;
+        let mut account = None;
+        let mut key = None;
+        let mut suffix = None;
+        let mut blob_endpoint = None;
+        let mut table_endpoint = None;
+
+        for (index, part) in connection_string.split(';').enumerate() {
+            let part = part.trim();
+            if part.is_empty() {
+                continue;
+            }
+            // Values may contain '=' (base64 padding in keys), so split at the first one only.
+            let Some((name, value)) = part.split_once('=') else {
+                return Err(invalid(format!(
+                    "part {} is not of the form Name=Value",
+                    index + 1
+                )));
+            };
+            let name = name.trim();
+            let value = value.trim().to_owned();
+            // Setting names are case-insensitive in every official SDK.
+            let slot = match name.to_ascii_lowercase().as_str() {
+                "usedevelopmentstorage" => &mut use_dev,
+                "defaultendpointsprotocol" => &mut protocol,
+                "accountname" => &mut account,
+                "accountkey" => &mut key,
+                "endpointsuffix" => &mut suffix,
+                "blobendpoint" => &mut blob_endpoint,
+                "tableendpoint" => &mut table_endpoint,
+                // Services this app does not use; portal strings may carry them.
+                "queueendpoint" | "fileendpoint" => continue,
+                "sharedaccesssignature" => {
+                    return Err(invalid(
+                        "SharedAccessSignature is not supported: the app signs download links \
+                         with the account key, so AccountName and AccountKey are required"
+                            .into(),
+                    ))
+                }
+                "developmentstorageproxyuri" => {
+                    return Err(invalid(
+                        "DevelopmentStorageProxyUri is not supported; give BlobEndpoint and \
+                         TableEndpoint instead"
+                            .into(),
+                    ))
+                }
+                // Only a short, letters-only name is echoed: a mistyped `AccountKey` must not
+                // leak the key through its value, nor a pasted key (which holds '=') through
+                // its "name".
+                _ if name.len() <= 32 && name.chars().all(|c| c.is_ascii_alphabetic()) => {
+                    return Err(invalid(format!("unknown setting {name:?}")));
+                }
+                _ => {
+                    return Err(invalid(format!(
+                        "part {} is not a known setting",
+                        index + 1
+                    )));
+                }
+            };
+            if slot.replace(value).is_some() {
+                return Err(invalid(format!("setting {name:?} appears twice")));
+            }
+        }
+
+        if let Some(flag) = use_dev {
+            if !flag.eq_ignore_ascii_case("true") {
+                return Err(invalid("UseDevelopmentStorage must be \"true\"".into()));
+            }
+            if protocol.is_some()
+                || account.is_some()
+                || key.is_some()
+                || suffix.is_some()
+                || blob_endpoint.is_some()
+                || table_endpoint.is_some()
+            {
+                return Err(invalid(
+                    "UseDevelopmentStorage=true takes no other settings; for Azurite on other \
+                     ports give AccountName, AccountKey, BlobEndpoint and TableEndpoint"
+                        .into(),
+                ));
+            }
+            return Ok(ConnectionSettings {
+                account: DEV_ACCOUNT.to_owned(),
+                key: decode_key(DEV_KEY)?,
+                blob_endpoint: endpoint(DEV_BLOB_ENDPOINT, "BlobEndpoint")?,
+                table_endpoint: endpoint(DEV_TABLE_ENDPOINT, "TableEndpoint")?,
+            });
+        }
+
+        let account = account
+            .filter(|a| !a.is_empty())
+            .ok_or_else(|| invalid("AccountName is missing".into()))?;
+        if !account
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        {
+            return Err(invalid(
+                "AccountName must be lowercase letters and digits".into(),
+            ));
+        }
+        let key = key
+            .filter(|k| !k.is_empty())
+            .ok_or_else(|| invalid("AccountKey is missing".into()))?;
+        let key = decode_key(&key)?;
+
+        let protocol = protocol.unwrap_or_else(|| "https".to_owned());
+        if protocol != "https" && protocol != "http" {
+            return Err(invalid(
+                "DefaultEndpointsProtocol must be https or http".into(),
+            ));
+        }
+        let suffix = suffix.unwrap_or_else(|| "core.windows.net".to_owned());
+        let default_endpoint = |service: &str| format!("{protocol}://{account}.{service}.{suffix}");
+        let blob_endpoint = endpoint(
+            &blob_endpoint.unwrap_or_else(|| default_endpoint("blob")),
+            "BlobEndpoint",
+        )?;
+        let table_endpoint = endpoint(
+            &table_endpoint.unwrap_or_else(|| default_endpoint("table")),
+            "TableEndpoint",
+        )?;
+        Ok(ConnectionSettings {
+            account,
+            key,
+            blob_endpoint,
+            table_endpoint,
+        })
+    }
+}
+
+fn invalid(why: String) -> StoreError {
+    StoreError::Invalid(format!("storage connection string: {why}"))
+}
+
+fn decode_key(key: &str) -> Result<Vec<u8>, StoreError> {
+    match base64::engine::general_purpose::STANDARD.decode(key) {
+        Ok(bytes) if !bytes.is_empty() => Ok(bytes),
+        _ => Err(invalid("AccountKey is not valid base64".into())),
+    }
+}
+
+fn endpoint(raw: &str, setting: &str) -> Result<Url, StoreError> {
+    let url = Url::parse(raw.trim_end_matches('/'))
+        .map_err(|e| invalid(format!("{setting} is not a valid URL ({e})")))?;
+    if url.scheme() != "https" && url.scheme() != "http" {
+        return Err(invalid(format!("{setting} must be an http or https URL")));
+    }
+    if url.host().is_none() || url.query().is_some() || url.fragment().is_some() {
+        return Err(invalid(format!(
+            "{setting} must be a base URL: a host, an optional path, no query"
+        )));
+    }
+    if url.cannot_be_a_base() || !url.username().is_empty() || url.password().is_some() {
+        return Err(invalid(format!("{setting} must be a plain base URL")));
+    }
+    Ok(url)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    const KEY: &str = "a2V5LWJ5dGVzLWZvci10ZXN0aW5nLW9ubHk=";
+
+    fn parse(s: &str) -> Result<ConnectionSettings, StoreError> {
+        ConnectionSettings::parse(s)
+    }
+
+    fn message(e: StoreError) -> String {
+        match e {
+            StoreError::Invalid(m) => m,
+            other => panic!("expected Invalid, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn development_storage_points_at_azurite_default_ports() {
+        let s = parse("UseDevelopmentStorage=true").unwrap();
+        assert_eq!(s.account, "devstoreaccount1");
+        assert_eq!(
+            s.blob_endpoint.as_str(),
+            "http://127.0.0.1:10000/devstoreaccount1"
+        );
+        assert_eq!(
+            s.table_endpoint.as_str(),
+            "http://127.0.0.1:10002/devstoreaccount1"
+        );
+        assert_eq!(s.key.len(), 64);
+    }
+
+    #[test]
+    fn account_string_builds_public_cloud_endpoints() {
+        let s = parse(&format!(
+            "DefaultEndpointsProtocol=https;AccountName=acme;AccountKey={KEY};EndpointSuffix=core.windows.net"
+        ))
+        .unwrap();
+        assert_eq!(s.account, "acme");
+        assert_eq!(
+            s.blob_endpoint.as_str(),
+            "https://acme.blob.core.windows.net/"
+        );
+        assert_eq!(
+            s.table_endpoint.as_str(),
+            "https://acme.table.core.windows.net/"
+        );
+        assert_eq!(s.key, b"key-bytes-for-testing-only");
+    }
+
+    #[test]
+    fn endpoint_suffix_selects_another_cloud() {
+        let s = parse(&format!(
+            "AccountName=acme;AccountKey={KEY};EndpointSuffix=core.chinacloudapi.cn"
+        ))
+        .unwrap();
+        assert_eq!(
+            s.table_endpoint.as_str(),
+            "https://acme.table.core.chinacloudapi.cn/"
+        );
+    }
+
+    #[test]
+    fn explicit_endpoints_on_any_port_win_over_defaults() {
+        let s = parse(&format!(
+            "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={KEY};\
+             BlobEndpoint=http://127.0.0.1:41000/devstoreaccount1/;\
+             TableEndpoint=http://127.0.0.1:41002/devstoreaccount1;"
+        ))
+        .unwrap();
+        assert_eq!(
+            s.blob_endpoint.as_str(),
+            "http://127.0.0.1:41000/devstoreaccount1"
+        );
+        assert_eq!(
+            s.table_endpoint.as_str(),
+            "http://127.0.0.1:41002/devstoreaccount1"
+        );
+    }
+
+    #[test]
+    fn setting_names_are_case_insensitive_and_queue_endpoints_are_ignored() {
+        let s = parse(&format!(
+            "accountname=acme;ACCOUNTKEY={KEY};QueueEndpoint=http://127.0.0.1:10001/acme"
+        ))
+        .unwrap();
+        assert_eq!(s.account, "acme");
+    }
+
+    #[test]
+    fn missing_key_is_named() {
+        let m = message(parse("AccountName=acme").unwrap_err());
+        assert!(m.contains("AccountKey is missing"), "{m}");
+    }
+
+    #[test]
+    fn missing_account_is_named() {
+        let m = message(parse(&format!("AccountKey={KEY}")).unwrap_err());
+        assert!(m.contains("AccountName is missing"), "{m}");
+    }
+
+    #[test]
+    fn errors_never_echo_the_key() {
+        let secret = "c2VjcmV0LXNlY3JldC1zZWNyZXQ=";
+        for bad in [
+            format!("AccountName=acme;AccountKey={secret};BlobEndpoint=not a url"),
+            format!("AccountName=acme;AccountKey={secret}%%%"),
+            format!("AccountName=acme;AcountKey={secret}"),
+            format!("AccountName=acme;AccountKey={secret};AccountKey={secret}"),
+            format!("AccountName=acme;{secret}"),
+        ] {
+            let m = message(parse(&bad).unwrap_err());
+            assert!(!m.contains("c2VjcmV0"), "leaked the key: {m}");
+        }
+    }
+
+    #[test]
+    fn key_that_is_not_base64_is_refused() {
+        let m = message(parse("AccountName=acme;AccountKey=not*base64").unwrap_err());
+        assert!(m.contains("not valid base64"), "{m}");
+    }
+
+    #[test]
+    fn unknown_setting_is_refused_by_name() {
+        let m =
+            message(parse(&format!("AccountName=acme;AccountKey={KEY};Colour=blue")).unwrap_err());
+        assert!(m.contains("\"Colour\""), "{m}");
+        assert!(!m.contains("blue"), "{m}");
+    }
+
+    #[test]
+    fn sas_connection_strings_are_refused() {
+        let m = message(
+            parse("BlobEndpoint=https://acme.blob.core.windows.net;SharedAccessSignature=sv=x")
+                .unwrap_err(),
+        );
+        assert!(m.contains("SharedAccessSignature"), "{m}");
+    }
+
+    #[test]
+    fn development_storage_takes_no_other_settings() {
+        assert!(parse("UseDevelopmentStorage=true;AccountName=acme").is_err());
+        assert!(parse("UseDevelopmentStorage=false").is_err());
+    }
+
+    #[test]
+    fn endpoint_must_be_http_or_https_without_query() {
+        for endpoint in ["ftp://host/x", "http://host/x?sv=1", "not a url"] {
+            let cs = format!("AccountName=acme;AccountKey={KEY};BlobEndpoint={endpoint}");
+            assert!(parse(&cs).is_err(), "{endpoint} accepted");
+        }
+    }
+
+    #[test]
+    fn debug_output_hides_the_key() {
+        let s = parse(&format!("AccountName=acme;AccountKey={KEY}")).unwrap();
+        let shown = format!("{s:?}");
+        assert!(
+            !shown.contains(KEY) && !shown.contains("key-bytes"),
+            "{shown}"
+        );
+        assert!(shown.contains("<redacted>"));
+    }
+
+    #[test]
+    fn malformed_part_is_reported_by_position() {
+        let m = message(parse("AccountName=acme;garbage").unwrap_err());
+        assert!(m.contains("part 2"), "{m}");
+    }
+}
