@@ -44,7 +44,12 @@ impl Api {
     }
 
     /// `POST /api/files?name=…` with a raw body; returns the new file's id.
-    pub async fn upload(&self, name: &str, body: reqwest::Body, length: Option<u64>) -> Result<String> {
+    pub async fn upload(
+        &self,
+        name: &str,
+        body: reqwest::Body,
+        length: Option<u64>,
+    ) -> Result<String> {
         let encoded: String = url::form_urlencoded::byte_serialize(name.as_bytes()).collect();
         let mut request = self
             .http
@@ -69,13 +74,9 @@ impl Api {
             .header(AUTHORIZATION, format!("Bearer {token}"))
             .send()
             .await?;
-        expect(
-            response,
-            &[StatusCode::ACCEPTED, StatusCode::OK],
-            "approve",
-        )
-        .await
-        .map(drop)
+        expect(response, &[StatusCode::ACCEPTED, StatusCode::OK], "approve")
+            .await
+            .map(drop)
     }
 
     pub async fn status(&self, id: &str) -> Result<Value> {
@@ -106,7 +107,9 @@ impl Api {
                 return Ok(polls);
             }
             if FINAL_STAGES.contains(&current) {
-                return failed(format!("file {id} ended as {current} while waiting for {stage}: {status}"));
+                return failed(format!(
+                    "file {id} ended as {current} while waiting for {stage}: {status}"
+                ));
             }
             if started.elapsed() > timeout {
                 return failed(format!(
@@ -143,7 +146,11 @@ impl Api {
 }
 
 /// The JSON body of a response with one of the `wanted` statuses, else an error naming both.
-pub async fn expect(response: reqwest::Response, wanted: &[StatusCode], what: &str) -> Result<Value> {
+pub async fn expect(
+    response: reqwest::Response,
+    wanted: &[StatusCode],
+    what: &str,
+) -> Result<Value> {
     let status = response.status();
     let bytes = response.bytes().await?;
     if !wanted.contains(&status) {

@@ -72,7 +72,9 @@ pub fn text_file(n: usize, size: usize) -> Bytes {
     let mut text = String::with_capacity(size + 64);
     let mut line = 0;
     while text.len() < size {
-        text.push_str(&format!("file {n} line {line}: the quick brown fox jumps over the lazy dog\n"));
+        text.push_str(&format!(
+            "file {n} line {line}: the quick brown fox jumps over the lazy dog\n"
+        ));
         line += 1;
     }
     text.truncate(size);
@@ -101,8 +103,9 @@ pub fn base64_stream(raw: u64) -> impl Stream<Item = std::io::Result<Bytes>> + S
 /// around where the base64 blob goes: `(before, after)`.
 pub fn trigger_envelope(id: &str, raw_size: u64) -> Result<(String, String)> {
     const PLACEHOLDER: &str = "BENCH-BLOB-PLACEHOLDER";
-    let mut envelope: Value =
-        serde_json::from_str(include_str!("../../../tests/fixtures/b-blob-orchestrator.request.json"))?;
+    let mut envelope: Value = serde_json::from_str(include_str!(
+        "../../../tests/fixtures/b-blob-orchestrator.request.json"
+    ))?;
     envelope["Data"]["blob"] = Value::String(PLACEHOLDER.into());
     // Top-level metadata strings arrive JSON-encoded twice (the host's own quirk).
     envelope["Metadata"]["id"] = Value::String(format!("\"{id}\""));
@@ -126,10 +129,7 @@ mod tests {
     #[tokio::test]
     async fn the_streamed_base64_decodes_to_the_requested_size() {
         let raw = PATTERN_BYTES as u64 * 2 + 1001;
-        let chunks: Vec<Bytes> = base64_stream(raw)
-            .try_collect()
-            .await
-            .expect("stream");
+        let chunks: Vec<Bytes> = base64_stream(raw).try_collect().await.expect("stream");
         let text: Vec<u8> = chunks.concat();
         assert_eq!(text.len() as u64, base64_len(raw));
         let decoded = base64::engine::general_purpose::STANDARD
@@ -140,8 +140,8 @@ mod tests {
 
     #[test]
     fn the_envelope_is_json_once_the_blob_is_put_back() {
-        let (before, after) = trigger_envelope("3f1c9a4e-0000-4000-8000-000000000000", 3)
-            .expect("envelope");
+        let (before, after) =
+            trigger_envelope("3f1c9a4e-0000-4000-8000-000000000000", 3).expect("envelope");
         let whole = format!("{before}QUJD{after}");
         let value: Value = serde_json::from_str(&whole).expect("json");
         assert_eq!(value["Data"]["blob"], "QUJD");

@@ -51,7 +51,9 @@ impl InProcessApp {
                 move |store| -> Arc<dyn Storage> { layer_counter.wrap(store) },
             )
             .await?;
-            let addr = app.local_addr().context(|| "read the app's address".into())?;
+            let addr = app
+                .local_addr()
+                .context(|| "read the app's address".into())?;
             let state = app.state().clone();
             tokio::spawn(async move {
                 if let Err(e) = app.run_until_stopped().await {

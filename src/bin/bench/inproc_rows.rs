@@ -37,8 +37,12 @@ async fn upload_many(api: &Api, n: usize, concurrency: usize, tag: &str) -> Resu
             let api = api.clone();
             let name = format!("{tag}-{i}.txt");
             async move {
-                api.upload(&name, reqwest::Body::from(data::text_file(i, SMALL_FILE)), None)
-                    .await
+                api.upload(
+                    &name,
+                    reqwest::Body::from(data::text_file(i, SMALL_FILE)),
+                    None,
+                )
+                .await
             }
         })
         .buffered(concurrency)
@@ -46,7 +50,12 @@ async fn upload_many(api: &Api, n: usize, concurrency: usize, tag: &str) -> Resu
         .await
 }
 
-async fn wait_all(api: &Api, ids: &[String], stage: &'static str, concurrency: usize) -> Result<()> {
+async fn wait_all(
+    api: &Api,
+    ids: &[String],
+    stage: &'static str,
+    concurrency: usize,
+) -> Result<()> {
     futures::stream::iter(ids.iter().cloned())
         .map(|id| {
             let api = api.clone();
@@ -72,7 +81,8 @@ async fn approve_all(
             let api = api.clone();
             async move {
                 let t = Instant::now();
-                api.approve(&id, stage, &token(i % crate::REVIEWERS)).await?;
+                api.approve(&id, stage, &token(i % crate::REVIEWERS))
+                    .await?;
                 Ok::<f64, crate::error::BenchError>(millis(t.elapsed()))
             }
         })
@@ -234,7 +244,8 @@ async fn one_workflow(api: Api, i: usize) -> Result<f64> {
         )
         .await?;
     api.approve(&id, "upload", &reviewer).await?;
-    api.wait_for_stage(&id, AWAITING_DOWNLOAD, POLL, WAIT).await?;
+    api.wait_for_stage(&id, AWAITING_DOWNLOAD, POLL, WAIT)
+        .await?;
     api.approve(&id, "download", &reviewer).await?;
     api.download(&id, POLL, WAIT).await?;
     Ok(millis(started.elapsed()))
@@ -300,7 +311,9 @@ pub async fn storage_requests(
         api.approve(&id, "upload", &reviewer).await?;
         app.idle().await?;
         steps[1] = steps[1].plus(&app.counter.take());
-        let p = api.wait_for_stage(&id, AWAITING_DOWNLOAD, POLL, WAIT).await?;
+        let p = api
+            .wait_for_stage(&id, AWAITING_DOWNLOAD, POLL, WAIT)
+            .await?;
         (polls, late) = (polls + p, late + p.saturating_sub(1));
         poll_counts = poll_counts.plus(&app.counter.take());
 
@@ -332,11 +345,16 @@ pub async fn storage_requests(
         .filter(|op| total.requests(*op) > 0)
         .map(|op| format!("{op} {:.1}", per(total.requests(op))))
         .collect();
-    let by_step: Vec<String> = ["upload + start", "approve upload + analysis", "approve download", "download link"]
-        .iter()
-        .zip(&steps)
-        .map(|(name, counts)| format!("{name} {:.1}", per(counts.total())))
-        .collect();
+    let by_step: Vec<String> = [
+        "upload + start",
+        "approve upload + analysis",
+        "approve download",
+        "download link",
+    ]
+    .iter()
+    .zip(&steps)
+    .map(|(name, counts)| format!("{name} {:.1}", per(counts.total())))
+    .collect();
     report.note(format!(
         "storage requests per workflow, {}: by operation {}; by step {}; each status poll \
          costs {:.1} more{}",
@@ -370,7 +388,10 @@ pub async fn idle(backends: &[Backend], profile: &Profile, report: &mut Report) 
     } else {
         for backend in backends {
             let engine = backend.app.state.engine.clone();
-            let recovered = backend.app.run(async move { engine.recover().await }).await?;
+            let recovered = backend
+                .app
+                .run(async move { engine.recover().await })
+                .await?;
             if let Err(e) = recovered {
                 return failed(format!("recovery pass failed: {}", crate::error::chain(&e)));
             }

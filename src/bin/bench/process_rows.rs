@@ -96,7 +96,10 @@ pub async fn cold_start(ctx: &Context, report: &mut Report) -> Result<()> {
         }
         report.add(
             Line::new(
-                format!("cold start, {name} (spawn → GET / 200, n={})", samples.len()),
+                format!(
+                    "cold start, {name} (spawn → GET / 200, n={})",
+                    samples.len()
+                ),
                 samples.summary(1, "ms"),
             )
             .target("≤ 100 ms", samples.median() <= 100.0),
@@ -193,7 +196,11 @@ pub async fn upload_and_analysis(ctx: &Context, report: &mut Report) -> Result<(
         eprintln!("bench: analysis run {}/{}", run + 1, ids.len());
         settle_disk().await?;
         let started = Instant::now();
-        let out = command("openssl", vec!["dgst".into(), "-sha256".into(), path_arg(&big)]).await?;
+        let out = command(
+            "openssl",
+            vec!["dgst".into(), "-sha256".into(), path_arg(&big)],
+        )
+        .await?;
         openssl.push(mib_per_s(size, started.elapsed()));
         expected_sha = out.trim().rsplit(' ').next().unwrap_or("").to_owned();
 
@@ -224,7 +231,10 @@ pub async fn upload_and_analysis(ctx: &Context, report: &mut Report) -> Result<(
             ),
             analysis.summary(0, "MiB/s"),
         )
-        .baseline(format!("openssl dgst -sha256 {}", openssl.summary(0, "MiB/s")))
+        .baseline(format!(
+            "openssl dgst -sha256 {}",
+            openssl.summary(0, "MiB/s")
+        ))
         .ratio(ratio)
         .target("≥ 0.8×", ratio >= 0.8),
     );
@@ -283,7 +293,10 @@ pub async fn blob_trigger(ctx: &Context, report: &mut Report) -> Result<()> {
             request = request.header(CONTENT_LENGTH, total);
         }
         let started = Instant::now();
-        let response = request.body(reqwest::Body::wrap_stream(body)).send().await?;
+        let response = request
+            .body(reqwest::Body::wrap_stream(body))
+            .send()
+            .await?;
         let reply = expect(response, &[StatusCode::OK], "orchestrator invocation").await?;
         let took = started.elapsed();
         let extra = app.memory("VmHWM")?.saturating_sub(at_start);
@@ -349,7 +362,12 @@ pub async fn azure_upload(ctx: &Context, report: &mut Report) -> Result<()> {
         let name = format!("run{run}");
         let started = Instant::now();
         direct
-            .put_blob("benchdirect", &name, data::file_stream(&file).await?, &options)
+            .put_blob(
+                "benchdirect",
+                &name,
+                data::file_stream(&file).await?,
+                &options,
+            )
             .await?;
         straight.push(mib_per_s(size, started.elapsed()));
         direct.delete_blob("benchdirect", &name).await?;
@@ -367,7 +385,10 @@ pub async fn azure_upload(ctx: &Context, report: &mut Report) -> Result<()> {
             format!("upload {}, Azurite (POST /api/files)", size_label(size)),
             through_app.summary(0, "MiB/s"),
         )
-        .baseline(format!("AzureStore::put_blob {}", straight.summary(0, "MiB/s")))
+        .baseline(format!(
+            "AzureStore::put_blob {}",
+            straight.summary(0, "MiB/s")
+        ))
         .ratio(ratio)
         .target("≥ 0.8×", ratio >= 0.8),
     );

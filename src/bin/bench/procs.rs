@@ -100,7 +100,12 @@ pub struct ChildApp {
 impl ChildApp {
     /// Starts the handler with exactly `vars` (plus the port) as its environment and waits
     /// until it answers `GET /`.
-    pub fn start(handler: &Path, mode: Mode, vars: &[(String, String)], log: &Path) -> Result<Self> {
+    pub fn start(
+        handler: &Path,
+        mode: Mode,
+        vars: &[(String, String)],
+        log: &Path,
+    ) -> Result<Self> {
         let (child, port) = spawn_handler(handler, mode, vars, log)?;
         let mut app = ChildApp {
             child,
@@ -143,11 +148,6 @@ impl ChildApp {
     pub fn reset_peak(&self) -> Result<()> {
         let path = format!("/proc/{}/clear_refs", self.pid());
         std::fs::write(&path, b"5").context(|| format!("write {path}"))
-    }
-
-    /// The last lines the handler logged (for error messages).
-    pub fn log_tail(&self) -> String {
-        tail(&self.log)
     }
 }
 
@@ -224,7 +224,9 @@ pub fn proc_status_bytes(pid: u32, field: &str) -> Result<u64> {
                 .trim_end_matches("kB")
                 .trim()
                 .parse::<u64>()
-                .map_err(|_| crate::error::BenchError::Failed(format!("bad {field} line: {line}")))?;
+                .map_err(|_| {
+                    crate::error::BenchError::Failed(format!("bad {field} line: {line}"))
+                })?;
             return Ok(kib * 1024);
         }
     }
@@ -252,8 +254,18 @@ impl Azurite {
         // Started directly (not through npx) so that this PID is Azurite itself.
         let child = Command::new(bin)
             .args(["--blobHost", "127.0.0.1", "--blobPort", &blob.to_string()])
-            .args(["--queueHost", "127.0.0.1", "--queuePort", &queue.to_string()])
-            .args(["--tableHost", "127.0.0.1", "--tablePort", &table.to_string()])
+            .args([
+                "--queueHost",
+                "127.0.0.1",
+                "--queuePort",
+                &queue.to_string(),
+            ])
+            .args([
+                "--tableHost",
+                "127.0.0.1",
+                "--tablePort",
+                &table.to_string(),
+            ])
             .arg("--location")
             .arg(dir)
             .args(["--silent", "--disableTelemetry", "--skipApiVersionCheck"])
@@ -276,7 +288,10 @@ impl Azurite {
                 return failed(format!("Azurite exited with {status}: {}", tail(&log)));
             }
             if Instant::now() > deadline {
-                return failed(format!("Azurite did not listen within 30 s: {}", tail(&log)));
+                return failed(format!(
+                    "Azurite did not listen within 30 s: {}",
+                    tail(&log)
+                ));
             }
             std::thread::sleep(Duration::from_millis(50));
         }

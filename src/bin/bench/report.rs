@@ -193,7 +193,14 @@ impl Report {
     /// A Markdown table (pastes into an issue as is), then the notes and errors.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let header = ["row", "result", "baseline (same run)", "ratio", "target", "verdict"];
+        let header = [
+            "row",
+            "result",
+            "baseline (same run)",
+            "ratio",
+            "target",
+            "verdict",
+        ];
         let rows: Vec<[&str; 6]> = self
             .lines
             .iter()

@@ -66,7 +66,11 @@ fn reviewers_setting() -> String {
 
 /// The environment of an app under test: its own data directory, the benchmark's reviewers,
 /// and Azure storage when `azure` names a connection string.
-pub fn app_vars(data_dir: &Path, azure: Option<&str>, max_upload: Option<u64>) -> Vec<(String, String)> {
+pub fn app_vars(
+    data_dir: &Path,
+    azure: Option<&str>,
+    max_upload: Option<u64>,
+) -> Vec<(String, String)> {
     let mut vars = vec![
         (
             "FILE_APPROVER_DATA_DIR".to_owned(),
@@ -175,8 +179,10 @@ impl Options {
                 "--quick" => options.quick = true,
                 "--no-azure" => options.azure = false,
                 "--only" => {
-                    let rows: Vec<String> =
-                        value("--only")?.split(',').map(|r| r.trim().to_owned()).collect();
+                    let rows: Vec<String> = value("--only")?
+                        .split(',')
+                        .map(|r| r.trim().to_owned())
+                        .collect();
                     if let Some(bad) = rows.iter().find(|r| !ROWS.contains(&r.as_str())) {
                         return Err(format!("no row {bad:?}"));
                     }
@@ -266,7 +272,10 @@ async fn run(options: Options) -> Result<Report> {
     let mut report = Report::default();
 
     let azurite = if options.azure {
-        match work.dir("azurite").and_then(|dir| Azurite::start(&options.azurite, &dir)) {
+        match work
+            .dir("azurite")
+            .and_then(|dir| Azurite::start(&options.azurite, &dir))
+        {
             Ok(a) => {
                 eprintln!("bench: Azurite started (pid {})", a.pid());
                 Some(a)
@@ -365,18 +374,16 @@ async fn start_backends(ctx: &Context, report: &mut Report) -> Vec<Backend> {
     for (name, azure, model) in wanted {
         let started = async {
             let data = ctx.work.dir(&format!("inproc-{name}"))?;
-            let vars: HashMap<String, String> =
-                app_vars(&data, azure.as_deref(), None).into_iter().collect();
+            let vars: HashMap<String, String> = app_vars(&data, azure.as_deref(), None)
+                .into_iter()
+                .collect();
             let app = InProcessApp::start(vars, model).await?;
             let api = Api::new(app.base.clone())?;
             Ok::<_, error::BenchError>(Backend { name, app, api })
         };
         match started.await {
             Ok(backend) => backends.push(backend),
-            Err(e) => report.add(Line::error(
-                format!("in-process app, {name}"),
-                chain(&e),
-            )),
+            Err(e) => report.add(Line::error(format!("in-process app, {name}"), chain(&e))),
         }
     }
     backends
