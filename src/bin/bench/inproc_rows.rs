@@ -103,7 +103,7 @@ fn state_row(partition: &str, turn: i64) -> Entity {
 fn history_row(partition: &str, seq: i64) -> Entity {
     Entity::new(partition, format!("h{seq:010}"))
         .with("EventType", "EventRaised")
-        .with("Timestamp", "2026-01-01T00:00:00Z")
+        .with("EventTime", "2026-01-01T00:00:00Z")
         .with("Payload", "y".repeat(200))
 }
 

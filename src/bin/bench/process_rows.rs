@@ -115,11 +115,21 @@ pub async fn cold_start(ctx: &Context, report: &mut Report) -> Result<()> {
     Ok(())
 }
 
+/// What one pass of the big-file rows measured.
+struct BigFile {
+    upload: Samples,
+    cp: Samples,
+    cp_fsync: Samples,
+    peak: u64,
+    analysis: Samples,
+    openssl: Samples,
+    sha256: String,
+}
+
 /// Uploads a big file through `POST /api/files` on the embedded store (against `cp`), then
 /// has each upload analysed (against `openssl dgst -sha256`).
 pub async fn upload_and_analysis(ctx: &Context, report: &mut Report) -> Result<()> {
     let size = ctx.profile.upload_bytes;
-    let runs = ctx.profile.upload_runs;
     let big = ctx.work.path().join("big.bin");
     eprintln!("bench: writing {} of test data", size_label(size));
     {
@@ -127,7 +137,7 @@ pub async fn upload_and_analysis(ctx: &Context, report: &mut Report) -> Result<(
         blocking(move || data::write_random_file(&big, size)).await?;
     }
     let data_dir = ctx.work.dir("upload-embedded")?;
-    let app = start_child(
+    let mut app = start_child(
         ctx.handler.clone(),
         Mode::Local,
         app_vars(&data_dir, None, Some(size)),
@@ -136,7 +146,65 @@ pub async fn upload_and_analysis(ctx: &Context, report: &mut Report) -> Result<(
     .await?;
     let api = Api::new(app.base_url())?;
     let rss_at_rest = app.memory("VmRSS")?;
+    let measured = measure_big_file(ctx, &app, &api, &big)
+        .await
+        .map_err(|e| app.explain(e));
+    drop(app);
+    std::fs::remove_file(&big).context(|| format!("remove {}", big.display()))?;
+    std::fs::remove_dir_all(&data_dir).context(|| format!("remove {}", data_dir.display()))?;
+    let m = measured?;
 
+    let ratio = m.upload.median() / m.cp.median();
+    report.add(
+        Line::new(
+            format!("upload {}, embedded (POST /api/files)", size_label(size)),
+            m.upload.summary(0, "MiB/s"),
+        )
+        .baseline(format!("cp {}", m.cp.summary(0, "MiB/s")))
+        .ratio(ratio)
+        .target("≥ 0.5× cp", ratio >= 0.5),
+    );
+    report.note(format!(
+        "upload, embedded: against cp + fsync of the copy ({}), the upload is {:.2}× \
+         (the embedded store fsyncs every blob before it answers 201)",
+        m.cp_fsync.summary(0, "MiB/s"),
+        m.upload.median() / m.cp_fsync.median()
+    ));
+    report.add(
+        Line::new(
+            format!("peak RSS of handler during upload {}", size_label(size)),
+            format!("{:.1} MiB", m.peak as f64 / MIB),
+        )
+        .baseline(format!("at rest {:.1} MiB", rss_at_rest as f64 / MIB))
+        .target("≤ 64 MiB", (m.peak as f64) <= 64.0 * MIB),
+    );
+    let ratio = m.analysis.median() / m.openssl.median();
+    report.add(
+        Line::new(
+            format!(
+                "analysis {} (approve → AwaitingDownloadApproval)",
+                size_label(size)
+            ),
+            m.analysis.summary(0, "MiB/s"),
+        )
+        .baseline(format!(
+            "openssl dgst -sha256 {}",
+            m.openssl.summary(0, "MiB/s")
+        ))
+        .ratio(ratio)
+        .target("≥ 0.8×", ratio >= 0.8),
+    );
+    report.note(format!(
+        "analysis: the app's sha256 matched openssl's ({}…); timing includes the approve \
+         request and up to 20 ms of status polling",
+        m.sha256.chars().take(12).collect::<String>()
+    ));
+    Ok(())
+}
+
+async fn measure_big_file(ctx: &Context, app: &ChildApp, api: &Api, big: &Path) -> Result<BigFile> {
+    let size = ctx.profile.upload_bytes;
+    let runs = ctx.profile.upload_runs;
     let (mut upload, mut cp, mut cp_fsync) = (Samples::new(), Samples::new(), Samples::new());
     let mut peak = 0u64;
     let mut ids = Vec::new();
@@ -145,7 +213,7 @@ pub async fn upload_and_analysis(ctx: &Context, report: &mut Report) -> Result<(
         eprintln!("bench: upload run {}/{runs}", run + 1);
         settle_disk().await?;
         let started = Instant::now();
-        command("cp", vec![path_arg(&big), path_arg(&copy)]).await?;
+        command("cp", vec![path_arg(big), path_arg(&copy)]).await?;
         let copied = started.elapsed();
         command("sync", vec![path_arg(&copy)]).await?;
         let synced = started.elapsed();
@@ -157,52 +225,28 @@ pub async fn upload_and_analysis(ctx: &Context, report: &mut Report) -> Result<(
         app.reset_peak()?;
         let started = Instant::now();
         let id = api
-            .upload("big.bin", data::file_body(&big).await?, Some(size))
+            .upload("big.bin", data::file_body(big).await?, Some(size))
             .await?;
         upload.push(mib_per_s(size, started.elapsed()));
         peak = peak.max(app.memory("VmHWM")?);
         ids.push(id);
     }
-    let ratio = upload.median() / cp.median();
-    report.add(
-        Line::new(
-            format!("upload {}, embedded (POST /api/files)", size_label(size)),
-            upload.summary(0, "MiB/s"),
-        )
-        .baseline(format!("cp {}", cp.summary(0, "MiB/s")))
-        .ratio(ratio)
-        .target("≥ 0.5× cp", ratio >= 0.5),
-    );
-    report.note(format!(
-        "upload, embedded: against cp + fsync of the copy ({}), the upload is {:.2}× \
-         (the embedded store fsyncs every blob before it answers 201)",
-        cp_fsync.summary(0, "MiB/s"),
-        upload.median() / cp_fsync.median()
-    ));
-    report.add(
-        Line::new(
-            format!("peak RSS of handler during upload {}", size_label(size)),
-            format!("{:.1} MiB", peak as f64 / MIB),
-        )
-        .baseline(format!("at rest {:.1} MiB", rss_at_rest as f64 / MIB))
-        .target("≤ 64 MiB", (peak as f64) <= 64.0 * MIB),
-    );
 
-    // Analysis: each uploaded file waits for its upload approval; approve and time until the
-    // analysis is recorded.
+    // Each uploaded file waits for its upload approval: approve, and time until the analysis
+    // is recorded.
     let (mut analysis, mut openssl) = (Samples::new(), Samples::new());
-    let mut expected_sha = String::new();
+    let mut sha256 = String::new();
     for (run, id) in ids.iter().enumerate() {
         eprintln!("bench: analysis run {}/{}", run + 1, ids.len());
         settle_disk().await?;
         let started = Instant::now();
         let out = command(
             "openssl",
-            vec!["dgst".into(), "-sha256".into(), path_arg(&big)],
+            vec!["dgst".into(), "-sha256".into(), path_arg(big)],
         )
         .await?;
         openssl.push(mib_per_s(size, started.elapsed()));
-        expected_sha = out.trim().rsplit(' ').next().unwrap_or("").to_owned();
+        sha256 = out.trim().rsplit(' ').next().unwrap_or("").to_owned();
 
         let started = Instant::now();
         api.approve(id, "upload", &token(0)).await?;
@@ -215,38 +259,22 @@ pub async fn upload_and_analysis(ctx: &Context, report: &mut Report) -> Result<(
         .await?;
         analysis.push(mib_per_s(size, started.elapsed()));
         let status = api.status(id).await?;
-        let sha = status["analysis"]["sha256"].as_str().unwrap_or("");
-        if sha != expected_sha {
+        let found = status["analysis"]["sha256"].as_str().unwrap_or("");
+        if found != sha256 {
             return failed(format!(
-                "the analysis' sha256 {sha:?} differs from openssl's {expected_sha:?}"
+                "the analysis' sha256 {found:?} differs from openssl's {sha256:?}"
             ));
         }
     }
-    let ratio = analysis.median() / openssl.median();
-    report.add(
-        Line::new(
-            format!(
-                "analysis {} (approve → AwaitingDownloadApproval)",
-                size_label(size)
-            ),
-            analysis.summary(0, "MiB/s"),
-        )
-        .baseline(format!(
-            "openssl dgst -sha256 {}",
-            openssl.summary(0, "MiB/s")
-        ))
-        .ratio(ratio)
-        .target("≥ 0.8×", ratio >= 0.8),
-    );
-    report.note(format!(
-        "analysis: the app's sha256 matched openssl's ({}…); timing includes the approve \
-         request and up to 20 ms of status polling",
-        expected_sha.chars().take(12).collect::<String>()
-    ));
-    drop(app);
-    std::fs::remove_file(&big).context(|| format!("remove {}", big.display()))?;
-    std::fs::remove_dir_all(&data_dir).context(|| format!("remove {}", data_dir.display()))?;
-    Ok(())
+    Ok(BigFile {
+        upload,
+        cp,
+        cp_fsync,
+        peak,
+        analysis,
+        openssl,
+        sha256,
+    })
 }
 
 /// A host-shaped blob-trigger invocation carrying a big blob in base64: how much memory the

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::error::{failed, IoContext, Result};
+use crate::error::{failed, BenchError, IoContext, Result};
 
 /// Azurite's published development account key (not a secret).
 const AZURITE_KEY: &str =
@@ -144,6 +144,19 @@ impl ChildApp {
         proc_status_bytes(self.pid(), field)
     }
 
+    /// Adds to `error` how the handler ended, when it is no longer running (a request that
+    /// found nobody listening says nothing about why).
+    pub fn explain(&mut self, error: BenchError) -> BenchError {
+        match self.child.try_wait() {
+            Ok(Some(status)) => BenchError::Failed(format!(
+                "{}; the handler had exited with {status}; its log ends: {}",
+                crate::error::chain(&error),
+                tail(&self.log)
+            )),
+            _ => error,
+        }
+    }
+
     /// Resets the peak (`VmHWM`) to the current RSS, so the next peak belongs to what follows.
     pub fn reset_peak(&self) -> Result<()> {
         let path = format!("/proc/{}/clear_refs", self.pid());
@@ -224,9 +237,7 @@ pub fn proc_status_bytes(pid: u32, field: &str) -> Result<u64> {
                 .trim_end_matches("kB")
                 .trim()
                 .parse::<u64>()
-                .map_err(|_| {
-                    crate::error::BenchError::Failed(format!("bad {field} line: {line}"))
-                })?;
+                .map_err(|_| BenchError::Failed(format!("bad {field} line: {line}")))?;
             return Ok(kib * 1024);
         }
     }
