@@ -163,6 +163,8 @@ pub async fn approvals(backend: &Backend, profile: &Profile, report: &mut Report
     let mut rate = [Samples::new(), Samples::new()];
     let mut latency = [Samples::new(), Samples::new()];
     let (mut batch_rate, mut batch_latency) = (Samples::new(), Samples::new());
+    // Storage requests made while the approvals were in flight (activities included).
+    let mut requests = [RequestCounts::default(); 2];
     for run in 0..profile.approvals_runs {
         eprintln!(
             "bench: approvals on {}, run {}/{}",
@@ -174,15 +176,19 @@ pub async fn approvals(backend: &Backend, profile: &Profile, report: &mut Report
         wait_all(api, &ids, AWAITING_UPLOAD, concurrency).await?;
         backend.app.idle().await?;
 
+        backend.app.counter.take();
         let (lat, wall) = approve_all(api, &ids, "upload", concurrency).await?;
         rate[0].push(n as f64 / wall);
         latency[0].extend(&lat);
+        requests[0] = requests[0].plus(&backend.app.counter.take());
         wait_all(api, &ids, AWAITING_DOWNLOAD, concurrency).await?;
         backend.app.idle().await?;
 
+        backend.app.counter.take();
         let (lat, wall) = approve_all(api, &ids, "download", concurrency).await?;
         rate[1].push(n as f64 / wall);
         latency[1].extend(&lat);
+        requests[1] = requests[1].plus(&backend.app.counter.take());
         wait_all(api, &ids, APPROVED, concurrency).await?;
         backend.app.idle().await?;
 
@@ -222,11 +228,20 @@ pub async fn approvals(backend: &Backend, profile: &Profile, report: &mut Report
                 ratio >= 0.4 && p99 <= 2.5 * batch_p99,
             ),
         );
+        let approvals = (n * profile.approvals_runs) as f64;
+        let by_op: Vec<String> = requests[i]
+            .nonzero()
+            .map(|(op, count)| format!("{op} {:.2}", count as f64 / approvals))
+            .collect();
         report.note(format!(
-            "approvals ({stage}), {}: p99 is {:.2}× the batch p99; batch p50 {:.1} ms",
+            "approvals ({stage}), {}: p99 is {:.2}× the batch p99 (batch p50 {:.1} ms); \
+             storage requests per approval while approvals were in flight {:.2} ({}), \
+             against 1 batch per baseline commit",
             backend.name,
             p99 / batch_p99,
-            batch_latency.percentile(50.0)
+            batch_latency.percentile(50.0),
+            requests[i].total() as f64 / approvals,
+            by_op.join(", ")
         ));
     }
     Ok(())
