@@ -73,6 +73,18 @@ impl Application {
         listener: TcpListener,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, StartupError> {
+        Self::build_with_store_layer(settings, listener, clock, |store| store).await
+    }
+
+    /// The same with the storage backend wrapped by `layer` before anything uses it, so that
+    /// every request the app makes goes through the wrapper (the benchmark counts them with
+    /// [`crate::store::counting`]).
+    pub async fn build_with_store_layer(
+        settings: Settings,
+        listener: TcpListener,
+        clock: Arc<dyn Clock>,
+        layer: impl FnOnce(Arc<dyn Storage>) -> Arc<dyn Storage> + Send,
+    ) -> Result<Self, StartupError> {
         let local_addr = listener.local_addr().map_err(StartupError::Serve)?;
         let (store, embedded): (Arc<dyn Storage>, Option<Arc<EmbeddedStore>>) =
             match &settings.storage {
@@ -95,6 +107,7 @@ impl Application {
                     (store.clone(), Some(store))
                 }
             };
+        let store = layer(store);
         store.ensure_container(FILES_CONTAINER).await?;
         store.ensure_table(FILES_TABLE).await?;
 
