@@ -332,7 +332,7 @@ async fn start_runs_the_first_turn_and_starting_again_changes_nothing(backend: B
         .start("Approval", "f1", json!({"file": "f1"}))
         .await
         .unwrap();
-    assert_eq!(outcome, StartOutcome::Started);
+    assert!(matches!(outcome, StartOutcome::Started(_)), "{outcome:?}");
     let status = engine.status("f1", true).await.unwrap().unwrap();
     assert_eq!(status.runtime_status, RuntimeStatus::Running);
     assert_eq!(status.name, "Approval");
@@ -711,7 +711,7 @@ async fn concurrent_starts_create_one_instance(backend: Backend) {
     let results = futures::future::join_all(starts).await;
     let started = results
         .iter()
-        .filter(|r| matches!(r, Ok(StartOutcome::Started)))
+        .filter(|r| matches!(r, Ok(StartOutcome::Started(_))))
         .count();
     let existing = results
         .iter()
@@ -1166,10 +1166,10 @@ async fn terminate_then_purge_removes_the_instance(backend: Backend) {
         Err(EngineError::InstanceNotFound(_))
     ));
     // The id is free again.
-    assert_eq!(
+    assert!(matches!(
         engine.start("Approval", "f1", json!({})).await.unwrap(),
-        StartOutcome::Started
-    );
+        StartOutcome::Started(_)
+    ));
     assert_eq!(runtime_status(&engine, "f1").await, RuntimeStatus::Running);
 }
 

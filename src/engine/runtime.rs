@@ -94,8 +94,8 @@ impl InstanceStatus {
 /// What `start` did.
 #[derive(Debug, Clone, PartialEq)]
 pub enum StartOutcome {
-    /// Created, and its first turn committed.
-    Started,
+    /// Created, and its first turn committed: the status (with history) after that turn.
+    Started(Box<InstanceStatus>),
     /// An instance with this id exists already; nothing changed.
     AlreadyExists,
 }
@@ -327,8 +327,10 @@ impl Engine {
         Ok(match turned {
             Turned::Done(()) => StartOutcome::AlreadyExists,
             Turned::Committed(c) => {
+                let mut status = InstanceStatus::from_state(instance_id, &c.state);
+                status.history = Some(c.history);
                 self.dispatch(instance_id, c.work);
-                StartOutcome::Started
+                StartOutcome::Started(Box::new(status))
             }
         })
     }

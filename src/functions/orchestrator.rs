@@ -105,7 +105,7 @@ async fn handle(state: &AppState, invocation: &Invocation) -> Result<Vec<String>
             ));
     }
     match start_workflow(state, &record).await? {
-        StartOutcome::Started => logs.push(format!("file {id}: workflow started")),
+        StartOutcome::Started(_) => logs.push(format!("file {id}: workflow started")),
         StartOutcome::AlreadyExists => logs.push(format!("file {id}: workflow already started")),
     }
     tracing::info!(file = %id, "blob trigger handled");
