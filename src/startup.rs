@@ -193,6 +193,21 @@ async fn shutdown_signal() {
     }
 }
 
+/// The span of one request: method and path only. Query strings carry secrets (the host's
+/// function key in `code`, a signed link's `sig`), so they never reach the log.
+fn request_span(request: &axum::http::Request<axum::body::Body>) -> tracing::Span {
+    tracing::info_span!(
+        "request",
+        method = %request.method(),
+        path = %request.uri().path(),
+        invocation_id = request
+            .headers()
+            .get("x-azure-functions-invocationid")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    )
+}
+
 /// The whole route table (besides the embedded store's signed-link route).
 pub fn app(state: AppState) -> Router {
     Router::new()
@@ -213,6 +228,6 @@ pub fn app(state: AppState) -> Router {
         .layer(CatchPanicLayer::custom(|_| -> Response {
             ApiError::internal("a handler panicked").into_response()
         }))
-        .layer(TraceLayer::new_for_http())
+        .layer(TraceLayer::new_for_http().make_span_with(request_span))
         .with_state(state)
 }

@@ -67,6 +67,8 @@ engine_tests!(
     a_retry_timer_already_due_fires_without_recover,
     an_in_process_timer_wakes_the_instance_on_the_wall_clock,
     recover_is_one_query_when_nothing_is_due,
+    turns_after_this_engines_own_commit_write_without_reading,
+    a_stale_remembered_partition_is_caught_by_the_etag_and_reloaded,
     list_filters_by_runtime_and_custom_status_and_pages,
     terminate_then_purge_removes_the_instance,
     unknown_orchestrations_and_bad_ids_are_refused,
@@ -332,7 +334,7 @@ async fn start_runs_the_first_turn_and_starting_again_changes_nothing(backend: B
         .start("Approval", "f1", json!({"file": "f1"}))
         .await
         .unwrap();
-    assert_eq!(outcome, StartOutcome::Started);
+    assert!(matches!(outcome, StartOutcome::Started(_)), "{outcome:?}");
     let status = engine.status("f1", true).await.unwrap().unwrap();
     assert_eq!(status.runtime_status, RuntimeStatus::Running);
     assert_eq!(status.name, "Approval");
@@ -711,7 +713,7 @@ async fn concurrent_starts_create_one_instance(backend: Backend) {
     let results = futures::future::join_all(starts).await;
     let started = results
         .iter()
-        .filter(|r| matches!(r, Ok(StartOutcome::Started)))
+        .filter(|r| matches!(r, Ok(StartOutcome::Started(_))))
         .count();
     let existing = results
         .iter()
@@ -1055,6 +1057,61 @@ async fn recover_is_one_query_when_nothing_is_due(backend: Backend) {
     );
 }
 
+/// The engine remembers what it committed, so the next turn it takes (a decision, an
+/// activity's outcome) is one batch and no read.
+async fn turns_after_this_engines_own_commit_write_without_reading(backend: Backend) {
+    let clock = ManualClock::new(t0());
+    let faulty = FaultyStore::new(backend.store.clone());
+    let engine = engine_on(
+        faulty.clone(),
+        &backend.table,
+        &clock,
+        registry(counting_analyze(Arc::default())),
+    )
+    .await;
+    let before = faulty.requests();
+    engine
+        .start("Approval", "f1", json!({"file": "f1"}))
+        .await
+        .unwrap();
+    engine.raise_event("f1", approve("upload")).await.unwrap();
+    engine.idle().await;
+    engine.raise_event("f1", approve("download")).await.unwrap();
+    // Four turns (start, decision, outcome, decision): four batches, not one query more.
+    assert_eq!(faulty.requests() - before, 4);
+    assert_eq!(faulty.batches(), 4);
+    let h = history(&engine, "f1").await;
+    assert_eq!(count(&h, "ExecutionCompleted"), 1);
+}
+
+/// Engine `a` remembers its commit; engine `b` then advances the instance. `a`'s next turn
+/// starts from what it remembered, is refused by the ETag, reloads, and loses nothing.
+async fn a_stale_remembered_partition_is_caught_by_the_etag_and_reloaded(backend: Backend) {
+    let clock = ManualClock::new(t0());
+    let a = engine(&backend, &clock, registry(counting_analyze(Arc::default()))).await;
+    let b = engine(&backend, &clock, registry(counting_analyze(Arc::default()))).await;
+    a.start("Tally", "poll", json!(3)).await.unwrap();
+    a.raise_event("poll", raise("Vote", "v1", json!("a1")))
+        .await
+        .unwrap();
+    b.raise_event("poll", raise("Vote", "v2", json!("b1")))
+        .await
+        .unwrap();
+    // `a` remembers the state before b's vote.
+    let done = a
+        .raise_event("poll", raise("Vote", "v3", json!("a2")))
+        .await
+        .unwrap();
+    assert_eq!(done.status().runtime_status, RuntimeStatus::Completed);
+    assert_eq!(done.status().output, Some(json!(["a1", "b1", "a2"])));
+    // A duplicate that only storage knows of is still recognised.
+    let again = a
+        .raise_event("poll", raise("Vote", "v2", json!("b1")))
+        .await
+        .unwrap();
+    assert!(matches!(again, RaiseOutcome::Duplicate(_)));
+}
+
 async fn list_filters_by_runtime_and_custom_status_and_pages(backend: Backend) {
     let clock = ManualClock::new(t0());
     let engine = engine(&backend, &clock, registry(counting_analyze(Arc::default()))).await;
@@ -1166,10 +1223,10 @@ async fn terminate_then_purge_removes_the_instance(backend: Backend) {
         Err(EngineError::InstanceNotFound(_))
     ));
     // The id is free again.
-    assert_eq!(
+    assert!(matches!(
         engine.start("Approval", "f1", json!({})).await.unwrap(),
-        StartOutcome::Started
-    );
+        StartOutcome::Started(_)
+    ));
     assert_eq!(runtime_status(&engine, "f1").await, RuntimeStatus::Running);
 }
 

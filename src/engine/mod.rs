@@ -31,8 +31,11 @@
 //!    (bounded, with jittered backoff) and never overwrites the winner;
 //! 5. then start the newly scheduled activities; each outcome comes back as a new turn.
 //!
-//! `start` runs its first turn without reading (insert-or-`AlreadyExists`); `raise_event` is
-//! one load and one batch in the common case.
+//! `start` runs its first turn without reading (insert-or-`AlreadyExists`). The engine
+//! remembers each partition it committed, so its next turn of that instance (a decision, an
+//! activity's outcome) is one batch and no read; a turn of an instance last advanced by another
+//! process is one load and one batch (a stale memory costs one refused batch, never a lost
+//! write: the ETag guard refuses it).
 //!
 //! # Table layout
 //!

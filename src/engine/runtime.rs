@@ -94,8 +94,8 @@ impl InstanceStatus {
 /// What `start` did.
 #[derive(Debug, Clone, PartialEq)]
 pub enum StartOutcome {
-    /// Created, and its first turn committed.
-    Started,
+    /// Created, and its first turn committed: the status (with history) after that turn.
+    Started(Box<InstanceStatus>),
     /// An instance with this id exists already; nothing changed.
     AlreadyExists,
 }
@@ -183,7 +183,16 @@ struct Inner {
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Activity and due-timer work started by this engine and not finished.
     in_flight: watch::Sender<usize>,
+    /// Each instance's partition as this process last committed it. The next turn of that
+    /// instance starts from here instead of loading, saving a storage read per turn (an
+    /// activity's outcome, a decision after our own commit). A stale entry cannot do harm: the
+    /// commit's ETag guard refuses it and the turn reloads. Only commits rest on it; a turn
+    /// that would refuse or do nothing re-decides on freshly loaded state.
+    recent: Mutex<HashMap<String, Loaded>>,
 }
+
+/// How many instances' partitions [`Inner::recent`] keeps; past it, the map starts over.
+const RECENT_CAPACITY: usize = 1024;
 
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -196,6 +205,7 @@ impl std::fmt::Debug for Engine {
 }
 
 /// An instance's partition as loaded.
+#[derive(Clone)]
 struct Loaded {
     state: Option<(InstanceState, ETag)>,
     history: Vec<HistoryEvent>,
@@ -274,6 +284,7 @@ impl Engine {
                 registry,
                 options,
                 locks: Mutex::new(HashMap::new()),
+                recent: Mutex::new(HashMap::new()),
                 in_flight: watch::Sender::new(0),
             }),
         }
@@ -327,8 +338,10 @@ impl Engine {
         Ok(match turned {
             Turned::Done(()) => StartOutcome::AlreadyExists,
             Turned::Committed(c) => {
+                let mut status = InstanceStatus::from_state(instance_id, &c.state);
+                status.history = Some(c.history);
                 self.dispatch(instance_id, c.work);
-                StartOutcome::Started
+                StartOutcome::Started(Box::new(status))
             }
         })
     }
@@ -515,6 +528,7 @@ impl Engine {
     pub async fn purge(&self, instance_id: &str) -> Result<(), EngineError> {
         check_instance_id(instance_id)?;
         let _lock = self.lock_instance(instance_id).await;
+        self.forget(instance_id);
         let loaded = self.load(instance_id).await?;
         let Some((state, etag)) = loaded.state else {
             return Err(EngineError::InstanceNotFound(instance_id.to_owned()));
@@ -649,12 +663,24 @@ impl Engine {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let loaded = if load_first || attempt > 1 {
-                self.load(instance_id).await?
+            let cached = if load_first && attempt == 1 {
+                self.recent(instance_id)
             } else {
-                Loaded::absent()
+                None
             };
-            let (ops, committed) = match plan(&loaded)? {
+            let from_cache = cached.is_some();
+            let mut loaded = match cached {
+                Some(loaded) => loaded,
+                None if load_first || attempt > 1 => self.load(instance_id).await?,
+                None => Loaded::absent(),
+            };
+            let mut planned = plan(&loaded);
+            if from_cache && !matches!(planned, Ok(Plan::Turn { .. } | Plan::Terminate { .. })) {
+                // A refusal or a no-op must never rest on possibly stale state.
+                loaded = self.load(instance_id).await?;
+                planned = plan(&loaded);
+            }
+            let (ops, committed) = match planned? {
                 Plan::Done(value) => return Ok(Turned::Done(value)),
                 Plan::Turn { inbound, claim } => {
                     self.build_turn(instance_id, &loaded, inbound, claim)?
@@ -669,13 +695,15 @@ impl Engine {
                 .batch(&self.inner.options.table, instance_id, ops)
                 .await
             {
-                Ok(_) => {
+                Ok(etags) => {
                     tracing::debug!(
                         instance_id,
                         status = %committed.state.runtime_status,
                         next_event_id = committed.state.next_event_id,
                         "turn committed"
                     );
+                    // The state row is the batch's first operation.
+                    self.remember(instance_id, &committed, etags.into_iter().next().flatten());
                     return Ok(Turned::Committed(Box::new(committed)));
                 }
                 // Someone else created, advanced or purged the instance since we loaded it.
@@ -684,6 +712,7 @@ impl Engine {
                     | StoreError::AlreadyExists
                     | StoreError::NotFound,
                 ) if attempt < max_attempts => {
+                    self.forget(instance_id);
                     tracing::debug!(instance_id, attempt, "turn lost a race; reloading");
                     tokio::time::sleep(backoff(attempt)).await;
                 }
@@ -691,10 +720,49 @@ impl Engine {
                     StoreError::PreconditionFailed
                     | StoreError::AlreadyExists
                     | StoreError::NotFound,
-                ) => return Err(EngineError::Conflict { attempts: attempt }),
-                Err(e) => return Err(e.into()),
+                ) => {
+                    self.forget(instance_id);
+                    return Err(EngineError::Conflict { attempts: attempt });
+                }
+                Err(e) => {
+                    // The write may or may not have landed: only storage can say.
+                    self.forget(instance_id);
+                    return Err(e.into());
+                }
             }
         }
+    }
+
+    fn recent(&self, instance_id: &str) -> Option<Loaded> {
+        let recent = self.inner.recent.lock().unwrap_or_else(|p| p.into_inner());
+        recent.get(instance_id).cloned()
+    }
+
+    fn remember(&self, instance_id: &str, committed: &Committed, state_etag: Option<ETag>) {
+        let mut recent = self.inner.recent.lock().unwrap_or_else(|p| p.into_inner());
+        match state_etag {
+            // A finished instance takes no more turns worth a cache entry.
+            Some(etag) if !committed.state.runtime_status.is_terminal() => {
+                if recent.len() >= RECENT_CAPACITY && !recent.contains_key(instance_id) {
+                    recent.clear();
+                }
+                recent.insert(
+                    instance_id.to_owned(),
+                    Loaded {
+                        state: Some((committed.state.clone(), etag)),
+                        history: committed.history.clone(),
+                    },
+                );
+            }
+            _ => {
+                recent.remove(instance_id);
+            }
+        }
+    }
+
+    fn forget(&self, instance_id: &str) {
+        let mut recent = self.inner.recent.lock().unwrap_or_else(|p| p.into_inner());
+        recent.remove(instance_id);
     }
 
     fn build_turn(

@@ -37,8 +37,13 @@ pub async fn invoke(State(state): State<AppState>, body: Body) -> Response {
     {
         Ok(inv) => inv,
         Err(e) => {
-            return ApiError::InvalidBody(format!("not a blob-trigger invocation: {e}"))
-                .into_response()
+            // A retry would fail the same way, so answer 2xx (a non-2xx makes the host retry
+            // and then poison the message) and say why in the host's log and ours.
+            tracing::error!(error = %e, "orchestrator: malformed invocation ignored");
+            return logs_response(vec![format!(
+                "orchestrator: ignored a malformed invocation (InvalidBody): {e}"
+            )])
+            .into_response();
         }
     };
     match handle(&state, &invocation).await {
@@ -105,7 +110,7 @@ async fn handle(state: &AppState, invocation: &Invocation) -> Result<Vec<String>
             ));
     }
     match start_workflow(state, &record).await? {
-        StartOutcome::Started => logs.push(format!("file {id}: workflow started")),
+        StartOutcome::Started(_) => logs.push(format!("file {id}: workflow started")),
         StartOutcome::AlreadyExists => logs.push(format!("file {id}: workflow already started")),
     }
     tracing::info!(file = %id, "blob trigger handled");

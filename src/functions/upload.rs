@@ -18,6 +18,7 @@ use futures::{Stream, StreamExt, TryStreamExt};
 
 use super::{orchestrator, FileStatus, FileView};
 use crate::domain::{FileId, FileName};
+use crate::engine::StartOutcome;
 use crate::error::ApiError;
 use crate::startup::AppState;
 use crate::store::{BodyTooLarge, BoxError, ByteStream, PutBlobOptions, StoreError};
@@ -250,10 +251,10 @@ pub async fn upload(
 
     let view = if state.settings.mode.is_local() {
         // Local mode stands in for the blob trigger with the very same start-up code.
-        orchestrator::start_workflow(&state, &rec).await?;
-        match state.engine.status(&id.to_string(), true).await? {
-            Some(status) => FileView::from_instance(&status)?,
-            None => FileView::Uploaded(rec),
+        match orchestrator::start_workflow(&state, &rec).await? {
+            StartOutcome::Started(status) => FileView::from_instance(&status)?,
+            // Only a second delivery finds it started, and every upload has a fresh id.
+            StartOutcome::AlreadyExists => FileView::Uploaded(rec),
         }
     } else {
         FileView::Uploaded(rec)

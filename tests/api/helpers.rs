@@ -6,7 +6,9 @@ use std::sync::Arc;
 use chrono::Utc;
 use file_approver::clock::ManualClock;
 use file_approver::config::Settings;
+use file_approver::engine::testing::FaultyStore;
 use file_approver::startup::{AppState, Application};
+use file_approver::store::Storage;
 use serde_json::Value;
 use tokio::net::TcpListener;
 
@@ -29,6 +31,8 @@ pub enum Mode {
 }
 
 pub struct TestApp {
+    /// Present when spawned with [`Options::faults`]: storage outages on demand.
+    pub faults: Option<Arc<FaultyStore>>,
     pub address: String,
     pub client: reqwest::Client,
     pub state: AppState,
@@ -60,6 +64,42 @@ pub async fn spawn_app() -> TestApp {
 
 /// `None` when the backend is unavailable here (Azure without Azurite, outside CI).
 pub async fn spawn_app_on(backend: Backend, mode: Mode) -> Option<TestApp> {
+    spawn_app_with(Options {
+        backend,
+        mode,
+        ..Options::default()
+    })
+    .await
+}
+
+/// Everything a test may vary about the app it starts.
+pub struct Options {
+    pub backend: Backend,
+    pub mode: Mode,
+    /// Extra settings, as environment variables.
+    pub vars: Vec<(&'static str, String)>,
+    /// Route every storage request through a [`FaultyStore`] the test can break.
+    pub faults: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            backend: Backend::Embedded,
+            mode: Mode::Local,
+            vars: Vec::new(),
+            faults: false,
+        }
+    }
+}
+
+pub async fn spawn_app_with(options: Options) -> Option<TestApp> {
+    let Options {
+        backend,
+        mode,
+        vars: extra,
+        faults: with_faults,
+    } = options;
     let dir = tempfile::tempdir().expect("temp dir");
     let mut vars: HashMap<String, String> = HashMap::new();
     vars.insert(
@@ -80,16 +120,34 @@ pub async fn spawn_app_on(backend: Backend, mode: Mode) -> Option<TestApp> {
     if backend == Backend::Azure {
         vars.insert("AzureWebJobsStorage".into(), azure_connection_string()?);
     }
+    for (name, value) in extra {
+        vars.insert(name.to_owned(), value);
+    }
     let settings = Settings::from_vars(&vars).expect("test settings");
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let clock = ManualClock::new(Utc::now());
-    let app = Application::build_with(settings, listener, Arc::new(clock.clone()))
-        .await
-        .expect("app builds");
+    let mut faults = None;
+    let app = Application::build_with_store_layer(
+        settings,
+        listener,
+        Arc::new(clock.clone()),
+        |store: Arc<dyn Storage>| -> Arc<dyn Storage> {
+            if with_faults {
+                let faulty = FaultyStore::new(store);
+                faults = Some(faulty.clone());
+                faulty
+            } else {
+                store
+            }
+        },
+    )
+    .await
+    .expect("app builds");
     let address = format!("http://{}", app.local_addr().expect("addr"));
     let state = app.state().clone();
     tokio::spawn(app.run_until_stopped());
     Some(TestApp {
+        faults,
         address,
         client: reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())

@@ -192,14 +192,25 @@ async fn a_blob_not_named_by_a_file_id_is_ignored_with_a_log() {
     assert!(reply["Logs"].to_string().contains("ignored"), "{reply}");
 }
 
+/// A retry could not help, so the host gets a 2xx (never a retry and a poison message) and the
+/// reason in `Logs`.
 #[tokio::test]
-async fn a_malformed_invocation_is_a_json_400() {
+async fn a_malformed_invocation_is_answered_2xx_with_the_reason_in_logs() {
     let app = spawn_app_on(Backend::Embedded, Mode::CustomHandler)
         .await
         .unwrap();
-    for body in ["", "{", "[]", r#"{"Metadata": {}}"#] {
-        let response = invoke(&app, body.to_owned()).await;
-        crate::helpers::assert_error(response, 400, "InvalidBody").await;
+    for body in [
+        "",
+        "{",
+        "[]",
+        r#"{"Metadata": {}}"#,
+        r#"{"Data": {"blob": 5"#,
+    ] {
+        let reply = invoke_ok(&app, body.to_owned()).await;
+        assert!(
+            reply["Logs"][0].as_str().unwrap().contains("InvalidBody"),
+            "{reply}"
+        );
     }
 }
 

@@ -6,4 +6,5 @@
 mod bad_input;
 mod helpers;
 mod invocation;
+mod robustness;
 mod workflow;

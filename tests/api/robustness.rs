@@ -1,0 +1,147 @@
+//! Storage outages, approval deadlines and racing reviewers.
+
+use file_approver::store::{Prop, TableQuery};
+
+use crate::helpers::{assert_error, spawn_app_with, Backend, Mode, Options, TestApp, ALICE, BOB};
+
+async fn app_with_faults(backend: Backend) -> Option<TestApp> {
+    spawn_app_with(Options {
+        backend,
+        faults: true,
+        ..Options::default()
+    })
+    .await
+}
+
+async fn storage_outage_answers_503_and_the_request_can_be_retried(backend: Backend) {
+    let Some(app) = app_with_faults(backend).await else {
+        return;
+    };
+    let id = app.upload_ok("a.txt", b"before the outage").await;
+    let faults = app.faults.as_ref().unwrap();
+    // Unique: on Azure, other tests share the tables.
+    let outage_name = format!("during-outage-{}.txt", uuid::Uuid::new_v4());
+
+    faults.outage();
+    for response in [
+        app.get(&format!("/api/files/{id}")).await,
+        app.approve(&id, "upload", Some(ALICE), None).await,
+        app.upload(&outage_name, b"during the outage", "text/plain")
+            .await,
+        app.get(&format!("/api/files/{id}/download")).await,
+        app.get("/api/files").await,
+    ] {
+        assert!(response.headers().contains_key("retry-after"));
+        let error = assert_error(response, 503, "StorageUnavailable").await;
+        // A 5xx says nothing of the cause.
+        assert!(
+            !error["message"].as_str().unwrap().contains("outage"),
+            "{error}"
+        );
+    }
+    faults.heal();
+
+    // Nothing was half-written, and the same approval now goes through.
+    let status = app.status(&id).await;
+    assert_eq!(status["stage"], "AwaitingUploadApproval");
+    assert_eq!(status["approvals"].as_array().unwrap().len(), 0);
+    let left = app
+        .state
+        .store
+        .query(
+            "files",
+            &TableQuery {
+                equals: vec![("Name".into(), Prop::Str(outage_name))],
+                ..TableQuery::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert!(left.entities.is_empty(), "the failed upload left a record");
+    assert_eq!(
+        app.approve(&id, "upload", Some(ALICE), None).await.status(),
+        202
+    );
+}
+
+async fn an_approval_not_given_in_time_expires_the_file(backend: Backend) {
+    let Some(app) = spawn_app_with(Options {
+        backend,
+        vars: vec![("FILE_APPROVER_APPROVAL_TIMEOUT_SECS", "60".into())],
+        ..Options::default()
+    })
+    .await
+    else {
+        return;
+    };
+    let id = app.upload_ok("late.txt", b"nobody looked").await;
+    app.clock.advance(chrono::Duration::seconds(30));
+    app.state.engine.recover().await.unwrap();
+    assert_eq!(app.status(&id).await["stage"], "AwaitingUploadApproval");
+
+    app.clock.advance(chrono::Duration::seconds(31));
+    app.state.engine.recover().await.unwrap();
+    let status = app.status(&id).await;
+    assert_eq!(status["stage"], "Expired");
+    assert_eq!(status["runtimeStatus"], "Completed");
+
+    let error = assert_error(
+        app.get(&format!("/api/files/{id}/download")).await,
+        409,
+        "NotApproved",
+    )
+    .await;
+    assert_eq!(error["currentStage"], "Expired");
+    let error = assert_error(
+        app.approve(&id, "upload", Some(ALICE), None).await,
+        409,
+        "WrongStage",
+    )
+    .await;
+    assert_eq!(error["currentStage"], "Expired");
+}
+
+async fn racing_contradictory_decisions_have_exactly_one_winner(backend: Backend) {
+    let Some(app) = spawn_app_with(Options {
+        backend,
+        mode: Mode::Local,
+        ..Options::default()
+    })
+    .await
+    else {
+        return;
+    };
+    for _ in 0..5 {
+        let id = app.upload_ok("contested.txt", b"approve me, or not").await;
+        let (approve, reject) = tokio::join!(
+            app.approve(&id, "upload", Some(ALICE), None),
+            app.approve(&id, "upload", Some(BOB), Some(r#"{"approved": false}"#)),
+        );
+        let codes = [approve.status().as_u16(), reject.status().as_u16()];
+        assert!(
+            codes == [202, 409] || codes == [409, 202],
+            "both or neither won: {codes:?}"
+        );
+        app.idle().await;
+        let status = app.status(&id).await;
+        let approvals = status["approvals"].as_array().unwrap();
+        assert_eq!(approvals.len(), 1, "{status}");
+        let alice_won = codes[0] == 202;
+        assert_eq!(
+            approvals[0]["reviewer"],
+            if alice_won { "alice" } else { "bob" }
+        );
+        let expected = if alice_won {
+            "AwaitingDownloadApproval"
+        } else {
+            "Rejected"
+        };
+        assert_eq!(status["stage"], expected);
+    }
+}
+
+crate::on_every_backend!(
+    storage_outage_answers_503_and_the_request_can_be_retried,
+    an_approval_not_given_in_time_expires_the_file,
+    racing_contradictory_decisions_have_exactly_one_winner,
+);
