@@ -40,6 +40,10 @@ pub struct EngineOptions {
     /// only through `recover` (and at once when already due when created). Tests using a
     /// `ManualClock` turn this off.
     pub in_process_timers: bool,
+    /// How many activities this process runs at once; more wait their turn. Activities are
+    /// the heavy part (the analysis reads a whole file): run unbounded, a burst of them would
+    /// starve the requests the process is serving.
+    pub max_concurrent_activities: usize,
 }
 
 impl Default for EngineOptions {
@@ -49,6 +53,7 @@ impl Default for EngineOptions {
             activity_lease: Duration::minutes(5),
             max_turn_attempts: 30,
             in_process_timers: true,
+            max_concurrent_activities: std::thread::available_parallelism().map_or(2, |n| n.get()),
         }
     }
 }
@@ -189,6 +194,8 @@ struct Inner {
     /// commit's ETag guard refuses it and the turn reloads. Only commits rest on it; a turn
     /// that would refuse or do nothing re-decides on freshly loaded state.
     recent: Mutex<HashMap<String, Loaded>>,
+    /// Permits to run an activity ([`EngineOptions::max_concurrent_activities`]).
+    activity_slots: Arc<tokio::sync::Semaphore>,
 }
 
 /// How many instances' partitions [`Inner::recent`] keeps; past it, the map starts over.
@@ -277,6 +284,9 @@ impl Engine {
         registry: Registry,
         options: EngineOptions,
     ) -> Self {
+        let activity_slots = Arc::new(tokio::sync::Semaphore::new(
+            options.max_concurrent_activities.max(1),
+        ));
         Engine {
             inner: Arc::new(Inner {
                 store,
@@ -285,6 +295,7 @@ impl Engine {
                 options,
                 locks: Mutex::new(HashMap::new()),
                 recent: Mutex::new(HashMap::new()),
+                activity_slots,
                 in_flight: watch::Sender::new(0),
             }),
         }
@@ -1172,6 +1183,8 @@ impl Engine {
         name: &str,
         input: Value,
     ) {
+        // The semaphore is never closed, so acquiring only waits.
+        let _slot = self.inner.activity_slots.clone().acquire_owned().await.ok();
         let outcome = match self.inner.registry.get_activity(name) {
             None => Err(format!("no activity named {name:?} is registered")),
             Some(activity) => {

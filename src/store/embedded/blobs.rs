@@ -27,14 +27,17 @@
 
 use std::fs;
 use std::io::SeekFrom;
+use std::io::Write;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use md5::{Digest, Md5};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
-use tokio::io::{AsyncSeekExt, AsyncWriteExt};
+use tokio::io::AsyncSeekExt;
 use tokio_util::io::ReaderStream;
 
 use super::{io_error, sql_error, tables::next_seq};
@@ -101,29 +104,53 @@ pub(super) async fn write_temp(
         md5: [0; 16],
         committed: false,
     };
-    let mut file = tokio::io::BufWriter::with_capacity(IO_CHUNK, file);
-    let mut md5 = Md5::new();
-    while let Some(chunk) = body.next().await {
-        let chunk = chunk.map_err(StoreError::Body)?;
-        staged.size += chunk.len() as u64;
-        if let Some(limit) = max_bytes {
-            if staged.size > limit {
-                return Err(StoreError::Body(Box::new(BodyTooLarge { limit })));
+    // MD5 and the file writes run on a blocking thread while this task receives the next
+    // chunks: on one thread, hashing alone held uploads to the speed of MD5 (profiled: 70% of
+    // an upload's time). The channel holds a few chunks, so memory stays bounded.
+    let file = file.into_std().await;
+    let (chunks, mut received) = tokio::sync::mpsc::channel::<bytes::Bytes>(4);
+    let complete = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let complete = complete.clone();
+        tokio::task::spawn_blocking(move || -> std::io::Result<[u8; 16]> {
+            let mut file = std::io::BufWriter::with_capacity(IO_CHUNK, file);
+            let mut md5 = Md5::new();
+            while let Some(chunk) = received.blocking_recv() {
+                md5.update(&chunk);
+                file.write_all(&chunk)?;
+            }
+            let file = file.into_inner().map_err(|e| e.into_error())?;
+            // An abandoned upload is about to be deleted: no point making it durable.
+            if complete.load(Ordering::Acquire) {
+                file.sync_all()?;
+            }
+            Ok(md5.finalize().into())
+        })
+    };
+    let streamed: StoreResult<()> = async {
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(StoreError::Body)?;
+            staged.size += chunk.len() as u64;
+            if let Some(limit) = max_bytes {
+                if staged.size > limit {
+                    return Err(StoreError::Body(Box::new(BodyTooLarge { limit })));
+                }
+            }
+            if chunks.send(chunk).await.is_err() {
+                // The writer stopped on an error, reported below.
+                break;
             }
         }
-        md5.update(&chunk);
-        file.write_all(&chunk)
-            .await
-            .map_err(|e| io_error("write", &staged.path, e))?;
+        Ok(())
     }
-    file.flush()
-        .await
-        .map_err(|e| io_error("write", &staged.path, e))?;
-    let file = file.into_inner();
-    file.sync_all()
-        .await
-        .map_err(|e| io_error("sync", &staged.path, e))?;
-    staged.md5 = md5.finalize().into();
+    .await;
+    if streamed.is_ok() {
+        complete.store(true, Ordering::Release);
+    }
+    drop(chunks);
+    let written = writer.await.map_err(StoreError::internal)?;
+    streamed?;
+    staged.md5 = written.map_err(|e| io_error("write", &staged.path, e))?;
     Ok(staged)
 }
 
