@@ -49,9 +49,9 @@ use base64::Engine as _;
 use self::blob::UploadShape;
 use self::connection::ConnectionSettings;
 use crate::store::{
-    validate_batch, validate_key, BatchOp, BlobProperties, BlobRead, ByteStream, ETag, Entity,
-    Page, PutBlobOptions, SignedUrlRequest, Storage, StoreError, StoreResult, StoredEntity,
-    TableQuery, MAX_BATCH_BYTES,
+    validate_batch, validate_container_name, validate_key, validate_table_name, BatchOp,
+    BlobProperties, BlobRead, ByteStream, ETag, Entity, Page, PutBlobOptions, SignedUrlRequest,
+    Storage, StoreError, StoreResult, StoredEntity, TableQuery, MAX_BATCH_BYTES,
 };
 
 /// 8 MiB blocks, 4 in flight. Against Azurite on 2 shared cores a 256 MiB stream went up at
@@ -156,7 +156,7 @@ impl AzureStore {
     }
 
     fn table(&self, table: &str) -> StoreResult<TableClient> {
-        table::validate_table_name(table)?;
+        validate_table_name(table)?;
         Ok(self.tables.table_client(table))
     }
 
@@ -523,26 +523,6 @@ pub(crate) fn utc(unix_seconds: i64, nanos: u32) -> DateTime<Utc> {
     DateTime::from_timestamp(unix_seconds, nanos).unwrap_or_default()
 }
 
-/// Container names: 3–63 lowercase letters, digits and single hyphens, starting and ending
-/// with a letter or digit (G14). Checked here so that a bad name is `Invalid`, not a confusing
-/// 400 or a request to another path.
-fn validate_container_name(container: &str) -> StoreResult<()> {
-    let ok = (3..=63).contains(&container.len())
-        && container
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-        && !container.starts_with('-')
-        && !container.ends_with('-')
-        && !container.contains("--");
-    if ok {
-        Ok(())
-    } else {
-        Err(StoreError::Invalid(format!(
-            "container name {container:?} must be 3-63 lowercase letters, digits and single hyphens"
-        )))
-    }
-}
-
 /// Blob names become URL path segments: '/' separates segments, so empty, `.` and `..`
 /// segments (which URL normalisation would drop or resolve) and control characters are refused.
 fn validate_blob_name(name: &str) -> StoreResult<()> {
@@ -644,15 +624,6 @@ pub(crate) fn map_error(operation: &'static str, e: azure_core::Error) -> StoreE
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn container_names_follow_service_rules() {
-        assert!(validate_container_name("files").is_ok());
-        assert!(validate_container_name("test-1a2b").is_ok());
-        for bad in ["ab", "Files", "a--b", "-ab", "ab-", "a_b", &"a".repeat(64)] {
-            assert!(validate_container_name(bad).is_err(), "{bad} accepted");
-        }
-    }
 
     #[test]
     fn blob_names_that_urls_would_rewrite_are_refused() {

@@ -39,21 +39,6 @@ pub(crate) fn validate_property_name(name: &str) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Table names: 3–63 letters and digits, starting with a letter (G14).
-pub(crate) fn validate_table_name(table: &str) -> Result<(), StoreError> {
-    let ok = (3..=63).contains(&table.len())
-        && table.starts_with(|c: char| c.is_ascii_alphabetic())
-        && table.chars().all(|c| c.is_ascii_alphanumeric())
-        && !table.eq_ignore_ascii_case("tables");
-    if ok {
-        Ok(())
-    } else {
-        Err(StoreError::Invalid(format!(
-            "table name {table:?} must be 3-63 letters and digits, starting with a letter"
-        )))
-    }
-}
-
 /// Checks keys and property names, then renders the entity's JSON body.
 pub(crate) fn entity_to_json(entity: &Entity) -> Result<Value, StoreError> {
     validate_key(&entity.partition_key)?;
@@ -401,13 +386,5 @@ mod tests {
             decode_continuation("not a token"),
             Err(StoreError::Invalid(_))
         ));
-    }
-
-    #[test]
-    fn table_names_follow_service_rules() {
-        assert!(validate_table_name("workflow123").is_ok());
-        for bad in ["ab", "1abc", "with-dash", "tables", &"a".repeat(64)] {
-            assert!(validate_table_name(bad).is_err(), "{bad} accepted");
-        }
     }
 }
