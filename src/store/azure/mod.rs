@@ -1,16 +1,16 @@
 //! Azure Blob + Table Storage behind [`Storage`], through the legacy `azure_*` 0.21 crates.
 //!
-//! Those crates are unmaintained (see `reference/azure-storage-sdk.md` in the design notes),
-//! so none of their types leaves this module: everything is mapped to the storage layer's own
-//! types and to [`StoreError`]. What the crates lack is filled in here:
+//! Those crates are unmaintained (README, "Dependencies"), so none of their types leaves this
+//! module: everything is mapped to the storage layer's own types and to [`StoreError`]. What the
+//! crates lack is filled in here:
 //!
 //! - clients built from a connection string ([`connection`]), sharing one pooled HTTP client
-//!   with timeouts (the crates' default client has neither, G9);
+//!   with timeouts (the crates' default client has neither);
 //! - streamed block uploads with a bounded number of blocks in memory ([`blob`]);
-//! - read links with a `Content-Disposition` override, signed locally ([`sas`], G13);
-//! - typed entity JSON and OData filters ([`table`], G11);
+//! - read links with a `Content-Disposition` override, signed locally ([`sas`]);
+//! - typed entity JSON and OData filters ([`table`]);
 //! - entity group transactions whose per-operation statuses are checked: a failed batch still
-//!   answers HTTP 202 and the crate returns `Ok` (G10). The crate's transaction response
+//!   answers HTTP 202 and the crate returns `Ok`. The crate's transaction response
 //!   does expose each operation's status and ETag (not its error code, which the statuses
 //!   make unnecessary here), so the `$batch` request is not hand-written. Unverified here, for
 //!   want of a real account: the crate joins the multipart body with `\n`, not `\r\n`;
@@ -40,7 +40,10 @@ use azure_core::{
     ClientOptions, Context, Etag, ExponentialRetryOptions, Policy, PolicyResult, Request,
     RetryOptions, TransportOptions,
 };
-use azure_data_tables::clients::{TableClient, TableServiceClient, TableServiceClientBuilder};
+use azure_data_tables::clients::{
+    EntityClient, TableClient, TableServiceClient, TableServiceClientBuilder,
+};
+use azure_data_tables::operations::UpdateOrMergeEntityBuilder;
 use azure_data_tables::prelude::{Filter, IfMatchCondition, Top};
 use azure_storage::{CloudLocation, StorageCredentials};
 use azure_storage_blobs::prelude::{BlobServiceClient, ClientBuilder};
@@ -160,6 +163,42 @@ impl AzureStore {
         Ok(self.tables.table_client(table))
     }
 
+    /// The client of one entity's URL, with the keys checked and escaped for it.
+    fn entity_client(
+        &self,
+        table: &str,
+        partition_key: &str,
+        row_key: &str,
+    ) -> StoreResult<EntityClient> {
+        validate_key(partition_key)?;
+        validate_key(row_key)?;
+        Ok(self
+            .table(table)?
+            .partition_key_client(url_key(partition_key))
+            .entity_client(url_key(row_key)))
+    }
+
+    /// Update (replace) and merge differ only in the verb the crate sends.
+    async fn conditional_write(
+        &self,
+        operation: &'static str,
+        write: ConditionalWrite,
+        table: &str,
+        entity: &Entity,
+        if_match: &ETag,
+    ) -> StoreResult<ETag> {
+        let json = table::entity_to_json(entity)?;
+        let response = write(
+            &self.entity_client(table, &entity.partition_key, &entity.row_key)?,
+            json,
+            condition(if_match),
+        )
+        .map_err(|e| map_error(operation, e))?
+        .await
+        .map_err(|e| map_error(operation, e))?;
+        Ok(etag(response.etag))
+    }
+
     fn blob(
         &self,
         container: &str,
@@ -251,12 +290,8 @@ impl Storage for AzureStore {
         partition_key: &str,
         row_key: &str,
     ) -> StoreResult<StoredEntity> {
-        validate_key(partition_key)?;
-        validate_key(row_key)?;
         let response = self
-            .table(table)?
-            .partition_key_client(url_key(partition_key))
-            .entity_client(url_key(row_key))
+            .entity_client(table, partition_key, row_key)?
             .get::<Map<String, Value>>()
             .await
             .map_err(|e| map_error("get entity", e))?;
@@ -278,9 +313,7 @@ impl Storage for AzureStore {
     async fn upsert_entity(&self, table: &str, entity: &Entity) -> StoreResult<ETag> {
         let json = table::entity_to_json(entity)?;
         let response = self
-            .table(table)?
-            .partition_key_client(url_key(&entity.partition_key))
-            .entity_client(url_key(&entity.row_key))
+            .entity_client(table, &entity.partition_key, &entity.row_key)?
             .insert_or_replace(json)
             .map_err(|e| map_error("upsert entity", e))?
             .await
@@ -294,16 +327,14 @@ impl Storage for AzureStore {
         entity: &Entity,
         if_match: &ETag,
     ) -> StoreResult<ETag> {
-        let json = table::entity_to_json(entity)?;
-        let response = self
-            .table(table)?
-            .partition_key_client(url_key(&entity.partition_key))
-            .entity_client(url_key(&entity.row_key))
-            .update(json, condition(if_match))
-            .map_err(|e| map_error("update entity", e))?
-            .await
-            .map_err(|e| map_error("update entity", e))?;
-        Ok(etag(response.etag))
+        self.conditional_write(
+            "update entity",
+            EntityClient::update,
+            table,
+            entity,
+            if_match,
+        )
+        .await
     }
 
     async fn merge_entity(
@@ -312,16 +343,8 @@ impl Storage for AzureStore {
         entity: &Entity,
         if_match: &ETag,
     ) -> StoreResult<ETag> {
-        let json = table::entity_to_json(entity)?;
-        let response = self
-            .table(table)?
-            .partition_key_client(url_key(&entity.partition_key))
-            .entity_client(url_key(&entity.row_key))
-            .merge(json, condition(if_match))
-            .map_err(|e| map_error("merge entity", e))?
+        self.conditional_write("merge entity", EntityClient::merge, table, entity, if_match)
             .await
-            .map_err(|e| map_error("merge entity", e))?;
-        Ok(etag(response.etag))
     }
 
     async fn delete_entity(
@@ -331,11 +354,7 @@ impl Storage for AzureStore {
         row_key: &str,
         if_match: Option<&ETag>,
     ) -> StoreResult<()> {
-        validate_key(partition_key)?;
-        validate_key(row_key)?;
-        self.table(table)?
-            .partition_key_client(url_key(partition_key))
-            .entity_client(url_key(row_key))
+        self.entity_client(table, partition_key, row_key)?
             .delete()
             .if_match(if_match.map_or(IfMatchCondition::Any, condition))
             .await
@@ -382,7 +401,7 @@ impl Storage for AzureStore {
         partition_key: &str,
         operations: Vec<BatchOp>,
     ) -> StoreResult<Vec<Option<ETag>>> {
-        // First, and on every backend: Azurite would accept what Azure refuses (G6).
+        // First, and on every backend: Azurite would accept what Azure refuses.
         validate_batch(partition_key, &operations)?;
         let partition = self
             .table(table)?
@@ -433,8 +452,8 @@ impl Storage for AzureStore {
             .await
             .map_err(|e| map_error("entity group transaction", e))?;
 
-        // A failed transaction answers 202 with only the failing operation's response inside
-        // (G10): every status must be looked at, not the HTTP call's.
+        // A failed transaction answers 202 with only the failing operation's response inside:
+        // every status must be looked at, not the HTTP call's.
         let statuses = response
             .operation_responses
             .iter()
@@ -463,6 +482,10 @@ impl Storage for AzureStore {
             .collect()
     }
 }
+
+/// `EntityClient::update` or `EntityClient::merge`.
+type ConditionalWrite =
+    fn(&EntityClient, Value, IfMatchCondition) -> azure_core::Result<UpdateOrMergeEntityBuilder>;
 
 /// Drops the `x-ms-range-get-content-crc64` header that the blob crate adds to every ranged
 /// read under 4 MiB. Azurite in its default (strict) mode refuses any request carrying it with

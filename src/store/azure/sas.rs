@@ -60,7 +60,7 @@ impl ReadSas<'_> {
         //   signedIdentifier, signedIP, signedProtocol, signedVersion, signedResource,
         //   signedSnapshotTime, signedEncryptionScope, rscc, rscd, rsce, rscl, rsct
         // Values are signed decoded, exactly as the service reads them back from the query.
-        // No `st`: a start time only adds clock-skew failures (G13).
+        // No `st`: a start time only adds clock-skew failures.
         let string_to_sign = [
             "r",
             "",

@@ -4,7 +4,7 @@
 //! Typing is explicit on the way out because JSON numbers are ambiguous to the service: a bare
 //! integer is read as `Edm.Int32` (or `Edm.Double` when it does not fit), so every `Int` is sent
 //! as a decimal string with `@odata.type: Edm.Int64`, and every `Float` carries
-//! `Edm.Double` (G11). On the way in, annotations decide the type; a bare number only
+//! `Edm.Double`. On the way in, annotations decide the type; a bare number only
 //! appears for entities written by other clients.
 
 use base64::Engine as _;
@@ -158,7 +158,7 @@ fn malformed(what: &str) -> StoreError {
     StoreError::internal(format!("Table Storage returned {what}"))
 }
 
-/// An OData string literal: single quotes doubled (G11).
+/// An OData string literal: single quotes doubled.
 fn literal(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
