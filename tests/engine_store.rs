@@ -17,6 +17,7 @@ use file_approver::engine::{
     RuntimeStatus, StartOutcome, MAX_EVENT_BYTES,
 };
 use file_approver::store::azure::AzureStore;
+use file_approver::store::conformance::azure_test_connection_string;
 use file_approver::store::embedded::{EmbeddedOptions, EmbeddedStore};
 use file_approver::store::{Storage, StoreError};
 use serde_json::{json, Value};
@@ -100,17 +101,8 @@ async fn embedded_backend() -> Option<Backend> {
     })
 }
 
-const AZURE_ENV: &str = "FILE_APPROVER_TEST_AZURE_STORAGE";
-
 async fn azure_backend() -> Option<Backend> {
-    let Ok(connection_string) = std::env::var(AZURE_ENV) else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "{AZURE_ENV} must be set in CI: the engine cannot go untested on Azure there"
-        );
-        eprintln!("skipped: {AZURE_ENV} unset");
-        return None;
-    };
+    let connection_string = azure_test_connection_string()?;
     let store =
         AzureStore::from_connection_string(&connection_string).expect("the Azure store connects");
     // Tests share the account: each gets its own table.

@@ -7,6 +7,7 @@ use chrono::Utc;
 use file_approver::clock::ManualClock;
 use file_approver::config::Settings;
 use file_approver::startup::{AppState, Application};
+use file_approver::store::conformance::azure_test_connection_string;
 use serde_json::Value;
 use tokio::net::TcpListener;
 
@@ -36,22 +37,6 @@ pub struct TestApp {
     _dir: tempfile::TempDir,
 }
 
-/// The Azure connection string for tests, or `None` to skip (never in CI).
-pub fn azure_connection_string() -> Option<String> {
-    match std::env::var("FILE_APPROVER_TEST_AZURE_STORAGE") {
-        Ok(cs) if !cs.trim().is_empty() => Some(cs),
-        _ if std::env::var_os("CI").is_some() => {
-            panic!(
-                "CI is set but FILE_APPROVER_TEST_AZURE_STORAGE is not: the Azure tests must run"
-            )
-        }
-        _ => {
-            eprintln!("skipped: FILE_APPROVER_TEST_AZURE_STORAGE unset (run scripts/test)");
-            None
-        }
-    }
-}
-
 pub async fn spawn_app() -> TestApp {
     spawn_app_on(Backend::Embedded, Mode::Local)
         .await
@@ -78,7 +63,10 @@ pub async fn spawn_app_on(backend: Backend, mode: Mode) -> Option<TestApp> {
         vars.insert("FUNCTIONS_CUSTOMHANDLER_PORT".into(), "0".into());
     }
     if backend == Backend::Azure {
-        vars.insert("AzureWebJobsStorage".into(), azure_connection_string()?);
+        vars.insert(
+            "AzureWebJobsStorage".into(),
+            azure_test_connection_string()?,
+        );
     }
     let settings = Settings::from_vars(&vars).expect("test settings");
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
