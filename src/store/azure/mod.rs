@@ -218,13 +218,10 @@ impl Storage for AzureStore {
 
     async fn ensure_container(&self, container: &str) -> StoreResult<()> {
         validate_container_name(container)?;
-        match self.blobs.container_client(container).create().await {
-            Ok(()) => Ok(()),
-            Err(e) => match map_error("create container", e) {
-                StoreError::AlreadyExists => Ok(()),
-                other => Err(other),
-            },
-        }
+        created(
+            "create container",
+            self.blobs.container_client(container).create().await,
+        )
     }
 
     async fn put_blob(
@@ -275,13 +272,7 @@ impl Storage for AzureStore {
     }
 
     async fn ensure_table(&self, table: &str) -> StoreResult<()> {
-        match self.table(table)?.create().await {
-            Ok(_) => Ok(()),
-            Err(e) => match map_error("create table", e) {
-                StoreError::AlreadyExists => Ok(()),
-                other => Err(other),
-            },
-        }
+        created("create table", self.table(table)?.create().await)
     }
 
     async fn get_entity(
@@ -534,6 +525,15 @@ fn url_key(key: &str) -> String {
     key.replace('\'', "''")
 }
 
+/// The `ensure_*` methods are idempotent: a create that finds the resource already there
+/// succeeds.
+fn created<T>(operation: &'static str, result: azure_core::Result<T>) -> StoreResult<()> {
+    match result.map_err(|e| map_error(operation, e)) {
+        Ok(_) | Err(StoreError::AlreadyExists) => Ok(()),
+        Err(other) => Err(other),
+    }
+}
+
 fn condition(etag: &ETag) -> IfMatchCondition {
     IfMatchCondition::Etag(Etag::from(etag.as_str()))
 }
@@ -644,7 +644,6 @@ pub(crate) fn map_error(operation: &'static str, e: azure_core::Error) -> StoreE
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
