@@ -110,7 +110,6 @@ fn sign(key: &[u8], string_to_sign: &str) -> Result<String, StoreError> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use chrono::TimeZone;

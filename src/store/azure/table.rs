@@ -214,7 +214,6 @@ pub(crate) fn decode_continuation(token: &str) -> Result<(String, Option<String>
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use serde_json::json;
