@@ -94,7 +94,7 @@ impl ApiError {
 }
 
 /// Seconds a client should wait before retrying after a 503.
-const RETRY_AFTER_SECS: &str = "5";
+pub(crate) const RETRY_AFTER_SECS: &str = "5";
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {

@@ -20,6 +20,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 
 use crate::clock::Clock;
+use crate::error::RETRY_AFTER_SECS;
 use crate::store::embedded::{ByteRangeSpec, EmbeddedStore, SignedQuery, SignedUrlError};
 use crate::store::StoreError;
 use crate::telemetry::error_chain;
@@ -185,9 +186,10 @@ fn refused(e: SignedUrlError) -> Response {
                 "StorageUnavailable",
                 "storage is unavailable; try again shortly",
             );
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from_static(RETRY_AFTER_SECS),
+            );
             response
         }
         SignedUrlError::Store(e) => {

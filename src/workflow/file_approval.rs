@@ -46,8 +46,6 @@ pub struct DecisionEvent {
     pub decided_time: DateTime<Utc>,
 }
 
-pub type Approval = DecisionEvent;
-
 /// The external event a stage's decision arrives as.
 pub fn event_name(stage: ApprovalStage) -> &'static str {
     match stage {
