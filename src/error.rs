@@ -9,6 +9,7 @@ use serde_json::{json, Map, Value};
 use crate::domain::Stage;
 use crate::engine::EngineError;
 use crate::store::{BoxError, StoreError};
+use crate::telemetry::error_chain;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -93,7 +94,7 @@ impl ApiError {
 }
 
 /// Seconds a client should wait before retrying after a 503.
-const RETRY_AFTER_SECS: &str = "5";
+pub(crate) const RETRY_AFTER_SECS: &str = "5";
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -102,11 +103,11 @@ impl IntoResponse for ApiError {
         error.insert("code".into(), json!(self.code()));
         match &self {
             ApiError::StorageUnavailable(source) => {
-                tracing::warn!(error = %self, cause = %chain(source.as_ref()), "storage unavailable");
+                tracing::warn!(error = %self, cause = %error_chain(source.as_ref()), "storage unavailable");
                 error.insert("message".into(), json!(self.to_string()));
             }
             ApiError::Internal(source) => {
-                tracing::error!(cause = %chain(source.as_ref()), "internal error");
+                tracing::error!(cause = %error_chain(source.as_ref()), "internal error");
                 error.insert("message".into(), json!("internal error"));
             }
             ApiError::WrongStage { current, .. } | ApiError::NotApproved { current, .. } => {
@@ -136,18 +137,6 @@ impl IntoResponse for ApiError {
         }
         response
     }
-}
-
-/// The whole `source()` chain on one line, for the log.
-fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut next = e.source();
-    while let Some(cause) = next {
-        out.push_str(": ");
-        out.push_str(&cause.to_string());
-        next = cause.source();
-    }
-    out
 }
 
 impl From<StoreError> for ApiError {

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use file_approver::config::{RunMode, Settings};
 use file_approver::startup::Application;
-use file_approver::telemetry;
+use file_approver::telemetry::{self, error_chain};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -26,7 +26,7 @@ async fn main() -> ExitCode {
     let app = match Application::build(settings).await {
         Ok(app) => app,
         Err(e) => {
-            tracing::error!(error = %chain(&e), "start-up failed");
+            tracing::error!(error = %error_chain(&e), "start-up failed");
             return exit_failure();
         }
     };
@@ -36,7 +36,7 @@ async fn main() -> ExitCode {
     match app.run_until_stopped().await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!(error = %chain(&e), "server stopped");
+            tracing::error!(error = %error_chain(&e), "server stopped");
             exit_failure()
         }
     }
@@ -45,15 +45,4 @@ async fn main() -> ExitCode {
 /// Never 0 on failure: the Functions host does not restart a worker that exits with 0.
 fn exit_failure() -> ExitCode {
     ExitCode::from(1)
-}
-
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut next = e.source();
-    while let Some(cause) = next {
-        out.push_str(": ");
-        out.push_str(&cause.to_string());
-        next = cause.source();
-    }
-    out
 }

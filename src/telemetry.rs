@@ -15,3 +15,39 @@ pub fn init(json: bool) {
         builder.compact().try_init()
     };
 }
+
+/// An error and its whole `source()` chain on one line (`outer: cause: root cause`), for a log
+/// field: `Display` alone shows only the outermost message, which for wrapped errors is rarely
+/// the one that explains the failure.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut next = e.source();
+    while let Some(cause) = next {
+        out.push_str(": ");
+        out.push_str(&cause.to_string());
+        next = cause.source();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("start-up failed")]
+    struct Outer(#[source] Inner);
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("storage unavailable")]
+    struct Inner(#[source] std::io::Error);
+
+    #[test]
+    fn the_chain_names_every_cause_in_order() {
+        let e = Outer(Inner(std::io::Error::other("connection refused")));
+        assert_eq!(
+            error_chain(&e),
+            "start-up failed: storage unavailable: connection refused"
+        );
+    }
+}

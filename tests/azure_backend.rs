@@ -16,30 +16,17 @@ use futures::{stream, StreamExt, TryStreamExt};
 use md5::{Digest, Md5};
 
 use file_approver::store::azure::AzureStore;
+use file_approver::store::conformance::azure_test_connection_string;
 use file_approver::store::{
     BatchOp, BodyTooLarge, BoxError, ByteStream, Entity, Prop, PutBlobOptions, SignedUrlRequest,
     Storage, StoreError, TableQuery,
 };
 
-const ENV: &str = "FILE_APPROVER_TEST_AZURE_STORAGE";
 const DEV_KEY: &str =
     "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
 
-fn connection_string() -> Option<String> {
-    match std::env::var(ENV) {
-        Ok(cs) if !cs.is_empty() => Some(cs),
-        _ if std::env::var_os("CI").is_some() => {
-            panic!("{ENV} is not set; in CI the Azure tests must run (use scripts/test)")
-        }
-        _ => {
-            eprintln!("skipped: {ENV} is not set (scripts/test starts Azurite and sets it)");
-            None
-        }
-    }
-}
-
 fn store() -> Option<AzureStore> {
-    connection_string().map(|cs| AzureStore::from_connection_string(&cs).unwrap())
+    azure_test_connection_string().map(|cs| AzureStore::from_connection_string(&cs).unwrap())
 }
 
 /// Each test works in its own container and table, so tests run in parallel and reruns against
@@ -116,7 +103,7 @@ async fn new_container(store: &AzureStore) -> String {
 
 #[tokio::test]
 async fn explicit_and_development_connection_strings_reach_the_same_account() {
-    let Some(cs) = connection_string() else {
+    let Some(cs) = azure_test_connection_string() else {
         return;
     };
     let explicit = if cs == "UseDevelopmentStorage=true" {
@@ -142,7 +129,7 @@ async fn explicit_and_development_connection_strings_reach_the_same_account() {
 
 #[tokio::test]
 async fn a_wrong_account_key_is_refused_by_the_service_and_not_echoed() {
-    let Some(cs) = connection_string() else {
+    let Some(cs) = azure_test_connection_string() else {
         return;
     };
     let store = AzureStore::from_connection_string(&cs).unwrap();

@@ -175,6 +175,15 @@ fn run(
     replay(orch, "instance-1", &history.events, inbound, now)
 }
 
+/// The turn that starts an instance of `orch` with `input`, at `t0()`.
+fn first_turn(orch: &OrchestrationFn, input: Value) -> TurnResult {
+    let started = EventKind::ExecutionStarted {
+        name: "Test".into(),
+        input,
+    };
+    run(orch, &History::new(), vec![started], t0())
+}
+
 fn assert_nondeterminism(result: &TurnResult, expected: &str) {
     assert_eq!(result.runtime_status, RuntimeStatus::Failed);
     assert_eq!(result.nondeterminism(), Some(expected));
@@ -196,15 +205,7 @@ fn approved() -> Value {
 #[test]
 fn first_turn_records_the_start_and_waits_for_upload_approval() {
     let orch = orchestration(approval);
-    let result = run(
-        &orch,
-        &History::new(),
-        vec![EventKind::ExecutionStarted {
-            name: "Test".into(),
-            input: json!({"file": "f1"}),
-        }],
-        t0(),
-    );
+    let result = first_turn(&orch, json!({"file": "f1"}));
     assert_eq!(
         types(&result.new_events),
         ["OrchestratorStarted", "ExecutionStarted"]
@@ -563,15 +564,7 @@ fn replays_see_history_time_and_the_same_guids() {
             "now": ctx.current_time(),
         }))
     });
-    let first = run(
-        &orch,
-        &History::new(),
-        vec![EventKind::ExecutionStarted {
-            name: "Test".into(),
-            input: Value::Null,
-        }],
-        t0(),
-    );
+    let first = first_turn(&orch, Value::Null);
     let mut h = History::new();
     h.commit(&first);
     let later = t0() + Duration::hours(5);
@@ -595,15 +588,7 @@ fn a_panicking_orchestration_fails_its_instance_instead_of_the_engine() {
         }
         Ok(input)
     });
-    let r = run(
-        &orch,
-        &History::new(),
-        vec![EventKind::ExecutionStarted {
-            name: "Test".into(),
-            input: Value::Null,
-        }],
-        t0(),
-    );
+    let r = first_turn(&orch, Value::Null);
     assert_eq!(r.runtime_status, RuntimeStatus::Failed);
     assert_eq!(
         r.failure.as_deref(),
@@ -616,15 +601,7 @@ fn an_output_too_large_for_a_history_row_fails_the_instance() {
     let orch = orchestration(|_ctx: OrchestrationContext, _| async move {
         Ok(json!("x".repeat(MAX_EVENT_BYTES)))
     });
-    let r = run(
-        &orch,
-        &History::new(),
-        vec![EventKind::ExecutionStarted {
-            name: "Test".into(),
-            input: Value::Null,
-        }],
-        t0(),
-    );
+    let r = first_turn(&orch, Value::Null);
     assert_eq!(r.runtime_status, RuntimeStatus::Failed);
     assert!(
         r.failure
@@ -654,15 +631,7 @@ fn fan_out_beyond_one_batch_fails_the_instance_rather_than_splitting_the_turn() 
         futures::future::try_join_all(calls).await?;
         Ok(Value::Null)
     });
-    let r = run(
-        &orch,
-        &History::new(),
-        vec![EventKind::ExecutionStarted {
-            name: "Test".into(),
-            input: Value::Null,
-        }],
-        t0(),
-    );
+    let r = first_turn(&orch, Value::Null);
     assert_eq!(r.runtime_status, RuntimeStatus::Failed);
     assert!(r.actions.is_empty());
     assert!(r.failure.unwrap().contains("one batch holds at most 99"));
@@ -677,15 +646,7 @@ fn parallel_activities_complete_in_any_order() {
         let results = futures::future::try_join_all(calls).await?;
         Ok(json!(results))
     });
-    let first = run(
-        &orch,
-        &History::new(),
-        vec![EventKind::ExecutionStarted {
-            name: "Test".into(),
-            input: Value::Null,
-        }],
-        t0(),
-    );
+    let first = first_turn(&orch, Value::Null);
     assert_eq!(first.actions.len(), 3);
     assert_eq!(first.open_activities, vec![2, 3, 4]);
     let mut h = History::new();
@@ -714,15 +675,7 @@ fn a_wide_fan_out_completes_through_waker_driven_combinators() {
         let results = futures::future::try_join_all(calls).await?;
         Ok(json!(results.iter().sum::<i64>()))
     });
-    let first = run(
-        &orch,
-        &History::new(),
-        vec![EventKind::ExecutionStarted {
-            name: "Test".into(),
-            input: Value::Null,
-        }],
-        t0(),
-    );
+    let first = first_turn(&orch, Value::Null);
     let mut h = History::new();
     h.commit(&first);
     let completions: Vec<EventKind> = first
@@ -752,15 +705,7 @@ fn a_fan_out_over_four_megabytes_fails_the_instance_rather_than_splitting_the_tu
         futures::future::try_join_all(calls).await?;
         Ok(Value::Null)
     });
-    let r = run(
-        &orch,
-        &History::new(),
-        vec![EventKind::ExecutionStarted {
-            name: "Test".into(),
-            input: Value::Null,
-        }],
-        t0(),
-    );
+    let r = first_turn(&orch, Value::Null);
     assert_eq!(r.runtime_status, RuntimeStatus::Failed);
     assert!(r.actions.is_empty());
     assert!(r

@@ -17,6 +17,7 @@ use file_approver::engine::{
     RuntimeStatus, StartOutcome, MAX_EVENT_BYTES,
 };
 use file_approver::store::azure::AzureStore;
+use file_approver::store::conformance::azure_test_connection_string;
 use file_approver::store::embedded::{EmbeddedOptions, EmbeddedStore};
 use file_approver::store::{Storage, StoreError};
 use serde_json::{json, Value};
@@ -102,17 +103,8 @@ async fn embedded_backend() -> Option<Backend> {
     })
 }
 
-const AZURE_ENV: &str = "FILE_APPROVER_TEST_AZURE_STORAGE";
-
 async fn azure_backend() -> Option<Backend> {
-    let Ok(connection_string) = std::env::var(AZURE_ENV) else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "{AZURE_ENV} must be set in CI: the engine cannot go untested on Azure there"
-        );
-        eprintln!("skipped: {AZURE_ENV} unset");
-        return None;
-    };
+    let connection_string = azure_test_connection_string()?;
     let store =
         AzureStore::from_connection_string(&connection_string).expect("the Azure store connects");
     // Tests share the account: each gets its own table.
@@ -233,6 +225,11 @@ where
     registry
 }
 
+/// Every test orchestration, with an `Analyze` whose runs nobody counts.
+fn plain_registry() -> Registry {
+    registry(counting_analyze(Arc::default()))
+}
+
 /// An `Analyze` that counts its runs and reports the file it was given.
 fn counting_analyze(
     runs: Arc<AtomicUsize>,
@@ -272,6 +269,17 @@ async fn engine_on(
 
 async fn engine(backend: &Backend, clock: &ManualClock, registry: Registry) -> Engine {
     engine_on(backend.store.clone(), &backend.table, clock, registry).await
+}
+
+/// An engine whose every request goes through a [`FaultyStore`] the test can break or race.
+async fn faulty_engine(
+    backend: &Backend,
+    clock: &ManualClock,
+    registry: Registry,
+) -> (Arc<FaultyStore>, Engine) {
+    let faulty = FaultyStore::new(backend.store.clone());
+    let engine = engine_on(faulty.clone(), &backend.table, clock, registry).await;
+    (faulty, engine)
 }
 
 fn raise(name: &str, id: &str, payload: Value) -> RaiseEvent {
@@ -328,7 +336,7 @@ async fn runtime_status(engine: &Engine, id: &str) -> RuntimeStatus {
 
 async fn start_runs_the_first_turn_and_starting_again_changes_nothing(backend: Backend) {
     let clock = ManualClock::new(t0());
-    let engine = engine(&backend, &clock, registry(counting_analyze(Arc::default()))).await;
+    let engine = engine(&backend, &clock, plain_registry()).await;
 
     let outcome = engine
         .start("Approval", "f1", json!({"file": "f1"}))
@@ -400,7 +408,7 @@ async fn raise_event_records_once_and_answers_with_the_status_after_the_turn(bac
 
 async fn raise_event_refuses_unknown_finished_and_oversized(backend: Backend) {
     let clock = ManualClock::new(t0());
-    let engine = engine(&backend, &clock, registry(counting_analyze(Arc::default()))).await;
+    let engine = engine(&backend, &clock, plain_registry()).await;
 
     let missing = engine.raise_event("nobody", approve("a")).await;
     assert!(
@@ -439,7 +447,7 @@ async fn raise_event_refuses_unknown_finished_and_oversized(backend: Backend) {
 
 async fn expect_custom_status_mismatch_records_nothing(backend: Backend) {
     let clock = ManualClock::new(t0());
-    let engine = engine(&backend, &clock, registry(counting_analyze(Arc::default()))).await;
+    let engine = engine(&backend, &clock, plain_registry()).await;
     engine.start("Approval", "f1", json!({})).await.unwrap();
 
     let mut download = approve("download");
@@ -540,7 +548,7 @@ async fn fifty_concurrent_raises_with_distinct_ids_are_each_recorded_once(backen
     let clock = ManualClock::new(t0());
     let mut engines = Vec::new();
     for _ in 0..3 {
-        engines.push(engine(&backend, &clock, registry(counting_analyze(Arc::default()))).await);
+        engines.push(engine(&backend, &clock, plain_registry()).await);
     }
     engines[0].start("Tally", "poll", json!(50)).await.unwrap();
 
@@ -577,8 +585,8 @@ async fn fifty_concurrent_raises_with_distinct_ids_are_each_recorded_once(backen
 
 async fn the_same_event_id_raised_twenty_times_concurrently_is_recorded_once(backend: Backend) {
     let clock = ManualClock::new(t0());
-    let a = engine(&backend, &clock, registry(counting_analyze(Arc::default()))).await;
-    let b = engine(&backend, &clock, registry(counting_analyze(Arc::default()))).await;
+    let a = engine(&backend, &clock, plain_registry()).await;
+    let b = engine(&backend, &clock, plain_registry()).await;
     a.start("Tally", "poll", json!(2)).await.unwrap();
 
     let raises = (0..20).map(|i| {
@@ -611,8 +619,8 @@ async fn the_same_event_id_raised_twenty_times_concurrently_is_recorded_once(bac
 async fn two_engines_racing_turns_lose_and_duplicate_nothing(backend: Backend) {
     const ITEMS: i64 = 16;
     let clock = ManualClock::new(t0());
-    let a = engine(&backend, &clock, registry(counting_analyze(Arc::default()))).await;
-    let b = engine(&backend, &clock, registry(counting_analyze(Arc::default()))).await;
+    let a = engine(&backend, &clock, plain_registry()).await;
+    let b = engine(&backend, &clock, plain_registry()).await;
     a.start("Pipeline", "p", json!(ITEMS)).await.unwrap();
 
     let feed = |engine: Engine, items: Vec<i64>| async move {
@@ -664,15 +672,8 @@ async fn two_engines_racing_turns_lose_and_duplicate_nothing(backend: Backend) {
 /// commit must fail on the stale ETag, and A must reload and replay on top of B's turn.
 async fn a_turn_that_loses_the_race_reloads_and_keeps_both_events(backend: Backend) {
     let clock = ManualClock::new(t0());
-    let faulty = FaultyStore::new(backend.store.clone());
-    let a = engine_on(
-        faulty.clone(),
-        &backend.table,
-        &clock,
-        registry(counting_analyze(Arc::default())),
-    )
-    .await;
-    let b = engine(&backend, &clock, registry(counting_analyze(Arc::default()))).await;
+    let (faulty, a) = faulty_engine(&backend, &clock, plain_registry()).await;
+    let b = engine(&backend, &clock, plain_registry()).await;
     b.start("Tally", "poll", json!(2)).await.unwrap();
 
     let rival = b.clone();
@@ -704,8 +705,8 @@ async fn a_turn_that_loses_the_race_reloads_and_keeps_both_events(backend: Backe
 
 async fn concurrent_starts_create_one_instance(backend: Backend) {
     let clock = ManualClock::new(t0());
-    let a = engine(&backend, &clock, registry(counting_analyze(Arc::default()))).await;
-    let b = engine(&backend, &clock, registry(counting_analyze(Arc::default()))).await;
+    let a = engine(&backend, &clock, plain_registry()).await;
+    let b = engine(&backend, &clock, plain_registry()).await;
     let starts = (0..10).map(|i| {
         let engine = if i % 2 == 0 { a.clone() } else { b.clone() };
         async move { engine.start("Approval", "f1", json!({"attempt": i})).await }
@@ -783,14 +784,7 @@ async fn a_storage_outage_during_a_turn_is_transient_and_leaves_the_instance_unc
     backend: Backend,
 ) {
     let clock = ManualClock::new(t0());
-    let faulty = FaultyStore::new(backend.store.clone());
-    let engine = engine_on(
-        faulty.clone(),
-        &backend.table,
-        &clock,
-        registry(counting_analyze(Arc::default())),
-    )
-    .await;
+    let (faulty, engine) = faulty_engine(&backend, &clock, plain_registry()).await;
     engine.start("Approval", "f1", json!({})).await.unwrap();
     let before = engine.status("f1", true).await.unwrap().unwrap();
 
@@ -822,7 +816,6 @@ async fn a_storage_outage_during_a_turn_is_transient_and_leaves_the_instance_unc
 /// open, and `recover` runs it again after the lease.
 async fn an_outcome_that_cannot_be_recorded_is_recovered_after_the_lease(backend: Backend) {
     let clock = ManualClock::new(t0());
-    let faulty = FaultyStore::new(backend.store.clone());
     let gate = Arc::new(Semaphore::new(0));
     let runs = Arc::new(AtomicUsize::new(0));
     let analyze = {
@@ -836,7 +829,7 @@ async fn an_outcome_that_cannot_be_recorded_is_recovered_after_the_lease(backend
             }
         }
     };
-    let engine = engine_on(faulty.clone(), &backend.table, &clock, registry(analyze)).await;
+    let (faulty, engine) = faulty_engine(&backend, &clock, registry(analyze)).await;
     engine.start("Approval", "f1", json!({})).await.unwrap();
     engine.raise_event("f1", approve("upload")).await.unwrap();
 
@@ -872,14 +865,7 @@ async fn an_outcome_that_cannot_be_recorded_is_recovered_after_the_lease(backend
 
 async fn deadline_timers_fire_through_recover_with_a_manual_clock(backend: Backend) {
     let clock = ManualClock::new(t0());
-    let faulty = FaultyStore::new(backend.store.clone());
-    let engine = engine_on(
-        faulty.clone(),
-        &backend.table,
-        &clock,
-        registry(counting_analyze(Arc::default())),
-    )
-    .await;
+    let (faulty, engine) = faulty_engine(&backend, &clock, plain_registry()).await;
     engine.start("Approval", "f1", json!({})).await.unwrap();
     engine.raise_event("f1", approve("upload")).await.unwrap();
     engine.idle().await;
@@ -1035,14 +1021,7 @@ async fn an_in_process_timer_wakes_the_instance_on_the_wall_clock(backend: Backe
 
 async fn recover_is_one_query_when_nothing_is_due(backend: Backend) {
     let clock = ManualClock::new(t0());
-    let faulty = FaultyStore::new(backend.store.clone());
-    let engine = engine_on(
-        faulty.clone(),
-        &backend.table,
-        &clock,
-        registry(counting_analyze(Arc::default())),
-    )
-    .await;
+    let (faulty, engine) = faulty_engine(&backend, &clock, plain_registry()).await;
     for id in ["a", "b", "c"] {
         engine.start("Approval", id, json!({})).await.unwrap();
     }
@@ -1114,7 +1093,7 @@ async fn a_stale_remembered_partition_is_caught_by_the_etag_and_reloaded(backend
 
 async fn list_filters_by_runtime_and_custom_status_and_pages(backend: Backend) {
     let clock = ManualClock::new(t0());
-    let engine = engine(&backend, &clock, registry(counting_analyze(Arc::default()))).await;
+    let engine = engine(&backend, &clock, plain_registry()).await;
     for id in ["a", "b", "c"] {
         engine.start("Approval", id, json!({})).await.unwrap();
     }
@@ -1189,7 +1168,7 @@ async fn list_filters_by_runtime_and_custom_status_and_pages(backend: Backend) {
 
 async fn terminate_then_purge_removes_the_instance(backend: Backend) {
     let clock = ManualClock::new(t0());
-    let engine = engine(&backend, &clock, registry(counting_analyze(Arc::default()))).await;
+    let engine = engine(&backend, &clock, plain_registry()).await;
     engine.start("Approval", "f1", json!({})).await.unwrap();
 
     let refused = engine.purge("f1").await;
@@ -1232,7 +1211,7 @@ async fn terminate_then_purge_removes_the_instance(backend: Backend) {
 
 async fn unknown_orchestrations_and_bad_ids_are_refused(backend: Backend) {
     let clock = ManualClock::new(t0());
-    let engine = engine(&backend, &clock, registry(counting_analyze(Arc::default()))).await;
+    let engine = engine(&backend, &clock, plain_registry()).await;
     assert!(matches!(
         engine.start("Nope", "f1", json!({})).await,
         Err(EngineError::UnknownOrchestration(_))

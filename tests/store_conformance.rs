@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use chrono::Utc;
 use file_approver::clock::ManualClock;
 use file_approver::functions::blobs;
-use file_approver::store::conformance::{Fixture, Restart};
+use file_approver::store::conformance::{azure_test_connection_string, Fixture, Restart};
 use file_approver::store::embedded::{EmbeddedOptions, EmbeddedStore};
 use file_approver::store::Storage;
 use tokio::sync::oneshot;
@@ -145,19 +145,10 @@ impl Restart for EmbeddedRestart {
 // Azure
 // ---------------------------------------------------------------------------------------------
 
-const AZURE_ENV: &str = "FILE_APPROVER_TEST_AZURE_STORAGE";
-
 /// The Azure backend on the account in `FILE_APPROVER_TEST_AZURE_STORAGE`, or `None` (a
 /// skip) when it is unset outside CI.
 async fn azure_fixture() -> Option<Fixture> {
-    let Ok(connection_string) = std::env::var(AZURE_ENV) else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "{AZURE_ENV} must be set in CI: the Azure backend cannot go untested there"
-        );
-        eprintln!("skipped: {AZURE_ENV} unset");
-        return None;
-    };
+    let connection_string = azure_test_connection_string()?;
     let store = file_approver::store::azure::AzureStore::from_connection_string(&connection_string)
         .expect("the Azure store connects");
     Some(Fixture::new(Arc::new(store)).await)

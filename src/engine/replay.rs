@@ -353,36 +353,24 @@ impl Driver {
             open_activities,
             open_timers,
         };
-        match self.outcome.take() {
-            None => {}
-            Some(Ok(value)) => {
-                result.runtime_status = RuntimeStatus::Completed;
-                result.output = Some(value.clone());
-                new_events.push(HistoryEvent::new(
-                    *next_id,
-                    now,
-                    EventKind::ExecutionCompleted {
-                        status: RuntimeStatus::Completed,
-                        result: Some(value),
-                        failure: None,
-                    },
-                ));
-                *next_id += 1;
-            }
-            Some(Err(reason)) => {
-                result.runtime_status = RuntimeStatus::Failed;
-                result.failure = Some(reason.clone());
-                new_events.push(HistoryEvent::new(
-                    *next_id,
-                    now,
-                    EventKind::ExecutionCompleted {
-                        status: RuntimeStatus::Failed,
-                        result: None,
-                        failure: Some(reason),
-                    },
-                ));
-                *next_id += 1;
-            }
+        if let Some(outcome) = self.outcome.take() {
+            let (status, output, failure) = match outcome {
+                Ok(value) => (RuntimeStatus::Completed, Some(value), None),
+                Err(reason) => (RuntimeStatus::Failed, None, Some(reason)),
+            };
+            result.runtime_status = status;
+            result.output.clone_from(&output);
+            result.failure.clone_from(&failure);
+            new_events.push(HistoryEvent::new(
+                *next_id,
+                now,
+                EventKind::ExecutionCompleted {
+                    status,
+                    result: output,
+                    failure,
+                },
+            ));
+            *next_id += 1;
         }
         if result.runtime_status.is_terminal() {
             // A finished instance waits for nothing; late outcomes are dropped.

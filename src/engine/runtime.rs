@@ -8,7 +8,7 @@ use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex, Weak};
 
 use chrono::{DateTime, Duration, Utc};
-use futures::FutureExt;
+use futures::{FutureExt, Stream, TryStreamExt};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::sync::{watch, OwnedMutexGuard};
@@ -23,8 +23,12 @@ use super::rows::{
 };
 use crate::clock::Clock;
 use crate::store::{
-    BatchOp, ETag, Prop, Storage, StoreError, TableQuery, MAX_BATCH_BYTES, MAX_BATCH_OPERATIONS,
+    BatchOp, ETag, Page, Prop, Storage, StoreError, TableQuery, MAX_BATCH_BYTES,
+    MAX_BATCH_OPERATIONS,
 };
+
+/// Table Storage's largest page: the engine's scans read as few pages as they can.
+const MAX_QUERY_PAGE: u32 = 1000;
 
 /// How an [`Engine`] behaves.
 #[derive(Debug, Clone)]
@@ -597,22 +601,13 @@ impl Engine {
     pub async fn recover(&self) -> Result<RecoveryReport, EngineError> {
         let now = self.inner.clock.now();
         let mut report = RecoveryReport::default();
-        let mut continuation = None;
-        loop {
-            let page = self
-                .inner
-                .store
-                .query(
-                    &self.inner.options.table,
-                    &TableQuery {
-                        partition_key: None,
-                        row_keys: Some(state_row_range()),
-                        equals: vec![(P_PENDING_WORK.to_owned(), Prop::Bool(true))],
-                        top: Some(1000),
-                        continuation,
-                    },
-                )
-                .await?;
+        let pages = self.pages(TableQuery {
+            row_keys: Some(state_row_range()),
+            equals: vec![(P_PENDING_WORK.to_owned(), Prop::Bool(true))],
+            ..TableQuery::default()
+        });
+        let mut pages = std::pin::pin!(pages);
+        while let Some(page) = pages.try_next().await? {
             for stored in &page.entities {
                 report.pending_instances += 1;
                 let instance_id = &stored.entity.partition_key;
@@ -637,10 +632,6 @@ impl Engine {
                         report.failures += 1;
                     }
                 }
-            }
-            continuation = page.continuation;
-            if continuation.is_none() {
-                break;
             }
         }
         if report != RecoveryReport::default() {
@@ -983,24 +974,39 @@ impl Engine {
             .collect()
     }
 
-    /// Reads the whole partition: history rows in order, then the state row.
-    async fn load(&self, instance_id: &str) -> Result<Loaded, EngineError> {
-        let mut loaded = Loaded::absent();
-        let mut continuation = None;
-        loop {
+    /// Every page of `query` (at the largest page size) over the engine's table, each fetched
+    /// only when the stream is polled, so a caller that works page by page holds one at a time.
+    fn pages(&self, query: TableQuery) -> impl Stream<Item = Result<Page, StoreError>> + Send + '_ {
+        let first = TableQuery {
+            top: Some(MAX_QUERY_PAGE),
+            ..query
+        };
+        futures::stream::try_unfold(Some(first), move |next| async move {
+            let Some(query) = next else {
+                return Ok(None);
+            };
             let page = self
                 .inner
                 .store
-                .query(
-                    &self.inner.options.table,
-                    &TableQuery {
-                        partition_key: Some(instance_id.to_owned()),
-                        top: Some(1000),
-                        continuation,
-                        ..TableQuery::default()
-                    },
-                )
+                .query(&self.inner.options.table, &query)
                 .await?;
+            let next = page.continuation.clone().map(|continuation| TableQuery {
+                continuation: Some(continuation),
+                ..query
+            });
+            Ok(Some((page, next)))
+        })
+    }
+
+    /// Reads the whole partition: history rows in order, then the state row.
+    async fn load(&self, instance_id: &str) -> Result<Loaded, EngineError> {
+        let mut loaded = Loaded::absent();
+        let pages = self.pages(TableQuery {
+            partition_key: Some(instance_id.to_owned()),
+            ..TableQuery::default()
+        });
+        let mut pages = std::pin::pin!(pages);
+        while let Some(page) = pages.try_next().await? {
             for stored in &page.entities {
                 if stored.entity.row_key == STATE_ROW {
                     let state = InstanceState::from_entity(&stored.entity)?;
@@ -1008,10 +1014,6 @@ impl Engine {
                 } else if stored.entity.row_key.starts_with("h-") {
                     loaded.history.push(history_event(stored)?);
                 }
-            }
-            continuation = page.continuation;
-            if continuation.is_none() {
-                break;
             }
         }
         if let Some((state, _)) = &loaded.state {

@@ -6,8 +6,9 @@
 //! answered like `GET` without the body, a single `Range: bytes=…` gives 206, and every
 //! other method gets 405, as a read-only SAS refuses writes.
 //!
-//! Errors are JSON `{"error":{"code","message"}}` with Blob Storage's codes where one fits.
-//! The mapping is local to this module for now; it belongs with the app-wide API error type.
+//! Errors are JSON `{"error":{"code","message"}}` with Blob Storage's codes where one fits
+//! (`AuthenticationFailed`, `InvalidRange`), not the API's: a client holding a download link
+//! should meet the same codes whether the link came from this route or from Blob Storage.
 
 use std::sync::Arc;
 
@@ -19,8 +20,10 @@ use axum::routing::get;
 use axum::{Json, Router};
 
 use crate::clock::Clock;
+use crate::error::RETRY_AFTER_SECS;
 use crate::store::embedded::{ByteRangeSpec, EmbeddedStore, SignedQuery, SignedUrlError};
 use crate::store::StoreError;
+use crate::telemetry::error_chain;
 
 /// The one container whose blobs this route serves.
 pub const SERVED_CONTAINER: &str = "files";
@@ -177,19 +180,20 @@ fn refused(e: SignedUrlError) -> Response {
             error(StatusCode::NOT_FOUND, "NotFound", "the blob does not exist")
         }
         SignedUrlError::Store(e @ StoreError::Unavailable(_)) => {
-            tracing::warn!(error = %e, source = ?std::error::Error::source(&e), "storage unavailable serving a signed link");
+            tracing::warn!(error = %error_chain(&e), "storage unavailable serving a signed link");
             let mut response = error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "StorageUnavailable",
                 "storage is unavailable; try again shortly",
             );
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from_static(RETRY_AFTER_SECS),
+            );
             response
         }
         SignedUrlError::Store(e) => {
-            tracing::error!(error = ?e, "failed to serve a signed link");
+            tracing::error!(error = %error_chain(&e), "failed to serve a signed link");
             error(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "InternalError",

@@ -14,7 +14,7 @@ use axum::extract::{RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use futures::{Stream, StreamExt, TryStreamExt};
+use futures::{Stream, TryStreamExt};
 
 use super::{orchestrator, FileStatus, FileView};
 use crate::domain::{FileId, FileName};
@@ -307,7 +307,3 @@ impl<S: Stream> Stream for KeepAlive<S> {
         self.inner.as_mut().poll_next(cx)
     }
 }
-
-// `StreamExt` is used through `map_err` on `TryStreamExt`; keep the import explicit for readers.
-#[allow(unused_imports)]
-use StreamExt as _;

@@ -134,6 +134,29 @@ impl Fixture {
     }
 }
 
+/// Names the storage account the Azure test suites run against, as a connection string
+/// (`UseDevelopmentStorage=true` for Azurite on its default ports). `scripts/test` starts a
+/// private Azurite and sets it.
+pub const AZURE_TEST_ENV: &str = "FILE_APPROVER_TEST_AZURE_STORAGE";
+
+/// The Azure test account's connection string, or `None` (after printing "skipped") when
+/// [`AZURE_TEST_ENV`] is unset or empty. Panics instead when `CI` is set: a CI run must never
+/// skip the Azure suites silently.
+pub fn azure_test_connection_string() -> Option<String> {
+    match std::env::var(AZURE_TEST_ENV) {
+        Ok(cs) if !cs.trim().is_empty() => Some(cs),
+        _ => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "{AZURE_TEST_ENV} must be set in CI: the Azure suites cannot go untested there \
+                 (scripts/test starts Azurite and sets it)"
+            );
+            eprintln!("skipped: {AZURE_TEST_ENV} unset (scripts/test starts Azurite and sets it)");
+            None
+        }
+    }
+}
+
 /// 16 lowercase letters and digits: valid in container and table names alike.
 fn random_suffix() -> String {
     let mut rng = rand::thread_rng();

@@ -268,6 +268,30 @@ pub enum BatchOp {
     },
 }
 
+impl BatchOp {
+    /// The entity this operation writes; `None` for a delete, which names only its row.
+    pub fn entity(&self) -> Option<&Entity> {
+        match self {
+            BatchOp::Insert(entity)
+            | BatchOp::Upsert(entity)
+            | BatchOp::Update { entity, .. }
+            | BatchOp::Merge { entity, .. } => Some(entity),
+            BatchOp::Delete { .. } => None,
+        }
+    }
+
+    /// The row this operation touches.
+    pub fn row_key(&self) -> &str {
+        match self {
+            BatchOp::Insert(entity)
+            | BatchOp::Upsert(entity)
+            | BatchOp::Update { entity, .. }
+            | BatchOp::Merge { entity, .. } => &entity.row_key,
+            BatchOp::Delete { row_key, .. } => row_key,
+        }
+    }
+}
+
 /// Which rows a query returns. Results come back in (PartitionKey, RowKey) order.
 #[derive(Debug, Clone, Default)]
 pub struct TableQuery {
@@ -416,13 +440,11 @@ pub fn validate_batch(partition_key: &str, operations: &[BatchOp]) -> StoreResul
     }
     let mut seen = std::collections::HashSet::new();
     for op in operations {
-        let (pk, rk) = match op {
-            BatchOp::Insert(e)
-            | BatchOp::Upsert(e)
-            | BatchOp::Update { entity: e, .. }
-            | BatchOp::Merge { entity: e, .. } => (e.partition_key.as_str(), e.row_key.as_str()),
-            BatchOp::Delete { row_key, .. } => (partition_key, row_key.as_str()),
-        };
+        // A delete names only its row: it is in the batch's partition by construction.
+        let pk = op
+            .entity()
+            .map_or(partition_key, |e| e.partition_key.as_str());
+        let rk = op.row_key();
         if pk != partition_key {
             return Err(StoreError::Invalid(format!(
                 "a batch spans one partition; {pk:?} is not {partition_key:?}"
@@ -453,4 +475,170 @@ pub fn validate_key(key: &str) -> StoreResult<()> {
         )));
     }
     Ok(())
+}
+
+/// Blob Storage's container rule: 3 to 63 of `a-z 0-9 -`, starting and ending with a letter or
+/// digit, no `--`. Checked before any request, so that a bad name is `Invalid` everywhere rather
+/// than a confusing 400 from the service (or, on disk, a path outside the blob root: the rule
+/// alone keeps the name a single, harmless path component).
+pub fn validate_container_name(name: &str) -> StoreResult<()> {
+    let ok = (3..=63).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-')
+        && !name.contains("--");
+    if ok {
+        Ok(())
+    } else {
+        Err(StoreError::Invalid(format!(
+            "container name {name:?} must be 3-63 lowercase letters, digits and single hyphens"
+        )))
+    }
+}
+
+/// Table Storage's rule: 3 to 63 ASCII letters and digits, starting with a letter; `tables` is
+/// reserved. Table names are case-insensitive there, and in the embedded store too.
+pub fn validate_table_name(name: &str) -> StoreResult<()> {
+    let ok = (3..=63).contains(&name.len())
+        && name.bytes().all(|b| b.is_ascii_alphanumeric())
+        && name.bytes().next().is_some_and(|b| b.is_ascii_alphabetic())
+        && !name.eq_ignore_ascii_case("tables");
+    if ok {
+        Ok(())
+    } else {
+        Err(StoreError::Invalid(format!(
+            "table name {name:?} must be 3-63 letters and digits, starting with a letter"
+        )))
+    }
+}
+
+/// RFC 5987 `attr-char`: what may appear unencoded in `filename*=UTF-8''…`.
+const ATTR_CHAR: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'!')
+    .remove(b'#')
+    .remove(b'$')
+    .remove(b'&')
+    .remove(b'+')
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'^')
+    .remove(b'_')
+    .remove(b'`')
+    .remove(b'|')
+    .remove(b'~');
+
+/// The `Content-Disposition` every backend's read link carries:
+/// `attachment; filename="<ASCII fallback>"; filename*=UTF-8''<percent-encoded UTF-8>`
+/// (RFC 6266, RFC 5987). Blobs are named by UUID, so this is how the browser learns the user's
+/// file name. Control characters are dropped; in the fallback, which serves old clients,
+/// non-ASCII, quotes and backslashes become `_`, so the quoted string cannot be broken out of.
+/// An empty name becomes `download`.
+pub fn attachment_disposition(download_name: &str) -> String {
+    let cleaned: String = download_name.chars().filter(|c| !c.is_control()).collect();
+    let cleaned = if cleaned.trim().is_empty() {
+        "download".to_owned()
+    } else {
+        cleaned
+    };
+    let fallback: String = cleaned
+        .chars()
+        .map(|c| {
+            if c.is_ascii() && c != '"' && c != '\\' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let encoded = percent_encoding::utf8_percent_encode(&cleaned, ATTR_CHAR);
+    format!("attachment; filename=\"{fallback}\"; filename*=UTF-8''{encoded}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn container_names_follow_blob_storage_rules() {
+        for ok in [
+            "files",
+            "abc",
+            "a-b-c",
+            "test-1a2b",
+            "conf-0123456789abcdef",
+        ] {
+            assert!(validate_container_name(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "ab",
+            "Files",
+            "-abc",
+            "abc-",
+            "a--b",
+            "a_b",
+            "a/b",
+            "..",
+            "a.b",
+            "fïles",
+            &"a".repeat(64),
+        ] {
+            assert!(
+                matches!(validate_container_name(bad), Err(StoreError::Invalid(_))),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn table_names_follow_table_storage_rules() {
+        for ok in ["abc", "Workflow", "workflow123", "t0123456789"] {
+            assert!(validate_table_name(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "ab",
+            "1abc",
+            "a-bc",
+            "a_bc",
+            "tables",
+            "Tables",
+            &"a".repeat(64),
+        ] {
+            assert!(
+                matches!(validate_table_name(bad), Err(StoreError::Invalid(_))),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_plain_download_name_is_quoted_and_encoded() {
+        assert_eq!(
+            attachment_disposition("report.pdf"),
+            "attachment; filename=\"report.pdf\"; filename*=UTF-8''report.pdf"
+        );
+    }
+
+    #[test]
+    fn a_non_ascii_download_name_falls_back_and_is_percent_encoded() {
+        assert_eq!(
+            attachment_disposition("Übersicht 2024.xlsx"),
+            "attachment; filename=\"_bersicht 2024.xlsx\"; \
+             filename*=UTF-8''%C3%9Cbersicht%202024.xlsx"
+        );
+    }
+
+    #[test]
+    fn quotes_and_control_characters_cannot_break_the_disposition() {
+        assert_eq!(
+            attachment_disposition("a\"b\\c\r\nd.txt"),
+            "attachment; filename=\"a_b_cd.txt\"; filename*=UTF-8''a%22b%5Ccd.txt"
+        );
+    }
+
+    #[test]
+    fn an_empty_download_name_becomes_download() {
+        assert!(attachment_disposition("\n").contains("filename=\"download\""));
+    }
 }

@@ -46,8 +46,6 @@ pub struct DecisionEvent {
     pub decided_time: DateTime<Utc>,
 }
 
-pub type Approval = DecisionEvent;
-
 /// The external event a stage's decision arrives as.
 pub fn event_name(stage: ApprovalStage) -> &'static str {
     match stage {
@@ -78,8 +76,16 @@ async fn decision(
     match timeout_secs {
         None => ctx.wait_for_event(event_name(stage)).await.map(Some),
         Some(secs) => {
-            let deadline = ctx.current_time() + Duration::seconds(secs as i64);
-            ctx.wait_for_event_until(event_name(stage), deadline).await
+            // A timeout too long for the calendar is no deadline at all, rather than a panic
+            // that would fail the file's workflow.
+            let deadline = i64::try_from(secs)
+                .ok()
+                .and_then(Duration::try_seconds)
+                .and_then(|timeout| ctx.current_time().checked_add_signed(timeout));
+            match deadline {
+                Some(deadline) => ctx.wait_for_event_until(event_name(stage), deadline).await,
+                None => ctx.wait_for_event(event_name(stage)).await.map(Some),
+            }
         }
     }
 }
@@ -217,4 +223,49 @@ pub fn summarize(status: &InstanceStatus) -> Result<Summary, EngineError> {
 /// The instance id of a file's workflow.
 pub fn instance_id(id: FileId) -> String {
     id.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+    use crate::engine::{replay, RuntimeStatus, TurnResult};
+
+    const FILE_ID: &str = "3f1c0e1e-7d5c-4b8e-9a39-0c5d2b1f6a11";
+
+    /// The workflow's first turn for a file uploaded with this approval timeout.
+    fn first_turn(approval_timeout_secs: Option<u64>) -> TurnResult {
+        let mut registry = Registry::new();
+        registry.orchestration(ORCHESTRATION, file_approval);
+        let orchestration = registry.get_orchestration(ORCHESTRATION).unwrap();
+        let now = Utc.with_ymd_and_hms(2026, 11, 24, 9, 0, 0).unwrap();
+        let file = FileInput {
+            id: FILE_ID.into(),
+            name: "report.pdf".into(),
+            content_type: "application/pdf".into(),
+            size: 3,
+            created_time: now,
+            approval_timeout_secs,
+        };
+        let started = EventKind::ExecutionStarted {
+            name: ORCHESTRATION.into(),
+            input: serde_json::to_value(file).unwrap(),
+        };
+        replay(orchestration, FILE_ID, &[], vec![started], now)
+    }
+
+    #[test]
+    fn an_approval_timeout_sets_a_deadline_timer() {
+        let turn = first_turn(Some(3600));
+        assert_eq!(turn.runtime_status, RuntimeStatus::Running);
+        assert_eq!(turn.open_timers.len(), 1);
+    }
+
+    #[test]
+    fn an_approval_timeout_beyond_the_calendar_waits_without_a_deadline() {
+        let turn = first_turn(Some(u64::MAX));
+        assert_eq!(turn.runtime_status, RuntimeStatus::Running, "{turn:?}");
+        assert!(turn.open_timers.is_empty());
+    }
 }

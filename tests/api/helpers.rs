@@ -8,6 +8,7 @@ use file_approver::clock::ManualClock;
 use file_approver::config::Settings;
 use file_approver::engine::testing::FaultyStore;
 use file_approver::startup::{AppState, Application};
+use file_approver::store::conformance::azure_test_connection_string;
 use file_approver::store::Storage;
 use serde_json::Value;
 use tokio::net::TcpListener;
@@ -38,22 +39,6 @@ pub struct TestApp {
     pub state: AppState,
     pub clock: ManualClock,
     _dir: tempfile::TempDir,
-}
-
-/// The Azure connection string for tests, or `None` to skip (never in CI).
-pub fn azure_connection_string() -> Option<String> {
-    match std::env::var("FILE_APPROVER_TEST_AZURE_STORAGE") {
-        Ok(cs) if !cs.trim().is_empty() => Some(cs),
-        _ if std::env::var_os("CI").is_some() => {
-            panic!(
-                "CI is set but FILE_APPROVER_TEST_AZURE_STORAGE is not: the Azure tests must run"
-            )
-        }
-        _ => {
-            eprintln!("skipped: FILE_APPROVER_TEST_AZURE_STORAGE unset (run scripts/test)");
-            None
-        }
-    }
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -118,7 +103,10 @@ pub async fn spawn_app_with(options: Options) -> Option<TestApp> {
         vars.insert("FUNCTIONS_CUSTOMHANDLER_PORT".into(), "0".into());
     }
     if backend == Backend::Azure {
-        vars.insert("AzureWebJobsStorage".into(), azure_connection_string()?);
+        vars.insert(
+            "AzureWebJobsStorage".into(),
+            azure_test_connection_string()?,
+        );
     }
     for (name, value) in extra {
         vars.insert(name.to_owned(), value);

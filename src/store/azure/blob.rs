@@ -7,6 +7,7 @@
 //! sent as a single Put Blob once it has been read completely, which keeps the same guarantee.
 
 use bytes::{Bytes, BytesMut};
+use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use md5::{Digest, Md5};
 use tokio::task::JoinSet;
@@ -86,6 +87,13 @@ pub(crate) async fn upload(
     }
     let content_md5: [u8; 16] = md5.finalize().into();
     let content_type = BlobContentType::from(options.content_type.clone());
+    let committed = |etag: String, last_modified: DateTime<Utc>| BlobProperties {
+        size: total,
+        content_type: options.content_type.clone(),
+        content_md5: Some(content_md5),
+        etag: ETag::new(etag),
+        last_modified,
+    };
 
     if staged.is_empty() {
         let response = client
@@ -95,16 +103,13 @@ pub(crate) async fn upload(
             .hash(Hash::MD5(content_md5))
             .await
             .map_err(|e| map_error("put blob", e))?;
-        return Ok(BlobProperties {
-            size: total,
-            content_type: options.content_type.clone(),
-            content_md5: Some(content_md5),
-            etag: ETag::new(response.etag),
-            last_modified: utc(
+        return Ok(committed(
+            response.etag,
+            utc(
                 response.last_modified.unix_timestamp(),
                 response.last_modified.nanosecond(),
             ),
-        });
+        ));
     }
 
     let id = block_id(&upload_id, staged.len());
@@ -124,16 +129,13 @@ pub(crate) async fn upload(
         .content_md5(BlobContentMD5::from(content_md5))
         .await
         .map_err(|e| map_error("put block list", e))?;
-    Ok(BlobProperties {
-        size: total,
-        content_type: options.content_type.clone(),
-        content_md5: Some(content_md5),
-        etag: ETag::new(response.etag),
-        last_modified: utc(
+    Ok(committed(
+        response.etag,
+        utc(
             response.last_modified.unix_timestamp(),
             response.last_modified.nanosecond(),
         ),
-    })
+    ))
 }
 
 async fn put_block(client: BlobClient, id: BlockId, data: Bytes) -> StoreResult<()> {

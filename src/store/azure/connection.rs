@@ -204,7 +204,6 @@ fn endpoint(raw: &str, setting: &str) -> Result<Url, StoreError> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -12,7 +12,7 @@ use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use sha2::Sha256;
 use url::Url;
 
-use crate::store::StoreError;
+use crate::store::{attachment_disposition, StoreError};
 
 /// The service version the signature follows. Any version from 2020-12-06 on uses the
 /// string-to-sign below; 2022-11-02 is also the version the legacy crates send, so Azurite and
@@ -26,21 +26,6 @@ const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'-')
     .remove(b'.')
     .remove(b'_')
-    .remove(b'~');
-
-/// RFC 5987 `attr-char`: what may appear unencoded in `filename*=UTF-8''…`.
-const ATTR_CHAR: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'!')
-    .remove(b'#')
-    .remove(b'$')
-    .remove(b'&')
-    .remove(b'+')
-    .remove(b'-')
-    .remove(b'.')
-    .remove(b'^')
-    .remove(b'_')
-    .remove(b'`')
-    .remove(b'|')
     .remove(b'~');
 
 /// What one link grants.
@@ -59,7 +44,7 @@ impl ReadSas<'_> {
     /// The blob URL with the SAS query appended.
     pub fn url(&self) -> Result<String, StoreError> {
         let expiry = self.expires_at.format("%Y-%m-%dT%H:%M:%SZ").to_string();
-        let disposition = content_disposition(self.download_name);
+        let disposition = attachment_disposition(self.download_name);
         // Over https the link refuses plain http; over http (Azurite) it cannot.
         let protocol = if self.blob_url.scheme() == "https" {
             "https"
@@ -75,7 +60,7 @@ impl ReadSas<'_> {
         //   signedIdentifier, signedIP, signedProtocol, signedVersion, signedResource,
         //   signedSnapshotTime, signedEncryptionScope, rscc, rscd, rsce, rscl, rsct
         // Values are signed decoded, exactly as the service reads them back from the query.
-        // No `st`: a start time only adds clock-skew failures (G13).
+        // No `st`: a start time only adds clock-skew failures.
         let string_to_sign = [
             "r",
             "",
@@ -124,66 +109,10 @@ fn sign(key: &[u8], string_to_sign: &str) -> Result<String, StoreError> {
     Ok(base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes()))
 }
 
-/// `attachment; filename="<ASCII fallback>"; filename*=UTF-8''<percent-encoded UTF-8>`
-/// (RFC 6266). The fallback serves old clients: non-ASCII, quotes, backslashes and control
-/// characters become `_`, so the quoted string can never be broken out of.
-pub(crate) fn content_disposition(download_name: &str) -> String {
-    let cleaned: String = download_name.chars().filter(|c| !c.is_control()).collect();
-    let cleaned = if cleaned.trim().is_empty() {
-        "download".to_owned()
-    } else {
-        cleaned
-    };
-    let fallback: String = cleaned
-        .chars()
-        .map(|c| {
-            if c.is_ascii() && c != '"' && c != '\\' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    let encoded = utf8_percent_encode(&cleaned, ATTR_CHAR);
-    format!("attachment; filename=\"{fallback}\"; filename*=UTF-8''{encoded}")
-}
-
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use chrono::TimeZone;
-
-    #[test]
-    fn plain_name_is_quoted_and_encoded() {
-        assert_eq!(
-            content_disposition("report.pdf"),
-            "attachment; filename=\"report.pdf\"; filename*=UTF-8''report.pdf"
-        );
-    }
-
-    #[test]
-    fn non_ascii_name_falls_back_and_is_percent_encoded() {
-        assert_eq!(
-            content_disposition("Übersicht 2024.xlsx"),
-            "attachment; filename=\"_bersicht 2024.xlsx\"; \
-             filename*=UTF-8''%C3%9Cbersicht%202024.xlsx"
-        );
-    }
-
-    #[test]
-    fn quotes_and_control_characters_cannot_break_the_header() {
-        let d = content_disposition("a\"b\\c\r\nd.txt");
-        assert_eq!(
-            d,
-            "attachment; filename=\"a_b_cd.txt\"; filename*=UTF-8''a%22b%5Ccd.txt"
-        );
-    }
-
-    #[test]
-    fn empty_name_becomes_download() {
-        assert!(content_disposition("\n").contains("filename=\"download\""));
-    }
 
     /// Pins the string-to-sign: a known key and inputs give this exact signature, computed once
     /// and checked against Azurite by tests/azure_backend.rs.

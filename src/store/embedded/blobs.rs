@@ -94,7 +94,7 @@ pub(super) async fn write_temp(
         .await
     {
         Ok(file) => file,
-        // The container directory is missing.
+        // A fresh name can only be missing its directory: the container does not exist.
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(StoreError::NotFound),
         Err(e) => return Err(io_error("create", &path, e)),
     };

@@ -30,11 +30,12 @@ use chrono::{DateTime, Utc};
 use rusqlite::{Connection, ErrorCode};
 
 use super::{
-    BatchOp, BlobProperties, BlobRead, ByteStream, ETag, Entity, Page, PutBlobOptions,
-    SignedUrlRequest, Storage, StoreError, StoreResult, StoredEntity, TableQuery,
+    validate_batch, validate_container_name, validate_table_name, BatchOp, BlobProperties,
+    BlobRead, ByteStream, ETag, Entity, Page, PutBlobOptions, SignedUrlRequest, Storage,
+    StoreError, StoreResult, StoredEntity, TableQuery,
 };
 
-pub use signed::{attachment_disposition, ByteRangeSpec, SignedQuery, SignedRead, SignedUrlError};
+pub use signed::{ByteRangeSpec, SignedQuery, SignedRead, SignedUrlError};
 
 /// Name of the database file inside the data directory.
 const DATABASE_FILE: &str = "tables.sqlite3";
@@ -169,7 +170,7 @@ impl EmbeddedStore {
         container: &str,
         name: &str,
     ) -> StoreResult<(BlobProperties, std::fs::File)> {
-        validate_container(container)?;
+        validate_container_name(container)?;
         validate_blob_name(name)?;
         let (container, name) = (container.to_owned(), name.to_owned());
         self.with_db(move |conn, root| blobs::open(conn, root, &container, &name))
@@ -184,7 +185,7 @@ impl Storage for EmbeddedStore {
     }
 
     async fn ensure_container(&self, container: &str) -> StoreResult<()> {
-        validate_container(container)?;
+        validate_container_name(container)?;
         let dir = self.inner.blobs_root.join(container);
         let root = self.inner.blobs_root.clone();
         tokio::task::spawn_blocking(move || blobs::create_container_dir(&root, &dir))
@@ -199,7 +200,7 @@ impl Storage for EmbeddedStore {
         body: ByteStream,
         options: &PutBlobOptions,
     ) -> StoreResult<BlobProperties> {
-        validate_container(container)?;
+        validate_container_name(container)?;
         validate_blob_name(name)?;
         let dir = self.inner.blobs_root.join(container);
         let staged = blobs::write_temp(&dir, body, options.max_bytes).await?;
@@ -242,7 +243,7 @@ impl Storage for EmbeddedStore {
     }
 
     async fn blob_properties(&self, container: &str, name: &str) -> StoreResult<BlobProperties> {
-        validate_container(container)?;
+        validate_container_name(container)?;
         validate_blob_name(name)?;
         let (container, name) = (container.to_owned(), name.to_owned());
         self.with_db(move |conn, _| blobs::properties(conn, &container, &name))
@@ -250,7 +251,7 @@ impl Storage for EmbeddedStore {
     }
 
     async fn delete_blob(&self, container: &str, name: &str) -> StoreResult<()> {
-        validate_container(container)?;
+        validate_container_name(container)?;
         validate_blob_name(name)?;
         let (container, name) = (container.to_owned(), name.to_owned());
         self.with_db(move |conn, root| blobs::delete(conn, root, &container, &name))
@@ -258,13 +259,13 @@ impl Storage for EmbeddedStore {
     }
 
     fn signed_read_url(&self, request: &SignedUrlRequest<'_>) -> StoreResult<String> {
-        validate_container(request.container)?;
+        validate_container_name(request.container)?;
         validate_blob_name(request.name)?;
         Ok(self.inner.signer.url(request))
     }
 
     async fn ensure_table(&self, table: &str) -> StoreResult<()> {
-        validate_table(table)?;
+        validate_table_name(table)?;
         let table = table.to_owned();
         self.with_db(move |conn, _| tables::ensure_table(conn, &table))
             .await
@@ -276,7 +277,7 @@ impl Storage for EmbeddedStore {
         partition_key: &str,
         row_key: &str,
     ) -> StoreResult<StoredEntity> {
-        validate_table(table)?;
+        validate_table_name(table)?;
         let (table, pk, rk) = (
             table.to_owned(),
             partition_key.to_owned(),
@@ -329,7 +330,7 @@ impl Storage for EmbeddedStore {
         row_key: &str,
         if_match: Option<&ETag>,
     ) -> StoreResult<()> {
-        validate_table(table)?;
+        validate_table_name(table)?;
         let op = BatchOp::Delete {
             row_key: row_key.to_owned(),
             if_match: if_match.cloned(),
@@ -340,7 +341,7 @@ impl Storage for EmbeddedStore {
     }
 
     async fn query(&self, table: &str, query: &TableQuery) -> StoreResult<Page> {
-        validate_table(table)?;
+        validate_table_name(table)?;
         let (table, query) = (table.to_owned(), query.clone());
         self.with_db(move |conn, _| tables::query(conn, &table, &query))
             .await
@@ -352,8 +353,8 @@ impl Storage for EmbeddedStore {
         partition_key: &str,
         operations: Vec<BatchOp>,
     ) -> StoreResult<Vec<Option<ETag>>> {
-        validate_table(table)?;
-        super::validate_batch(partition_key, &operations)?;
+        validate_table_name(table)?;
+        validate_batch(partition_key, &operations)?;
         let (table, pk) = (table.to_owned(), partition_key.to_owned());
         self.with_db(move |conn, _| tables::batch(conn, &table, &pk, &operations))
             .await
@@ -363,7 +364,7 @@ impl Storage for EmbeddedStore {
 impl EmbeddedStore {
     /// A single entity write: an insert, upsert, update or merge, in its own transaction.
     async fn write_one(&self, table: &str, partition_key: &str, op: BatchOp) -> StoreResult<ETag> {
-        validate_table(table)?;
+        validate_table_name(table)?;
         let (table, pk) = (table.to_owned(), partition_key.to_owned());
         let etag = self
             .with_db(move |conn, _| tables::write(conn, &table, &pk, &op))
@@ -373,27 +374,8 @@ impl EmbeddedStore {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Names. Blob Storage and Table Storage rules, plus what keeps a blob inside its directory.
+// Blob names: stricter than Blob Storage's, so that a blob stays inside its directory.
 // ---------------------------------------------------------------------------------------------
-
-/// Blob Storage's container rule: 3 to 63 of `a-z 0-9 -`, starting and ending with a letter or
-/// digit, no `--`. The rule alone keeps the name a single, harmless path component.
-fn validate_container(name: &str) -> StoreResult<()> {
-    let ok = (3..=63).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !name.starts_with('-')
-        && !name.ends_with('-')
-        && !name.contains("--");
-    if ok {
-        Ok(())
-    } else {
-        Err(StoreError::Invalid(format!(
-            "container name {name:?} is not 3-63 lowercase letters, digits and single hyphens"
-        )))
-    }
-}
 
 /// Blob names become file names, so stricter than Blob Storage: one path component (no `/` or
 /// `\`), no control characters, at most 255 bytes (the usual file name limit), and no leading
@@ -412,22 +394,6 @@ fn validate_blob_name(name: &str) -> StoreResult<()> {
         Err(StoreError::Invalid(format!(
             "blob name {name:?} must be 1-255 bytes without '/', '\\', control characters \
              or a leading '.'"
-        )))
-    }
-}
-
-/// Table Storage's rule: 3 to 63 ASCII letters and digits, starting with a letter; `tables` is
-/// reserved. Table names are case-insensitive there, and here.
-fn validate_table(name: &str) -> StoreResult<()> {
-    let ok = (3..=63).contains(&name.len())
-        && name.bytes().all(|b| b.is_ascii_alphanumeric())
-        && name.bytes().next().is_some_and(|b| b.is_ascii_alphabetic())
-        && !name.eq_ignore_ascii_case("tables");
-    if ok {
-        Ok(())
-    } else {
-        Err(StoreError::Invalid(format!(
-            "table name {name:?} is not 3-63 letters and digits starting with a letter"
         )))
     }
 }
@@ -479,29 +445,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn container_names_follow_blob_storage_rules() {
-        for ok in ["files", "abc", "a-b-c", "conf-0123456789abcdef"] {
-            assert!(validate_container(ok).is_ok(), "{ok}");
-        }
-        for bad in [
-            "ab",
-            "Files",
-            "-abc",
-            "abc-",
-            "a--b",
-            "a/b",
-            "..",
-            "a.b",
-            &"a".repeat(64),
-        ] {
-            assert!(
-                matches!(validate_container(bad), Err(StoreError::Invalid(_))),
-                "{bad}"
-            );
-        }
-    }
-
-    #[test]
     fn blob_names_cannot_leave_their_directory() {
         for ok in ["3f1c0e1e-7d5c-4b8e-9a39-0c5d2b1f6a11", "report.pdf", "a..b"] {
             assert!(validate_blob_name(ok).is_ok(), "{ok}");
@@ -520,27 +463,6 @@ mod tests {
             assert!(
                 matches!(validate_blob_name(bad), Err(StoreError::Invalid(_))),
                 "{bad:?}"
-            );
-        }
-    }
-
-    #[test]
-    fn table_names_follow_table_storage_rules() {
-        for ok in ["abc", "Workflow", "t0123456789"] {
-            assert!(validate_table(ok).is_ok(), "{ok}");
-        }
-        for bad in [
-            "ab",
-            "1abc",
-            "a-bc",
-            "a_bc",
-            "tables",
-            "Tables",
-            &"a".repeat(64),
-        ] {
-            assert!(
-                matches!(validate_table(bad), Err(StoreError::Invalid(_))),
-                "{bad}"
             );
         }
     }

@@ -19,7 +19,7 @@ use sha2::Sha256;
 use url::Url;
 
 use super::io_error;
-use crate::store::{BlobRead, SignedUrlRequest, StoreError, StoreResult};
+use crate::store::{attachment_disposition, BlobRead, SignedUrlRequest, StoreError, StoreResult};
 
 /// Tags the string-to-sign, so a change of format can never verify an old signature.
 const SIGNATURE_VERSION: &str = "file-approver/embedded-blob-read/v1";
@@ -29,21 +29,6 @@ const READ: &str = "r";
 const KEY_BYTES: usize = 32;
 /// Shorter caller-given secrets are refused: HMAC is only as strong as its key.
 const MIN_KEY_BYTES: usize = 16;
-
-/// RFC 5987 `attr-char`: everything else in `filename*` is percent-encoded.
-const ATTR_CHAR: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'!')
-    .remove(b'#')
-    .remove(b'$')
-    .remove(b'&')
-    .remove(b'+')
-    .remove(b'-')
-    .remove(b'.')
-    .remove(b'^')
-    .remove(b'_')
-    .remove(b'`')
-    .remove(b'|')
-    .remove(b'~');
 
 /// A URL path segment: everything but unreserved characters is percent-encoded.
 const PATH_SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
@@ -132,31 +117,6 @@ impl ByteRangeSpec {
             _ => None,
         }
     }
-}
-
-/// `attachment; filename="<ASCII fallback>"; filename*=UTF-8''<percent-encoded UTF-8>`
-/// (RFC 6266, RFC 5987). Control characters are dropped; in the fallback, non-ASCII, quotes
-/// and backslashes become `_`, so the quoted string cannot be broken out of. An empty name
-/// becomes `download`.
-pub fn attachment_disposition(download_name: &str) -> String {
-    let cleaned: String = download_name.chars().filter(|c| !c.is_control()).collect();
-    let cleaned = if cleaned.trim().is_empty() {
-        "download".to_owned()
-    } else {
-        cleaned
-    };
-    let fallback: String = cleaned
-        .chars()
-        .map(|c| {
-            if c.is_ascii() && c != '"' && c != '\\' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    let encoded = utf8_percent_encode(&cleaned, ATTR_CHAR);
-    format!("attachment; filename=\"{fallback}\"; filename*=UTF-8''{encoded}")
 }
 
 /// Mints and checks links.

@@ -208,12 +208,9 @@ pub(super) fn batch(
 ) -> StoreResult<Vec<Option<ETag>>> {
     let approximate_size: usize = operations
         .iter()
-        .map(|op| match op {
-            BatchOp::Insert(e)
-            | BatchOp::Upsert(e)
-            | BatchOp::Update { entity: e, .. }
-            | BatchOp::Merge { entity: e, .. } => entity_size(e),
-            BatchOp::Delete { row_key, .. } => 2 * (pk.len() + row_key.len()),
+        .map(|op| match op.entity() {
+            Some(entity) => entity_size(entity),
+            None => 2 * (pk.len() + op.row_key().len()),
         })
         .sum();
     if approximate_size > crate::store::MAX_BATCH_BYTES {
