@@ -61,7 +61,8 @@ pub struct Settings {
     pub public_url: Option<String>,
     /// Embedded store only: the link-signing secret (else a key file in the data dir).
     pub signing_key: Option<Vec<u8>>,
-    /// How often local mode runs the engine's recovery duty.
+    /// How often local mode runs its duties (the engine's recovery, starting workflows that
+    /// did not start); 0 turns them off (tests run them by hand).
     pub recover_interval_secs: u64,
     /// An approval not given within this many seconds ends the workflow as `Expired`.
     pub approval_timeout_secs: Option<u64>,
@@ -153,7 +154,7 @@ impl Settings {
                 "is longer than 7 days, the longest a service SAS should live",
             ));
         }
-        let recover_interval_secs = parse_u64("FILE_APPROVER_RECOVER_INTERVAL_SECS", get, 60, 1)?;
+        let recover_interval_secs = parse_u64("FILE_APPROVER_RECOVER_INTERVAL_SECS", get, 60, 0)?;
         let approval_timeout_secs = match get("FILE_APPROVER_APPROVAL_TIMEOUT_SECS") {
             Some(_) => Some(parse_u64("FILE_APPROVER_APPROVAL_TIMEOUT_SECS", get, 0, 1)?),
             None => None,

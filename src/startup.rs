@@ -3,6 +3,7 @@
 //! [`AppState`].
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,7 +17,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::clock::{Clock, SystemClock};
-use crate::config::{RunMode, Settings, StorageSetting};
+use crate::config::{Settings, StorageSetting};
 use crate::engine::{Engine, EngineError, EngineOptions};
 use crate::error::ApiError;
 use crate::functions::{approve, blobs, download, orchestrator, recover, status, upload};
@@ -32,6 +33,9 @@ pub struct AppState {
     pub engine: Arc<Engine>,
     pub clock: Arc<dyn Clock>,
     pub settings: Arc<Settings>,
+    /// Local mode: set when a committed upload's workflow could not be started, so the next
+    /// recovery pass starts it (there is no blob trigger to deliver it again).
+    pub unstarted_uploads: Arc<AtomicBool>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -126,6 +130,9 @@ impl Application {
             engine: Arc::new(engine),
             clock: clock.clone(),
             settings: Arc::new(settings),
+            // A crash between an upload's commit and its workflow's start is only visible in
+            // storage, so local mode looks once after start-up.
+            unstarted_uploads: Arc::new(AtomicBool::new(true)),
         };
         let mut router = app(state.clone());
         if let Some(embedded) = embedded {
@@ -149,17 +156,16 @@ impl Application {
     /// Serves until the process is stopped. In local mode it also runs the duty a timer
     /// trigger runs under the host: the engine's recovery of unfinished work.
     pub async fn run_until_stopped(self) -> Result<(), StartupError> {
-        if let RunMode::Local { .. } = self.state.settings.mode {
-            let engine = self.state.engine.clone();
-            let every = Duration::from_secs(self.state.settings.recover_interval_secs);
+        let interval = self.state.settings.recover_interval_secs;
+        if self.state.settings.mode.is_local() && interval > 0 {
+            let state = self.state.clone();
+            let every = Duration::from_secs(interval);
             tokio::spawn(async move {
                 let mut ticks = tokio::time::interval(every);
                 ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 loop {
                     ticks.tick().await;
-                    if let Err(e) = engine.recover().await {
-                        tracing::warn!(error = %e, "recovery duty failed; will retry");
-                    }
+                    local_duties(&state).await;
                 }
             });
         }
@@ -167,6 +173,25 @@ impl Application {
             .with_graceful_shutdown(shutdown_signal())
             .await
             .map_err(StartupError::Serve)
+    }
+}
+
+/// What the host's triggers do for an app under the Functions host, done by local mode itself:
+/// the `recover` timer, and a second delivery of the blob trigger for uploads whose workflow
+/// did not start.
+pub async fn local_duties(state: &AppState) {
+    if state.unstarted_uploads.swap(false, Ordering::AcqRel) {
+        match orchestrator::start_unstarted_uploads(state).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(started = n, "started the workflows of earlier uploads"),
+            Err(e) => {
+                state.unstarted_uploads.store(true, Ordering::Release);
+                tracing::warn!(error = %e, "could not start the workflows of earlier uploads; will retry");
+            }
+        }
+    }
+    if let Err(e) = state.engine.recover().await {
+        tracing::warn!(error = %e, "recovery duty failed; will retry");
     }
 }
 

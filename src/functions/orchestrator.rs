@@ -19,7 +19,7 @@ use crate::domain::{FileId, FileName};
 use crate::engine::{EngineError, StartOutcome};
 use crate::error::ApiError;
 use crate::startup::AppState;
-use crate::store::{Entity, Prop, StoreError};
+use crate::store::{Entity, Prop, StoreError, TableQuery};
 use crate::workflow::record::{self, FileRecord, UploadState, FILES_TABLE};
 use crate::workflow::{start_for_file, FileInput, FILES_CONTAINER};
 
@@ -134,6 +134,47 @@ pub async fn start_workflow(
     start_for_file(&state.engine, &input)
         .await
         .map_err(|e: EngineError| e.into())
+}
+
+/// Starts the workflow of every committed upload that has none (local mode's stand-in for the
+/// blob trigger's redelivery). One query over the records, one status read per record found.
+pub async fn start_unstarted_uploads(state: &AppState) -> Result<usize, ApiError> {
+    let mut started = 0;
+    let mut continuation = None;
+    loop {
+        let page = state
+            .store
+            .query(
+                FILES_TABLE,
+                &TableQuery {
+                    equals: vec![("State".into(), Prop::Str("Uploaded".into()))],
+                    top: Some(1000),
+                    continuation,
+                    ..TableQuery::default()
+                },
+            )
+            .await?;
+        for stored in &page.entities {
+            let Ok(rec) = FileRecord::from_entity(&stored.entity) else {
+                tracing::warn!(record = %stored.entity.partition_key, "unreadable file record skipped");
+                continue;
+            };
+            if state
+                .engine
+                .status(&rec.id.to_string(), false)
+                .await?
+                .is_none()
+            {
+                if let StartOutcome::Started(_) = start_workflow(state, &rec).await? {
+                    started += 1;
+                }
+            }
+        }
+        continuation = page.continuation;
+        if continuation.is_none() {
+            return Ok(started);
+        }
+    }
 }
 
 /// The table input arrives as the entity's JSON (native types, `odata.*` annotations).

@@ -251,10 +251,19 @@ pub async fn upload(
 
     let view = if state.settings.mode.is_local() {
         // Local mode stands in for the blob trigger with the very same start-up code.
-        match orchestrator::start_workflow(&state, &rec).await? {
-            StartOutcome::Started(status) => FileView::from_instance(&status)?,
+        match orchestrator::start_workflow(&state, &rec).await {
+            Ok(StartOutcome::Started(status)) => FileView::from_instance(&status)?,
             // Only a second delivery finds it started, and every upload has a fresh id.
-            StartOutcome::AlreadyExists => FileView::Uploaded(rec),
+            Ok(StartOutcome::AlreadyExists) => FileView::Uploaded(rec),
+            Err(e) => {
+                // The file is safely stored: answer 201 (a retry would upload it twice) and
+                // let the next recovery pass start its workflow, as a redelivered trigger would.
+                tracing::warn!(file = %id, error = %e, "workflow not started yet; recovery will start it");
+                state
+                    .unstarted_uploads
+                    .store(true, std::sync::atomic::Ordering::Release);
+                FileView::Uploaded(rec)
+            }
         }
     } else {
         FileView::Uploaded(rec)

@@ -99,6 +99,9 @@ pub async fn spawn_app_with(options: Options) -> Option<TestApp> {
         "FILE_APPROVER_DATA_DIR".into(),
         dir.path().to_string_lossy().into_owned(),
     );
+    // Tests run the local duties by hand (`startup::local_duties`): in the background they
+    // would race the test, and on Azure reach other tests' files in the shared tables.
+    vars.insert("FILE_APPROVER_RECOVER_INTERVAL_SECS".into(), "0".into());
     if mode == Mode::CustomHandler {
         vars.insert("FUNCTIONS_CUSTOMHANDLER_PORT".into(), "0".into());
     }

@@ -1,6 +1,7 @@
 //! Storage outages, approval deadlines and racing reviewers.
 
 use file_approver::store::{Prop, TableQuery};
+use serde_json::Value;
 
 use crate::helpers::{assert_error, spawn_app_with, Backend, Mode, Options, TestApp, ALICE, BOB};
 
@@ -138,6 +139,32 @@ async fn racing_contradictory_decisions_have_exactly_one_winner(backend: Backend
         };
         assert_eq!(status["stage"], expected);
     }
+}
+
+/// Local mode has no blob trigger to deliver again: an upload whose workflow could not start
+/// is answered 201 (it is stored; a retry would store it twice), and the next recovery pass
+/// starts its workflow.
+async fn an_upload_whose_workflow_could_not_start_is_started_by_recovery(backend: Backend) {
+    let Some(app) = app_with_faults(backend).await else {
+        return;
+    };
+    // Let the start-up pass finish first: it would otherwise race the fault below.
+    file_approver::startup::local_duties(&app.state).await;
+    let faults = app.faults.as_ref().unwrap();
+    faults.fail_next(file_approver::engine::testing::Op::Batch, 1);
+    let response = app.upload("stored.txt", b"kept safe", "text/plain").await;
+    assert_eq!(response.status(), 201);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["stage"], "Uploaded");
+    let id = body["id"].as_str().unwrap().to_owned();
+    assert_eq!(app.status(&id).await["stage"], "Uploaded");
+
+    file_approver::startup::local_duties(&app.state).await;
+    assert_eq!(app.status(&id).await["stage"], "AwaitingUploadApproval");
+    assert_eq!(
+        app.approve(&id, "upload", Some(ALICE), None).await.status(),
+        202
+    );
 }
 
 crate::on_every_backend!(
