@@ -359,14 +359,14 @@ async fn start_backends(ctx: &Context, report: &mut Report) -> Vec<Backend> {
     let mut wanted: Vec<(&'static str, Option<String>, BlobRequestModel)> =
         vec![("embedded", None, BlobRequestModel::Calls)];
     if let Some(azurite) = &ctx.azurite {
-        // AzureStore's upload and read shape: 8 MiB blocks, 8 MiB ranges after a properties
-        // request. Workflow files are 4 KiB, so each blob call is one request (two for reads).
+        // AzureStore's upload and read shape: blocks, and ranges after a properties request.
+        // Workflow files are 4 KiB, so each blob call is one request (two for reads).
         wanted.push((
             "Azurite",
             Some(azurite.connection_string.clone()),
             BlobRequestModel::Blocks {
-                block_bytes: 8 << 20,
-                read_range_bytes: 8 << 20,
+                block_bytes: file_approver::store::azure::DEFAULT_BLOCK_SIZE as u64,
+                read_range_bytes: file_approver::store::azure::READ_CHUNK,
             },
         ));
     }

@@ -421,8 +421,10 @@ pub async fn azure_upload(ctx: &Context, report: &mut Report) -> Result<()> {
         .target("≥ 0.8×", ratio >= 0.8),
     );
     report.note(format!(
-        "upload, Azurite: handler peak RSS {:.1} MiB (8 MiB blocks, 4 in flight)",
-        peak as f64 / MIB
+        "upload, Azurite: handler peak RSS {:.1} MiB ({} MiB blocks, {} in flight)",
+        peak as f64 / MIB,
+        file_approver::store::azure::DEFAULT_BLOCK_SIZE >> 20,
+        file_approver::store::azure::DEFAULT_BLOCKS_IN_FLIGHT
     ));
     drop(app);
     std::fs::remove_file(&file).context(|| format!("remove {}", file.display()))?;

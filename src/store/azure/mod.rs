@@ -61,11 +61,11 @@ use crate::store::{
 /// 146–247 MB/s with a 37 MB peak RSS; 8 MiB × 4 was in the same (noisy) band at 65 MB, and one
 /// block in flight was slower (130 MB/s). Azurite is the bottleneck on loopback, so the shape
 /// that keeps an upload's memory well inside the 64 MiB budget wins.
-const DEFAULT_BLOCK_SIZE: usize = 4 * 1024 * 1024;
-const DEFAULT_BLOCKS_IN_FLIGHT: usize = 4;
+pub const DEFAULT_BLOCK_SIZE: usize = 4 * 1024 * 1024;
+pub const DEFAULT_BLOCKS_IN_FLIGHT: usize = 4;
 /// Reads are fetched in ranges of this size, one request each, so no single request runs
 /// long enough to meet the request timeout on a slow consumer.
-const READ_CHUNK: u64 = 8 * 1024 * 1024;
+pub const READ_CHUNK: u64 = 8 * 1024 * 1024;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// No bytes for this long on an open response: the peer is gone.
