@@ -7,6 +7,8 @@
 //!   `UseDevelopmentStorage=true` for Azurite). Unset, these tests say they are skipped and
 //!   pass, except under `CI`, where they fail.
 
+#![allow(clippy::expect_used)]
+
 use std::path::PathBuf;
 use std::sync::Arc;
 

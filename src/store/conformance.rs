@@ -7,6 +7,9 @@
 //! Every fixture carries a fresh container and table with random names, so checks can run in
 //! parallel against one shared service (Azurite). Checks only use their own fixture's names.
 
+// Test code (compiled only for tests and `test-support`): a failed expectation is the report.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
 use std::any::Any;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};

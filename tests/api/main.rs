@@ -1,7 +1,7 @@
 //! API tests: the app served on a real port, driven over HTTP with a plain client, on the
 //! embedded store and (when `FILE_APPROVER_TEST_AZURE_STORAGE` is set, as in CI) on Azurite.
 
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod bad_input;
 mod helpers;
