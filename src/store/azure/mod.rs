@@ -12,9 +12,9 @@
 //! - entity group transactions whose per-operation statuses are checked: a failed batch still
 //!   answers HTTP 202 and the crate returns `Ok`. The crate's transaction response
 //!   does expose each operation's status and ETag (not its error code, which the statuses
-//!   make unnecessary here), so the `$batch` request is not hand-written. Unverified here, for
-//!   want of a real account: the crate joins the multipart body with `\n`, not `\r\n`;
-//!   Azurite accepts that, and a run against Azure should confirm the service does too.
+//!   make unnecessary here), so the `$batch` request is not hand-written. The crate joins the
+//!   multipart body with bare `\n`; a per-call policy ([`CrlfBatchBody`]) turns that into the
+//!   `\r\n` every official SDK sends. Checked against Azurite only (no real account here).
 //!
 //! Retries: the SDK pipeline retries I/O errors and 408/429/5xx a few times with backoff, then
 //! the error surfaces as [`StoreError::Unavailable`]. A conditional write whose response was
@@ -128,12 +128,14 @@ impl AzureStore {
             ClientBuilder::with_location(location(&settings.blob_endpoint), credentials.clone())
                 .client_options(blob_options)
                 .blob_service_client();
+        let table_options = ClientOptions::new(transport)
+            .retry(retry)
+            .per_call_policies(vec![Arc::new(CrlfBatchBody) as Arc<dyn Policy>]);
         let tables = TableServiceClientBuilder::with_location(
             location(&settings.table_endpoint),
             credentials,
         )
-        .transport(transport)
-        .retry(retry)
+        .client_options(table_options)
         .build();
         Ok(AzureStore {
             settings: Arc::new(settings),
@@ -478,6 +480,62 @@ impl Storage for AzureStore {
 type ConditionalWrite =
     fn(&EntityClient, Value, IfMatchCondition) -> azure_core::Result<UpdateOrMergeEntityBuilder>;
 
+/// Rewrites the line breaks of an entity group transaction's `multipart/mixed` body from the
+/// crate's bare `\n` to the `\r\n` that MIME and the service's documentation specify (and
+/// every official SDK sends). Azurite accepts either; this removes the doubt for Azure itself.
+/// JSON entity bodies inside never hold a raw line break (serde escapes them), so every `\n` in
+/// the body is framing. Runs per call, before the request is signed; the table service's
+/// SharedKey signature does not cover the body or its length.
+#[derive(Debug)]
+struct CrlfBatchBody;
+
+#[async_trait]
+impl Policy for CrlfBatchBody {
+    async fn send(
+        &self,
+        ctx: &Context,
+        request: &mut Request,
+        next: &[Arc<dyn Policy>],
+    ) -> PolicyResult {
+        if request.url().path().ends_with("/$batch") {
+            if let azure_core::Body::Bytes(body) = request.body() {
+                if let Some(crlf) = to_crlf(body) {
+                    let length = crlf.len();
+                    request.set_body(crlf);
+                    if request
+                        .headers()
+                        .iter()
+                        .any(|(name, _)| name.as_str() == "content-length")
+                    {
+                        request.insert_header("content-length", length.to_string());
+                    }
+                }
+            }
+        }
+        next[0].send(ctx, request, &next[1..]).await
+    }
+}
+
+/// `\n` → `\r\n`, leaving existing `\r\n` alone; `None` when there is nothing to change.
+fn to_crlf(body: &[u8]) -> Option<bytes::Bytes> {
+    let bare = body
+        .iter()
+        .enumerate()
+        .filter(|&(i, &b)| b == b'\n' && (i == 0 || body[i - 1] != b'\r'))
+        .count();
+    if bare == 0 {
+        return None;
+    }
+    let mut out = Vec::with_capacity(body.len() + bare);
+    for (i, &b) in body.iter().enumerate() {
+        if b == b'\n' && (i == 0 || body[i - 1] != b'\r') {
+            out.push(b'\r');
+        }
+        out.push(b);
+    }
+    Some(out.into())
+}
+
 /// Drops the `x-ms-range-get-content-crc64` header that the blob crate adds to every ranged
 /// read under 4 MiB. Azurite in its default (strict) mode refuses any request carrying it with
 /// 500 FeatureNotSupported, which would break reads of small blobs against a stock Azurite;
@@ -645,6 +703,18 @@ pub(crate) fn map_error(operation: &'static str, e: azure_core::Error) -> StoreE
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn batch_bodies_get_crlf_line_breaks_once() {
+        let lf = b"--batch_1\nContent-Type: multipart/mixed\n\n{\"a\":\"x\\ny\"}\n--batch_1--\n";
+        let crlf = to_crlf(lf).unwrap();
+        assert_eq!(
+            &crlf[..],
+            &b"--batch_1\r\nContent-Type: multipart/mixed\r\n\r\n{\"a\":\"x\\ny\"}\r\n--batch_1--\r\n"[..]
+        );
+        assert!(to_crlf(&crlf).is_none(), "already CRLF: left alone");
+    }
+
     use super::*;
 
     #[test]
