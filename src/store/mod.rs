@@ -8,7 +8,7 @@
 //!   ETag and batch rules as Table Storage, so local runs do not hide races.
 //!
 //! Every backend maps its failures into [`StoreError`], whose variants mean the same thing
-//! everywhere. The conformance suite in [`conformance`] is run against every backend.
+//! everywhere. The conformance suite in `conformance` is run against every backend.
 
 use std::collections::BTreeMap;
 use std::fmt;

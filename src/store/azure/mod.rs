@@ -4,16 +4,16 @@
 //! module: everything is mapped to the storage layer's own types and to [`StoreError`]. What the
 //! crates lack is filled in here:
 //!
-//! - clients built from a connection string ([`connection`]), sharing one pooled HTTP client
+//! - clients built from a connection string (`connection`), sharing one pooled HTTP client
 //!   with timeouts (the crates' default client has neither);
-//! - streamed block uploads with a bounded number of blocks in memory ([`blob`]);
-//! - read links with a `Content-Disposition` override, signed locally ([`sas`]);
-//! - typed entity JSON and OData filters ([`table`]);
+//! - streamed block uploads with a bounded number of blocks in memory (`blob`);
+//! - read links with a `Content-Disposition` override, signed locally (`sas`);
+//! - typed entity JSON and OData filters (`table`);
 //! - entity group transactions whose per-operation statuses are checked: a failed batch still
 //!   answers HTTP 202 and the crate returns `Ok`. The crate's transaction response
 //!   does expose each operation's status and ETag (not its error code, which the statuses
 //!   make unnecessary here), so the `$batch` request is not hand-written. The crate joins the
-//!   multipart body with bare `\n`; a per-call policy ([`CrlfBatchBody`]) turns that into the
+//!   multipart body with bare `\n`; a per-call policy (`CrlfBatchBody`) turns that into the
 //!   `\r\n` every official SDK sends. Checked against Azurite only (no real account here).
 //!
 //! Retries: the SDK pipeline retries I/O errors and 408/429/5xx a few times with backoff, then

@@ -13,7 +13,7 @@
 //! batch of at most 100 rows), so a pool would buy nothing but contention on the file lock.
 //!
 //! Signed read URLs are HMAC-SHA256 capabilities served by the app itself
-//! (`crate::functions::blobs`); see [`signed`].
+//! (`crate::functions::blobs`); see `signed`.
 
 mod blobs;
 mod signed;
