@@ -49,14 +49,4 @@ impl<T> IoContext<T> for std::io::Result<T> {
     }
 }
 
-/// The error and its causes on one line.
-pub fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut next = e.source();
-    while let Some(cause) = next {
-        out.push_str(": ");
-        out.push_str(&cause.to_string());
-        next = cause.source();
-    }
-    out
-}
+pub use file_approver::telemetry::error_chain as chain;
