@@ -1,7 +1,11 @@
 //! Structured logs with `tracing`: human-readable in local mode, JSON lines under the Functions
-//! host (which forwards stdout to its own logs). Nothing here logs keys, tokens or SAS
-//! signatures; callers log ids, names and outcomes only.
+//! host. The host logs a worker's stdout lines as Information and its stderr lines as Error (or
+//! Warning when they say "warn"), so under the host warnings and errors go to stderr and keep
+//! their level in the host's log. Nothing here logs keys, tokens or SAS signatures; callers log
+//! ids, names and outcomes only.
 
+use tracing::Level;
+use tracing_subscriber::fmt::writer::MakeWriterExt;
 use tracing_subscriber::{fmt, EnvFilter};
 
 /// Installs the global subscriber. `RUST_LOG` overrides the default level (`info`).
@@ -10,7 +14,14 @@ pub fn init(json: bool) {
     let builder = fmt().with_env_filter(filter).with_target(true);
     // try_init: a second call (tests starting several apps) must not panic.
     let _ = if json {
-        builder.json().flatten_event(true).try_init()
+        let writer = std::io::stderr
+            .with_max_level(Level::WARN)
+            .or_else(std::io::stdout);
+        builder
+            .json()
+            .flatten_event(true)
+            .with_writer(writer)
+            .try_init()
     } else {
         builder.compact().try_init()
     };
