@@ -3,6 +3,7 @@
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, RawQuery, State};
 use axum::Json;
+use futures::StreamExt;
 use serde::Serialize;
 use serde_json::json;
 
@@ -29,6 +30,8 @@ pub struct FileList {
 }
 
 const DEFAULT_TOP: u32 = 20;
+/// Concurrent history reads per listing page.
+const LIST_READS_IN_FLIGHT: usize = 8;
 const MAX_TOP: u32 = 100;
 
 struct ListParams {
@@ -99,12 +102,21 @@ pub async fn list(
             }
             other => other.into(),
         })?;
-    let mut files = Vec::with_capacity(page.instances.len());
-    for instance in page.instances {
-        // The listing carries no history; decisions and analysis come from each instance's.
-        match state.engine.status(&instance.instance_id, true).await? {
-            Some(full) => files.push(FileStatus::from(&FileView::from_instance(&full)?)),
-            None => continue, // purged between the two reads
+    // The listing carries no history; decisions and analysis come from each instance's, read
+    // a few at a time so a page costs about one round trip per batch of files, in page order.
+    let histories: Vec<_> = futures::stream::iter(page.instances)
+        .map(|instance| {
+            let engine = state.engine.clone();
+            async move { engine.status(&instance.instance_id, true).await }
+        })
+        .buffered(LIST_READS_IN_FLIGHT)
+        .collect()
+        .await;
+    let mut files = Vec::with_capacity(histories.len());
+    for full in histories {
+        // `None`: purged between the two reads.
+        if let Some(full) = full? {
+            files.push(FileStatus::from(&FileView::from_instance(&full)?));
         }
     }
     Ok(Json(FileList {
