@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
+use axum::extract::DefaultBodyLimit;
 use axum::http::{Method, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -241,7 +242,10 @@ pub fn app(state: AppState) -> Router {
         .route("/", get(|| async { StatusCode::OK }))
         .route("/api/files", post(upload::upload).get(status::list))
         .route("/api/files/{id}", get(status::get_one))
-        .route("/api/files/{id}/approvals/{stage}", post(approve::approve))
+        .route(
+            "/api/files/{id}/approvals/{stage}",
+            post(approve::approve).layer(DefaultBodyLimit::max(approve::MAX_BODY_BYTES)),
+        )
         .route("/api/files/{id}/download", get(download::download))
         .route("/orchestrator", post(orchestrator::invoke))
         .route("/recover", post(recover::invoke))

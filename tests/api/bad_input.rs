@@ -566,3 +566,21 @@ async fn an_undecodable_content_type_is_an_invalid_body_not_an_invalid_name() {
     assert_error(response, 400, "InvalidBody").await;
     assert_nothing_stored(&app).await;
 }
+
+#[tokio::test]
+async fn a_decision_body_over_16_kib_is_refused_even_when_it_is_valid_json() {
+    let app = spawn_app().await;
+    let id = app.upload_ok("a.txt", b"a").await;
+    let padded = format!(r#"{{"approved": false}}{}"#, " ".repeat(17 * 1024));
+    let error = assert_error(
+        app.approve(&id, "upload", Some(ALICE), Some(&padded)).await,
+        400,
+        "InvalidBody",
+    )
+    .await;
+    assert!(
+        error["message"].as_str().unwrap().contains("16384"),
+        "{error}"
+    );
+    assert_eq!(app.status(&id).await["stage"], "AwaitingUploadApproval");
+}
