@@ -135,10 +135,11 @@ impl Application {
             // storage, so local mode looks once after start-up.
             unstarted_uploads: Arc::new(AtomicBool::new(true)),
         };
-        let mut router = app(state.clone());
+        let mut router = routes(state.clone());
         if let Some(embedded) = embedded {
             router = router.merge(blobs::router(embedded, clock));
         }
+        let router = with_edge_layers(router);
         Ok(Application {
             listener,
             router,
@@ -235,8 +236,12 @@ fn request_span(request: &Request<Body>) -> tracing::Span {
     )
 }
 
-/// The whole route table (besides the embedded store's signed-link route).
+/// The whole route table (besides the embedded store's signed-link route), with its layers.
 pub fn app(state: AppState) -> Router {
+    with_edge_layers(routes(state))
+}
+
+fn routes(state: AppState) -> Router {
     Router::new()
         // The host's readiness and health probe: answer at once, touch nothing.
         .route("/", get(|| async { StatusCode::OK }))
@@ -255,11 +260,17 @@ pub fn app(state: AppState) -> Router {
                 method: method.to_string(),
             }
         })
+        .with_state(state)
+}
+
+/// Panics become JSON 500s and every request gets a span. Applied after the signed-link route
+/// is merged in: layers only wrap the routes that exist when they are added.
+fn with_edge_layers(router: Router) -> Router {
+    router
         .layer(CatchPanicLayer::custom(|_| -> Response {
             ApiError::internal("a handler panicked").into_response()
         }))
         .layer(TraceLayer::new_for_http().make_span_with(request_span))
-        .with_state(state)
 }
 
 #[cfg(test)]
