@@ -6,7 +6,8 @@
 //! Dependencies point down this list, never up:
 //!
 //! - [`functions`]: the HTTP / invocation edge, one module per function folder (`upload/`,
-//!   `status/`, `approve/`, `download/`, `orchestrator/`), plus the host's invocation envelope.
+//!   `status/`, `approve/`, `download/`, `orchestrator/`, `recover/`), the embedded store's
+//!   signed-link route, and the host's invocation envelope.
 //! - [`workflow`]: the `FileApproval` orchestration and the pure analysis activity, written
 //!   against the engine's API.
 //! - [`engine`]: a small durable engine (event-sourced orchestrations replayed from history kept

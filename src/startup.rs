@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
+use axum::extract::DefaultBodyLimit;
 use axum::http::{Method, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -134,10 +135,11 @@ impl Application {
             // storage, so local mode looks once after start-up.
             unstarted_uploads: Arc::new(AtomicBool::new(true)),
         };
-        let mut router = app(state.clone());
+        let mut router = routes(state.clone());
         if let Some(embedded) = embedded {
             router = router.merge(blobs::router(embedded, clock));
         }
+        let router = with_edge_layers(router);
         Ok(Application {
             listener,
             router,
@@ -234,14 +236,21 @@ fn request_span(request: &Request<Body>) -> tracing::Span {
     )
 }
 
-/// The whole route table (besides the embedded store's signed-link route).
+/// The whole route table (besides the embedded store's signed-link route), with its layers.
 pub fn app(state: AppState) -> Router {
+    with_edge_layers(routes(state))
+}
+
+fn routes(state: AppState) -> Router {
     Router::new()
         // The host's readiness and health probe: answer at once, touch nothing.
         .route("/", get(|| async { StatusCode::OK }))
         .route("/api/files", post(upload::upload).get(status::list))
         .route("/api/files/{id}", get(status::get_one))
-        .route("/api/files/{id}/approvals/{stage}", post(approve::approve))
+        .route(
+            "/api/files/{id}/approvals/{stage}",
+            post(approve::approve).layer(DefaultBodyLimit::max(approve::MAX_BODY_BYTES)),
+        )
         .route("/api/files/{id}/download", get(download::download))
         .route("/orchestrator", post(orchestrator::invoke))
         .route("/recover", post(recover::invoke))
@@ -251,11 +260,17 @@ pub fn app(state: AppState) -> Router {
                 method: method.to_string(),
             }
         })
+        .with_state(state)
+}
+
+/// Panics become JSON 500s and every request gets a span. Applied after the signed-link route
+/// is merged in: layers only wrap the routes that exist when they are added.
+fn with_edge_layers(router: Router) -> Router {
+    router
         .layer(CatchPanicLayer::custom(|_| -> Response {
             ApiError::internal("a handler panicked").into_response()
         }))
         .layer(TraceLayer::new_for_http().make_span_with(request_span))
-        .with_state(state)
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@
 //! oversized or abandoned upload commits no blob, so no workflow ever starts for it, and its
 //! record is removed.
 
+use std::borrow::Cow;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -15,6 +16,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures::{Stream, TryStreamExt};
+use percent_encoding::percent_decode_str;
 
 use super::{orchestrator, FileStatus, FileView};
 use crate::domain::{FileId, FileName};
@@ -69,20 +71,47 @@ impl Stream for NonEmpty {
     }
 }
 
-fn query_name(raw: Option<&str>) -> Option<String> {
-    url::form_urlencoded::parse(raw.unwrap_or("").as_bytes())
-        .find(|(k, _)| k == "name")
-        .map(|(_, v)| v.into_owned())
+/// The `name` query parameter, decoded strictly: `form_urlencoded::parse` would turn bytes that
+/// are not UTF-8 into U+FFFD and so store a name the client never sent.
+fn query_name(raw: Option<&str>) -> Result<Option<String>, ApiError> {
+    let decode = |s: &str| {
+        percent_decode_str(&s.replace('+', " "))
+            .decode_utf8()
+            .map(Cow::into_owned)
+    };
+    for pair in raw.unwrap_or("").split('&') {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        if decode(key).is_ok_and(|k| k == "name") {
+            return decode(value).map(Some).map_err(|_| {
+                ApiError::InvalidName("the name parameter is not UTF-8 once decoded".into())
+            });
+        }
+    }
+    Ok(None)
 }
 
-fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, ApiError> {
-    match headers.get(name) {
-        None => Ok(None),
-        Some(v) => v
-            .to_str()
-            .map(Some)
-            .map_err(|_| ApiError::InvalidName(format!("the {name} header is not valid text"))),
-    }
+/// `X-File-Name` as UTF-8 (`HeaderValue::to_str` takes visible ASCII only, which would refuse
+/// `résumé.pdf`); control characters are left to `FileName::parse`.
+fn header_name(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
+    headers
+        .get("x-file-name")
+        .map(|v| {
+            std::str::from_utf8(v.as_bytes())
+                .map_err(|_| ApiError::InvalidName("the X-File-Name header is not UTF-8".into()))
+        })
+        .transpose()
+}
+
+/// `Content-Type` as visible ASCII: the blob store sends it on as an HTTP header.
+fn header_content_type(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
+    headers
+        .get(header::CONTENT_TYPE)
+        .map(|v| {
+            v.to_str().map_err(|_| {
+                ApiError::InvalidBody("the Content-Type header is not visible ASCII".into())
+            })
+        })
+        .transpose()
 }
 
 /// A declared content type is kept as given, but must at least look like `type/subtype`.
@@ -126,11 +155,11 @@ pub async fn upload(
     if content_length.is_some_and(|len| len > limit) {
         return Err(ApiError::TooLarge { limit });
     }
-    let declared_name = match query_name(raw_query.as_deref()) {
+    let declared_name = match query_name(raw_query.as_deref())? {
         Some(n) => Some(n),
-        None => header_str(&headers, "x-file-name")?.map(str::to_owned),
+        None => header_name(&headers)?.map(str::to_owned),
     };
-    let request_type = header_str(&headers, header::CONTENT_TYPE.as_str())?;
+    let request_type = header_content_type(&headers)?;
     let is_multipart = request_type.is_some_and(|t| {
         t.trim_start()
             .get(..19)

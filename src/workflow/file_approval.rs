@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use super::analysis::{analyze_stream, Analysis};
 use super::FILES_CONTAINER;
 use crate::clock::Clock;
-use crate::domain::{ApprovalStage, FileId, Stage};
+use crate::domain::{ApprovalStage, Stage};
 use crate::engine::{
     ActivityError, Engine, EngineError, EventKind, InstanceStatus, OrchestrationContext,
     OrchestrationError, Registry, RetryPolicy, StartOutcome,
@@ -218,11 +218,6 @@ pub fn summarize(status: &InstanceStatus) -> Result<Summary, EngineError> {
         approvals,
         analysis,
     })
-}
-
-/// The instance id of a file's workflow.
-pub fn instance_id(id: FileId) -> String {
-    id.to_string()
 }
 
 #[cfg(test)]

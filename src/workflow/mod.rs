@@ -16,8 +16,8 @@ mod file_approval;
 pub mod record;
 
 pub use file_approval::{
-    event_name, instance_id, registry, start_for_file, summarize, DecisionEvent, FileInput,
-    Summary, ANALYZE_ACTIVITY, ORCHESTRATION,
+    event_name, registry, start_for_file, summarize, DecisionEvent, FileInput, Summary,
+    ANALYZE_ACTIVITY, ORCHESTRATION,
 };
 
 /// The blob container holding every uploaded file (blob name = file id).

@@ -500,3 +500,87 @@ async fn the_readiness_probe_answers_at_once() {
     let app = spawn_app().await;
     assert_eq!(app.get("/").await.status(), 200);
 }
+
+#[tokio::test]
+async fn a_utf8_name_in_the_x_file_name_header_is_kept() {
+    let app = spawn_app().await;
+    let name = "résumé.pdf";
+    let response = app
+        .client
+        .post(app.url("/api/files"))
+        .header(
+            "X-File-Name",
+            reqwest::header::HeaderValue::from_bytes(name.as_bytes()).unwrap(),
+        )
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["name"], name);
+}
+
+#[tokio::test]
+async fn a_name_that_is_not_utf8_once_decoded_is_refused() {
+    let app = spawn_app().await;
+    for query in ["name=%FF.txt", "name=a%C3"] {
+        let response = app
+            .client
+            .post(app.url(&format!("/api/files?{query}")))
+            .body("x")
+            .send()
+            .await
+            .unwrap();
+        assert_error(response, 400, "InvalidName").await;
+    }
+    let response = app
+        .client
+        .post(app.url("/api/files"))
+        .header(
+            "X-File-Name",
+            reqwest::header::HeaderValue::from_bytes(b"\xff.txt").unwrap(),
+        )
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_error(response, 400, "InvalidName").await;
+    assert_nothing_stored(&app).await;
+}
+
+#[tokio::test]
+async fn an_undecodable_content_type_is_an_invalid_body_not_an_invalid_name() {
+    let app = spawn_app().await;
+    let response = app
+        .client
+        .post(app.url("/api/files?name=a.txt"))
+        .header(
+            "Content-Type",
+            reqwest::header::HeaderValue::from_bytes(b"text/plain\xff").unwrap(),
+        )
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_error(response, 400, "InvalidBody").await;
+    assert_nothing_stored(&app).await;
+}
+
+#[tokio::test]
+async fn a_decision_body_over_16_kib_is_refused_even_when_it_is_valid_json() {
+    let app = spawn_app().await;
+    let id = app.upload_ok("a.txt", b"a").await;
+    let padded = format!(r#"{{"approved": false}}{}"#, " ".repeat(17 * 1024));
+    let error = assert_error(
+        app.approve(&id, "upload", Some(ALICE), Some(&padded)).await,
+        400,
+        "InvalidBody",
+    )
+    .await;
+    assert!(
+        error["message"].as_str().unwrap().contains("16384"),
+        "{error}"
+    );
+    assert_eq!(app.status(&id).await["stage"], "AwaitingUploadApproval");
+}
