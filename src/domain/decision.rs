@@ -22,8 +22,15 @@ pub enum DecisionError {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Body {
+    /// Absent means approve; `null` is refused like any other non-boolean, so a client that
+    /// serialises an unset field as `null` cannot approve by accident.
+    #[serde(default, deserialize_with = "present_bool")]
     approved: Option<bool>,
     comment: Option<String>,
+}
+
+fn present_bool<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
+    bool::deserialize(d).map(Some)
 }
 
 impl Decision {
@@ -93,6 +100,7 @@ mod tests {
             br#"true"#,
             br#"{"approved": true"#,
             br#"{"comment": 5}"#,
+            br#"{"approved": null}"#,
         ] {
             assert!(
                 matches!(Decision::parse(body), Err(DecisionError::Malformed(_))),

@@ -21,6 +21,8 @@ pub enum Op {
     Batch,
     /// `query` (loads, `list`, `recover`).
     Query,
+    /// `merge_entity`.
+    Merge,
     /// Every request.
     Any,
 }
@@ -216,7 +218,7 @@ impl Storage for FaultyStore {
         entity: &Entity,
         if_match: &ETag,
     ) -> StoreResult<ETag> {
-        self.enter(None).await?;
+        self.enter(Some(Op::Merge)).await?;
         self.inner.merge_entity(table, entity, if_match).await
     }
 

@@ -80,9 +80,36 @@ pub async fn load_file(state: &AppState, id: FileId) -> Result<FileView, ApiErro
         return FileView::from_instance(&status);
     }
     match record::get(state.store.as_ref(), id).await? {
-        Some((rec, _)) if rec.state == UploadState::Uploaded => Ok(FileView::Uploaded(rec)),
-        // A record still `Uploading` is an upload in flight or one that died: not a file yet.
-        _ => Err(not_found(id)),
+        Some((rec, _)) => match committed_upload(state, rec).await? {
+            Some(rec) => Ok(FileView::Uploaded(rec)),
+            None => Err(not_found(id)),
+        },
+        None => Err(not_found(id)),
+    }
+}
+
+/// The record of a committed upload, or `None` for an upload still in flight (or one that
+/// died before its blob was committed: not a file). The blob's commit is the upload's commit,
+/// so a record still `Uploading` whose blob exists is an uploaded file whose record lags.
+pub async fn committed_upload(
+    state: &AppState,
+    mut rec: FileRecord,
+) -> Result<Option<FileRecord>, ApiError> {
+    if rec.state == UploadState::Uploaded {
+        return Ok(Some(rec));
+    }
+    match state
+        .store
+        .blob_properties(crate::workflow::FILES_CONTAINER, &rec.id.to_string())
+        .await
+    {
+        Ok(props) => {
+            rec.size = Some(props.size);
+            rec.state = UploadState::Uploaded;
+            Ok(Some(rec))
+        }
+        Err(crate::store::StoreError::NotFound) => Ok(None),
+        Err(e) => Err(e.into()),
     }
 }
 

@@ -137,7 +137,8 @@ pub async fn start_workflow(
 }
 
 /// Starts the workflow of every committed upload that has none (local mode's stand-in for the
-/// blob trigger's redelivery). One query over the records, one status read per record found.
+/// blob trigger's redelivery). One query over the records, one status read per record found
+/// (and a blob check for records still `Uploading`).
 pub async fn start_unstarted_uploads(state: &AppState) -> Result<usize, ApiError> {
     let mut started = 0;
     let mut continuation = None;
@@ -147,7 +148,6 @@ pub async fn start_unstarted_uploads(state: &AppState) -> Result<usize, ApiError
             .query(
                 FILES_TABLE,
                 &TableQuery {
-                    equals: vec![("State".into(), Prop::Str("Uploaded".into()))],
                     top: Some(1000),
                     continuation,
                     ..TableQuery::default()
@@ -163,8 +163,11 @@ pub async fn start_unstarted_uploads(state: &AppState) -> Result<usize, ApiError
                 .engine
                 .status(&rec.id.to_string(), false)
                 .await?
-                .is_none()
+                .is_some()
             {
+                continue;
+            }
+            if let Some(rec) = super::committed_upload(state, rec).await? {
                 if let StartOutcome::Started(_) = start_workflow(state, &rec).await? {
                     started += 1;
                 }

@@ -2,9 +2,12 @@
 //!
 //! Order matters (API.md, "Upload"): the record is written first (state `Uploading`), so a blob
 //! trigger always finds it; then the body streams into the blob in blocks, committed only once
-//! the whole body arrived within the size limit; then the record is marked `Uploaded`. A failed,
-//! oversized or abandoned upload commits no blob, so no workflow ever starts for it, and its
-//! record is removed.
+//! the whole body arrived within the size limit; then the record is marked `Uploaded`. The blob's
+//! commit is the upload's commit: a failed, oversized or abandoned upload commits no blob, so no
+//! workflow ever starts for it, and its record is removed (one left by a crash stays `Uploading`
+//! and blobless, which no client ever sees). Once the blob is committed the answer is 201, even
+//! if marking the record fails: readers and recovery take an `Uploading` record whose blob exists
+//! for an uploaded file.
 
 use std::borrow::Cow;
 use std::pin::Pin;
@@ -272,11 +275,19 @@ pub async fn upload(
 
     rec.size = Some(props.size);
     rec.state = UploadState::Uploaded;
-    state
+    tracing::info!(file = %id, name = %rec.name, size = props.size, "upload committed");
+    if let Err(e) = state
         .store
         .merge_entity(FILES_TABLE, &rec.to_entity(), &etag)
-        .await?;
-    tracing::info!(file = %id, name = %rec.name, size = props.size, "upload committed");
+        .await
+    {
+        // The file is stored; the record only lags (see the module docs). A 5xx here would
+        // make the client upload it again.
+        tracing::warn!(file = %id, error = %e, "could not mark the record uploaded");
+        state
+            .unstarted_uploads
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
 
     let view = if state.settings.mode.is_local() {
         // Local mode stands in for the blob trigger with the very same start-up code.

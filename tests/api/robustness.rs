@@ -165,6 +165,44 @@ async fn an_upload_whose_workflow_could_not_start_is_started_by_recovery() {
     );
 }
 
+/// The blob's commit is the upload's commit: when marking the record fails afterwards (and
+/// starting the workflow too), the client still gets 201, the file is visible as `Uploaded`,
+/// and the next recovery pass starts its workflow. A 5xx would have made the client upload it
+/// again.
+#[tokio::test]
+async fn a_record_that_could_not_be_marked_uploaded_does_not_lose_the_file() {
+    use file_approver::engine::testing::Op;
+
+    let app = app_with_faults(Backend::Embedded).await.unwrap();
+    file_approver::startup::local_duties(&app.state).await;
+    let faults = app.faults.as_ref().unwrap();
+
+    faults.fail_next(Op::Merge, 1);
+    let response = app
+        .upload("lagging.txt", b"record lags", "text/plain")
+        .await;
+    assert_eq!(response.status(), 201);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["stage"], "AwaitingUploadApproval");
+
+    faults.fail_next(Op::Merge, 1);
+    faults.fail_next(Op::Batch, 1);
+    let response = app
+        .upload("stuck.txt", b"record and start fail", "text/plain")
+        .await;
+    assert_eq!(response.status(), 201);
+    let id = response.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let status = app.status(&id).await;
+    assert_eq!(status["stage"], "Uploaded");
+    assert_eq!(status["size"], 21);
+
+    file_approver::startup::local_duties(&app.state).await;
+    assert_eq!(app.status(&id).await["stage"], "AwaitingUploadApproval");
+}
+
 crate::on_every_backend!(
     storage_outage_answers_503_and_the_request_can_be_retried,
     an_approval_not_given_in_time_expires_the_file,
