@@ -196,7 +196,15 @@ pub async fn upload(
             None => field.file_name().unwrap_or_default().to_owned(),
         };
         let name = FileName::parse(&raw_name).map_err(|e| ApiError::InvalidName(e.to_string()))?;
-        let content_type = parse_content_type(field.content_type().map(|m| m.as_ref()))?;
+        // The part's own header, as given: multer drops a type it cannot parse, which would
+        // store such a file as octet-stream where a raw upload with that type is refused.
+        let part_type = match field.headers().get(header::CONTENT_TYPE) {
+            None => None,
+            Some(v) => Some(v.to_str().map_err(|_| {
+                ApiError::InvalidBody("the file part's Content-Type is not valid text".into())
+            })?),
+        };
+        let content_type = parse_content_type(part_type)?;
         let stream = field.map_err(move |e| -> BoxError {
             match e {
                 multer::Error::StreamSizeExceeded { .. }

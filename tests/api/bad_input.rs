@@ -584,3 +584,19 @@ async fn a_decision_body_over_16_kib_is_refused_even_when_it_is_valid_json() {
     );
     assert_eq!(app.status(&id).await["stage"], "AwaitingUploadApproval");
 }
+
+#[tokio::test]
+async fn a_multipart_file_part_with_a_malformed_type_is_refused_like_a_raw_upload() {
+    let app = spawn_app().await;
+    let body = b"--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.txt\"\r\nContent-Type: garbage\r\n\r\nabc\r\n--b--\r\n";
+    let response = app
+        .client
+        .post(app.url("/api/files"))
+        .header("Content-Type", "multipart/form-data; boundary=b")
+        .body(body.to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_error(response, 400, "InvalidBody").await;
+    assert_nothing_stored(&app).await;
+}
