@@ -52,8 +52,9 @@ const BLOCK_BYTES: usize = 64 * 1024;
 /// Chunks waiting between the stream reader and the hashing thread in [`analyze_stream`]. One is
 /// enough to overlap reading with hashing (one chunk hashed while the next is read), and the
 /// fewest keeps each chunk in cache between the two: over a 1 GiB file, a depth of 1 hashed at
-/// the speed of bare `sha2` (≈1500 MiB/s), 2 at ≈1310 and 4 at ≈1220 (tests/analysis.rs
-/// `throughput_report` and `scripts/bench`, 2 shared cores).
+/// the speed of bare `sha2` (≈1500 MiB/s), 2 at ≈1310 and 4 at ≈1220 on 2 shared cores: the
+/// `analyze_stream` and `bare sha2` lines of `throughput_report` in tests/analysis.rs, rerun
+/// with this constant changed (and the analysis row of `scripts/bench`).
 const PIPELINE_DEPTH: usize = 1;
 
 /// What the analysis activity gathers about a file's contents. Serialized exactly as API.md's
