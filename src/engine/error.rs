@@ -26,11 +26,6 @@ pub enum EngineError {
     /// time of the turn. Nothing was recorded.
     #[error("the instance's custom status is {current}, not the expected one")]
     UnexpectedCustomStatus { current: Value },
-    /// The orchestration's code no longer matches its stored history. Turns report this by
-    /// failing the instance (the reason starts with `nondeterministic:`); the variant exists
-    /// for callers that replay histories themselves.
-    #[error("nondeterministic: {0}")]
-    Nondeterminism(String),
     /// A payload would not fit in one table property (see `MAX_EVENT_BYTES`).
     #[error("{what} is {size} bytes; at most {limit} fit in one history row")]
     PayloadTooLarge {

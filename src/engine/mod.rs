@@ -77,23 +77,27 @@
 //! - **turn**: one load → append → replay → commit cycle for one instance.
 //! - **work item**: something to run after a commit: an activity attempt or a timer to fire.
 
+mod client;
 mod context;
 mod error;
 mod event;
+mod handle;
+mod instance;
 mod registry;
 mod replay;
 pub mod rows;
-mod runtime;
+mod turn;
+mod worker;
 
 #[cfg(any(test, feature = "test-support"))]
 pub mod testing;
 
+pub use client::{InstancePage, ListQuery, RaiseEvent, RaiseOutcome, StartOutcome};
 pub use context::{OrchestrationContext, RetryPolicy};
 pub use error::{ActivityError, EngineError, OrchestrationError};
 pub use event::{EventKind, HistoryEvent, RuntimeStatus};
+pub use handle::{Engine, EngineOptions};
+pub use instance::{InstanceState, InstanceStatus};
 pub use registry::{ActivityFn, OrchestrationFn, Registry};
 pub use replay::{replay, Action, OpenTimer, TurnResult, MAX_EVENTS_PER_TURN, MAX_EVENT_BYTES};
-pub use runtime::{
-    Engine, EngineOptions, InstancePage, InstanceStatus, ListQuery, RaiseEvent, RaiseOutcome,
-    RecoveryReport, StartOutcome,
-};
+pub use worker::RecoveryReport;

@@ -13,13 +13,18 @@ use serde_json::Value;
 
 use super::error::EngineError;
 use super::event::{HistoryEvent, RuntimeStatus};
-use super::replay::OpenTimer;
+use super::instance::{InstanceState, InstanceStatus};
 use crate::store::{Entity, Prop, StoredEntity};
 
 pub const STATE_ROW: &str = "state";
 /// The half-open row-key range that selects exactly the state rows in a cross-partition query:
 /// every key in it starts with `state`, and no other row key does.
 pub const STATE_ROW_RANGE: std::ops::Range<&str> = "state".."statf";
+
+/// [`STATE_ROW_RANGE`] as a query takes it.
+pub fn state_row_range() -> std::ops::Range<String> {
+    STATE_ROW_RANGE.start.to_owned()..STATE_ROW_RANGE.end.to_owned()
+}
 
 pub const P_NAME: &str = "Name";
 pub const P_RUNTIME_STATUS: &str = "RuntimeStatus";
@@ -77,55 +82,17 @@ pub fn canonical_json(value: &Value) -> String {
     sorted(value).to_string()
 }
 
-/// The state row, decoded.
-#[derive(Debug, Clone, PartialEq)]
-pub struct InstanceState {
-    pub name: String,
-    pub runtime_status: RuntimeStatus,
-    pub custom_status: Value,
-    pub input: Value,
-    pub output: Option<Value>,
-    pub failure: Option<String>,
-    pub created_time: DateTime<Utc>,
-    pub last_updated_time: DateTime<Utc>,
-    /// The event id the next appended history event gets.
-    pub next_event_id: i64,
-    pub open_activities: Vec<i64>,
-    pub open_timers: Vec<OpenTimer>,
-    /// Until then, open activities are presumed running somewhere; after it, `recover`
-    /// runs them again.
-    pub lease_expiry: Option<DateTime<Utc>>,
-}
-
 impl InstanceState {
-    pub fn pending_work(&self) -> bool {
-        !self.runtime_status.is_terminal()
-            && (!self.open_activities.is_empty() || !self.open_timers.is_empty())
-    }
-
-    /// The earliest time `recover` has something to do: a timer due or a lease run out.
-    pub fn next_wake_time(&self) -> Option<DateTime<Utc>> {
-        if !self.pending_work() {
-            return None;
-        }
-        let timers = self.open_timers.iter().map(|t| t.fire_at);
-        let lease = if self.open_activities.is_empty() {
-            None
-        } else {
-            // Open activities without a lease (should not happen) are due at once.
-            Some(self.lease_expiry.unwrap_or(self.created_time))
-        };
-        timers.chain(lease).min()
-    }
-
-    pub fn to_entity(&self, instance_id: &str) -> Entity {
-        let mut e = Entity::new(instance_id, STATE_ROW)
-            .with(P_NAME, self.name.as_str())
-            .with(P_RUNTIME_STATUS, self.runtime_status.as_str())
-            .with(P_CUSTOM_STATUS, canonical_json(&self.custom_status))
-            .with(P_INPUT, self.input.to_string())
-            .with(P_CREATED_TIME, format_time(self.created_time))
-            .with(P_LAST_UPDATED_TIME, format_time(self.last_updated_time))
+    /// The state row (PartitionKey = the instance id).
+    pub fn to_entity(&self) -> Entity {
+        let status = &self.status;
+        let mut e = Entity::new(status.instance_id.as_str(), STATE_ROW)
+            .with(P_NAME, status.name.as_str())
+            .with(P_RUNTIME_STATUS, status.runtime_status.as_str())
+            .with(P_CUSTOM_STATUS, canonical_json(&status.custom_status))
+            .with(P_INPUT, status.input.to_string())
+            .with(P_CREATED_TIME, format_time(status.created_time))
+            .with(P_LAST_UPDATED_TIME, format_time(status.last_updated_time))
             .with(P_NEXT_EVENT_ID, self.next_event_id)
             .with(P_PENDING_WORK, self.pending_work())
             .with(
@@ -136,10 +103,10 @@ impl InstanceState {
                 P_OPEN_TIMERS,
                 serde_json::to_string(&self.open_timers).unwrap_or_else(|_| "[]".into()),
             );
-        if let Some(output) = &self.output {
+        if let Some(output) = &status.output {
             e = e.with(P_OUTPUT, output.to_string());
         }
-        if let Some(failure) = &self.failure {
+        if let Some(failure) = &status.failure {
             e = e.with(P_FAILURE, failure.as_str());
         }
         if let Some(t) = self.next_wake_time() {
@@ -166,21 +133,25 @@ impl InstanceState {
         };
         let time = |name: &str| entity.str(name).and_then(parse_time);
         Ok(InstanceState {
-            name: entity
-                .str(P_NAME)
-                .ok_or_else(|| corrupt(P_NAME))?
-                .to_owned(),
-            runtime_status: entity
-                .str(P_RUNTIME_STATUS)
-                .and_then(RuntimeStatus::parse)
-                .ok_or_else(|| corrupt(P_RUNTIME_STATUS))?,
-            custom_status: json(P_CUSTOM_STATUS)?.unwrap_or(Value::Null),
-            input: json(P_INPUT)?.unwrap_or(Value::Null),
-            output: json(P_OUTPUT)?,
-            failure: entity.str(P_FAILURE).map(str::to_owned),
-            created_time: time(P_CREATED_TIME).ok_or_else(|| corrupt(P_CREATED_TIME))?,
-            last_updated_time: time(P_LAST_UPDATED_TIME)
-                .ok_or_else(|| corrupt(P_LAST_UPDATED_TIME))?,
+            status: InstanceStatus {
+                instance_id: entity.partition_key.clone(),
+                name: entity
+                    .str(P_NAME)
+                    .ok_or_else(|| corrupt(P_NAME))?
+                    .to_owned(),
+                runtime_status: entity
+                    .str(P_RUNTIME_STATUS)
+                    .and_then(RuntimeStatus::parse)
+                    .ok_or_else(|| corrupt(P_RUNTIME_STATUS))?,
+                custom_status: json(P_CUSTOM_STATUS)?.unwrap_or(Value::Null),
+                input: json(P_INPUT)?.unwrap_or(Value::Null),
+                output: json(P_OUTPUT)?,
+                failure: entity.str(P_FAILURE).map(str::to_owned),
+                created_time: time(P_CREATED_TIME).ok_or_else(|| corrupt(P_CREATED_TIME))?,
+                last_updated_time: time(P_LAST_UPDATED_TIME)
+                    .ok_or_else(|| corrupt(P_LAST_UPDATED_TIME))?,
+                history: None,
+            },
             next_event_id: entity
                 .i64(P_NEXT_EVENT_ID)
                 .ok_or_else(|| corrupt(P_NEXT_EVENT_ID))?,
@@ -248,6 +219,7 @@ pub fn entity_size(entity: &Entity) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::OpenTimer;
 
     #[test]
     fn history_row_keys_sort_like_their_event_ids_and_before_the_state_row() {
@@ -274,14 +246,18 @@ mod tests {
     fn state_rows_round_trip() {
         let t = DateTime::<Utc>::from_timestamp(1_700_000_000, 123_000).unwrap_or_default();
         let state = InstanceState {
-            name: "FileApproval".into(),
-            runtime_status: RuntimeStatus::Running,
-            custom_status: serde_json::json!({"stage": "AwaitingUploadApproval"}),
-            input: serde_json::json!({"id": "x"}),
-            output: None,
-            failure: None,
-            created_time: t,
-            last_updated_time: t,
+            status: InstanceStatus {
+                instance_id: "x".into(),
+                name: "FileApproval".into(),
+                runtime_status: RuntimeStatus::Running,
+                custom_status: serde_json::json!({"stage": "AwaitingUploadApproval"}),
+                input: serde_json::json!({"id": "x"}),
+                output: None,
+                failure: None,
+                created_time: t,
+                last_updated_time: t,
+                history: None,
+            },
             next_event_id: 7,
             open_activities: vec![5],
             open_timers: vec![OpenTimer {
@@ -290,7 +266,7 @@ mod tests {
             }],
             lease_expiry: Some(t + chrono::Duration::minutes(5)),
         };
-        let entity = state.to_entity("x");
+        let entity = state.to_entity();
         assert_eq!(entity.bool(P_PENDING_WORK), Some(true));
         assert_eq!(
             entity.str(P_NEXT_WAKE_TIME),

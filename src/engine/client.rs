@@ -1,0 +1,367 @@
+//! The client: what callers ask of instances (start, raise an event, status, list,
+//! terminate, purge). Every change goes through a turn (`turn.rs`); the work a turn commits
+//! goes to the worker (`worker.rs`).
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+
+use super::error::EngineError;
+use super::event::{EventKind, HistoryEvent, RuntimeStatus};
+use super::handle::Engine;
+use super::instance::{InstanceState, InstanceStatus};
+use super::replay::{event_size, MAX_EVENT_BYTES};
+use super::rows::{
+    self, canonical_json, state_row_range, P_CUSTOM_STATUS, P_RUNTIME_STATUS, STATE_ROW,
+};
+use super::turn::{Plan, Turned};
+use crate::store::{BatchOp, Prop, StoreError, TableQuery, MAX_BATCH_OPERATIONS};
+
+/// What `start` did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StartOutcome {
+    /// Created, and its first turn committed: the status (with history) after that turn.
+    Started(Box<InstanceStatus>),
+    /// An instance with this id exists already; nothing changed.
+    AlreadyExists,
+}
+
+/// An external event for an instance.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RaiseEvent {
+    /// What `OrchestrationContext::wait_for_event` waits for.
+    pub name: String,
+    /// The caller's idempotency key: an event id already in history is not recorded again.
+    pub event_id: String,
+    pub payload: Value,
+    /// Record the event only if the instance's custom status is exactly this (checked inside
+    /// the turn, against the state that the commit's ETag guards).
+    pub expect_custom_status: Option<Value>,
+}
+
+/// What `raise_event` did; both carry the instance's status after the call.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RaiseOutcome {
+    /// Appended, and the orchestration replayed over it, in one commit.
+    Recorded(InstanceStatus),
+    /// The event id was already in history; nothing changed.
+    Duplicate(InstanceStatus),
+}
+
+impl RaiseOutcome {
+    pub fn status(&self) -> &InstanceStatus {
+        match self {
+            RaiseOutcome::Recorded(s) | RaiseOutcome::Duplicate(s) => s,
+        }
+    }
+}
+
+/// Filters for `list`. Every filter is an equality on the state row.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ListQuery {
+    pub runtime_status: Option<RuntimeStatus>,
+    pub custom_status: Option<Value>,
+    /// Page size (the store caps it at 1000).
+    pub top: Option<u32>,
+    pub continuation: Option<String>,
+}
+
+/// One page of `list`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InstancePage {
+    /// Without history.
+    pub instances: Vec<InstanceStatus>,
+    /// Present when more may follow.
+    pub continuation: Option<String>,
+}
+
+impl Engine {
+    /// Creates instance `instance_id` of orchestration `name` and runs its first turn, in one
+    /// batch (no read first). An existing instance is left alone: [`StartOutcome::AlreadyExists`].
+    ///
+    /// Errors: [`EngineError::InvalidInstanceId`], [`EngineError::UnknownOrchestration`],
+    /// [`EngineError::PayloadTooLarge`], [`EngineError::Conflict`], [`EngineError::Storage`].
+    #[tracing::instrument(skip(self, input), err(level = "debug"))]
+    pub async fn start(
+        &self,
+        name: &str,
+        instance_id: &str,
+        input: Value,
+    ) -> Result<StartOutcome, EngineError> {
+        check_instance_id(instance_id)?;
+        if self.inner.registry.get_orchestration(name).is_none() {
+            return Err(EngineError::UnknownOrchestration(name.to_owned()));
+        }
+        let started = EventKind::ExecutionStarted {
+            name: name.to_owned(),
+            input,
+        };
+        check_payload("the orchestration input", &started)?;
+        let turned = self
+            .turn(instance_id, false, |loaded| {
+                Ok(match loaded.state {
+                    Some(_) => Plan::Done(()),
+                    None => Plan::Turn {
+                        inbound: vec![started.clone()],
+                        claim: false,
+                    },
+                })
+            })
+            .await?;
+        Ok(match turned {
+            Turned::Done(()) => StartOutcome::AlreadyExists,
+            Turned::Committed(c) => {
+                let mut status = c.state.status.clone();
+                status.history = Some(c.history);
+                self.dispatch(instance_id, c.work);
+                StartOutcome::Started(Box::new(status))
+            }
+        })
+    }
+
+    /// Records an external event and replays the orchestration over it, in one commit.
+    ///
+    /// Errors: [`EngineError::InvalidInstanceId`], [`EngineError::InstanceNotFound`],
+    /// [`EngineError::NotRunning`] (unless the event id is a duplicate, which answers
+    /// `Duplicate` whatever the status),
+    /// [`EngineError::UnexpectedCustomStatus`], [`EngineError::PayloadTooLarge`],
+    /// [`EngineError::Conflict`], [`EngineError::Storage`].
+    #[tracing::instrument(
+        skip(self, event),
+        fields(event = %event.name, event_id = %event.event_id),
+        err(level = "debug")
+    )]
+    pub async fn raise_event(
+        &self,
+        instance_id: &str,
+        event: RaiseEvent,
+    ) -> Result<RaiseOutcome, EngineError> {
+        check_instance_id(instance_id)?;
+        let raised = EventKind::EventRaised {
+            name: event.name.clone(),
+            raise_id: event.event_id.clone(),
+            input: event.payload.clone(),
+        };
+        check_payload("the event payload", &raised)?;
+        let expected = event.expect_custom_status.as_ref().map(canonical_json);
+        let turned = self
+            .turn(instance_id, true, |loaded| {
+                let Some(state) = loaded.state() else {
+                    return Err(EngineError::InstanceNotFound(instance_id.to_owned()));
+                };
+                let duplicate = loaded.history.iter().any(|h| {
+                    matches!(&h.kind, EventKind::EventRaised { raise_id, .. } if *raise_id == event.event_id)
+                });
+                if duplicate {
+                    let mut status = state.status.clone();
+                    status.history = Some(loaded.history.clone());
+                    return Ok(Plan::Done(status));
+                }
+                if state.status.runtime_status.is_terminal() {
+                    return Err(EngineError::NotRunning {
+                        status: state.status.runtime_status,
+                    });
+                }
+                if let Some(expected) = &expected {
+                    if *expected != canonical_json(&state.status.custom_status) {
+                        return Err(EngineError::UnexpectedCustomStatus {
+                            current: state.status.custom_status.clone(),
+                        });
+                    }
+                }
+                Ok(Plan::Turn {
+                    inbound: vec![raised.clone()],
+                    claim: false,
+                })
+            })
+            .await?;
+        Ok(match turned {
+            Turned::Done(status) => RaiseOutcome::Duplicate(status),
+            Turned::Committed(c) => {
+                let mut status = c.state.status.clone();
+                status.history = Some(c.history);
+                self.dispatch(instance_id, c.work);
+                RaiseOutcome::Recorded(status)
+            }
+        })
+    }
+
+    /// The instance's status (one point read), with its history if asked (one partition
+    /// query). `None` when there is no such instance.
+    pub async fn status(
+        &self,
+        instance_id: &str,
+        include_history: bool,
+    ) -> Result<Option<InstanceStatus>, EngineError> {
+        check_instance_id(instance_id)?;
+        if include_history {
+            let loaded = self.load(instance_id).await?;
+            return Ok(loaded.state().map(|state| {
+                let mut status = state.status.clone();
+                status.history = Some(loaded.history.clone());
+                status
+            }));
+        }
+        let table = &self.inner.options.table;
+        match self
+            .inner
+            .store
+            .get_entity(table, instance_id, STATE_ROW)
+            .await
+        {
+            Ok(stored) => Ok(Some(InstanceState::from_entity(&stored.entity)?.status)),
+            Err(StoreError::NotFound) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// One page of instances matching `query` (a query over the state rows).
+    pub async fn list(&self, query: ListQuery) -> Result<InstancePage, EngineError> {
+        let mut equals = Vec::new();
+        if let Some(status) = query.runtime_status {
+            equals.push((P_RUNTIME_STATUS.to_owned(), Prop::from(status.as_str())));
+        }
+        if let Some(custom) = &query.custom_status {
+            equals.push((
+                P_CUSTOM_STATUS.to_owned(),
+                Prop::Str(canonical_json(custom)),
+            ));
+        }
+        let page = self
+            .inner
+            .store
+            .query(
+                &self.inner.options.table,
+                &TableQuery {
+                    partition_key: None,
+                    row_keys: Some(state_row_range()),
+                    equals,
+                    top: query.top,
+                    continuation: query.continuation,
+                },
+            )
+            .await?;
+        let instances = page
+            .entities
+            .iter()
+            .map(|stored| InstanceState::from_entity(&stored.entity).map(|state| state.status))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(InstancePage {
+            instances,
+            continuation: page.continuation,
+        })
+    }
+
+    /// Ends a running instance: appends `ExecutionTerminated`; outcomes of its open work are
+    /// dropped when they arrive. Returns the status after.
+    ///
+    /// Errors: [`EngineError::InstanceNotFound`], [`EngineError::NotRunning`],
+    /// [`EngineError::Storage`].
+    #[tracing::instrument(skip(self), err(level = "debug"))]
+    pub async fn terminate(
+        &self,
+        instance_id: &str,
+        reason: &str,
+    ) -> Result<InstanceStatus, EngineError> {
+        check_instance_id(instance_id)?;
+        let turned = self
+            .turn(instance_id, true, |loaded| {
+                let Some(state) = loaded.state() else {
+                    return Err(EngineError::InstanceNotFound(instance_id.to_owned()));
+                };
+                if state.status.runtime_status.is_terminal() {
+                    return Err(EngineError::NotRunning {
+                        status: state.status.runtime_status,
+                    });
+                }
+                Ok(Plan::<()>::Terminate {
+                    reason: reason.to_owned(),
+                })
+            })
+            .await?;
+        match turned {
+            Turned::Committed(c) => Ok(c.state.status.clone()),
+            Turned::Done(()) => Err(EngineError::InstanceNotFound(instance_id.to_owned())),
+        }
+    }
+
+    /// Deletes the instance's partition: history first, the state row last (guarded by its
+    /// ETag), so an interrupted purge leaves a purgeable instance behind. Running instances
+    /// are refused: terminate them first.
+    ///
+    /// Errors: [`EngineError::InstanceNotFound`], [`EngineError::StillRunning`],
+    /// [`EngineError::Storage`].
+    #[tracing::instrument(skip(self), err(level = "debug"))]
+    pub async fn purge(&self, instance_id: &str) -> Result<(), EngineError> {
+        check_instance_id(instance_id)?;
+        let _lock = self.lock_instance(instance_id).await;
+        self.forget(instance_id);
+        let loaded = self.load(instance_id).await?;
+        let Some((state, etag)) = loaded.state else {
+            return Err(EngineError::InstanceNotFound(instance_id.to_owned()));
+        };
+        if !state.status.runtime_status.is_terminal() {
+            return Err(EngineError::StillRunning {
+                status: state.status.runtime_status,
+            });
+        }
+        let store = &self.inner.store;
+        let table = &self.inner.options.table;
+        let keys: Vec<String> = loaded
+            .history
+            .iter()
+            .map(|e| rows::history_row_key(e.event_id))
+            .collect();
+        for chunk in keys.chunks(MAX_BATCH_OPERATIONS) {
+            let ops = chunk
+                .iter()
+                .map(|row_key| BatchOp::Delete {
+                    row_key: row_key.clone(),
+                    if_match: None,
+                })
+                .collect();
+            match store.batch(table, instance_id, ops).await {
+                Ok(_) => {}
+                // A concurrent purge got some first: delete the rest one by one.
+                Err(StoreError::NotFound) => {
+                    for row_key in chunk {
+                        match store.delete_entity(table, instance_id, row_key, None).await {
+                            Ok(()) | Err(StoreError::NotFound) => {}
+                            Err(e) => return Err(e.into()),
+                        }
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        match store
+            .delete_entity(table, instance_id, STATE_ROW, Some(&etag))
+            .await
+        {
+            Ok(()) | Err(StoreError::NotFound) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+fn check_instance_id(instance_id: &str) -> Result<(), EngineError> {
+    if instance_id.is_empty() || crate::store::validate_key(instance_id).is_err() {
+        return Err(EngineError::InvalidInstanceId(instance_id.to_owned()));
+    }
+    Ok(())
+}
+
+fn check_payload(what: &str, kind: &EventKind) -> Result<(), EngineError> {
+    let size = event_size(&HistoryEvent::new(
+        i64::MAX,
+        DateTime::<Utc>::MAX_UTC,
+        kind.clone(),
+    ));
+    if size > MAX_EVENT_BYTES {
+        return Err(EngineError::PayloadTooLarge {
+            what: what.to_owned(),
+            size,
+            limit: MAX_EVENT_BYTES,
+        });
+    }
+    Ok(())
+}

@@ -1,0 +1,66 @@
+//! An instance's state: [`InstanceStatus`], what callers see, and [`InstanceState`], the same
+//! plus the bookkeeping the engine keeps in the state row (`rows.rs` maps it to a row).
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::event::{HistoryEvent, RuntimeStatus};
+use super::replay::OpenTimer;
+
+/// An instance as callers see it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InstanceStatus {
+    pub instance_id: String,
+    /// The orchestration's registered name.
+    pub name: String,
+    pub runtime_status: RuntimeStatus,
+    pub custom_status: Value,
+    pub input: Value,
+    /// The orchestration's result (Completed), or the termination reason (Terminated).
+    pub output: Option<Value>,
+    /// Why it failed (Failed).
+    pub failure: Option<String>,
+    pub created_time: DateTime<Utc>,
+    pub last_updated_time: DateTime<Utc>,
+    /// The history, when asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history: Option<Vec<HistoryEvent>>,
+}
+
+/// An instance's state row, decoded: what callers see plus the engine's bookkeeping.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InstanceState {
+    /// What callers see; its `history` is always `None` here.
+    pub status: InstanceStatus,
+    /// The event id the next appended history event gets.
+    pub next_event_id: i64,
+    pub open_activities: Vec<i64>,
+    pub open_timers: Vec<OpenTimer>,
+    /// Until then, open activities are presumed running somewhere; after it, `recover`
+    /// runs them again.
+    pub lease_expiry: Option<DateTime<Utc>>,
+}
+
+impl InstanceState {
+    pub fn pending_work(&self) -> bool {
+        !self.status.runtime_status.is_terminal()
+            && (!self.open_activities.is_empty() || !self.open_timers.is_empty())
+    }
+
+    /// The earliest time `recover` has something to do: a timer due or a lease run out.
+    pub fn next_wake_time(&self) -> Option<DateTime<Utc>> {
+        if !self.pending_work() {
+            return None;
+        }
+        let timers = self.open_timers.iter().map(|t| t.fire_at);
+        let lease = if self.open_activities.is_empty() {
+            None
+        } else {
+            // Open activities without a lease (should not happen) are due at once.
+            Some(self.lease_expiry.unwrap_or(self.status.created_time))
+        };
+        timers.chain(lease).min()
+    }
+}

@@ -1,0 +1,499 @@
+//! The turn: load an instance's partition (or take this process's memory of it), plan against
+//! it, replay the orchestration over the inbound events, and commit the new history rows and
+//! the state row in one ETag-guarded batch, retrying on a lost race.
+
+use std::hash::{BuildHasher, Hasher};
+
+use futures::{Stream, TryStreamExt};
+use serde_json::Value;
+
+use super::error::EngineError;
+use super::event::{EventKind, HistoryEvent, RuntimeStatus};
+use super::handle::{Engine, RECENT_CAPACITY};
+use super::instance::{InstanceState, InstanceStatus};
+use super::replay::{replay, Action, TurnResult};
+use super::rows::{self, history_entity, history_event, STATE_ROW};
+use super::worker::Work;
+use crate::store::{
+    BatchOp, ETag, Page, StoreError, TableQuery, MAX_BATCH_BYTES, MAX_BATCH_OPERATIONS,
+};
+
+/// Table Storage's largest page: the engine's scans read as few pages as they can.
+const MAX_QUERY_PAGE: u32 = 1000;
+/// Activity error messages are cut to this many bytes before they are recorded.
+pub(super) const MAX_REASON_BYTES: usize = 4096;
+/// An instance's partition as loaded.
+#[derive(Clone)]
+pub(super) struct Loaded {
+    pub(super) state: Option<(InstanceState, ETag)>,
+    pub(super) history: Vec<HistoryEvent>,
+}
+
+impl Loaded {
+    pub(super) fn absent() -> Self {
+        Loaded {
+            state: None,
+            history: Vec::new(),
+        }
+    }
+
+    pub(super) fn state(&self) -> Option<&InstanceState> {
+        self.state.as_ref().map(|(s, _)| s)
+    }
+}
+
+/// What a turn should do, decided against freshly loaded state (so it is re-decided after
+/// every conflict).
+pub(super) enum Plan<T> {
+    /// Nothing to write.
+    Done(T),
+    /// Append `inbound` and replay. With `claim`, renew the activity lease and run the open
+    /// activities again after the commit.
+    Turn {
+        inbound: Vec<EventKind>,
+        claim: bool,
+    },
+    /// End the instance without replaying it.
+    Terminate { reason: String },
+}
+
+pub(super) enum Turned<T> {
+    Done(T),
+    Committed(Box<Committed>),
+}
+
+/// A committed turn: the new state, and the work to start now.
+pub(super) struct Committed {
+    pub(super) state: InstanceState,
+    /// The whole history after the commit, so callers can answer without reloading.
+    pub(super) history: Vec<HistoryEvent>,
+    pub(super) work: Vec<Work>,
+    /// How many of `work` are activities started again after their lease ran out.
+    pub(super) restarted: usize,
+}
+impl Engine {
+    // -----------------------------------------------------------------------------------------
+    // Turns
+    // -----------------------------------------------------------------------------------------
+
+    /// Loads, plans, replays and commits one turn, retrying (with a fresh load and a fresh
+    /// plan) when another writer won the state row.
+    pub(super) async fn turn<T>(
+        &self,
+        instance_id: &str,
+        load_first: bool,
+        mut plan: impl FnMut(&Loaded) -> Result<Plan<T>, EngineError>,
+    ) -> Result<Turned<T>, EngineError> {
+        let _lock = self.lock_instance(instance_id).await;
+        let max_attempts = self.inner.options.max_turn_attempts.max(1);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let cached = if load_first && attempt == 1 {
+                self.recent(instance_id)
+            } else {
+                None
+            };
+            let from_cache = cached.is_some();
+            let mut loaded = match cached {
+                Some(loaded) => loaded,
+                None if load_first || attempt > 1 => self.load(instance_id).await?,
+                None => Loaded::absent(),
+            };
+            let mut planned = plan(&loaded);
+            if from_cache && !matches!(planned, Ok(Plan::Turn { .. } | Plan::Terminate { .. })) {
+                // A refusal or a no-op must never rest on possibly stale state.
+                loaded = self.load(instance_id).await?;
+                planned = plan(&loaded);
+            }
+            let (ops, committed) = match planned? {
+                Plan::Done(value) => return Ok(Turned::Done(value)),
+                Plan::Turn { inbound, claim } => {
+                    self.build_turn(instance_id, &loaded, inbound, claim)?
+                }
+                Plan::Terminate { reason } => {
+                    self.build_termination(instance_id, &loaded, reason)?
+                }
+            };
+            match self
+                .inner
+                .store
+                .batch(&self.inner.options.table, instance_id, ops)
+                .await
+            {
+                Ok(etags) => {
+                    tracing::debug!(
+                        instance_id,
+                        status = %committed.state.status.runtime_status,
+                        next_event_id = committed.state.next_event_id,
+                        "turn committed"
+                    );
+                    // The state row is the batch's first operation.
+                    self.remember(instance_id, &committed, etags.into_iter().next().flatten());
+                    return Ok(Turned::Committed(Box::new(committed)));
+                }
+                // Someone else created, advanced or purged the instance since we loaded it.
+                Err(
+                    StoreError::PreconditionFailed
+                    | StoreError::AlreadyExists
+                    | StoreError::NotFound,
+                ) if attempt < max_attempts => {
+                    self.forget(instance_id);
+                    tracing::debug!(instance_id, attempt, "turn lost a race; reloading");
+                    tokio::time::sleep(backoff(attempt)).await;
+                }
+                Err(
+                    StoreError::PreconditionFailed
+                    | StoreError::AlreadyExists
+                    | StoreError::NotFound,
+                ) => {
+                    self.forget(instance_id);
+                    return Err(EngineError::Conflict { attempts: attempt });
+                }
+                Err(e) => {
+                    // The write may or may not have landed: only storage can say.
+                    self.forget(instance_id);
+                    return Err(e.into());
+                }
+            }
+        }
+    }
+
+    fn recent(&self, instance_id: &str) -> Option<Loaded> {
+        let recent = self.inner.recent.lock().unwrap_or_else(|p| p.into_inner());
+        recent.get(instance_id).cloned()
+    }
+
+    fn remember(&self, instance_id: &str, committed: &Committed, state_etag: Option<ETag>) {
+        let mut recent = self.inner.recent.lock().unwrap_or_else(|p| p.into_inner());
+        match state_etag {
+            // A finished instance takes no more turns worth a cache entry.
+            Some(etag) if !committed.state.status.runtime_status.is_terminal() => {
+                if recent.len() >= RECENT_CAPACITY && !recent.contains_key(instance_id) {
+                    recent.clear();
+                }
+                recent.insert(
+                    instance_id.to_owned(),
+                    Loaded {
+                        state: Some((committed.state.clone(), etag)),
+                        history: committed.history.clone(),
+                    },
+                );
+            }
+            _ => {
+                recent.remove(instance_id);
+            }
+        }
+    }
+
+    pub(super) fn forget(&self, instance_id: &str) {
+        let mut recent = self.inner.recent.lock().unwrap_or_else(|p| p.into_inner());
+        recent.remove(instance_id);
+    }
+
+    fn build_turn(
+        &self,
+        instance_id: &str,
+        loaded: &Loaded,
+        inbound: Vec<EventKind>,
+        claim: bool,
+    ) -> Result<(Vec<BatchOp>, Committed), EngineError> {
+        let prev = loaded.state();
+        let (name, input) = match (prev, inbound.first()) {
+            (Some(state), _) => (state.status.name.clone(), state.status.input.clone()),
+            (None, Some(EventKind::ExecutionStarted { name, input })) => {
+                (name.clone(), input.clone())
+            }
+            (None, _) => return Err(EngineError::InstanceNotFound(instance_id.to_owned())),
+        };
+        let orchestration = self
+            .inner
+            .registry
+            .get_orchestration(&name)
+            .ok_or_else(|| EngineError::UnknownOrchestration(name.clone()))?;
+        // Turn times never run backwards, whatever the clocks of the machines taking turns.
+        let now = match prev {
+            Some(state) => self.inner.clock.now().max(state.status.last_updated_time),
+            None => self.inner.clock.now(),
+        };
+        let result = replay(orchestration, instance_id, &loaded.history, inbound, now);
+        if let Some(reason) = result.nondeterminism() {
+            tracing::error!(instance_id, reason, "instance failed: nondeterminism");
+        }
+
+        // A turn that only renews a lease appends nothing.
+        let appends = result.new_events.len() > 1 || !result.actions.is_empty();
+        let new_events: &[HistoryEvent] = if appends { &result.new_events } else { &[] };
+        let schedules_activities = result
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::ScheduleActivity { .. }));
+        let open_activities = result.open_activities.clone();
+        let lease_expiry = if open_activities.is_empty() {
+            None
+        } else if claim || schedules_activities {
+            Some(now + self.inner.options.activity_lease)
+        } else {
+            prev.and_then(|s| s.lease_expiry)
+        };
+        let state = InstanceState {
+            status: InstanceStatus {
+                instance_id: instance_id.to_owned(),
+                name,
+                runtime_status: result.runtime_status,
+                custom_status: result.custom_status.clone(),
+                input,
+                output: result.output.clone(),
+                failure: result.failure.clone(),
+                created_time: prev.map_or(now, |s| s.status.created_time),
+                last_updated_time: if appends {
+                    now
+                } else {
+                    prev.map_or(now, |s| s.status.last_updated_time)
+                },
+                history: None,
+            },
+            next_event_id: new_events
+                .last()
+                .map_or(prev.map_or(0, |s| s.next_event_id), |e| e.event_id + 1),
+            open_activities,
+            open_timers: result.open_timers.clone(),
+            lease_expiry,
+        };
+
+        let mut work = self.work_from(&result);
+        let mut restarted = 0;
+        if claim && !state.status.runtime_status.is_terminal() {
+            // Run again every open activity this turn did not just schedule.
+            let fresh: Vec<i64> = result
+                .actions
+                .iter()
+                .filter_map(|a| match a {
+                    Action::ScheduleActivity {
+                        task_scheduled_id, ..
+                    } => Some(*task_scheduled_id),
+                    Action::CreateTimer { .. } => None,
+                })
+                .collect();
+            for id in state
+                .open_activities
+                .iter()
+                .filter(|id| !fresh.contains(id))
+            {
+                if let Some((name, input)) = scheduled_activity(&loaded.history, *id) {
+                    work.push(Work::Activity {
+                        task_scheduled_id: *id,
+                        name,
+                        input,
+                    });
+                    restarted += 1;
+                }
+            }
+        }
+
+        let ops = self.batch_ops(instance_id, loaded, &state, new_events)?;
+        let mut history = loaded.history.clone();
+        history.extend_from_slice(new_events);
+        Ok((
+            ops,
+            Committed {
+                state,
+                history,
+                work,
+                restarted,
+            },
+        ))
+    }
+
+    fn build_termination(
+        &self,
+        instance_id: &str,
+        loaded: &Loaded,
+        reason: String,
+    ) -> Result<(Vec<BatchOp>, Committed), EngineError> {
+        let Some(prev) = loaded.state() else {
+            return Err(EngineError::InstanceNotFound(instance_id.to_owned()));
+        };
+        let now = self.inner.clock.now().max(prev.status.last_updated_time);
+        let event = HistoryEvent::new(
+            prev.next_event_id,
+            now,
+            EventKind::ExecutionTerminated {
+                reason: truncate(&reason, MAX_REASON_BYTES),
+            },
+        );
+        let state = InstanceState {
+            status: InstanceStatus {
+                runtime_status: RuntimeStatus::Terminated,
+                output: Some(Value::String(truncate(&reason, MAX_REASON_BYTES))),
+                failure: None,
+                last_updated_time: now,
+                ..prev.status.clone()
+            },
+            next_event_id: prev.next_event_id + 1,
+            open_activities: Vec::new(),
+            open_timers: Vec::new(),
+            lease_expiry: None,
+        };
+        let ops = self.batch_ops(instance_id, loaded, &state, std::slice::from_ref(&event))?;
+        let mut history = loaded.history.clone();
+        history.push(event);
+        Ok((
+            ops,
+            Committed {
+                state,
+                history,
+                work: Vec::new(),
+                restarted: 0,
+            },
+        ))
+    }
+
+    /// The turn's batch: the state row (inserted, or replaced under its ETag) first, then the
+    /// new history rows. Refused when over one batch's limits.
+    fn batch_ops(
+        &self,
+        instance_id: &str,
+        loaded: &Loaded,
+        state: &InstanceState,
+        new_events: &[HistoryEvent],
+    ) -> Result<Vec<BatchOp>, EngineError> {
+        let entity = state.to_entity();
+        let mut bytes = rows::entity_size(&entity);
+        let mut ops = Vec::with_capacity(new_events.len() + 1);
+        ops.push(match &loaded.state {
+            None => BatchOp::Insert(entity),
+            Some((_, etag)) => BatchOp::Update {
+                entity,
+                if_match: etag.clone(),
+            },
+        });
+        for event in new_events {
+            let entity = history_entity(instance_id, event)?;
+            bytes += rows::entity_size(&entity);
+            ops.push(BatchOp::Insert(entity));
+        }
+        if ops.len() > MAX_BATCH_OPERATIONS || bytes > MAX_BATCH_BYTES {
+            return Err(EngineError::TurnTooLarge {
+                operations: ops.len(),
+                bytes,
+            });
+        }
+        Ok(ops)
+    }
+
+    fn work_from(&self, result: &TurnResult) -> Vec<Work> {
+        if result.runtime_status.is_terminal() {
+            return Vec::new();
+        }
+        result
+            .actions
+            .iter()
+            .map(|action| match action {
+                Action::ScheduleActivity {
+                    task_scheduled_id,
+                    name,
+                    input,
+                } => Work::Activity {
+                    task_scheduled_id: *task_scheduled_id,
+                    name: name.clone(),
+                    input: input.clone(),
+                },
+                Action::CreateTimer { fire_at, .. } => Work::Timer { fire_at: *fire_at },
+            })
+            .collect()
+    }
+
+    /// Every page of `query` (at the largest page size) over the engine's table, each fetched
+    /// only when the stream is polled, so a caller that works page by page holds one at a time.
+    pub(super) fn pages(
+        &self,
+        query: TableQuery,
+    ) -> impl Stream<Item = Result<Page, StoreError>> + Send + '_ {
+        let first = TableQuery {
+            top: Some(MAX_QUERY_PAGE),
+            ..query
+        };
+        futures::stream::try_unfold(Some(first), move |next| async move {
+            let Some(query) = next else {
+                return Ok(None);
+            };
+            let page = self
+                .inner
+                .store
+                .query(&self.inner.options.table, &query)
+                .await?;
+            let next = page.continuation.clone().map(|continuation| TableQuery {
+                continuation: Some(continuation),
+                ..query
+            });
+            Ok(Some((page, next)))
+        })
+    }
+
+    /// Reads the whole partition: history rows in order, then the state row.
+    pub(super) async fn load(&self, instance_id: &str) -> Result<Loaded, EngineError> {
+        let mut loaded = Loaded::absent();
+        let pages = self.pages(TableQuery {
+            partition_key: Some(instance_id.to_owned()),
+            ..TableQuery::default()
+        });
+        let mut pages = std::pin::pin!(pages);
+        while let Some(page) = pages.try_next().await? {
+            for stored in &page.entities {
+                if stored.entity.row_key == STATE_ROW {
+                    let state = InstanceState::from_entity(&stored.entity)?;
+                    loaded.state = Some((state, stored.etag.clone()));
+                } else if stored.entity.row_key.starts_with("h-") {
+                    loaded.history.push(history_event(stored)?);
+                }
+            }
+        }
+        if let Some((state, _)) = &loaded.state {
+            let contiguous = loaded
+                .history
+                .iter()
+                .enumerate()
+                .all(|(i, e)| i64::try_from(i).is_ok_and(|i| i == e.event_id));
+            let complete =
+                i64::try_from(loaded.history.len()).is_ok_and(|n| n == state.next_event_id);
+            if !contiguous || !complete {
+                return Err(EngineError::Corrupt(format!(
+                    "instance {instance_id} has {} history rows, expected events 0..{}",
+                    loaded.history.len(),
+                    state.next_event_id
+                )));
+            }
+        }
+        Ok(loaded)
+    }
+}
+
+fn scheduled_activity(history: &[HistoryEvent], id: i64) -> Option<(String, Value)> {
+    history.iter().find_map(|e| match &e.kind {
+        EventKind::TaskScheduled { name, input } if e.event_id == id => {
+            Some((name.clone(), input.clone()))
+        }
+        _ => None,
+    })
+}
+
+pub(super) fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_owned();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
+/// Full-jitter exponential backoff: 2 ms doubling per attempt, capped at 250 ms.
+fn backoff(attempt: u32) -> std::time::Duration {
+    let cap_ms = 2u64.saturating_mul(1 << attempt.min(7)).min(250);
+    let random = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    std::time::Duration::from_millis(random % (cap_ms + 1))
+}
