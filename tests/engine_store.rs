@@ -10,7 +10,6 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use file_approver::clock::ManualClock;
-use file_approver::engine::testing::{FaultyStore, Op};
 use file_approver::engine::{
     ActivityError, Engine, EngineError, EngineOptions, EventKind, HistoryEvent, ListQuery,
     OrchestrationContext, OrchestrationError, RaiseEvent, RaiseOutcome, Registry, RetryPolicy,
@@ -19,6 +18,7 @@ use file_approver::engine::{
 use file_approver::store::azure::AzureStore;
 use file_approver::store::conformance::azure_test_connection_string;
 use file_approver::store::embedded::{EmbeddedOptions, EmbeddedStore};
+use file_approver::store::testing::{FaultyStore, Op};
 use file_approver::store::{Storage, StoreError};
 use serde_json::{json, Value};
 use tokio::sync::Semaphore;

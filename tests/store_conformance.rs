@@ -41,14 +41,15 @@ macro_rules! conformance_suite {
     ($fixture:ident $(, $extra:ident)* $(,)?) => {
         checks!($fixture =>
             blob_round_trip,
+            blob_names_follow_one_rule_everywhere,
             failed_stream_leaves_no_blob_and_keeps_the_older_one,
             oversized_put_is_refused_and_leaves_no_blob,
             large_blob_streams_in_bounded_memory,
             entity_round_trip_keeps_every_prop_type,
             inserting_an_existing_entity_is_already_exists,
             missing_entities_are_not_found,
-            update_replaces_merge_merges_and_upsert_replaces,
-            stale_etag_update_and_merge_are_refused,
+            update_replaces_the_property_set,
+            stale_etag_update_is_refused,
             stale_etag_delete_is_refused,
             concurrent_conditional_updates_exactly_one_wins,
             forbidden_key_characters_are_invalid,

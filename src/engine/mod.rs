@@ -89,9 +89,6 @@ pub mod rows;
 mod turn;
 mod worker;
 
-#[cfg(any(test, feature = "test-support"))]
-pub mod testing;
-
 pub use client::{InstancePage, ListQuery, RaiseEvent, RaiseOutcome, StartOutcome};
 pub use context::{OrchestrationContext, RetryPolicy};
 pub use error::{ActivityError, EngineError, OrchestrationError};

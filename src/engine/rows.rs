@@ -196,26 +196,6 @@ pub fn history_event(stored: &StoredEntity) -> Result<HistoryEvent, EngineError>
     })
 }
 
-/// A rough upper bound of a row's size on the wire, for the 4 MB batch limit.
-pub fn entity_size(entity: &Entity) -> usize {
-    const OVERHEAD_PER_PROPERTY: usize = 64;
-    const OVERHEAD_PER_ENTITY: usize = 1024;
-    let props: usize = entity
-        .props
-        .iter()
-        .map(|(k, v)| {
-            k.len()
-                + OVERHEAD_PER_PROPERTY
-                + match v {
-                    // JSON escaping can double a string at worst.
-                    Prop::Str(s) => s.len() * 2,
-                    _ => 24,
-                }
-        })
-        .sum();
-    OVERHEAD_PER_ENTITY + entity.partition_key.len() + entity.row_key.len() + props
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

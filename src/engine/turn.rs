@@ -12,11 +12,9 @@ use super::event::{EventKind, HistoryEvent, RuntimeStatus};
 use super::handle::{Engine, RECENT_CAPACITY};
 use super::instance::{InstanceState, InstanceStatus};
 use super::replay::{replay, Action, TurnResult};
-use super::rows::{self, history_entity, history_event, STATE_ROW};
+use super::rows::{history_entity, history_event, STATE_ROW};
 use super::worker::Work;
-use crate::store::{
-    BatchOp, ETag, Page, StoreError, TableQuery, MAX_BATCH_BYTES, MAX_BATCH_OPERATIONS,
-};
+use crate::store::{check_batch_size, BatchOp, ETag, Page, StoreError, TableQuery};
 
 /// Table Storage's largest page: the engine's scans read as few pages as they can.
 const MAX_QUERY_PAGE: u32 = 1000;
@@ -358,9 +356,8 @@ impl Engine {
         state: &InstanceState,
         new_events: &[HistoryEvent],
     ) -> Result<Vec<BatchOp>, EngineError> {
-        let entity = state.to_entity();
-        let mut bytes = rows::entity_size(&entity);
         let mut ops = Vec::with_capacity(new_events.len() + 1);
+        let entity = state.to_entity();
         ops.push(match &loaded.state {
             None => BatchOp::Insert(entity),
             Some((_, etag)) => BatchOp::Update {
@@ -369,16 +366,12 @@ impl Engine {
             },
         });
         for event in new_events {
-            let entity = history_entity(instance_id, event)?;
-            bytes += rows::entity_size(&entity);
-            ops.push(BatchOp::Insert(entity));
+            ops.push(BatchOp::Insert(history_entity(instance_id, event)?));
         }
-        if ops.len() > MAX_BATCH_OPERATIONS || bytes > MAX_BATCH_BYTES {
-            return Err(EngineError::TurnTooLarge {
-                operations: ops.len(),
-                bytes,
-            });
-        }
+        check_batch_size(&ops).map_err(|too_large| EngineError::TurnTooLarge {
+            operations: too_large.operations,
+            bytes: too_large.bytes,
+        })?;
         Ok(ops)
     }
 

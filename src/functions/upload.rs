@@ -284,18 +284,6 @@ pub async fn upload(
     rec.size = Some(props.size);
     rec.state = UploadState::Uploaded;
     tracing::info!(file = %id, name = %rec.name, size = props.size, "upload committed");
-    if let Err(e) = state
-        .store
-        .merge_entity(FILES_TABLE, &rec.to_entity(), &etag)
-        .await
-    {
-        // The file is stored; the record only lags (see the module docs). A 5xx here would
-        // make the client upload it again.
-        tracing::warn!(file = %id, error = %e, "could not mark the record uploaded");
-        state
-            .unstarted_uploads
-            .store(true, std::sync::atomic::Ordering::Release);
-    }
 
     let view = if state.settings.mode.is_local() {
         // Local mode stands in for the blob trigger with the very same start-up code.

@@ -21,11 +21,16 @@ use chrono::{DateTime, Utc};
 use futures::Stream;
 
 pub mod azure;
-pub mod counting;
 pub mod embedded;
+pub mod layer;
 
 #[cfg(any(test, feature = "test-support"))]
 pub mod conformance;
+#[cfg(any(test, feature = "test-support"))]
+pub mod testing;
+
+/// The blob container holding every uploaded file (blob name = file id).
+pub const FILES_CONTAINER: &str = "files";
 
 /// Errors that can be the cause of another error (`#[source]`), boxed so they cross layers.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -254,13 +259,9 @@ pub struct StoredEntity {
 pub enum BatchOp {
     /// Fails the batch with [`StoreError::AlreadyExists`] if the row exists.
     Insert(Entity),
-    /// Insert or replace, unconditionally.
-    Upsert(Entity),
     /// Replace; fails the batch with [`StoreError::PreconditionFailed`] on a stale ETag and
     /// [`StoreError::NotFound`] when the row is gone.
     Update { entity: Entity, if_match: ETag },
-    /// Merge the given properties into the row, guarded like `Update`.
-    Merge { entity: Entity, if_match: ETag },
     /// Delete the row; `if_match: None` means whatever its version.
     Delete {
         row_key: String,
@@ -272,10 +273,7 @@ impl BatchOp {
     /// The entity this operation writes; `None` for a delete, which names only its row.
     pub fn entity(&self) -> Option<&Entity> {
         match self {
-            BatchOp::Insert(entity)
-            | BatchOp::Upsert(entity)
-            | BatchOp::Update { entity, .. }
-            | BatchOp::Merge { entity, .. } => Some(entity),
+            BatchOp::Insert(entity) | BatchOp::Update { entity, .. } => Some(entity),
             BatchOp::Delete { .. } => None,
         }
     }
@@ -283,10 +281,7 @@ impl BatchOp {
     /// The row this operation touches.
     pub fn row_key(&self) -> &str {
         match self {
-            BatchOp::Insert(entity)
-            | BatchOp::Upsert(entity)
-            | BatchOp::Update { entity, .. }
-            | BatchOp::Merge { entity, .. } => &entity.row_key,
+            BatchOp::Insert(entity) | BatchOp::Update { entity, .. } => &entity.row_key,
             BatchOp::Delete { row_key, .. } => row_key,
         }
     }
@@ -354,9 +349,6 @@ pub trait Storage: Send + Sync + 'static {
     /// Errors: [`StoreError::NotFound`].
     async fn blob_properties(&self, container: &str, name: &str) -> StoreResult<BlobProperties>;
 
-    /// Deletes a blob. Errors: [`StoreError::NotFound`].
-    async fn delete_blob(&self, container: &str, name: &str) -> StoreResult<()>;
-
     /// A read-only URL for exactly one blob, valid until `expires_at`, that makes a browser save
     /// the file under `download_name`. Computed locally: no request to the service.
     fn signed_read_url(&self, request: &SignedUrlRequest<'_>) -> StoreResult<String>;
@@ -374,27 +366,6 @@ pub trait Storage: Send + Sync + 'static {
 
     /// Errors: [`StoreError::AlreadyExists`].
     async fn insert_entity(&self, table: &str, entity: &Entity) -> StoreResult<ETag>;
-
-    /// Insert or replace.
-    async fn upsert_entity(&self, table: &str, entity: &Entity) -> StoreResult<ETag>;
-
-    /// Replace, only if the stored ETag is `if_match`.
-    /// Errors: [`StoreError::PreconditionFailed`], [`StoreError::NotFound`].
-    async fn update_entity(
-        &self,
-        table: &str,
-        entity: &Entity,
-        if_match: &ETag,
-    ) -> StoreResult<ETag>;
-
-    /// Merge properties into the row, only if the stored ETag is `if_match`.
-    /// Errors: [`StoreError::PreconditionFailed`], [`StoreError::NotFound`].
-    async fn merge_entity(
-        &self,
-        table: &str,
-        entity: &Entity,
-        if_match: &ETag,
-    ) -> StoreResult<ETag>;
 
     /// Errors: [`StoreError::NotFound`], [`StoreError::PreconditionFailed`].
     async fn delete_entity(
@@ -424,6 +395,53 @@ pub trait Storage: Send + Sync + 'static {
     ) -> StoreResult<Vec<Option<ETag>>>;
 }
 
+/// A batch over one entity group transaction's limits: [`MAX_BATCH_OPERATIONS`] operations,
+/// [`MAX_BATCH_BYTES`] of request body (estimated by [`entity_size`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("a batch holds at most {MAX_BATCH_OPERATIONS} operations and {MAX_BATCH_BYTES} bytes; this one has {operations} and about {bytes}")]
+pub struct BatchTooLarge {
+    pub operations: usize,
+    pub bytes: usize,
+}
+
+/// The one check of a batch's size, for callers that must know before building the batch
+/// (the engine refuses such a turn with its own error) and for [`validate_batch`].
+pub fn check_batch_size(operations: &[BatchOp]) -> Result<(), BatchTooLarge> {
+    let bytes = operations
+        .iter()
+        .map(|op| op.entity().map_or(BATCH_OPERATION_OVERHEAD, entity_size))
+        .sum();
+    if operations.len() > MAX_BATCH_OPERATIONS || bytes > MAX_BATCH_BYTES {
+        return Err(BatchTooLarge {
+            operations: operations.len(),
+            bytes,
+        });
+    }
+    Ok(())
+}
+
+/// What one operation adds to a batch body besides its entity: the MIME part's headers.
+const BATCH_OPERATION_OVERHEAD: usize = 1024;
+
+/// A rough upper bound of a row's size in a request body.
+pub fn entity_size(entity: &Entity) -> usize {
+    const OVERHEAD_PER_PROPERTY: usize = 64;
+    let props: usize = entity
+        .props
+        .iter()
+        .map(|(k, v)| {
+            k.len()
+                + OVERHEAD_PER_PROPERTY
+                + match v {
+                    // JSON escaping can double a string at worst.
+                    Prop::Str(s) => s.len() * 2,
+                    _ => 24,
+                }
+        })
+        .sum();
+    BATCH_OPERATION_OVERHEAD + entity.partition_key.len() + entity.row_key.len() + props
+}
+
 /// Checks shared by every backend before a batch is sent, so that a batch Azure would refuse
 /// is refused everywhere (Azurite accepts cross-partition batches).
 pub fn validate_batch(partition_key: &str, operations: &[BatchOp]) -> StoreResult<()> {
@@ -432,12 +450,7 @@ pub fn validate_batch(partition_key: &str, operations: &[BatchOp]) -> StoreResul
             "a batch needs at least one operation".into(),
         ));
     }
-    if operations.len() > MAX_BATCH_OPERATIONS {
-        return Err(StoreError::Invalid(format!(
-            "a batch holds at most {MAX_BATCH_OPERATIONS} operations, not {}",
-            operations.len()
-        )));
-    }
+    check_batch_size(operations).map_err(|e| StoreError::Invalid(e.to_string()))?;
     let mut seen = std::collections::HashSet::new();
     for op in operations {
         // A delete names only its row: it is in the batch's partition by construction.
@@ -475,6 +488,26 @@ pub fn validate_key(key: &str) -> StoreResult<()> {
         )));
     }
     Ok(())
+}
+
+/// The one blob-name rule of every backend: 1 to 255 bytes, no `/` or `\\`, no control
+/// characters, no leading `.`. Azure would take `/` (virtual folders), the embedded store could
+/// not (a name is one file), and the app only ever names blobs by file id, so both refuse it.
+pub fn validate_blob_name(name: &str) -> StoreResult<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 255
+        && !name.starts_with('.')
+        && !name
+            .chars()
+            .any(|c| c == '/' || c == '\\' || c.is_control());
+    if ok {
+        Ok(())
+    } else {
+        Err(StoreError::Invalid(format!(
+            "blob name {name:?} must be 1-255 bytes without '/', '\\', control characters \
+             or a leading '.'"
+        )))
+    }
 }
 
 /// Blob Storage's container rule: 3 to 63 of `a-z 0-9 -`, starting and ending with a letter or

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use file_approver::clock::SystemClock;
 use file_approver::config::Settings;
 use file_approver::startup::{AppState, Application};
-use file_approver::store::counting::{BlobRequestModel, RequestCounter};
+use file_approver::store::testing::{BlobRequestModel, RequestCounter};
 use file_approver::store::Storage;
 use tokio::net::TcpListener;
 use tokio::runtime::Runtime;

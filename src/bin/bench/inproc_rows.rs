@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
 
-use file_approver::store::counting::{Op, RequestCounts};
+use file_approver::store::testing::{Op, RequestCounts};
 use file_approver::store::{BatchOp, ETag, Entity, Storage};
 
 use crate::api::{Api, APPROVED, AWAITING_DOWNLOAD, AWAITING_UPLOAD};

@@ -29,7 +29,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
-use file_approver::store::counting::BlobRequestModel;
+use file_approver::store::testing::BlobRequestModel;
 
 use crate::api::Api;
 use crate::error::{chain, Result};

@@ -368,33 +368,6 @@ pub(super) fn open(
     Ok((properties, file))
 }
 
-pub(super) fn delete(
-    conn: &mut Connection,
-    root: &Path,
-    container: &str,
-    name: &str,
-) -> StoreResult<()> {
-    let deleted = conn
-        .execute(
-            "DELETE FROM blobs WHERE container = ?1 AND name = ?2",
-            params![container, name],
-        )
-        .map_err(sql_error)?;
-    if deleted == 0 {
-        return Err(StoreError::NotFound);
-    }
-    let path = root.join(container).join(name);
-    match fs::remove_file(&path) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        // The row is gone, so the blob is; the file is unreachable and `recover` removes it.
-        Err(e) => {
-            tracing::warn!(path = %path.display(), error = %e, "could not remove a deleted blob's file");
-            Ok(())
-        }
-    }
-}
-
 /// The file's bytes in `range` (all of it when `None`), as a stream of chunks.
 pub(super) async fn stream_file(
     file: fs::File,

@@ -29,10 +29,12 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, ErrorCode};
 
+// The shared blob-name rule keeps a blob one file inside its directory: no separator, no
+// leading `.` (so never `.`, `..` or a `.tmp-*` file of a write in progress).
 use super::{
-    validate_batch, validate_container_name, validate_table_name, BatchOp, BlobProperties,
-    BlobRead, ByteStream, ETag, Entity, Page, PutBlobOptions, SignedUrlRequest, Storage,
-    StoreError, StoreResult, StoredEntity, TableQuery,
+    validate_batch, validate_blob_name, validate_container_name, validate_table_name, BatchOp,
+    BlobProperties, BlobRead, ByteStream, ETag, Entity, Page, PutBlobOptions, SignedUrlRequest,
+    Storage, StoreError, StoreResult, StoredEntity, TableQuery,
 };
 
 pub use signed::{ByteRangeSpec, SignedQuery, SignedRead, SignedUrlError};
@@ -250,14 +252,6 @@ impl Storage for EmbeddedStore {
             .await
     }
 
-    async fn delete_blob(&self, container: &str, name: &str) -> StoreResult<()> {
-        validate_container_name(container)?;
-        validate_blob_name(name)?;
-        let (container, name) = (container.to_owned(), name.to_owned());
-        self.with_db(move |conn, root| blobs::delete(conn, root, &container, &name))
-            .await
-    }
-
     fn signed_read_url(&self, request: &SignedUrlRequest<'_>) -> StoreResult<String> {
         validate_container_name(request.container)?;
         validate_blob_name(request.name)?;
@@ -289,37 +283,6 @@ impl Storage for EmbeddedStore {
 
     async fn insert_entity(&self, table: &str, entity: &Entity) -> StoreResult<ETag> {
         let op = BatchOp::Insert(entity.clone());
-        self.write_one(table, &entity.partition_key, op).await
-    }
-
-    async fn upsert_entity(&self, table: &str, entity: &Entity) -> StoreResult<ETag> {
-        let op = BatchOp::Upsert(entity.clone());
-        self.write_one(table, &entity.partition_key, op).await
-    }
-
-    async fn update_entity(
-        &self,
-        table: &str,
-        entity: &Entity,
-        if_match: &ETag,
-    ) -> StoreResult<ETag> {
-        let op = BatchOp::Update {
-            entity: entity.clone(),
-            if_match: if_match.clone(),
-        };
-        self.write_one(table, &entity.partition_key, op).await
-    }
-
-    async fn merge_entity(
-        &self,
-        table: &str,
-        entity: &Entity,
-        if_match: &ETag,
-    ) -> StoreResult<ETag> {
-        let op = BatchOp::Merge {
-            entity: entity.clone(),
-            if_match: if_match.clone(),
-        };
         self.write_one(table, &entity.partition_key, op).await
     }
 
@@ -362,7 +325,7 @@ impl Storage for EmbeddedStore {
 }
 
 impl EmbeddedStore {
-    /// A single entity write: an insert, upsert, update or merge, in its own transaction.
+    /// A single entity write in its own transaction.
     async fn write_one(&self, table: &str, partition_key: &str, op: BatchOp) -> StoreResult<ETag> {
         validate_table_name(table)?;
         let (table, pk) = (table.to_owned(), partition_key.to_owned());
@@ -370,31 +333,6 @@ impl EmbeddedStore {
             .with_db(move |conn, _| tables::write(conn, &table, &pk, &op))
             .await?;
         etag.ok_or_else(|| StoreError::internal("a write other than delete returned no ETag"))
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Blob names: stricter than Blob Storage's, so that a blob stays inside its directory.
-// ---------------------------------------------------------------------------------------------
-
-/// Blob names become file names, so stricter than Blob Storage: one path component (no `/` or
-/// `\`), no control characters, at most 255 bytes (the usual file name limit), and no leading
-/// `.`, which rules out `.` and `..` and keeps blob names apart from the `.tmp-*` files of
-/// writes in progress.
-fn validate_blob_name(name: &str) -> StoreResult<()> {
-    let ok = !name.is_empty()
-        && name.len() <= 255
-        && !name.starts_with('.')
-        && !name
-            .chars()
-            .any(|c| c == '/' || c == '\\' || c.is_control());
-    if ok {
-        Ok(())
-    } else {
-        Err(StoreError::Invalid(format!(
-            "blob name {name:?} must be 1-255 bytes without '/', '\\', control characters \
-             or a leading '.'"
-        )))
     }
 }
 

@@ -206,18 +206,6 @@ pub(super) fn batch(
     pk: &str,
     operations: &[BatchOp],
 ) -> StoreResult<Vec<Option<ETag>>> {
-    let approximate_size: usize = operations
-        .iter()
-        .map(|op| match op.entity() {
-            Some(entity) => entity_size(entity),
-            None => 2 * (pk.len() + op.row_key().len()),
-        })
-        .sum();
-    if approximate_size > crate::store::MAX_BATCH_BYTES {
-        return Err(StoreError::Invalid(format!(
-            "the batch holds about {approximate_size} bytes, over Table Storage's 4 MiB"
-        )));
-    }
     let key = table_key(table);
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -241,31 +229,12 @@ fn apply(conn: &Connection, key: &str, pk: &str, op: &BatchOp) -> StoreResult<Op
             }
             store_row(conn, key, entity, &entity.props).map(Some)
         }
-        BatchOp::Upsert(entity) => {
-            validate_entity(entity)?;
-            store_row(conn, key, entity, &entity.props).map(Some)
-        }
         BatchOp::Update { entity, if_match } => {
             validate_entity(entity)?;
             let (_, etag) = current(conn, key, &entity.partition_key, &entity.row_key)?
                 .ok_or(StoreError::NotFound)?;
             check_etag(&etag, if_match)?;
             store_row(conn, key, entity, &entity.props).map(Some)
-        }
-        BatchOp::Merge { entity, if_match } => {
-            validate_entity(entity)?;
-            let (props, etag) = current(conn, key, &entity.partition_key, &entity.row_key)?
-                .ok_or(StoreError::NotFound)?;
-            check_etag(&etag, if_match)?;
-            let mut merged = decode_props(&props)?;
-            merged.extend(entity.props.clone());
-            let merged_entity = Entity {
-                partition_key: entity.partition_key.clone(),
-                row_key: entity.row_key.clone(),
-                props: merged,
-            };
-            validate_entity(&merged_entity)?;
-            store_row(conn, key, entity, &merged_entity.props).map(Some)
         }
         BatchOp::Delete { row_key, if_match } => {
             validate_key(pk)?;

@@ -1,0 +1,245 @@
+//! One decorator mechanism for [`Storage`]: a [`Layer`] says what to add around the calls of
+//! the store it wraps, and [`Layered`] implements the trait once for every layer, so a new
+//! decorator writes only what it adds (a deadline, a fault, a count), never a forwarding method
+//! per trait member.
+//!
+//! ```ignore
+//! let store: Arc<dyn Storage> = Arc::new(Layered::wrap(backend, MyLayer::default()));
+//! ```
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use futures::future::BoxFuture;
+
+use super::{
+    BatchOp, BlobProperties, BlobRead, ByteStream, ETag, Entity, Page, PutBlobOptions,
+    SignedUrlRequest, Storage, StoreResult, StoredEntity, TableQuery,
+};
+
+/// The operations of [`Storage`], as layers see them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Op {
+    EnsureContainer,
+    PutBlob,
+    GetBlob,
+    BlobProperties,
+    SignedReadUrl,
+    EnsureTable,
+    GetEntity,
+    Insert,
+    Delete,
+    Query,
+    Batch,
+}
+
+impl Op {
+    pub const ALL: [Op; 11] = [
+        Op::EnsureContainer,
+        Op::PutBlob,
+        Op::GetBlob,
+        Op::BlobProperties,
+        Op::SignedReadUrl,
+        Op::EnsureTable,
+        Op::GetEntity,
+        Op::Insert,
+        Op::Delete,
+        Op::Query,
+        Op::Batch,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Op::EnsureContainer => "ensure_container",
+            Op::PutBlob => "put_blob",
+            Op::GetBlob => "get_blob",
+            Op::BlobProperties => "blob_properties",
+            Op::SignedReadUrl => "signed_read_url",
+            Op::EnsureTable => "ensure_table",
+            Op::GetEntity => "get_entity",
+            Op::Insert => "insert",
+            Op::Delete => "delete",
+            Op::Query => "query",
+            Op::Batch => "batch",
+        }
+    }
+}
+
+impl std::fmt::Display for Op {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Sends a blob body to the wrapped store.
+pub type PutBlobCall<'a> =
+    Box<dyn FnOnce(ByteStream) -> BoxFuture<'a, StoreResult<BlobProperties>> + Send + 'a>;
+
+/// What a decorator adds. Every method has a pass-through default.
+pub trait Layer: Send + Sync + 'static {
+    /// Wraps one call that `call` makes on the wrapped store. Blob writes and reads come
+    /// through here too, unless [`Layer::put_blob`] or [`Layer::get_blob`] say otherwise.
+    fn around<'a, T: Send + 'a>(
+        &'a self,
+        op: Op,
+        call: BoxFuture<'a, StoreResult<T>>,
+    ) -> BoxFuture<'a, StoreResult<T>> {
+        let _ = op;
+        call
+    }
+
+    /// A blob write: `put` hands `body` to the wrapped store. A layer may wrap the body (to
+    /// watch the bytes go by) as well as the call.
+    fn put_blob<'a>(
+        &'a self,
+        body: ByteStream,
+        put: PutBlobCall<'a>,
+    ) -> BoxFuture<'a, StoreResult<BlobProperties>> {
+        self.around(Op::PutBlob, put(body))
+    }
+
+    /// A blob read of `range` (all of it when `None`).
+    fn get_blob<'a>(
+        &'a self,
+        range: Option<Range<u64>>,
+        call: BoxFuture<'a, StoreResult<BlobRead>>,
+    ) -> BoxFuture<'a, StoreResult<BlobRead>> {
+        let _ = range;
+        self.around(Op::GetBlob, call)
+    }
+
+    /// A link signed locally: no request reaches the service.
+    fn signed_read_url(&self) {}
+}
+
+/// A store with a [`Layer`] around every call.
+pub struct Layered<L> {
+    inner: Arc<dyn Storage>,
+    layer: L,
+}
+
+impl<L: Layer> Layered<L> {
+    pub fn wrap(inner: Arc<dyn Storage>, layer: L) -> Self {
+        Layered { inner, layer }
+    }
+
+    pub fn layer(&self) -> &L {
+        &self.layer
+    }
+}
+
+#[async_trait]
+impl<L: Layer> Storage for Layered<L> {
+    fn backend_name(&self) -> &'static str {
+        self.inner.backend_name()
+    }
+
+    async fn ensure_container(&self, container: &str) -> StoreResult<()> {
+        self.layer
+            .around(Op::EnsureContainer, self.inner.ensure_container(container))
+            .await
+    }
+
+    async fn put_blob(
+        &self,
+        container: &str,
+        name: &str,
+        body: ByteStream,
+        options: &PutBlobOptions,
+    ) -> StoreResult<BlobProperties> {
+        let inner = &self.inner;
+        self.layer
+            .put_blob(
+                body,
+                Box::new(move |body| inner.put_blob(container, name, body, options)),
+            )
+            .await
+    }
+
+    async fn get_blob(
+        &self,
+        container: &str,
+        name: &str,
+        range: Option<Range<u64>>,
+    ) -> StoreResult<BlobRead> {
+        let call = self.inner.get_blob(container, name, range.clone());
+        self.layer.get_blob(range, call).await
+    }
+
+    async fn blob_properties(&self, container: &str, name: &str) -> StoreResult<BlobProperties> {
+        self.layer
+            .around(
+                Op::BlobProperties,
+                self.inner.blob_properties(container, name),
+            )
+            .await
+    }
+
+    fn signed_read_url(&self, request: &SignedUrlRequest<'_>) -> StoreResult<String> {
+        self.layer.signed_read_url();
+        self.inner.signed_read_url(request)
+    }
+
+    async fn ensure_table(&self, table: &str) -> StoreResult<()> {
+        self.layer
+            .around(Op::EnsureTable, self.inner.ensure_table(table))
+            .await
+    }
+
+    async fn get_entity(
+        &self,
+        table: &str,
+        partition_key: &str,
+        row_key: &str,
+    ) -> StoreResult<StoredEntity> {
+        self.layer
+            .around(
+                Op::GetEntity,
+                self.inner.get_entity(table, partition_key, row_key),
+            )
+            .await
+    }
+
+    async fn insert_entity(&self, table: &str, entity: &Entity) -> StoreResult<ETag> {
+        self.layer
+            .around(Op::Insert, self.inner.insert_entity(table, entity))
+            .await
+    }
+
+    async fn delete_entity(
+        &self,
+        table: &str,
+        partition_key: &str,
+        row_key: &str,
+        if_match: Option<&ETag>,
+    ) -> StoreResult<()> {
+        self.layer
+            .around(
+                Op::Delete,
+                self.inner
+                    .delete_entity(table, partition_key, row_key, if_match),
+            )
+            .await
+    }
+
+    async fn query(&self, table: &str, query: &TableQuery) -> StoreResult<Page> {
+        self.layer
+            .around(Op::Query, self.inner.query(table, query))
+            .await
+    }
+
+    async fn batch(
+        &self,
+        table: &str,
+        partition_key: &str,
+        operations: Vec<BatchOp>,
+    ) -> StoreResult<Vec<Option<ETag>>> {
+        self.layer
+            .around(
+                Op::Batch,
+                self.inner.batch(table, partition_key, operations),
+            )
+            .await
+    }
+}

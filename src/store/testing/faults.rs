@@ -1,0 +1,156 @@
+//! [`FaultyStore`]: a real backend behind a [`Faults`] layer that counts requests, fails chosen
+//! ones with [`StoreError::Unavailable`] as an outage would (or never answers them, as a frozen
+//! service would), and can run a competing writer just before a chosen request (a
+//! deterministic race).
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use futures::future::BoxFuture;
+use futures::FutureExt;
+
+use crate::store::layer::{Layer, Layered, Op};
+use crate::store::{Storage, StoreError, StoreResult};
+
+/// What happens to the requests a fault matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Effect {
+    /// Fails at once with `Unavailable`; nothing reaches the store.
+    Fail,
+    /// Never answers, like a storage service that stopped responding.
+    Hang,
+}
+
+/// One armed fault: the operation it matches (`None`: every one), what it does, and how many
+/// more requests it applies to (`usize::MAX`: until `heal`).
+#[derive(Debug)]
+struct Fault {
+    op: Option<Op>,
+    effect: Effect,
+    remaining: usize,
+}
+
+type Hook = (Option<Op>, BoxFuture<'static, ()>);
+
+/// The fault-injecting layer.
+#[derive(Default)]
+pub struct Faults {
+    faults: Mutex<Vec<Fault>>,
+    /// Futures to run (once each) just before the next request of their kind.
+    hooks: Mutex<Vec<Hook>>,
+    requests: AtomicUsize,
+    batches: AtomicUsize,
+    queries: AtomicUsize,
+}
+
+/// A real store that a test can break or race.
+pub type FaultyStore = Layered<Faults>;
+
+impl Layered<Faults> {
+    pub fn new(inner: Arc<dyn Storage>) -> Arc<Self> {
+        Arc::new(Layered::wrap(inner, Faults::default()))
+    }
+
+    /// The next `n` requests of kind `op` fail with `Unavailable` (nothing reaches the store).
+    pub fn fail_next(&self, op: Op, n: usize) {
+        self.layer().arm(Some(op), Effect::Fail, n);
+    }
+
+    /// Every request fails until [`heal`](Self::heal).
+    pub fn outage(&self) {
+        self.layer().arm(None, Effect::Fail, usize::MAX);
+    }
+
+    /// Every request hangs, never answering, until [`heal`](Self::heal) (requests already
+    /// hanging stay hung: their callers must give up on their own).
+    pub fn freeze(&self) {
+        self.layer().arm(None, Effect::Hang, usize::MAX);
+    }
+
+    /// Runs `hook` to completion just before the next request of kind `op` goes through,
+    /// e.g. another engine committing a turn between this engine's load and its commit.
+    pub fn before_next(
+        &self,
+        op: Op,
+        hook: impl std::future::Future<Output = ()> + Send + 'static,
+    ) {
+        lock(&self.layer().hooks).push((Some(op), Box::pin(hook)));
+    }
+
+    pub fn heal(&self) {
+        lock(&self.layer().faults).clear();
+    }
+
+    /// Requests made so far (including failed ones).
+    pub fn requests(&self) -> usize {
+        self.layer().requests.load(Ordering::SeqCst)
+    }
+
+    pub fn batches(&self) -> usize {
+        self.layer().batches.load(Ordering::SeqCst)
+    }
+
+    pub fn queries(&self) -> usize {
+        self.layer().queries.load(Ordering::SeqCst)
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Faults {
+    fn arm(&self, op: Option<Op>, effect: Effect, remaining: usize) {
+        lock(&self.faults).push(Fault {
+            op,
+            effect,
+            remaining,
+        });
+    }
+
+    /// Counts the request and says what to do with it.
+    fn enter(&self, op: Op) -> Option<Effect> {
+        self.requests.fetch_add(1, Ordering::SeqCst);
+        match op {
+            Op::Batch => self.batches.fetch_add(1, Ordering::SeqCst),
+            Op::Query => self.queries.fetch_add(1, Ordering::SeqCst),
+            _ => 0,
+        };
+        let mut faults = lock(&self.faults);
+        let hit = faults
+            .iter_mut()
+            .find(|f| f.remaining > 0 && f.op.is_none_or(|o| o == op))?;
+        if hit.remaining != usize::MAX {
+            hit.remaining -= 1;
+        }
+        Some(hit.effect)
+    }
+
+    fn take_hook(&self, op: Op) -> Option<BoxFuture<'static, ()>> {
+        let mut hooks = lock(&self.hooks);
+        let index = hooks.iter().position(|(h, _)| h.is_none_or(|h| h == op))?;
+        Some(hooks.remove(index).1)
+    }
+}
+
+impl Layer for Faults {
+    fn around<'a, T: Send + 'a>(
+        &'a self,
+        op: Op,
+        call: BoxFuture<'a, StoreResult<T>>,
+    ) -> BoxFuture<'a, StoreResult<T>> {
+        async move {
+            if let Some(hook) = self.take_hook(op) {
+                hook.await;
+            }
+            match self.enter(op) {
+                None => call.await,
+                Some(Effect::Fail) => Err(StoreError::unavailable("injected fault")),
+                Some(Effect::Hang) => futures::future::pending().await,
+            }
+        }
+        .boxed()
+    }
+}
