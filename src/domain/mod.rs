@@ -1,13 +1,15 @@
 //! Validated domain types. Every value that comes from outside (a URL segment, a header, a JSON
 //! body, a setting) becomes one of these through its `parse` constructor, so the rest of the code
-//! never sees an unchecked id, name, stage or decision.
+//! never sees an unchecked id, name, content type, stage or decision.
 
+mod content_type;
 mod decision;
 mod file_id;
 mod file_name;
 mod reviewer;
 mod stage;
 
+pub use content_type::{ContentType, ContentTypeError};
 pub use decision::{Decision, DecisionError};
 pub use file_id::{FileId, FileIdError};
 pub use file_name::{FileName, FileNameError};
