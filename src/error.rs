@@ -8,6 +8,7 @@ use serde_json::{json, Map, Value};
 
 use crate::domain::Stage;
 use crate::engine::EngineError;
+use crate::files::FilesError;
 use crate::store::{BoxError, StoreError};
 use crate::telemetry::error_chain;
 
@@ -154,6 +155,28 @@ impl From<EngineError> for ApiError {
             ApiError::StorageUnavailable(Box::new(e))
         } else {
             ApiError::Internal(Box::new(e))
+        }
+    }
+}
+
+impl From<FilesError> for ApiError {
+    fn from(e: FilesError) -> Self {
+        match e {
+            FilesError::NotFound(id) => ApiError::NotFound(format!("no file {id}")),
+            FilesError::WrongStage { message, current } => {
+                ApiError::WrongStage { message, current }
+            }
+            FilesError::NotApproved { message, current } => {
+                ApiError::NotApproved { message, current }
+            }
+            FilesError::TooLarge { limit } => ApiError::TooLarge { limit },
+            FilesError::EmptyFile => ApiError::EmptyFile,
+            FilesError::Body(source) => ApiError::InvalidBody(source.to_string()),
+            FilesError::BadContinuation => {
+                ApiError::InvalidQuery("continuationToken is malformed".into())
+            }
+            FilesError::Storage(e) => e.into(),
+            FilesError::Engine(e) => e.into(),
         }
     }
 }

@@ -22,6 +22,7 @@ pub mod config;
 pub mod domain;
 pub mod engine;
 pub mod error;
+pub mod files;
 pub mod functions;
 pub mod startup;
 pub mod store;

@@ -3,15 +3,12 @@
 //! [`AppState`].
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::DefaultBodyLimit;
-use axum::http::{Method, Request, StatusCode};
+use axum::http::Request;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use axum::Router;
 use tokio::net::TcpListener;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -19,25 +16,14 @@ use tower_http::trace::TraceLayer;
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Settings, StorageSetting};
-use crate::engine::{Engine, EngineError, EngineOptions};
+use crate::engine::{Engine, EngineOptions};
 use crate::error::ApiError;
-use crate::functions::{approve, blobs, download, orchestrator, recover, status, upload};
+use crate::files::{Files, FilesError, Policy};
+use crate::functions::{self, blobs, AppState};
 use crate::store::azure::AzureStore;
 use crate::store::embedded::{EmbeddedOptions, EmbeddedStore};
 use crate::store::{Storage, StoreError};
-use crate::workflow::{self, record::FILES_TABLE, FILES_CONTAINER};
-
-/// What every handler may use.
-#[derive(Clone)]
-pub struct AppState {
-    pub store: Arc<dyn Storage>,
-    pub engine: Arc<Engine>,
-    pub clock: Arc<dyn Clock>,
-    pub settings: Arc<Settings>,
-    /// Local mode: set when a committed upload's workflow could not be started, so the next
-    /// recovery pass starts it (there is no blob trigger to deliver it again).
-    pub unstarted_uploads: Arc<AtomicBool>,
-}
+use crate::workflow;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -49,8 +35,8 @@ pub enum StartupError {
     },
     #[error("cannot open storage")]
     Storage(#[from] StoreError),
-    #[error("cannot prepare the workflow engine")]
-    Engine(#[from] EngineError),
+    #[error("cannot prepare storage")]
+    Prepare(#[from] FilesError),
     #[error("server failed")]
     Serve(#[source] std::io::Error),
 }
@@ -60,6 +46,7 @@ pub struct Application {
     listener: TcpListener,
     router: Router,
     state: AppState,
+    settings: Settings,
 }
 
 impl Application {
@@ -114,8 +101,6 @@ impl Application {
                 }
             };
         let store = layer(store);
-        store.ensure_container(FILES_CONTAINER).await?;
-        store.ensure_table(FILES_TABLE).await?;
 
         let registry = workflow::registry(store.clone(), clock.clone());
         let engine = Engine::new(
@@ -124,18 +109,14 @@ impl Application {
             registry,
             EngineOptions::default(),
         );
-        engine.ensure_storage().await?;
+        let files = Files::new(store, engine, clock.clone(), policy(&settings));
+        files.ensure_storage().await?;
 
         let state = AppState {
-            store,
-            engine: Arc::new(engine),
-            clock: clock.clone(),
-            settings: Arc::new(settings),
-            // A crash between an upload's commit and its workflow's start is only visible in
-            // storage, so local mode looks once after start-up.
-            unstarted_uploads: Arc::new(AtomicBool::new(true)),
+            files: Arc::new(files),
+            reviewers: Arc::new(settings.reviewers.clone()),
         };
-        let mut router = routes(state.clone());
+        let mut router = functions::router(state.clone());
         if let Some(embedded) = embedded {
             router = router.merge(blobs::router(embedded, clock));
         }
@@ -144,6 +125,7 @@ impl Application {
             listener,
             router,
             state,
+            settings,
         })
     }
 
@@ -156,18 +138,21 @@ impl Application {
     }
 
     /// Serves until the process is stopped. In local mode it also runs the duty a timer
-    /// trigger runs under the host: the engine's recovery of unfinished work.
+    /// trigger runs under the host ([`Files::housekeeping`]), once right after start-up (a
+    /// crash may have left work behind) and then every `FILE_APPROVER_RECOVER_INTERVAL_SECS`.
     pub async fn run_until_stopped(self) -> Result<(), StartupError> {
-        let interval = self.state.settings.recover_interval_secs;
-        if self.state.settings.mode.is_local() && interval > 0 {
-            let state = self.state.clone();
+        let interval = self.settings.recover_interval_secs;
+        if self.settings.mode.is_local() && interval > 0 {
+            let files = self.state.files.clone();
             let every = Duration::from_secs(interval);
             tokio::spawn(async move {
                 let mut ticks = tokio::time::interval(every);
                 ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 loop {
                     ticks.tick().await;
-                    local_duties(&state).await;
+                    if let Err(e) = files.housekeeping().await {
+                        tracing::warn!(error = %e, "housekeeping failed; will retry");
+                    }
                 }
             });
         }
@@ -178,22 +163,23 @@ impl Application {
     }
 }
 
-/// What the host's triggers do for an app under the Functions host, done by local mode itself:
-/// the `recover` timer, and a second delivery of the blob trigger for uploads whose workflow
-/// did not start.
-pub async fn local_duties(state: &AppState) {
-    if state.unstarted_uploads.swap(false, Ordering::AcqRel) {
-        match orchestrator::start_unstarted_uploads(state).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(started = n, "started the workflows of earlier uploads"),
-            Err(e) => {
-                state.unstarted_uploads.store(true, Ordering::Release);
-                tracing::warn!(error = %e, "could not start the workflows of earlier uploads; will retry");
-            }
-        }
-    }
-    if let Err(e) = state.engine.recover().await {
-        tracing::warn!(error = %e, "recovery duty failed; will retry");
+/// The file policy the settings describe. Under the host the blob trigger starts workflows,
+/// so the sweep gives it a minute before stepping in; locally nothing else will.
+fn policy(settings: &Settings) -> Policy {
+    let local = settings.mode.is_local();
+    Policy {
+        max_upload_bytes: settings.max_upload_bytes,
+        download_ttl: chrono::Duration::seconds(
+            i64::try_from(settings.download_ttl_secs).unwrap_or(3600),
+        ),
+        approval_timeout_secs: settings.approval_timeout_secs,
+        start_on_upload: local,
+        start_grace: if local {
+            chrono::Duration::zero()
+        } else {
+            chrono::Duration::minutes(1)
+        },
+        ..Policy::default()
     }
 }
 
@@ -238,29 +224,7 @@ fn request_span(request: &Request<Body>) -> tracing::Span {
 
 /// The whole route table (besides the embedded store's signed-link route), with its layers.
 pub fn app(state: AppState) -> Router {
-    with_edge_layers(routes(state))
-}
-
-fn routes(state: AppState) -> Router {
-    Router::new()
-        // The host's readiness and health probe: answer at once, touch nothing.
-        .route("/", get(|| async { StatusCode::OK }))
-        .route("/api/files", post(upload::upload).get(status::list))
-        .route("/api/files/{id}", get(status::get_one))
-        .route(
-            "/api/files/{id}/approvals/{stage}",
-            post(approve::approve).layer(DefaultBodyLimit::max(approve::MAX_BODY_BYTES)),
-        )
-        .route("/api/files/{id}/download", get(download::download))
-        .route("/orchestrator", post(orchestrator::invoke))
-        .route("/recover", post(recover::invoke))
-        .fallback(|| async { ApiError::NotFound("no such route".into()) })
-        .method_not_allowed_fallback(|method: Method| async move {
-            ApiError::MethodNotAllowed {
-                method: method.to_string(),
-            }
-        })
-        .with_state(state)
+    with_edge_layers(functions::router(state))
 }
 
 /// Panics become JSON 500s and every request gets a span. Applied after the signed-link route

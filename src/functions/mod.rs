@@ -1,6 +1,6 @@
-//! The HTTP / invocation edge: one module per Azure Functions folder. Handlers parse and
-//! validate input into domain types, call the workflow and the engine, and map every outcome to
-//! a status code; they hold no storage details beyond the `Storage` trait.
+//! The HTTP / invocation edge: one module per Azure Functions folder. Each handler parses its
+//! input into domain types, makes one call on [`Files`], and maps the answer to a status code;
+//! none holds storage or workflow details.
 //!
 //! | folder          | route                                         | module           |
 //! |-----------------|-----------------------------------------------|------------------|
@@ -21,18 +21,54 @@ pub mod recover;
 pub mod status;
 pub mod upload;
 
+use std::sync::Arc;
+
 use axum::extract::rejection::PathRejection;
-use axum::extract::Path;
+use axum::extract::{DefaultBodyLimit, Path};
+use axum::http::{Method, StatusCode};
+use axum::routing::{get, post};
+use axum::Router;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::domain::{FileId, Stage};
+use crate::domain::{FileId, Reviewers, Stage};
 use crate::engine::RuntimeStatus;
 use crate::error::ApiError;
-use crate::startup::AppState;
-use crate::workflow::record::{self, FileRecord, UploadState};
-use crate::workflow::{summarize, DecisionEvent, Summary};
+use crate::files::{FileView, Files};
+use crate::workflow::DecisionEvent;
+
+/// What every handler may use.
+#[derive(Clone)]
+pub struct AppState {
+    pub files: Arc<Files>,
+    /// Empty: approvals are not authenticated (reviewer `anonymous`).
+    pub reviewers: Arc<Reviewers>,
+}
+
+/// Every route of the function folders (the embedded store's signed-link route is merged in by
+/// the caller when that store is in use).
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        // The host's readiness and health probe: answer at once, touch nothing.
+        .route("/", get(|| async { StatusCode::OK }))
+        .route("/api/files", post(upload::upload).get(status::list))
+        .route("/api/files/{id}", get(status::get_one))
+        .route(
+            "/api/files/{id}/approvals/{stage}",
+            post(approve::approve).layer(DefaultBodyLimit::max(approve::MAX_BODY_BYTES)),
+        )
+        .route("/api/files/{id}/download", get(download::download))
+        .route("/orchestrator", post(orchestrator::invoke))
+        .route("/recover", post(recover::invoke))
+        .fallback(|| async { ApiError::NotFound("no such route".into()) })
+        .method_not_allowed_fallback(|method: Method| async move {
+            ApiError::MethodNotAllowed {
+                method: method.to_string(),
+            }
+        })
+        .with_state(state)
+}
 
 /// Times in responses are whole seconds in UTC, as Durable Functions' status API writes them.
 pub fn api_time(t: DateTime<Utc>) -> String {
@@ -42,79 +78,6 @@ pub fn api_time(t: DateTime<Utc>) -> String {
 pub fn parse_id(path: Result<Path<String>, PathRejection>) -> Result<FileId, ApiError> {
     let Path(raw) = path.map_err(|e| ApiError::InvalidId(e.body_text()))?;
     FileId::parse(&raw).map_err(|e| ApiError::InvalidId(e.to_string()))
-}
-
-/// A file as clients see it: either a running (or finished) workflow, or a committed upload
-/// whose workflow has not started yet.
-pub enum FileView {
-    Workflow {
-        summary: Summary,
-        runtime_status: RuntimeStatus,
-        created_time: DateTime<Utc>,
-        last_updated_time: DateTime<Utc>,
-    },
-    Uploaded(FileRecord),
-}
-
-impl FileView {
-    pub fn stage(&self) -> Stage {
-        match self {
-            FileView::Workflow { summary, .. } => summary.stage,
-            FileView::Uploaded(_) => Stage::Uploaded,
-        }
-    }
-
-    pub fn from_instance(status: &crate::engine::InstanceStatus) -> Result<Self, ApiError> {
-        Ok(FileView::Workflow {
-            summary: summarize(status)?,
-            runtime_status: status.runtime_status,
-            created_time: status.created_time,
-            last_updated_time: status.last_updated_time,
-        })
-    }
-}
-
-/// Loads a file: its workflow instance (one partition read), else its record.
-pub async fn load_file(state: &AppState, id: FileId) -> Result<FileView, ApiError> {
-    if let Some(status) = state.engine.status(&id.to_string(), true).await? {
-        return FileView::from_instance(&status);
-    }
-    match record::get(state.store.as_ref(), id).await? {
-        Some((rec, _)) => match committed_upload(state, rec).await? {
-            Some(rec) => Ok(FileView::Uploaded(rec)),
-            None => Err(not_found(id)),
-        },
-        None => Err(not_found(id)),
-    }
-}
-
-/// The record of a committed upload, or `None` for an upload still in flight (or one that
-/// died before its blob was committed: not a file). The blob's commit is the upload's commit,
-/// so a record still `Uploading` whose blob exists is an uploaded file whose record lags.
-pub async fn committed_upload(
-    state: &AppState,
-    mut rec: FileRecord,
-) -> Result<Option<FileRecord>, ApiError> {
-    if rec.state == UploadState::Uploaded {
-        return Ok(Some(rec));
-    }
-    match state
-        .store
-        .blob_properties(crate::workflow::FILES_CONTAINER, &rec.id.to_string())
-        .await
-    {
-        Ok(props) => {
-            rec.size = Some(props.size);
-            rec.state = UploadState::Uploaded;
-            Ok(Some(rec))
-        }
-        Err(crate::store::StoreError::NotFound) => Ok(None),
-        Err(e) => Err(e.into()),
-    }
-}
-
-pub fn not_found(id: FileId) -> ApiError {
-    ApiError::NotFound(format!("no file {id}"))
 }
 
 #[derive(Debug, Serialize)]
@@ -200,16 +163,16 @@ impl From<&FileView> for FileStatus {
                 approvals: summary.approvals.iter().map(DecisionView::from).collect(),
                 analysis: summary.analysis.clone(),
             },
-            FileView::Uploaded(rec) => FileStatus {
-                links: Links::new(&rec.id.to_string()),
-                id: rec.id.to_string(),
-                name: rec.name.to_string(),
-                content_type: rec.content_type.clone(),
-                size: rec.size.unwrap_or(0),
+            FileView::Uploaded { record, size } => FileStatus {
+                links: Links::new(&record.id.to_string()),
+                id: record.id.to_string(),
+                name: record.name.to_string(),
+                content_type: record.content_type.to_string(),
+                size: *size,
                 stage: Stage::Uploaded,
                 runtime_status: RuntimeStatus::Pending,
-                created_time: api_time(rec.created_time),
-                last_updated_time: api_time(rec.created_time),
+                created_time: api_time(record.created_time),
+                last_updated_time: api_time(record.created_time),
                 approvals: Vec::new(),
                 analysis: None,
             },

@@ -3,22 +3,18 @@
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, RawQuery, State};
 use axum::Json;
-use futures::StreamExt;
 use serde::Serialize;
-use serde_json::json;
 
-use super::{load_file, parse_id, FileStatus, FileView};
+use super::{parse_id, AppState, FileStatus};
 use crate::domain::Stage;
-use crate::engine::ListQuery;
 use crate::error::ApiError;
-use crate::startup::AppState;
 
 pub async fn get_one(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Json<FileStatus>, ApiError> {
     let id = parse_id(path)?;
-    let view = load_file(&state, id).await?;
+    let view = state.files.load(id).await?;
     Ok(Json(FileStatus::from(&view)))
 }
 
@@ -30,8 +26,6 @@ pub struct FileList {
 }
 
 const DEFAULT_TOP: u32 = 20;
-/// Concurrent history reads per listing page.
-const LIST_READS_IN_FLIGHT: usize = 8;
 const MAX_TOP: u32 = 100;
 
 struct ListParams {
@@ -79,48 +73,18 @@ fn parse_list_query(raw: Option<&str>) -> Result<ListParams, ApiError> {
     Ok(params)
 }
 
-/// Lists files, newest instances first as the engine pages them. `Uploaded` files (workflow
-/// not started yet) are not workflow instances and so are not listed by stage filter
-/// `Uploaded`: they exist only for the moment between a blob's commit and its trigger.
+/// Lists files, newest instances first as the engine pages them ([`crate::files::Files::list`]).
 pub async fn list(
     State(state): State<AppState>,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<FileList>, ApiError> {
     let params = parse_list_query(raw.as_deref())?;
     let page = state
-        .engine
-        .list(ListQuery {
-            runtime_status: None,
-            custom_status: params.stage.map(|s| json!(s.as_str())),
-            top: Some(params.top),
-            continuation: params.continuation,
-        })
-        .await
-        .map_err(|e| match e {
-            crate::engine::EngineError::Storage(crate::store::StoreError::Invalid(_)) => {
-                ApiError::InvalidQuery("continuationToken is malformed".into())
-            }
-            other => other.into(),
-        })?;
-    // The listing carries no history; decisions and analysis come from each instance's, read
-    // a few at a time so a page costs about one round trip per batch of files, in page order.
-    let histories: Vec<_> = futures::stream::iter(page.instances)
-        .map(|instance| {
-            let engine = state.engine.clone();
-            async move { engine.status(&instance.instance_id, true).await }
-        })
-        .buffered(LIST_READS_IN_FLIGHT)
-        .collect()
-        .await;
-    let mut files = Vec::with_capacity(histories.len());
-    for full in histories {
-        // `None`: purged between the two reads.
-        if let Some(full) = full? {
-            files.push(FileStatus::from(&FileView::from_instance(&full)?));
-        }
-    }
+        .files
+        .list(params.stage, params.top, params.continuation)
+        .await?;
     Ok(Json(FileList {
-        files,
+        files: page.files.iter().map(FileStatus::from).collect(),
         continuation_token: page.continuation,
     }))
 }

@@ -1,19 +1,12 @@
-//! `upload/`: `POST /api/files` — streams the body into blob `files/{id}` and records the file.
-//!
-//! Order matters (API.md, "Upload"): the record is written first (state `Uploading`), so a blob
-//! trigger always finds it; then the body streams into the blob in blocks, committed only once
-//! the whole body arrived within the size limit; then the record is marked `Uploaded`. The blob's
-//! commit is the upload's commit: a failed, oversized or abandoned upload commits no blob, so no
-//! workflow ever starts for it, and its record is removed (one left by a crash stays `Uploading`
-//! and blobless, which no client ever sees). Once the blob is committed the answer is 201, even
-//! if marking the record fails: readers and recovery take an `Uploading` record whose blob exists
-//! for an uploaded file.
+//! `upload/`: `POST /api/files` — a raw body (`?name=` or `X-File-Name`) or a multipart form
+//! with a file part, streamed (never held whole) into [`crate::files::Files::upload`], which owns the rest:
+//! record, blob, commit, start (crate::files).
 
 use std::borrow::Cow;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::{RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -21,21 +14,11 @@ use axum::Json;
 use futures::{Stream, TryStreamExt};
 use percent_encoding::percent_decode_str;
 
-use super::{orchestrator, FileStatus, FileView};
-use crate::domain::{FileId, FileName};
-use crate::engine::StartOutcome;
+use super::{AppState, FileStatus};
+use crate::domain::{ContentType, FileName};
 use crate::error::ApiError;
-use crate::startup::AppState;
-use crate::store::{BodyTooLarge, BoxError, ByteStream, PutBlobOptions, StoreError};
-use crate::workflow::record::{self, FileRecord, UploadState, FILES_TABLE};
-use crate::workflow::FILES_CONTAINER;
-
-const DEFAULT_CONTENT_TYPE: &str = "application/octet-stream";
-
-/// Raised by [`NonEmpty`] when a body ends without a single byte.
-#[derive(Debug, thiserror::Error)]
-#[error("the body is empty")]
-struct EmptyBody;
+use crate::files::{FilesError, NewUpload};
+use crate::store::{BodyTooLarge, BoxError};
 
 /// Raised when the client's body stream breaks (disconnect, bad chunked encoding).
 #[derive(Debug, thiserror::Error)]
@@ -46,33 +29,6 @@ struct Interrupted(String);
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 struct BadMultipart(String);
-
-/// Fails the stream at its end if it carried no bytes, so that an empty upload is refused
-/// before anything is committed instead of being committed and deleted again.
-struct NonEmpty {
-    inner: ByteStream,
-    seen: bool,
-}
-
-impl Stream for NonEmpty {
-    type Item = Result<Bytes, BoxError>;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        match self.inner.as_mut().poll_next(cx) {
-            Poll::Ready(Some(Ok(chunk))) => {
-                if !chunk.is_empty() {
-                    self.seen = true;
-                }
-                Poll::Ready(Some(Ok(chunk)))
-            }
-            Poll::Ready(None) if !self.seen => {
-                self.seen = true; // report once
-                Poll::Ready(Some(Err(Box::new(EmptyBody))))
-            }
-            other => other,
-        }
-    }
-}
 
 /// The `name` query parameter, decoded strictly: `form_urlencoded::parse` would turn bytes that
 /// are not UTF-8 into U+FFFD and so store a name the client never sent.
@@ -117,25 +73,8 @@ fn header_content_type(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
         .transpose()
 }
 
-/// A declared content type is kept as given, but must at least look like `type/subtype`.
-fn parse_content_type(raw: Option<&str>) -> Result<String, ApiError> {
-    let Some(raw) = raw.map(str::trim).filter(|r| !r.is_empty()) else {
-        return Ok(DEFAULT_CONTENT_TYPE.to_owned());
-    };
-    let essence = raw.split(';').next().unwrap_or("").trim();
-    let valid = raw.len() <= 255
-        && !raw.chars().any(char::is_control)
-        && essence
-            .split_once('/')
-            .is_some_and(|(t, s)| !t.is_empty() && !s.is_empty() && !s.contains('/'));
-    if valid {
-        Ok(raw.to_owned())
-    } else {
-        Err(ApiError::InvalidBody(format!(
-            "{:?} is not a content type (type/subtype)",
-            raw.chars().take(64).collect::<String>()
-        )))
-    }
+fn parse_content_type(raw: Option<&str>) -> Result<ContentType, ApiError> {
+    ContentType::parse(raw).map_err(|e| ApiError::InvalidBody(e.to_string()))
 }
 
 pub async fn upload(
@@ -144,7 +83,29 @@ pub async fn upload(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let limit = state.settings.max_upload_bytes;
+    let limit = state.files.policy().max_upload_bytes;
+    let upload = parse(limit, raw_query.as_deref(), &headers, body).await?;
+    let view = state.files.upload(upload).await.map_err(|e| match e {
+        FilesError::Body(source) => body_error(source),
+        other => other.into(),
+    })?;
+    let status = FileStatus::from(&view);
+    let location = HeaderValue::from_str(&status.links.status).map_err(ApiError::internal)?;
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        Json(status),
+    )
+        .into_response())
+}
+
+/// The upload a request describes: a multipart form's file part, or the raw body.
+async fn parse(
+    limit: u64,
+    raw_query: Option<&str>,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<NewUpload, ApiError> {
     let content_length = match headers.get(header::CONTENT_LENGTH) {
         Some(v) => Some(
             v.to_str()
@@ -158,160 +119,106 @@ pub async fn upload(
     if content_length.is_some_and(|len| len > limit) {
         return Err(ApiError::TooLarge { limit });
     }
-    let declared_name = match query_name(raw_query.as_deref())? {
+    let declared_name = match query_name(raw_query)? {
         Some(n) => Some(n),
-        None => header_name(&headers)?.map(str::to_owned),
+        None => header_name(headers)?.map(str::to_owned),
     };
-    let request_type = header_content_type(&headers)?;
+    let request_type = header_content_type(headers)?;
     let is_multipart = request_type.is_some_and(|t| {
         t.trim_start()
             .get(..19)
             .is_some_and(|p| p.eq_ignore_ascii_case("multipart/form-data"))
     });
 
-    let (name, content_type, stream): (FileName, String, ByteStream) = if is_multipart {
-        let boundary = multer::parse_boundary(request_type.unwrap_or(""))
-            .map_err(|e| ApiError::InvalidMultipart(e.to_string()))?;
-        // The multipart framing adds a little to the file part; the blob write enforces the
-        // exact limit on the file's own bytes.
-        let constraints = multer::Constraints::new()
-            .size_limit(multer::SizeLimit::new().whole_stream(limit.saturating_add(64 * 1024)));
-        let mut multipart =
-            multer::Multipart::with_constraints(body.into_data_stream(), boundary, constraints);
-        let field = loop {
-            match multipart.next_field().await {
-                Ok(Some(field)) if field.file_name().is_some() => break field,
-                // Other form fields (a text `comment`, say) are skipped, not stored.
-                Ok(Some(_)) => continue,
-                Ok(None) => {
-                    return Err(ApiError::InvalidMultipart(
-                        "the form has no file part (a part with a filename)".into(),
-                    ))
-                }
-                Err(e) => return Err(multipart_error(e, limit)),
-            }
-        };
-        let raw_name = match declared_name {
-            Some(n) => n,
-            None => field.file_name().unwrap_or_default().to_owned(),
-        };
-        let name = FileName::parse(&raw_name).map_err(|e| ApiError::InvalidName(e.to_string()))?;
-        // The part's own header, as given: multer drops a type it cannot parse, which would
-        // store such a file as octet-stream where a raw upload with that type is refused.
-        let part_type = match field.headers().get(header::CONTENT_TYPE) {
-            None => None,
-            Some(v) => Some(v.to_str().map_err(|_| {
-                ApiError::InvalidBody("the file part's Content-Type is not valid text".into())
-            })?),
-        };
-        let content_type = parse_content_type(part_type)?;
-        let stream = field.map_err(move |e| -> BoxError {
-            match e {
-                multer::Error::StreamSizeExceeded { .. }
-                | multer::Error::FieldSizeExceeded { .. } => Box::new(BodyTooLarge { limit }),
-                multer::Error::StreamReadFailed(inner) => Box::new(Interrupted(inner.to_string())),
-                other => Box::new(BadMultipart(other.to_string())),
-            }
-        });
-        // Keep the multipart reader alive for as long as its field streams.
-        let stream = KeepAlive {
-            inner: Box::pin(stream),
-            _owner: multipart,
-        };
-        (name, content_type, Box::pin(stream))
+    if is_multipart {
+        multipart_upload(limit, declared_name, request_type.unwrap_or(""), body).await
     } else {
-        let raw_name = declared_name.ok_or(ApiError::MissingName)?;
-        let name = FileName::parse(&raw_name).map_err(|e| ApiError::InvalidName(e.to_string()))?;
-        if content_length == Some(0) {
-            return Err(ApiError::EmptyFile);
-        }
-        let content_type = parse_content_type(request_type)?;
-        let stream = body
-            .into_data_stream()
-            .map_err(|e| -> BoxError { Box::new(Interrupted(e.to_string())) });
-        (name, content_type, Box::pin(stream))
-    };
+        raw_upload(declared_name, request_type, content_length, body)
+    }
+}
 
-    let id = FileId::new();
-    let mut rec = FileRecord {
-        id,
+/// The first part with a filename; other form fields (a text `comment`, say) are skipped.
+async fn multipart_upload(
+    limit: u64,
+    declared_name: Option<String>,
+    request_type: &str,
+    body: Body,
+) -> Result<NewUpload, ApiError> {
+    let boundary = multer::parse_boundary(request_type)
+        .map_err(|e| ApiError::InvalidMultipart(e.to_string()))?;
+    // The multipart framing adds a little to the file part; the blob write enforces the
+    // exact limit on the file's own bytes.
+    let constraints = multer::Constraints::new()
+        .size_limit(multer::SizeLimit::new().whole_stream(limit.saturating_add(64 * 1024)));
+    let mut multipart =
+        multer::Multipart::with_constraints(body.into_data_stream(), boundary, constraints);
+    let field = loop {
+        match multipart.next_field().await {
+            Ok(Some(field)) if field.file_name().is_some() => break field,
+            Ok(Some(_)) => continue,
+            Ok(None) => {
+                return Err(ApiError::InvalidMultipart(
+                    "the form has no file part (a part with a filename)".into(),
+                ))
+            }
+            Err(e) => return Err(multipart_error(e, limit)),
+        }
+    };
+    let raw_name = match declared_name {
+        Some(n) => n,
+        None => field.file_name().unwrap_or_default().to_owned(),
+    };
+    let name = FileName::parse(&raw_name).map_err(|e| ApiError::InvalidName(e.to_string()))?;
+    // The part's own header, as given: multer drops a type it cannot parse, which would
+    // store such a file as octet-stream where a raw upload with that type is refused.
+    let part_type = match field.headers().get(header::CONTENT_TYPE) {
+        None => None,
+        Some(v) => Some(v.to_str().map_err(|_| {
+            ApiError::InvalidBody("the file part's Content-Type is not valid text".into())
+        })?),
+    };
+    let content_type = parse_content_type(part_type)?;
+    let stream = field.map_err(move |e| -> BoxError {
+        match e {
+            multer::Error::StreamSizeExceeded { .. } | multer::Error::FieldSizeExceeded { .. } => {
+                Box::new(BodyTooLarge { limit })
+            }
+            multer::Error::StreamReadFailed(inner) => Box::new(Interrupted(inner.to_string())),
+            other => Box::new(BadMultipart(other.to_string())),
+        }
+    });
+    // Keep the multipart reader alive for as long as its field streams.
+    let stream = KeepAlive {
+        inner: Box::pin(stream),
+        _owner: multipart,
+    };
+    Ok(NewUpload {
         name,
         content_type,
-        size: None,
-        created_time: state.clock.now(),
-        state: UploadState::Uploading,
-    };
-    let etag = state
-        .store
-        .insert_entity(FILES_TABLE, &rec.to_entity())
-        .await?;
+        body: Box::pin(stream),
+    })
+}
 
-    let put = state
-        .store
-        .put_blob(
-            FILES_CONTAINER,
-            &id.to_string(),
-            Box::pin(NonEmpty {
-                inner: stream,
-                seen: false,
-            }),
-            &PutBlobOptions {
-                content_type: rec.content_type.clone(),
-                max_bytes: Some(limit),
-            },
-        )
-        .await;
-    let props = match put {
-        Ok(props) => props,
-        Err(e) => {
-            // No blob was committed, so nothing will ever start a workflow for this record.
-            if let Err(cleanup) = state
-                .store
-                .delete_entity(
-                    FILES_TABLE,
-                    &id.to_string(),
-                    record::RECORD_ROW,
-                    Some(&etag),
-                )
-                .await
-            {
-                tracing::warn!(file = %id, error = %cleanup, "could not remove the record of a failed upload");
-            }
-            return Err(put_error(e, limit));
-        }
-    };
-
-    rec.size = Some(props.size);
-    rec.state = UploadState::Uploaded;
-    tracing::info!(file = %id, name = %rec.name, size = props.size, "upload committed");
-
-    let view = if state.settings.mode.is_local() {
-        // Local mode stands in for the blob trigger with the very same start-up code.
-        match orchestrator::start_workflow(&state, &rec).await {
-            Ok(StartOutcome::Started(status)) => FileView::from_instance(&status)?,
-            // Only a second delivery finds it started, and every upload has a fresh id.
-            Ok(StartOutcome::AlreadyExists) => FileView::Uploaded(rec),
-            Err(e) => {
-                // The file is safely stored: answer 201 (a retry would upload it twice) and
-                // let the next recovery pass start its workflow, as a redelivered trigger would.
-                tracing::warn!(file = %id, error = %e, "workflow not started yet; recovery will start it");
-                state
-                    .unstarted_uploads
-                    .store(true, std::sync::atomic::Ordering::Release);
-                FileView::Uploaded(rec)
-            }
-        }
-    } else {
-        FileView::Uploaded(rec)
-    };
-    let location =
-        HeaderValue::from_str(&format!("/api/files/{id}")).map_err(ApiError::internal)?;
-    Ok((
-        StatusCode::CREATED,
-        [(header::LOCATION, location)],
-        Json(FileStatus::from(&view)),
-    )
-        .into_response())
+fn raw_upload(
+    declared_name: Option<String>,
+    request_type: Option<&str>,
+    content_length: Option<u64>,
+    body: Body,
+) -> Result<NewUpload, ApiError> {
+    let raw_name = declared_name.ok_or(ApiError::MissingName)?;
+    let name = FileName::parse(&raw_name).map_err(|e| ApiError::InvalidName(e.to_string()))?;
+    if content_length == Some(0) {
+        return Err(ApiError::EmptyFile);
+    }
+    let content_type = parse_content_type(request_type)?;
+    let stream = body
+        .into_data_stream()
+        .map_err(|e| -> BoxError { Box::new(Interrupted(e.to_string())) });
+    Ok(NewUpload {
+        name,
+        content_type,
+        body: Box::pin(stream),
+    })
 }
 
 fn multipart_error(e: multer::Error, limit: u64) -> ApiError {
@@ -323,20 +230,11 @@ fn multipart_error(e: multer::Error, limit: u64) -> ApiError {
     }
 }
 
-fn put_error(e: StoreError, limit: u64) -> ApiError {
-    match e {
-        StoreError::Body(source) => {
-            if source.downcast_ref::<BodyTooLarge>().is_some() {
-                ApiError::TooLarge { limit }
-            } else if source.downcast_ref::<EmptyBody>().is_some() {
-                ApiError::EmptyFile
-            } else if let Some(m) = source.downcast_ref::<BadMultipart>() {
-                ApiError::InvalidMultipart(m.to_string())
-            } else {
-                ApiError::InvalidBody(source.to_string())
-            }
-        }
-        other => other.into(),
+/// The upload's own stream failed: say how, in the words of the stream that failed.
+fn body_error(source: BoxError) -> ApiError {
+    match source.downcast_ref::<BadMultipart>() {
+        Some(m) => ApiError::InvalidMultipart(m.to_string()),
+        None => ApiError::InvalidBody(source.to_string()),
     }
 }
 

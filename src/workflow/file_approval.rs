@@ -7,14 +7,13 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::analysis::{analyze_stream, Analysis};
-use super::FILES_CONTAINER;
 use crate::clock::Clock;
 use crate::domain::{ApprovalStage, Stage};
 use crate::engine::{
     ActivityError, Engine, EngineError, EventKind, InstanceStatus, OrchestrationContext,
-    OrchestrationError, Registry, RetryPolicy, StartOutcome,
+    OrchestrationError, RaiseEvent, Registry, RetryPolicy, StartOutcome,
 };
-use crate::store::{Storage, StoreError};
+use crate::store::{Storage, StoreError, FILES_CONTAINER};
 
 pub const ORCHESTRATION: &str = "FileApproval";
 pub const ANALYZE_ACTIVITY: &str = "AnalyzeFile";
@@ -47,11 +46,36 @@ pub struct DecisionEvent {
 }
 
 /// The external event a stage's decision arrives as.
-pub fn event_name(stage: ApprovalStage) -> &'static str {
+fn event_name(stage: ApprovalStage) -> &'static str {
     match stage {
         ApprovalStage::Upload => "UploadDecision",
         ApprovalStage::Download => "DownloadDecision",
     }
+}
+
+/// How a stage is written as the instance's custom status: what the orchestration sets, what
+/// a decision expects, what a listing filters on.
+pub fn stage_status(stage: Stage) -> Value {
+    json!(stage.as_str())
+}
+
+/// The event that records `decision`, guarded by the stage it belongs to: the engine checks
+/// that expectation inside the same ETag-guarded turn that records it, so two reviewers racing
+/// cannot both win and a decision never lands in the wrong stage. The same reviewer repeating
+/// the same decision raises the same event id, which the engine records once.
+pub fn decision_event(decision: &DecisionEvent) -> Result<RaiseEvent, EngineError> {
+    let verdict = if decision.approved {
+        "approve"
+    } else {
+        "reject"
+    };
+    Ok(RaiseEvent {
+        name: event_name(decision.stage).to_owned(),
+        event_id: format!("{}:{}:{verdict}", decision.stage, decision.reviewer),
+        payload: serde_json::to_value(decision)
+            .map_err(|e| EngineError::Corrupt(format!("a decision event: {e}")))?,
+        expect_custom_status: Some(stage_status(decision.stage.awaited_in())),
+    })
 }
 
 /// Analysis reads the whole file once; a retry helps only with a storage hiccup.
@@ -65,7 +89,7 @@ fn analysis_retry() -> RetryPolicy {
 }
 
 fn set_stage(ctx: &OrchestrationContext, stage: Stage) {
-    ctx.set_custom_status(json!(stage.as_str()));
+    ctx.set_custom_status(stage_status(stage));
 }
 
 async fn decision(
@@ -93,6 +117,10 @@ async fn decision(
 /// Ends the workflow with `stage` as both custom status and output.
 fn finish(ctx: &OrchestrationContext, stage: Stage) -> Result<Value, OrchestrationError> {
     set_stage(ctx, stage);
+    // Once, in the turn that gets here first, not again on each replay.
+    if !ctx.is_replaying() {
+        tracing::info!(file = %ctx.instance_id(), stage = %stage, "workflow finished");
+    }
     Ok(json!({ "stage": stage.as_str() }))
 }
 
@@ -116,6 +144,9 @@ async fn file_approval(
         .await;
     if let Err(e) = analysis {
         set_stage(&ctx, Stage::Failed);
+        if !ctx.is_replaying() {
+            tracing::warn!(file = %ctx.instance_id(), error = %e, "workflow failed: the analysis kept failing");
+        }
         return Err(OrchestrationError::failed(format!("analysis failed: {e}")));
     }
 
@@ -144,7 +175,17 @@ async fn analyze_file(
         })?;
     let analysis: Analysis = analyze_stream(blob.body, &file.content_type, clock.now())
         .await
-        .map_err(|e| ActivityError::new(format!("analyzing file {}: {e}", file.id)))?;
+        .map_err(|e| {
+            tracing::warn!(file = %file.id, error = %e, "analysis attempt failed");
+            ActivityError::new(format!("analyzing file {}: {e}", file.id))
+        })?;
+    tracing::info!(
+        file = %file.id,
+        size = analysis.size,
+        sha256 = %analysis.sha256,
+        detected_type = %analysis.detected_content_type,
+        "analysis finished"
+    );
     serde_json::to_value(analysis).map_err(|e| ActivityError::new(e.to_string()))
 }
 

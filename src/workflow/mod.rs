@@ -1,5 +1,5 @@
 //! The File Approver workflow, written against the durable engine: the `FileApproval`
-//! orchestration, its analysis activity, and the file record it starts from.
+//! orchestration and its analysis activity.
 //!
 //! ```text
 //! AwaitingUploadApproval ──approve──▶ Analyzing ──▶ AwaitingDownloadApproval ──approve──▶ Approved
@@ -8,17 +8,15 @@
 //!   Rejected / Expired                    Failed               Rejected / Expired
 //! ```
 //!
-//! The stage is the instance's custom status (a JSON string), so the engine can list instances
-//! by stage; decisions and the analysis are read back from history ([`summarize`]).
+//! The stage is the instance's custom status (a JSON string, [`stage_status`]: the one place
+//! that knows the encoding), so the engine can list instances by stage; decisions and the
+//! analysis are read back from history ([`summarize`]). A decision is raised as the event
+//! [`decision_event`] builds, which also names its idempotency key.
 
 pub mod analysis;
 mod file_approval;
-pub mod record;
 
 pub use file_approval::{
-    event_name, registry, start_for_file, summarize, DecisionEvent, FileInput, Summary,
-    ANALYZE_ACTIVITY, ORCHESTRATION,
+    decision_event, registry, stage_status, start_for_file, summarize, DecisionEvent, FileInput,
+    Summary, ANALYZE_ACTIVITY, ORCHESTRATION,
 };
-
-/// The blob container holding every uploaded file (blob name = file id).
-pub const FILES_CONTAINER: &str = "files";

@@ -11,7 +11,8 @@ const RANDOM_ID: &str = "3f1c9a4e-0b6d-4c1e-9a51-2f8e7d6c5b4a";
 async fn assert_nothing_stored(app: &TestApp) {
     let files = app
         .state
-        .store
+        .files
+        .store()
         .query("files", &file_approver::store::TableQuery::default())
         .await
         .expect("query records");

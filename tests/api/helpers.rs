@@ -6,7 +6,8 @@ use std::sync::Arc;
 use chrono::Utc;
 use file_approver::clock::ManualClock;
 use file_approver::config::Settings;
-use file_approver::startup::{AppState, Application};
+use file_approver::functions::AppState;
+use file_approver::startup::Application;
 use file_approver::store::conformance::azure_test_connection_string;
 use file_approver::store::testing::FaultyStore;
 use file_approver::store::Storage;
@@ -206,7 +207,7 @@ impl TestApp {
 
     /// Waits until the activity work this app started is done (no sleeping).
     pub async fn idle(&self) {
-        self.state.engine.idle().await;
+        self.state.files.engine().idle().await;
     }
 }
 

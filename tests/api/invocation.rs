@@ -61,7 +61,8 @@ async fn invoke_ok(app: &TestApp, body: String) -> Value {
 async fn record_binding(app: &TestApp, id: &str) -> Value {
     let stored = app
         .state
-        .store
+        .files
+        .store()
         .get_entity("files", id, "record")
         .await
         .expect("record");
@@ -109,7 +110,8 @@ async fn blob_trigger_starts_the_workflow_once_however_often_it_is_delivered(bac
     assert_eq!(status["size"], content.len());
     let history = app
         .state
-        .engine
+        .files
+        .engine()
         .status(&id, true)
         .await
         .unwrap()
@@ -153,7 +155,8 @@ async fn a_blob_without_any_record_gets_one_and_a_workflow(backend: Backend) {
         bytes::Bytes::from(content.clone()),
     )]);
     app.state
-        .store
+        .files
+        .store()
         .put_blob(
             "files",
             &id,

@@ -48,7 +48,8 @@ async fn storage_outage_answers_503_and_the_request_can_be_retried(backend: Back
     assert_eq!(status["approvals"].as_array().unwrap().len(), 0);
     let left = app
         .state
-        .store
+        .files
+        .store()
         .query(
             "files",
             &TableQuery {
@@ -77,11 +78,11 @@ async fn an_approval_not_given_in_time_expires_the_file(backend: Backend) {
     };
     let id = app.upload_ok("late.txt", b"nobody looked").await;
     app.clock.advance(chrono::Duration::seconds(30));
-    app.state.engine.recover().await.unwrap();
+    app.state.files.engine().recover().await.unwrap();
     assert_eq!(app.status(&id).await["stage"], "AwaitingUploadApproval");
 
     app.clock.advance(chrono::Duration::seconds(31));
-    app.state.engine.recover().await.unwrap();
+    app.state.files.engine().recover().await.unwrap();
     let status = app.status(&id).await;
     assert_eq!(status["stage"], "Expired");
     assert_eq!(status["runtimeStatus"], "Completed");
@@ -160,7 +161,7 @@ async fn an_upload_whose_workflow_could_not_start_is_started_by_recovery() {
     // The blob's commit is the upload's commit: its size is the stored blob's.
     assert_eq!(status["size"], 9);
 
-    file_approver::startup::local_duties(&app.state).await;
+    app.state.files.housekeeping().await.unwrap();
     assert_eq!(app.status(&id).await["stage"], "AwaitingUploadApproval");
     assert_eq!(
         app.approve(&id, "upload", Some(ALICE), None).await.status(),

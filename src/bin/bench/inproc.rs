@@ -12,7 +12,8 @@ use std::sync::Arc;
 
 use file_approver::clock::SystemClock;
 use file_approver::config::Settings;
-use file_approver::startup::{AppState, Application};
+use file_approver::functions::AppState;
+use file_approver::startup::Application;
 use file_approver::store::testing::{BlobRequestModel, RequestCounter};
 use file_approver::store::Storage;
 use tokio::net::TcpListener;
@@ -85,12 +86,12 @@ impl InProcessApp {
 
     /// Waits until the activity work the app started is done.
     pub async fn idle(&self) -> Result<()> {
-        let engine = self.state.engine.clone();
+        let engine = self.state.files.engine().clone();
         self.run(async move { engine.idle().await }).await
     }
 
     pub fn store(&self) -> Arc<dyn Storage> {
-        self.state.store.clone()
+        self.state.files.store().clone()
     }
 }
 

@@ -418,7 +418,7 @@ pub async fn idle(backends: &[Backend], profile: &Profile, report: &mut Report) 
         tokio::time::sleep(Duration::from_secs(60)).await;
     } else {
         for backend in backends {
-            let engine = backend.app.state.engine.clone();
+            let engine = backend.app.state.files.engine().clone();
             let recovered = backend
                 .app
                 .run(async move { engine.recover().await })

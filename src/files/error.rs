@@ -1,0 +1,31 @@
+use crate::domain::{FileId, Stage};
+use crate::engine::EngineError;
+use crate::store::{BoxError, StoreError};
+
+/// What a file operation can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum FilesError {
+    #[error("no file {0}")]
+    NotFound(FileId),
+    /// A decision the workflow is not waiting for; the message says why.
+    #[error("{message}")]
+    WrongStage { message: String, current: Stage },
+    /// A download before both approvals.
+    #[error("{message}")]
+    NotApproved { message: String, current: Stage },
+    #[error("the upload is larger than the limit of {limit} bytes")]
+    TooLarge { limit: u64 },
+    #[error("the file is empty")]
+    EmptyFile,
+    /// The upload's body stream failed; the source is the stream's own error, which the caller
+    /// that built the stream knows how to explain.
+    #[error("the upload's body failed")]
+    Body(#[source] BoxError),
+    /// A listing's continuation token that the store could not use.
+    #[error("the continuation token is malformed")]
+    BadContinuation,
+    #[error("storage failed")]
+    Storage(#[from] StoreError),
+    #[error("the workflow engine failed")]
+    Engine(#[from] EngineError),
+}

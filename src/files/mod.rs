@@ -1,0 +1,722 @@
+//! The application layer: one owner for a file's life. [`Files`] commits an upload, starts its
+//! workflow, loads it, records a reviewer's decision, lists files by stage, produces the
+//! download, and sweeps what failed uploads left behind. It is written against the engine, the
+//! workflow and the storage trait, and knows nothing of HTTP: the function modules parse a
+//! request into domain types, call one method here, and map the answer.
+//!
+//! A file's life in storage:
+//!
+//! 1. upload: an [`OpenUpload`] marker (partition `open-uploads`), then the [`FileRecord`],
+//!    then the blob `files/{id}`, whose commit is the upload's commit;
+//! 2. start: the blob trigger (or, in local mode, the upload itself) starts the `FileApproval`
+//!    workflow from the record, then removes the marker;
+//! 3. decisions, analysis and the download go through the workflow ([`crate::workflow`]);
+//! 4. the sweep ([`Files::sweep_uploads`]) reads only the open-uploads partition: a marker
+//!    whose blob exists gets its workflow started (a lost trigger, a start that failed), one
+//!    whose upload never committed is removed with its record once it is older than
+//!    [`Policy::abandon_uploads_after`].
+
+mod error;
+pub mod record;
+mod view;
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use chrono::{DateTime, Duration, Utc};
+use futures::Stream;
+
+pub use error::FilesError;
+pub use record::{FileRecord, OpenUpload, FILES_TABLE, OPEN_UPLOADS, RECORD_ROW};
+pub use view::{DownloadGrant, FilePage, FileView};
+
+use crate::clock::Clock;
+use crate::domain::{ApprovalStage, ContentType, Decision, FileId, FileName, Reviewer, Stage};
+use crate::engine::{Engine, EngineError, ListQuery, RaiseOutcome, StartOutcome};
+use crate::store::{
+    BodyTooLarge, BoxError, ByteStream, PutBlobOptions, SignedUrlRequest, Storage, StoreError,
+    TableQuery, FILES_CONTAINER,
+};
+use crate::workflow::{self, DecisionEvent, FileInput};
+
+/// How files are handled: limits and timings fixed at start-up.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    /// The largest upload accepted, in bytes.
+    pub max_upload_bytes: u64,
+    /// How long a download link stays valid.
+    pub download_ttl: Duration,
+    /// Each approval must come within this many seconds, else the file ends `Expired`.
+    pub approval_timeout_secs: Option<u64>,
+    /// Start a file's workflow as soon as its upload commits (local mode, where no blob
+    /// trigger exists). Under the host the blob trigger starts it.
+    pub start_on_upload: bool,
+    /// The sweep leaves a committed upload without a workflow alone for this long: its blob
+    /// trigger is on the way. Zero in local mode (no trigger will come).
+    pub start_grace: Duration,
+    /// An upload whose blob is still missing after this long is taken for dead: its record
+    /// and marker are removed.
+    pub abandon_uploads_after: Duration,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            max_upload_bytes: 100 * 1024 * 1024,
+            download_ttl: Duration::hours(1),
+            approval_timeout_secs: None,
+            start_on_upload: true,
+            start_grace: Duration::zero(),
+            abandon_uploads_after: Duration::hours(1),
+        }
+    }
+}
+
+/// An upload as the edge parsed it.
+pub struct NewUpload {
+    pub name: FileName,
+    pub content_type: ContentType,
+    /// The file's bytes. Stream errors other than [`BodyTooLarge`] come back as
+    /// [`FilesError::Body`] with the stream's own error inside.
+    pub body: ByteStream,
+}
+
+/// What the host's blob trigger knows when it fires: the record from its table input (if it
+/// was readable) and the blob's properties from its metadata.
+#[derive(Debug, Clone, Default)]
+pub struct TriggerFacts {
+    pub record: Option<FileRecord>,
+    pub blob_size: Option<u64>,
+    pub blob_created: Option<DateTime<Utc>>,
+}
+
+/// What [`Files::start`] did.
+#[derive(Debug)]
+pub struct Started {
+    /// The file after the call (a new workflow's first state, or what was already there).
+    pub view: FileView,
+    /// False when the workflow existed already (a repeated trigger).
+    pub newly: bool,
+    /// True when the blob had no record (written into the container by other means) and one
+    /// was made from its properties.
+    pub record_created: bool,
+}
+
+/// What [`Files::decide`] did.
+#[derive(Debug)]
+pub struct Decided {
+    pub view: FileView,
+    /// False for a repeat of a decision already recorded.
+    pub recorded: bool,
+}
+
+/// What one sweep of the open uploads did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SweepReport {
+    /// Committed uploads whose workflow the sweep started (or found started).
+    pub started: usize,
+    /// Uploads that never committed, removed with their records.
+    pub abandoned: usize,
+    /// Markers the sweep could not settle this time (logged; retried on the next pass).
+    pub failures: usize,
+}
+
+/// The application layer's handle. Cheap to share behind an `Arc`.
+pub struct Files {
+    store: Arc<dyn Storage>,
+    engine: Engine,
+    clock: Arc<dyn Clock>,
+    policy: Policy,
+}
+
+impl Files {
+    pub fn new(
+        store: Arc<dyn Storage>,
+        engine: Engine,
+        clock: Arc<dyn Clock>,
+        policy: Policy,
+    ) -> Self {
+        Files {
+            store,
+            engine,
+            clock,
+            policy,
+        }
+    }
+
+    /// Creates the container and tables if missing. Idempotent.
+    pub async fn ensure_storage(&self) -> Result<(), FilesError> {
+        self.store.ensure_container(FILES_CONTAINER).await?;
+        self.store.ensure_table(FILES_TABLE).await?;
+        self.engine.ensure_storage().await?;
+        Ok(())
+    }
+
+    pub fn store(&self) -> &Arc<dyn Storage> {
+        &self.store
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Upload and start
+    // -----------------------------------------------------------------------------------------
+
+    /// Commits an upload: its marker and record first (so a blob trigger always finds the
+    /// record), then the body into blob `files/{id}`, committed only once the whole body arrived
+    /// within the size limit. A refused or broken upload commits no blob and removes its record
+    /// and marker. In local mode the workflow starts right away; if that fails the file is still
+    /// stored (a retry would upload it twice) and the next sweep starts it.
+    pub async fn upload(&self, upload: NewUpload) -> Result<FileView, FilesError> {
+        let record = FileRecord {
+            id: FileId::new(),
+            name: upload.name,
+            content_type: upload.content_type,
+            created_time: self.clock.now(),
+        };
+        let id = record.id;
+        let marker = record.open_upload();
+        self.store
+            .insert_entity(FILES_TABLE, &marker.to_entity())
+            .await?;
+        let record_etag = match self
+            .store
+            .insert_entity(FILES_TABLE, &record.to_entity())
+            .await
+        {
+            Ok(etag) => etag,
+            Err(e) => {
+                self.forget_marker(&marker).await;
+                return Err(e.into());
+            }
+        };
+
+        let limit = self.policy.max_upload_bytes;
+        let put = self
+            .store
+            .put_blob(
+                FILES_CONTAINER,
+                &id.to_string(),
+                Box::pin(NonEmpty {
+                    inner: upload.body,
+                    seen: false,
+                }),
+                &PutBlobOptions {
+                    content_type: record.content_type.to_string(),
+                    max_bytes: Some(limit),
+                },
+            )
+            .await;
+        let props = match put {
+            Ok(props) => props,
+            Err(e) => {
+                // No blob was committed, so nothing will ever start a workflow for this record.
+                if let Err(cleanup) = self
+                    .store
+                    .delete_entity(FILES_TABLE, &id.to_string(), RECORD_ROW, Some(&record_etag))
+                    .await
+                {
+                    tracing::warn!(file = %id, error = %cleanup, "could not remove the record of a failed upload; the sweep will");
+                } else {
+                    self.forget_marker(&marker).await;
+                }
+                return Err(upload_error(e, limit));
+            }
+        };
+        tracing::info!(file = %id, name = %record.name, size = props.size, "upload committed");
+
+        if !self.policy.start_on_upload {
+            return Ok(FileView::Uploaded {
+                record,
+                size: props.size,
+            });
+        }
+        let facts = TriggerFacts {
+            record: Some(record.clone()),
+            blob_size: Some(props.size),
+            blob_created: None,
+        };
+        match self.start(id, facts).await {
+            Ok(started) => Ok(started.view),
+            Err(e) => {
+                tracing::warn!(file = %id, error = %e, "workflow not started yet; the sweep will start it");
+                Ok(FileView::Uploaded {
+                    record,
+                    size: props.size,
+                })
+            }
+        }
+    }
+
+    /// Starts a file's workflow from its record: what the blob trigger does, what local mode
+    /// does right after an upload, and what the sweep does for a start that was lost.
+    /// Idempotent (triggers are delivered at least once). A blob without a record still gets
+    /// one, named by its id, and a workflow.
+    pub async fn start(&self, id: FileId, facts: TriggerFacts) -> Result<Started, FilesError> {
+        let (record, record_created) = match facts.record {
+            Some(record) => (record, false),
+            None => match self.record(id).await? {
+                Some(record) => (record, false),
+                None => (self.record_from_blob(id, facts.blob_created).await?, true),
+            },
+        };
+        let size = match facts.blob_size {
+            Some(size) => size,
+            None => {
+                self.store
+                    .blob_properties(FILES_CONTAINER, &id.to_string())
+                    .await?
+                    .size
+            }
+        };
+        let input = FileInput {
+            id: id.to_string(),
+            name: record.name.to_string(),
+            content_type: record.content_type.to_string(),
+            size,
+            created_time: record.created_time,
+            approval_timeout_secs: self.policy.approval_timeout_secs,
+        };
+        let outcome = workflow::start_for_file(&self.engine, &input).await?;
+        self.forget_marker(&record.open_upload()).await;
+        match outcome {
+            StartOutcome::Started(status) => {
+                tracing::info!(file = %id, "workflow started");
+                Ok(Started {
+                    view: FileView::from_instance(&status)?,
+                    newly: true,
+                    record_created,
+                })
+            }
+            StartOutcome::AlreadyExists => Ok(Started {
+                view: self.load(id).await?,
+                newly: false,
+                record_created,
+            }),
+        }
+    }
+
+    /// The open-upload marker is only a to-do note: failing to remove it costs one more look
+    /// by the sweep, never a wrong answer.
+    async fn forget_marker(&self, marker: &OpenUpload) {
+        match self
+            .store
+            .delete_entity(FILES_TABLE, OPEN_UPLOADS, &marker.row_key(), None)
+            .await
+        {
+            Ok(()) | Err(StoreError::NotFound) => {}
+            Err(e) => {
+                tracing::warn!(file = %marker.id, error = %e, "could not remove an open-upload marker; the sweep will")
+            }
+        }
+    }
+
+    async fn record(&self, id: FileId) -> Result<Option<FileRecord>, FilesError> {
+        match self
+            .store
+            .get_entity(FILES_TABLE, &id.to_string(), RECORD_ROW)
+            .await
+        {
+            Ok(stored) => Ok(Some(FileRecord::from_entity(&stored.entity)?)),
+            Err(StoreError::NotFound) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// A blob that arrived without a record (dropped into the container by other means) gets a
+    /// record from its properties; its display name is its id.
+    async fn record_from_blob(
+        &self,
+        id: FileId,
+        created: Option<DateTime<Utc>>,
+    ) -> Result<FileRecord, FilesError> {
+        let props = self
+            .store
+            .blob_properties(FILES_CONTAINER, &id.to_string())
+            .await?;
+        let record = FileRecord {
+            id,
+            name: FileName::parse(&id.to_string())
+                .map_err(|e| FilesError::Storage(StoreError::internal(e)))?,
+            content_type: ContentType::parse(Some(&props.content_type))
+                .unwrap_or_else(|_| ContentType::octet_stream()),
+            created_time: created.unwrap_or(props.last_modified),
+        };
+        match self
+            .store
+            .insert_entity(FILES_TABLE, &record.to_entity())
+            .await
+        {
+            Ok(_) => Ok(record),
+            // Another delivery of the same trigger got there first: use its record.
+            Err(StoreError::AlreadyExists) => self.record(id).await?.ok_or_else(|| {
+                FilesError::Storage(StoreError::internal(
+                    "a record vanished while being created",
+                ))
+            }),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Reading
+    // -----------------------------------------------------------------------------------------
+
+    /// A file: its workflow (one partition read), else a committed upload whose workflow has
+    /// not started. An upload still streaming in (record, no blob) is not a file yet.
+    pub async fn load(&self, id: FileId) -> Result<FileView, FilesError> {
+        if let Some(status) = self.engine.status(&id.to_string(), true).await? {
+            return FileView::from_instance(&status);
+        }
+        let Some(record) = self.record(id).await? else {
+            return Err(FilesError::NotFound(id));
+        };
+        match self
+            .store
+            .blob_properties(FILES_CONTAINER, &id.to_string())
+            .await
+        {
+            Ok(props) => Ok(FileView::Uploaded {
+                record,
+                size: props.size,
+            }),
+            Err(StoreError::NotFound) => Err(FilesError::NotFound(id)),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// One page of files, newest instances first as the engine pages them, optionally only
+    /// those at `stage`. `Uploaded` files (no workflow yet) are not listed: they exist only for
+    /// the moment between a blob's commit and its trigger.
+    pub async fn list(
+        &self,
+        stage: Option<Stage>,
+        top: u32,
+        continuation: Option<String>,
+    ) -> Result<FilePage, FilesError> {
+        /// Concurrent history reads per page: about one round trip per batch of files.
+        const READS_IN_FLIGHT: usize = 8;
+        use futures::StreamExt;
+
+        let page = self
+            .engine
+            .list(ListQuery {
+                runtime_status: None,
+                custom_status: stage.map(workflow::stage_status),
+                top: Some(top),
+                continuation,
+            })
+            .await
+            .map_err(|e| match e {
+                EngineError::Storage(StoreError::Invalid(_)) => FilesError::BadContinuation,
+                other => other.into(),
+            })?;
+        // The listing carries no history; decisions and analysis come from each instance's,
+        // read a few at a time, in page order.
+        let histories: Vec<_> = futures::stream::iter(page.instances)
+            .map(|instance| {
+                let engine = self.engine.clone();
+                async move { engine.status(&instance.instance_id, true).await }
+            })
+            .buffered(READS_IN_FLIGHT)
+            .collect()
+            .await;
+        let mut files = Vec::with_capacity(histories.len());
+        for full in histories {
+            // `None`: purged between the two reads.
+            if let Some(full) = full? {
+                files.push(FileView::from_instance(&full)?);
+            }
+        }
+        Ok(FilePage {
+            files,
+            continuation: page.continuation,
+        })
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Decisions and the download
+    // -----------------------------------------------------------------------------------------
+
+    /// Records a reviewer's decision for `stage`. Refused with [`FilesError::WrongStage`]
+    /// (saying why) when the workflow is not waiting for it; a repeat of the same decision by
+    /// the same reviewer is answered with `recorded: false` and changes nothing.
+    pub async fn decide(
+        &self,
+        id: FileId,
+        stage: ApprovalStage,
+        reviewer: &Reviewer,
+        decision: Decision,
+    ) -> Result<Decided, FilesError> {
+        let event = DecisionEvent {
+            stage,
+            approved: decision.approved,
+            reviewer: reviewer.to_string(),
+            comment: decision.comment,
+            decided_time: self.clock.now(),
+        };
+        let verdict = if event.approved {
+            "approved"
+        } else {
+            "rejected"
+        };
+        let outcome = self
+            .engine
+            .raise_event(&id.to_string(), workflow::decision_event(&event)?)
+            .await;
+        match outcome {
+            Ok(RaiseOutcome::Recorded(status)) => {
+                tracing::info!(file = %id, %stage, %reviewer, outcome = verdict, "decision recorded");
+                Ok(Decided {
+                    view: FileView::from_instance(&status)?,
+                    recorded: true,
+                })
+            }
+            Ok(RaiseOutcome::Duplicate(status)) => Ok(Decided {
+                view: FileView::from_instance(&status)?,
+                recorded: false,
+            }),
+            Err(
+                EngineError::InstanceNotFound(_)
+                | EngineError::UnexpectedCustomStatus { .. }
+                | EngineError::NotRunning { .. },
+            ) => {
+                // A committed upload whose workflow has not started is a real file in the
+                // wrong stage; anything else is not found.
+                let view = self.load(id).await?;
+                let refusal = wrong_stage(id, stage, &view, &event);
+                tracing::info!(file = %id, %stage, %reviewer, outcome = verdict, current = %view.stage(), "decision refused: wrong stage");
+                Err(refusal)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The analysis and a read-only link valid for [`Policy::download_ttl`], once both
+    /// approvals are in.
+    pub async fn download(&self, id: FileId) -> Result<DownloadGrant, FilesError> {
+        let view = self.load(id).await?;
+        let stage = view.stage();
+        if stage != Stage::Approved {
+            return Err(FilesError::NotApproved {
+                message: format!(
+                    "file {id} is {}; download needs both approvals",
+                    stage.describe()
+                ),
+                current: stage,
+            });
+        }
+        // Whole seconds: the SAS `se` field and the response both carry second precision.
+        let now = self.clock.now();
+        let expires_at = now + self.policy.download_ttl
+            - Duration::nanoseconds(i64::from(now.timestamp_subsec_nanos()));
+        let id_text = id.to_string();
+        let url = self.store.signed_read_url(&SignedUrlRequest {
+            container: FILES_CONTAINER,
+            name: &id_text,
+            expires_at,
+            download_name: view.name(),
+        })?;
+        tracing::info!(file = %id, expires_at = %expires_at, "download link issued");
+        Ok(DownloadGrant {
+            view,
+            url,
+            expires_at,
+        })
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Housekeeping
+    // -----------------------------------------------------------------------------------------
+
+    /// Settles the open uploads old enough to need it (module docs): one query on the
+    /// open-uploads partition, then a blob check per marker found.
+    pub async fn sweep_uploads(&self) -> Result<SweepReport, FilesError> {
+        let now = self.clock.now();
+        let cutoff = OpenUpload::row_key_after(now - self.policy.start_grace);
+        let abandon_before = now - self.policy.abandon_uploads_after;
+        let mut report = SweepReport::default();
+        let mut continuation = None;
+        loop {
+            let page = self
+                .store
+                .query(
+                    FILES_TABLE,
+                    &TableQuery {
+                        partition_key: Some(OPEN_UPLOADS.to_owned()),
+                        row_keys: Some(String::new()..cutoff.clone()),
+                        continuation,
+                        ..TableQuery::default()
+                    },
+                )
+                .await?;
+            for stored in &page.entities {
+                let marker = match OpenUpload::from_entity(&stored.entity) {
+                    Ok(marker) => marker,
+                    Err(e) => {
+                        tracing::error!(error = %e, "unreadable open-upload marker");
+                        report.failures += 1;
+                        continue;
+                    }
+                };
+                match self.settle(&marker, abandon_before).await {
+                    Ok(Some(true)) => report.started += 1,
+                    Ok(Some(false)) => report.abandoned += 1,
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::warn!(file = %marker.id, error = %e, "could not settle an open upload; the next sweep will");
+                        report.failures += 1;
+                    }
+                }
+            }
+            continuation = page.continuation;
+            if continuation.is_none() {
+                break;
+            }
+        }
+        if report != SweepReport::default() {
+            tracing::info!(?report, "swept open uploads");
+        }
+        Ok(report)
+    }
+
+    /// `Some(true)`: started; `Some(false)`: removed as abandoned; `None`: still in flight.
+    async fn settle(
+        &self,
+        marker: &OpenUpload,
+        abandon_before: DateTime<Utc>,
+    ) -> Result<Option<bool>, FilesError> {
+        let id = marker.id;
+        match self
+            .store
+            .blob_properties(FILES_CONTAINER, &id.to_string())
+            .await
+        {
+            Ok(props) => {
+                let facts = TriggerFacts {
+                    blob_size: Some(props.size),
+                    ..TriggerFacts::default()
+                };
+                self.start(id, facts).await?;
+                Ok(Some(true))
+            }
+            Err(StoreError::NotFound) if marker.since < abandon_before => {
+                // Its bytes, if any, are gone with it: the embedded store removes a failed
+                // write's file at once (and a crashed one's at open); Azure discards
+                // uncommitted blocks itself after 7 days.
+                match self
+                    .store
+                    .delete_entity(FILES_TABLE, &id.to_string(), RECORD_ROW, None)
+                    .await
+                {
+                    Ok(()) | Err(StoreError::NotFound) => {}
+                    Err(e) => return Err(e.into()),
+                }
+                self.forget_marker(marker).await;
+                tracing::info!(file = %id, since = %marker.since, "removed an upload that never finished");
+                Ok(Some(false))
+            }
+            Err(StoreError::NotFound) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The periodic duty (the `recover` timer under the host; a loop in local mode): the
+    /// engine's recovery of unfinished work, then the sweep of open uploads.
+    pub async fn housekeeping(&self) -> Result<Housekeeping, FilesError> {
+        let engine = self.engine.recover().await;
+        let sweep = self.sweep_uploads().await;
+        Ok(Housekeeping {
+            recovery: engine?,
+            sweep: sweep?,
+        })
+    }
+}
+
+/// What one housekeeping pass did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Housekeeping {
+    pub recovery: crate::engine::RecoveryReport,
+    pub sweep: SweepReport,
+}
+
+/// The refusal of a decision the workflow is not waiting for, saying why.
+fn wrong_stage(
+    id: FileId,
+    stage: ApprovalStage,
+    view: &FileView,
+    event: &DecisionEvent,
+) -> FilesError {
+    let current = view.stage();
+    let earlier = view.approvals().iter().find(|d| d.stage == stage);
+    let message = match earlier {
+        Some(d) if d.approved != event.approved || d.reviewer != event.reviewer => format!(
+            "the {stage} stage of file {id} was already decided: {} by {}",
+            if d.approved { "approved" } else { "rejected" },
+            d.reviewer
+        ),
+        _ if stage == ApprovalStage::Download && current == Stage::Analyzing => format!(
+            "file {id} is still being analyzed; download approval opens once the analysis is done"
+        ),
+        _ => format!(
+            "file {id} is {}, not awaiting {stage} approval",
+            current.describe()
+        ),
+    };
+    FilesError::WrongStage { message, current }
+}
+
+fn upload_error(e: StoreError, limit: u64) -> FilesError {
+    match e {
+        StoreError::Body(source) => {
+            if source.downcast_ref::<BodyTooLarge>().is_some() {
+                FilesError::TooLarge { limit }
+            } else if source.downcast_ref::<EmptyBody>().is_some() {
+                FilesError::EmptyFile
+            } else {
+                FilesError::Body(source)
+            }
+        }
+        other => other.into(),
+    }
+}
+
+/// Raised by [`NonEmpty`] when a body ends without a single byte.
+#[derive(Debug, thiserror::Error)]
+#[error("the body is empty")]
+struct EmptyBody;
+
+/// Fails the stream at its end if it carried no bytes, so that an empty upload is refused
+/// before anything is committed instead of being committed and deleted again.
+struct NonEmpty {
+    inner: ByteStream,
+    seen: bool,
+}
+
+impl Stream for NonEmpty {
+    type Item = Result<Bytes, BoxError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        match self.inner.as_mut().poll_next(cx) {
+            Poll::Ready(Some(Ok(chunk))) => {
+                if !chunk.is_empty() {
+                    self.seen = true;
+                }
+                Poll::Ready(Some(Ok(chunk)))
+            }
+            Poll::Ready(None) if !self.seen => {
+                self.seen = true; // report once
+                Poll::Ready(Some(Err(Box::new(EmptyBody))))
+            }
+            other => other,
+        }
+    }
+}
