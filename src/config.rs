@@ -126,14 +126,7 @@ impl Settings {
             },
         };
 
-        let storage = match get("AzureWebJobsStorage") {
-            Some(cs) => StorageSetting::Azure {
-                connection_string: cs.to_owned(),
-            },
-            None => StorageSetting::Embedded {
-                data_dir: PathBuf::from(get("FILE_APPROVER_DATA_DIR").unwrap_or("./data")),
-            },
-        };
+        let storage = storage(vars, &get, mode)?;
 
         let reviewers = match get("FILE_APPROVER_REVIEWERS") {
             Some(raw) => {
@@ -199,6 +192,68 @@ impl Settings {
     }
 }
 
+/// Where data lives. Under the host a missing `AzureWebJobsStorage` is an error, never a quiet
+/// fallback to local disk: on Azure that disk is lost at the next scale-in, and two instances
+/// would each keep their own truth. `FILE_APPROVER_STORAGE=embedded` opts in explicitly (a
+/// single-instance test rig).
+fn storage<'a>(
+    vars: &'a HashMap<String, String>,
+    get: &impl Fn(&str) -> Option<&'a str>,
+    mode: RunMode,
+) -> Result<StorageSetting, ConfigError> {
+    const STORAGE: &str = "AzureWebJobsStorage";
+    let embedded = || StorageSetting::Embedded {
+        data_dir: PathBuf::from(get("FILE_APPROVER_DATA_DIR").unwrap_or("./data")),
+    };
+    let choice = get("FILE_APPROVER_STORAGE");
+    match (choice, get(STORAGE)) {
+        (Some("embedded"), _) => return Ok(embedded()),
+        (Some("azure") | None, Some(cs)) => {
+            return Ok(StorageSetting::Azure {
+                connection_string: cs.to_owned(),
+            })
+        }
+        (Some("azure") | None, None) => {}
+        (Some(other), _) => {
+            return Err(invalid(
+                "FILE_APPROVER_STORAGE",
+                format!(
+                    "{:?} is not a store; give azure or embedded",
+                    other.chars().take(32).collect::<String>()
+                ),
+            ))
+        }
+    }
+    // The host's identity-based forms (`AzureWebJobsStorage__accountName`, `__blobServiceUri`,
+    // `__credential`, ...; `:` in local.settings.json) need tokens this app cannot get yet.
+    let identity = vars.iter().find(|(k, v)| {
+        !v.trim().is_empty()
+            && (k.starts_with("AzureWebJobsStorage__") || k.starts_with("AzureWebJobsStorage:"))
+    });
+    if let Some((name, _)) = identity {
+        return Err(invalid(
+            STORAGE,
+            format!(
+                "{name} asks for an identity-based connection, which is not supported yet; \
+                 give AzureWebJobsStorage a connection string with AccountName and AccountKey"
+            ),
+        ));
+    }
+    match (choice, mode) {
+        (Some(_), _) => Err(invalid(
+            STORAGE,
+            "is required by FILE_APPROVER_STORAGE=azure",
+        )),
+        (None, RunMode::CustomHandler { .. }) => Err(invalid(
+            STORAGE,
+            "is required under the Functions host: the embedded store would keep data on an \
+             instance's local disk, lost at scale-in and not shared between instances \
+             (FILE_APPROVER_STORAGE=embedded opts in anyway, for a single-instance test rig)",
+        )),
+        (None, RunMode::Local { .. }) => Ok(embedded()),
+    }
+}
+
 fn parse_port(name: &'static str, raw: &str) -> Result<u16, ConfigError> {
     raw.parse::<u16>()
         .map_err(|_| invalid(name, format!("{raw:?} is not a port number (0–65535)")))
@@ -252,10 +307,57 @@ mod tests {
     fn the_host_port_selects_custom_handler_mode() {
         let s = Settings::from_vars(&vars(&[
             ("FUNCTIONS_CUSTOMHANDLER_PORT", "50308"),
+            ("AzureWebJobsStorage", "UseDevelopmentStorage=true"),
             ("PORT", "9"),
         ]))
         .unwrap();
         assert_eq!(s.mode, RunMode::CustomHandler { port: 50308 });
+    }
+
+    #[test]
+    fn under_the_host_missing_storage_is_an_error_naming_the_setting() {
+        let err = Settings::from_vars(&vars(&[("FUNCTIONS_CUSTOMHANDLER_PORT", "50308")]))
+            .unwrap_err();
+        assert!(err.to_string().starts_with("AzureWebJobsStorage"), "{err}");
+        let explicit = Settings::from_vars(&vars(&[
+            ("FUNCTIONS_CUSTOMHANDLER_PORT", "50308"),
+            ("FILE_APPROVER_STORAGE", "embedded"),
+        ]))
+        .unwrap();
+        assert!(matches!(explicit.storage, StorageSetting::Embedded { .. }));
+    }
+
+    #[test]
+    fn identity_based_storage_settings_are_refused_not_ignored() {
+        for mode in [None, Some("50308")] {
+            for name in [
+                "AzureWebJobsStorage__accountName",
+                "AzureWebJobsStorage__blobServiceUri",
+                "AzureWebJobsStorage__credential",
+            ] {
+                let mut given = vec![(name, "value")];
+                if let Some(port) = mode {
+                    given.push(("FUNCTIONS_CUSTOMHANDLER_PORT", port));
+                }
+                let err = Settings::from_vars(&vars(&given)).unwrap_err();
+                assert!(err.to_string().starts_with("AzureWebJobsStorage"), "{err}");
+                assert!(err.to_string().contains(name), "{err}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_connection_string_wins_and_azure_can_be_demanded() {
+        let s = Settings::from_vars(&vars(&[
+            ("AzureWebJobsStorage", "UseDevelopmentStorage=true"),
+            ("AzureWebJobsStorage__accountName", "ignored"),
+        ]))
+        .unwrap();
+        assert!(matches!(s.storage, StorageSetting::Azure { .. }));
+        let err = Settings::from_vars(&vars(&[("FILE_APPROVER_STORAGE", "azure")])).unwrap_err();
+        assert!(err.to_string().starts_with("AzureWebJobsStorage"), "{err}");
+        let err = Settings::from_vars(&vars(&[("FILE_APPROVER_STORAGE", "disk")])).unwrap_err();
+        assert!(err.to_string().starts_with("FILE_APPROVER_STORAGE"), "{err}");
     }
 
     #[test]

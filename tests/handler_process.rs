@@ -42,11 +42,35 @@ fn a_bad_setting_stops_start_up_with_a_message_naming_it() {
 }
 
 #[test]
+fn under_the_host_without_storage_it_refuses_to_start_instead_of_using_local_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, value) in [
+        ("FUNCTIONS_CUSTOMHANDLER_PORT", free_port().to_string()),
+        ("AzureWebJobsStorage__accountName", "filesapprover".to_owned()),
+    ] {
+        let output = handler()
+            .current_dir(dir.path())
+            .env("FUNCTIONS_CUSTOMHANDLER_PORT", free_port().to_string())
+            .env(name, value)
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(1), "{name}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("AzureWebJobsStorage"), "{name}: {stderr}");
+        assert!(
+            !dir.path().join("data").exists(),
+            "{name}: nothing was written to local disk"
+        );
+    }
+}
+
+#[test]
 fn under_the_host_it_answers_get_root_at_once_and_logs_json_lines() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let mut child = handler()
         .env("FUNCTIONS_CUSTOMHANDLER_PORT", port.to_string())
+        .env("FILE_APPROVER_STORAGE", "embedded")
         .env("FILE_APPROVER_DATA_DIR", dir.path())
         .spawn()
         .unwrap();

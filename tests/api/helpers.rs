@@ -106,11 +106,17 @@ pub async fn spawn_app_with(options: Options) -> Option<TestApp> {
     if mode == Mode::CustomHandler {
         vars.insert("FUNCTIONS_CUSTOMHANDLER_PORT".into(), "0".into());
     }
-    if backend == Backend::Azure {
-        vars.insert(
-            "AzureWebJobsStorage".into(),
-            azure_test_connection_string()?,
-        );
+    match backend {
+        Backend::Azure => {
+            vars.insert(
+                "AzureWebJobsStorage".into(),
+                azure_test_connection_string()?,
+            );
+        }
+        // Under the host the embedded store is only ever an explicit choice.
+        Backend::Embedded => {
+            vars.insert("FILE_APPROVER_STORAGE".into(), "embedded".into());
+        }
     }
     for (name, value) in extra {
         vars.insert(name.to_owned(), value);

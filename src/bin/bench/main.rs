@@ -78,8 +78,10 @@ pub fn app_vars(
         ),
         ("FILE_APPROVER_REVIEWERS".to_owned(), reviewers_setting()),
     ];
-    if let Some(cs) = azure {
-        vars.push(("AzureWebJobsStorage".to_owned(), cs.to_owned()));
+    match azure {
+        Some(cs) => vars.push(("AzureWebJobsStorage".to_owned(), cs.to_owned())),
+        // Said outright, so that rows run under the host's port on the embedded store too.
+        None => vars.push(("FILE_APPROVER_STORAGE".to_owned(), "embedded".to_owned())),
     }
     if let Some(max) = max_upload {
         vars.push(("FILE_APPROVER_MAX_UPLOAD_BYTES".to_owned(), max.to_string()));
