@@ -316,8 +316,8 @@ mod tests {
 
     #[test]
     fn under_the_host_missing_storage_is_an_error_naming_the_setting() {
-        let err = Settings::from_vars(&vars(&[("FUNCTIONS_CUSTOMHANDLER_PORT", "50308")]))
-            .unwrap_err();
+        let err =
+            Settings::from_vars(&vars(&[("FUNCTIONS_CUSTOMHANDLER_PORT", "50308")])).unwrap_err();
         assert!(err.to_string().starts_with("AzureWebJobsStorage"), "{err}");
         let explicit = Settings::from_vars(&vars(&[
             ("FUNCTIONS_CUSTOMHANDLER_PORT", "50308"),
@@ -357,7 +357,10 @@ mod tests {
         let err = Settings::from_vars(&vars(&[("FILE_APPROVER_STORAGE", "azure")])).unwrap_err();
         assert!(err.to_string().starts_with("AzureWebJobsStorage"), "{err}");
         let err = Settings::from_vars(&vars(&[("FILE_APPROVER_STORAGE", "disk")])).unwrap_err();
-        assert!(err.to_string().starts_with("FILE_APPROVER_STORAGE"), "{err}");
+        assert!(
+            err.to_string().starts_with("FILE_APPROVER_STORAGE"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -26,7 +26,7 @@ const DEV_KEY: &str =
     "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
 
 fn store() -> Option<AzureStore> {
-    azure_test_connection_string().map(|cs| AzureStore::from_connection_string(&cs).unwrap())
+    Some(AzureStore::from_connection_string(&azure_test_connection_string()).unwrap())
 }
 
 /// Each test works in its own container and table, so tests run in parallel and reruns against
@@ -117,10 +117,12 @@ async fn new_container(store: &AzureStore) -> String {
 // ---------------------------------------------------------------------------------------------
 
 #[tokio::test]
+#[cfg_attr(
+    azure_tests_skipped,
+    ignore = "needs Azure Storage: FILE_APPROVER_TEST_AZURE_STORAGE is unset (scripts/test starts Azurite and sets it)"
+)]
 async fn explicit_and_development_connection_strings_reach_the_same_account() {
-    let Some(cs) = azure_test_connection_string() else {
-        return;
-    };
+    let cs = azure_test_connection_string();
     let explicit = if cs == "UseDevelopmentStorage=true" {
         format!(
             "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={DEV_KEY};\
@@ -143,10 +145,12 @@ async fn explicit_and_development_connection_strings_reach_the_same_account() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    azure_tests_skipped,
+    ignore = "needs Azure Storage: FILE_APPROVER_TEST_AZURE_STORAGE is unset (scripts/test starts Azurite and sets it)"
+)]
 async fn a_wrong_account_key_is_refused_by_the_service_and_not_echoed() {
-    let Some(cs) = azure_test_connection_string() else {
-        return;
-    };
+    let cs = azure_test_connection_string();
     let store = AzureStore::from_connection_string(&cs).unwrap();
     let table = new_table(&store).await;
     let wrong_key = "d3Jvbmcta2V5LXdyb25nLWtleS13cm9uZy1rZXktd3Jvbmcta2V5LXdyb25nLWtleQ==";
@@ -221,6 +225,10 @@ async fn blob_with_link(
 }
 
 #[tokio::test]
+#[cfg_attr(
+    azure_tests_skipped,
+    ignore = "needs Azure Storage: FILE_APPROVER_TEST_AZURE_STORAGE is unset (scripts/test starts Azurite and sets it)"
+)]
 async fn signed_link_downloads_the_blob_as_an_attachment() {
     let Some(store) = store() else { return };
     let (_, _, content, url) = blob_with_link(&store, Duration::hours(1)).await;
@@ -236,6 +244,10 @@ async fn signed_link_downloads_the_blob_as_an_attachment() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    azure_tests_skipped,
+    ignore = "needs Azure Storage: FILE_APPROVER_TEST_AZURE_STORAGE is unset (scripts/test starts Azurite and sets it)"
+)]
 async fn signed_link_cannot_write_or_delete() {
     let Some(store) = store() else { return };
     let (container, name, content, url) = blob_with_link(&store, Duration::hours(1)).await;
@@ -254,6 +266,10 @@ async fn signed_link_cannot_write_or_delete() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    azure_tests_skipped,
+    ignore = "needs Azure Storage: FILE_APPROVER_TEST_AZURE_STORAGE is unset (scripts/test starts Azurite and sets it)"
+)]
 async fn signed_link_query_does_not_open_another_blob() {
     let Some(store) = store() else { return };
     let (container, _, _, url) = blob_with_link(&store, Duration::hours(1)).await;
@@ -276,6 +292,10 @@ async fn signed_link_query_does_not_open_another_blob() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    azure_tests_skipped,
+    ignore = "needs Azure Storage: FILE_APPROVER_TEST_AZURE_STORAGE is unset (scripts/test starts Azurite and sets it)"
+)]
 async fn expired_or_tampered_signed_link_is_refused() {
     let Some(store) = store() else { return };
     let (_, _, _, expired) = blob_with_link(&store, Duration::minutes(-5)).await;
@@ -292,6 +312,10 @@ async fn expired_or_tampered_signed_link_is_refused() {
 // ---------------------------------------------------------------------------------------------
 
 #[tokio::test]
+#[cfg_attr(
+    azure_tests_skipped,
+    ignore = "needs Azure Storage: FILE_APPROVER_TEST_AZURE_STORAGE is unset (scripts/test starts Azurite and sets it)"
+)]
 async fn multi_block_upload_round_trips_with_the_md5_of_the_whole_content() {
     let Some(store) = store() else { return };
     // Small blocks so that a 1 MiB body is 16 blocks with several in flight.
@@ -320,6 +344,10 @@ async fn multi_block_upload_round_trips_with_the_md5_of_the_whole_content() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    azure_tests_skipped,
+    ignore = "needs Azure Storage: FILE_APPROVER_TEST_AZURE_STORAGE is unset (scripts/test starts Azurite and sets it)"
+)]
 async fn body_of_exactly_one_block_is_one_put_blob_with_its_md5() {
     let Some(store) = store() else { return };
     let store = store.with_upload_blocks(64 * 1024, 2);
@@ -340,6 +368,10 @@ async fn body_of_exactly_one_block_is_one_put_blob_with_its_md5() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    azure_tests_skipped,
+    ignore = "needs Azure Storage: FILE_APPROVER_TEST_AZURE_STORAGE is unset (scripts/test starts Azurite and sets it)"
+)]
 async fn empty_blob_round_trips() {
     let Some(store) = store() else { return };
     let container = new_container(&store).await;
@@ -357,6 +389,10 @@ async fn empty_blob_round_trips() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    azure_tests_skipped,
+    ignore = "needs Azure Storage: FILE_APPROVER_TEST_AZURE_STORAGE is unset (scripts/test starts Azurite and sets it)"
+)]
 async fn ranged_reads_span_chunks_and_clamp_at_the_end() {
     let Some(store) = store() else { return };
     let container = new_container(&store).await;
@@ -393,6 +429,10 @@ async fn ranged_reads_span_chunks_and_clamp_at_the_end() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    azure_tests_skipped,
+    ignore = "needs Azure Storage: FILE_APPROVER_TEST_AZURE_STORAGE is unset (scripts/test starts Azurite and sets it)"
+)]
 async fn failed_stream_leaves_the_older_blob_untouched() {
     let Some(store) = store() else { return };
     let store = store.with_upload_blocks(64 * 1024, 2);
@@ -429,6 +469,10 @@ async fn failed_stream_leaves_the_older_blob_untouched() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    azure_tests_skipped,
+    ignore = "needs Azure Storage: FILE_APPROVER_TEST_AZURE_STORAGE is unset (scripts/test starts Azurite and sets it)"
+)]
 async fn body_over_the_limit_is_refused_without_a_commit() {
     let Some(store) = store() else { return };
     let store = store.with_upload_blocks(64 * 1024, 2);
@@ -465,6 +509,10 @@ async fn body_over_the_limit_is_refused_without_a_commit() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    azure_tests_skipped,
+    ignore = "needs Azure Storage: FILE_APPROVER_TEST_AZURE_STORAGE is unset (scripts/test starts Azurite and sets it)"
+)]
 async fn missing_blobs_and_containers_are_not_found() {
     let Some(store) = store() else { return };
     let container = new_container(&store).await;
@@ -542,6 +590,10 @@ async fn large_stream_upload_measurement() {
 // ---------------------------------------------------------------------------------------------
 
 #[tokio::test]
+#[cfg_attr(
+    azure_tests_skipped,
+    ignore = "needs Azure Storage: FILE_APPROVER_TEST_AZURE_STORAGE is unset (scripts/test starts Azurite and sets it)"
+)]
 async fn int64_and_other_types_round_trip_exactly() {
     let Some(store) = store() else { return };
     let table = new_table(&store).await;
@@ -575,6 +627,10 @@ async fn int64_and_other_types_round_trip_exactly() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    azure_tests_skipped,
+    ignore = "needs Azure Storage: FILE_APPROVER_TEST_AZURE_STORAGE is unset (scripts/test starts Azurite and sets it)"
+)]
 async fn keys_with_quotes_spaces_and_unicode_work_everywhere() {
     let Some(store) = store() else { return };
     let table = new_table(&store).await;
@@ -632,6 +688,10 @@ async fn keys_with_quotes_spaces_and_unicode_work_everywhere() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    azure_tests_skipped,
+    ignore = "needs Azure Storage: FILE_APPROVER_TEST_AZURE_STORAGE is unset (scripts/test starts Azurite and sets it)"
+)]
 async fn batch_returns_each_rows_new_etag() {
     let Some(store) = store() else { return };
     let table = new_table(&store).await;
@@ -675,6 +735,10 @@ async fn batch_returns_each_rows_new_etag() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    azure_tests_skipped,
+    ignore = "needs Azure Storage: FILE_APPROVER_TEST_AZURE_STORAGE is unset (scripts/test starts Azurite and sets it)"
+)]
 async fn batch_failure_hidden_in_a_202_is_detected_and_nothing_applies() {
     let Some(store) = store() else { return };
     let table = new_table(&store).await;
@@ -752,6 +816,10 @@ async fn batch_failure_hidden_in_a_202_is_detected_and_nothing_applies() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    azure_tests_skipped,
+    ignore = "needs Azure Storage: FILE_APPROVER_TEST_AZURE_STORAGE is unset (scripts/test starts Azurite and sets it)"
+)]
 async fn batch_azure_would_refuse_is_refused_before_sending() {
     let Some(store) = store() else { return };
     let table = new_table(&store).await;
@@ -790,6 +858,10 @@ async fn batch_azure_would_refuse_is_refused_before_sending() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    azure_tests_skipped,
+    ignore = "needs Azure Storage: FILE_APPROVER_TEST_AZURE_STORAGE is unset (scripts/test starts Azurite and sets it)"
+)]
 async fn single_entity_errors_map_to_store_errors() {
     let Some(store) = store() else { return };
     let table = new_table(&store).await;
@@ -841,6 +913,10 @@ async fn single_entity_errors_map_to_store_errors() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    azure_tests_skipped,
+    ignore = "needs Azure Storage: FILE_APPROVER_TEST_AZURE_STORAGE is unset (scripts/test starts Azurite and sets it)"
+)]
 async fn query_pages_past_1000_rows_with_continuations() {
     let Some(store) = store() else { return };
     let table = new_table(&store).await;
@@ -883,6 +959,10 @@ async fn query_pages_past_1000_rows_with_continuations() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    azure_tests_skipped,
+    ignore = "needs Azure Storage: FILE_APPROVER_TEST_AZURE_STORAGE is unset (scripts/test starts Azurite and sets it)"
+)]
 async fn query_filters_by_row_range_and_property_values() {
     let Some(store) = store() else { return };
     let table = new_table(&store).await;

@@ -46,7 +46,10 @@ fn under_the_host_without_storage_it_refuses_to_start_instead_of_using_local_dis
     let dir = tempfile::tempdir().unwrap();
     for (name, value) in [
         ("FUNCTIONS_CUSTOMHANDLER_PORT", free_port().to_string()),
-        ("AzureWebJobsStorage__accountName", "filesapprover".to_owned()),
+        (
+            "AzureWebJobsStorage__accountName",
+            "filesapprover".to_owned(),
+        ),
     ] {
         let output = handler()
             .current_dir(dir.path())
