@@ -2,6 +2,8 @@
 //! way, down this list, and never in a circle. This test reads the sources (comments aside) and
 //! fails on any `crate::<module>` path that points up.
 
+#![allow(clippy::expect_used)]
+
 use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
