@@ -66,6 +66,8 @@ pub struct Settings {
     pub recover_interval_secs: u64,
     /// An approval not given within this many seconds ends the workflow as `Expired`.
     pub approval_timeout_secs: Option<u64>,
+    /// The storage time one request may spend before it answers 503.
+    pub storage_budget: std::time::Duration,
 }
 
 impl fmt::Debug for Settings {
@@ -83,6 +85,7 @@ impl fmt::Debug for Settings {
             )
             .field("recover_interval_secs", &self.recover_interval_secs)
             .field("approval_timeout_secs", &self.approval_timeout_secs)
+            .field("storage_budget", &self.storage_budget)
             .finish()
     }
 }
@@ -148,6 +151,12 @@ impl Settings {
             ));
         }
         let recover_interval_secs = parse_u64("FILE_APPROVER_RECOVER_INTERVAL_SECS", get, 60, 0)?;
+        let storage_budget = std::time::Duration::from_millis(parse_u64(
+            "FILE_APPROVER_STORAGE_BUDGET_MS",
+            get,
+            5000,
+            1,
+        )?);
         let approval_timeout_secs = match get("FILE_APPROVER_APPROVAL_TIMEOUT_SECS") {
             Some(_) => Some(parse_u64("FILE_APPROVER_APPROVAL_TIMEOUT_SECS", get, 0, 1)?),
             None => None,
@@ -188,6 +197,7 @@ impl Settings {
             signing_key,
             recover_interval_secs,
             approval_timeout_secs,
+            storage_budget,
         })
     }
 }

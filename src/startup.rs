@@ -21,7 +21,9 @@ use crate::error::ApiError;
 use crate::files::{Files, FilesError, Policy};
 use crate::functions::{self, blobs, AppState};
 use crate::store::azure::AzureStore;
+use crate::store::budget::Budgeted;
 use crate::store::embedded::{EmbeddedOptions, EmbeddedStore};
+use crate::store::layer::Layered;
 use crate::store::{Storage, StoreError};
 use crate::workflow;
 
@@ -100,7 +102,9 @@ impl Application {
                     (store.clone(), Some(store))
                 }
             };
-        let store = layer(store);
+        // The budget wraps everything else, test decorators included, so that a store frozen
+        // by a test is cut short exactly as a real one would be.
+        let store: Arc<dyn Storage> = Arc::new(Layered::wrap(layer(store), Budgeted));
 
         let registry = workflow::registry(store.clone(), clock.clone());
         let engine = Engine::new(
@@ -115,6 +119,7 @@ impl Application {
         let state = AppState {
             files: Arc::new(files),
             reviewers: Arc::new(settings.reviewers.clone()),
+            storage_budget: settings.storage_budget,
         };
         let mut router = functions::router(state.clone());
         if let Some(embedded) = embedded {

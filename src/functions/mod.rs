@@ -22,10 +22,13 @@ pub mod status;
 pub mod upload;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::rejection::PathRejection;
-use axum::extract::{DefaultBodyLimit, Path};
+use axum::extract::{DefaultBodyLimit, Path, Request, State};
 use axum::http::{Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -44,14 +47,15 @@ pub struct AppState {
     pub files: Arc<Files>,
     /// Empty: approvals are not authenticated (reviewer `anonymous`).
     pub reviewers: Arc<Reviewers>,
+    /// The storage time one request may spend ([`crate::store::budget`]).
+    pub storage_budget: Duration,
 }
 
 /// Every route of the function folders (the embedded store's signed-link route is merged in by
 /// the caller when that store is in use).
 pub fn router(state: AppState) -> Router {
+    let budget = middleware::from_fn_with_state(state.storage_budget, with_storage_budget);
     Router::new()
-        // The host's readiness and health probe: answer at once, touch nothing.
-        .route("/", get(|| async { StatusCode::OK }))
         .route("/api/files", post(upload::upload).get(status::list))
         .route("/api/files/{id}", get(status::get_one))
         .route(
@@ -60,7 +64,12 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/api/files/{id}/download", get(download::download))
         .route("/orchestrator", post(orchestrator::invoke))
+        // Every route above answers 503 within the budget when storage stalls. Housekeeping
+        // below works through whatever backlog there is, on the backends' own timeouts.
+        .route_layer(budget)
         .route("/recover", post(recover::invoke))
+        // The host's readiness and health probe: answer at once, touch nothing.
+        .route("/", get(|| async { StatusCode::OK }))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|method: Method| async move {
             ApiError::MethodNotAllowed {
@@ -68,6 +77,14 @@ pub fn router(state: AppState) -> Router {
             }
         })
         .with_state(state)
+}
+
+async fn with_storage_budget(
+    State(budget): State<Duration>,
+    request: Request,
+    next: Next,
+) -> Response {
+    crate::store::budget::with_budget(budget, next.run(request)).await
 }
 
 /// Times in responses are whole seconds in UTC, as Durable Functions' status API writes them.

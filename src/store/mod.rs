@@ -21,6 +21,7 @@ use chrono::{DateTime, Utc};
 use futures::Stream;
 
 pub mod azure;
+pub mod budget;
 pub mod embedded;
 pub mod layer;
 

@@ -3,7 +3,9 @@
 use file_approver::store::{Prop, TableQuery};
 use serde_json::Value;
 
-use crate::helpers::{assert_error, spawn_app_with, Backend, Mode, Options, TestApp, ALICE, BOB};
+use crate::helpers::{
+    assert_error, spawn_app_with, Backend, Mode, Options, PrivateAzurite, TestApp, ALICE, BOB,
+};
 
 async fn app_with_faults(backend: Backend) -> Option<TestApp> {
     spawn_app_with(Options {
@@ -169,8 +171,98 @@ async fn an_upload_whose_workflow_could_not_start_is_started_by_recovery() {
     );
 }
 
+/// A storage service that stops answering (Azurite frozen with SIGSTOP; the embedded store
+/// behind a layer that never answers) costs each request its storage budget, then a 503 with
+/// `Retry-After`; once storage is back, the client's retry of an approval whose outcome was
+/// unknown is recorded once.
+async fn a_storage_service_that_stops_answering_costs_a_request_its_budget_not_a_minute(
+    backend: Backend,
+) {
+    const BUDGET_MS: u64 = 1000;
+    let azurite = match backend {
+        Backend::Azure => Some(PrivateAzurite::start().await),
+        Backend::Embedded => None,
+    };
+    let mut vars = vec![("FILE_APPROVER_STORAGE_BUDGET_MS", BUDGET_MS.to_string())];
+    if let Some(azurite) = &azurite {
+        vars.push(("AzureWebJobsStorage", azurite.connection_string.clone()));
+    }
+    let app = spawn_app_with(Options {
+        backend,
+        vars,
+        faults: backend == Backend::Embedded,
+        ..Options::default()
+    })
+    .await
+    .unwrap();
+    let id = app
+        .upload_ok("before.txt", b"stored before the stall")
+        .await;
+
+    match &azurite {
+        Some(azurite) => azurite.freeze(),
+        None => app.faults.as_ref().unwrap().freeze(),
+    }
+    let requests = [
+        (
+            "status",
+            app.client.get(app.url(&format!("/api/files/{id}"))),
+        ),
+        (
+            "approve",
+            app.client
+                .post(app.url(&format!("/api/files/{id}/approvals/upload")))
+                .bearer_auth(ALICE),
+        ),
+        (
+            "upload",
+            app.client
+                .post(app.url("/api/files?name=during.txt"))
+                .body("during the stall"),
+        ),
+        (
+            "download",
+            app.client
+                .get(app.url(&format!("/api/files/{id}/download"))),
+        ),
+        ("listing", app.client.get(app.url("/api/files"))),
+    ];
+    for (what, request) in requests {
+        let started = std::time::Instant::now();
+        let response = request.send().await.unwrap();
+        let took = started.elapsed();
+        assert!(response.headers().contains_key("retry-after"), "{what}");
+        assert_error(response, 503, "StorageUnavailable").await;
+        assert!(
+            took < std::time::Duration::from_millis(BUDGET_MS * 5 / 2),
+            "{what} took {took:?} with a budget of {BUDGET_MS} ms"
+        );
+    }
+
+    match &azurite {
+        Some(azurite) => azurite.thaw(),
+        None => app.faults.as_ref().unwrap().heal(),
+    }
+    // The stalled approval may have landed or not: its retry settles it, once.
+    let retried = app.approve(&id, "upload", Some(ALICE), None).await.status();
+    assert!(retried == 202 || retried == 200, "retry answered {retried}");
+    app.idle().await;
+    let status = app.status(&id).await;
+    assert_eq!(status["approvals"].as_array().unwrap().len(), 1, "{status}");
+    if status["stage"] == "Analyzing" {
+        // The stalled commit landed after all, so the retry was a duplicate and this process
+        // never learned to run the analysis: the activity lease runs out and recovery runs it.
+        // (On Azure this test has an Azurite of its own: recovery reaches no other test.)
+        app.clock.advance(chrono::Duration::minutes(6));
+        app.state.files.housekeeping().await.unwrap();
+        app.idle().await;
+    }
+    assert_eq!(app.status(&id).await["stage"], "AwaitingDownloadApproval");
+}
+
 crate::on_every_backend!(
     storage_outage_answers_503_and_the_request_can_be_retried,
     an_approval_not_given_in_time_expires_the_file,
     racing_contradictory_decisions_have_exactly_one_winner,
+    a_storage_service_that_stops_answering_costs_a_request_its_budget_not_a_minute,
 );
