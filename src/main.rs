@@ -23,6 +23,7 @@ async fn main() -> ExitCode {
         );
     }
     tracing::info!(mode = ?settings.mode, storage = ?settings.storage, "starting");
+    let local = settings.mode.is_local();
     let app = match Application::build(settings).await {
         Ok(app) => app,
         Err(e) => {
@@ -31,7 +32,14 @@ async fn main() -> ExitCode {
         }
     };
     if let Ok(addr) = app.local_addr() {
-        tracing::info!(%addr, "listening");
+        if local {
+            tracing::info!(
+                "File Approver is running at http://{addr}/ — list files at http://{addr}/api/files, \
+                 upload with: curl --data-binary @report.pdf 'http://{addr}/api/files?name=report.pdf'"
+            );
+        } else {
+            tracing::info!(%addr, "listening");
+        }
     }
     match app.run_until_stopped().await {
         Ok(()) => ExitCode::SUCCESS,

@@ -2,28 +2,73 @@
 //! host. The host logs a worker's stdout lines as Information and its stderr lines as Error (or
 //! Warning when they say "warn"), so under the host warnings and errors go to stderr and keep
 //! their level in the host's log. Nothing here logs keys, tokens or SAS signatures; callers log
-//! ids, names and outcomes only.
+//! ids, names and outcomes only, and the dependencies that would log requests with their
+//! credentials are capped at warnings whatever `RUST_LOG` says ([`QUIET_TARGETS`]).
+
+use std::io::IsTerminal;
 
 use tracing::Level;
+use tracing_subscriber::filter::{FilterExt, LevelFilter, Targets};
 use tracing_subscriber::fmt::writer::MakeWriterExt;
-use tracing_subscriber::{fmt, EnvFilter};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{fmt, EnvFilter, Layer};
 
-/// Installs the global subscriber. `RUST_LOG` overrides the default level (`info`).
+/// Crates that log requests with their headers (the legacy `azure_core` 0.21 logs every request,
+/// SharedKey `Authorization` included, at debug and trace: RUSTSEC-2026-0275, "not planned") or
+/// could: the HTTP stack under it. Capped at warnings whatever `RUST_LOG` asks for, so no
+/// operator chasing a bug can switch on a log that holds the account's credentials.
+const QUIET_TARGETS: [&str; 9] = [
+    "azure_core",
+    "azure_storage",
+    "azure_storage_blobs",
+    "azure_data_tables",
+    "reqwest",
+    "hyper",
+    "hyper_util",
+    "h2",
+    "rustls",
+];
+
+/// `RUST_LOG` (default `info`), with [`QUIET_TARGETS`] capped at warnings. The cap is a second
+/// filter that every event must also pass, so no `RUST_LOG` directive can lift it.
+fn filter() -> impl tracing_subscriber::layer::Filter<tracing_subscriber::Registry> {
+    let requested = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let cap = QUIET_TARGETS.iter().fold(
+        Targets::new().with_default(LevelFilter::TRACE),
+        |t, target| t.with_target(*target, LevelFilter::WARN),
+    );
+    requested.and(cap)
+}
+
+/// Installs the global subscriber: JSON lines under the host, compact text locally, colours
+/// only when standard output is a terminal.
 pub fn init(json: bool) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = fmt().with_env_filter(filter).with_target(true);
     // try_init: a second call (tests starting several apps) must not panic.
     let _ = if json {
         let writer = std::io::stderr
             .with_max_level(Level::WARN)
             .or_else(std::io::stdout);
-        builder
-            .json()
-            .flatten_event(true)
-            .with_writer(writer)
+        tracing_subscriber::registry()
+            .with(
+                fmt::layer()
+                    .json()
+                    .flatten_event(true)
+                    .with_target(true)
+                    .with_writer(writer)
+                    .with_filter(filter()),
+            )
             .try_init()
     } else {
-        builder.compact().try_init()
+        tracing_subscriber::registry()
+            .with(
+                fmt::layer()
+                    .compact()
+                    .with_target(true)
+                    .with_ansi(std::io::stdout().is_terminal())
+                    .with_filter(filter()),
+            )
+            .try_init()
     };
 }
 
