@@ -68,6 +68,8 @@ pub struct Settings {
     pub approval_timeout_secs: Option<u64>,
     /// The storage time one request may spend before it answers 503.
     pub storage_budget: std::time::Duration,
+    /// How long a client may take to send a request's headers.
+    pub header_read_timeout: std::time::Duration,
 }
 
 impl fmt::Debug for Settings {
@@ -86,6 +88,7 @@ impl fmt::Debug for Settings {
             .field("recover_interval_secs", &self.recover_interval_secs)
             .field("approval_timeout_secs", &self.approval_timeout_secs)
             .field("storage_budget", &self.storage_budget)
+            .field("header_read_timeout", &self.header_read_timeout)
             .finish()
     }
 }
@@ -157,6 +160,12 @@ impl Settings {
             5000,
             1,
         )?);
+        let header_read_timeout = std::time::Duration::from_millis(parse_u64(
+            "FILE_APPROVER_HEADER_TIMEOUT_MS",
+            get,
+            10_000,
+            1,
+        )?);
         let approval_timeout_secs = match get("FILE_APPROVER_APPROVAL_TIMEOUT_SECS") {
             Some(_) => Some(parse_u64("FILE_APPROVER_APPROVAL_TIMEOUT_SECS", get, 0, 1)?),
             None => None,
@@ -198,6 +207,7 @@ impl Settings {
             recover_interval_secs,
             approval_timeout_secs,
             storage_budget,
+            header_read_timeout,
         })
     }
 }

@@ -46,6 +46,8 @@ pub enum ApiError {
     TooLarge { limit: u64 },
     #[error("storage is unavailable; retry later")]
     StorageUnavailable(#[source] BoxError),
+    #[error("storage is full; nothing was stored")]
+    InsufficientStorage(#[source] BoxError),
     #[error("internal error")]
     Internal(#[source] BoxError),
 }
@@ -66,6 +68,7 @@ impl ApiError {
             WrongStage { .. } | NotApproved { .. } => StatusCode::CONFLICT,
             TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             StorageUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            InsufficientStorage(_) => StatusCode::INSUFFICIENT_STORAGE,
             Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -89,6 +92,7 @@ impl ApiError {
             NotApproved { .. } => "NotApproved",
             TooLarge { .. } => "TooLarge",
             StorageUnavailable(_) => "StorageUnavailable",
+            InsufficientStorage(_) => "InsufficientStorage",
             Internal(_) => "InternalError",
         }
     }
@@ -105,6 +109,10 @@ impl IntoResponse for ApiError {
         match &self {
             ApiError::StorageUnavailable(source) => {
                 tracing::warn!(error = %self, cause = %error_chain(source.as_ref()), "storage unavailable");
+                error.insert("message".into(), json!(self.to_string()));
+            }
+            ApiError::InsufficientStorage(source) => {
+                tracing::error!(cause = %error_chain(source.as_ref()), "storage is full");
                 error.insert("message".into(), json!(self.to_string()));
             }
             ApiError::Internal(source) => {
@@ -144,6 +152,7 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Unavailable(_) => ApiError::StorageUnavailable(Box::new(e)),
+            StoreError::Full(_) => ApiError::InsufficientStorage(Box::new(e)),
             other => ApiError::Internal(Box::new(other)),
         }
     }
@@ -151,6 +160,9 @@ impl From<StoreError> for ApiError {
 
 impl From<EngineError> for ApiError {
     fn from(e: EngineError) -> Self {
+        if let EngineError::Storage(StoreError::Full(_)) = e {
+            return ApiError::InsufficientStorage(Box::new(e));
+        }
         if e.is_transient() {
             ApiError::StorageUnavailable(Box::new(e))
         } else {

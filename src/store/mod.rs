@@ -64,6 +64,10 @@ pub enum StoreError {
     /// partitions, a key with forbidden characters, an oversized property).
     #[error("invalid storage request: {0}")]
     Invalid(String),
+    /// The store has no room left (a full disk). Retrying will not help until an operator
+    /// frees space; the HTTP edge answers 507.
+    #[error("storage is full")]
+    Full(#[source] BoxError),
     /// The byte stream being written failed (client disconnected, body over its limit).
     /// Nothing was committed.
     #[error("the source stream failed")]

@@ -260,7 +260,74 @@ async fn a_storage_service_that_stops_answering_costs_a_request_its_budget_not_a
     assert_eq!(app.status(&id).await["stage"], "AwaitingDownloadApproval");
 }
 
+/// A client that opens a connection and trickles its headers (or sends none) is dropped once
+/// the header-read timeout passes; a normal request on the same server is unaffected.
+#[tokio::test]
+async fn a_client_too_slow_to_send_its_headers_is_disconnected() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let app = spawn_app_with(Options {
+        vars: vec![("FILE_APPROVER_HEADER_TIMEOUT_MS", "300".into())],
+        ..Options::default()
+    })
+    .await
+    .unwrap();
+    let address = app.address.trim_start_matches("http://").to_owned();
+    for partial in [&b""[..], b"GET /api/files HTTP/1.1\r\nHost: x\r\n"] {
+        let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
+        stream.write_all(partial).await.unwrap();
+        let started = std::time::Instant::now();
+        let mut reply = Vec::new();
+        let read = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            stream.read_to_end(&mut reply),
+        )
+        .await;
+        assert!(read.is_ok(), "the connection was still open after 5 s");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+        let reply = String::from_utf8_lossy(&reply);
+        assert!(
+            reply.is_empty() || reply.starts_with("HTTP/1.1 408"),
+            "{reply}"
+        );
+    }
+    assert_eq!(app.get("/api/files").await.status(), 200);
+}
+
+/// A full disk is not a retry-later: 507 with a stable code and no `Retry-After`, for an
+/// upload and a decision alike, and nothing half-written once space is back.
+async fn a_full_disk_answers_507_insufficient_storage(backend: Backend) {
+    let Some(app) = app_with_faults(backend).await else {
+        return;
+    };
+    let id = app
+        .upload_ok("before.txt", b"stored before the disk filled")
+        .await;
+    let faults = app.faults.as_ref().unwrap();
+    faults.fill_disk();
+    for response in [
+        app.upload("full.txt", b"no room", "text/plain").await,
+        app.approve(&id, "upload", Some(ALICE), None).await,
+    ] {
+        assert!(!response.headers().contains_key("retry-after"));
+        let error = assert_error(response, 507, "InsufficientStorage").await;
+        assert!(
+            error["message"].as_str().unwrap().contains("full"),
+            "{error}"
+        );
+    }
+    faults.heal();
+    let status = app.status(&id).await;
+    assert_eq!(status["stage"], "AwaitingUploadApproval");
+    assert_eq!(status["approvals"].as_array().unwrap().len(), 0);
+}
+
 crate::on_every_backend!(
+    a_full_disk_answers_507_insufficient_storage,
     storage_outage_answers_503_and_the_request_can_be_retried,
     an_approval_not_given_in_time_expires_the_file,
     racing_contradictory_decisions_have_exactly_one_winner,

@@ -352,7 +352,7 @@ struct IoFailure {
 
 /// A full disk is the local equivalent of a throttled service: callers may retry later.
 fn io_error(action: &'static str, path: &Path, source: io::Error) -> StoreError {
-    let transient = matches!(
+    let full = matches!(
         source.kind(),
         io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
     );
@@ -361,19 +361,19 @@ fn io_error(action: &'static str, path: &Path, source: io::Error) -> StoreError 
         path: path.to_owned(),
         source,
     };
-    if transient {
-        StoreError::unavailable(failure)
+    if full {
+        StoreError::Full(Box::new(failure))
     } else {
         StoreError::internal(failure)
     }
 }
 
-/// A busy or full database may clear up; anything else is a bug or corruption.
+/// A busy database clears up; a full disk needs an operator; anything else is a bug or
+/// corruption.
 fn sql_error(e: rusqlite::Error) -> StoreError {
     match e.sqlite_error_code() {
-        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked | ErrorCode::DiskFull) => {
-            StoreError::unavailable(e)
-        }
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => StoreError::unavailable(e),
+        Some(ErrorCode::DiskFull) => StoreError::Full(Box::new(e)),
         _ => StoreError::internal(e),
     }
 }
@@ -381,6 +381,24 @@ fn sql_error(e: rusqlite::Error) -> StoreError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_full_disk_is_full_not_a_retry_later() {
+        for kind in [io::ErrorKind::StorageFull, io::ErrorKind::QuotaExceeded] {
+            let e = io_error("write", Path::new("/data/x"), io::Error::from(kind));
+            assert!(matches!(e, StoreError::Full(_)), "{kind:?}: {e:?}");
+        }
+        let sqlite_full = rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL),
+            None,
+        );
+        assert!(matches!(sql_error(sqlite_full), StoreError::Full(_)));
+        let busy = rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
+            None,
+        );
+        assert!(sql_error(busy).is_transient());
+    }
 
     #[test]
     fn blob_names_cannot_leave_their_directory() {

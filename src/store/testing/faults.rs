@@ -19,6 +19,8 @@ enum Effect {
     Fail,
     /// Never answers, like a storage service that stopped responding.
     Hang,
+    /// Fails with `Full`, as a full disk does.
+    Full,
 }
 
 /// One armed fault: the operation it matches (`None`: every one), what it does, and how many
@@ -59,6 +61,11 @@ impl Layered<Faults> {
     /// Every request fails until [`heal`](Self::heal).
     pub fn outage(&self) {
         self.layer().arm(None, Effect::Fail, usize::MAX);
+    }
+
+    /// Every request fails with `Full`, as on a full disk, until [`heal`](Self::heal).
+    pub fn fill_disk(&self) {
+        self.layer().arm(None, Effect::Full, usize::MAX);
     }
 
     /// Every request hangs, never answering, until [`heal`](Self::heal) (requests already
@@ -149,6 +156,7 @@ impl Layer for Faults {
                 None => call.await,
                 Some(Effect::Fail) => Err(StoreError::unavailable("injected fault")),
                 Some(Effect::Hang) => futures::future::pending().await,
+                Some(Effect::Full) => Err(StoreError::Full("injected: no space left".into())),
             }
         }
         .boxed()
