@@ -601,3 +601,50 @@ async fn a_multipart_file_part_with_a_malformed_type_is_refused_like_a_raw_uploa
     assert_error(response, 400, "InvalidBody").await;
     assert_nothing_stored(&app).await;
 }
+
+/// A display name that reads as something it is not — a right-to-left override turning
+/// `invoice\u{202E}gpj.exe` into "invoiceexe.jpg", zero-width or byte-order characters, a line
+/// separator, a directional isolate, nothing but spaces — is refused the same way whether it
+/// comes in the query, the `X-File-Name` header or a multipart part, and leaves nothing behind.
+#[tokio::test]
+async fn a_name_that_disguises_itself_is_refused_however_it_arrives() {
+    let app = spawn_app().await;
+    for name in [
+        "invoice\u{202E}gpj.exe",
+        "re\u{200B}port.pdf",
+        "\u{FEFF}notes.txt",
+        "line\u{2028}break.txt",
+        "iso\u{2066}late\u{2069}.txt",
+        "   ",
+    ] {
+        let by_query = app.upload(name, b"x", "text/plain").await;
+        assert_error(by_query, 400, "InvalidName").await;
+
+        let by_header = app
+            .client
+            .post(app.url("/api/files"))
+            .header(
+                "X-File-Name",
+                reqwest::header::HeaderValue::from_bytes(name.as_bytes()).unwrap(),
+            )
+            .body("x")
+            .send()
+            .await
+            .unwrap();
+        assert_error(by_header, 400, "InvalidName").await;
+
+        let form = reqwest::multipart::Form::new().part(
+            "file",
+            reqwest::multipart::Part::bytes(b"x".to_vec()).file_name(name.to_owned()),
+        );
+        let by_form = app
+            .client
+            .post(app.url("/api/files"))
+            .multipart(form)
+            .send()
+            .await
+            .unwrap();
+        assert_error(by_form, 400, "InvalidName").await;
+    }
+    assert_nothing_stored(&app).await;
+}

@@ -6,5 +6,6 @@
 mod bad_input;
 mod helpers;
 mod invocation;
+mod lifecycle;
 mod robustness;
 mod workflow;
