@@ -3,19 +3,25 @@
 //!
 //! # Layout
 //!
-//! Dependencies point down this list, never up:
+//! Dependencies point down this list, never up (`tests/architecture.rs` checks it):
 //!
+//! - [`startup`], [`config`]: settings from the environment, wiring everything into a server
+//!   (our own hyper loop, for its header-read timeout), the local-mode housekeeping loop.
 //! - [`functions`]: the HTTP / invocation edge, one module per function folder (`upload/`,
 //!   `status/`, `approve/`, `download/`, `orchestrator/`, `recover/`), the embedded store's
-//!   signed-link route, and the host's invocation envelope.
+//!   signed-link route, and the host's invocation envelope. Each handler is parse → one call on
+//!   [`files::Files`] → map.
+//! - [`error`]: [`error::ApiError`], every failure a client can see with its status and code.
+//! - [`files`]: the application layer, the one owner of a file's life: commit an upload, start
+//!   its workflow, load, decide, list, download, sweep what failed uploads left. No HTTP.
 //! - [`workflow`]: the `FileApproval` orchestration and the pure analysis activity, written
-//!   against the engine's API.
+//!   against the engine's API; the one place that knows how stages and decisions are encoded.
 //! - [`engine`]: a small durable engine (event-sourced orchestrations replayed from history kept
-//!   in a table). Knows nothing of HTTP or Azure.
-//! - [`store`]: the one storage trait and its backends (Azure Storage, embedded on-disk).
-//! - [`domain`]: validated types (file ids, names, stages, decisions, reviewers).
-//! - [`config`], [`telemetry`], [`startup`]: settings from the environment, logging, and wiring
-//!   everything into a server.
+//!   in a table): client, turn and worker. Knows nothing of HTTP or Azure.
+//! - [`store`]: the one storage trait, its backends (Azure Storage, embedded on-disk), one
+//!   decorator mechanism ([`store::layer`]) and the per-request storage budget it carries.
+//! - [`domain`], [`clock`], [`telemetry`]: validated types (file ids, names, content types,
+//!   stages, decisions, reviewers), injected time, logging.
 
 pub mod clock;
 pub mod config;

@@ -73,7 +73,7 @@ impl Application {
 
     /// The same with the storage backend wrapped by `layer` before anything uses it, so that
     /// every request the app makes goes through the wrapper (the benchmark counts them with
-    /// [`crate::store::counting`]).
+    /// `store::testing::counting`).
     pub async fn build_with_store_layer(
         settings: Settings,
         listener: TcpListener,

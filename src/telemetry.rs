@@ -3,7 +3,7 @@
 //! Warning when they say "warn"), so under the host warnings and errors go to stderr and keep
 //! their level in the host's log. Nothing here logs keys, tokens or SAS signatures; callers log
 //! ids, names and outcomes only, and the dependencies that would log requests with their
-//! credentials are capped at warnings whatever `RUST_LOG` says ([`QUIET_TARGETS`]).
+//! credentials are capped at warnings whatever `RUST_LOG` says (`QUIET_TARGETS`).
 
 use std::io::IsTerminal;
 

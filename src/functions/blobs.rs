@@ -25,8 +25,8 @@ use crate::store::embedded::{ByteRangeSpec, EmbeddedStore, SignedQuery, SignedUr
 use crate::store::StoreError;
 use crate::telemetry::error_chain;
 
-/// The one container whose blobs this route serves.
-pub const SERVED_CONTAINER: &str = "files";
+/// The one container whose blobs this route serves: the files'.
+pub const SERVED_CONTAINER: &str = crate::store::FILES_CONTAINER;
 
 #[derive(Clone)]
 struct BlobsState {
