@@ -6,8 +6,8 @@
 //!
 //! A file's life in storage:
 //!
-//! 1. upload: an [`OpenUpload`] marker (partition `open-uploads`), then the [`FileRecord`],
-//!    then the blob `files/{id}`, whose commit is the upload's commit;
+//! 1. upload: an [`OpenUpload`] marker (partition `open-uploads`) and the [`FileRecord`], then
+//!    the blob `files/{id}`, whose commit is the upload's commit;
 //! 2. start: the blob trigger (or, in local mode, the upload itself) starts the `FileApproval`
 //!    workflow from the record, then removes the marker;
 //! 3. decisions, analysis and the download go through the workflow ([`crate::workflow`]);
@@ -171,7 +171,7 @@ impl Files {
     // -----------------------------------------------------------------------------------------
 
     /// Commits an upload: its marker and record first (so a blob trigger always finds the
-    /// record), then the body into blob `files/{id}`, committed only once the whole body arrived
+    /// record, and the sweep finds an upload that dies), then the body into blob `files/{id}`, committed only once the whole body arrived
     /// within the size limit. A refused or broken upload commits no blob and removes its record
     /// and marker. In local mode the workflow starts right away; if that fails the file is still
     /// stored (a retry would upload it twice) and the next sweep starts it.
@@ -184,16 +184,29 @@ impl Files {
         };
         let id = record.id;
         let marker = record.open_upload();
-        self.store
-            .insert_entity(FILES_TABLE, &marker.to_entity())
-            .await?;
-        let record_etag = match self
-            .store
-            .insert_entity(FILES_TABLE, &record.to_entity())
-            .await
-        {
-            Ok(etag) => etag,
-            Err(e) => {
+        // Two partitions, so two writes; both must land before the blob, neither needs the
+        // other first: sent together, they cost one round trip of the upload's latency.
+        let (marker_row, record_row) = (marker.to_entity(), record.to_entity());
+        let (marked, recorded) = futures::join!(
+            self.store.insert_entity(FILES_TABLE, &marker_row),
+            self.store.insert_entity(FILES_TABLE, &record_row),
+        );
+        let record_etag = match (marked, recorded) {
+            (Ok(_), Ok(etag)) => etag,
+            (Err(e), recorded) => {
+                // Without its marker nothing would ever sweep the record: take it back.
+                if let Ok(etag) = recorded {
+                    if let Err(cleanup) = self
+                        .store
+                        .delete_entity(FILES_TABLE, &id.to_string(), RECORD_ROW, Some(&etag))
+                        .await
+                    {
+                        tracing::warn!(file = %id, error = %cleanup, "could not remove the record of a refused upload");
+                    }
+                }
+                return Err(e.into());
+            }
+            (Ok(_), Err(e)) => {
                 self.forget_marker(&marker).await;
                 return Err(e.into());
             }

@@ -271,103 +271,23 @@ impl TestApp {
     }
 }
 
-/// An Azurite of one test's own, on free ports with its own data directory, so the test can
-/// freeze it (SIGSTOP) without stalling every other test. Needs the Azurite that
-/// `scripts/test` installs (`node_modules/.bin/azurite`). Stopped (and thawed first) on drop.
-pub struct PrivateAzurite {
-    child: std::process::Child,
-    pub connection_string: String,
+/// An Azurite of this test's own (`store::testing::PrivateAzurite`), so the test can freeze it
+/// without stalling every other test; its data lives in a temporary directory.
+pub struct OwnAzurite {
+    pub azurite: file_approver::store::testing::PrivateAzurite,
     _dir: tempfile::TempDir,
 }
 
-impl PrivateAzurite {
-    pub async fn start() -> PrivateAzurite {
-        let bin =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("node_modules/.bin/azurite");
-        assert!(
-            bin.exists(),
-            "{} is missing: run scripts/test (it installs Azurite with npm ci)",
-            bin.display()
-        );
+impl OwnAzurite {
+    pub async fn start() -> OwnAzurite {
+        use file_approver::store::testing::PrivateAzurite;
         let dir = tempfile::tempdir().expect("temp dir");
-        let port = || {
-            std::net::TcpListener::bind("127.0.0.1:0")
-                .and_then(|l| l.local_addr())
-                .expect("a free port")
-                .port()
-        };
-        let (blob, queue, table) = (port(), port(), port());
-        let child = std::process::Command::new(&bin)
-            .args(["--blobHost", "127.0.0.1", "--blobPort", &blob.to_string()])
-            .args([
-                "--queueHost",
-                "127.0.0.1",
-                "--queuePort",
-                &queue.to_string(),
-            ])
-            .args([
-                "--tableHost",
-                "127.0.0.1",
-                "--tablePort",
-                &table.to_string(),
-            ])
-            .arg("--location")
-            .arg(dir.path())
-            .args(["--silent", "--disableTelemetry", "--skipApiVersionCheck"])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("Azurite starts");
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        for port in [blob, table] {
-            while tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .is_err()
-            {
-                assert!(
-                    std::time::Instant::now() < deadline,
-                    "Azurite did not start"
-                );
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-            }
-        }
-        let connection_string = format!(
-            "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;\
-             AccountKey=Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==;\
-             BlobEndpoint=http://127.0.0.1:{blob}/devstoreaccount1;\
-             TableEndpoint=http://127.0.0.1:{table}/devstoreaccount1"
-        );
-        PrivateAzurite {
-            child,
-            connection_string,
-            _dir: dir,
-        }
-    }
-
-    fn signal(&self, signal: &str) {
-        let status = std::process::Command::new("kill")
-            .args([signal, &self.child.id().to_string()])
-            .status()
-            .expect("kill runs");
-        assert!(status.success(), "kill {signal} failed");
-    }
-
-    /// Azurite stops answering: connections are accepted by the kernel, nothing replies.
-    pub fn freeze(&self) {
-        self.signal("-STOP");
-    }
-
-    pub fn thaw(&self) {
-        self.signal("-CONT");
-    }
-}
-
-impl Drop for PrivateAzurite {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("kill")
-            .args(["-CONT", &self.child.id().to_string()])
-            .status();
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let bin = PrivateAzurite::bin_in(std::path::Path::new(env!("CARGO_MANIFEST_DIR")));
+        let path = dir.path().to_owned();
+        let azurite = tokio::task::spawn_blocking(move || PrivateAzurite::start(&bin, &path))
+            .await
+            .expect("the start task")
+            .expect("Azurite starts (scripts/test installs it)");
+        OwnAzurite { azurite, _dir: dir }
     }
 }

@@ -4,7 +4,7 @@ use file_approver::store::{Prop, TableQuery};
 use serde_json::Value;
 
 use crate::helpers::{
-    assert_error, spawn_app_with, Backend, Mode, Options, PrivateAzurite, TestApp, ALICE, BOB,
+    assert_error, spawn_app_with, Backend, Mode, Options, OwnAzurite, TestApp, ALICE, BOB,
 };
 
 async fn app_with_faults(backend: Backend) -> Option<TestApp> {
@@ -179,12 +179,13 @@ async fn a_storage_service_that_stops_answering_costs_a_request_its_budget_not_a
     backend: Backend,
 ) {
     const BUDGET_MS: u64 = 1000;
-    let azurite = match backend {
-        Backend::Azure => Some(PrivateAzurite::start().await),
+    let own = match backend {
+        Backend::Azure => Some(OwnAzurite::start().await),
         Backend::Embedded => None,
     };
+    let azurite = own.as_ref().map(|own| &own.azurite);
     let mut vars = vec![("FILE_APPROVER_STORAGE_BUDGET_MS", BUDGET_MS.to_string())];
-    if let Some(azurite) = &azurite {
+    if let Some(azurite) = azurite {
         vars.push(("AzureWebJobsStorage", azurite.connection_string.clone()));
     }
     let app = spawn_app_with(Options {
@@ -199,8 +200,8 @@ async fn a_storage_service_that_stops_answering_costs_a_request_its_budget_not_a
         .upload_ok("before.txt", b"stored before the stall")
         .await;
 
-    match &azurite {
-        Some(azurite) => azurite.freeze(),
+    match azurite {
+        Some(azurite) => azurite.freeze().unwrap(),
         None => app.faults.as_ref().unwrap().freeze(),
     }
     let requests = [
@@ -239,8 +240,8 @@ async fn a_storage_service_that_stops_answering_costs_a_request_its_budget_not_a
         );
     }
 
-    match &azurite {
-        Some(azurite) => azurite.thaw(),
+    match azurite {
+        Some(azurite) => azurite.thaw().unwrap(),
         None => app.faults.as_ref().unwrap().heal(),
     }
     // The stalled approval may have landed or not: its retry settles it, once.

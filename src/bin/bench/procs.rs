@@ -9,11 +9,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::error::{failed, BenchError, IoContext, Result};
+use file_approver::store::testing::PrivateAzurite;
 
-/// Azurite's published development account key (not a secret).
-const AZURITE_KEY: &str =
-    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+use crate::error::{chain, failed, BenchError, IoContext, Result};
 
 /// A scratch directory, removed with everything in it when dropped.
 pub struct WorkDir {
@@ -58,11 +56,6 @@ pub fn free_port() -> Result<u16> {
         .local_addr()
         .context(|| "read a bound port".into())?
         .port())
-}
-
-fn port_answers(port: u16) -> bool {
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
 }
 
 /// True once `GET /` on the port answers 200 (the host's readiness probe).
@@ -251,71 +244,19 @@ fn tail(log: &Path) -> String {
 }
 
 /// A private Azurite on free ports with its data on disk.
-pub struct Azurite {
-    child: Child,
-    pub connection_string: String,
-}
+pub struct Azurite(PrivateAzurite);
 
 impl Azurite {
     pub fn start(bin: &Path, dir: &Path) -> Result<Self> {
-        let (blob, queue, table) = (free_port()?, free_port()?, free_port()?);
-        let log = dir.join("azurite.log");
-        let out = File::create(&log).context(|| format!("create {}", log.display()))?;
-        let err = out.try_clone().context(|| "clone a log handle".into())?;
-        // Started directly (not through npx) so that this PID is Azurite itself.
-        let child = Command::new(bin)
-            .args(["--blobHost", "127.0.0.1", "--blobPort", &blob.to_string()])
-            .args([
-                "--queueHost",
-                "127.0.0.1",
-                "--queuePort",
-                &queue.to_string(),
-            ])
-            .args([
-                "--tableHost",
-                "127.0.0.1",
-                "--tablePort",
-                &table.to_string(),
-            ])
-            .arg("--location")
-            .arg(dir)
-            .args(["--silent", "--disableTelemetry", "--skipApiVersionCheck"])
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .context(|| format!("start {}", bin.display()))?;
-        let mut azurite = Azurite {
-            child,
-            connection_string: format!(
-                "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={AZURITE_KEY};\
-                 BlobEndpoint=http://127.0.0.1:{blob}/devstoreaccount1;\
-                 TableEndpoint=http://127.0.0.1:{table}/devstoreaccount1"
-            ),
-        };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !(port_answers(blob) && port_answers(table)) {
-            if let Ok(Some(status)) = azurite.child.try_wait() {
-                return failed(format!("Azurite exited with {status}: {}", tail(&log)));
-            }
-            if Instant::now() > deadline {
-                return failed(format!(
-                    "Azurite did not listen within 30 s: {}",
-                    tail(&log)
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Ok(azurite)
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.id()
+        PrivateAzurite::start(bin, dir)
+            .map(Azurite)
+            .map_err(|e| BenchError::Failed(chain(&e)))
     }
 }
 
-impl Drop for Azurite {
-    fn drop(&mut self) {
-        stop(&mut self.child);
+impl std::ops::Deref for Azurite {
+    type Target = PrivateAzurite;
+    fn deref(&self) -> &PrivateAzurite {
+        &self.0
     }
 }
