@@ -16,6 +16,15 @@
 //! [`set_custom_status`](OrchestrationContext::set_custom_status). Activities do the real work
 //! (I/O, computation) and run at least once, so they must be idempotent.
 //!
+//! # Rooms
+//!
+//! One handle, [`Engine`], with its methods in three modules along the Durable Task Framework's
+//! lines: the **client** (`client.rs`: start, raise an event, status, list, terminate, purge),
+//! the **turn** (`turn.rs`: load, plan, replay, commit) and the **worker** (`worker.rs`:
+//! dispatch, activity outcomes, timers, recovery). Committed work leaves a turn through one
+//! seam, `Engine::dispatch`, so how work is carried (Tokio tasks today) can change without
+//! touching the client or the turn.
+//!
 //! # The turn loop
 //!
 //! Every change to an instance is a *turn*:

@@ -20,6 +20,7 @@ use crate::store::{check_batch_size, BatchOp, ETag, Page, StoreError, TableQuery
 const MAX_QUERY_PAGE: u32 = 1000;
 /// Activity error messages are cut to this many bytes before they are recorded.
 pub(super) const MAX_REASON_BYTES: usize = 4096;
+
 /// An instance's partition as loaded.
 #[derive(Clone)]
 pub(super) struct Loaded {
@@ -70,10 +71,6 @@ pub(super) struct Committed {
     pub(super) restarted: usize,
 }
 impl Engine {
-    // -----------------------------------------------------------------------------------------
-    // Turns
-    // -----------------------------------------------------------------------------------------
-
     /// Loads, plans, replays and commits one turn, retrying (with a fresh load and a fresh
     /// plan) when another writer won the state row.
     pub(super) async fn turn<T>(

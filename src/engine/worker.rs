@@ -31,6 +31,8 @@ pub struct RecoveryReport {
     /// Instances that could not be advanced this time (logged; retried on the next pass).
     pub failures: usize,
 }
+
+/// Work a committed turn asks for: what [`Engine::dispatch`] hands on.
 pub(super) enum Work {
     Activity {
         task_scheduled_id: i64,
@@ -44,6 +46,7 @@ pub(super) enum Work {
 
 /// The most `TimerFired` events one turn appends; more wait for the next pass.
 const MAX_TIMERS_PER_TURN: usize = 64;
+
 impl Engine {
     /// The periodic duty: fires due timers and restarts activities whose lease ran out (work
     /// a dead process left behind). One query over the state rows with open work; when
@@ -101,10 +104,6 @@ impl Engine {
         // The sender lives in `inner`, which `self` keeps alive, so this cannot fail.
         let _ = rx.wait_for(|n| *n == 0).await;
     }
-
-    // -----------------------------------------------------------------------------------------
-    // Work: activities and timers
-    // -----------------------------------------------------------------------------------------
 
     pub(super) fn dispatch(&self, instance_id: &str, work: Vec<Work>) {
         let now = self.inner.clock.now();
