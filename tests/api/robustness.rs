@@ -232,6 +232,11 @@ async fn a_storage_service_that_stops_answering_costs_a_request_its_budget_not_a
         let started = std::time::Instant::now();
         let response = request.send().await.unwrap();
         let took = started.elapsed();
+        // Printed for the record: `scripts/test --test api stops_answering -- --nocapture`.
+        println!(
+            "{backend:?}: {what} answered {} after {took:?}",
+            response.status()
+        );
         assert!(response.headers().contains_key("retry-after"), "{what}");
         assert_error(response, 503, "StorageUnavailable").await;
         assert!(
