@@ -6,14 +6,14 @@
 //!
 //! A file's life in storage:
 //!
-//! 1. upload: an [`OpenUpload`] marker (partition `open-uploads`) and the [`FileRecord`], then
-//!    the blob `files/{id}`, whose commit is the upload's commit;
+//! 1. upload: the [`FileRecord`] (partition `open-uploads`), then the blob `files/{id}`, whose
+//!    commit is the upload's commit;
 //! 2. start: the blob trigger (or, in local mode, the upload itself) starts the `FileApproval`
-//!    workflow from the record, then removes the marker;
+//!    workflow from the record, then removes the record (the workflow's input holds it now);
 //! 3. decisions, analysis and the download go through the workflow ([`crate::workflow`]);
-//! 4. the sweep ([`Files::sweep_uploads`]) reads only the open-uploads partition: a marker
+//! 4. the sweep ([`Files::sweep_uploads`]) reads only the open-uploads partition: a record
 //!    whose blob exists gets its workflow started (a lost trigger, a start that failed), one
-//!    whose upload never committed is removed with its record once it is older than
+//!    whose upload never committed is removed once it is older than
 //!    [`Policy::abandon_uploads_after`].
 
 mod error;
@@ -29,7 +29,7 @@ use chrono::{DateTime, Duration, Utc};
 use futures::Stream;
 
 pub use error::FilesError;
-pub use record::{FileRecord, OpenUpload, FILES_TABLE, OPEN_UPLOADS, RECORD_ROW};
+pub use record::{FileRecord, FILES_TABLE, OPEN_UPLOADS};
 pub use view::{DownloadGrant, FilePage, FileView};
 
 use crate::clock::Clock;
@@ -183,34 +183,10 @@ impl Files {
             created_time: self.clock.now(),
         };
         let id = record.id;
-        let marker = record.open_upload();
-        // Two partitions, so two writes; both must land before the blob, neither needs the
-        // other first: sent together, they cost one round trip of the upload's latency.
-        let (marker_row, record_row) = (marker.to_entity(), record.to_entity());
-        let (marked, recorded) = futures::join!(
-            self.store.insert_entity(FILES_TABLE, &marker_row),
-            self.store.insert_entity(FILES_TABLE, &record_row),
-        );
-        let record_etag = match (marked, recorded) {
-            (Ok(_), Ok(etag)) => etag,
-            (Err(e), recorded) => {
-                // Without its marker nothing would ever sweep the record: take it back.
-                if let Ok(etag) = recorded {
-                    if let Err(cleanup) = self
-                        .store
-                        .delete_entity(FILES_TABLE, &id.to_string(), RECORD_ROW, Some(&etag))
-                        .await
-                    {
-                        tracing::warn!(file = %id, error = %cleanup, "could not remove the record of a refused upload");
-                    }
-                }
-                return Err(e.into());
-            }
-            (Ok(_), Err(e)) => {
-                self.forget_marker(&marker).await;
-                return Err(e.into());
-            }
-        };
+        let record_etag = self
+            .store
+            .insert_entity(FILES_TABLE, &record.to_entity())
+            .await?;
 
         let limit = self.policy.max_upload_bytes;
         let put = self
@@ -234,12 +210,15 @@ impl Files {
                 // No blob was committed, so nothing will ever start a workflow for this record.
                 if let Err(cleanup) = self
                     .store
-                    .delete_entity(FILES_TABLE, &id.to_string(), RECORD_ROW, Some(&record_etag))
+                    .delete_entity(
+                        FILES_TABLE,
+                        OPEN_UPLOADS,
+                        &id.to_string(),
+                        Some(&record_etag),
+                    )
                     .await
                 {
                     tracing::warn!(file = %id, error = %cleanup, "could not remove the record of a failed upload; the sweep will");
-                } else {
-                    self.forget_marker(&marker).await;
                 }
                 return Err(upload_error(e, limit));
             }
@@ -299,7 +278,7 @@ impl Files {
             approval_timeout_secs: self.policy.approval_timeout_secs,
         };
         let outcome = workflow::start_for_file(&self.engine, &input).await?;
-        self.forget_marker(&record.open_upload()).await;
+        self.forget_record(id).await;
         match outcome {
             StartOutcome::Started(status) => {
                 tracing::info!(file = %id, "workflow started");
@@ -317,17 +296,17 @@ impl Files {
         }
     }
 
-    /// The open-upload marker is only a to-do note: failing to remove it costs one more look
-    /// by the sweep, never a wrong answer.
-    async fn forget_marker(&self, marker: &OpenUpload) {
+    /// Once the workflow exists the record is only a to-do note: failing to remove it costs
+    /// one more look by the sweep, never a wrong answer.
+    async fn forget_record(&self, id: FileId) {
         match self
             .store
-            .delete_entity(FILES_TABLE, OPEN_UPLOADS, &marker.row_key(), None)
+            .delete_entity(FILES_TABLE, OPEN_UPLOADS, &id.to_string(), None)
             .await
         {
             Ok(()) | Err(StoreError::NotFound) => {}
             Err(e) => {
-                tracing::warn!(file = %marker.id, error = %e, "could not remove an open-upload marker; the sweep will")
+                tracing::warn!(file = %id, error = %e, "could not remove an open upload's record; the sweep will")
             }
         }
     }
@@ -335,7 +314,7 @@ impl Files {
     async fn record(&self, id: FileId) -> Result<Option<FileRecord>, FilesError> {
         match self
             .store
-            .get_entity(FILES_TABLE, &id.to_string(), RECORD_ROW)
+            .get_entity(FILES_TABLE, OPEN_UPLOADS, &id.to_string())
             .await
         {
             Ok(stored) => Ok(Some(FileRecord::from_entity(&stored.entity)?)),
@@ -550,11 +529,11 @@ impl Files {
     // Housekeeping
     // -----------------------------------------------------------------------------------------
 
-    /// Settles the open uploads old enough to need it (module docs): one query on the
-    /// open-uploads partition, then a blob check per marker found.
+    /// Settles the open uploads old enough to need it (module docs): one query of the
+    /// open-uploads partition, then a blob check for each record past the grace.
     pub async fn sweep_uploads(&self) -> Result<SweepReport, FilesError> {
         let now = self.clock.now();
-        let cutoff = OpenUpload::row_key_after(now - self.policy.start_grace);
+        let settle_before = now - self.policy.start_grace;
         let abandon_before = now - self.policy.abandon_uploads_after;
         let mut report = SweepReport::default();
         let mut continuation = None;
@@ -565,27 +544,29 @@ impl Files {
                     FILES_TABLE,
                     &TableQuery {
                         partition_key: Some(OPEN_UPLOADS.to_owned()),
-                        row_keys: Some(String::new()..cutoff.clone()),
                         continuation,
                         ..TableQuery::default()
                     },
                 )
                 .await?;
             for stored in &page.entities {
-                let marker = match OpenUpload::from_entity(&stored.entity) {
-                    Ok(marker) => marker,
+                let record = match FileRecord::from_entity(&stored.entity) {
+                    Ok(record) => record,
                     Err(e) => {
-                        tracing::error!(error = %e, "unreadable open-upload marker");
+                        tracing::error!(error = %e, "unreadable open-upload record");
                         report.failures += 1;
                         continue;
                     }
                 };
-                match self.settle(&marker, abandon_before).await {
+                if record.created_time > settle_before {
+                    continue;
+                }
+                match self.settle(&record, abandon_before).await {
                     Ok(Some(true)) => report.started += 1,
                     Ok(Some(false)) => report.abandoned += 1,
                     Ok(None) => {}
                     Err(e) => {
-                        tracing::warn!(file = %marker.id, error = %e, "could not settle an open upload; the next sweep will");
+                        tracing::warn!(file = %record.id, error = %e, "could not settle an open upload; the next sweep will");
                         report.failures += 1;
                     }
                 }
@@ -604,10 +585,10 @@ impl Files {
     /// `Some(true)`: started; `Some(false)`: removed as abandoned; `None`: still in flight.
     async fn settle(
         &self,
-        marker: &OpenUpload,
+        record: &FileRecord,
         abandon_before: DateTime<Utc>,
     ) -> Result<Option<bool>, FilesError> {
-        let id = marker.id;
+        let id = record.id;
         match self
             .store
             .blob_properties(FILES_CONTAINER, &id.to_string())
@@ -615,26 +596,19 @@ impl Files {
         {
             Ok(props) => {
                 let facts = TriggerFacts {
+                    record: Some(record.clone()),
                     blob_size: Some(props.size),
-                    ..TriggerFacts::default()
+                    blob_created: None,
                 };
                 self.start(id, facts).await?;
                 Ok(Some(true))
             }
-            Err(StoreError::NotFound) if marker.since < abandon_before => {
+            Err(StoreError::NotFound) if record.created_time < abandon_before => {
                 // Its bytes, if any, are gone with it: the embedded store removes a failed
                 // write's file at once (and a crashed one's at open); Azure discards
                 // uncommitted blocks itself after 7 days.
-                match self
-                    .store
-                    .delete_entity(FILES_TABLE, &id.to_string(), RECORD_ROW, None)
-                    .await
-                {
-                    Ok(()) | Err(StoreError::NotFound) => {}
-                    Err(e) => return Err(e.into()),
-                }
-                self.forget_marker(marker).await;
-                tracing::info!(file = %id, since = %marker.since, "removed an upload that never finished");
+                self.forget_record(id).await;
+                tracing::info!(file = %id, since = %record.created_time, "removed an upload that never finished");
                 Ok(Some(false))
             }
             Err(StoreError::NotFound) => Ok(None),

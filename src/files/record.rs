@@ -1,27 +1,25 @@
-//! The rows this layer keeps besides the workflow's own, all in table `files`:
+//! The one row this layer keeps besides the workflow's own: a file's record while its upload is
+//! open, in table `files`:
 //!
 //! | PartitionKey | RowKey | what |
 //! |---|---|---|
-//! | file id | `record` | [`FileRecord`]: what the uploader told us (display name, declared type, time). The `orchestrator` function's table input binding reads it. |
-//! | `open-uploads` | `<time>_<file id>` | [`OpenUpload`]: an upload not yet known to have a workflow, oldest first |
+//! | `open-uploads` | file id | [`FileRecord`]: what the uploader declared (display name, type, time) |
 //!
-//! The open-uploads partition is the sweep's to-do list: it holds only uploads in flight or
-//! left behind, never history, so reading it costs the same however many files were ever
-//! handled.
+//! The record is written before the blob (so the blob trigger's table input always finds it) and
+//! removed once the file's workflow exists: from then on the workflow's input holds everything it
+//! said. So the partition holds only uploads in flight or left behind, never history, and the
+//! sweep that reads it costs the same however many files were ever handled.
 
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
 use crate::domain::{ContentType, FileId, FileName};
-use crate::engine::rows::format_time;
 use crate::store::{Entity, Prop, StoreError, StoreResult};
 
 pub const FILES_TABLE: &str = "files";
-pub const RECORD_ROW: &str = "record";
 pub const OPEN_UPLOADS: &str = "open-uploads";
 
-/// A file as its uploader declared it. Written before the blob, so a blob trigger always finds
-/// it; never changed afterwards (the blob's commit, not the record, says an upload finished).
+/// A file as its uploader declared it, while its upload is open.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FileRecord {
     pub id: FileId,
@@ -32,23 +30,22 @@ pub struct FileRecord {
 
 impl FileRecord {
     pub fn to_entity(&self) -> Entity {
-        Entity::new(self.id.to_string(), RECORD_ROW)
+        Entity::new(OPEN_UPLOADS, self.id.to_string())
             .with("Name", self.name.as_str())
             .with("ContentType", self.content_type.as_str())
             .with("CreatedTime", self.created_time.to_rfc3339())
     }
 
-    /// Reads a record row; rows that do not parse are reported, not guessed at. (Rows written
-    /// by earlier versions also carry `State` and `Size`, which nothing reads any more.)
+    /// Reads a record row; rows that do not parse are reported, not guessed at.
     pub fn from_entity(entity: &Entity) -> StoreResult<Self> {
         let corrupt = |what: &str| {
             StoreError::internal(format!(
-                "file record {} has no valid {what}",
-                entity.partition_key
+                "file record {:?} has no valid {what}",
+                entity.row_key
             ))
         };
         Ok(FileRecord {
-            id: FileId::parse(&entity.partition_key).map_err(|_| corrupt("id"))?,
+            id: FileId::parse(&entity.row_key).map_err(|_| corrupt("id"))?,
             name: entity
                 .str("Name")
                 .and_then(|n| FileName::parse(n).ok())
@@ -66,7 +63,7 @@ impl FileRecord {
     /// The record as the host's table input binding hands it over: the entity's JSON, with
     /// native types and `odata.*` annotations. `None` when it is not a readable record.
     pub fn from_binding(id: FileId, obj: &Map<String, Value>) -> Option<Self> {
-        let mut entity = Entity::new(id.to_string(), RECORD_ROW);
+        let mut entity = Entity::new(OPEN_UPLOADS, id.to_string());
         for (key, value) in obj {
             if key.starts_with("odata.") || key.contains("@odata") {
                 continue;
@@ -83,56 +80,6 @@ impl FileRecord {
             entity.props.insert(key.clone(), prop);
         }
         FileRecord::from_entity(&entity).ok()
-    }
-
-    /// The marker this upload keeps in the open-uploads partition until its workflow starts.
-    pub fn open_upload(&self) -> OpenUpload {
-        OpenUpload {
-            id: self.id,
-            since: self.created_time,
-        }
-    }
-}
-
-/// An upload whose workflow is not known to have started: written before its record, deleted
-/// once the workflow exists (or the upload is refused or swept).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct OpenUpload {
-    pub id: FileId,
-    pub since: DateTime<Utc>,
-}
-
-impl OpenUpload {
-    /// Fixed-width time first, so the partition reads oldest first and a range query on the
-    /// row key selects the uploads older than a cut-off.
-    pub fn row_key(&self) -> String {
-        format!("{}_{}", format_time(self.since), self.id)
-    }
-
-    /// A row key above every marker made at or before `time`, and below every later one
-    /// (`~` sorts after the `_` that follows the time).
-    pub fn row_key_after(time: DateTime<Utc>) -> String {
-        format!("{}~", format_time(time))
-    }
-
-    pub fn to_entity(&self) -> Entity {
-        Entity::new(OPEN_UPLOADS, self.row_key())
-    }
-
-    pub fn from_entity(entity: &Entity) -> StoreResult<Self> {
-        let corrupt = || {
-            StoreError::internal(format!(
-                "open-upload row {:?} is unreadable",
-                entity.row_key
-            ))
-        };
-        let (time, id) = entity.row_key.rsplit_once('_').ok_or_else(corrupt)?;
-        Ok(OpenUpload {
-            id: FileId::parse(id).map_err(|_| corrupt())?,
-            since: DateTime::parse_from_rfc3339(time)
-                .map_err(|_| corrupt())?
-                .with_timezone(&Utc),
-        })
     }
 }
 
@@ -162,33 +109,14 @@ mod tests {
         let rec = record();
         let binding: Map<String, Value> = serde_json::from_value(serde_json::json!({
             "odata.etag": "W/\"datetime'2026-11-30T09%3A00%3A00Z'\"",
-            "PartitionKey": rec.id.to_string(),
-            "RowKey": "record",
+            "PartitionKey": "open-uploads",
+            "RowKey": rec.id.to_string(),
             "Timestamp": "2026-11-30T09:00:00.1234567Z",
             "Name": "report.pdf",
             "ContentType": "application/pdf",
-            "CreatedTime": "2026-11-30T09:00:00+00:00",
-            "State": "Uploading",
-            "Size": 12
+            "CreatedTime": "2026-11-30T09:00:00+00:00"
         }))
         .unwrap();
         assert_eq!(FileRecord::from_binding(rec.id, &binding), Some(rec));
-    }
-
-    #[test]
-    fn open_upload_markers_sort_by_time_and_round_trip() {
-        let rec = record();
-        let marker = rec.open_upload();
-        assert_eq!(
-            OpenUpload::from_entity(&marker.to_entity()).unwrap(),
-            marker
-        );
-        let later = OpenUpload {
-            since: rec.created_time + chrono::Duration::milliseconds(1),
-            ..marker
-        };
-        assert!(marker.row_key() < later.row_key());
-        assert!(marker.row_key() < OpenUpload::row_key_after(marker.since));
-        assert!(later.row_key() > OpenUpload::row_key_after(marker.since));
     }
 }

@@ -63,13 +63,17 @@ async fn record_binding(app: &TestApp, id: &str) -> Value {
         .state
         .files
         .store()
-        .get_entity("files", id, "record")
+        .get_entity(
+            file_approver::files::FILES_TABLE,
+            file_approver::files::OPEN_UPLOADS,
+            id,
+        )
         .await
         .expect("record");
     let mut obj = serde_json::Map::new();
     obj.insert("odata.etag".into(), json!(stored.etag.as_str()));
-    obj.insert("PartitionKey".into(), json!(id));
-    obj.insert("RowKey".into(), json!("record"));
+    obj.insert("PartitionKey".into(), json!(stored.entity.partition_key));
+    obj.insert("RowKey".into(), json!(stored.entity.row_key));
     obj.insert("Timestamp".into(), json!("2026-11-24T09:20:11.8830912Z"));
     for (k, v) in &stored.entity.props {
         let v = match v {

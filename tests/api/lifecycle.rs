@@ -24,8 +24,8 @@ async fn app(backend: Backend, mode: Mode) -> TestApp {
     .unwrap()
 }
 
-/// The file ids of the open-upload markers made at exactly `since` (one partition read; the
-/// times are in whole microseconds, as markers keep them, so each test's are its own).
+/// The file ids of the open-upload records made at exactly `since` (one partition read; each
+/// test's times are its own, to the microsecond).
 async fn open_uploads(app: &TestApp, since: chrono::DateTime<Utc>) -> Vec<String> {
     let page = app
         .state
@@ -44,8 +44,8 @@ async fn open_uploads(app: &TestApp, since: chrono::DateTime<Utc>) -> Vec<String
     page.entities
         .iter()
         .filter_map(|e| {
-            let marker = file_approver::files::OpenUpload::from_entity(&e.entity).ok()?;
-            (marker.since == since).then(|| marker.id.to_string())
+            let record = file_approver::files::FileRecord::from_entity(&e.entity).ok()?;
+            (record.created_time == since).then(|| record.id.to_string())
         })
         .collect()
 }
@@ -54,14 +54,14 @@ async fn record_exists(app: &TestApp, id: &str) -> bool {
     app.state
         .files
         .store()
-        .get_entity(FILES_TABLE, id, "record")
+        .get_entity(FILES_TABLE, OPEN_UPLOADS, id)
         .await
         .is_ok()
 }
 
 /// An upload whose blob never committed and whose clean-up failed too (as after a crash)
-/// leaves a record and a marker; an hour later the sweep removes both, and the file never
-/// existed for clients. A younger one is left alone: it may still be streaming in.
+/// leaves its record; an hour later the sweep removes it, and the file never existed for
+/// clients. A younger one is left alone: it may still be streaming in.
 async fn an_upload_that_never_committed_is_swept_with_its_record(backend: Backend) {
     let app = app(backend, Mode::CustomHandler).await;
     let faults = app.faults.as_ref().unwrap();
