@@ -97,6 +97,7 @@ impl Application {
                         EmbeddedOptions {
                             public_base_url,
                             signing_secret: settings.signing_key.clone(),
+                            clock: clock.clone(),
                         },
                     )?);
                     (store.clone(), Some(store))

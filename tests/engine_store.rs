@@ -97,6 +97,7 @@ async fn embedded_backend() -> Option<Backend> {
         EmbeddedOptions {
             public_base_url: "http://127.0.0.1:7071".into(),
             signing_secret: Some(vec![7; 32]),
+            ..EmbeddedOptions::default()
         },
     )
     .expect("the embedded store opens");

@@ -81,13 +81,23 @@ macro_rules! conformance_suite {
             signed_url_refuses_writes,
             signed_url_is_refused_for_another_blob,
             expired_signed_url_is_refused,
+            queue_messages_round_trip_and_are_deleted_by_their_receipt,
+            a_delayed_message_stays_hidden_until_due,
+            an_undeleted_message_comes_back_with_a_higher_count,
+            renewing_keeps_a_message_hidden_and_replaces_its_receipt,
+            bad_queue_requests_are_refused,
+            next_visible_says_when_a_worker_may_sleep_until,
             $($extra,)*
         );
     };
 }
 
 mod embedded {
-    conformance_suite!(embedded: embedded_fixture, restart_keeps_blobs_entities_and_etags);
+    conformance_suite!(
+        embedded: embedded_fixture,
+        restart_keeps_blobs_entities_and_etags,
+        restart_keeps_queue_messages
+    );
 }
 
 mod azure {
@@ -107,13 +117,14 @@ async fn embedded_fixture() -> Option<Fixture> {
         .await
         .expect("a loopback port");
     let address = listener.local_addr().expect("the bound address");
+    let clock = ManualClock::new(Utc::now());
     let options = EmbeddedOptions {
         public_base_url: format!("http://{address}"),
         signing_secret: None,
+        clock: Arc::new(clock.clone()),
     };
     let store =
         Arc::new(EmbeddedStore::open(dir.path(), options.clone()).expect("the store opens"));
-    let clock = ManualClock::new(Utc::now());
     let app = blobs::router(Arc::clone(&store), Arc::new(clock.clone()));
     let (stop, stopped) = oneshot::channel::<()>();
     let server = tokio::spawn(async move {

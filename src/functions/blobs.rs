@@ -242,6 +242,7 @@ mod tests {
         let options = EmbeddedOptions {
             public_base_url: "http://files.test".into(),
             signing_secret: Some(vec![9; 32]),
+            ..EmbeddedOptions::default()
         };
         let store = Arc::new(EmbeddedStore::open(dir.path(), options).expect("open"));
         store

@@ -204,6 +204,7 @@ mod tests {
             EmbeddedOptions {
                 public_base_url: "http://127.0.0.1:7071".into(),
                 signing_secret: Some(vec![7; 32]),
+                ..EmbeddedOptions::default()
             },
         )
         .unwrap();

@@ -47,6 +47,8 @@ pub struct Fixture {
     pub container: String,
     /// Created by [`Fixture::new`]; no other fixture uses it.
     pub table: String,
+    /// Created by [`Fixture::new`]; no other fixture uses it.
+    pub queue: String,
     /// What the backend's signed-URL server believes is now (the wall clock for Azure).
     pub clock: Arc<dyn Clock>,
     /// Set when the checks may move that time (the embedded store's route).
@@ -69,6 +71,7 @@ impl Fixture {
     /// `files`, and an embedded fixture has a store of its own anyway.
     pub async fn with_container(store: Arc<dyn Storage>, container: &str) -> Fixture {
         let table = format!("conf{}", random_suffix());
+        let queue = format!("conf-{}", random_suffix());
         store
             .ensure_container(container)
             .await
@@ -77,10 +80,15 @@ impl Fixture {
             .ensure_table(&table)
             .await
             .expect("the fixture's table can be created");
+        store
+            .ensure_queue(&queue)
+            .await
+            .expect("the fixture's queue can be created");
         Fixture {
             store,
             container: container.to_owned(),
             table,
+            queue,
             clock: Arc::new(SystemClock),
             manual_clock: None,
             http: reqwest::Client::builder()
@@ -92,7 +100,8 @@ impl Fixture {
         }
     }
 
-    /// The signed-URL server reads this clock, and checks may move it.
+    /// The signed-URL server (and the embedded store's queues) read this clock, and checks may
+    /// move it.
     pub fn with_manual_clock(mut self, clock: ManualClock) -> Self {
         self.clock = Arc::new(clock.clone());
         self.manual_clock = Some(clock);
@@ -116,6 +125,7 @@ impl Fixture {
             store,
             container,
             table,
+            queue,
             clock,
             manual_clock,
             http,
@@ -128,6 +138,7 @@ impl Fixture {
             store,
             container,
             table,
+            queue,
             clock,
             manual_clock,
             http,
@@ -1357,4 +1368,198 @@ pub async fn restart_keeps_blobs_entities_and_etags(fx: Fixture) {
     let mut props: BTreeMap<String, Prop> = BTreeMap::new();
     props.insert("v".into(), Prop::Int(2));
     assert_eq!(stored(&fx, "p", "a").await.entity.props, props);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Queues
+// ---------------------------------------------------------------------------------------------
+
+/// Lets `seconds` pass for the backend's queue: the embedded store's clock is moved; Azure's is
+/// the service's own, so the check waits (its visibility counts whole seconds).
+async fn let_pass(fx: &Fixture, seconds: u64) {
+    match &fx.manual_clock {
+        Some(clock) => clock.advance(Duration::seconds(i64::try_from(seconds).unwrap_or(60))),
+        None => tokio::time::sleep(std::time::Duration::from_millis(seconds * 1000 + 300)).await,
+    }
+}
+
+fn secs(n: u64) -> std::time::Duration {
+    std::time::Duration::from_secs(n)
+}
+
+async fn receive(fx: &Fixture, visibility: u64) -> Vec<super::ReceivedMessage> {
+    fx.store
+        .dequeue(&fx.queue, 32, secs(visibility))
+        .await
+        .expect("dequeue")
+}
+
+/// Sent, received once with a fresh receipt, hidden while received, deleted for good; the text
+/// comes back exactly, XML-special and non-ASCII characters included.
+pub async fn queue_messages_round_trip_and_are_deleted_by_their_receipt(fx: Fixture) {
+    let texts = ["{\"work\":\"activity\",\"task\":5}", "<&>\"' é ✓"];
+    for text in texts {
+        fx.store
+            .enqueue(&fx.queue, text, secs(0))
+            .await
+            .expect("enqueue");
+    }
+    let mut received = receive(&fx, 30).await;
+    received.sort_by(|a, b| a.text.cmp(&b.text));
+    let mut expected = texts.map(str::to_owned).to_vec();
+    expected.sort();
+    assert_eq!(
+        received.iter().map(|m| m.text.clone()).collect::<Vec<_>>(),
+        expected
+    );
+    assert!(received.iter().all(|m| m.dequeue_count == 1));
+    assert!(
+        receive(&fx, 30).await.is_empty(),
+        "received messages stay hidden"
+    );
+    for message in &received {
+        fx.store
+            .delete_message(&fx.queue, &message.receipt)
+            .await
+            .expect("delete");
+    }
+    assert_not_found(
+        fx.store
+            .delete_message(&fx.queue, &received[0].receipt)
+            .await,
+        "a second delete",
+    );
+}
+
+/// A delayed message is invisible until its time (a durable timer).
+pub async fn a_delayed_message_stays_hidden_until_due(fx: Fixture) {
+    fx.store
+        .enqueue(&fx.queue, "later", secs(2))
+        .await
+        .expect("enqueue");
+    assert!(receive(&fx, 30).await.is_empty(), "visible too early");
+    let_pass(&fx, 3).await;
+    let received = receive(&fx, 30).await;
+    assert_eq!(received.len(), 1);
+    assert_eq!(received[0].text, "later");
+}
+
+/// A received message that is not deleted comes back once its visibility runs out, with a
+/// higher dequeue count and a new receipt; the old receipt no longer deletes it.
+pub async fn an_undeleted_message_comes_back_with_a_higher_count(fx: Fixture) {
+    fx.store
+        .enqueue(&fx.queue, "retry me", secs(0))
+        .await
+        .expect("enqueue");
+    let first = receive(&fx, 1).await.remove(0);
+    let_pass(&fx, 2).await;
+    let second = receive(&fx, 30).await;
+    assert_eq!(second.len(), 1, "it came back");
+    let second = second.into_iter().next().expect("one");
+    assert_eq!(second.dequeue_count, 2);
+    assert_ne!(second.receipt, first.receipt);
+    assert_not_found(
+        fx.store.delete_message(&fx.queue, &first.receipt).await,
+        "delete by a stale receipt",
+    );
+    fx.store
+        .delete_message(&fx.queue, &second.receipt)
+        .await
+        .expect("delete by the current receipt");
+}
+
+/// A worker still busy renews its message: it stays hidden past its first visibility, and only
+/// the renewed receipt deletes it.
+pub async fn renewing_keeps_a_message_hidden_and_replaces_its_receipt(fx: Fixture) {
+    fx.store
+        .enqueue(&fx.queue, "long job", secs(0))
+        .await
+        .expect("enqueue");
+    let received = receive(&fx, 1).await.remove(0);
+    let renewed = fx
+        .store
+        .renew_message(&fx.queue, &received.receipt, &received.text, secs(30))
+        .await
+        .expect("renew");
+    let_pass(&fx, 2).await;
+    assert!(receive(&fx, 30).await.is_empty(), "renewed: still hidden");
+    assert_not_found(
+        fx.store.delete_message(&fx.queue, &received.receipt).await,
+        "delete by the receipt before the renewal",
+    );
+    fx.store
+        .delete_message(&fx.queue, &renewed)
+        .await
+        .expect("delete by the renewed receipt");
+}
+
+/// What Azure refuses is refused everywhere, before anything is sent.
+pub async fn bad_queue_requests_are_refused(fx: Fixture) {
+    assert_invalid(
+        fx.store
+            .enqueue(
+                &fx.queue,
+                &"x".repeat(super::MAX_MESSAGE_BYTES + 1),
+                secs(0),
+            )
+            .await,
+        "a message over 64 KiB",
+    );
+    assert_invalid(
+        fx.store
+            .enqueue(&fx.queue, "x", super::MAX_VISIBILITY + secs(1))
+            .await,
+        "a delay over 7 days",
+    );
+    assert_invalid(
+        fx.store.enqueue("Bad_Queue", "x", secs(0)).await,
+        "a bad queue name",
+    );
+    assert_invalid(
+        fx.store.dequeue(&fx.queue, 33, secs(30)).await,
+        "33 messages at once",
+    );
+    let missing = format!("missing-{}", random_suffix());
+    assert_not_found(
+        fx.store.enqueue(&missing, "x", secs(0)).await,
+        "a missing queue",
+    );
+    assert!(receive(&fx, 30).await.is_empty(), "nothing was sent");
+}
+
+/// What a worker that must not poll can learn: exactly when the embedded store's next message
+/// shows; on Azure, only whether one is visible now.
+pub async fn next_visible_says_when_a_worker_may_sleep_until(fx: Fixture) {
+    let before = fx.store.next_visible(&fx.queue).await.expect("empty");
+    assert!(
+        matches!(
+            before,
+            super::NextVisible::Empty | super::NextVisible::Unknown
+        ),
+        "{before:?}"
+    );
+    let now = fx.clock.now();
+    fx.store
+        .enqueue(&fx.queue, "in ten seconds", secs(10))
+        .await
+        .expect("enqueue");
+    match fx.store.next_visible(&fx.queue).await.expect("pending") {
+        super::NextVisible::At(t) => {
+            assert!(t >= now + Duration::seconds(9), "{t} is too early");
+        }
+        super::NextVisible::Unknown => {}
+        super::NextVisible::Empty => panic!("the queue holds a message"),
+    }
+}
+
+/// Messages survive closing and reopening the store (embedded: the same database).
+pub async fn restart_keeps_queue_messages(fx: Fixture) {
+    fx.store
+        .enqueue(&fx.queue, "durable", secs(0))
+        .await
+        .expect("enqueue");
+    let fx = fx.restart().await;
+    let received = receive(&fx, 30).await;
+    assert_eq!(received.len(), 1);
+    assert_eq!(received[0].text, "durable");
 }

@@ -14,8 +14,9 @@ use async_trait::async_trait;
 use futures::future::BoxFuture;
 
 use super::{
-    BatchOp, BlobProperties, BlobRead, ByteStream, ETag, Entity, Page, PutBlobOptions,
-    SignedUrlRequest, Storage, StoreResult, StoredEntity, TableQuery,
+    BatchOp, BlobProperties, BlobRead, ByteStream, ETag, Entity, MessageReceipt, NextVisible, Page,
+    PutBlobOptions, ReceivedMessage, SignedUrlRequest, Storage, StoreResult, StoredEntity,
+    TableQuery,
 };
 
 /// The operations of [`Storage`], as layers see them.
@@ -32,10 +33,16 @@ pub enum Op {
     Delete,
     Query,
     Batch,
+    EnsureQueue,
+    Enqueue,
+    Dequeue,
+    RenewMessage,
+    DeleteMessage,
+    NextVisible,
 }
 
 impl Op {
-    pub const ALL: [Op; 11] = [
+    pub const ALL: [Op; 17] = [
         Op::EnsureContainer,
         Op::PutBlob,
         Op::GetBlob,
@@ -47,6 +54,12 @@ impl Op {
         Op::Delete,
         Op::Query,
         Op::Batch,
+        Op::EnsureQueue,
+        Op::Enqueue,
+        Op::Dequeue,
+        Op::RenewMessage,
+        Op::DeleteMessage,
+        Op::NextVisible,
     ];
 
     pub fn name(self) -> &'static str {
@@ -62,6 +75,12 @@ impl Op {
             Op::Delete => "delete",
             Op::Query => "query",
             Op::Batch => "batch",
+            Op::EnsureQueue => "ensure_queue",
+            Op::Enqueue => "enqueue",
+            Op::Dequeue => "dequeue",
+            Op::RenewMessage => "renew_message",
+            Op::DeleteMessage => "delete_message",
+            Op::NextVisible => "next_visible",
         }
     }
 }
@@ -240,6 +259,61 @@ impl<L: Layer> Storage for Layered<L> {
                 Op::Batch,
                 self.inner.batch(table, partition_key, operations),
             )
+            .await
+    }
+
+    async fn ensure_queue(&self, queue: &str) -> StoreResult<()> {
+        self.layer
+            .around(Op::EnsureQueue, self.inner.ensure_queue(queue))
+            .await
+    }
+
+    async fn enqueue(
+        &self,
+        queue: &str,
+        text: &str,
+        delay: std::time::Duration,
+    ) -> StoreResult<()> {
+        self.layer
+            .around(Op::Enqueue, self.inner.enqueue(queue, text, delay))
+            .await
+    }
+
+    async fn dequeue(
+        &self,
+        queue: &str,
+        max: u32,
+        visibility: std::time::Duration,
+    ) -> StoreResult<Vec<ReceivedMessage>> {
+        self.layer
+            .around(Op::Dequeue, self.inner.dequeue(queue, max, visibility))
+            .await
+    }
+
+    async fn renew_message(
+        &self,
+        queue: &str,
+        receipt: &MessageReceipt,
+        text: &str,
+        visibility: std::time::Duration,
+    ) -> StoreResult<MessageReceipt> {
+        self.layer
+            .around(
+                Op::RenewMessage,
+                self.inner.renew_message(queue, receipt, text, visibility),
+            )
+            .await
+    }
+
+    async fn delete_message(&self, queue: &str, receipt: &MessageReceipt) -> StoreResult<()> {
+        self.layer
+            .around(Op::DeleteMessage, self.inner.delete_message(queue, receipt))
+            .await
+    }
+
+    async fn next_visible(&self, queue: &str) -> StoreResult<NextVisible> {
+        self.layer
+            .around(Op::NextVisible, self.inner.next_visible(queue))
             .await
     }
 }

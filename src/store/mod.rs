@@ -315,6 +315,44 @@ pub struct Page {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Queues
+// ---------------------------------------------------------------------------------------------
+
+/// Azure Queue Storage's limit on one message's text (the app's messages carry ids, not data).
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+/// The longest a message can be kept invisible, when sent or received: 7 days.
+pub const MAX_VISIBILITY: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
+
+/// A received message. Its `receipt` deletes it (or renews its invisibility) until it is
+/// received again by someone else.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReceivedMessage {
+    pub text: String,
+    /// How many times it has been received, this time included.
+    pub dequeue_count: u32,
+    pub inserted: DateTime<Utc>,
+    pub receipt: MessageReceipt,
+}
+
+/// Names one reception of one message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageReceipt {
+    pub id: String,
+    pub pop_receipt: String,
+}
+
+/// When the next message of a queue becomes visible, as far as the backend can tell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NextVisible {
+    /// The queue holds no message at all.
+    Empty,
+    /// The earliest invisible or visible message's time (now or earlier: visible already).
+    At(DateTime<Utc>),
+    /// The backend cannot say (Azure Queue Storage shows only visible messages).
+    Unknown,
+}
+
+// ---------------------------------------------------------------------------------------------
 // The trait
 // ---------------------------------------------------------------------------------------------
 
@@ -383,6 +421,44 @@ pub trait Storage: Send + Sync + 'static {
 
     /// One page of rows matching `query`.
     async fn query(&self, table: &str, query: &TableQuery) -> StoreResult<Page>;
+
+    /// Creates the queue if missing. Idempotent.
+    async fn ensure_queue(&self, queue: &str) -> StoreResult<()>;
+
+    /// Adds a message that becomes visible after `delay` (at most [`MAX_VISIBILITY`]) and never
+    /// expires. Errors: [`StoreError::Invalid`] for a text over [`MAX_MESSAGE_BYTES`] or a
+    /// longer delay; [`StoreError::NotFound`] for a missing queue.
+    async fn enqueue(&self, queue: &str, text: &str, delay: std::time::Duration)
+        -> StoreResult<()>;
+
+    /// Receives up to `max` (1 to 32) visible messages, hiding each for `visibility`; each
+    /// reception counts in `dequeue_count` and issues a new receipt. Oldest first as far as the
+    /// backend keeps order (delivery is at least once and unordered in general).
+    async fn dequeue(
+        &self,
+        queue: &str,
+        max: u32,
+        visibility: std::time::Duration,
+    ) -> StoreResult<Vec<ReceivedMessage>>;
+
+    /// Keeps a received message hidden for `visibility` from now (a worker still busy with
+    /// it); `text` is its text, which Azure rewrites with it. Returns the receipt that replaces
+    /// `receipt`. Errors: [`StoreError::NotFound`] when the receipt is stale (the message was
+    /// received again, or deleted).
+    async fn renew_message(
+        &self,
+        queue: &str,
+        receipt: &MessageReceipt,
+        text: &str,
+        visibility: std::time::Duration,
+    ) -> StoreResult<MessageReceipt>;
+
+    /// Deletes a received message. Errors: [`StoreError::NotFound`] when the receipt is stale.
+    async fn delete_message(&self, queue: &str, receipt: &MessageReceipt) -> StoreResult<()>;
+
+    /// When the queue's next message becomes visible: what a worker that must not poll sleeps
+    /// until.
+    async fn next_visible(&self, queue: &str) -> StoreResult<NextVisible>;
 
     /// An entity group transaction: all of `operations` apply, or none does. Returns the new
     /// ETag of each operation's row (`None` for deletes), in order.
@@ -534,6 +610,47 @@ pub fn validate_container_name(name: &str) -> StoreResult<()> {
             "container name {name:?} must be 3-63 lowercase letters, digits and single hyphens"
         )))
     }
+}
+
+/// Queue Storage's name rule is Blob Storage's container rule: 3 to 63 of `a-z 0-9 -`.
+pub fn validate_queue_name(name: &str) -> StoreResult<()> {
+    validate_container_name(name).map_err(|_| {
+        StoreError::Invalid(format!(
+            "queue name {name:?} must be 3-63 lowercase letters, digits and single hyphens"
+        ))
+    })
+}
+
+/// The checks shared by every backend before a message is sent.
+pub fn validate_message(text: &str, delay: std::time::Duration) -> StoreResult<()> {
+    if text.len() > MAX_MESSAGE_BYTES {
+        return Err(StoreError::Invalid(format!(
+            "a queue message is at most {MAX_MESSAGE_BYTES} bytes, not {}",
+            text.len()
+        )));
+    }
+    if delay > MAX_VISIBILITY {
+        return Err(StoreError::Invalid(format!(
+            "a message can be hidden for at most 7 days, not {delay:?}"
+        )));
+    }
+    Ok(())
+}
+
+/// The checks shared by every backend before messages are received: Azure takes 1 to 32 at a
+/// time and hides them for at most 7 days.
+pub fn validate_reception(max: u32, visibility: std::time::Duration) -> StoreResult<()> {
+    if !(1..=32).contains(&max) {
+        return Err(StoreError::Invalid(format!(
+            "1 to 32 messages are received at a time, not {max}"
+        )));
+    }
+    if visibility > MAX_VISIBILITY || visibility.is_zero() {
+        return Err(StoreError::Invalid(format!(
+            "a received message is hidden for 1 s to 7 days, not {visibility:?}"
+        )));
+    }
+    Ok(())
 }
 
 /// Table Storage's rule: 3 to 63 ASCII letters and digits, starting with a letter; `tables` is

@@ -17,6 +17,7 @@ pub(crate) const DEV_ACCOUNT: &str = "devstoreaccount1";
 const DEV_KEY: &str =
     "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
 const DEV_BLOB_ENDPOINT: &str = "http://127.0.0.1:10000/devstoreaccount1";
+const DEV_QUEUE_ENDPOINT: &str = "http://127.0.0.1:10001/devstoreaccount1";
 const DEV_TABLE_ENDPOINT: &str = "http://127.0.0.1:10002/devstoreaccount1";
 
 /// Everything needed to reach one storage account.
@@ -27,6 +28,7 @@ pub(crate) struct ConnectionSettings {
     pub key: Vec<u8>,
     /// Without a trailing slash; path-style for Azurite (`http://host:port/account`).
     pub blob_endpoint: Url,
+    pub queue_endpoint: Url,
     pub table_endpoint: Url,
 }
 
@@ -36,6 +38,7 @@ impl fmt::Debug for ConnectionSettings {
             .field("account", &self.account)
             .field("key", &"<redacted>")
             .field("blob_endpoint", &self.blob_endpoint.as_str())
+            .field("queue_endpoint", &self.queue_endpoint.as_str())
             .field("table_endpoint", &self.table_endpoint.as_str())
             .finish()
     }
@@ -50,6 +53,7 @@ impl ConnectionSettings {
         let mut key = None;
         let mut suffix = None;
         let mut blob_endpoint = None;
+        let mut queue_endpoint = None;
         let mut table_endpoint = None;
 
         for (index, part) in connection_string.split(';').enumerate() {
@@ -74,9 +78,10 @@ impl ConnectionSettings {
                 "accountkey" => &mut key,
                 "endpointsuffix" => &mut suffix,
                 "blobendpoint" => &mut blob_endpoint,
+                "queueendpoint" => &mut queue_endpoint,
                 "tableendpoint" => &mut table_endpoint,
                 // Services this app does not use; portal strings may carry them.
-                "queueendpoint" | "fileendpoint" => continue,
+                "fileendpoint" => continue,
                 "sharedaccesssignature" => {
                     return Err(invalid(
                         "SharedAccessSignature is not supported: the app signs download links \
@@ -118,11 +123,12 @@ impl ConnectionSettings {
                 || key.is_some()
                 || suffix.is_some()
                 || blob_endpoint.is_some()
+                || queue_endpoint.is_some()
                 || table_endpoint.is_some()
             {
                 return Err(invalid(
                     "UseDevelopmentStorage=true takes no other settings; for Azurite on other \
-                     ports give AccountName, AccountKey, BlobEndpoint and TableEndpoint"
+                     ports give AccountName, AccountKey, BlobEndpoint, QueueEndpoint and TableEndpoint"
                         .into(),
                 ));
             }
@@ -130,6 +136,7 @@ impl ConnectionSettings {
                 account: DEV_ACCOUNT.to_owned(),
                 key: decode_key(DEV_KEY)?,
                 blob_endpoint: endpoint(DEV_BLOB_ENDPOINT, "BlobEndpoint")?,
+                queue_endpoint: endpoint(DEV_QUEUE_ENDPOINT, "QueueEndpoint")?,
                 table_endpoint: endpoint(DEV_TABLE_ENDPOINT, "TableEndpoint")?,
             });
         }
@@ -162,6 +169,10 @@ impl ConnectionSettings {
             &blob_endpoint.unwrap_or_else(|| default_endpoint("blob")),
             "BlobEndpoint",
         )?;
+        let queue_endpoint = endpoint(
+            &queue_endpoint.unwrap_or_else(|| default_endpoint("queue")),
+            "QueueEndpoint",
+        )?;
         let table_endpoint = endpoint(
             &table_endpoint.unwrap_or_else(|| default_endpoint("table")),
             "TableEndpoint",
@@ -170,6 +181,7 @@ impl ConnectionSettings {
             account,
             key,
             blob_endpoint,
+            queue_endpoint,
             table_endpoint,
         })
     }
@@ -284,12 +296,13 @@ mod tests {
     }
 
     #[test]
-    fn setting_names_are_case_insensitive_and_queue_endpoints_are_ignored() {
+    fn setting_names_are_case_insensitive_and_a_queue_endpoint_is_kept() {
         let s = parse(&format!(
             "accountname=acme;ACCOUNTKEY={KEY};QueueEndpoint=http://127.0.0.1:10001/acme"
         ))
         .unwrap();
         assert_eq!(s.account, "acme");
+        assert_eq!(s.queue_endpoint.as_str(), "http://127.0.0.1:10001/acme");
     }
 
     #[test]

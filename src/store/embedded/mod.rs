@@ -16,6 +16,7 @@
 //! (`crate::functions::blobs`); see `signed`.
 
 mod blobs;
+mod queues;
 mod signed;
 mod tables;
 
@@ -29,12 +30,15 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, ErrorCode};
 
+use crate::clock::{Clock, SystemClock};
+
 // The shared blob-name rule keeps a blob one file inside its directory: no separator, no
 // leading `.` (so never `.`, `..` or a `.tmp-*` file of a write in progress).
 use super::{
-    validate_batch, validate_blob_name, validate_container_name, validate_table_name, BatchOp,
-    BlobProperties, BlobRead, ByteStream, ETag, Entity, Page, PutBlobOptions, SignedUrlRequest,
-    Storage, StoreError, StoreResult, StoredEntity, TableQuery,
+    validate_batch, validate_blob_name, validate_container_name, validate_message,
+    validate_queue_name, validate_reception, validate_table_name, BatchOp, BlobProperties,
+    BlobRead, ByteStream, ETag, Entity, MessageReceipt, NextVisible, Page, PutBlobOptions,
+    ReceivedMessage, SignedUrlRequest, Storage, StoreError, StoreResult, StoredEntity, TableQuery,
 };
 
 pub use signed::{ByteRangeSpec, SignedQuery, SignedRead, SignedUrlError};
@@ -54,6 +58,18 @@ pub struct EmbeddedOptions {
     /// The HMAC key for signed URLs. `None` reads `<dir>/signing.key`, creating it (32 random
     /// bytes, mode 0600) on first use, so links stay valid across restarts.
     pub signing_secret: Option<Vec<u8>>,
+    /// The time queue messages become visible by (the app's clock, so tests can move it).
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Default for EmbeddedOptions {
+    fn default() -> Self {
+        EmbeddedOptions {
+            public_base_url: "http://127.0.0.1:7071".to_owned(),
+            signing_secret: None,
+            clock: Arc::new(SystemClock),
+        }
+    }
 }
 
 impl fmt::Debug for EmbeddedOptions {
@@ -75,6 +91,7 @@ pub struct EmbeddedStore {
 
 struct Inner {
     conn: Mutex<Connection>,
+    clock: Arc<dyn Clock>,
     blobs_root: PathBuf,
     signer: signed::Signer,
 }
@@ -111,6 +128,7 @@ impl EmbeddedStore {
         Ok(EmbeddedStore {
             inner: Arc::new(Inner {
                 conn: Mutex::new(conn),
+                clock: options.clock,
                 blobs_root,
                 signer,
             }),
@@ -320,6 +338,73 @@ impl Storage for EmbeddedStore {
         validate_batch(partition_key, &operations)?;
         let (table, pk) = (table.to_owned(), partition_key.to_owned());
         self.with_db(move |conn, _| tables::batch(conn, &table, &pk, &operations))
+            .await
+    }
+    async fn ensure_queue(&self, queue: &str) -> StoreResult<()> {
+        validate_queue_name(queue)?;
+        let queue = queue.to_owned();
+        self.with_db(move |conn, _| queues::ensure_queue(conn, &queue))
+            .await
+    }
+
+    async fn enqueue(
+        &self,
+        queue: &str,
+        text: &str,
+        delay: std::time::Duration,
+    ) -> StoreResult<()> {
+        validate_queue_name(queue)?;
+        validate_message(text, delay)?;
+        let now = self.inner.clock.now();
+        let visible_at = now + chrono::Duration::from_std(delay).map_err(StoreError::internal)?;
+        let (queue, text) = (queue.to_owned(), text.to_owned());
+        self.with_db(move |conn, _| queues::enqueue(conn, &queue, &text, now, visible_at))
+            .await
+    }
+
+    async fn dequeue(
+        &self,
+        queue: &str,
+        max: u32,
+        visibility: std::time::Duration,
+    ) -> StoreResult<Vec<ReceivedMessage>> {
+        validate_queue_name(queue)?;
+        validate_reception(max, visibility)?;
+        let now = self.inner.clock.now();
+        let hidden_until =
+            now + chrono::Duration::from_std(visibility).map_err(StoreError::internal)?;
+        let queue = queue.to_owned();
+        self.with_db(move |conn, _| queues::dequeue(conn, &queue, max, now, hidden_until))
+            .await
+    }
+
+    async fn renew_message(
+        &self,
+        queue: &str,
+        receipt: &MessageReceipt,
+        _text: &str,
+        visibility: std::time::Duration,
+    ) -> StoreResult<MessageReceipt> {
+        validate_queue_name(queue)?;
+        validate_reception(1, visibility)?;
+        let hidden_until = self.inner.clock.now()
+            + chrono::Duration::from_std(visibility).map_err(StoreError::internal)?;
+        let (queue, receipt) = (queue.to_owned(), receipt.clone());
+        self.with_db(move |conn, _| queues::renew(conn, &queue, &receipt, hidden_until))
+            .await
+    }
+
+    async fn delete_message(&self, queue: &str, receipt: &MessageReceipt) -> StoreResult<()> {
+        validate_queue_name(queue)?;
+        let (queue, receipt) = (queue.to_owned(), receipt.clone());
+        self.with_db(move |conn, _| queues::delete(conn, &queue, &receipt))
+            .await
+    }
+
+    async fn next_visible(&self, queue: &str) -> StoreResult<NextVisible> {
+        validate_queue_name(queue)?;
+        let queue = queue.to_owned();
+        self.with_db(move |conn, _| queues::next_visible(conn, &queue))
             .await
     }
 }

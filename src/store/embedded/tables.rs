@@ -23,7 +23,8 @@ use crate::store::{
 };
 
 /// Bumped when the schema changes; `open_database` refuses a database from a newer version.
-const SCHEMA_VERSION: i64 = 1;
+/// 2: queues (`super::queues`).
+const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta (
@@ -106,6 +107,7 @@ pub(super) fn open_database(path: &Path) -> StoreResult<Connection> {
         )));
     }
     tx.execute_batch(SCHEMA).map_err(sql_error)?;
+    tx.execute_batch(super::queues::SCHEMA).map_err(sql_error)?;
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)
         .map_err(sql_error)?;
     tx.commit().map_err(sql_error)?;

@@ -90,12 +90,13 @@ impl PrivateAzurite {
             connection_string: format!(
                 "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={AZURITE_KEY};\
                  BlobEndpoint=http://127.0.0.1:{blob}/devstoreaccount1;\
+                 QueueEndpoint=http://127.0.0.1:{queue}/devstoreaccount1;\
                  TableEndpoint=http://127.0.0.1:{table}/devstoreaccount1"
             ),
         };
         let answers = |port: u16| TcpStream::connect(("127.0.0.1", port)).is_ok();
         let deadline = Instant::now() + Duration::from_secs(30);
-        while !(answers(blob) && answers(table)) {
+        while !(answers(blob) && answers(queue) && answers(table)) {
             if let Ok(Some(status)) = azurite.child.try_wait() {
                 return Err(AzuriteError::Exited {
                     status,

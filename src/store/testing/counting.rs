@@ -337,6 +337,7 @@ mod tests {
                 EmbeddedOptions {
                     public_base_url: "http://127.0.0.1:7071".into(),
                     signing_secret: Some(vec![7; 32]),
+                    ..EmbeddedOptions::default()
                 },
             )
             .expect("open the embedded store"),
@@ -413,6 +414,26 @@ mod tests {
                 download_name: "a.txt",
             })
             .expect("sign");
+        let second = std::time::Duration::from_secs(1);
+        store.ensure_queue("work").await.expect("queue");
+        store
+            .enqueue("work", "m", second * 0)
+            .await
+            .expect("enqueue");
+        let message = store
+            .dequeue("work", 1, second)
+            .await
+            .expect("dequeue")
+            .remove(0);
+        let receipt = store
+            .renew_message("work", &message.receipt, &message.text, second)
+            .await
+            .expect("renew");
+        store
+            .delete_message("work", &receipt)
+            .await
+            .expect("delete message");
+        store.next_visible("work").await.expect("next visible");
 
         let counts = counter.snapshot();
         for op in Op::ALL.into_iter().filter(|op| *op != Op::SignedReadUrl) {
@@ -420,7 +441,7 @@ mod tests {
             assert_eq!(counts.calls(op), 1, "{op}");
         }
         assert_eq!(counts.calls(Op::SignedReadUrl), 1);
-        assert_eq!(counts.total(), 10);
+        assert_eq!(counts.total(), 16);
         assert_eq!(counts.bytes_written, 10);
         assert_eq!(counts.bytes_read, 10);
     }
