@@ -417,7 +417,7 @@ mod tests {
         let second = std::time::Duration::from_secs(1);
         store.ensure_queue("work").await.expect("queue");
         store
-            .enqueue("work", "m", second * 0)
+            .enqueue("work", "m", std::time::Duration::ZERO)
             .await
             .expect("enqueue");
         let message = store
