@@ -61,9 +61,11 @@ pub struct Settings {
     pub public_url: Option<String>,
     /// Embedded store only: the link-signing secret (else a key file in the data dir).
     pub signing_key: Option<Vec<u8>>,
-    /// How often local mode runs its duties (the engine's recovery, starting workflows that
-    /// did not start); 0 turns them off (tests run them by hand).
-    pub recover_interval_secs: u64,
+    /// How often local mode sweeps the open uploads (what the `sweep` timer does under the
+    /// host); 0 turns it off (tests run it by hand).
+    pub sweep_interval_secs: u64,
+    /// The queue the workflows' work travels on; under the host, `work/function.json` names it.
+    pub work_queue: String,
     /// An approval not given within this many seconds ends the workflow as `Expired`.
     pub approval_timeout_secs: Option<u64>,
     /// The storage time one request may spend before it answers 503.
@@ -85,7 +87,8 @@ impl fmt::Debug for Settings {
                 "signing_key",
                 &self.signing_key.as_ref().map(|_| "<redacted>"),
             )
-            .field("recover_interval_secs", &self.recover_interval_secs)
+            .field("sweep_interval_secs", &self.sweep_interval_secs)
+            .field("work_queue", &self.work_queue)
             .field("approval_timeout_secs", &self.approval_timeout_secs)
             .field("storage_budget", &self.storage_budget)
             .field("header_read_timeout", &self.header_read_timeout)
@@ -153,7 +156,12 @@ impl Settings {
                 "is longer than 7 days, the longest a service SAS should live",
             ));
         }
-        let recover_interval_secs = parse_u64("FILE_APPROVER_RECOVER_INTERVAL_SECS", get, 60, 0)?;
+        let sweep_interval_secs = parse_u64("FILE_APPROVER_SWEEP_INTERVAL_SECS", get, 60, 0)?;
+        let work_queue = get("FILE_APPROVER_WORK_QUEUE")
+            .unwrap_or("workflow-work")
+            .to_owned();
+        crate::store::validate_queue_name(&work_queue)
+            .map_err(|e| invalid("FILE_APPROVER_WORK_QUEUE", e.to_string()))?;
         let storage_budget = std::time::Duration::from_millis(parse_u64(
             "FILE_APPROVER_STORAGE_BUDGET_MS",
             get,
@@ -204,7 +212,8 @@ impl Settings {
             download_ttl_secs,
             public_url,
             signing_key,
-            recover_interval_secs,
+            sweep_interval_secs,
+            work_queue,
             approval_timeout_secs,
             storage_budget,
             header_read_timeout,

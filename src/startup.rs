@@ -16,7 +16,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Settings, StorageSetting};
-use crate::engine::{Engine, EngineOptions};
+use crate::engine::{DriverOptions, Engine, EngineOptions, WorkDriver};
 use crate::error::ApiError;
 use crate::files::{Files, FilesError, Policy};
 use crate::functions::{self, blobs, AppState};
@@ -49,6 +49,7 @@ pub struct Application {
     router: Router,
     state: AppState,
     settings: Settings,
+    driver: WorkDriver,
 }
 
 impl Application {
@@ -112,8 +113,12 @@ impl Application {
             store.clone(),
             clock.clone(),
             registry,
-            EngineOptions::default(),
+            EngineOptions {
+                work_queue: settings.work_queue.clone(),
+                ..EngineOptions::default()
+            },
         );
+        let driver = WorkDriver::new(engine.clone(), DriverOptions::default());
         let files = Files::new(store, engine, clock.clone(), policy(&settings));
         files.ensure_storage().await?;
 
@@ -132,6 +137,7 @@ impl Application {
             router,
             state,
             settings,
+            driver,
         })
     }
 
@@ -143,24 +149,33 @@ impl Application {
         &self.state
     }
 
-    /// Serves until the process is stopped. In local mode it also runs the duty a timer
-    /// trigger runs under the host ([`Files::housekeeping`]), once right after start-up (a
-    /// crash may have left work behind) and then every `FILE_APPROVER_RECOVER_INTERVAL_SECS`.
+    /// What runs the work queue in local mode; tests drain it instead of sleeping.
+    pub fn driver(&self) -> &WorkDriver {
+        &self.driver
+    }
+
+    /// Serves until the process is stopped. In local mode it also does what the host's
+    /// triggers do under the host: it runs the work queue (the `work` queue trigger) and sweeps
+    /// the open uploads (the `sweep` timer) right after start-up and then every
+    /// `FILE_APPROVER_SWEEP_INTERVAL_SECS`.
     pub async fn run_until_stopped(self) -> Result<(), StartupError> {
-        let interval = self.settings.recover_interval_secs;
-        if self.settings.mode.is_local() && interval > 0 {
-            let files = self.state.files.clone();
-            let every = Duration::from_secs(interval);
-            tokio::spawn(async move {
-                let mut ticks = tokio::time::interval(every);
-                ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                loop {
-                    ticks.tick().await;
-                    if let Err(e) = files.housekeeping().await {
-                        tracing::warn!(error = %e, "housekeeping failed; will retry");
+        if self.settings.mode.is_local() {
+            tokio::spawn(self.driver.clone().run());
+            let interval = self.settings.sweep_interval_secs;
+            if interval > 0 {
+                let files = self.state.files.clone();
+                let every = Duration::from_secs(interval);
+                tokio::spawn(async move {
+                    let mut ticks = tokio::time::interval(every);
+                    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                    loop {
+                        ticks.tick().await;
+                        if let Err(e) = files.sweep_uploads().await {
+                            tracing::warn!(error = %e, "sweep failed; will retry");
+                        }
                     }
-                }
-            });
+                });
+            }
         }
         serve(
             self.listener,

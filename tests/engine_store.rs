@@ -1,19 +1,22 @@
 //! The engine over real storage: every test runs once per backend, as `embedded::<test>` (a
 //! fresh on-disk store) and `azure::<test>` (the account in `FILE_APPROVER_TEST_AZURE_STORAGE`,
-//! e.g. Azurite via `scripts/test`; unset, the Azure tests print "skipped" and pass, except
-//! under `CI`, where they fail). Time is a `ManualClock`; nothing sleeps to wait for work:
-//! `Engine::idle` does.
+//! e.g. Azurite via `scripts/test`; reported as ignored when it was unset at build time, except
+//! under `CI`, where they fail). Time is a `ManualClock`; nothing sleeps to wait for work: a
+//! [`WorkDriver`] drains the work queue. Delayed messages (timers) follow the test's clock on the
+//! embedded store only — Azure's queue keeps the service's time — so where a test needs a timer
+//! message to come due on Azure, it delivers that message's text again itself, which is what a
+//! redelivery is to the worker.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use chrono::{DateTime, Duration, TimeZone, Utc};
+use chrono::{DateTime, Duration, SubsecRound, TimeZone, Utc};
 use file_approver::clock::ManualClock;
 use file_approver::engine::{
-    ActivityError, Engine, EngineError, EngineOptions, EventKind, HistoryEvent, ListQuery,
-    OrchestrationContext, OrchestrationError, RaiseEvent, RaiseOutcome, Registry, RetryPolicy,
-    RuntimeStatus, StartOutcome, MAX_EVENT_BYTES,
+    ActivityError, DriverOptions, Engine, EngineError, EngineOptions, EventKind, Executed,
+    HistoryEvent, ListQuery, OrchestrationContext, OrchestrationError, RaiseEvent, RaiseOutcome,
+    Registry, RetryPolicy, RuntimeStatus, StartOutcome, WorkDriver, WorkMessage, MAX_EVENT_BYTES,
 };
 use file_approver::store::azure::AzureStore;
 use file_approver::store::conformance::azure_test_connection_string;
@@ -64,46 +67,62 @@ engine_tests!(
     two_engines_racing_turns_lose_and_duplicate_nothing,
     a_turn_that_loses_the_race_reloads_and_keeps_both_events,
     concurrent_starts_create_one_instance,
-    an_activity_lost_with_its_process_is_rerun_by_recover_and_completed_once,
+    an_activity_lost_with_its_process_runs_again_from_its_message_and_completes_once,
     a_storage_outage_during_a_turn_is_transient_and_leaves_the_instance_unchanged,
-    an_outcome_that_cannot_be_recorded_is_recovered_after_the_lease,
-    deadline_timers_fire_through_recover_with_a_manual_clock,
+    an_outcome_that_cannot_be_recorded_leaves_its_message_to_run_again,
+    deadline_timers_fire_when_their_message_comes_due,
     a_failing_activity_is_retried_through_durable_timers,
-    a_retry_timer_already_due_fires_without_recover,
-    an_in_process_timer_wakes_the_instance_on_the_wall_clock,
-    recover_is_one_query_when_nothing_is_due,
+    a_retry_timer_already_due_fires_at_once,
+    a_running_worker_wakes_for_a_timer_on_the_wall_clock,
+    an_idle_worker_makes_no_request,
     turns_after_this_engines_own_commit_write_without_reading,
     a_stale_remembered_partition_is_caught_by_the_etag_and_reloaded,
     list_filters_by_runtime_and_custom_status_and_pages,
     terminate_then_purge_removes_the_instance,
     unknown_orchestrations_and_bad_ids_are_refused,
+    work_sent_by_a_turn_that_never_committed_is_retried_then_dropped,
+    a_message_delivered_again_after_its_outcome_was_recorded_is_dropped,
+    a_timer_beyond_the_queues_horizon_is_rearmed_and_fires_once_even_if_rearmed_twice,
+    a_message_received_too_often_goes_to_the_poison_queue,
 );
 
 // ---------------------------------------------------------------------------------------------
 // Backends
 // ---------------------------------------------------------------------------------------------
 
-/// A store for one test, with the table the test's engines use.
+/// A store for one test, with the table and work queue the test's engines use, and the clock
+/// they (and the embedded store's queue) run on.
 struct Backend {
     store: Arc<dyn Storage>,
     table: String,
+    queue: String,
+    clock: ManualClock,
+    /// The clock's start.
+    t0: DateTime<Utc>,
+    /// True when delayed messages follow `clock` (the embedded store).
+    queue_follows_clock: bool,
     _dir: Option<tempfile::TempDir>,
 }
 
 async fn embedded_backend() -> Option<Backend> {
     let dir = tempfile::tempdir().expect("a temporary directory");
+    let clock = ManualClock::new(t0());
     let store = EmbeddedStore::open(
         dir.path(),
         EmbeddedOptions {
             public_base_url: "http://127.0.0.1:7071".into(),
             signing_secret: Some(vec![7; 32]),
-            ..EmbeddedOptions::default()
+            clock: Arc::new(clock.clone()),
         },
     )
     .expect("the embedded store opens");
     Some(Backend {
         store: Arc::new(store),
         table: "workflows".into(),
+        queue: "work".into(),
+        clock,
+        t0: t0(),
+        queue_follows_clock: true,
         _dir: Some(dir),
     })
 }
@@ -112,11 +131,17 @@ async fn azure_backend() -> Option<Backend> {
     let connection_string = azure_test_connection_string();
     let store =
         AzureStore::from_connection_string(&connection_string).expect("the Azure store connects");
-    // Tests share the account: each gets its own table.
-    let table = format!("wf{}", uuid::Uuid::new_v4().simple());
+    // Tests share the account: each gets its own table and queue. The clock starts at the
+    // service's time, which the queue's message times are on.
+    let unique = uuid::Uuid::new_v4().simple().to_string();
+    let start = Utc::now().trunc_subsecs(0);
     Some(Backend {
         store: Arc::new(store),
-        table,
+        table: format!("wf{unique}"),
+        queue: format!("work-{}", &unique[..16]),
+        clock: ManualClock::new(start),
+        t0: start,
+        queue_follows_clock: false,
         _dir: None,
     })
 }
@@ -128,8 +153,6 @@ async fn azure_backend() -> Option<Backend> {
 fn t0() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 11, 24, 9, 0, 0).unwrap()
 }
-
-const LEASE: Duration = Duration::minutes(5);
 
 const ANALYZE_RETRY: RetryPolicy = RetryPolicy {
     max_attempts: 3,
@@ -207,6 +230,13 @@ async fn nap(ctx: OrchestrationContext, input: Value) -> Result<Value, Orchestra
         .await
 }
 
+/// Sleeps (durably) for ten days, past the queue's 7-day horizon, then completes.
+async fn long_nap(ctx: OrchestrationContext, _input: Value) -> Result<Value, OrchestrationError> {
+    ctx.create_timer(ctx.current_time() + Duration::days(10))
+        .await;
+    Ok(json!("rested"))
+}
+
 /// A registry with every test orchestration, and `Analyze` as given.
 fn registry<F, Fut>(analyze: F) -> Registry
 where
@@ -220,6 +250,7 @@ where
         .orchestration("Pipeline", pipeline)
         .orchestration("RetryAtOnce", retry_at_once)
         .orchestration("Nap", nap)
+        .orchestration("LongNap", long_nap)
         .activity("Analyze", analyze)
         .activity("Double", |input: Value| async move {
             let n = input
@@ -251,40 +282,82 @@ fn counting_analyze(
     }
 }
 
-async fn engine_on(
-    store: Arc<dyn Storage>,
-    table: &str,
-    clock: &ManualClock,
-    registry: Registry,
-) -> Engine {
+async fn engine_on(store: Arc<dyn Storage>, backend: &Backend, registry: Registry) -> Engine {
     let engine = Engine::new(
         store,
-        Arc::new(clock.clone()),
+        Arc::new(backend.clock.clone()),
         registry,
         EngineOptions {
-            table: table.to_owned(),
-            activity_lease: LEASE,
-            in_process_timers: false,
+            table: backend.table.clone(),
+            work_queue: backend.queue.clone(),
             ..EngineOptions::default()
         },
     );
-    engine.ensure_storage().await.expect("the table exists");
+    engine
+        .ensure_storage()
+        .await
+        .expect("the table and queue exist");
     engine
 }
 
-async fn engine(backend: &Backend, clock: &ManualClock, registry: Registry) -> Engine {
-    engine_on(backend.store.clone(), &backend.table, clock, registry).await
+async fn engine(backend: &Backend, registry: Registry) -> Engine {
+    engine_on(backend.store.clone(), backend, registry).await
 }
 
 /// An engine whose every request goes through a [`FaultyStore`] the test can break or race.
-async fn faulty_engine(
-    backend: &Backend,
-    clock: &ManualClock,
-    registry: Registry,
-) -> (Arc<FaultyStore>, Engine) {
+async fn faulty_engine(backend: &Backend, registry: Registry) -> (Arc<FaultyStore>, Engine) {
     let faulty = FaultyStore::new(backend.store.clone());
-    let engine = engine_on(faulty.clone(), &backend.table, clock, registry).await;
+    let engine = engine_on(faulty.clone(), backend, registry).await;
     (faulty, engine)
+}
+
+/// Runs `engine`'s work queue until nothing visible is left.
+async fn drain(engine: &Engine) {
+    WorkDriver::new(engine.clone(), DriverOptions::default())
+        .drain()
+        .await;
+}
+
+/// Delivers `message` again, as the queue does after a worker died or failed with it.
+async fn redeliver(backend: &Backend, message: &WorkMessage) {
+    backend
+        .store
+        .enqueue(
+            &backend.queue,
+            &message.to_text(),
+            std::time::Duration::ZERO,
+        )
+        .await
+        .expect("enqueue");
+}
+
+/// The timer message the engine sent for the instance's one open timer, whatever its delay.
+async fn timer_message(engine: &Engine, id: &str) -> WorkMessage {
+    let h = history(engine, id).await;
+    let created = h
+        .iter()
+        .rev()
+        .find_map(|e| match e.kind {
+            EventKind::TimerCreated { fire_at } => Some((e.event_id, fire_at)),
+            _ => None,
+        })
+        .expect("a timer was created");
+    WorkMessage::Timer {
+        instance: id.to_owned(),
+        timer: created.0,
+        fire_at: created.1,
+    }
+}
+
+/// Lets the clock pass `by` and runs what came due: on the embedded store the delayed messages
+/// show by themselves; on Azure (the service's time) the timer's message is delivered by hand.
+async fn pass_and_drain(backend: &Backend, engine: &Engine, by: Duration, timer_of: Option<&str>) {
+    backend.clock.advance(by);
+    if let (false, Some(id)) = (backend.queue_follows_clock, timer_of) {
+        let message = timer_message(engine, id).await;
+        redeliver(backend, &message).await;
+    }
+    drain(engine).await;
 }
 
 fn raise(name: &str, id: &str, payload: Value) -> RaiseEvent {
@@ -340,8 +413,8 @@ async fn runtime_status(engine: &Engine, id: &str) -> RuntimeStatus {
 // ---------------------------------------------------------------------------------------------
 
 async fn start_runs_the_first_turn_and_starting_again_changes_nothing(backend: Backend) {
-    let clock = ManualClock::new(t0());
-    let engine = engine(&backend, &clock, plain_registry()).await;
+    let clock = backend.clock.clone();
+    let engine = engine(&backend, plain_registry()).await;
 
     let outcome = engine
         .start("Approval", "f1", json!({"file": "f1"}))
@@ -353,7 +426,7 @@ async fn start_runs_the_first_turn_and_starting_again_changes_nothing(backend: B
     assert_eq!(status.name, "Approval");
     assert_eq!(status.input, json!({"file": "f1"}));
     assert_eq!(status.custom_status, json!("AwaitingUploadApproval"));
-    assert_eq!(status.created_time, t0());
+    assert_eq!(status.created_time, backend.t0);
     let first_history = status.history.unwrap();
     assert_eq!(
         first_history.len(),
@@ -369,16 +442,16 @@ async fn start_runs_the_first_turn_and_starting_again_changes_nothing(backend: B
     assert_eq!(again, StartOutcome::AlreadyExists);
     let status = engine.status("f1", true).await.unwrap().unwrap();
     assert_eq!(status.input, json!({"file": "f1"}));
-    assert_eq!(status.last_updated_time, t0());
+    assert_eq!(status.last_updated_time, backend.t0);
     assert_eq!(status.history.unwrap(), first_history);
 
     assert_eq!(engine.status("nope", false).await.unwrap(), None);
 }
 
 async fn raise_event_records_once_and_answers_with_the_status_after_the_turn(backend: Backend) {
-    let clock = ManualClock::new(t0());
+    let clock = backend.clock.clone();
     let runs = Arc::new(AtomicUsize::new(0));
-    let engine = engine(&backend, &clock, registry(counting_analyze(runs.clone()))).await;
+    let engine = engine(&backend, registry(counting_analyze(runs.clone()))).await;
     engine
         .start("Approval", "f1", json!({"file": "f1"}))
         .await
@@ -390,12 +463,12 @@ async fn raise_event_records_once_and_answers_with_the_status_after_the_turn(bac
         panic!("expected Recorded, got {outcome:?}");
     };
     assert_eq!(status.custom_status, json!("Analyzing"));
-    assert_eq!(status.last_updated_time, t0() + Duration::minutes(2));
+    assert_eq!(status.last_updated_time, backend.t0 + Duration::minutes(2));
 
     let again = engine.raise_event("f1", approve("upload-1")).await.unwrap();
     assert!(matches!(again, RaiseOutcome::Duplicate(_)), "{again:?}");
 
-    engine.idle().await;
+    drain(&engine).await;
     assert_eq!(runs.load(Ordering::SeqCst), 1);
     let h = history(&engine, "f1").await;
     assert_eq!(count(&h, "EventRaised"), 1);
@@ -412,8 +485,7 @@ async fn raise_event_records_once_and_answers_with_the_status_after_the_turn(bac
 }
 
 async fn raise_event_refuses_unknown_finished_and_oversized(backend: Backend) {
-    let clock = ManualClock::new(t0());
-    let engine = engine(&backend, &clock, plain_registry()).await;
+    let engine = engine(&backend, plain_registry()).await;
 
     let missing = engine.raise_event("nobody", approve("a")).await;
     assert!(
@@ -451,8 +523,7 @@ async fn raise_event_refuses_unknown_finished_and_oversized(backend: Backend) {
 }
 
 async fn expect_custom_status_mismatch_records_nothing(backend: Backend) {
-    let clock = ManualClock::new(t0());
-    let engine = engine(&backend, &clock, plain_registry()).await;
+    let engine = engine(&backend, plain_registry()).await;
     engine.start("Approval", "f1", json!({})).await.unwrap();
 
     let mut download = approve("download");
@@ -475,7 +546,6 @@ async fn expect_custom_status_mismatch_records_nothing(backend: Backend) {
 /// Two reviewers approve the upload at once through two engines (two handler instances).
 /// Both expect "AwaitingUploadApproval"; only the first commit may see it.
 async fn expect_custom_status_is_checked_inside_the_turn_under_a_race(backend: Backend) {
-    let clock = ManualClock::new(t0());
     let gate = Arc::new(Semaphore::new(0));
     let held = {
         let gate = gate.clone();
@@ -487,8 +557,8 @@ async fn expect_custom_status_is_checked_inside_the_turn_under_a_race(backend: B
             }
         }
     };
-    let a = engine(&backend, &clock, registry(held.clone())).await;
-    let b = engine(&backend, &clock, registry(held)).await;
+    let a = engine(&backend, registry(held.clone())).await;
+    let b = engine(&backend, registry(held)).await;
     a.start("Approval", "f1", json!({})).await.unwrap();
 
     let guarded = |id: &str| RaiseEvent {
@@ -514,20 +584,20 @@ async fn expect_custom_status_is_checked_inside_the_turn_under_a_race(backend: B
     assert_eq!(count(&history(&a, "f1").await, "EventRaised"), 1);
 
     gate.add_permits(10);
-    a.idle().await;
-    b.idle().await;
+    drain(&a).await;
+    drain(&b).await;
 }
 
 async fn a_whole_workflow_runs_its_activity_and_completes(backend: Backend) {
-    let clock = ManualClock::new(t0());
+    let clock = backend.clock.clone();
     let runs = Arc::new(AtomicUsize::new(0));
-    let engine = engine(&backend, &clock, registry(counting_analyze(runs.clone()))).await;
+    let engine = engine(&backend, registry(counting_analyze(runs.clone()))).await;
     engine
         .start("Approval", "f1", json!({"file": "f1"}))
         .await
         .unwrap();
     engine.raise_event("f1", approve("upload")).await.unwrap();
-    engine.idle().await;
+    drain(&engine).await;
     clock.advance(Duration::hours(1));
     let done = engine.raise_event("f1", approve("download")).await.unwrap();
 
@@ -543,17 +613,23 @@ async fn a_whole_workflow_runs_its_activity_and_completes(backend: Backend) {
     assert_eq!(count(&h, "TaskScheduled"), 1);
     assert_eq!(count(&h, "TaskCompleted"), 1);
     assert_eq!(count(&h, "ExecutionCompleted"), 1);
-    // The deadline timer lost the race; nothing is left for recovery.
-    let report = engine.recover().await.unwrap();
-    assert_eq!(report.pending_instances, 0);
+    // The deadline timer lost the race: when its message comes, it finds nothing to do.
+    let deadline = timer_message(&engine, "f1").await;
+    let late = engine
+        .execute(
+            &deadline.to_text(),
+            file_approver::clock::Clock::now(&backend.clock),
+        )
+        .await
+        .unwrap();
+    assert_eq!(late, Executed::Dropped("the instance has finished"));
 }
 
 /// Fifty reviewers vote at once, spread over three engines sharing the store.
 async fn fifty_concurrent_raises_with_distinct_ids_are_each_recorded_once(backend: Backend) {
-    let clock = ManualClock::new(t0());
     let mut engines = Vec::new();
     for _ in 0..3 {
-        engines.push(engine(&backend, &clock, plain_registry()).await);
+        engines.push(engine(&backend, plain_registry()).await);
     }
     engines[0].start("Tally", "poll", json!(50)).await.unwrap();
 
@@ -589,9 +665,8 @@ async fn fifty_concurrent_raises_with_distinct_ids_are_each_recorded_once(backen
 }
 
 async fn the_same_event_id_raised_twenty_times_concurrently_is_recorded_once(backend: Backend) {
-    let clock = ManualClock::new(t0());
-    let a = engine(&backend, &clock, plain_registry()).await;
-    let b = engine(&backend, &clock, plain_registry()).await;
+    let a = engine(&backend, plain_registry()).await;
+    let b = engine(&backend, plain_registry()).await;
     a.start("Tally", "poll", json!(2)).await.unwrap();
 
     let raises = (0..20).map(|i| {
@@ -623,9 +698,8 @@ async fn the_same_event_id_raised_twenty_times_concurrently_is_recorded_once(bac
 /// activities its own turns schedule, whose completions race the other's raises.
 async fn two_engines_racing_turns_lose_and_duplicate_nothing(backend: Backend) {
     const ITEMS: i64 = 16;
-    let clock = ManualClock::new(t0());
-    let a = engine(&backend, &clock, plain_registry()).await;
-    let b = engine(&backend, &clock, plain_registry()).await;
+    let a = engine(&backend, plain_registry()).await;
+    let b = engine(&backend, plain_registry()).await;
     a.start("Pipeline", "p", json!(ITEMS)).await.unwrap();
 
     let feed = |engine: Engine, items: Vec<i64>| async move {
@@ -642,8 +716,8 @@ async fn two_engines_racing_turns_lose_and_duplicate_nothing(backend: Backend) {
         feed(b.clone(), (0..ITEMS).filter(|i| i % 2 == 1).collect()),
     );
     // Each engine's work only starts more work in that engine, so one round settles both.
-    a.idle().await;
-    b.idle().await;
+    drain(&a).await;
+    drain(&b).await;
 
     let status = a.status("p", true).await.unwrap().unwrap();
     assert_eq!(
@@ -676,9 +750,8 @@ async fn two_engines_racing_turns_lose_and_duplicate_nothing(backend: Backend) {
 /// Engine A loads the instance; before A commits, engine B commits a turn of its own. A's
 /// commit must fail on the stale ETag, and A must reload and replay on top of B's turn.
 async fn a_turn_that_loses_the_race_reloads_and_keeps_both_events(backend: Backend) {
-    let clock = ManualClock::new(t0());
-    let (faulty, a) = faulty_engine(&backend, &clock, plain_registry()).await;
-    let b = engine(&backend, &clock, plain_registry()).await;
+    let (faulty, a) = faulty_engine(&backend, plain_registry()).await;
+    let b = engine(&backend, plain_registry()).await;
     b.start("Tally", "poll", json!(2)).await.unwrap();
 
     let rival = b.clone();
@@ -709,9 +782,8 @@ async fn a_turn_that_loses_the_race_reloads_and_keeps_both_events(backend: Backe
 }
 
 async fn concurrent_starts_create_one_instance(backend: Backend) {
-    let clock = ManualClock::new(t0());
-    let a = engine(&backend, &clock, plain_registry()).await;
-    let b = engine(&backend, &clock, plain_registry()).await;
+    let a = engine(&backend, plain_registry()).await;
+    let b = engine(&backend, plain_registry()).await;
     let starts = (0..10).map(|i| {
         let engine = if i % 2 == 0 { a.clone() } else { b.clone() };
         async move { engine.start("Approval", "f1", json!({"attempt": i})).await }
@@ -731,16 +803,16 @@ async fn concurrent_starts_create_one_instance(backend: Backend) {
     assert_contiguous(&h);
 }
 
-/// The process that committed `TaskScheduled` dies before the activity returns (here: its
-/// activity never returns and the engine is dropped). A fresh engine's `recover` runs the
-/// activity again once the lease has run out, and its outcome is recorded exactly once.
-async fn an_activity_lost_with_its_process_is_rerun_by_recover_and_completed_once(
+/// The process that received an activity's message dies before the activity returns: it never
+/// deletes the message, which the queue delivers again (here by hand: a redelivery is the same
+/// text again), and a fresh engine runs the activity and records its outcome exactly once. The
+/// dead process's own copy, when it shows again, finds the work done.
+async fn an_activity_lost_with_its_process_runs_again_from_its_message_and_completes_once(
     backend: Backend,
 ) {
-    let clock = ManualClock::new(t0());
+    let clock = backend.clock.clone();
     let stuck = engine(
         &backend,
-        &clock,
         registry(|_input: Value| async move {
             futures::future::pending::<()>().await;
             Ok(Value::Null)
@@ -752,23 +824,21 @@ async fn an_activity_lost_with_its_process_is_rerun_by_recover_and_completed_onc
         .await
         .unwrap();
     stuck.raise_event("f1", approve("upload")).await.unwrap();
+    // The dying process takes the message, and never finishes with it.
+    let taken = backend
+        .store
+        .dequeue(&backend.queue, 32, std::time::Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(taken.len(), 1);
+    let message = WorkMessage::parse(&taken[0].text).unwrap();
+    assert!(matches!(message, WorkMessage::Activity { ref instance, .. } if instance == "f1"));
     drop(stuck);
 
     let runs = Arc::new(AtomicUsize::new(0));
-    let fresh = engine(&backend, &clock, registry(counting_analyze(runs.clone()))).await;
-    clock.advance(LEASE - Duration::seconds(1));
-    let early = fresh.recover().await.unwrap();
-    assert_eq!(early.pending_instances, 1);
-    assert_eq!(
-        early.activities_restarted, 0,
-        "the lease has not run out yet"
-    );
-
-    clock.advance(Duration::seconds(2));
-    let report = fresh.recover().await.unwrap();
-    assert_eq!(report.activities_restarted, 1);
-    assert_eq!(report.failures, 0);
-    fresh.idle().await;
+    let fresh = engine(&backend, registry(counting_analyze(runs.clone()))).await;
+    redeliver(&backend, &message).await;
+    drain(&fresh).await;
 
     assert_eq!(runs.load(Ordering::SeqCst), 1);
     let status = fresh.status("f1", true).await.unwrap().unwrap();
@@ -777,19 +847,22 @@ async fn an_activity_lost_with_its_process_is_rerun_by_recover_and_completed_onc
     assert_eq!(count(&h, "TaskScheduled"), 1);
     assert_eq!(count(&h, "TaskCompleted"), 1);
 
-    // A second pass (even after the lease would have run out again) has nothing to redo.
-    clock.advance(LEASE * 2);
-    let again = fresh.recover().await.unwrap();
-    assert_eq!(again.activities_restarted, 0);
-    fresh.idle().await;
+    // The dead process's copy comes back once its visibility runs out: nothing to redo.
+    if backend.queue_follows_clock {
+        clock.advance(Duration::seconds(61));
+        drain(&fresh).await;
+    } else {
+        redeliver(&backend, &message).await;
+        drain(&fresh).await;
+    }
     assert_eq!(runs.load(Ordering::SeqCst), 1);
+    assert_eq!(count(&history(&fresh, "f1").await, "TaskCompleted"), 1);
 }
 
 async fn a_storage_outage_during_a_turn_is_transient_and_leaves_the_instance_unchanged(
     backend: Backend,
 ) {
-    let clock = ManualClock::new(t0());
-    let (faulty, engine) = faulty_engine(&backend, &clock, plain_registry()).await;
+    let (faulty, engine) = faulty_engine(&backend, plain_registry()).await;
     engine.start("Approval", "f1", json!({})).await.unwrap();
     let before = engine.status("f1", true).await.unwrap().unwrap();
 
@@ -814,47 +887,42 @@ async fn a_storage_outage_during_a_turn_is_transient_and_leaves_the_instance_unc
     // Once storage is back, the same call is recorded (it was not half-recorded before).
     let outcome = engine.raise_event("f1", approve("upload")).await.unwrap();
     assert!(matches!(outcome, RaiseOutcome::Recorded(_)), "{outcome:?}");
-    engine.idle().await;
+    drain(&engine).await;
 }
 
-/// The activity finishes during an outage: its outcome cannot be recorded. The work stays
-/// open, and `recover` runs it again after the lease.
-async fn an_outcome_that_cannot_be_recorded_is_recovered_after_the_lease(backend: Backend) {
-    let clock = ManualClock::new(t0());
-    let gate = Arc::new(Semaphore::new(0));
+/// The activity finishes during an outage: its outcome cannot be recorded, so its message is
+/// not deleted and comes back; the activity runs again and its outcome is recorded once.
+async fn an_outcome_that_cannot_be_recorded_leaves_its_message_to_run_again(backend: Backend) {
     let runs = Arc::new(AtomicUsize::new(0));
-    let analyze = {
-        let (gate, runs) = (gate.clone(), runs.clone());
-        move |_input: Value| {
-            let (gate, runs) = (gate.clone(), runs.clone());
-            async move {
-                gate.acquire().await.map_err(ActivityError::new)?.forget();
-                runs.fetch_add(1, Ordering::SeqCst);
-                Ok(json!({"ok": true}))
-            }
-        }
-    };
-    let (faulty, engine) = faulty_engine(&backend, &clock, registry(analyze)).await;
+    let (faulty, engine) = faulty_engine(&backend, registry(counting_analyze(runs.clone()))).await;
     engine.start("Approval", "f1", json!({})).await.unwrap();
     engine.raise_event("f1", approve("upload")).await.unwrap();
+    let message = backend
+        .store
+        .dequeue(&backend.queue, 32, std::time::Duration::from_secs(60))
+        .await
+        .unwrap()
+        .remove(0);
 
-    faulty.outage();
-    gate.add_permits(1);
-    engine.idle().await;
-    faulty.heal();
+    faulty.fail_next(Op::Batch, 1);
+    let failed = engine.execute(&message.text, message.inserted).await;
+    assert!(
+        failed.as_ref().is_err_and(EngineError::is_transient),
+        "{failed:?}"
+    );
     assert_eq!(runs.load(Ordering::SeqCst), 1);
-    let h = history(&engine, "f1").await;
     assert_eq!(
-        count(&h, "TaskCompleted"),
+        count(&history(&engine, "f1").await, "TaskCompleted"),
         0,
         "the outcome was lost with the outage"
     );
 
-    clock.advance(LEASE + Duration::seconds(1));
-    gate.add_permits(1);
-    let report = engine.recover().await.unwrap();
-    assert_eq!(report.activities_restarted, 1);
-    engine.idle().await;
+    // The worker did not delete it: the queue delivers it again.
+    let again = engine
+        .execute(&message.text, message.inserted)
+        .await
+        .unwrap();
+    assert_eq!(again, Executed::Done);
     assert_eq!(
         runs.load(Ordering::SeqCst),
         2,
@@ -866,14 +934,20 @@ async fn an_outcome_that_cannot_be_recorded_is_recovered_after_the_lease(backend
         1,
         "and are recorded exactly once"
     );
+    // A third delivery (the delete failed, say) finds it done.
+    let third = engine
+        .execute(&message.text, message.inserted)
+        .await
+        .unwrap();
+    assert_eq!(third, Executed::Dropped("already done"));
+    assert_eq!(runs.load(Ordering::SeqCst), 2);
 }
 
-async fn deadline_timers_fire_through_recover_with_a_manual_clock(backend: Backend) {
-    let clock = ManualClock::new(t0());
-    let (faulty, engine) = faulty_engine(&backend, &clock, plain_registry()).await;
+async fn deadline_timers_fire_when_their_message_comes_due(backend: Backend) {
+    let (faulty, engine) = faulty_engine(&backend, plain_registry()).await;
     engine.start("Approval", "f1", json!({})).await.unwrap();
     engine.raise_event("f1", approve("upload")).await.unwrap();
-    engine.idle().await;
+    drain(&engine).await;
     assert_eq!(
         engine
             .status("f1", false)
@@ -884,19 +958,23 @@ async fn deadline_timers_fire_through_recover_with_a_manual_clock(backend: Backe
         json!("AwaitingDownloadApproval")
     );
 
-    clock.advance(Duration::hours(23));
+    // The deadline is a message hidden until it is due: before then, nothing fires, and a
+    // worker waiting for it makes no request.
+    backend.clock.advance(Duration::hours(23));
     let requests = faulty.requests();
-    let early = engine.recover().await.unwrap();
-    assert_eq!((early.pending_instances, early.timers_fired), (1, 0));
+    let taken = backend
+        .store
+        .dequeue(&backend.queue, 32, std::time::Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert!(taken.is_empty(), "the deadline is not due yet: {taken:?}");
     assert_eq!(
-        faulty.requests() - requests,
-        1,
-        "a pass with nothing due is one query"
+        faulty.requests(),
+        requests,
+        "nothing asked the store meanwhile"
     );
 
-    clock.advance(Duration::hours(2));
-    let report = engine.recover().await.unwrap();
-    assert_eq!(report.timers_fired, 1);
+    pass_and_drain(&backend, &engine, Duration::hours(2), Some("f1")).await;
     let status = engine.status("f1", true).await.unwrap().unwrap();
     assert_eq!(status.runtime_status, RuntimeStatus::Completed);
     assert_eq!(status.output, Some(json!("Expired")));
@@ -906,17 +984,21 @@ async fn deadline_timers_fire_through_recover_with_a_manual_clock(backend: Backe
         .iter()
         .find(|e| e.kind.type_name() == "TimerFired")
         .unwrap();
-    assert_eq!(fired_at.timestamp, t0() + Duration::hours(25));
+    assert_eq!(fired_at.timestamp, backend.t0 + Duration::hours(25));
 
-    let after = engine.recover().await.unwrap();
-    assert_eq!(
-        after.pending_instances, 0,
-        "a finished instance has no pending work"
-    );
+    // A repeat of the timer's message finds a finished instance.
+    let message = timer_message(&engine, "f1").await;
+    let again = engine
+        .execute(
+            &message.to_text(),
+            file_approver::clock::Clock::now(&backend.clock),
+        )
+        .await
+        .unwrap();
+    assert_eq!(again, Executed::Dropped("the instance has finished"));
 }
 
 async fn a_failing_activity_is_retried_through_durable_timers(backend: Backend) {
-    let clock = ManualClock::new(t0());
     let attempts = Arc::new(AtomicUsize::new(0));
     let flaky = {
         let attempts = attempts.clone();
@@ -931,33 +1013,31 @@ async fn a_failing_activity_is_retried_through_durable_timers(backend: Backend) 
             }
         }
     };
-    let engine = engine(&backend, &clock, registry(flaky)).await;
+    let engine = engine(&backend, registry(flaky)).await;
     engine.start("Approval", "f1", json!({})).await.unwrap();
     engine.raise_event("f1", approve("upload")).await.unwrap();
-    engine.idle().await;
+    drain(&engine).await;
 
     // First attempt failed; the retry waits on a 10 s durable timer.
     assert_eq!(attempts.load(Ordering::SeqCst), 1);
     let h = history(&engine, "f1").await;
     assert_eq!(count(&h, "TaskFailed"), 1);
     assert_eq!(count(&h, "TimerCreated"), 1);
-    assert_eq!(engine.recover().await.unwrap().timers_fired, 0);
+    assert_eq!(count(&h, "TimerFired"), 0);
 
-    clock.advance(Duration::seconds(10));
-    assert_eq!(engine.recover().await.unwrap().timers_fired, 1);
-    engine.idle().await;
+    pass_and_drain(&backend, &engine, Duration::seconds(10), Some("f1")).await;
     assert_eq!(attempts.load(Ordering::SeqCst), 2);
     let status = engine.status("f1", true).await.unwrap().unwrap();
     assert_eq!(status.custom_status, json!("AwaitingDownloadApproval"));
     let h = status.history.unwrap();
+    assert_eq!(count(&h, "TimerFired"), 1);
     assert_eq!(count(&h, "TaskScheduled"), 2);
     assert_eq!(count(&h, "TaskCompleted"), 1);
 }
 
-/// A zero-interval retry creates a timer that is due as it is created: the engine fires it as
-/// tracked work, so `idle` covers it and no recovery pass is needed.
-async fn a_retry_timer_already_due_fires_without_recover(backend: Backend) {
-    let clock = ManualClock::new(t0());
+/// A zero-interval retry creates a timer that is due as it is created: its message shows at
+/// once and the same drain fires it.
+async fn a_retry_timer_already_due_fires_at_once(backend: Backend) {
     let attempts = Arc::new(AtomicUsize::new(0));
     let flaky = {
         let attempts = attempts.clone();
@@ -971,9 +1051,9 @@ async fn a_retry_timer_already_due_fires_without_recover(backend: Backend) {
             }
         }
     };
-    let engine = engine(&backend, &clock, registry(flaky)).await;
+    let engine = engine(&backend, registry(flaky)).await;
     engine.start("RetryAtOnce", "r", json!({})).await.unwrap();
-    engine.idle().await;
+    drain(&engine).await;
 
     let status = engine.status("r", true).await.unwrap().unwrap();
     assert_eq!(
@@ -988,10 +1068,11 @@ async fn a_retry_timer_already_due_fires_without_recover(backend: Backend) {
     assert_eq!(attempts.load(Ordering::SeqCst), 3);
 }
 
-/// The one test on the wall clock, because the wall-clock wake-up is what it tests: a timer
-/// 50 ms ahead fires in-process with no `recover` pass. The 30 s bound only keeps a broken
-/// wake-up from hanging the suite; nothing is asserted about timing.
-async fn an_in_process_timer_wakes_the_instance_on_the_wall_clock(backend: Backend) {
+/// The one test on the wall clock, because the wall-clock wake-up is what it tests: a worker
+/// running in the background sleeps until the timer this process sent shows on the queue (a
+/// second ahead), then fires it, with no polling. The 30 s bound only keeps a broken wake-up
+/// from hanging the suite; nothing is asserted about timing.
+async fn a_running_worker_wakes_for_a_timer_on_the_wall_clock(backend: Backend) {
     let ran = Arc::new(Semaphore::new(0));
     let analyze = {
         let ran = ran.clone();
@@ -1003,67 +1084,73 @@ async fn an_in_process_timer_wakes_the_instance_on_the_wall_clock(backend: Backe
             }
         }
     };
+    let store = if backend.queue_follows_clock {
+        // A store of its own on the wall clock: the backend's follows the test's manual one.
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Storage> =
+            Arc::new(EmbeddedStore::open(dir.path(), EmbeddedOptions::default()).unwrap());
+        std::mem::forget(dir);
+        store
+    } else {
+        backend.store.clone()
+    };
     let engine = Engine::new(
-        backend.store.clone(),
+        store,
         Arc::new(file_approver::clock::SystemClock),
         registry(analyze),
         EngineOptions {
             table: backend.table.clone(),
+            work_queue: backend.queue.clone(),
             ..EngineOptions::default()
         },
     );
     engine.ensure_storage().await.unwrap();
+    let worker = tokio::spawn(WorkDriver::new(engine.clone(), DriverOptions::default()).run());
     engine.start("Nap", "n", json!(50)).await.unwrap();
 
     let woke = tokio::time::timeout(std::time::Duration::from_secs(30), ran.acquire()).await;
     assert!(woke.is_ok(), "the timer never fired");
-    engine.idle().await;
+    drain(&engine).await;
+    worker.abort();
     let status = engine.status("n", true).await.unwrap().unwrap();
     assert_eq!(status.runtime_status, RuntimeStatus::Completed);
     assert_eq!(status.output, Some(json!("rested")));
     assert_eq!(count(&status.history.unwrap(), "TimerFired"), 1);
 }
 
-async fn recover_is_one_query_when_nothing_is_due(backend: Backend) {
-    let clock = ManualClock::new(t0());
-    let (faulty, engine) = faulty_engine(&backend, &clock, plain_registry()).await;
+/// Nothing due, nothing asked: a worker that has drained the queue makes no request until
+/// there is work.
+async fn an_idle_worker_makes_no_request(backend: Backend) {
+    let (faulty, engine) = faulty_engine(&backend, plain_registry()).await;
     for id in ["a", "b", "c"] {
         engine.start("Approval", id, json!({})).await.unwrap();
     }
-    let (requests, queries) = (faulty.requests(), faulty.queries());
-    let report = engine.recover().await.unwrap();
-    assert_eq!(report, Default::default());
-    assert_eq!(faulty.requests() - requests, 1);
-    assert_eq!(
-        faulty.queries() - queries,
-        1,
-        "and that request is the query"
-    );
+    let worker = tokio::spawn(WorkDriver::new(engine.clone(), DriverOptions::default()).run());
+    // Let it take its first look and settle into its sleep.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let requests = faulty.requests();
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    worker.abort();
+    assert_eq!(faulty.requests(), requests, "an idle worker polled");
 }
 
 /// The engine remembers what it committed, so the next turn it takes (a decision, an
-/// activity's outcome) is one batch and no read.
+/// activity's outcome) is one batch and no read — and the work message it sent is checked
+/// against that memory too.
 async fn turns_after_this_engines_own_commit_write_without_reading(backend: Backend) {
-    let clock = ManualClock::new(t0());
-    let faulty = FaultyStore::new(backend.store.clone());
-    let engine = engine_on(
-        faulty.clone(),
-        &backend.table,
-        &clock,
-        registry(counting_analyze(Arc::default())),
-    )
-    .await;
-    let before = faulty.requests();
+    let (faulty, engine) =
+        faulty_engine(&backend, registry(counting_analyze(Arc::default()))).await;
+    let (batches, queries) = (faulty.batches(), faulty.queries());
     engine
         .start("Approval", "f1", json!({"file": "f1"}))
         .await
         .unwrap();
     engine.raise_event("f1", approve("upload")).await.unwrap();
-    engine.idle().await;
+    drain(&engine).await;
     engine.raise_event("f1", approve("download")).await.unwrap();
-    // Four turns (start, decision, outcome, decision): four batches, not one query more.
-    assert_eq!(faulty.requests() - before, 4);
-    assert_eq!(faulty.batches(), 4);
+    // Four turns (start, decision, outcome, decision): four batches, not one query.
+    assert_eq!(faulty.batches() - batches, 4);
+    assert_eq!(faulty.queries() - queries, 0);
     let h = history(&engine, "f1").await;
     assert_eq!(count(&h, "ExecutionCompleted"), 1);
 }
@@ -1071,9 +1158,8 @@ async fn turns_after_this_engines_own_commit_write_without_reading(backend: Back
 /// Engine `a` remembers its commit; engine `b` then advances the instance. `a`'s next turn
 /// starts from what it remembered, is refused by the ETag, reloads, and loses nothing.
 async fn a_stale_remembered_partition_is_caught_by_the_etag_and_reloaded(backend: Backend) {
-    let clock = ManualClock::new(t0());
-    let a = engine(&backend, &clock, registry(counting_analyze(Arc::default()))).await;
-    let b = engine(&backend, &clock, registry(counting_analyze(Arc::default()))).await;
+    let a = engine(&backend, registry(counting_analyze(Arc::default()))).await;
+    let b = engine(&backend, registry(counting_analyze(Arc::default()))).await;
     a.start("Tally", "poll", json!(3)).await.unwrap();
     a.raise_event("poll", raise("Vote", "v1", json!("a1")))
         .await
@@ -1097,8 +1183,7 @@ async fn a_stale_remembered_partition_is_caught_by_the_etag_and_reloaded(backend
 }
 
 async fn list_filters_by_runtime_and_custom_status_and_pages(backend: Backend) {
-    let clock = ManualClock::new(t0());
-    let engine = engine(&backend, &clock, plain_registry()).await;
+    let engine = engine(&backend, plain_registry()).await;
     for id in ["a", "b", "c"] {
         engine.start("Approval", id, json!({})).await.unwrap();
     }
@@ -1172,8 +1257,7 @@ async fn list_filters_by_runtime_and_custom_status_and_pages(backend: Backend) {
 }
 
 async fn terminate_then_purge_removes_the_instance(backend: Backend) {
-    let clock = ManualClock::new(t0());
-    let engine = engine(&backend, &clock, plain_registry()).await;
+    let engine = engine(&backend, plain_registry()).await;
     engine.start("Approval", "f1", json!({})).await.unwrap();
 
     let refused = engine.purge("f1").await;
@@ -1215,8 +1299,7 @@ async fn terminate_then_purge_removes_the_instance(backend: Backend) {
 }
 
 async fn unknown_orchestrations_and_bad_ids_are_refused(backend: Backend) {
-    let clock = ManualClock::new(t0());
-    let engine = engine(&backend, &clock, plain_registry()).await;
+    let engine = engine(&backend, plain_registry()).await;
     assert!(matches!(
         engine.start("Nope", "f1", json!({})).await,
         Err(EngineError::UnknownOrchestration(_))
@@ -1232,4 +1315,181 @@ async fn unknown_orchestrations_and_bad_ids_are_refused(backend: Backend) {
         Err(EngineError::PayloadTooLarge { .. })
     ));
     assert_eq!(engine.status("f1", false).await.unwrap(), None);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Crash points of queue-driven work
+// ---------------------------------------------------------------------------------------------
+
+/// A turn sends its work before it commits. When the commit then fails (a crash, an outage),
+/// the message finds its event missing: it is retried while the turn might still land, then
+/// dropped; the caller's retry of the turn sends its own, and the activity runs once.
+async fn work_sent_by_a_turn_that_never_committed_is_retried_then_dropped(backend: Backend) {
+    let runs = Arc::new(AtomicUsize::new(0));
+    let (faulty, engine) = faulty_engine(&backend, registry(counting_analyze(runs.clone()))).await;
+    engine
+        .start("Approval", "f1", json!({"file": "f1"}))
+        .await
+        .unwrap();
+    faulty.fail_next(Op::Batch, 1);
+    let failed = engine.raise_event("f1", approve("upload")).await;
+    assert!(
+        failed.as_ref().is_err_and(EngineError::is_transient),
+        "{failed:?}"
+    );
+    let orphan = backend
+        .store
+        .dequeue(&backend.queue, 32, std::time::Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(orphan.len(), 1, "the work went out before the commit");
+    let orphan = &orphan[0];
+
+    let early = engine.execute(&orphan.text, orphan.inserted).await;
+    assert!(
+        matches!(early, Err(EngineError::NotCommitted { .. })),
+        "{early:?}"
+    );
+    assert_eq!(runs.load(Ordering::SeqCst), 0);
+
+    backend.clock.advance(Duration::seconds(31));
+    let late = engine.execute(&orphan.text, orphan.inserted).await.unwrap();
+    assert_eq!(late, Executed::Dropped("its turn never committed"));
+    assert_eq!(runs.load(Ordering::SeqCst), 0);
+
+    // The client retries; its turn commits with its own message.
+    engine.raise_event("f1", approve("upload")).await.unwrap();
+    drain(&engine).await;
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+    let h = history(&engine, "f1").await;
+    assert_eq!(count(&h, "TaskScheduled"), 1);
+    assert_eq!(count(&h, "TaskCompleted"), 1);
+}
+
+/// The outcome is committed, then the worker dies (or its delete fails) before the message is
+/// deleted: the message comes back and is dropped as done.
+async fn a_message_delivered_again_after_its_outcome_was_recorded_is_dropped(backend: Backend) {
+    let runs = Arc::new(AtomicUsize::new(0));
+    let (faulty, engine) = faulty_engine(&backend, registry(counting_analyze(runs.clone()))).await;
+    engine
+        .start("Approval", "f1", json!({"file": "f1"}))
+        .await
+        .unwrap();
+    engine.raise_event("f1", approve("upload")).await.unwrap();
+    faulty.fail_next(Op::DeleteMessage, 1);
+    drain(&engine).await;
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+    assert_eq!(count(&history(&engine, "f1").await, "TaskCompleted"), 1);
+
+    // The undeleted message shows again once its visibility has run out.
+    if backend.queue_follows_clock {
+        backend.clock.advance(Duration::seconds(61));
+    } else {
+        let h = history(&engine, "f1").await;
+        let task = h
+            .iter()
+            .find(|e| e.kind.type_name() == "TaskScheduled")
+            .unwrap()
+            .event_id;
+        redeliver(
+            &backend,
+            &WorkMessage::Activity {
+                instance: "f1".into(),
+                task,
+            },
+        )
+        .await;
+    }
+    drain(&engine).await;
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        1,
+        "done work is not done again"
+    );
+    assert_eq!(count(&history(&engine, "f1").await, "TaskCompleted"), 1);
+}
+
+/// A timer ten days out cannot hide on the queue that long (7 days at most): its message comes
+/// early and re-arms itself for the rest. A crash between the re-arm and the old message's
+/// delete leaves two messages for one timer; it fires once.
+async fn a_timer_beyond_the_queues_horizon_is_rearmed_and_fires_once_even_if_rearmed_twice(
+    backend: Backend,
+) {
+    let engine = engine(&backend, plain_registry()).await;
+    engine.start("LongNap", "n", json!({})).await.unwrap();
+    let message = timer_message(&engine, "n").await;
+    let WorkMessage::Timer { fire_at, .. } = message.clone() else {
+        unreachable!()
+    };
+    assert_eq!(fire_at, backend.t0 + Duration::days(10));
+
+    // Seven days on, the message comes, early. Twice: the first worker re-armed it and died
+    // before deleting it, so it came back and a second worker re-armed it again.
+    backend.clock.advance(Duration::days(7));
+    let now = file_approver::clock::Clock::now(&backend.clock);
+    for _ in 0..2 {
+        let early = engine.execute(&message.to_text(), now).await.unwrap();
+        assert_eq!(early, Executed::Done);
+    }
+    assert_eq!(count(&history(&engine, "n").await, "TimerFired"), 0);
+
+    // Three days later both re-armed messages show; one fires the timer, one finds it fired.
+    backend.clock.advance(Duration::days(3));
+    if !backend.queue_follows_clock {
+        redeliver(&backend, &message).await;
+        redeliver(&backend, &message).await;
+    }
+    drain(&engine).await;
+    let status = engine.status("n", true).await.unwrap().unwrap();
+    assert_eq!(status.runtime_status, RuntimeStatus::Completed);
+    assert_eq!(count(&status.history.unwrap(), "TimerFired"), 1);
+}
+
+/// A message whose work fails every time is moved to `<queue>-poison` after too many
+/// receptions, as the host does, instead of running forever.
+async fn a_message_received_too_often_goes_to_the_poison_queue(backend: Backend) {
+    let engine = engine(&backend, plain_registry()).await;
+    let poison = format!("{}-poison", backend.queue);
+    backend
+        .store
+        .enqueue(
+            &backend.queue,
+            &WorkMessage::Activity {
+                instance: "never-committed".into(),
+                task: 3,
+            }
+            .to_text(),
+            std::time::Duration::ZERO,
+        )
+        .await
+        .unwrap();
+    let options = DriverOptions {
+        max_dequeue_count: 1,
+        retry_after: std::time::Duration::from_secs(1),
+        ..DriverOptions::default()
+    };
+    let driver = WorkDriver::new(engine.clone(), options);
+    // First reception: not committed yet, retried later.
+    driver.drain().await;
+    // Second reception, once the retry delay has passed: over the limit. (Azure's queue keeps
+    // the service's time, so there the second passes for real.)
+    if backend.queue_follows_clock {
+        backend.clock.advance(Duration::seconds(2));
+    } else {
+        tokio::time::sleep(std::time::Duration::from_millis(1300)).await;
+    }
+    driver.drain().await;
+    let poisoned = backend
+        .store
+        .dequeue(&poison, 32, std::time::Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(poisoned.len(), 1);
+    assert!(poisoned[0].text.contains("never-committed"));
+    let left = backend
+        .store
+        .dequeue(&backend.queue, 32, std::time::Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert!(left.is_empty(), "{left:?}");
 }

@@ -102,7 +102,6 @@ impl Engine {
                     Some(_) => Plan::Done(()),
                     None => Plan::Turn {
                         inbound: vec![started.clone()],
-                        claim: false,
                     },
                 })
             })
@@ -112,7 +111,6 @@ impl Engine {
             Turned::Committed(c) => {
                 let mut status = c.state.status.clone();
                 status.history = Some(c.history);
-                self.dispatch(instance_id, c.work);
                 StartOutcome::Started(Box::new(status))
             }
         })
@@ -170,7 +168,6 @@ impl Engine {
                 }
                 Ok(Plan::Turn {
                     inbound: vec![raised.clone()],
-                    claim: false,
                 })
             })
             .await?;
@@ -179,7 +176,6 @@ impl Engine {
             Turned::Committed(c) => {
                 let mut status = c.state.status.clone();
                 status.history = Some(c.history);
-                self.dispatch(instance_id, c.work);
                 RaiseOutcome::Recorded(status)
             }
         })

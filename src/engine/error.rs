@@ -44,6 +44,10 @@ pub enum EngineError {
     /// written by this call; retrying later is safe.
     #[error("gave up after {attempts} conflicting attempts to commit a turn")]
     Conflict { attempts: u32 },
+    /// A work message arrived before the turn that sent it committed (it may yet, or may have
+    /// failed). Nothing was done; the message must be retried later.
+    #[error("event {event_id} of instance {instance_id} is not committed yet")]
+    NotCommitted { instance_id: String, event_id: i64 },
     /// A stored row could not be read back (a bug or a foreign writer).
     #[error("stored instance data is corrupt: {0}")]
     Corrupt(String),
@@ -58,7 +62,7 @@ impl EngineError {
     pub fn is_transient(&self) -> bool {
         match self {
             EngineError::Storage(e) => e.is_transient(),
-            EngineError::Conflict { .. } => true,
+            EngineError::Conflict { .. } | EngineError::NotCommitted { .. } => true,
             _ => false,
         }
     }

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use chrono::Duration;
+use chrono::{DateTime, Duration, Utc};
 use tokio::sync::{watch, OwnedMutexGuard};
 
 use super::error::EngineError;
@@ -20,18 +20,18 @@ use crate::store::Storage;
 pub struct EngineOptions {
     /// The table holding every instance (one partition each).
     pub table: String,
-    /// How long a scheduled activity is presumed running in the process that committed it.
-    /// After that, `recover` runs it again (activities are at-least-once).
-    pub activity_lease: Duration,
+    /// The queue the engine's work travels on (see `worker.rs`).
+    pub work_queue: String,
     /// How many times a turn is retried after losing a race for the state row.
     pub max_turn_attempts: u32,
-    /// Wake up in this process when a timer is due (a Tokio sleep per timer). Off, timers fire
-    /// only through `recover` (and at once when already due when created). Tests using a
-    /// `ManualClock` turn this off.
-    pub in_process_timers: bool,
+    /// How long a work message that arrives before its turn's commit is retried before it is
+    /// taken for the message of a turn that failed (the commit of a live turn takes
+    /// milliseconds; this covers a stalled one).
+    pub commit_grace: Duration,
     /// How many activities this process runs at once; more wait their turn. Activities are
     /// the heavy part (the analysis reads a whole file): run unbounded, a burst of them would
-    /// starve the requests the process is serving.
+    /// starve the requests the process is serving. Only the activity itself holds a permit,
+    /// never the storage writes around it.
     pub max_concurrent_activities: usize,
 }
 
@@ -39,21 +39,51 @@ impl Default for EngineOptions {
     fn default() -> Self {
         EngineOptions {
             table: "workflows".to_owned(),
-            activity_lease: Duration::minutes(5),
+            work_queue: "workflow-work".to_owned(),
             max_turn_attempts: 30,
-            in_process_timers: true,
+            commit_grace: Duration::seconds(30),
             max_concurrent_activities: std::thread::available_parallelism().map_or(2, |n| n.get()),
         }
     }
 }
 
+/// Tells a local worker that work was sent, and the earliest time any of it becomes visible,
+/// so it can sleep until then instead of polling.
+#[derive(Debug)]
+pub struct WorkSignal(watch::Sender<Option<DateTime<Utc>>>);
+
+impl WorkSignal {
+    fn new() -> Self {
+        WorkSignal(watch::Sender::new(None))
+    }
+
+    pub(super) fn sent(&self, visible_at: DateTime<Utc>) {
+        self.0.send_modify(|earliest| {
+            *earliest = Some(earliest.map_or(visible_at, |t| t.min(visible_at)));
+        });
+    }
+
+    /// Wakes on every [`WorkSignal::sent`].
+    pub fn subscribe(&self) -> watch::Receiver<Option<DateTime<Utc>>> {
+        self.0.subscribe()
+    }
+
+    /// The earliest time signalled since the last take, and forgets it.
+    pub fn take(&self) -> Option<DateTime<Utc>> {
+        let mut taken = None;
+        self.0.send_if_modified(|earliest| {
+            taken = earliest.take();
+            false
+        });
+        taken
+    }
+}
+
 /// A durable engine over one table. Cheap to clone; clones share everything.
 ///
-/// Its methods must run inside a Tokio runtime: after a commit, activities (and timer
-/// wake-ups) are spawned as Tokio tasks. Several engines (processes) may share one table;
-/// the state row's ETag keeps their turns apart. Someone must call [`Engine::recover`]
-/// periodically (a timer trigger, or a loop in local mode): it is the only thing that fires
-/// timers whose in-process wake-up was lost and reruns work of dead processes.
+/// Several engines (processes) may share one table and one work queue; the state row's ETag
+/// keeps their turns apart. Someone must receive the work queue's messages and pass them to
+/// [`Engine::execute`]: the host's queue trigger, or a [`super::WorkDriver`].
 #[derive(Clone)]
 pub struct Engine {
     pub(super) inner: Arc<Inner>,
@@ -67,8 +97,8 @@ pub(super) struct Inner {
     /// Turns of one instance in this process run one at a time: racing our own tasks for the
     /// state row would only burn storage transactions. Other processes race via ETags.
     pub(super) locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
-    /// Activity and due-timer work started by this engine and not finished.
-    pub(super) in_flight: watch::Sender<usize>,
+    /// Work sent by this process, for a local worker to wake on.
+    pub(super) signal: WorkSignal,
     /// Each instance's partition as this process last committed it. The next turn of that
     /// instance starts from here instead of loading, saving a storage read per turn (an
     /// activity's outcome, a decision after our own commit). A stale entry cannot do harm: the
@@ -110,18 +140,35 @@ impl Engine {
                 locks: Mutex::new(HashMap::new()),
                 recent: Mutex::new(HashMap::new()),
                 activity_slots,
-                in_flight: watch::Sender::new(0),
+                signal: WorkSignal::new(),
             }),
         }
     }
 
-    /// Creates the engine's table if missing. Idempotent.
+    /// Creates the engine's table and work queue if missing. Idempotent.
     pub async fn ensure_storage(&self) -> Result<(), EngineError> {
-        self.inner
-            .store
-            .ensure_table(&self.inner.options.table)
-            .await?;
+        let options = &self.inner.options;
+        self.inner.store.ensure_table(&options.table).await?;
+        self.inner.store.ensure_queue(&options.work_queue).await?;
         Ok(())
+    }
+
+    /// The queue the engine's work travels on.
+    pub fn work_queue(&self) -> &str {
+        &self.inner.options.work_queue
+    }
+
+    /// What a local worker wakes on.
+    pub fn work_signal(&self) -> &WorkSignal {
+        &self.inner.signal
+    }
+
+    pub(super) fn store(&self) -> &Arc<dyn Storage> {
+        &self.inner.store
+    }
+
+    pub(super) fn clock(&self) -> &Arc<dyn Clock> {
+        &self.inner.clock
     }
 
     pub(super) async fn lock_instance(&self, instance_id: &str) -> InstanceLock {

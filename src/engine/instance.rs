@@ -38,29 +38,4 @@ pub struct InstanceState {
     pub next_event_id: i64,
     pub open_activities: Vec<i64>,
     pub open_timers: Vec<OpenTimer>,
-    /// Until then, open activities are presumed running somewhere; after it, `recover`
-    /// runs them again.
-    pub lease_expiry: Option<DateTime<Utc>>,
-}
-
-impl InstanceState {
-    pub fn pending_work(&self) -> bool {
-        !self.status.runtime_status.is_terminal()
-            && (!self.open_activities.is_empty() || !self.open_timers.is_empty())
-    }
-
-    /// The earliest time `recover` has something to do: a timer due or a lease run out.
-    pub fn next_wake_time(&self) -> Option<DateTime<Utc>> {
-        if !self.pending_work() {
-            return None;
-        }
-        let timers = self.open_timers.iter().map(|t| t.fire_at);
-        let lease = if self.open_activities.is_empty() {
-            None
-        } else {
-            // Open activities without a lease (should not happen) are due at once.
-            Some(self.lease_expiry.unwrap_or(self.status.created_time))
-        };
-        timers.chain(lease).min()
-    }
 }

@@ -88,6 +88,7 @@
 
 mod client;
 mod context;
+mod driver;
 mod error;
 mod event;
 mod handle;
@@ -100,10 +101,12 @@ mod worker;
 
 pub use client::{InstancePage, ListQuery, RaiseEvent, RaiseOutcome, StartOutcome};
 pub use context::{OrchestrationContext, RetryPolicy};
+pub use driver::{DriverOptions, WorkDriver};
 pub use error::{ActivityError, EngineError, OrchestrationError};
 pub use event::{EventKind, HistoryEvent, RuntimeStatus};
+pub use handle::WorkSignal;
 pub use handle::{Engine, EngineOptions};
 pub use instance::{InstanceState, InstanceStatus};
 pub use registry::{ActivityFn, OrchestrationFn, Registry};
 pub use replay::{replay, Action, OpenTimer, TurnResult, MAX_EVENTS_PER_TURN, MAX_EVENT_BYTES};
-pub use worker::RecoveryReport;
+pub use worker::{Executed, WorkMessage};

@@ -35,11 +35,6 @@ pub const P_FAILURE: &str = "Failure";
 pub const P_CREATED_TIME: &str = "CreatedTime";
 pub const P_LAST_UPDATED_TIME: &str = "LastUpdatedTime";
 pub const P_NEXT_EVENT_ID: &str = "NextEventId";
-/// True while the instance has an open activity or timer: what `recover` queries for.
-pub const P_PENDING_WORK: &str = "PendingWork";
-/// The earliest time `recover` has something to do for this instance.
-pub const P_NEXT_WAKE_TIME: &str = "NextWakeTime";
-pub const P_LEASE_EXPIRY: &str = "LeaseExpiry";
 pub const P_OPEN_ACTIVITIES: &str = "OpenActivities";
 pub const P_OPEN_TIMERS: &str = "OpenTimers";
 pub const P_EVENT: &str = "Event";
@@ -94,7 +89,6 @@ impl InstanceState {
             .with(P_CREATED_TIME, format_time(status.created_time))
             .with(P_LAST_UPDATED_TIME, format_time(status.last_updated_time))
             .with(P_NEXT_EVENT_ID, self.next_event_id)
-            .with(P_PENDING_WORK, self.pending_work())
             .with(
                 P_OPEN_ACTIVITIES,
                 serde_json::to_string(&self.open_activities).unwrap_or_else(|_| "[]".into()),
@@ -108,12 +102,6 @@ impl InstanceState {
         }
         if let Some(failure) = &status.failure {
             e = e.with(P_FAILURE, failure.as_str());
-        }
-        if let Some(t) = self.next_wake_time() {
-            e = e.with(P_NEXT_WAKE_TIME, format_time(t));
-        }
-        if let Some(t) = self.lease_expiry {
-            e = e.with(P_LEASE_EXPIRY, format_time(t));
         }
         e
     }
@@ -165,7 +153,6 @@ impl InstanceState {
                 .transpose()
                 .map_err(|_| corrupt(P_OPEN_TIMERS))?
                 .unwrap_or_default(),
-            lease_expiry: time(P_LEASE_EXPIRY),
         })
     }
 }
@@ -244,14 +231,8 @@ mod tests {
                 timer_id: 6,
                 fire_at: t + chrono::Duration::days(3),
             }],
-            lease_expiry: Some(t + chrono::Duration::minutes(5)),
         };
         let entity = state.to_entity();
-        assert_eq!(entity.bool(P_PENDING_WORK), Some(true));
-        assert_eq!(
-            entity.str(P_NEXT_WAKE_TIME),
-            Some(format_time(t + chrono::Duration::minutes(5)).as_str())
-        );
         let back = InstanceState::from_entity(&entity).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(back, state);
     }

@@ -11,9 +11,9 @@ use super::error::EngineError;
 use super::event::{EventKind, HistoryEvent, RuntimeStatus};
 use super::handle::{Engine, RECENT_CAPACITY};
 use super::instance::{InstanceState, InstanceStatus};
-use super::replay::{replay, Action, TurnResult};
+use super::replay::replay;
 use super::rows::{history_entity, history_event, STATE_ROW};
-use super::worker::Work;
+use super::worker::WorkMessage;
 use crate::store::{check_batch_size, BatchOp, ETag, Page, StoreError, TableQuery};
 
 /// Table Storage's largest page: the engine's scans read as few pages as they can.
@@ -46,12 +46,8 @@ impl Loaded {
 pub(super) enum Plan<T> {
     /// Nothing to write.
     Done(T),
-    /// Append `inbound` and replay. With `claim`, renew the activity lease and run the open
-    /// activities again after the commit.
-    Turn {
-        inbound: Vec<EventKind>,
-        claim: bool,
-    },
+    /// Append `inbound` and replay.
+    Turn { inbound: Vec<EventKind> },
     /// End the instance without replaying it.
     Terminate { reason: String },
 }
@@ -61,14 +57,12 @@ pub(super) enum Turned<T> {
     Committed(Box<Committed>),
 }
 
-/// A committed turn: the new state, and the work to start now.
+/// A committed turn: the new state, and the work it sent.
 pub(super) struct Committed {
     pub(super) state: InstanceState,
     /// The whole history after the commit, so callers can answer without reloading.
     pub(super) history: Vec<HistoryEvent>,
-    pub(super) work: Vec<Work>,
-    /// How many of `work` are activities started again after their lease ran out.
-    pub(super) restarted: usize,
+    pub(super) work: Vec<WorkMessage>,
 }
 impl Engine {
     /// Loads, plans, replays and commits one turn, retrying (with a fresh load and a fresh
@@ -103,13 +97,14 @@ impl Engine {
             }
             let (ops, committed) = match planned? {
                 Plan::Done(value) => return Ok(Turned::Done(value)),
-                Plan::Turn { inbound, claim } => {
-                    self.build_turn(instance_id, &loaded, inbound, claim)?
-                }
+                Plan::Turn { inbound } => self.build_turn(instance_id, &loaded, inbound)?,
                 Plan::Terminate { reason } => {
                     self.build_termination(instance_id, &loaded, reason)?
                 }
             };
+            // Work first: a crash after this leaves messages whose turn did not commit, which
+            // find nothing to do; a crash after the commit cannot leave work unsent.
+            self.send_work(&committed.work).await?;
             match self
                 .inner
                 .store
@@ -154,7 +149,7 @@ impl Engine {
         }
     }
 
-    fn recent(&self, instance_id: &str) -> Option<Loaded> {
+    pub(super) fn recent(&self, instance_id: &str) -> Option<Loaded> {
         let recent = self.inner.recent.lock().unwrap_or_else(|p| p.into_inner());
         recent.get(instance_id).cloned()
     }
@@ -191,7 +186,6 @@ impl Engine {
         instance_id: &str,
         loaded: &Loaded,
         inbound: Vec<EventKind>,
-        claim: bool,
     ) -> Result<(Vec<BatchOp>, Committed), EngineError> {
         let prev = loaded.state();
         let (name, input) = match (prev, inbound.first()) {
@@ -216,21 +210,7 @@ impl Engine {
             tracing::error!(instance_id, reason, "instance failed: nondeterminism");
         }
 
-        // A turn that only renews a lease appends nothing.
-        let appends = result.new_events.len() > 1 || !result.actions.is_empty();
-        let new_events: &[HistoryEvent] = if appends { &result.new_events } else { &[] };
-        let schedules_activities = result
-            .actions
-            .iter()
-            .any(|a| matches!(a, Action::ScheduleActivity { .. }));
-        let open_activities = result.open_activities.clone();
-        let lease_expiry = if open_activities.is_empty() {
-            None
-        } else if claim || schedules_activities {
-            Some(now + self.inner.options.activity_lease)
-        } else {
-            prev.and_then(|s| s.lease_expiry)
-        };
+        let new_events = &result.new_events;
         let state = InstanceState {
             status: InstanceStatus {
                 instance_id: instance_id.to_owned(),
@@ -241,51 +221,17 @@ impl Engine {
                 output: result.output.clone(),
                 failure: result.failure.clone(),
                 created_time: prev.map_or(now, |s| s.status.created_time),
-                last_updated_time: if appends {
-                    now
-                } else {
-                    prev.map_or(now, |s| s.status.last_updated_time)
-                },
+                last_updated_time: now,
                 history: None,
             },
             next_event_id: new_events
                 .last()
                 .map_or(prev.map_or(0, |s| s.next_event_id), |e| e.event_id + 1),
-            open_activities,
+            open_activities: result.open_activities.clone(),
             open_timers: result.open_timers.clone(),
-            lease_expiry,
         };
 
-        let mut work = self.work_from(&result);
-        let mut restarted = 0;
-        if claim && !state.status.runtime_status.is_terminal() {
-            // Run again every open activity this turn did not just schedule.
-            let fresh: Vec<i64> = result
-                .actions
-                .iter()
-                .filter_map(|a| match a {
-                    Action::ScheduleActivity {
-                        task_scheduled_id, ..
-                    } => Some(*task_scheduled_id),
-                    Action::CreateTimer { .. } => None,
-                })
-                .collect();
-            for id in state
-                .open_activities
-                .iter()
-                .filter(|id| !fresh.contains(id))
-            {
-                if let Some((name, input)) = scheduled_activity(&loaded.history, *id) {
-                    work.push(Work::Activity {
-                        task_scheduled_id: *id,
-                        name,
-                        input,
-                    });
-                    restarted += 1;
-                }
-            }
-        }
-
+        let work = self.work_from(instance_id, &result);
         let ops = self.batch_ops(instance_id, loaded, &state, new_events)?;
         let mut history = loaded.history.clone();
         history.extend_from_slice(new_events);
@@ -295,7 +241,6 @@ impl Engine {
                 state,
                 history,
                 work,
-                restarted,
             },
         ))
     }
@@ -328,7 +273,6 @@ impl Engine {
             next_event_id: prev.next_event_id + 1,
             open_activities: Vec::new(),
             open_timers: Vec::new(),
-            lease_expiry: None,
         };
         let ops = self.batch_ops(instance_id, loaded, &state, std::slice::from_ref(&event))?;
         let mut history = loaded.history.clone();
@@ -339,7 +283,6 @@ impl Engine {
                 state,
                 history,
                 work: Vec::new(),
-                restarted: 0,
             },
         ))
     }
@@ -370,28 +313,6 @@ impl Engine {
             bytes: too_large.bytes,
         })?;
         Ok(ops)
-    }
-
-    fn work_from(&self, result: &TurnResult) -> Vec<Work> {
-        if result.runtime_status.is_terminal() {
-            return Vec::new();
-        }
-        result
-            .actions
-            .iter()
-            .map(|action| match action {
-                Action::ScheduleActivity {
-                    task_scheduled_id,
-                    name,
-                    input,
-                } => Work::Activity {
-                    task_scheduled_id: *task_scheduled_id,
-                    name: name.clone(),
-                    input: input.clone(),
-                },
-                Action::CreateTimer { fire_at, .. } => Work::Timer { fire_at: *fire_at },
-            })
-            .collect()
     }
 
     /// Every page of `query` (at the largest page size) over the engine's table, each fetched
@@ -457,15 +378,6 @@ impl Engine {
         }
         Ok(loaded)
     }
-}
-
-fn scheduled_activity(history: &[HistoryEvent], id: i64) -> Option<(String, Value)> {
-    history.iter().find_map(|e| match &e.kind {
-        EventKind::TaskScheduled { name, input } if e.event_id == id => {
-            Some((name.clone(), input.clone()))
-        }
-        _ => None,
-    })
 }
 
 pub(super) fn truncate(s: &str, max: usize) -> String {

@@ -1,246 +1,314 @@
 //! The worker: runs what committed turns asked for — activities and timers — and feeds each
-//! outcome back as a turn. [`Engine::dispatch`] is the one seam where committed work leaves a
-//! turn; today it spawns Tokio tasks in this process, and [`Engine::recover`] rescues work a
-//! dead process left behind.
+//! outcome back as a turn.
+//!
+//! Work travels as messages on a storage queue ([`WorkMessage`]: ids, never payloads). A turn
+//! sends its messages *before* its commit ([`Engine::send_work`], the one seam where work leaves
+//! a turn), so no crash can leave a committed turn without its work; a message whose turn then
+//! failed to commit finds nothing to do and is dropped. Whoever receives a message — the host's
+//! queue trigger under Azure Functions, [`super::WorkDriver`] in local mode — hands its text to
+//! [`Engine::execute`] and deletes the message once that returns `Ok`; an `Err` leaves it to come
+//! back later (the queue's redelivery is the retry, its dequeue count the poison limit).
+//!
+//! Guarantees, each at its crash point: an activity runs at least once and its outcome is
+//! recorded exactly once (a redelivered message for a recorded outcome is dropped); a timer
+//! fires exactly once (only an open timer can fire); a timer due beyond the queue's 7-day
+//! horizon is re-armed when its message comes early.
 
-use std::future::Future;
 use std::panic::AssertUnwindSafe;
-use std::sync::{Arc, Weak};
 
 use chrono::{DateTime, Duration, Utc};
-use futures::{FutureExt, TryStreamExt};
+use futures::FutureExt;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::error::EngineError;
 use super::event::{EventKind, HistoryEvent};
-use super::handle::{Engine, Inner};
-use super::instance::InstanceState;
-use super::replay::{event_size, MAX_EVENT_BYTES};
-use super::rows::{state_row_range, P_PENDING_WORK};
-use super::turn::{truncate, Plan, Turned, MAX_REASON_BYTES};
-use crate::store::{Prop, TableQuery};
+use super::handle::Engine;
+use super::replay::{event_size, Action, TurnResult, MAX_EVENT_BYTES};
+use super::turn::{truncate, Loaded, Plan, Turned, MAX_REASON_BYTES};
+use crate::store::MAX_VISIBILITY;
 
-/// What one `recover` pass did.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RecoveryReport {
-    /// Instances with open activities or timers (the rows the query returned).
-    pub pending_instances: usize,
-    pub timers_fired: usize,
-    /// Activities whose lease had run out and that were started again.
-    pub activities_restarted: usize,
-    /// Instances that could not be advanced this time (logged; retried on the next pass).
-    pub failures: usize,
-}
-
-/// Work a committed turn asks for: what [`Engine::dispatch`] hands on.
-pub(super) enum Work {
-    Activity {
-        task_scheduled_id: i64,
-        name: String,
-        input: Value,
-    },
+/// One unit of work on the engine's queue: which instance, and which of its scheduled
+/// activities or created timers. The activity's name and input are read from history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "work", rename_all = "camelCase")]
+pub enum WorkMessage {
+    /// Run the activity scheduled as event `task` and record its outcome.
+    #[serde(rename_all = "camelCase")]
+    Activity { instance: String, task: i64 },
+    /// Fire timer `timer` (created as that event) once `fire_at` has passed.
+    #[serde(rename_all = "camelCase")]
     Timer {
+        instance: String,
+        timer: i64,
         fire_at: DateTime<Utc>,
     },
 }
 
-/// The most `TimerFired` events one turn appends; more wait for the next pass.
-const MAX_TIMERS_PER_TURN: usize = 64;
+impl WorkMessage {
+    pub fn to_text(&self) -> String {
+        // Serialising a plain enum of strings, numbers and times cannot fail.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    pub fn parse(text: &str) -> Result<Self, serde_json::Error> {
+        serde_json::from_str(text)
+    }
+
+    pub fn instance(&self) -> &str {
+        match self {
+            WorkMessage::Activity { instance, .. } | WorkMessage::Timer { instance, .. } => {
+                instance
+            }
+        }
+    }
+
+    /// The history event the work was created as.
+    fn event_id(&self) -> i64 {
+        match self {
+            WorkMessage::Activity { task, .. } => *task,
+            WorkMessage::Timer { timer, .. } => *timer,
+        }
+    }
+}
+
+/// What [`Engine::execute`] made of a message. Either way the message is finished with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Executed {
+    /// The activity ran and its outcome was recorded, or the due timer fired (or was re-armed).
+    Done,
+    /// Nothing to do; the reason says why (an outcome already recorded, a finished instance, a
+    /// turn that never committed, a malformed message).
+    Dropped(&'static str),
+}
+
+/// How long a timer message is kept back at most: just under the queue's 7-day limit.
+fn max_delay() -> Duration {
+    Duration::from_std(MAX_VISIBILITY).unwrap_or(Duration::days(7)) - Duration::minutes(1)
+}
 
 impl Engine {
-    /// The periodic duty: fires due timers and restarts activities whose lease ran out (work
-    /// a dead process left behind). One query over the state rows with open work; when
-    /// nothing is pending that is the only request.
+    /// The messages for the work a turn asks for (none once the instance has finished).
+    pub(super) fn work_from(&self, instance_id: &str, result: &TurnResult) -> Vec<WorkMessage> {
+        if result.runtime_status.is_terminal() {
+            return Vec::new();
+        }
+        result
+            .actions
+            .iter()
+            .map(|action| match action {
+                Action::ScheduleActivity {
+                    task_scheduled_id, ..
+                } => WorkMessage::Activity {
+                    instance: instance_id.to_owned(),
+                    task: *task_scheduled_id,
+                },
+                Action::CreateTimer { timer_id, fire_at } => WorkMessage::Timer {
+                    instance: instance_id.to_owned(),
+                    timer: *timer_id,
+                    fire_at: *fire_at,
+                },
+            })
+            .collect()
+    }
+
+    /// Puts `work` on the engine's queue: activities visible at once, timers at their time (or
+    /// at the queue's horizon, to be re-armed then). Called before the commit that records the
+    /// work: if it fails, the turn fails and nothing is committed.
+    pub(super) async fn send_work(&self, work: &[WorkMessage]) -> Result<(), EngineError> {
+        let now = self.inner.clock.now();
+        let queue = &self.inner.options.work_queue;
+        for message in work {
+            let due = match message {
+                WorkMessage::Activity { .. } => now,
+                WorkMessage::Timer { fire_at, .. } => *fire_at,
+            };
+            // Whole seconds, rounded up, as Queue Storage counts them: the signalled time is
+            // then when the message really shows, on every backend.
+            let delay = (due - now).clamp(Duration::zero(), max_delay());
+            let delay =
+                Duration::seconds(delay.num_seconds() + i64::from(delay.subsec_nanos() > 0));
+            self.inner
+                .store
+                .enqueue(
+                    queue,
+                    &message.to_text(),
+                    delay.to_std().unwrap_or_default(),
+                )
+                .await?;
+            self.inner.signal.sent(now + delay);
+        }
+        Ok(())
+    }
+
+    /// Does the work one message asks for. `inserted` is when the message was sent: a message
+    /// whose turn has not committed is retried (an `Err`) for [`super::EngineOptions::commit_grace`]
+    /// after that, then taken for the message of a turn that failed and dropped.
     ///
-    /// Errors: only when the query itself fails; a failure to advance one instance is logged
-    /// and counted in [`RecoveryReport::failures`].
-    #[tracing::instrument(skip(self), err)]
-    pub async fn recover(&self) -> Result<RecoveryReport, EngineError> {
-        let now = self.inner.clock.now();
-        let mut report = RecoveryReport::default();
-        let pages = self.pages(TableQuery {
-            row_keys: Some(state_row_range()),
-            equals: vec![(P_PENDING_WORK.to_owned(), Prop::Bool(true))],
-            ..TableQuery::default()
-        });
-        let mut pages = std::pin::pin!(pages);
-        while let Some(page) = pages.try_next().await? {
-            for stored in &page.entities {
-                report.pending_instances += 1;
-                let instance_id = &stored.entity.partition_key;
-                let due = match InstanceState::from_entity(&stored.entity) {
-                    Ok(state) => state.next_wake_time().is_some_and(|t| t <= now),
-                    Err(e) => {
-                        tracing::error!(instance_id, error = %e, "unreadable state row");
-                        report.failures += 1;
-                        continue;
-                    }
-                };
-                if !due {
-                    continue;
-                }
-                match self.advance_due_work(instance_id, true).await {
-                    Ok((fired, restarted)) => {
-                        report.timers_fired += fired;
-                        report.activities_restarted += restarted;
-                    }
-                    Err(e) => {
-                        tracing::warn!(instance_id, error = %e, "recovery could not advance instance");
-                        report.failures += 1;
-                    }
-                }
-            }
-        }
-        if report != RecoveryReport::default() {
-            tracing::info!(?report, "recovery pass");
-        }
-        Ok(report)
-    }
-
-    /// Waits until no activity (or due timer) started by this engine is still in flight,
-    /// including the turns they lead to and the work those start.
-    pub async fn idle(&self) {
-        let mut rx = self.inner.in_flight.subscribe();
-        // The sender lives in `inner`, which `self` keeps alive, so this cannot fail.
-        let _ = rx.wait_for(|n| *n == 0).await;
-    }
-
-    pub(super) fn dispatch(&self, instance_id: &str, work: Vec<Work>) {
-        let now = self.inner.clock.now();
-        for item in work {
-            match item {
-                Work::Activity {
-                    task_scheduled_id,
-                    name,
-                    input,
-                } => {
-                    let engine = self.clone();
-                    let instance_id = instance_id.to_owned();
-                    self.spawn_tracked(async move {
-                        engine
-                            .run_activity(&instance_id, task_scheduled_id, &name, input)
-                            .await;
-                    });
-                }
-                Work::Timer { fire_at } if fire_at <= now => {
-                    let engine = self.clone();
-                    let instance_id = instance_id.to_owned();
-                    self.spawn_tracked(async move {
-                        if let Err(e) = engine.advance_due_work(&instance_id, false).await {
-                            tracing::warn!(instance_id, error = %e, "could not fire a due timer; recovery will");
-                        }
-                    });
-                }
-                Work::Timer { fire_at } if self.inner.options.in_process_timers => {
-                    self.spawn_wakeup(instance_id.to_owned(), fire_at);
-                }
-                Work::Timer { .. } => {}
-            }
-        }
-    }
-
-    /// Spawns work that `idle` waits for.
-    fn spawn_tracked(&self, work: impl Future<Output = ()> + Send + 'static) {
-        self.inner.in_flight.send_modify(|n| *n += 1);
-        let guard = InFlight {
-            inner: self.inner.clone(),
-        };
-        tokio::spawn(async move {
-            let _guard = guard;
-            work.await;
-        });
-    }
-
-    /// Sleeps until `fire_at` and fires the instance's due timers. Holds the engine weakly,
-    /// so a dropped engine's wake-ups do nothing; a lost wake-up is `recover`'s to catch.
-    fn spawn_wakeup(&self, instance_id: String, fire_at: DateTime<Utc>) {
-        let weak: Weak<Inner> = Arc::downgrade(&self.inner);
-        tokio::spawn(async move {
-            // Clock and Tokio timer can disagree by a hair; a few tries absorb that.
-            for _ in 0..3 {
-                let remaining = {
-                    let Some(inner) = weak.upgrade() else { return };
-                    fire_at - inner.clock.now()
-                };
-                if remaining > Duration::zero() {
-                    let slack = std::time::Duration::from_millis(10);
-                    tokio::time::sleep(remaining.to_std().unwrap_or_default() + slack).await;
-                    continue;
-                }
-                let Some(inner) = weak.upgrade() else { return };
-                let engine = Engine { inner };
-                if let Err(e) = engine.advance_due_work(&instance_id, false).await {
-                    tracing::warn!(instance_id, error = %e, "timer wake-up failed; recovery will fire it");
-                }
-                return;
-            }
-        });
-    }
-
-    /// Fires the instance's due timers and, with `restart_expired`, claims and restarts
-    /// activities whose lease has run out. Returns (timers fired, activities restarted).
-    async fn advance_due_work(
+    /// Errors mean "try again later" (storage unavailable, a turn not committed yet); the
+    /// message must then stay on the queue.
+    pub async fn execute(
         &self,
-        instance_id: &str,
-        restart_expired: bool,
-    ) -> Result<(usize, usize), EngineError> {
+        text: &str,
+        inserted: DateTime<Utc>,
+    ) -> Result<Executed, EngineError> {
+        let message = match WorkMessage::parse(text) {
+            Ok(message) => message,
+            Err(e) => {
+                tracing::error!(error = %e, "dropped a malformed work message");
+                return Ok(Executed::Dropped("malformed"));
+            }
+        };
+        let instance_id = message.instance().to_owned();
+        // What this process last committed usually answers (it sent the message); only when it
+        // does not know the event is storage asked. A stale memory costs at most a repeated
+        // activity, whose outcome the turn's ETag check then records once.
+        let remembered = self
+            .recent(&instance_id)
+            .filter(|loaded| knows(loaded, &message));
+        let loaded = match remembered {
+            Some(loaded) => loaded,
+            None => self.load(&instance_id).await?,
+        };
+        if let Some(reason) = self.not_yet_committed(&loaded, &message, inserted)? {
+            return Ok(Executed::Dropped(reason));
+        }
+        match message {
+            WorkMessage::Activity { task, .. } => {
+                self.run_activity(&instance_id, task, &loaded).await
+            }
+            WorkMessage::Timer { fire_at, .. } => {
+                let now = self.inner.clock.now();
+                if fire_at > now {
+                    // Early: a timer beyond the queue's horizon comes back to be re-armed.
+                    self.send_work(std::slice::from_ref(&message)).await?;
+                    return Ok(Executed::Done);
+                }
+                self.fire_due_timers(&instance_id).await?;
+                Ok(Executed::Done)
+            }
+        }
+    }
+
+    /// Checks the message against the instance as stored: `Err(NotCommitted)` while its turn may
+    /// still commit, `Ok(Some(reason))` when there is nothing to do, `Ok(None)` to go ahead.
+    fn not_yet_committed(
+        &self,
+        loaded: &Loaded,
+        message: &WorkMessage,
+        inserted: DateTime<Utc>,
+    ) -> Result<Option<&'static str>, EngineError> {
+        let id = message.event_id();
+        let recorded = usize::try_from(id)
+            .ok()
+            .and_then(|i| loaded.history.get(i))
+            .map(|event| &event.kind);
+        let Some(kind) = recorded else {
+            // The turn that sent it has not committed (yet, or ever).
+            let age = self.inner.clock.now() - inserted;
+            if age < self.inner.options.commit_grace {
+                return Err(EngineError::NotCommitted {
+                    instance_id: message.instance().to_owned(),
+                    event_id: id,
+                });
+            }
+            tracing::info!(
+                instance_id = message.instance(),
+                event_id = id,
+                "dropped work whose turn never committed"
+            );
+            return Ok(Some("its turn never committed"));
+        };
+        let matches = matches!(
+            (message, kind),
+            (
+                WorkMessage::Activity { .. },
+                EventKind::TaskScheduled { .. }
+            ) | (WorkMessage::Timer { .. }, EventKind::TimerCreated { .. })
+        );
+        if !matches {
+            // Another turn committed that event id: the one that sent this message failed.
+            return Ok(Some("its turn never committed"));
+        }
+        let Some(state) = loaded.state() else {
+            return Ok(Some("the instance is gone"));
+        };
+        if state.status.runtime_status.is_terminal() {
+            return Ok(Some("the instance has finished"));
+        }
+        let open = match message {
+            WorkMessage::Activity { task, .. } => state.open_activities.contains(task),
+            WorkMessage::Timer { timer, .. } => {
+                state.open_timers.iter().any(|t| t.timer_id == *timer)
+            }
+        };
+        Ok((!open).then_some("already done"))
+    }
+
+    /// Fires the instance's due timers in one turn.
+    async fn fire_due_timers(&self, instance_id: &str) -> Result<usize, EngineError> {
+        /// The most `TimerFired` events one turn appends; more come with their own messages.
+        const MAX_TIMERS_PER_TURN: usize = 64;
         let now = self.inner.clock.now();
         let mut fired = 0;
-        let turned = self
-            .turn(instance_id, true, |loaded| {
-                let Some(state) = loaded.state() else {
-                    return Ok(Plan::Done(()));
-                };
-                if state.status.runtime_status.is_terminal() {
-                    return Ok(Plan::Done(()));
-                }
-                let due: Vec<EventKind> = state
-                    .open_timers
-                    .iter()
-                    .filter(|t| t.fire_at <= now)
-                    .take(MAX_TIMERS_PER_TURN)
-                    .map(|t| EventKind::TimerFired {
-                        timer_id: t.timer_id,
-                        fire_at: t.fire_at,
-                    })
-                    .collect();
-                let expired = restart_expired
-                    && !state.open_activities.is_empty()
-                    && state.lease_expiry.is_none_or(|t| t <= now);
-                fired = due.len();
-                if due.is_empty() && !expired {
-                    return Ok(Plan::Done(()));
-                }
-                Ok(Plan::Turn {
-                    inbound: due,
-                    claim: expired,
-                })
-            })
-            .await?;
-        match turned {
-            Turned::Done(()) => Ok((0, 0)),
-            Turned::Committed(c) => {
-                let restarted = c.restarted;
-                self.dispatch(instance_id, c.work);
-                Ok((fired, restarted))
+        self.turn(instance_id, true, |loaded| {
+            let Some(state) = loaded.state() else {
+                return Ok(Plan::Done(()));
+            };
+            if state.status.runtime_status.is_terminal() {
+                return Ok(Plan::Done(()));
             }
-        }
+            let due: Vec<EventKind> = state
+                .open_timers
+                .iter()
+                .filter(|t| t.fire_at <= now)
+                .take(MAX_TIMERS_PER_TURN)
+                .map(|t| EventKind::TimerFired {
+                    timer_id: t.timer_id,
+                    fire_at: t.fire_at,
+                })
+                .collect();
+            fired = due.len();
+            Ok(if due.is_empty() {
+                Plan::Done(())
+            } else {
+                Plan::Turn { inbound: due }
+            })
+        })
+        .await?;
+        Ok(fired)
     }
 
-    /// Runs one attempt of an activity and records its outcome.
+    /// Runs one attempt of the activity scheduled as event `task` and records its outcome.
     async fn run_activity(
         &self,
         instance_id: &str,
-        task_scheduled_id: i64,
-        name: &str,
-        input: Value,
-    ) {
-        // The semaphore is never closed, so acquiring only waits.
-        let _slot = self.inner.activity_slots.clone().acquire_owned().await.ok();
+        task: i64,
+        loaded: &Loaded,
+    ) -> Result<Executed, EngineError> {
+        let Some((name, input)) = scheduled_activity(&loaded.history, task) else {
+            return Ok(Executed::Dropped("no such activity"));
+        };
+        let event = {
+            // The permit bounds how many activities run here at once; it is not held while the
+            // outcome is written.
+            let _slot = self.inner.activity_slots.acquire().await.ok();
+            self.attempt(task, &name, input).await
+        };
+        let recorded = self.record_outcome(instance_id, task, event).await?;
+        Ok(if recorded {
+            Executed::Done
+        } else {
+            Executed::Dropped("already done")
+        })
+    }
+
+    /// One attempt, as the history event that records it: a panic or an error is the attempt's
+    /// failure, a result too big for a history row too.
+    async fn attempt(&self, task_scheduled_id: i64, name: &str, input: Value) -> EventKind {
         let outcome = match self.inner.registry.get_activity(name) {
             None => Err(format!("no activity named {name:?} is registered")),
             Some(activity) => {
-                // A panic, whether creating the future or polling it, is the attempt's failure.
                 let attempt = std::panic::catch_unwind(AssertUnwindSafe(|| activity(input)));
                 let outcome = match attempt {
                     Ok(future) => AssertUnwindSafe(future).catch_unwind().await,
@@ -253,7 +321,7 @@ impl Engine {
                 }
             }
         };
-        let event = match outcome {
+        match outcome {
             Ok(result) => {
                 let event = EventKind::TaskCompleted {
                     task_scheduled_id,
@@ -279,36 +347,17 @@ impl Engine {
                 task_scheduled_id,
                 reason: truncate(&reason, MAX_REASON_BYTES),
             },
-        };
-        // A transient storage failure here is retried a little; after that the lease runs out
-        // and `recover` runs the activity again.
-        for attempt in 1..=3u32 {
-            match self
-                .record_outcome(instance_id, task_scheduled_id, event.clone())
-                .await
-            {
-                Ok(()) => return,
-                Err(e) if e.is_transient() && attempt < 3 => {
-                    tracing::warn!(instance_id, task_scheduled_id, error = %e, "retrying to record an activity outcome");
-                    tokio::time::sleep(std::time::Duration::from_millis(100 * u64::from(attempt)))
-                        .await;
-                }
-                Err(e) => {
-                    tracing::error!(instance_id, task_scheduled_id, error = %e, "could not record an activity outcome; recovery will run it again");
-                    return;
-                }
-            }
         }
     }
 
     /// Appends an activity's outcome unless the instance no longer waits for it (finished,
-    /// purged, or the outcome already recorded by another run).
+    /// purged, or the outcome already recorded by another run). True when it was recorded.
     async fn record_outcome(
         &self,
         instance_id: &str,
         task_scheduled_id: i64,
         event: EventKind,
-    ) -> Result<(), EngineError> {
+    ) -> Result<bool, EngineError> {
         let turned = self
             .turn(instance_id, true, |loaded| {
                 let open = loaded.state().is_some_and(|s| {
@@ -318,7 +367,6 @@ impl Engine {
                 Ok(if open {
                     Plan::Turn {
                         inbound: vec![event.clone()],
-                        claim: false,
                     }
                 } else {
                     tracing::debug!(
@@ -330,22 +378,48 @@ impl Engine {
                 })
             })
             .await?;
-        if let Turned::Committed(c) = turned {
-            self.dispatch(instance_id, c.work);
-        }
-        Ok(())
+        Ok(matches!(turned, Turned::Committed(_)))
     }
 }
 
-/// Counts one piece of tracked work for `idle`, even if the task panics or is cancelled.
-struct InFlight {
-    inner: Arc<Inner>,
+/// Whether `loaded` holds the event the message was sent for.
+fn knows(loaded: &Loaded, message: &WorkMessage) -> bool {
+    usize::try_from(message.event_id()).is_ok_and(|i| i < loaded.history.len())
 }
 
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.inner
-            .in_flight
-            .send_modify(|n| *n = n.saturating_sub(1));
+fn scheduled_activity(history: &[HistoryEvent], id: i64) -> Option<(String, Value)> {
+    history.iter().find_map(|e| match &e.kind {
+        EventKind::TaskScheduled { name, input } if e.event_id == id => {
+            Some((name.clone(), input.clone()))
+        }
+        _ => None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn work_messages_carry_ids_in_a_small_stable_json_form() {
+        let activity = WorkMessage::Activity {
+            instance: "3f1c0e1e-7d5c-4b8e-9a39-0c5d2b1f6a11".into(),
+            task: 5,
+        };
+        assert_eq!(
+            activity.to_text(),
+            r#"{"work":"activity","instance":"3f1c0e1e-7d5c-4b8e-9a39-0c5d2b1f6a11","task":5}"#
+        );
+        assert_eq!(WorkMessage::parse(&activity.to_text()).unwrap(), activity);
+        let timer = WorkMessage::Timer {
+            instance: "x".into(),
+            timer: 7,
+            fire_at: DateTime::from_timestamp(1_800_000_000, 0).unwrap(),
+        };
+        assert_eq!(
+            timer.to_text(),
+            r#"{"work":"timer","instance":"x","timer":7,"fireAt":"2027-01-15T08:00:00Z"}"#
+        );
+        assert_eq!(WorkMessage::parse(&timer.to_text()).unwrap(), timer);
     }
 }

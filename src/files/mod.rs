@@ -615,24 +615,6 @@ impl Files {
             Err(e) => Err(e.into()),
         }
     }
-
-    /// The periodic duty (the `recover` timer under the host; a loop in local mode): the
-    /// engine's recovery of unfinished work, then the sweep of open uploads.
-    pub async fn housekeeping(&self) -> Result<Housekeeping, FilesError> {
-        let engine = self.engine.recover().await;
-        let sweep = self.sweep_uploads().await;
-        Ok(Housekeeping {
-            recovery: engine?,
-            sweep: sweep?,
-        })
-    }
-}
-
-/// What one housekeeping pass did.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Housekeeping {
-    pub recovery: crate::engine::RecoveryReport,
-    pub sweep: SweepReport,
 }
 
 /// The refusal of a decision the workflow is not waiting for, saying why.

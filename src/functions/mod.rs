@@ -9,7 +9,8 @@
 //! | `approve/`      | `POST /api/files/{id}/approvals/{stage}`      | [`approve`]      |
 //! | `download/`     | `GET /api/files/{id}/download`                | [`download`]     |
 //! | `orchestrator/` | blob trigger → `POST /orchestrator`           | [`orchestrator`] |
-//! | `recover/`      | timer trigger → `POST /recover`               | [`recover`]      |
+//! | `work/`         | queue trigger → `POST /work`                  | [`work`]         |
+//! | `sweep/`        | timer trigger → `POST /sweep`                 | [`sweep`]        |
 //! | (embedded only) | `GET /api/blobs/{id}?…&sig=…`                 | [`blobs`]        |
 
 pub mod approve;
@@ -17,9 +18,10 @@ pub mod blobs;
 pub mod download;
 pub mod invocation;
 pub mod orchestrator;
-pub mod recover;
 pub mod status;
+pub mod sweep;
 pub mod upload;
+pub mod work;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -64,10 +66,11 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/api/files/{id}/download", get(download::download))
         .route("/orchestrator", post(orchestrator::invoke))
-        // Every route above answers 503 within the budget when storage stalls. Housekeeping
-        // below works through whatever backlog there is, on the backends' own timeouts.
+        // Every route above answers 503 within the budget when storage stalls. The work and the
+        // sweep below run inside the host's invocations, on the backends' own timeouts.
         .route_layer(budget)
-        .route("/recover", post(recover::invoke))
+        .route("/work", post(work::invoke))
+        .route("/sweep", post(sweep::invoke))
         // The host's readiness and health probe: answer at once, touch nothing.
         .route("/", get(|| async { StatusCode::OK }))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })

@@ -38,6 +38,7 @@ pub struct TestApp {
     pub address: String,
     pub client: reqwest::Client,
     pub state: AppState,
+    pub driver: file_approver::engine::WorkDriver,
     pub clock: ManualClock,
     _dir: tempfile::TempDir,
 }
@@ -100,15 +101,20 @@ pub async fn spawn_app_with(options: Options) -> Option<TestApp> {
         "FILE_APPROVER_DATA_DIR".into(),
         dir.path().to_string_lossy().into_owned(),
     );
-    // Tests run the local duties by hand (`startup::local_duties`): in the background they
-    // would race the test, and on Azure reach other tests' files in the shared tables.
-    vars.insert("FILE_APPROVER_RECOVER_INTERVAL_SECS".into(), "0".into());
+    // Tests sweep by hand: in the background the sweep would race the test, and on Azure reach
+    // other tests' uploads in the shared tables.
+    vars.insert("FILE_APPROVER_SWEEP_INTERVAL_SECS".into(), "0".into());
     if mode == Mode::CustomHandler {
         vars.insert("FUNCTIONS_CUSTOMHANDLER_PORT".into(), "0".into());
     }
     match backend {
         Backend::Azure => {
             vars.insert("AzureWebJobsStorage".into(), azure_test_connection_string());
+            // A work queue of its own: each app runs on its own clock.
+            vars.insert(
+                "FILE_APPROVER_WORK_QUEUE".into(),
+                format!("work-{}", &uuid::Uuid::new_v4().simple().to_string()[..16]),
+            );
         }
         // Under the host the embedded store is only ever an explicit choice.
         Backend::Embedded => {
@@ -140,6 +146,7 @@ pub async fn spawn_app_with(options: Options) -> Option<TestApp> {
     .expect("app builds");
     let address = format!("http://{}", app.local_addr().expect("addr"));
     let state = app.state().clone();
+    let driver = app.driver().clone();
     tokio::spawn(app.run_until_stopped());
     Some(TestApp {
         faults,
@@ -149,6 +156,7 @@ pub async fn spawn_app_with(options: Options) -> Option<TestApp> {
             .build()
             .expect("client"),
         state,
+        driver,
         clock,
         _dir: dir,
     })
@@ -208,9 +216,10 @@ impl TestApp {
         response.json().await.expect("json")
     }
 
-    /// Waits until the activity work this app started is done (no sleeping).
+    /// Runs the work queue until nothing visible is left (what the work function or local
+    /// mode's driver would do; no sleeping).
     pub async fn idle(&self) {
-        self.state.files.engine().idle().await;
+        self.driver.drain().await;
     }
 }
 

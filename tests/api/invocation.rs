@@ -1,5 +1,5 @@
 //! The custom-handler protocol as the Functions host speaks it: the blob trigger's invocation
-//! (`POST /orchestrator`, built from the fixture payload), the timer's (`POST /recover`), and
+//! (`POST /orchestrator`, built from the fixture payload), the timer's (`POST /sweep`), and
 //! forwarded HTTP requests carrying the host's extra headers and `code` parameter.
 
 use base64::Engine as _;
@@ -222,14 +222,14 @@ async fn a_malformed_invocation_is_answered_2xx_with_the_reason_in_logs() {
 }
 
 #[tokio::test]
-async fn the_timer_invocation_runs_the_recovery_duty() {
+async fn the_timer_invocation_sweeps_the_open_uploads() {
     let app = spawn_app_on(Backend::Embedded, Mode::CustomHandler)
         .await
         .unwrap();
     let timer = include_str!("../fixtures/c-timer.request.json");
     let response = app
         .client
-        .post(app.url("/recover"))
+        .post(app.url("/sweep"))
         .header("Content-Type", "application/json")
         .body(timer)
         .send()
@@ -238,7 +238,7 @@ async fn the_timer_invocation_runs_the_recovery_duty() {
     assert_eq!(response.status(), 200);
     let reply: Value = response.json().await.unwrap();
     assert!(
-        reply["Logs"][0].as_str().unwrap().starts_with("recover"),
+        reply["Logs"][0].as_str().unwrap().starts_with("sweep"),
         "{reply}"
     );
 }

@@ -98,8 +98,8 @@ async fn an_upload_that_never_committed_is_swept_with_its_record(backend: Backen
     assert_eq!(in_flight.len(), 1);
 
     app.clock.set(two_hours_ago + Duration::minutes(61));
-    let done = app.state.files.housekeeping().await.unwrap();
-    assert!(done.sweep.abandoned >= 1, "{done:?}");
+    let done = app.state.files.sweep_uploads().await.unwrap();
+    assert!(done.abandoned >= 1, "{done:?}");
     assert!(open_uploads(&app, two_hours_ago).await.is_empty());
     assert!(!record_exists(&app, &abandoned).await);
     assert_eq!(open_uploads(&app, younger).await, in_flight);
@@ -121,14 +121,14 @@ async fn a_committed_upload_whose_trigger_never_came_is_started_by_the_sweep(bac
 
     // Within the grace the trigger is expected: the sweep leaves the file alone.
     app.clock.set(two_hours_ago + Duration::seconds(30));
-    app.state.files.housekeeping().await.unwrap();
+    app.state.files.sweep_uploads().await.unwrap();
     assert_eq!(app.status(&id).await["stage"], "Uploaded");
 
     app.clock.set(two_hours_ago + Duration::minutes(2));
     let timer = include_str!("../fixtures/c-timer.request.json");
     let reply: Value = app
         .client
-        .post(app.url("/recover"))
+        .post(app.url("/sweep"))
         .header("Content-Type", "application/json")
         .body(timer)
         .send()

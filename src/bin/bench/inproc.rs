@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use file_approver::clock::SystemClock;
 use file_approver::config::Settings;
+use file_approver::engine::WorkDriver;
 use file_approver::functions::AppState;
 use file_approver::startup::Application;
 use file_approver::store::testing::{BlobRequestModel, RequestCounter};
@@ -25,6 +26,7 @@ pub struct InProcessApp {
     runtime: Option<Runtime>,
     pub base: String,
     pub state: AppState,
+    pub driver: WorkDriver,
     pub counter: RequestCounter,
 }
 
@@ -56,18 +58,20 @@ impl InProcessApp {
                 .local_addr()
                 .context(|| "read the app's address".into())?;
             let state = app.state().clone();
+            let driver = app.driver().clone();
             tokio::spawn(async move {
                 if let Err(e) = app.run_until_stopped().await {
                     eprintln!("bench: in-process app stopped: {}", crate::error::chain(&e));
                 }
             });
-            Ok::<_, crate::error::BenchError>((addr, state))
+            Ok::<_, crate::error::BenchError>((addr, state, driver))
         });
-        let (addr, state) = started.await??;
+        let (addr, state, driver) = started.await??;
         Ok(InProcessApp {
             runtime: Some(runtime),
             base: format!("http://{addr}"),
             state,
+            driver,
             counter,
         })
     }
@@ -84,10 +88,10 @@ impl InProcessApp {
         }
     }
 
-    /// Waits until the activity work the app started is done.
+    /// Waits until the work queue has nothing visible left to run.
     pub async fn idle(&self) -> Result<()> {
-        let engine = self.state.files.engine().clone();
-        self.run(async move { engine.idle().await }).await
+        let driver = self.driver.clone();
+        self.run(async move { driver.drain().await }).await
     }
 
     pub fn store(&self) -> Arc<dyn Storage> {

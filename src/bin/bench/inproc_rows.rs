@@ -398,8 +398,9 @@ pub async fn storage_requests(
     Ok(())
 }
 
-/// Storage requests while nothing happens: a real minute of local mode (its recovery duty
-/// included), or in quick mode one recovery pass, which is what local mode runs each minute.
+/// Storage requests while nothing happens: a real minute of local mode (its work driver and its
+/// sweep included), or in quick mode one sweep, which is what local mode runs each minute (the
+/// driver sleeps while idle; on Azurite it also looks at the queue once a minute).
 pub async fn idle(backends: &[Backend], profile: &Profile, report: &mut Report) -> Result<()> {
     for backend in backends {
         let ids = upload_many(
@@ -418,13 +419,13 @@ pub async fn idle(backends: &[Backend], profile: &Profile, report: &mut Report) 
         tokio::time::sleep(Duration::from_secs(60)).await;
     } else {
         for backend in backends {
-            let engine = backend.app.state.files.engine().clone();
-            let recovered = backend
+            let files = backend.app.state.files.clone();
+            let swept = backend
                 .app
-                .run(async move { engine.recover().await })
+                .run(async move { files.sweep_uploads().await })
                 .await?;
-            if let Err(e) = recovered {
-                return failed(format!("recovery pass failed: {}", crate::error::chain(&e)));
+            if let Err(e) = swept {
+                return failed(format!("sweep failed: {}", crate::error::chain(&e)));
             }
         }
     }
@@ -433,7 +434,7 @@ pub async fn idle(backends: &[Backend], profile: &Profile, report: &mut Report) 
         let window = if profile.idle_real {
             format!("60 s, {WAITING_WHILE_IDLE} workflows waiting, local mode")
         } else {
-            format!("one recovery pass = 1 min simulated, {WAITING_WHILE_IDLE} waiting")
+            format!("one sweep = 1 min simulated, {WAITING_WHILE_IDLE} waiting")
         };
         report.add(
             Line::new(
