@@ -115,6 +115,7 @@ impl Application {
             registry,
             EngineOptions {
                 work_queue: settings.work_queue.clone(),
+                index_key: Arc::new(workflow::index_key),
                 ..EngineOptions::default()
             },
         );

@@ -70,6 +70,7 @@ engine_tests!(
     an_activity_lost_with_its_process_runs_again_from_its_message_and_completes_once,
     a_storage_outage_during_a_turn_is_transient_and_leaves_the_instance_unchanged,
     an_outcome_that_cannot_be_recorded_leaves_its_message_to_run_again,
+    work_read_just_before_its_turn_commits_waits_for_the_commit,
     deadline_timers_fire_when_their_message_comes_due,
     a_failing_activity_is_retried_through_durable_timers,
     a_retry_timer_already_due_fires_at_once,
@@ -77,7 +78,8 @@ engine_tests!(
     an_idle_worker_makes_no_request,
     turns_after_this_engines_own_commit_write_without_reading,
     a_stale_remembered_partition_is_caught_by_the_etag_and_reloaded,
-    list_filters_by_runtime_and_custom_status_and_pages,
+    list_reads_the_status_index_oldest_first_and_pages,
+    an_index_row_of_a_turn_that_never_committed_is_skipped_and_deleted,
     terminate_then_purge_removes_the_instance,
     unknown_orchestrations_and_bad_ids_are_refused,
     work_sent_by_a_turn_that_never_committed_is_retried_then_dropped,
@@ -102,6 +104,13 @@ struct Backend {
     /// True when delayed messages follow `clock` (the embedded store).
     queue_follows_clock: bool,
     _dir: Option<tempfile::TempDir>,
+}
+
+impl Backend {
+    /// The status index's table, next to the instances' table.
+    fn index_table(&self) -> String {
+        format!("{}index", self.table)
+    }
 }
 
 async fn embedded_backend() -> Option<Backend> {
@@ -289,6 +298,7 @@ async fn engine_on(store: Arc<dyn Storage>, backend: &Backend, registry: Registr
         registry,
         EngineOptions {
             table: backend.table.clone(),
+            index_table: backend.index_table(),
             work_queue: backend.queue.clone(),
             ..EngineOptions::default()
         },
@@ -755,21 +765,21 @@ async fn a_turn_that_loses_the_race_reloads_and_keeps_both_events(backend: Backe
     b.start("Tally", "poll", json!(2)).await.unwrap();
 
     let rival = b.clone();
-    faulty.before_next(Op::Batch, async move {
+    faulty.before_next_on(Op::Batch, &backend.table, async move {
         let outcome = rival
             .raise_event("poll", raise("Vote", "from-b", json!("b")))
             .await
             .unwrap();
         assert!(matches!(outcome, RaiseOutcome::Recorded(_)));
     });
-    let batches = faulty.batches();
+    let batches = faulty.batches_on(&backend.table);
     let outcome = a
         .raise_event("poll", raise("Vote", "from-a", json!("a")))
         .await
         .unwrap();
 
     assert_eq!(
-        faulty.batches() - batches,
+        faulty.batches_on(&backend.table) - batches,
         2,
         "one refused commit, one retry"
     );
@@ -867,7 +877,7 @@ async fn a_storage_outage_during_a_turn_is_transient_and_leaves_the_instance_unc
     let before = engine.status("f1", true).await.unwrap().unwrap();
 
     // The commit fails.
-    faulty.fail_next(Op::Batch, 1);
+    faulty.fail_next_on(Op::Batch, &backend.table, 1);
     let failed = engine.raise_event("f1", approve("upload")).await;
     match &failed {
         Err(e @ EngineError::Storage(StoreError::Unavailable(_))) => assert!(e.is_transient()),
@@ -904,7 +914,7 @@ async fn an_outcome_that_cannot_be_recorded_leaves_its_message_to_run_again(back
         .unwrap()
         .remove(0);
 
-    faulty.fail_next(Op::Batch, 1);
+    faulty.fail_next_on(Op::Batch, &backend.table, 1);
     let failed = engine.execute(&message.text, message.inserted).await;
     assert!(
         failed.as_ref().is_err_and(EngineError::is_transient),
@@ -941,6 +951,32 @@ async fn an_outcome_that_cannot_be_recorded_leaves_its_message_to_run_again(back
         .unwrap();
     assert_eq!(third, Executed::Dropped("already done"));
     assert_eq!(runs.load(Ordering::SeqCst), 2);
+}
+
+/// A turn sends its work just before it commits. A worker that reads the message in between
+/// waits for the commit and runs it, rather than putting it back on the queue for seconds.
+async fn work_read_just_before_its_turn_commits_waits_for_the_commit(backend: Backend) {
+    let runs = Arc::new(AtomicUsize::new(0));
+    let (faulty, engine) = faulty_engine(&backend, registry(counting_analyze(runs.clone()))).await;
+    engine.start("Approval", "f1", json!({})).await.unwrap();
+    let (worker, store, queue) = (engine.clone(), backend.store.clone(), backend.queue.clone());
+    let (sender, started) = tokio::sync::oneshot::channel();
+    faulty.before_next_on(Op::Batch, &backend.table, async move {
+        let message = store
+            .dequeue(&queue, 1, std::time::Duration::from_secs(60))
+            .await
+            .unwrap()
+            .remove(0);
+        let run =
+            tokio::spawn(async move { worker.execute(&message.text, message.inserted).await });
+        sender.send(run).ok();
+    });
+    engine.raise_event("f1", approve("upload")).await.unwrap();
+
+    let executed = started.await.unwrap().await.unwrap().unwrap();
+    assert_eq!(executed, Executed::Done);
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+    assert_eq!(count(&history(&engine, "f1").await, "TaskCompleted"), 1);
 }
 
 async fn deadline_timers_fire_when_their_message_comes_due(backend: Backend) {
@@ -1100,6 +1136,7 @@ async fn a_running_worker_wakes_for_a_timer_on_the_wall_clock(backend: Backend) 
         registry(analyze),
         EngineOptions {
             table: backend.table.clone(),
+            index_table: backend.index_table(),
             work_queue: backend.queue.clone(),
             ..EngineOptions::default()
         },
@@ -1140,7 +1177,7 @@ async fn an_idle_worker_makes_no_request(backend: Backend) {
 async fn turns_after_this_engines_own_commit_write_without_reading(backend: Backend) {
     let (faulty, engine) =
         faulty_engine(&backend, registry(counting_analyze(Arc::default()))).await;
-    let (batches, queries) = (faulty.batches(), faulty.queries());
+    let (batches, queries) = (faulty.batches_on(&backend.table), faulty.queries());
     engine
         .start("Approval", "f1", json!({"file": "f1"}))
         .await
@@ -1148,8 +1185,8 @@ async fn turns_after_this_engines_own_commit_write_without_reading(backend: Back
     engine.raise_event("f1", approve("upload")).await.unwrap();
     drain(&engine).await;
     engine.raise_event("f1", approve("download")).await.unwrap();
-    // Four turns (start, decision, outcome, decision): four batches, not one query.
-    assert_eq!(faulty.batches() - batches, 4);
+    // Four turns (start, decision, outcome, decision): four commits, not one query.
+    assert_eq!(faulty.batches_on(&backend.table) - batches, 4);
     assert_eq!(faulty.queries() - queries, 0);
     let h = history(&engine, "f1").await;
     assert_eq!(count(&h, "ExecutionCompleted"), 1);
@@ -1182,66 +1219,60 @@ async fn a_stale_remembered_partition_is_caught_by_the_etag_and_reloaded(backend
     assert!(matches!(again, RaiseOutcome::Duplicate(_)));
 }
 
-async fn list_filters_by_runtime_and_custom_status_and_pages(backend: Backend) {
+/// The index key the default engine lists a custom status under.
+fn key_of(status: Value) -> Option<String> {
+    Some(file_approver::engine::index::by_custom_status()(&status).unwrap())
+}
+
+/// Listing by custom status reads the status index: one key's instances, oldest first (in the
+/// order they took that status), each with its history; an instance that moves on leaves its
+/// old key's listing; pages follow continuations.
+async fn list_reads_the_status_index_oldest_first_and_pages(backend: Backend) {
     let engine = engine(&backend, plain_registry()).await;
-    for id in ["a", "b", "c"] {
+    for id in ["c", "a", "b"] {
         engine.start("Approval", id, json!({})).await.unwrap();
+        backend.clock.advance(Duration::seconds(1));
     }
     engine
-        .raise_event("b", raise("Approval", "no", json!({"approved": false})))
+        .raise_event("a", raise("Approval", "yes", json!({"approved": true})))
         .await
         .unwrap();
 
-    let running = engine
+    let waiting = engine
         .list(ListQuery {
-            runtime_status: Some(RuntimeStatus::Running),
-            ..ListQuery::default()
+            key: key_of(json!("AwaitingUploadApproval")),
+            top: 10,
+            continuation: None,
         })
         .await
         .unwrap();
-    let mut ids: Vec<_> = running
+    let ids: Vec<_> = waiting
         .instances
         .iter()
         .map(|s| s.instance_id.clone())
         .collect();
-    ids.sort();
-    assert_eq!(ids, ["a", "c"]);
-    assert!(running.instances.iter().all(|s| s.history.is_none()));
+    assert_eq!(ids, ["c", "b"], "oldest first; a moved on");
+    assert!(waiting.instances.iter().all(|s| s.history.is_some()));
 
-    // "b" ended without changing its custom status: only the status filter tells it apart.
-    let waiting = |runtime_status| {
-        engine.list(ListQuery {
-            runtime_status,
-            custom_status: Some(json!("AwaitingUploadApproval")),
-            ..ListQuery::default()
-        })
-    };
-    assert_eq!(waiting(None).await.unwrap().instances.len(), 3);
-    assert_eq!(
-        waiting(Some(RuntimeStatus::Running))
-            .await
-            .unwrap()
-            .instances
-            .len(),
-        2
-    );
-    let nobody = engine
+    let analyzing = engine
         .list(ListQuery {
-            custom_status: Some(json!("Analyzing")),
-            ..ListQuery::default()
+            key: key_of(json!("Analyzing")),
+            top: 10,
+            continuation: None,
         })
         .await
         .unwrap();
-    assert!(nobody.instances.is_empty());
+    assert_eq!(analyzing.instances.len(), 1);
+    assert_eq!(analyzing.instances[0].instance_id, "a");
 
     let mut seen = Vec::new();
     let mut continuation = None;
     for _ in 0..10 {
         let page = engine
             .list(ListQuery {
-                top: Some(1),
+                key: None,
+                top: 1,
                 continuation: continuation.take(),
-                ..ListQuery::default()
             })
             .await
             .unwrap();
@@ -1253,7 +1284,72 @@ async fn list_filters_by_runtime_and_custom_status_and_pages(backend: Backend) {
         }
     }
     seen.sort();
-    assert_eq!(seen, ["a", "b", "c"]);
+    assert_eq!(seen, ["a", "b", "c"], "every instance once");
+}
+
+/// The index row goes in before the commit. When the commit then fails, the row is one no state
+/// names: listings skip it and delete it, and the instance stays listed where it is.
+async fn an_index_row_of_a_turn_that_never_committed_is_skipped_and_deleted(backend: Backend) {
+    let (faulty, engine) = faulty_engine(&backend, plain_registry()).await;
+    engine.start("Approval", "f1", json!({})).await.unwrap();
+    faulty.fail_next_on(Op::Batch, &backend.table, 1);
+    let failed = engine.raise_event("f1", approve("upload")).await;
+    assert!(failed.is_err());
+
+    let list = |status: Value| {
+        engine.list(ListQuery {
+            key: key_of(status),
+            top: 10,
+            continuation: None,
+        })
+    };
+    assert_eq!(
+        index_rows(&backend, key_of(json!("Analyzing"))).await,
+        1,
+        "written ahead"
+    );
+    assert!(
+        list(json!("Analyzing")).await.unwrap().instances.is_empty(),
+        "but no state names it"
+    );
+    assert_eq!(
+        index_rows(&backend, key_of(json!("Analyzing"))).await,
+        0,
+        "and the listing deleted it"
+    );
+    let waiting = list(json!("AwaitingUploadApproval")).await.unwrap();
+    assert_eq!(waiting.instances.len(), 1, "still listed where it is");
+
+    // The decision, retried, moves it; its old row is left until its next move.
+    engine.raise_event("f1", approve("upload")).await.unwrap();
+    assert_eq!(list(json!("Analyzing")).await.unwrap().instances.len(), 1);
+    assert!(list(json!("AwaitingUploadApproval"))
+        .await
+        .unwrap()
+        .instances
+        .is_empty());
+}
+
+/// The status index's rows whose key starts with `key`.
+async fn index_rows(backend: &Backend, key: Option<String>) -> usize {
+    backend
+        .store
+        .query(
+            &backend.index_table(),
+            &file_approver::store::TableQuery {
+                partition_key: Some("index".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap()
+        .entities
+        .into_iter()
+        .filter(|e| {
+            key.as_deref()
+                .is_none_or(|k| e.entity.row_key.starts_with(k))
+        })
+        .count()
 }
 
 async fn terminate_then_purge_removes_the_instance(backend: Backend) {
@@ -1331,7 +1427,7 @@ async fn work_sent_by_a_turn_that_never_committed_is_retried_then_dropped(backen
         .start("Approval", "f1", json!({"file": "f1"}))
         .await
         .unwrap();
-    faulty.fail_next(Op::Batch, 1);
+    faulty.fail_next_on(Op::Batch, &backend.table, 1);
     let failed = engine.raise_event("f1", approve("upload")).await;
     assert!(
         failed.as_ref().is_err_and(EngineError::is_transient),

@@ -6,15 +6,14 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use super::error::EngineError;
-use super::event::{EventKind, HistoryEvent, RuntimeStatus};
+use super::event::{EventKind, HistoryEvent};
 use super::handle::Engine;
+use super::index::{key_range, parse_row_key, INDEX_PARTITION};
 use super::instance::{InstanceState, InstanceStatus};
 use super::replay::{event_size, MAX_EVENT_BYTES};
-use super::rows::{
-    self, canonical_json, state_row_range, P_CUSTOM_STATUS, P_RUNTIME_STATUS, STATE_ROW,
-};
+use super::rows::{self, canonical_json, STATE_ROW};
 use super::turn::{Plan, Turned};
-use crate::store::{BatchOp, Prop, StoreError, TableQuery, MAX_BATCH_OPERATIONS};
+use crate::store::{BatchOp, StoreError, TableQuery, MAX_BATCH_OPERATIONS};
 
 /// What `start` did.
 #[derive(Debug, Clone, PartialEq)]
@@ -55,20 +54,20 @@ impl RaiseOutcome {
     }
 }
 
-/// Filters for `list`. Every filter is an equality on the state row.
+/// What `list` reads: one key of the status index (`index.rs`), or all of it (keys in order).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ListQuery {
-    pub runtime_status: Option<RuntimeStatus>,
-    pub custom_status: Option<Value>,
-    /// Page size (the store caps it at 1000).
-    pub top: Option<u32>,
+    /// The key, as the engine's `index_key` makes it; `None`: every listed instance.
+    pub key: Option<String>,
+    /// Page size (1 to 1000).
+    pub top: u32,
     pub continuation: Option<String>,
 }
 
 /// One page of `list`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct InstancePage {
-    /// Without history.
+    /// With their history, in index order: oldest first within a key.
     pub instances: Vec<InstanceStatus>,
     /// Present when more may follow.
     pub continuation: Option<String>,
@@ -210,37 +209,75 @@ impl Engine {
         }
     }
 
-    /// One page of instances matching `query` (a query over the state rows).
+    /// One page of listed instances: one query of the index's partition, then one read of each
+    /// instance found. A row that no instance's state names any more (left by a crash or a
+    /// failed commit, see `index.rs`) is skipped and deleted. A page may come back shorter than
+    /// `top` with a continuation when it met such rows.
     pub async fn list(&self, query: ListQuery) -> Result<InstancePage, EngineError> {
-        let mut equals = Vec::new();
-        if let Some(status) = query.runtime_status {
-            equals.push((P_RUNTIME_STATUS.to_owned(), Prop::from(status.as_str())));
-        }
-        if let Some(custom) = &query.custom_status {
-            equals.push((
-                P_CUSTOM_STATUS.to_owned(),
-                Prop::Str(canonical_json(custom)),
-            ));
-        }
+        /// Instances read at once: about one round trip per batch of a page.
+        const READS_IN_FLIGHT: usize = 8;
+        use futures::StreamExt;
+
+        let table = &self.inner.options.index_table;
         let page = self
             .inner
             .store
             .query(
-                &self.inner.options.table,
+                table,
                 &TableQuery {
-                    partition_key: None,
-                    row_keys: Some(state_row_range()),
-                    equals,
-                    top: query.top,
+                    partition_key: Some(INDEX_PARTITION.to_owned()),
+                    row_keys: query.key.as_deref().map(key_range),
+                    top: Some(query.top.clamp(1, 1000)),
                     continuation: query.continuation,
+                    ..TableQuery::default()
                 },
             )
             .await?;
-        let instances = page
+        let rows: Vec<String> = page
             .entities
-            .iter()
-            .map(|stored| InstanceState::from_entity(&stored.entity).map(|state| state.status))
-            .collect::<Result<Vec<_>, _>>()?;
+            .into_iter()
+            .map(|stored| stored.entity.row_key)
+            .collect();
+        let loaded: Vec<_> = futures::stream::iter(rows)
+            .map(|row| async move {
+                let Some((_, instance)) = parse_row_key(&row) else {
+                    return Ok((row, None));
+                };
+                let loaded = self.load(instance).await?;
+                Ok::<_, EngineError>((row, Some(loaded)))
+            })
+            .buffered(READS_IN_FLIGHT)
+            .collect()
+            .await;
+        let mut instances = Vec::new();
+        for result in loaded {
+            let (row, loaded) = result?;
+            let current = loaded
+                .as_ref()
+                .and_then(|l| l.state.as_ref())
+                .filter(|(state, _)| state.index_row.as_deref() == Some(row.as_str()));
+            match current {
+                Some((state, _)) => {
+                    let mut status = state.status.clone();
+                    status.history = loaded.map(|l| l.history);
+                    instances.push(status);
+                }
+                None => {
+                    // Stale: its instance has moved on, or its turn never committed.
+                    match self
+                        .inner
+                        .store
+                        .delete_entity(table, INDEX_PARTITION, &row, None)
+                        .await
+                    {
+                        Ok(()) | Err(StoreError::NotFound) => {}
+                        Err(e) => {
+                            tracing::warn!(row, error = %e, "could not delete a stale index row")
+                        }
+                    }
+                }
+            }
+        }
         Ok(InstancePage {
             instances,
             continuation: page.continuation,
@@ -333,9 +370,24 @@ impl Engine {
             .delete_entity(table, instance_id, STATE_ROW, Some(&etag))
             .await
         {
-            Ok(()) | Err(StoreError::NotFound) => Ok(()),
-            Err(e) => Err(e.into()),
+            Ok(()) | Err(StoreError::NotFound) => {}
+            Err(e) => return Err(e.into()),
         }
+        // Its index rows last: until they go, a listing that meets one finds no instance and
+        // deletes it anyway.
+        for row in [&state.index_row, &state.stale_index_row]
+            .into_iter()
+            .flatten()
+        {
+            match store
+                .delete_entity(&self.inner.options.index_table, INDEX_PARTITION, row, None)
+                .await
+            {
+                Ok(()) | Err(StoreError::NotFound) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
     }
 }
 

@@ -10,16 +10,21 @@ use chrono::{DateTime, Duration, Utc};
 use tokio::sync::{watch, OwnedMutexGuard};
 
 use super::error::EngineError;
+use super::index::{by_custom_status, IndexKeyFn};
 use super::registry::Registry;
 use super::turn::Loaded;
 use crate::clock::Clock;
 use crate::store::Storage;
 
 /// How an [`Engine`] behaves.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct EngineOptions {
     /// The table holding every instance (one partition each).
     pub table: String,
+    /// The table of the status index (`index.rs`).
+    pub index_table: String,
+    /// The key an instance is listed under, from its custom status.
+    pub index_key: IndexKeyFn,
     /// The queue the engine's work travels on (see `worker.rs`).
     pub work_queue: String,
     /// How many times a turn is retried after losing a race for the state row.
@@ -39,11 +44,26 @@ impl Default for EngineOptions {
     fn default() -> Self {
         EngineOptions {
             table: "workflows".to_owned(),
+            index_table: "workflowindex".to_owned(),
+            index_key: by_custom_status(),
             work_queue: "workflow-work".to_owned(),
             max_turn_attempts: 30,
             commit_grace: Duration::seconds(30),
             max_concurrent_activities: std::thread::available_parallelism().map_or(2, |n| n.get()),
         }
+    }
+}
+
+impl std::fmt::Debug for EngineOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EngineOptions")
+            .field("table", &self.table)
+            .field("index_table", &self.index_table)
+            .field("work_queue", &self.work_queue)
+            .field("max_turn_attempts", &self.max_turn_attempts)
+            .field("commit_grace", &self.commit_grace)
+            .field("max_concurrent_activities", &self.max_concurrent_activities)
+            .finish_non_exhaustive()
     }
 }
 
@@ -145,10 +165,11 @@ impl Engine {
         }
     }
 
-    /// Creates the engine's table and work queue if missing. Idempotent.
+    /// Creates the engine's tables and work queue if missing. Idempotent.
     pub async fn ensure_storage(&self) -> Result<(), EngineError> {
         let options = &self.inner.options;
         self.inner.store.ensure_table(&options.table).await?;
+        self.inner.store.ensure_table(&options.index_table).await?;
         self.inner.store.ensure_queue(&options.work_queue).await?;
         Ok(())
     }

@@ -38,4 +38,8 @@ pub struct InstanceState {
     pub next_event_id: i64,
     pub open_activities: Vec<i64>,
     pub open_timers: Vec<OpenTimer>,
+    /// The instance's current row in the status index (`index.rs`), if its status is listed.
+    pub index_row: Option<String>,
+    /// Its row under its previous key, left for the next change to delete.
+    pub stale_index_row: Option<String>,
 }

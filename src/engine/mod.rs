@@ -92,6 +92,7 @@ mod driver;
 mod error;
 mod event;
 mod handle;
+pub mod index;
 mod instance;
 mod registry;
 mod replay;

@@ -37,6 +37,8 @@ pub const P_LAST_UPDATED_TIME: &str = "LastUpdatedTime";
 pub const P_NEXT_EVENT_ID: &str = "NextEventId";
 pub const P_OPEN_ACTIVITIES: &str = "OpenActivities";
 pub const P_OPEN_TIMERS: &str = "OpenTimers";
+pub const P_INDEX_ROW: &str = "IndexRow";
+pub const P_STALE_INDEX_ROW: &str = "StaleIndexRow";
 pub const P_EVENT: &str = "Event";
 pub const P_EVENT_TYPE: &str = "EventType";
 
@@ -103,6 +105,12 @@ impl InstanceState {
         if let Some(failure) = &status.failure {
             e = e.with(P_FAILURE, failure.as_str());
         }
+        if let Some(row) = &self.index_row {
+            e = e.with(P_INDEX_ROW, row.as_str());
+        }
+        if let Some(row) = &self.stale_index_row {
+            e = e.with(P_STALE_INDEX_ROW, row.as_str());
+        }
         e
     }
 
@@ -153,6 +161,8 @@ impl InstanceState {
                 .transpose()
                 .map_err(|_| corrupt(P_OPEN_TIMERS))?
                 .unwrap_or_default(),
+            index_row: entity.str(P_INDEX_ROW).map(str::to_owned),
+            stale_index_row: entity.str(P_STALE_INDEX_ROW).map(str::to_owned),
         })
     }
 }
@@ -231,6 +241,8 @@ mod tests {
                 timer_id: 6,
                 fire_at: t + chrono::Duration::days(3),
             }],
+            index_row: Some("k~2023-11-14T22:13:20.000123Z~x".into()),
+            stale_index_row: None,
         };
         let entity = state.to_entity();
         let back = InstanceState::from_entity(&entity).unwrap_or_else(|e| panic!("{e}"));

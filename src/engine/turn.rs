@@ -4,17 +4,19 @@
 
 use std::hash::{BuildHasher, Hasher};
 
+use chrono::{DateTime, Utc};
 use futures::{Stream, TryStreamExt};
 use serde_json::Value;
 
 use super::error::EngineError;
 use super::event::{EventKind, HistoryEvent, RuntimeStatus};
 use super::handle::{Engine, RECENT_CAPACITY};
+use super::index::{parse_row_key, row_key, IndexChange, INDEX_PARTITION};
 use super::instance::{InstanceState, InstanceStatus};
 use super::replay::replay;
 use super::rows::{history_entity, history_event, STATE_ROW};
 use super::worker::WorkMessage;
-use crate::store::{check_batch_size, BatchOp, ETag, Page, StoreError, TableQuery};
+use crate::store::{check_batch_size, BatchOp, ETag, Entity, Page, StoreError, TableQuery};
 
 /// Table Storage's largest page: the engine's scans read as few pages as they can.
 const MAX_QUERY_PAGE: u32 = 1000;
@@ -63,6 +65,7 @@ pub(super) struct Committed {
     /// The whole history after the commit, so callers can answer without reloading.
     pub(super) history: Vec<HistoryEvent>,
     pub(super) work: Vec<WorkMessage>,
+    pub(super) index: IndexChange,
 }
 impl Engine {
     /// Loads, plans, replays and commits one turn, retrying (with a fresh load and a fresh
@@ -102,9 +105,11 @@ impl Engine {
                     self.build_termination(instance_id, &loaded, reason)?
                 }
             };
-            // Work first: a crash after this leaves messages whose turn did not commit, which
-            // find nothing to do; a crash after the commit cannot leave work unsent.
+            // Work and the index's new row first: a crash after this leaves messages and a row
+            // that no committed state names, which find nothing to do and are dropped; a crash
+            // after the commit cannot leave work unsent or the instance unlisted.
             self.send_work(&committed.work).await?;
+            self.index_before(&committed.index).await?;
             match self
                 .inner
                 .store
@@ -120,6 +125,7 @@ impl Engine {
                     );
                     // The state row is the batch's first operation.
                     self.remember(instance_id, &committed, etags.into_iter().next().flatten());
+                    self.index_after(&committed.index).await;
                     return Ok(Turned::Committed(Box::new(committed)));
                 }
                 // Someone else created, advanced or purged the instance since we loaded it.
@@ -211,7 +217,7 @@ impl Engine {
         }
 
         let new_events = &result.new_events;
-        let state = InstanceState {
+        let mut state = InstanceState {
             status: InstanceStatus {
                 instance_id: instance_id.to_owned(),
                 name,
@@ -229,7 +235,10 @@ impl Engine {
                 .map_or(prev.map_or(0, |s| s.next_event_id), |e| e.event_id + 1),
             open_activities: result.open_activities.clone(),
             open_timers: result.open_timers.clone(),
+            index_row: None,
+            stale_index_row: None,
         };
+        let index = self.index_change(instance_id, prev, &mut state, now);
 
         let work = self.work_from(instance_id, &result);
         let ops = self.batch_ops(instance_id, loaded, &state, new_events)?;
@@ -241,8 +250,46 @@ impl Engine {
                 state,
                 history,
                 work,
+                index,
             },
         ))
+    }
+
+    /// Where the instance is listed after this turn, and the index writes that keeps it so
+    /// (`index.rs`): a new row when its key changes (and the row two keys back goes), the
+    /// previous key's row too once it finishes.
+    fn index_change(
+        &self,
+        instance_id: &str,
+        prev: Option<&InstanceState>,
+        state: &mut InstanceState,
+        now: DateTime<Utc>,
+    ) -> IndexChange {
+        let key = (self.inner.options.index_key)(&state.status.custom_status);
+        let current = prev.and_then(|p| p.index_row.clone());
+        let stale = prev.and_then(|p| p.stale_index_row.clone());
+        let unchanged = match (&key, &current) {
+            (Some(key), Some(row)) => parse_row_key(row).is_some_and(|(k, _)| k == key),
+            (None, None) => true,
+            _ => false,
+        };
+        let finished = state.status.runtime_status.is_terminal();
+        if unchanged {
+            state.index_row = current;
+            state.stale_index_row = if finished { None } else { stale.clone() };
+            return IndexChange {
+                delete_before: if finished { stale } else { None },
+                ..IndexChange::default()
+            };
+        }
+        let row = key.map(|key| row_key(&key, now, instance_id));
+        state.index_row = row.clone();
+        state.stale_index_row = if finished { None } else { current.clone() };
+        IndexChange {
+            insert: row,
+            delete_before: stale,
+            delete_after: if finished { current } else { None },
+        }
     }
 
     fn build_termination(
@@ -273,7 +320,11 @@ impl Engine {
             next_event_id: prev.next_event_id + 1,
             open_activities: Vec::new(),
             open_timers: Vec::new(),
+            index_row: None,
+            stale_index_row: None,
         };
+        let mut state = state;
+        let index = self.index_change(instance_id, Some(prev), &mut state, now);
         let ops = self.batch_ops(instance_id, loaded, &state, std::slice::from_ref(&event))?;
         let mut history = loaded.history.clone();
         history.push(event);
@@ -283,6 +334,7 @@ impl Engine {
                 state,
                 history,
                 work: Vec::new(),
+                index,
             },
         ))
     }
@@ -398,4 +450,68 @@ fn backoff(attempt: u32) -> std::time::Duration {
         .build_hasher()
         .finish();
     std::time::Duration::from_millis(random % (cap_ms + 1))
+}
+
+impl Engine {
+    /// The index writes that go ahead of a commit, in one batch when they can; a row already
+    /// gone or already there (a retried turn) is no failure.
+    async fn index_before(&self, change: &IndexChange) -> Result<(), EngineError> {
+        let mut ops = Vec::new();
+        if let Some(row) = &change.insert {
+            ops.push(BatchOp::Insert(Entity::new(INDEX_PARTITION, row.as_str())));
+        }
+        if let Some(row) = &change.delete_before {
+            ops.push(BatchOp::Delete {
+                row_key: row.clone(),
+                if_match: None,
+            });
+        }
+        if ops.is_empty() {
+            return Ok(());
+        }
+        let store = &self.inner.store;
+        let table = &self.inner.options.index_table;
+        match store.batch(table, INDEX_PARTITION, ops.clone()).await {
+            Ok(_) => Ok(()),
+            Err(StoreError::NotFound | StoreError::AlreadyExists) => {
+                for op in ops {
+                    let done = match op {
+                        BatchOp::Insert(entity) => {
+                            store.insert_entity(table, &entity).await.map(drop)
+                        }
+                        BatchOp::Delete { row_key, .. } => {
+                            store
+                                .delete_entity(table, INDEX_PARTITION, &row_key, None)
+                                .await
+                        }
+                        BatchOp::Update { .. } => Ok(()),
+                    };
+                    match done {
+                        Ok(()) | Err(StoreError::NotFound | StoreError::AlreadyExists) => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The index write that follows a commit. Best effort: a row left behind is one no state
+    /// names, which the next listing that meets it deletes.
+    async fn index_after(&self, change: &IndexChange) {
+        if let Some(row) = &change.delete_after {
+            match self
+                .inner
+                .store
+                .delete_entity(&self.inner.options.index_table, INDEX_PARTITION, row, None)
+                .await
+            {
+                Ok(()) | Err(StoreError::NotFound) => {}
+                Err(e) => {
+                    tracing::warn!(row, error = %e, "could not delete a stale index row; a listing will")
+                }
+            }
+        }
+    }
 }

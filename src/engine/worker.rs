@@ -82,6 +82,15 @@ pub enum Executed {
     Dropped(&'static str),
 }
 
+/// The pauses a fresh message takes while the turn that sent it commits (0.8 s in all).
+const COMMIT_WAIT: [std::time::Duration; 5] = [
+    std::time::Duration::from_millis(25),
+    std::time::Duration::from_millis(50),
+    std::time::Duration::from_millis(100),
+    std::time::Duration::from_millis(200),
+    std::time::Duration::from_millis(400),
+];
+
 /// How long a timer message is kept back at most: just under the queue's 7-day limit.
 fn max_delay() -> Duration {
     Duration::from_std(MAX_VISIBILITY).unwrap_or(Duration::days(7)) - Duration::minutes(1)
@@ -166,11 +175,29 @@ impl Engine {
         let remembered = self
             .recent(&instance_id)
             .filter(|loaded| knows(loaded, &message));
-        let loaded = match remembered {
+        let mut loaded = match remembered {
             Some(loaded) => loaded,
             None => self.load(&instance_id).await?,
         };
-        if let Some(reason) = self.not_yet_committed(&loaded, &message, inserted)? {
+        // A turn sends its work just before it commits, so a worker quick off the mark can
+        // read the instance a few milliseconds too early: a fresh message waits briefly for its
+        // commit here rather than going back to the queue for seconds.
+        let mut pauses = COMMIT_WAIT.iter();
+        let skip = loop {
+            match self.not_yet_committed(&loaded, &message, inserted) {
+                Err(EngineError::NotCommitted { .. })
+                    if self.inner.clock.now() - inserted < Duration::seconds(2) =>
+                {
+                    let Some(pause) = pauses.next() else {
+                        break self.not_yet_committed(&loaded, &message, inserted)?;
+                    };
+                    tokio::time::sleep(*pause).await;
+                    loaded = self.load(&instance_id).await?;
+                }
+                other => break other?,
+            }
+        };
+        if let Some(reason) = skip {
             return Ok(Executed::Dropped(reason));
         }
         match message {

@@ -385,52 +385,62 @@ impl Files {
         }
     }
 
-    /// One page of files, newest instances first as the engine pages them, optionally only
-    /// those at `stage`. `Uploaded` files (no workflow yet) are not listed: they exist only for
-    /// the moment between a blob's commit and its trigger.
+    /// One page of files from the status index: at `stage`, oldest first (a reviewer's
+    /// queue); without a stage, every file, stage by stage in the workflow's order and oldest
+    /// first within each. `Uploaded` files (no workflow yet) are not listed: they exist only
+    /// for the moment between a blob's commit and its trigger. Each page is one index query
+    /// and one read per file.
     pub async fn list(
         &self,
         stage: Option<Stage>,
         top: u32,
         continuation: Option<String>,
     ) -> Result<FilePage, FilesError> {
-        /// Concurrent history reads per page: about one round trip per batch of files.
-        const READS_IN_FLIGHT: usize = 8;
-        use futures::StreamExt;
-
-        let page = self
-            .engine
-            .list(ListQuery {
-                runtime_status: None,
-                custom_status: stage.map(workflow::stage_status),
-                top: Some(top),
-                continuation,
-            })
-            .await
-            .map_err(|e| match e {
-                EngineError::Storage(StoreError::Invalid(_)) => FilesError::BadContinuation,
-                other => other.into(),
-            })?;
-        // The listing carries no history; decisions and analysis come from each instance's,
-        // read a few at a time, in page order.
-        let histories: Vec<_> = futures::stream::iter(page.instances)
-            .map(|instance| {
-                let engine = self.engine.clone();
-                async move { engine.status(&instance.instance_id, true).await }
-            })
-            .buffered(READS_IN_FLIGHT)
-            .collect()
-            .await;
-        let mut files = Vec::with_capacity(histories.len());
-        for full in histories {
-            // `None`: purged between the two reads.
-            if let Some(full) = full? {
-                files.push(FileView::from_instance(&full)?);
+        /// Index pages one call reads at most, when the key holds other stages too (a page of
+        /// `AwaitingDownloadApproval` among files still `Analyzing`).
+        const MAX_INDEX_PAGES: usize = 4;
+        let key = match stage {
+            Some(stage) => match workflow::stage_index_key(stage) {
+                Some(key) => Some(key.to_owned()),
+                None => {
+                    return Ok(FilePage {
+                        files: Vec::new(),
+                        continuation: None,
+                    })
+                }
+            },
+            None => None,
+        };
+        let mut files = Vec::new();
+        let mut continuation = continuation;
+        for _ in 0..MAX_INDEX_PAGES {
+            let wanted = top.saturating_sub(u32::try_from(files.len()).unwrap_or(u32::MAX));
+            let page = self
+                .engine
+                .list(ListQuery {
+                    key: key.clone(),
+                    top: wanted.max(1),
+                    continuation: continuation.take(),
+                })
+                .await
+                .map_err(|e| match e {
+                    EngineError::Storage(StoreError::Invalid(_)) => FilesError::BadContinuation,
+                    other => other.into(),
+                })?;
+            for status in &page.instances {
+                let view = FileView::from_instance(status)?;
+                if stage.is_none_or(|s| view.stage() == s) {
+                    files.push(view);
+                }
+            }
+            continuation = page.continuation;
+            if continuation.is_none() || files.len() >= top as usize {
+                break;
             }
         }
         Ok(FilePage {
             files,
-            continuation: page.continuation,
+            continuation,
         })
     }
 

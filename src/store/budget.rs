@@ -92,6 +92,7 @@ impl Layer for Budgeted {
     fn around<'a, T: Send + 'a>(
         &'a self,
         _op: Op,
+        _resource: &'a str,
         call: BoxFuture<'a, StoreResult<T>>,
     ) -> BoxFuture<'a, StoreResult<T>> {
         let Some(budget) = current() else {
@@ -108,6 +109,7 @@ impl Layer for Budgeted {
 
     fn put_blob<'a>(
         &'a self,
+        _container: &'a str,
         body: ByteStream,
         put: PutBlobCall<'a>,
     ) -> BoxFuture<'a, StoreResult<BlobProperties>> {

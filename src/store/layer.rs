@@ -97,14 +97,16 @@ pub type PutBlobCall<'a> =
 
 /// What a decorator adds. Every method has a pass-through default.
 pub trait Layer: Send + Sync + 'static {
-    /// Wraps one call that `call` makes on the wrapped store. Blob writes and reads come
+    /// Wraps one call that `call` makes on the wrapped store, on `resource` (the table,
+    /// container or queue it names). Blob writes and reads come
     /// through here too, unless [`Layer::put_blob`] or [`Layer::get_blob`] say otherwise.
     fn around<'a, T: Send + 'a>(
         &'a self,
         op: Op,
+        resource: &'a str,
         call: BoxFuture<'a, StoreResult<T>>,
     ) -> BoxFuture<'a, StoreResult<T>> {
-        let _ = op;
+        let _ = (op, resource);
         call
     }
 
@@ -112,20 +114,22 @@ pub trait Layer: Send + Sync + 'static {
     /// watch the bytes go by) as well as the call.
     fn put_blob<'a>(
         &'a self,
+        container: &'a str,
         body: ByteStream,
         put: PutBlobCall<'a>,
     ) -> BoxFuture<'a, StoreResult<BlobProperties>> {
-        self.around(Op::PutBlob, put(body))
+        self.around(Op::PutBlob, container, put(body))
     }
 
     /// A blob read of `range` (all of it when `None`).
     fn get_blob<'a>(
         &'a self,
+        container: &'a str,
         range: Option<Range<u64>>,
         call: BoxFuture<'a, StoreResult<BlobRead>>,
     ) -> BoxFuture<'a, StoreResult<BlobRead>> {
         let _ = range;
-        self.around(Op::GetBlob, call)
+        self.around(Op::GetBlob, container, call)
     }
 
     /// A link signed locally: no request reaches the service.
@@ -156,7 +160,11 @@ impl<L: Layer> Storage for Layered<L> {
 
     async fn ensure_container(&self, container: &str) -> StoreResult<()> {
         self.layer
-            .around(Op::EnsureContainer, self.inner.ensure_container(container))
+            .around(
+                Op::EnsureContainer,
+                container,
+                self.inner.ensure_container(container),
+            )
             .await
     }
 
@@ -170,6 +178,7 @@ impl<L: Layer> Storage for Layered<L> {
         let inner = &self.inner;
         self.layer
             .put_blob(
+                container,
                 body,
                 Box::new(move |body| inner.put_blob(container, name, body, options)),
             )
@@ -183,13 +192,14 @@ impl<L: Layer> Storage for Layered<L> {
         range: Option<Range<u64>>,
     ) -> StoreResult<BlobRead> {
         let call = self.inner.get_blob(container, name, range.clone());
-        self.layer.get_blob(range, call).await
+        self.layer.get_blob(container, range, call).await
     }
 
     async fn blob_properties(&self, container: &str, name: &str) -> StoreResult<BlobProperties> {
         self.layer
             .around(
                 Op::BlobProperties,
+                container,
                 self.inner.blob_properties(container, name),
             )
             .await
@@ -202,7 +212,7 @@ impl<L: Layer> Storage for Layered<L> {
 
     async fn ensure_table(&self, table: &str) -> StoreResult<()> {
         self.layer
-            .around(Op::EnsureTable, self.inner.ensure_table(table))
+            .around(Op::EnsureTable, table, self.inner.ensure_table(table))
             .await
     }
 
@@ -215,6 +225,7 @@ impl<L: Layer> Storage for Layered<L> {
         self.layer
             .around(
                 Op::GetEntity,
+                table,
                 self.inner.get_entity(table, partition_key, row_key),
             )
             .await
@@ -222,7 +233,7 @@ impl<L: Layer> Storage for Layered<L> {
 
     async fn insert_entity(&self, table: &str, entity: &Entity) -> StoreResult<ETag> {
         self.layer
-            .around(Op::Insert, self.inner.insert_entity(table, entity))
+            .around(Op::Insert, table, self.inner.insert_entity(table, entity))
             .await
     }
 
@@ -236,6 +247,7 @@ impl<L: Layer> Storage for Layered<L> {
         self.layer
             .around(
                 Op::Delete,
+                table,
                 self.inner
                     .delete_entity(table, partition_key, row_key, if_match),
             )
@@ -244,7 +256,7 @@ impl<L: Layer> Storage for Layered<L> {
 
     async fn query(&self, table: &str, query: &TableQuery) -> StoreResult<Page> {
         self.layer
-            .around(Op::Query, self.inner.query(table, query))
+            .around(Op::Query, table, self.inner.query(table, query))
             .await
     }
 
@@ -257,6 +269,7 @@ impl<L: Layer> Storage for Layered<L> {
         self.layer
             .around(
                 Op::Batch,
+                table,
                 self.inner.batch(table, partition_key, operations),
             )
             .await
@@ -264,7 +277,7 @@ impl<L: Layer> Storage for Layered<L> {
 
     async fn ensure_queue(&self, queue: &str) -> StoreResult<()> {
         self.layer
-            .around(Op::EnsureQueue, self.inner.ensure_queue(queue))
+            .around(Op::EnsureQueue, queue, self.inner.ensure_queue(queue))
             .await
     }
 
@@ -275,7 +288,7 @@ impl<L: Layer> Storage for Layered<L> {
         delay: std::time::Duration,
     ) -> StoreResult<()> {
         self.layer
-            .around(Op::Enqueue, self.inner.enqueue(queue, text, delay))
+            .around(Op::Enqueue, queue, self.inner.enqueue(queue, text, delay))
             .await
     }
 
@@ -286,7 +299,11 @@ impl<L: Layer> Storage for Layered<L> {
         visibility: std::time::Duration,
     ) -> StoreResult<Vec<ReceivedMessage>> {
         self.layer
-            .around(Op::Dequeue, self.inner.dequeue(queue, max, visibility))
+            .around(
+                Op::Dequeue,
+                queue,
+                self.inner.dequeue(queue, max, visibility),
+            )
             .await
     }
 
@@ -300,6 +317,7 @@ impl<L: Layer> Storage for Layered<L> {
         self.layer
             .around(
                 Op::RenewMessage,
+                queue,
                 self.inner.renew_message(queue, receipt, text, visibility),
             )
             .await
@@ -307,13 +325,17 @@ impl<L: Layer> Storage for Layered<L> {
 
     async fn delete_message(&self, queue: &str, receipt: &MessageReceipt) -> StoreResult<()> {
         self.layer
-            .around(Op::DeleteMessage, self.inner.delete_message(queue, receipt))
+            .around(
+                Op::DeleteMessage,
+                queue,
+                self.inner.delete_message(queue, receipt),
+            )
             .await
     }
 
     async fn next_visible(&self, queue: &str) -> StoreResult<NextVisible> {
         self.layer
-            .around(Op::NextVisible, self.inner.next_visible(queue))
+            .around(Op::NextVisible, queue, self.inner.next_visible(queue))
             .await
     }
 }

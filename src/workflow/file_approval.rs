@@ -59,6 +59,27 @@ pub fn stage_status(stage: Stage) -> Value {
     json!(stage.as_str())
 }
 
+/// The key of the status index a stage is listed under. Stages are grouped by what people do
+/// next, so the analysis finishing (`Analyzing` → `AwaitingDownloadApproval`, both "in review")
+/// writes no index row; keys sort in the workflow's order, for listings of every file.
+pub fn stage_index_key(stage: Stage) -> Option<&'static str> {
+    match stage {
+        Stage::Uploaded => None,
+        Stage::AwaitingUploadApproval => Some("1-awaiting-upload"),
+        Stage::Analyzing | Stage::AwaitingDownloadApproval => Some("2-in-review"),
+        Stage::Approved => Some("3-approved"),
+        Stage::Rejected => Some("4-rejected"),
+        Stage::Expired => Some("5-expired"),
+        Stage::Failed => Some("6-failed"),
+    }
+}
+
+/// [`stage_index_key`] of an instance's custom status: the engine's `index_key`.
+pub fn index_key(custom_status: &Value) -> Option<String> {
+    let stage = Stage::parse(custom_status.as_str()?).ok()?;
+    stage_index_key(stage).map(str::to_owned)
+}
+
 /// The event that records `decision`, guarded by the stage it belongs to: the engine checks
 /// that expectation inside the same ETag-guarded turn that records it, so two reviewers racing
 /// cannot both win and a decision never lands in the wrong stage. The same reviewer repeating

@@ -17,6 +17,6 @@ pub mod analysis;
 mod file_approval;
 
 pub use file_approval::{
-    decision_event, registry, stage_status, start_for_file, summarize, DecisionEvent, FileInput,
-    Summary, ANALYZE_ACTIVITY, ORCHESTRATION,
+    decision_event, index_key, registry, stage_index_key, stage_status, start_for_file, summarize,
+    DecisionEvent, FileInput, Summary, ANALYZE_ACTIVITY, ORCHESTRATION,
 };

@@ -254,6 +254,7 @@ impl Layer for Counting {
     fn around<'a, T: Send + 'a>(
         &'a self,
         op: Op,
+        _resource: &'a str,
         call: BoxFuture<'a, StoreResult<T>>,
     ) -> BoxFuture<'a, StoreResult<T>> {
         self.0.record(op, 1);
@@ -262,6 +263,7 @@ impl Layer for Counting {
 
     fn put_blob<'a>(
         &'a self,
+        _container: &'a str,
         body: ByteStream,
         put: PutBlobCall<'a>,
     ) -> BoxFuture<'a, StoreResult<BlobProperties>> {
@@ -289,6 +291,7 @@ impl Layer for Counting {
 
     fn get_blob<'a>(
         &'a self,
+        _container: &'a str,
         range: Option<Range<u64>>,
         call: BoxFuture<'a, StoreResult<BlobRead>>,
     ) -> BoxFuture<'a, StoreResult<BlobRead>> {

@@ -3,6 +3,7 @@
 //! service would), and can run a competing writer just before a chosen request (a
 //! deterministic race).
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -23,16 +24,30 @@ enum Effect {
     Full,
 }
 
-/// One armed fault: the operation it matches (`None`: every one), what it does, and how many
-/// more requests it applies to (`usize::MAX`: until `heal`).
+/// Which requests a fault or hook applies to: an operation (`None`: every one), on one table,
+/// container or queue (`None`: any).
+#[derive(Debug, Clone, Default)]
+struct Target {
+    op: Option<Op>,
+    resource: Option<String>,
+}
+
+impl Target {
+    fn matches(&self, op: Op, resource: &str) -> bool {
+        self.op.is_none_or(|o| o == op) && self.resource.as_deref().is_none_or(|r| r == resource)
+    }
+}
+
+/// One armed fault: the requests it matches, what it does, and how many more requests it
+/// applies to (`usize::MAX`: until `heal`).
 #[derive(Debug)]
 struct Fault {
-    op: Option<Op>,
+    target: Target,
     effect: Effect,
     remaining: usize,
 }
 
-type Hook = (Option<Op>, BoxFuture<'static, ()>);
+type Hook = (Target, BoxFuture<'static, ()>);
 
 /// The fault-injecting layer.
 #[derive(Default)]
@@ -42,6 +57,7 @@ pub struct Faults {
     hooks: Mutex<Vec<Hook>>,
     requests: AtomicUsize,
     batches: AtomicUsize,
+    batches_by_table: Mutex<HashMap<String, usize>>,
     queries: AtomicUsize,
 }
 
@@ -55,23 +71,43 @@ impl Layered<Faults> {
 
     /// The next `n` requests of kind `op` fail with `Unavailable` (nothing reaches the store).
     pub fn fail_next(&self, op: Op, n: usize) {
-        self.layer().arm(Some(op), Effect::Fail, n);
+        self.layer().arm(
+            Target {
+                op: Some(op),
+                resource: None,
+            },
+            Effect::Fail,
+            n,
+        );
+    }
+
+    /// The next `n` requests of kind `op` on `resource` (a table, container or queue) fail
+    /// with `Unavailable`; requests elsewhere go through.
+    pub fn fail_next_on(&self, op: Op, resource: &str, n: usize) {
+        let target = Target {
+            op: Some(op),
+            resource: Some(resource.to_owned()),
+        };
+        self.layer().arm(target, Effect::Fail, n);
     }
 
     /// Every request fails until [`heal`](Self::heal).
     pub fn outage(&self) {
-        self.layer().arm(None, Effect::Fail, usize::MAX);
+        self.layer()
+            .arm(Target::default(), Effect::Fail, usize::MAX);
     }
 
     /// Every request fails with `Full`, as on a full disk, until [`heal`](Self::heal).
     pub fn fill_disk(&self) {
-        self.layer().arm(None, Effect::Full, usize::MAX);
+        self.layer()
+            .arm(Target::default(), Effect::Full, usize::MAX);
     }
 
     /// Every request hangs, never answering, until [`heal`](Self::heal) (requests already
     /// hanging stay hung: their callers must give up on their own).
     pub fn freeze(&self) {
-        self.layer().arm(None, Effect::Hang, usize::MAX);
+        self.layer()
+            .arm(Target::default(), Effect::Hang, usize::MAX);
     }
 
     /// Runs `hook` to completion just before the next request of kind `op` goes through,
@@ -81,7 +117,25 @@ impl Layered<Faults> {
         op: Op,
         hook: impl std::future::Future<Output = ()> + Send + 'static,
     ) {
-        lock(&self.layer().hooks).push((Some(op), Box::pin(hook)));
+        let target = Target {
+            op: Some(op),
+            resource: None,
+        };
+        lock(&self.layer().hooks).push((target, Box::pin(hook)));
+    }
+
+    /// [`before_next`](Self::before_next), for the next request of kind `op` on `resource`.
+    pub fn before_next_on(
+        &self,
+        op: Op,
+        resource: &str,
+        hook: impl std::future::Future<Output = ()> + Send + 'static,
+    ) {
+        let target = Target {
+            op: Some(op),
+            resource: Some(resource.to_owned()),
+        };
+        lock(&self.layer().hooks).push((target, Box::pin(hook)));
     }
 
     pub fn heal(&self) {
@@ -97,6 +151,14 @@ impl Layered<Faults> {
         self.layer().batches.load(Ordering::SeqCst)
     }
 
+    /// Batches made so far on `table`.
+    pub fn batches_on(&self, table: &str) -> usize {
+        lock(&self.layer().batches_by_table)
+            .get(table)
+            .copied()
+            .unwrap_or(0)
+    }
+
     pub fn queries(&self) -> usize {
         self.layer().queries.load(Ordering::SeqCst)
     }
@@ -109,35 +171,42 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Faults {
-    fn arm(&self, op: Option<Op>, effect: Effect, remaining: usize) {
+    fn arm(&self, target: Target, effect: Effect, remaining: usize) {
         lock(&self.faults).push(Fault {
-            op,
+            target,
             effect,
             remaining,
         });
     }
 
     /// Counts the request and says what to do with it.
-    fn enter(&self, op: Op) -> Option<Effect> {
+    fn enter(&self, op: Op, resource: &str) -> Option<Effect> {
         self.requests.fetch_add(1, Ordering::SeqCst);
         match op {
-            Op::Batch => self.batches.fetch_add(1, Ordering::SeqCst),
-            Op::Query => self.queries.fetch_add(1, Ordering::SeqCst),
-            _ => 0,
-        };
+            Op::Batch => {
+                self.batches.fetch_add(1, Ordering::SeqCst);
+                *lock(&self.batches_by_table)
+                    .entry(resource.to_owned())
+                    .or_default() += 1;
+            }
+            Op::Query => {
+                self.queries.fetch_add(1, Ordering::SeqCst);
+            }
+            _ => {}
+        }
         let mut faults = lock(&self.faults);
         let hit = faults
             .iter_mut()
-            .find(|f| f.remaining > 0 && f.op.is_none_or(|o| o == op))?;
+            .find(|f| f.remaining > 0 && f.target.matches(op, resource))?;
         if hit.remaining != usize::MAX {
             hit.remaining -= 1;
         }
         Some(hit.effect)
     }
 
-    fn take_hook(&self, op: Op) -> Option<BoxFuture<'static, ()>> {
+    fn take_hook(&self, op: Op, resource: &str) -> Option<BoxFuture<'static, ()>> {
         let mut hooks = lock(&self.hooks);
-        let index = hooks.iter().position(|(h, _)| h.is_none_or(|h| h == op))?;
+        let index = hooks.iter().position(|(t, _)| t.matches(op, resource))?;
         Some(hooks.remove(index).1)
     }
 }
@@ -146,13 +215,14 @@ impl Layer for Faults {
     fn around<'a, T: Send + 'a>(
         &'a self,
         op: Op,
+        resource: &'a str,
         call: BoxFuture<'a, StoreResult<T>>,
     ) -> BoxFuture<'a, StoreResult<T>> {
         async move {
-            if let Some(hook) = self.take_hook(op) {
+            if let Some(hook) = self.take_hook(op, resource) {
                 hook.await;
             }
-            match self.enter(op) {
+            match self.enter(op, resource) {
                 None => call.await,
                 Some(Effect::Fail) => Err(StoreError::unavailable("injected fault")),
                 Some(Effect::Hang) => futures::future::pending().await,
