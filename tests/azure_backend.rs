@@ -615,8 +615,7 @@ async fn int64_and_other_types_round_trip_exactly() {
         .query(
             &table,
             &TableQuery {
-                partition_key: Some("types".into()),
-                ..TableQuery::default()
+                ..TableQuery::partition("types")
             },
         )
         .await
@@ -673,8 +672,7 @@ async fn keys_with_quotes_spaces_and_unicode_work_everywhere() {
         .query(
             &table,
             &TableQuery {
-                partition_key: Some(pk.into()),
-                ..TableQuery::default()
+                ..TableQuery::partition(pk)
             },
         )
         .await
@@ -853,7 +851,10 @@ async fn batch_azure_would_refuse_is_refused_before_sending() {
         Err(StoreError::Invalid(_))
     ));
     // Nothing of the refused batches reached the table (Azurite would have taken the first).
-    let page = store.query(&table, &TableQuery::default()).await.unwrap();
+    let page = store
+        .query(&table, &TableQuery::partition("a"))
+        .await
+        .unwrap();
     assert!(page.entities.is_empty());
 }
 
@@ -905,7 +906,7 @@ async fn single_entity_errors_map_to_store_errors() {
     ));
     assert!(matches!(
         store
-            .query(&unique("missing"), &TableQuery::default())
+            .query(&unique("missing"), &TableQuery::partition("p"))
             .await,
         Err(StoreError::NotFound)
     ));
@@ -935,9 +936,8 @@ async fn query_pages_past_1000_rows_with_continuations() {
         .unwrap();
 
     let mut query = TableQuery {
-        partition_key: Some("many".into()),
         top: Some(5000),
-        ..TableQuery::default()
+        ..TableQuery::partition("many")
     };
     let mut sizes = Vec::new();
     let mut seen = Vec::new();
@@ -987,13 +987,12 @@ async fn query_filters_by_row_range_and_property_values() {
         .query(
             &table,
             &TableQuery {
-                partition_key: Some("p".into()),
                 row_keys: Some("b".to_owned().."c".to_owned()),
                 equals: vec![
                     ("status".into(), Prop::from("it's open")),
                     ("done".into(), Prop::from(false)),
                 ],
-                ..TableQuery::default()
+                ..TableQuery::partition("p")
             },
         )
         .await
@@ -1008,7 +1007,7 @@ async fn query_filters_by_row_range_and_property_values() {
 
     let mut query = TableQuery {
         top: Some(2),
-        ..TableQuery::default()
+        ..TableQuery::partition("p")
     };
     let first = store.query(&table, &query).await.unwrap();
     assert_eq!(first.entities.len(), 2);

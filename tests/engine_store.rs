@@ -1336,10 +1336,7 @@ async fn index_rows(backend: &Backend, key: Option<String>) -> usize {
         .store
         .query(
             &backend.index_table(),
-            &file_approver::store::TableQuery {
-                partition_key: Some("index".into()),
-                ..Default::default()
-            },
+            &file_approver::store::TableQuery::partition("index"),
         )
         .await
         .unwrap()

@@ -76,7 +76,7 @@ macro_rules! conformance_suite {
             cross_partition_batch_is_refused_before_anything_is_applied,
             partition_query_pages_every_row_once_in_order,
             row_key_range_query_returns_only_that_range,
-            equality_filter_matches_across_partitions,
+            equality_filter_matches_within_its_partition,
             signed_url_serves_the_bytes_under_the_download_name,
             signed_url_refuses_writes,
             signed_url_is_refused_for_another_blob,

@@ -225,11 +225,10 @@ impl Engine {
             .query(
                 table,
                 &TableQuery {
-                    partition_key: Some(INDEX_PARTITION.to_owned()),
                     row_keys: query.key.as_deref().map(key_range),
                     top: Some(query.top.clamp(1, 1000)),
                     continuation: query.continuation,
-                    ..TableQuery::default()
+                    ..TableQuery::partition(INDEX_PARTITION.to_owned())
                 },
             )
             .await?;

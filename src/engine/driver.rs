@@ -20,6 +20,40 @@ use super::handle::Engine;
 use super::worker::Executed;
 use crate::store::{MessageReceipt, NextVisible, ReceivedMessage, StoreError};
 
+/// The times this process's delayed work should show: for each, when to look for it next and
+/// how often it has been looked for in vain.
+#[derive(Debug, Default)]
+struct Expected(Vec<(DateTime<Utc>, u32)>);
+
+impl Expected {
+    /// Looks past a message's time before the fallback look takes over: after 0.25 s · 2^k,
+    /// 32 s in all.
+    const LOOKS: u32 = 7;
+
+    fn add(&mut self, due: DateTime<Utc>) {
+        self.0.push((due, 0));
+    }
+
+    /// A receive that began at `started` got messages: those due by then count as found.
+    fn received(&mut self, started: DateTime<Utc>) {
+        self.0.retain(|(at, looks)| *looks == 0 && *at > started);
+    }
+
+    /// When to look next. Called after an empty receive, which was a look in vain for every
+    /// time already past: those are looked for again later, or dropped after [`Self::LOOKS`].
+    fn next_look(&mut self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        self.0.retain_mut(|(at, looks)| {
+            if *at > now {
+                return true;
+            }
+            *looks += 1;
+            *at = now + chrono::Duration::milliseconds(250 << (*looks - 1));
+            *looks <= Self::LOOKS
+        });
+        self.0.iter().map(|(at, _)| *at).min()
+    }
+}
+
 /// How a [`WorkDriver`] receives.
 #[derive(Debug, Clone)]
 pub struct DriverOptions {
@@ -81,16 +115,20 @@ impl WorkDriver {
         let mut failures = 0u32;
         // Whether the backend can say when its next message shows; asked once.
         let mut tells_next = true;
-        // Work this process sent that should be showing by now, and how often it has been
-        // looked for since: a message can show a little after its time (the service's clock,
-        // its whole seconds), so it is looked for again shortly a few times.
-        let mut expected: Option<(DateTime<Utc>, u32)> = None;
+        // Where the backend cannot tell, the delayed work this process sent, looked for at its
+        // time (a message sent for later can show a little after it: the service's clock, its
+        // whole seconds, a busy emulator). Work visible at once needs no such care: its signal
+        // wakes this loop, and the receive that follows sees it.
+        let mut expected = Expected::default();
         loop {
+            let started = self.inner.engine.clock().now();
             match self.receive().await {
                 Ok(0) => {}
                 Ok(_) => {
                     failures = 0;
-                    expected = None;
+                    // Likely what was expected by then; should it not be, the fallback look
+                    // finds it.
+                    expected.received(started);
                     // Take the next batch once this one's slots free up.
                     let _ = self
                         .inner
@@ -109,16 +147,16 @@ impl WorkDriver {
                 }
             }
             let clock = self.inner.engine.clock().clone();
-            let now = clock.now();
-            let mut wake = self.next_wake(&mut tells_next, &mut expected).await;
-            if let Some((due, looks)) = expected {
-                if due <= now {
-                    // It should be showing and is not yet: look again in a moment.
-                    expected = (looks < 8).then_some((due, looks + 1));
-                    let soon = now + chrono::Duration::milliseconds(250);
-                    wake = Some(wake.map_or(soon, |w| w.min(soon)));
+            let stored = self.next_stored(&mut tells_next).await;
+            for due in self.inner.engine.work_signal().take() {
+                if due > started && !tells_next {
+                    expected.add(due);
                 }
             }
+            let wake = match (stored, expected.next_look(clock.now())) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
             let sleep = wake
                 .map(|t| (t - clock.now()).to_std().unwrap_or_default())
                 .unwrap_or(Duration::MAX);
@@ -133,38 +171,25 @@ impl WorkDriver {
         }
     }
 
-    /// When something may next become visible: the backend's next message, this process's own
-    /// latest sends, or the fallback look where the backend cannot tell.
-    async fn next_wake(
-        &self,
-        tells_next: &mut bool,
-        expected: &mut Option<(DateTime<Utc>, u32)>,
-    ) -> Option<DateTime<Utc>> {
+    /// When the backend's next message shows, as far as the backend can tell; where it cannot
+    /// (Azure Queue Storage shows no hidden messages), the fallback look.
+    async fn next_stored(&self, tells_next: &mut bool) -> Option<DateTime<Utc>> {
         let engine = &self.inner.engine;
-        let now = engine.clock().now();
-        let fallback = chrono::Duration::from_std(self.inner.options.fallback_poll)
-            .unwrap_or(chrono::Duration::seconds(60));
-        let stored = if *tells_next {
-            match engine.store().next_visible(self.queue()).await {
-                Ok(NextVisible::At(t)) => Some(t),
-                Ok(NextVisible::Empty) => None,
-                Ok(NextVisible::Unknown) => {
-                    // Azure: the empty receive just said all there is to say.
-                    *tells_next = false;
-                    Some(now + fallback)
-                }
-                Err(_) => Some(now + fallback),
-            }
-        } else {
-            Some(now + fallback)
-        };
-        let sent = engine.work_signal().take();
-        if let Some(due) = sent {
-            *expected = Some(expected.map_or((due, 0), |(t, n)| (t.min(due), n)));
+        let fallback = engine.clock().now()
+            + chrono::Duration::from_std(self.inner.options.fallback_poll)
+                .unwrap_or(chrono::Duration::seconds(60));
+        if !*tells_next {
+            return Some(fallback);
         }
-        match (stored, sent) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
+        match engine.store().next_visible(self.queue()).await {
+            Ok(NextVisible::At(t)) => Some(t),
+            Ok(NextVisible::Empty) => None,
+            Ok(NextVisible::Unknown) => {
+                // Azure: the empty receive just said all there is to say.
+                *tells_next = false;
+                Some(fallback)
+            }
+            Err(_) => Some(fallback),
         }
     }
 

@@ -67,32 +67,39 @@ impl std::fmt::Debug for EngineOptions {
     }
 }
 
-/// Tells a local worker that work was sent, and the earliest time any of it becomes visible,
-/// so it can sleep until then instead of polling.
+/// Tells a local worker that work was sent, and when each message becomes visible, so it can
+/// sleep until then instead of polling.
 #[derive(Debug)]
-pub struct WorkSignal(watch::Sender<Option<DateTime<Utc>>>);
+pub struct WorkSignal(watch::Sender<Vec<DateTime<Utc>>>);
+
+/// How many send times a [`WorkSignal`] keeps between takes (the earliest ones).
+const SIGNAL_CAPACITY: usize = 256;
 
 impl WorkSignal {
     fn new() -> Self {
-        WorkSignal(watch::Sender::new(None))
+        WorkSignal(watch::Sender::new(Vec::new()))
     }
 
     pub(super) fn sent(&self, visible_at: DateTime<Utc>) {
-        self.0.send_modify(|earliest| {
-            *earliest = Some(earliest.map_or(visible_at, |t| t.min(visible_at)));
+        self.0.send_modify(|times| {
+            times.push(visible_at);
+            if times.len() > SIGNAL_CAPACITY {
+                times.sort_unstable();
+                times.truncate(SIGNAL_CAPACITY);
+            }
         });
     }
 
     /// Wakes on every [`WorkSignal::sent`].
-    pub fn subscribe(&self) -> watch::Receiver<Option<DateTime<Utc>>> {
+    pub fn subscribe(&self) -> watch::Receiver<Vec<DateTime<Utc>>> {
         self.0.subscribe()
     }
 
-    /// The earliest time signalled since the last take, and forgets it.
-    pub fn take(&self) -> Option<DateTime<Utc>> {
-        let mut taken = None;
-        self.0.send_if_modified(|earliest| {
-            taken = earliest.take();
+    /// The times signalled since the last take, and forgets them.
+    pub fn take(&self) -> Vec<DateTime<Utc>> {
+        let mut taken = Vec::new();
+        self.0.send_if_modified(|times| {
+            taken = std::mem::take(times);
             false
         });
         taken

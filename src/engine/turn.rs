@@ -398,8 +398,7 @@ impl Engine {
     pub(super) async fn load(&self, instance_id: &str) -> Result<Loaded, EngineError> {
         let mut loaded = Loaded::absent();
         let pages = self.pages(TableQuery {
-            partition_key: Some(instance_id.to_owned()),
-            ..TableQuery::default()
+            ..TableQuery::partition(instance_id.to_owned())
         });
         let mut pages = std::pin::pin!(pages);
         while let Some(page) = pages.try_next().await? {

@@ -553,9 +553,8 @@ impl Files {
                 .query(
                     FILES_TABLE,
                     &TableQuery {
-                        partition_key: Some(OPEN_UPLOADS.to_owned()),
                         continuation,
-                        ..TableQuery::default()
+                        ..TableQuery::partition(OPEN_UPLOADS.to_owned())
                     },
                 )
                 .await?;

@@ -292,10 +292,12 @@ impl BatchOp {
     }
 }
 
-/// Which rows a query returns. Results come back in (PartitionKey, RowKey) order.
-#[derive(Debug, Clone, Default)]
+/// Which rows a query returns: always rows of one partition, so no query scans a table (on
+/// Table Storage a scan costs a request per 1,000 rows read, whatever it returns). Results
+/// come back in RowKey order.
+#[derive(Debug, Clone)]
 pub struct TableQuery {
-    pub partition_key: Option<String>,
+    pub partition_key: String,
     /// Row keys in this half-open range only.
     pub row_keys: Option<Range<String>>,
     /// Only rows with all of these property values (string or bool equality).
@@ -304,6 +306,19 @@ pub struct TableQuery {
     pub top: Option<u32>,
     /// From a previous [`Page::continuation`].
     pub continuation: Option<String>,
+}
+
+impl TableQuery {
+    /// Every row of `partition_key`, in pages of up to 1,000.
+    pub fn partition(partition_key: impl Into<String>) -> Self {
+        TableQuery {
+            partition_key: partition_key.into(),
+            row_keys: None,
+            equals: Vec::new(),
+            top: None,
+            continuation: None,
+        }
+    }
 }
 
 /// One page of a query.

@@ -13,7 +13,10 @@ async fn assert_nothing_stored(app: &TestApp) {
         .state
         .files
         .store()
-        .query("files", &file_approver::store::TableQuery::default())
+        .query(
+            file_approver::files::FILES_TABLE,
+            &file_approver::store::TableQuery::partition(file_approver::files::OPEN_UPLOADS),
+        )
         .await
         .expect("query records");
     assert!(

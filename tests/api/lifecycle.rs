@@ -34,9 +34,8 @@ async fn open_uploads(app: &TestApp, since: chrono::DateTime<Utc>) -> Vec<String
         .query(
             FILES_TABLE,
             &TableQuery {
-                partition_key: Some(OPEN_UPLOADS.into()),
                 top: Some(1000),
-                ..TableQuery::default()
+                ..TableQuery::partition(OPEN_UPLOADS)
             },
         )
         .await

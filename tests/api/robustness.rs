@@ -56,7 +56,7 @@ async fn storage_outage_answers_503_and_the_request_can_be_retried(backend: Back
             "files",
             &TableQuery {
                 equals: vec![("Name".into(), Prop::Str(outage_name))],
-                ..TableQuery::default()
+                ..TableQuery::partition(file_approver::files::OPEN_UPLOADS)
             },
         )
         .await

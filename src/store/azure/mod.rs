@@ -306,10 +306,8 @@ impl Storage for AzureStore {
         let mut builder = self
             .table(table)?
             .query()
-            .top(Top::new(table::page_size(query)));
-        if let Some(filter) = table::filter(query)? {
-            builder = builder.filter(Filter::new(filter));
-        }
+            .top(Top::new(table::page_size(query)))
+            .filter(Filter::new(table::filter(query)?));
         if let Some(token) = &query.continuation {
             let (next_partition, next_row) = table::decode_continuation(token)?;
             builder = builder.initial_partition_key(next_partition);

@@ -164,11 +164,11 @@ fn literal(s: &str) -> String {
 }
 
 /// The `$filter` for a query, or `None` when it matches every row.
-pub(crate) fn filter(query: &TableQuery) -> Result<Option<String>, StoreError> {
-    let mut clauses = Vec::new();
-    if let Some(pk) = &query.partition_key {
-        clauses.push(format!("{PARTITION_KEY} eq {}", literal(pk)));
-    }
+pub(crate) fn filter(query: &TableQuery) -> Result<String, StoreError> {
+    let mut clauses = vec![format!(
+        "{PARTITION_KEY} eq {}",
+        literal(&query.partition_key)
+    )];
     if let Some(range) = &query.row_keys {
         clauses.push(format!(
             "{ROW_KEY} ge {} and {ROW_KEY} lt {}",
@@ -191,7 +191,7 @@ pub(crate) fn filter(query: &TableQuery) -> Result<Option<String>, StoreError> {
         };
         clauses.push(format!("{name} eq {value}"));
     }
-    Ok((!clauses.is_empty()).then(|| clauses.join(" and ")))
+    Ok(clauses.join(" and "))
 }
 
 /// The page size to ask for: at most [`MAX_PAGE`], at least one.
@@ -334,7 +334,6 @@ mod tests {
     #[test]
     fn filter_escapes_quotes_and_types_literals() {
         let q = TableQuery {
-            partition_key: Some("o'brien".into()),
             row_keys: Some("a".to_owned().."b".to_owned()),
             equals: vec![
                 ("status".into(), Prop::from("it's")),
@@ -342,10 +341,10 @@ mod tests {
                 ("n".into(), Prop::from(3i64)),
                 ("f".into(), Prop::Float(1.0)),
             ],
-            ..TableQuery::default()
+            ..TableQuery::partition("o'brien")
         };
         assert_eq!(
-            filter(&q).unwrap().unwrap(),
+            filter(&q).unwrap(),
             "PartitionKey eq 'o''brien' and RowKey ge 'a' and RowKey lt 'b' \
              and status eq 'it''s' and done eq true and n eq 3L and f eq 1.0"
         );
@@ -355,19 +354,19 @@ mod tests {
     fn filter_refuses_property_names_that_could_inject() {
         let q = TableQuery {
             equals: vec![("x eq 1 or y".into(), Prop::from(true))],
-            ..TableQuery::default()
+            ..TableQuery::partition("p")
         };
         assert!(matches!(filter(&q), Err(StoreError::Invalid(_))));
     }
 
     #[test]
-    fn empty_query_has_no_filter_and_a_full_page() {
-        let q = TableQuery::default();
-        assert_eq!(filter(&q).unwrap(), None);
+    fn a_partition_query_filters_on_its_partition_and_asks_for_a_full_page() {
+        let q = TableQuery::partition("p");
+        assert_eq!(filter(&q).unwrap(), "PartitionKey eq 'p'");
         assert_eq!(page_size(&q), 1000);
         let q = TableQuery {
             top: Some(5000),
-            ..TableQuery::default()
+            ..TableQuery::partition("p")
         };
         assert_eq!(page_size(&q), 1000);
     }

@@ -318,10 +318,8 @@ pub(super) fn query(conn: &mut Connection, table: &str, q: &TableQuery) -> Store
 
     let mut sql = String::from("SELECT pk, rk, props, etag FROM entities WHERE tbl = ?");
     let mut args = vec![Value::Text(key)];
-    if let Some(pk) = &q.partition_key {
-        sql.push_str(" AND pk = ?");
-        args.push(Value::Text(pk.clone()));
-    }
+    sql.push_str(" AND pk = ?");
+    args.push(Value::Text(q.partition_key.clone()));
     if let Some(range) = &q.row_keys {
         sql.push_str(" AND rk >= ? AND rk < ?");
         args.push(Value::Text(range.start.clone()));
