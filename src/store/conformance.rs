@@ -1496,6 +1496,21 @@ pub async fn renewing_keeps_a_message_hidden_and_replaces_its_receipt(fx: Fixtur
         .delete_message(&fx.queue, &renewed)
         .await
         .expect("delete by the renewed receipt");
+
+    // Renewed for no time at all, a message shows again at once: how the Functions host
+    // releases a message whose invocation failed.
+    fx.store
+        .enqueue(&fx.queue, "failed job", secs(0))
+        .await
+        .expect("enqueue");
+    let received = receive(&fx, 30).await.remove(0);
+    fx.store
+        .renew_message(&fx.queue, &received.receipt, &received.text, secs(0))
+        .await
+        .expect("release");
+    let again = receive(&fx, 30).await;
+    assert_eq!(again.len(), 1, "released: visible again");
+    assert_eq!(again[0].dequeue_count, 2);
 }
 
 /// What Azure refuses is refused everywhere, before anything is sent.

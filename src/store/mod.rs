@@ -668,6 +668,17 @@ pub fn validate_reception(max: u32, visibility: std::time::Duration) -> StoreRes
     Ok(())
 }
 
+/// Queue Storage's rule for how long a renewed (updated) message stays hidden: 0 (it shows at
+/// once, as the Functions host releases a failed message by default) to 7 days.
+pub fn validate_renewal(visibility: std::time::Duration) -> StoreResult<()> {
+    if visibility > MAX_VISIBILITY {
+        return Err(StoreError::Invalid(format!(
+            "a renewed message is hidden for 0 s to 7 days, not {visibility:?}"
+        )));
+    }
+    Ok(())
+}
+
 /// Table Storage's rule: 3 to 63 ASCII letters and digits, starting with a letter; `tables` is
 /// reserved. Table names are case-insensitive there, and in the embedded store too.
 pub fn validate_table_name(name: &str) -> StoreResult<()> {

@@ -11,7 +11,7 @@ use crate::helpers::{spawn_app_on, Backend, Mode, TestApp};
 const FIXTURE: &str = include_str!("../fixtures/b-blob-orchestrator.request.json");
 
 /// The host's blob-trigger payload for file `id` whose content is `content`.
-fn blob_trigger_payload(id: &str, content: &[u8], record: Value) -> String {
+pub(crate) fn blob_trigger_payload(id: &str, content: &[u8], record: Value) -> String {
     let mut payload: Value = serde_json::from_str(FIXTURE).expect("fixture parses");
     payload["Data"]["blob"] = json!(base64::engine::general_purpose::STANDARD.encode(content));
     payload["Data"]["record"] = record;
@@ -45,7 +45,7 @@ async fn invoke(app: &TestApp, body: String) -> reqwest::Response {
         .expect("invocation")
 }
 
-async fn invoke_ok(app: &TestApp, body: String) -> Value {
+pub(crate) async fn invoke_ok(app: &TestApp, body: String) -> Value {
     let response = invoke(app, body).await;
     assert_eq!(response.status(), 200);
     assert!(response.headers()["content-type"]
@@ -58,7 +58,7 @@ async fn invoke_ok(app: &TestApp, body: String) -> Value {
 }
 
 /// The table input binding's view of a record row, as the host serialises it.
-async fn record_binding(app: &TestApp, id: &str) -> Value {
+pub(crate) async fn record_binding(app: &TestApp, id: &str) -> Value {
     let stored = app
         .state
         .files

@@ -5,6 +5,7 @@
 
 mod bad_input;
 mod helpers;
+mod host;
 mod invocation;
 mod lifecycle;
 mod robustness;

@@ -54,9 +54,10 @@ use self::blob::UploadShape;
 use self::connection::ConnectionSettings;
 use crate::store::{
     validate_batch, validate_blob_name, validate_container_name, validate_key, validate_message,
-    validate_queue_name, validate_reception, validate_table_name, BatchOp, BlobProperties,
-    BlobRead, ByteStream, ETag, Entity, MessageReceipt, NextVisible, Page, PutBlobOptions,
-    ReceivedMessage, SignedUrlRequest, Storage, StoreError, StoreResult, StoredEntity, TableQuery,
+    validate_queue_name, validate_reception, validate_renewal, validate_table_name, BatchOp,
+    BlobProperties, BlobRead, ByteStream, ETag, Entity, MessageReceipt, NextVisible, Page,
+    PutBlobOptions, ReceivedMessage, SignedUrlRequest, Storage, StoreError, StoreResult,
+    StoredEntity, TableQuery,
 };
 
 /// 4 MiB blocks, 4 in flight. Against Azurite on 2 shared cores a 256 MiB stream went up at
@@ -368,7 +369,7 @@ impl Storage for AzureStore {
         visibility: std::time::Duration,
     ) -> StoreResult<MessageReceipt> {
         validate_queue_name(queue)?;
-        validate_reception(1, visibility)?;
+        validate_renewal(visibility)?;
         queue::renew(&self.queues, queue, receipt, text, visibility).await
     }
 

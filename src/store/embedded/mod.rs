@@ -36,9 +36,10 @@ use crate::clock::{Clock, SystemClock};
 // leading `.` (so never `.`, `..` or a `.tmp-*` file of a write in progress).
 use super::{
     validate_batch, validate_blob_name, validate_container_name, validate_message,
-    validate_queue_name, validate_reception, validate_table_name, BatchOp, BlobProperties,
-    BlobRead, ByteStream, ETag, Entity, MessageReceipt, NextVisible, Page, PutBlobOptions,
-    ReceivedMessage, SignedUrlRequest, Storage, StoreError, StoreResult, StoredEntity, TableQuery,
+    validate_queue_name, validate_reception, validate_renewal, validate_table_name, BatchOp,
+    BlobProperties, BlobRead, ByteStream, ETag, Entity, MessageReceipt, NextVisible, Page,
+    PutBlobOptions, ReceivedMessage, SignedUrlRequest, Storage, StoreError, StoreResult,
+    StoredEntity, TableQuery,
 };
 
 pub use signed::{ByteRangeSpec, SignedQuery, SignedRead, SignedUrlError};
@@ -386,7 +387,7 @@ impl Storage for EmbeddedStore {
         visibility: std::time::Duration,
     ) -> StoreResult<MessageReceipt> {
         validate_queue_name(queue)?;
-        validate_reception(1, visibility)?;
+        validate_renewal(visibility)?;
         let hidden_until = self.inner.clock.now()
             + chrono::Duration::from_std(visibility).map_err(StoreError::internal)?;
         let (queue, receipt) = (queue.to_owned(), receipt.clone());
