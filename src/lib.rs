@@ -6,9 +6,9 @@
 //! Dependencies point down this list, never up (`tests/architecture.rs` checks it):
 //!
 //! - [`startup`], [`config`]: settings from the environment, wiring everything into a server
-//!   (our own hyper loop, for its header-read timeout), the local-mode housekeeping loop.
+//!   (our own hyper loop, for its header-read timeout), local mode's work driver and sweep.
 //! - [`functions`]: the HTTP / invocation edge, one module per function folder (`upload/`,
-//!   `status/`, `approve/`, `download/`, `orchestrator/`, `recover/`), the embedded store's
+//!   `status/`, `approve/`, `download/`, `orchestrator/`, `work/`, `sweep/`), the embedded store's
 //!   signed-link route, and the host's invocation envelope. Each handler is parse → one call on
 //!   [`files::Files`] → map.
 //! - [`error`]: [`error::ApiError`], every failure a client can see with its status and code.
@@ -17,8 +17,9 @@
 //! - [`workflow`]: the `FileApproval` orchestration and the pure analysis activity, written
 //!   against the engine's API; the one place that knows how stages and decisions are encoded.
 //! - [`engine`]: a small durable engine (event-sourced orchestrations replayed from history kept
-//!   in a table): client, turn and worker. Knows nothing of HTTP or Azure.
-//! - [`store`]: the one storage trait, its backends (Azure Storage, embedded on-disk), one
+//!   in a table, work carried on a storage queue, a status index for listings): client, turn,
+//!   worker and local mode's queue driver. Knows nothing of HTTP or Azure.
+//! - [`store`]: the one storage trait (blobs, tables, queues), its backends (Azure Storage, embedded on-disk), one
 //!   decorator mechanism ([`store::layer`]) and the per-request storage budget it carries.
 //! - [`domain`], [`clock`], [`telemetry`]: validated types (file ids, names, content types,
 //!   stages, decisions, reviewers), injected time, logging.

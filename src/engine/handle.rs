@@ -1,7 +1,7 @@
 //! [`Engine`]: the one handle callers hold. Its methods live in three rooms, along the Durable
 //! Task Framework's lines: the client (`client.rs`: start, raise, status, list, terminate,
-//! purge), the turn (`turn.rs`: load, plan, replay, commit) and the worker (`worker.rs`:
-//! dispatch, activity outcomes, timers, recovery). This file holds what they share.
+//! purge), the turn (`turn.rs`: load, plan, replay, commit) and the worker (`worker.rs`: work
+//! messages, activity outcomes, timers). This file holds what they share.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -90,7 +90,7 @@ impl WorkSignal {
         });
     }
 
-    /// Wakes on every [`WorkSignal::sent`].
+    /// Wakes whenever this process sends work.
     pub fn subscribe(&self) -> watch::Receiver<Vec<DateTime<Utc>>> {
         self.0.subscribe()
     }

@@ -1,6 +1,6 @@
 //! A small durable engine: event-sourced orchestrations, replayed from a history kept in one
 //! table, in the manner of the Durable Task Framework (DTFx). It knows nothing of HTTP or
-//! Azure; it needs only the [`Storage`](crate::store::Storage) trait's tables and a
+//! Azure; it needs only the [`Storage`](crate::store::Storage) trait's tables and queues and a
 //! [`Clock`](crate::clock::Clock).
 //!
 //! # Programming model
@@ -20,10 +20,11 @@
 //!
 //! One handle, [`Engine`], with its methods in three modules along the Durable Task Framework's
 //! lines: the **client** (`client.rs`: start, raise an event, status, list, terminate, purge),
-//! the **turn** (`turn.rs`: load, plan, replay, commit) and the **worker** (`worker.rs`:
-//! dispatch, activity outcomes, timers, recovery). Committed work leaves a turn through one
-//! seam, `Engine::dispatch`, so how work is carried (Tokio tasks today) can change without
-//! touching the client or the turn.
+//! the **turn** (`turn.rs`: load, plan, replay, commit, the index writes around it) and the
+//! **worker** (`worker.rs`: work messages, activity outcomes, timers). Work leaves a turn as
+//! messages on a storage queue ([`WorkMessage`]); whoever receives them — the Functions host's
+//! queue trigger, or a [`WorkDriver`] in local mode — hands each to [`Engine::execute`]. The
+//! status index (`index.rs`) lists instances by a key derived from their custom status.
 //!
 //! # The turn loop
 //!
@@ -38,7 +39,9 @@
 //! 4. commit the new history rows and the state row in ONE batch guarded by the state row's
 //!    ETag (an insert on the first turn); a writer that lost the race reloads and retries
 //!    (bounded, with jittered backoff) and never overwrites the winner;
-//! 5. then start the newly scheduled activities; each outcome comes back as a new turn.
+//!    Before the commit, the turn has put a message on the work queue for each activity it
+//!    scheduled and each timer it created (a timer's message becomes visible when it is due),
+//!    and written the instance's new status-index row; each outcome comes back as a new turn.
 //!
 //! `start` runs its first turn without reading (insert-or-`AlreadyExists`). The engine
 //! remembers each partition it committed, so its next turn of that instance (a decision, an
@@ -53,9 +56,10 @@
 //! | RowKey | content |
 //! |---|---|
 //! | `h-0000000000000000`, `h-0000000000000001`, … | one history event each, JSON in `Event` (≤ 32 KiB) |
-//! | `state` | `Name`, `RuntimeStatus`, `CustomStatus`, `Input`, `Output`, `Failure`, `CreatedTime`, `LastUpdatedTime`, `NextEventId`, `PendingWork`, `NextWakeTime`, `LeaseExpiry`, `OpenActivities`, `OpenTimers` |
+//! | `state` | `Name`, `RuntimeStatus`, `CustomStatus`, `Input`, `Output`, `Failure`, `CreatedTime`, `LastUpdatedTime`, `NextEventId`, `OpenActivities`, `OpenTimers`, `IndexRow`, `StaleIndexRow` |
 //!
-//! Details in [`rows`].
+//! Details in [`rows`]. The status index is a second table (default `workflowindex`), one
+//! partition; details in [`index`].
 //!
 //! # Guarantees
 //!
@@ -68,11 +72,14 @@
 //!   dropped); starting an existing instance changes nothing.
 //! - Events raised before the orchestration waits for them are kept in history and consumed
 //!   in order; an event never goes to an instance that does not exist (`InstanceNotFound`).
-//! - Activities run at least once. Work scheduled by a process that died is found by
-//!   [`Engine::recover`] once its lease (`EngineOptions::activity_lease`) has run out, and
-//!   run again; due timers are fired by `recover` too.
-//! - Nothing polls storage: an idle engine makes no requests apart from `recover`'s one
-//!   query per pass (state rows with `PendingWork = true`).
+//! - Activities run at least once; their outcome is recorded once; a timer fires once. A work
+//!   message is sent before the turn that asks for it commits (so committed work is never
+//!   unsent) and deleted only after its outcome commits (so work a dead process held comes
+//!   back when the queue's visibility lapses). A message whose turn never committed is
+//!   retried for `EngineOptions::commit_grace`, then dropped.
+//! - Nothing polls storage: an idle engine makes no requests; the work queue is read by the
+//!   host's queue trigger, or by a [`WorkDriver`] that sleeps until the next message is due.
+//! - Every query names one partition: listings read the status index, never the instances.
 //! - Code that no longer matches a running instance's history fails that instance with a
 //!   reason starting `nondeterministic:`, never silently.
 //!
@@ -84,7 +91,8 @@
 //! - **action**: what replaying the code asks for that history does not hold yet: schedule an
 //!   activity, create a timer ([`Action`]).
 //! - **turn**: one load → append → replay → commit cycle for one instance.
-//! - **work item**: something to run after a commit: an activity attempt or a timer to fire.
+//! - **work message**: an activity to run or a timer to fire, on the work queue.
+//! - **status index**: rows listing instances by a key derived from their custom status.
 
 mod client;
 mod context;

@@ -1,4 +1,5 @@
-//! `sweep/`: a timer trigger (every minute under the host; an interval in local mode) that
+//! `sweep/`: a timer trigger (every 5 minutes under the host, without the schedule monitor: a missed
+//! run changes nothing; an interval in local mode) that
 //! sweeps the open uploads ([`crate::files::Files::sweep_uploads`]): it starts a committed
 //! upload whose blob trigger never came and removes one that never committed. The workflows'
 //! own work needs no timer: it travels on the work queue (`work/`). Answered in the host's

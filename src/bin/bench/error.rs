@@ -2,6 +2,7 @@
 //! run, so errors carry enough context to be read there.
 
 use file_approver::config::ConfigError;
+use file_approver::engine::EngineError;
 use file_approver::startup::StartupError;
 use file_approver::store::StoreError;
 
@@ -19,6 +20,8 @@ pub enum BenchError {
     Http(#[from] reqwest::Error),
     #[error("storage request failed")]
     Store(#[from] StoreError),
+    #[error("engine call failed")]
+    Engine(#[from] EngineError),
     #[error("the app did not start")]
     Startup(#[from] StartupError),
     #[error("invalid app settings")]

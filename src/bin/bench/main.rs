@@ -13,7 +13,7 @@
 //! ```
 //!
 //! Rows: `cold`, `upload` (with `analysis`), `trigger`, `azure-upload`, `approvals`,
-//! `workflows`, `requests`, `idle`.
+//! `workflows`, `requests`, `idle`, `history`, `takeover`.
 
 mod api;
 mod data;
@@ -38,7 +38,7 @@ use crate::inproc_rows::Backend;
 use crate::procs::{Azurite, WorkDir};
 use crate::report::{Line, Report};
 
-const ROWS: [&str; 8] = [
+const ROWS: [&str; 10] = [
     "cold",
     "upload",
     "trigger",
@@ -47,6 +47,8 @@ const ROWS: [&str; 8] = [
     "workflows",
     "requests",
     "idle",
+    "history",
+    "takeover",
 ];
 
 /// How many reviewers the apps know; each concurrent client slot approves as one of them.
@@ -103,7 +105,13 @@ pub struct Profile {
     pub workflows: usize,
     pub request_workflows: usize,
     pub idle_real: bool,
+    /// Finished workflows preloaded for the `history` row, cumulatively.
+    pub history_sizes: Vec<usize>,
+    /// The same on Azurite, where preloading is slower.
+    pub history_sizes_azure: Vec<usize>,
     pub trigger_bytes: u64,
+    /// The file whose analysis the `takeover` row kills: large enough to be still running.
+    pub takeover_bytes: u64,
     pub cold_starts: usize,
 }
 
@@ -121,7 +129,10 @@ impl Profile {
             workflows: 320,
             request_workflows: 5,
             idle_real: true,
+            history_sizes: vec![1_000, 10_000, 100_000],
+            history_sizes_azure: vec![1_000, 10_000],
             trigger_bytes: 100 << 20,
+            takeover_bytes: 1 << 30,
             cold_starts: 10,
         }
     }
@@ -138,6 +149,9 @@ impl Profile {
             workflows: 64,
             request_workflows: 3,
             idle_real: false,
+            history_sizes: vec![1_000, 10_000],
+            history_sizes_azure: vec![1_000],
+            takeover_bytes: 512 << 20,
             cold_starts: 5,
             ..Profile::full()
         }
@@ -163,7 +177,8 @@ struct Options {
 
 const USAGE: &str = "usage: bench [--quick] [--only ROW,ROW…] [--no-azure] [--workdir DIR] \
                      [--handler PATH] [--azurite PATH]\n\
-                     rows: cold, upload, trigger, azure-upload, approvals, workflows, requests, idle";
+                     rows: cold, upload, trigger, azure-upload, approvals, workflows, requests, idle, \
+                     history, takeover";
 
 impl Options {
     fn parse(mut args: impl Iterator<Item = String>) -> std::result::Result<Self, String> {
@@ -318,7 +333,12 @@ async fn run(options: Options) -> Result<Report> {
         record(&mut report, "upload, Azurite", result);
     }
 
-    let in_process = ["approvals", "workflows", "requests", "idle"];
+    if options.wants("takeover") && ctx.azurite.is_some() {
+        let result = process_rows::takeover(&ctx, &mut report).await;
+        record(&mut report, "killed analysis, Azurite", result);
+    }
+
+    let in_process = ["approvals", "workflows", "requests", "idle", "history"];
     if in_process.iter().any(|row| options.wants(row)) {
         let backends = start_backends(&ctx, &mut report).await;
         for backend in &backends {
@@ -343,6 +363,13 @@ async fn run(options: Options) -> Result<Report> {
         if options.wants("idle") && !backends.is_empty() {
             let result = inproc_rows::idle(&backends, &ctx.profile, &mut report).await;
             record(&mut report, "storage requests while idle", result);
+        }
+        // Last: it leaves up to 100,000 finished workflows behind.
+        for backend in &backends {
+            if options.wants("history") {
+                let result = inproc_rows::history(backend, &ctx.profile, &mut report).await;
+                record(&mut report, &format!("history, {}", backend.name), result);
+            }
         }
     }
 
