@@ -108,7 +108,7 @@ impl Engine {
             // Work and the index's new row first: a crash after this leaves messages and a row
             // that no committed state names, which find nothing to do and are dropped; a crash
             // after the commit cannot leave work unsent or the instance unlisted.
-            self.send_work(&committed.work).await?;
+            let visible = self.send_work(&committed.work).await?;
             self.index_before(&committed.index).await?;
             match self
                 .inner
@@ -125,6 +125,9 @@ impl Engine {
                     );
                     // The state row is the batch's first operation.
                     self.remember(instance_id, &committed, etags.into_iter().next().flatten());
+                    for at in visible {
+                        self.inner.signal.sent(at);
+                    }
                     self.index_after(&committed.index).await;
                     return Ok(Turned::Committed(Box::new(committed)));
                 }

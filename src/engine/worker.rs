@@ -123,10 +123,16 @@ impl Engine {
 
     /// Puts `work` on the engine's queue: activities visible at once, timers at their time (or
     /// at the queue's horizon, to be re-armed then). Called before the commit that records the
-    /// work: if it fails, the turn fails and nothing is committed.
-    pub(super) async fn send_work(&self, work: &[WorkMessage]) -> Result<(), EngineError> {
+    /// work: if it fails, the turn fails and nothing is committed. Returns when each message
+    /// shows, for [`super::handle::WorkSignal::sent`] once the commit has landed: a local worker
+    /// woken earlier would only find the turn not committed yet.
+    pub(super) async fn send_work(
+        &self,
+        work: &[WorkMessage],
+    ) -> Result<Vec<DateTime<Utc>>, EngineError> {
         let now = self.inner.clock.now();
         let queue = &self.inner.options.work_queue;
+        let mut visible = Vec::with_capacity(work.len());
         for message in work {
             let due = match message {
                 WorkMessage::Activity { .. } => now,
@@ -145,9 +151,9 @@ impl Engine {
                     delay.to_std().unwrap_or_default(),
                 )
                 .await?;
-            self.inner.signal.sent(now + delay);
+            visible.push(now + delay);
         }
-        Ok(())
+        Ok(visible)
     }
 
     /// Does the work one message asks for. `inserted` is when the message was sent: a message
@@ -208,7 +214,9 @@ impl Engine {
                 let now = self.inner.clock.now();
                 if fire_at > now {
                     // Early: a timer beyond the queue's horizon comes back to be re-armed.
-                    self.send_work(std::slice::from_ref(&message)).await?;
+                    for at in self.send_work(std::slice::from_ref(&message)).await? {
+                        self.inner.signal.sent(at);
+                    }
                     return Ok(Executed::Done);
                 }
                 self.fire_due_timers(&instance_id).await?;
