@@ -78,6 +78,7 @@ engine_tests!(
     an_idle_worker_makes_no_request,
     turns_after_this_engines_own_commit_write_without_reading,
     a_stale_remembered_partition_is_caught_by_the_etag_and_reloaded,
+    a_finished_instance_is_answered_from_memory_by_the_process_that_finished_it,
     list_reads_the_status_index_oldest_first_and_pages,
     an_index_row_of_a_turn_that_never_committed_is_skipped_and_deleted,
     terminate_then_purge_removes_the_instance,
@@ -1217,6 +1218,42 @@ async fn a_stale_remembered_partition_is_caught_by_the_etag_and_reloaded(backend
         .await
         .unwrap();
     assert!(matches!(again, RaiseOutcome::Duplicate(_)));
+}
+
+/// A finished instance never changes, so the process that committed its end answers status
+/// reads from what it committed: no storage request. Another process reads storage; a purge
+/// forgets it.
+async fn a_finished_instance_is_answered_from_memory_by_the_process_that_finished_it(
+    backend: Backend,
+) {
+    let (faulty, engine) = faulty_engine(&backend, plain_registry()).await;
+    engine.start("Approval", "f1", json!({})).await.unwrap();
+    let rejected = json!({"approved": false});
+    engine
+        .raise_event("f1", raise("Approval", "upload", rejected))
+        .await
+        .unwrap();
+    let before = faulty.requests();
+    let status = engine.status("f1", true).await.unwrap().unwrap();
+    assert_eq!(status.runtime_status, RuntimeStatus::Completed);
+    assert_eq!(
+        count(status.history.as_ref().unwrap(), "ExecutionCompleted"),
+        1
+    );
+    assert!(engine
+        .status("f1", false)
+        .await
+        .unwrap()
+        .unwrap()
+        .history
+        .is_none());
+    assert_eq!(faulty.requests(), before, "answered from memory");
+
+    let other = engine_on(backend.store.clone(), &backend, plain_registry()).await;
+    assert_eq!(other.status("f1", true).await.unwrap().unwrap(), status);
+
+    engine.purge("f1").await.unwrap();
+    assert!(engine.status("f1", true).await.unwrap().is_none());
 }
 
 /// The index key the default engine lists a custom status under.

@@ -188,6 +188,13 @@ impl Engine {
         include_history: bool,
     ) -> Result<Option<InstanceStatus>, EngineError> {
         check_instance_id(instance_id)?;
+        if let Some(loaded) = self.finished(instance_id) {
+            return Ok(loaded.state().map(|state| {
+                let mut status = state.status.clone();
+                status.history = include_history.then(|| loaded.history.clone());
+                status
+            }));
+        }
         if include_history {
             let loaded = self.load(instance_id).await?;
             return Ok(loaded.state().map(|state| {

@@ -132,6 +132,11 @@ pub(super) struct Inner {
     /// commit's ETag guard refuses it and the turn reloads. Only commits rest on it; a turn
     /// that would refuse or do nothing re-decides on freshly loaded state.
     pub(super) recent: Mutex<HashMap<String, Loaded>>,
+    /// Instances this process saw finish, as committed. A finished instance never changes (no
+    /// turn is taken, termination is refused), so its remembered partition answers a status
+    /// read as well as storage would: the download that follows an approval costs no read.
+    /// Only a purge removes one; another process's purge is seen once the entry is evicted.
+    pub(super) finished: Mutex<HashMap<String, Loaded>>,
     /// Permits to run an activity ([`EngineOptions::max_concurrent_activities`]).
     pub(super) activity_slots: Arc<tokio::sync::Semaphore>,
 }
@@ -166,6 +171,7 @@ impl Engine {
                 options,
                 locks: Mutex::new(HashMap::new()),
                 recent: Mutex::new(HashMap::new()),
+                finished: Mutex::new(HashMap::new()),
                 activity_slots,
                 signal: WorkSignal::new(),
             }),

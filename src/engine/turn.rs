@@ -108,8 +108,11 @@ impl Engine {
             // Work and the index's new row first: a crash after this leaves messages and a row
             // that no committed state names, which find nothing to do and are dropped; a crash
             // after the commit cannot leave work unsent or the instance unlisted.
-            let visible = self.send_work(&committed.work).await?;
-            self.index_before(&committed.index).await?;
+            // Independent of each other: sent side by side, one round trip instead of two.
+            let (visible, ()) = tokio::try_join!(
+                self.send_work(&committed.work),
+                self.index_before(&committed.index)
+            )?;
             match self
                 .inner
                 .store
@@ -166,7 +169,7 @@ impl Engine {
     fn remember(&self, instance_id: &str, committed: &Committed, state_etag: Option<ETag>) {
         let mut recent = self.inner.recent.lock().unwrap_or_else(|p| p.into_inner());
         match state_etag {
-            // A finished instance takes no more turns worth a cache entry.
+            // A finished instance takes no more turns: it goes to `finished` instead.
             Some(etag) if !committed.state.status.runtime_status.is_terminal() => {
                 if recent.len() >= RECENT_CAPACITY && !recent.contains_key(instance_id) {
                     recent.clear();
@@ -179,15 +182,51 @@ impl Engine {
                     },
                 );
             }
-            _ => {
+            Some(etag) => {
+                recent.remove(instance_id);
+                drop(recent);
+                let mut finished = self
+                    .inner
+                    .finished
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner());
+                if finished.len() >= RECENT_CAPACITY && !finished.contains_key(instance_id) {
+                    finished.clear();
+                }
+                finished.insert(
+                    instance_id.to_owned(),
+                    Loaded {
+                        state: Some((committed.state.clone(), etag)),
+                        history: committed.history.clone(),
+                    },
+                );
+            }
+            None => {
                 recent.remove(instance_id);
             }
         }
     }
 
+    /// The partition of an instance this process saw finish (see `Inner::finished`).
+    pub(super) fn finished(&self, instance_id: &str) -> Option<Loaded> {
+        let finished = self
+            .inner
+            .finished
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        finished.get(instance_id).cloned()
+    }
+
     pub(super) fn forget(&self, instance_id: &str) {
         let mut recent = self.inner.recent.lock().unwrap_or_else(|p| p.into_inner());
         recent.remove(instance_id);
+        drop(recent);
+        let mut finished = self
+            .inner
+            .finished
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        finished.remove(instance_id);
     }
 
     fn build_turn(

@@ -419,6 +419,7 @@ pub async fn idle(backends: &[Backend], profile: &Profile, report: &mut Report) 
         .await?;
         wait_all(&backend.api, &ids, AWAITING_UPLOAD, profile.concurrency).await?;
         backend.app.idle().await?;
+        settle().await;
         backend.app.counter.take();
     }
     if profile.idle_real {
@@ -588,6 +589,7 @@ pub async fn history(backend: &Backend, profile: &Profile, report: &mut Report) 
 /// minute, which the quick window does not reach).
 async fn idle_minute(backend: &Backend, profile: &Profile) -> Result<RequestCounts> {
     let app = &backend.app;
+    settle().await;
     app.counter.take();
     if profile.idle_real {
         tokio::time::sleep(Duration::from_secs(60)).await;
@@ -598,4 +600,11 @@ async fn idle_minute(backend: &Backend, profile: &Profile) -> Result<RequestCoun
         }
     }
     Ok(app.counter.take())
+}
+
+/// Lets the work driver finish the look it takes after the last message (drain() returns once
+/// nothing is left to run, a moment before the driver goes to sleep), so that an idle window
+/// measures idleness.
+async fn settle() {
+    tokio::time::sleep(Duration::from_secs(2)).await;
 }
