@@ -81,6 +81,7 @@ engine_tests!(
     a_finished_instance_is_answered_from_memory_by_the_process_that_finished_it,
     list_reads_the_status_index_oldest_first_and_pages,
     an_index_row_of_a_turn_that_never_committed_is_skipped_and_deleted,
+    index_writes_of_turns_committing_together_share_batches,
     terminate_then_purge_removes_the_instance,
     unknown_orchestrations_and_bad_ids_are_refused,
     work_sent_by_a_turn_that_never_committed_is_retried_then_dropped,
@@ -1384,6 +1385,49 @@ async fn index_rows(backend: &Backend, key: Option<String>) -> usize {
                 .is_none_or(|k| e.entity.row_key.starts_with(k))
         })
         .count()
+}
+
+/// Every index row is in one partition, so concurrent turns' index writes go out together: a
+/// burst of decisions costs far fewer index requests than decisions, and every instance is
+/// listed where it now is.
+async fn index_writes_of_turns_committing_together_share_batches(backend: Backend) {
+    let (faulty, engine) = faulty_engine(&backend, plain_registry()).await;
+    let ids: Vec<String> = (0..20).map(|i| format!("f{i:02}")).collect();
+    for id in &ids {
+        engine.start("Approval", id, json!({})).await.unwrap();
+    }
+    let before = faulty.batches_on(&backend.index_table());
+    let raises = ids
+        .iter()
+        .map(|id| engine.raise_event(id, approve("upload")));
+    for outcome in futures::future::join_all(raises).await {
+        assert!(matches!(outcome.unwrap(), RaiseOutcome::Recorded(_)));
+    }
+    let index_batches = faulty.batches_on(&backend.index_table()) - before;
+    assert!(
+        index_batches <= 10,
+        "20 turns wrote the index in {index_batches} batches"
+    );
+    let listed = engine
+        .list(ListQuery {
+            key: key_of(json!("Analyzing")),
+            top: 100,
+            continuation: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(listed.instances.len(), 20);
+    assert!(engine
+        .list(ListQuery {
+            key: key_of(json!("AwaitingUploadApproval")),
+            top: 100,
+            continuation: None,
+        })
+        .await
+        .unwrap()
+        .instances
+        .is_empty());
+    drain(&engine).await;
 }
 
 async fn terminate_then_purge_removes_the_instance(backend: Backend) {

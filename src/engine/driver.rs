@@ -245,6 +245,11 @@ impl WorkDriver {
                 match self.receive().await {
                     Ok(0) => {
                         let _ = self.inner.in_flight.subscribe().wait_for(|n| *n == 0).await;
+                        // The background loop may have planned to wake when a message this
+                        // drain held would show again: it is gone, so let the loop look now
+                        // rather than at that stale time.
+                        let now = self.inner.engine.clock().now();
+                        self.inner.engine.work_signal().sent(now);
                         return;
                     }
                     Ok(_) => {}

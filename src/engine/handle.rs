@@ -137,6 +137,8 @@ pub(super) struct Inner {
     /// read as well as storage would: the download that follows an approval costs no read.
     /// Only a purge removes one; another process's purge is seen once the entry is evicted.
     pub(super) finished: Mutex<HashMap<String, Loaded>>,
+    /// The status index's writes, gathered into shared batches.
+    pub(super) index_writer: super::index_writer::IndexWriter,
     /// Permits to run an activity ([`EngineOptions::max_concurrent_activities`]).
     pub(super) activity_slots: Arc<tokio::sync::Semaphore>,
 }
@@ -172,6 +174,7 @@ impl Engine {
                 locks: Mutex::new(HashMap::new()),
                 recent: Mutex::new(HashMap::new()),
                 finished: Mutex::new(HashMap::new()),
+                index_writer: super::index_writer::IndexWriter::default(),
                 activity_slots,
                 signal: WorkSignal::new(),
             }),

@@ -101,6 +101,7 @@ mod error;
 mod event;
 mod handle;
 pub mod index;
+mod index_writer;
 mod instance;
 mod registry;
 mod replay;

@@ -494,8 +494,9 @@ fn backoff(attempt: u32) -> std::time::Duration {
 }
 
 impl Engine {
-    /// The index writes that go ahead of a commit, in one batch when they can; a row already
-    /// gone or already there (a retried turn) is no failure.
+    /// The index writes that go ahead of a commit (with those of turns committing at the same
+    /// time, see `index_writer.rs`); a row already gone or already there (a retried turn) is
+    /// no failure.
     async fn index_before(&self, change: &IndexChange) -> Result<(), EngineError> {
         let mut ops = Vec::new();
         if let Some(row) = &change.insert {
@@ -507,48 +508,36 @@ impl Engine {
                 if_match: None,
             });
         }
-        if ops.is_empty() {
-            return Ok(());
-        }
-        let store = &self.inner.store;
-        let table = &self.inner.options.index_table;
-        match store.batch(table, INDEX_PARTITION, ops.clone()).await {
-            Ok(_) => Ok(()),
-            Err(StoreError::NotFound | StoreError::AlreadyExists) => {
-                for op in ops {
-                    let done = match op {
-                        BatchOp::Insert(entity) => {
-                            store.insert_entity(table, &entity).await.map(drop)
-                        }
-                        BatchOp::Delete { row_key, .. } => {
-                            store
-                                .delete_entity(table, INDEX_PARTITION, &row_key, None)
-                                .await
-                        }
-                        BatchOp::Update { .. } => Ok(()),
-                    };
-                    match done {
-                        Ok(()) | Err(StoreError::NotFound | StoreError::AlreadyExists) => {}
-                        Err(e) => return Err(e.into()),
-                    }
-                }
-                Ok(())
-            }
-            Err(e) => Err(e.into()),
-        }
+        self.inner
+            .index_writer
+            .write(
+                self.inner.store.as_ref(),
+                &self.inner.options.index_table,
+                ops,
+            )
+            .await
+            .map_err(EngineError::from)
     }
 
     /// The index write that follows a commit. Best effort: a row left behind is one no state
     /// names, which the next listing that meets it deletes.
     async fn index_after(&self, change: &IndexChange) {
         if let Some(row) = &change.delete_after {
+            let delete = BatchOp::Delete {
+                row_key: row.clone(),
+                if_match: None,
+            };
             match self
                 .inner
-                .store
-                .delete_entity(&self.inner.options.index_table, INDEX_PARTITION, row, None)
+                .index_writer
+                .write(
+                    self.inner.store.as_ref(),
+                    &self.inner.options.index_table,
+                    vec![delete],
+                )
                 .await
             {
-                Ok(()) | Err(StoreError::NotFound) => {}
+                Ok(()) => {}
                 Err(e) => {
                     tracing::warn!(row, error = %e, "could not delete a stale index row; a listing will")
                 }

@@ -146,14 +146,15 @@ async fn racing_contradictory_decisions_have_exactly_one_winner(backend: Backend
 }
 
 /// Local mode has no blob trigger to deliver again: an upload whose workflow could not start
-/// is answered 201 (it is stored; a retry would store it twice), and the next recovery pass
-/// starts its workflow. Embedded only: the pass starts every unstarted upload it finds, and on
+/// is answered 201 (it is stored; a retry would store it twice), and the next sweep
+/// starts its workflow. Embedded only: the sweep starts every unstarted upload it finds, and on
 /// Azurite the tests share their tables, so it would reach other tests' files.
 #[tokio::test]
-async fn an_upload_whose_workflow_could_not_start_is_started_by_recovery() {
+async fn an_upload_whose_workflow_could_not_start_is_started_by_the_sweep() {
     let app = app_with_faults(Backend::Embedded).await.unwrap();
     let faults = app.faults.as_ref().unwrap();
-    faults.fail_next(file_approver::store::testing::Op::Batch, 1);
+    // The first turn's commit (the `workflows` table) fails.
+    faults.fail_next_on(file_approver::store::testing::Op::Batch, "workflows", 1);
     let response = app.upload("stored.txt", b"kept safe", "text/plain").await;
     assert_eq!(response.status(), 201);
     let body: Value = response.json().await.unwrap();
