@@ -14,14 +14,15 @@ use std::sync::Arc;
 use chrono::{DateTime, Duration, SubsecRound, TimeZone, Utc};
 use file_approver::clock::ManualClock;
 use file_approver::engine::{
-    ActivityError, DriverOptions, Engine, EngineError, EngineOptions, EventKind, Executed,
+    ActivityError, DriverOptions, Engine, EngineError, EngineOptions, EventKind, Executed, HeldBy,
     HistoryEvent, ListQuery, OrchestrationContext, OrchestrationError, RaiseEvent, RaiseOutcome,
-    Registry, RetryPolicy, RuntimeStatus, StartOutcome, WorkDriver, WorkMessage, MAX_EVENT_BYTES,
+    Registry, RetryPolicy, RuntimeStatus, Standby, StartOutcome, WorkDriver, WorkMessage,
+    MAX_EVENT_BYTES,
 };
 use file_approver::store::azure::AzureStore;
 use file_approver::store::conformance::azure_test_connection_string;
 use file_approver::store::embedded::{EmbeddedOptions, EmbeddedStore};
-use file_approver::store::testing::{FaultyStore, Op};
+use file_approver::store::testing::{BlobRequestModel, FaultyStore, Op, RequestCounter};
 use file_approver::store::{Storage, StoreError};
 use serde_json::{json, Value};
 use tokio::sync::Semaphore;
@@ -88,6 +89,8 @@ engine_tests!(
     a_message_delivered_again_after_its_outcome_was_recorded_is_dropped,
     a_timer_beyond_the_queues_horizon_is_rearmed_and_fires_once_even_if_rearmed_twice,
     a_message_received_too_often_goes_to_the_poison_queue,
+    a_host_held_activity_whose_process_dies_is_taken_over_from_its_standby_copy,
+    a_long_host_held_activity_withdraws_its_standby_copy_and_a_short_one_sends_none,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -310,6 +313,53 @@ async fn engine_on(store: Arc<dyn Storage>, backend: &Backend, registry: Registr
         .await
         .expect("the table and queue exist");
     engine
+}
+
+/// A standby copy after 50 ms of running, hidden for 1 s (renewed every third of that).
+async fn engine_with_quick_standby(
+    store: Arc<dyn Storage>,
+    backend: &Backend,
+    registry: Registry,
+) -> Engine {
+    let engine = Engine::new(
+        store,
+        Arc::new(backend.clock.clone()),
+        registry,
+        EngineOptions {
+            table: backend.table.clone(),
+            index_table: backend.index_table(),
+            work_queue: backend.queue.clone(),
+            standby: Standby {
+                after: std::time::Duration::from_millis(50),
+                hidden: std::time::Duration::from_secs(1),
+            },
+            ..EngineOptions::default()
+        },
+    );
+    engine
+        .ensure_storage()
+        .await
+        .expect("the table and queue exist");
+    engine
+}
+
+/// Takes the queue's visible messages as the Functions host does: hidden for 10 minutes.
+async fn host_takes(backend: &Backend) -> Vec<file_approver::store::ReceivedMessage> {
+    backend
+        .store
+        .dequeue(&backend.queue, 32, std::time::Duration::from_secs(600))
+        .await
+        .unwrap()
+}
+
+/// Lets a message hidden for `secs` show again: the test's clock on the embedded store, the
+/// service's own time on Azure (which no test can move).
+async fn let_hiding_lapse(backend: &Backend, secs: u64) {
+    if backend.queue_follows_clock {
+        backend.clock.advance(Duration::seconds(secs as i64 + 1));
+    } else {
+        tokio::time::sleep(std::time::Duration::from_millis(secs * 1000 + 500)).await;
+    }
 }
 
 async fn engine(backend: &Backend, registry: Registry) -> Engine {
@@ -631,6 +681,7 @@ async fn a_whole_workflow_runs_its_activity_and_completes(backend: Backend) {
         .execute(
             &deadline.to_text(),
             file_approver::clock::Clock::now(&backend.clock),
+            HeldBy::Caller,
         )
         .await
         .unwrap();
@@ -917,7 +968,9 @@ async fn an_outcome_that_cannot_be_recorded_leaves_its_message_to_run_again(back
         .remove(0);
 
     faulty.fail_next_on(Op::Batch, &backend.table, 1);
-    let failed = engine.execute(&message.text, message.inserted).await;
+    let failed = engine
+        .execute(&message.text, message.inserted, HeldBy::Caller)
+        .await;
     assert!(
         failed.as_ref().is_err_and(EngineError::is_transient),
         "{failed:?}"
@@ -931,7 +984,7 @@ async fn an_outcome_that_cannot_be_recorded_leaves_its_message_to_run_again(back
 
     // The worker did not delete it: the queue delivers it again.
     let again = engine
-        .execute(&message.text, message.inserted)
+        .execute(&message.text, message.inserted, HeldBy::Caller)
         .await
         .unwrap();
     assert_eq!(again, Executed::Done);
@@ -948,7 +1001,7 @@ async fn an_outcome_that_cannot_be_recorded_leaves_its_message_to_run_again(back
     );
     // A third delivery (the delete failed, say) finds it done.
     let third = engine
-        .execute(&message.text, message.inserted)
+        .execute(&message.text, message.inserted, HeldBy::Caller)
         .await
         .unwrap();
     assert_eq!(third, Executed::Dropped("already done"));
@@ -969,8 +1022,11 @@ async fn work_read_just_before_its_turn_commits_waits_for_the_commit(backend: Ba
             .await
             .unwrap()
             .remove(0);
-        let run =
-            tokio::spawn(async move { worker.execute(&message.text, message.inserted).await });
+        let run = tokio::spawn(async move {
+            worker
+                .execute(&message.text, message.inserted, HeldBy::Caller)
+                .await
+        });
         sender.send(run).ok();
     });
     engine.raise_event("f1", approve("upload")).await.unwrap();
@@ -1030,6 +1086,7 @@ async fn deadline_timers_fire_when_their_message_comes_due(backend: Backend) {
         .execute(
             &message.to_text(),
             file_approver::clock::Clock::now(&backend.clock),
+            HeldBy::Caller,
         )
         .await
         .unwrap();
@@ -1519,7 +1576,9 @@ async fn work_sent_by_a_turn_that_never_committed_is_retried_then_dropped(backen
     assert_eq!(orphan.len(), 1, "the work went out before the commit");
     let orphan = &orphan[0];
 
-    let early = engine.execute(&orphan.text, orphan.inserted).await;
+    let early = engine
+        .execute(&orphan.text, orphan.inserted, HeldBy::Caller)
+        .await;
     assert!(
         matches!(early, Err(EngineError::NotCommitted { .. })),
         "{early:?}"
@@ -1527,7 +1586,10 @@ async fn work_sent_by_a_turn_that_never_committed_is_retried_then_dropped(backen
     assert_eq!(runs.load(Ordering::SeqCst), 0);
 
     backend.clock.advance(Duration::seconds(31));
-    let late = engine.execute(&orphan.text, orphan.inserted).await.unwrap();
+    let late = engine
+        .execute(&orphan.text, orphan.inserted, HeldBy::Caller)
+        .await
+        .unwrap();
     assert_eq!(late, Executed::Dropped("its turn never committed"));
     assert_eq!(runs.load(Ordering::SeqCst), 0);
 
@@ -1602,7 +1664,10 @@ async fn a_timer_beyond_the_queues_horizon_is_rearmed_and_fires_once_even_if_rea
     backend.clock.advance(Duration::days(7));
     let now = file_approver::clock::Clock::now(&backend.clock);
     for _ in 0..2 {
-        let early = engine.execute(&message.to_text(), now).await.unwrap();
+        let early = engine
+            .execute(&message.to_text(), now, HeldBy::Caller)
+            .await
+            .unwrap();
         assert_eq!(early, Executed::Done);
     }
     assert_eq!(count(&history(&engine, "n").await, "TimerFired"), 0);
@@ -1666,4 +1731,134 @@ async fn a_message_received_too_often_goes_to_the_poison_queue(backend: Backend)
         .await
         .unwrap();
     assert!(left.is_empty(), "{left:?}");
+}
+
+/// Under the host a delivered message stays hidden for 10 minutes whatever happens to the
+/// process; a long activity's standby copy is what brings its work back within a minute.
+async fn a_host_held_activity_whose_process_dies_is_taken_over_from_its_standby_copy(
+    backend: Backend,
+) {
+    let faulty = FaultyStore::new(backend.store.clone());
+    let dying = engine_with_quick_standby(
+        faulty.clone(),
+        &backend,
+        registry(|_input: Value| async move {
+            futures::future::pending::<()>().await;
+            Ok(Value::Null)
+        }),
+    )
+    .await;
+    dying
+        .start("Approval", "f1", json!({"file": "f1"}))
+        .await
+        .unwrap();
+    dying.raise_event("f1", approve("upload")).await.unwrap();
+    let taken = host_takes(&backend).await;
+    assert_eq!(taken.len(), 1);
+    let (copy_held, copy_is_held) = tokio::sync::oneshot::channel();
+    faulty.before_next_on(Op::RenewMessage, &backend.queue, async move {
+        let _ = copy_held.send(());
+    });
+    let running = tokio::spawn({
+        let dying = dying.clone();
+        let (text, inserted) = (taken[0].text.clone(), taken[0].inserted);
+        async move { dying.execute(&text, inserted, HeldBy::Host).await }
+    });
+    copy_is_held
+        .await
+        .expect("the standby copy is sent and held");
+    // The process dies mid-analysis; the host's own copy stays hidden for 10 minutes.
+    running.abort();
+    assert!(running.await.is_err(), "killed, not finished");
+    drop(dying);
+
+    let_hiding_lapse(&backend, 1).await;
+    let runs = Arc::new(AtomicUsize::new(0));
+    let taker = engine(&backend, registry(counting_analyze(runs.clone()))).await;
+    let standby = host_takes(&backend).await;
+    assert_eq!(
+        standby.len(),
+        1,
+        "the standby copy shows; the original does not"
+    );
+    assert_eq!(standby[0].text, taken[0].text, "a copy of the same work");
+    let done = taker
+        .execute(&standby[0].text, standby[0].inserted, HeldBy::Host)
+        .await
+        .unwrap();
+    assert_eq!(done, Executed::Done);
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+    let status = taker.status("f1", true).await.unwrap().unwrap();
+    assert_eq!(status.custom_status, json!("AwaitingDownloadApproval"));
+    assert_eq!(count(&status.history.unwrap(), "TaskCompleted"), 1);
+
+    // The original, once the host lets it show, finds the work done.
+    let late = taker
+        .execute(&taken[0].text, taken[0].inserted, HeldBy::Host)
+        .await
+        .unwrap();
+    assert_eq!(late, Executed::Dropped("already done"));
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+}
+
+async fn a_long_host_held_activity_withdraws_its_standby_copy_and_a_short_one_sends_none(
+    backend: Backend,
+) {
+    let counter = RequestCounter::new(BlobRequestModel::Calls);
+    let engine = engine_with_quick_standby(
+        counter.wrap(backend.store.clone()),
+        &backend,
+        registry(|input: Value| async move {
+            if input["file"] == "slow" {
+                // Long enough for the copy and a renewal or two.
+                tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+            }
+            Ok(json!({"file": input["file"], "size": 3}))
+        }),
+    )
+    .await;
+    for (id, file, copies) in [("f1", "quick", 0), ("f2", "slow", 1)] {
+        engine
+            .start("Approval", id, json!({"file": file}))
+            .await
+            .unwrap();
+        engine.raise_event(id, approve("upload")).await.unwrap();
+        let taken = host_takes(&backend).await;
+        assert_eq!(taken.len(), 1);
+        let before = counter.snapshot();
+        let done = engine
+            .execute(&taken[0].text, taken[0].inserted, HeldBy::Host)
+            .await
+            .unwrap();
+        assert_eq!(done, Executed::Done);
+        let spent = counter.snapshot().since(&before);
+        // One message is the download deadline's timer, sent by the outcome's turn.
+        assert_eq!(
+            spent.calls(Op::Enqueue),
+            1 + copies,
+            "{file}: the timer and the standby copies sent"
+        );
+        assert_eq!(
+            spent.calls(Op::DeleteMessage),
+            copies,
+            "{file}: copies withdrawn"
+        );
+        if copies > 0 {
+            assert!(
+                spent.calls(Op::RenewMessage) >= 1,
+                "{file}: the copy was held"
+            );
+        }
+        // The host deletes its message after the 2xx.
+        backend
+            .store
+            .delete_message(&backend.queue, &taken[0].receipt)
+            .await
+            .unwrap();
+        let status = engine.status(id, false).await.unwrap().unwrap();
+        assert_eq!(status.custom_status, json!("AwaitingDownloadApproval"));
+    }
+    // Nothing was left behind to show later (the deadline timers are a day away).
+    let_hiding_lapse(&backend, 1).await;
+    assert!(host_takes(&backend).await.is_empty());
 }

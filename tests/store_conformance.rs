@@ -85,6 +85,7 @@ macro_rules! conformance_suite {
             a_delayed_message_stays_hidden_until_due,
             an_undeleted_message_comes_back_with_a_higher_count,
             renewing_keeps_a_message_hidden_and_replaces_its_receipt,
+            a_sender_holds_and_withdraws_its_message_by_the_send_receipt,
             bad_queue_requests_are_refused,
             next_visible_says_when_a_worker_may_sleep_until,
             $($extra,)*

@@ -17,7 +17,7 @@ use chrono::{DateTime, Utc};
 use tokio::sync::{watch, Mutex};
 
 use super::handle::Engine;
-use super::worker::Executed;
+use super::worker::{Executed, HeldBy};
 use crate::store::{MessageReceipt, NextVisible, ReceivedMessage, StoreError};
 
 /// The times this process's delayed work should show: for each, when to look for it next and
@@ -286,7 +286,7 @@ impl WorkDriver {
             }
         };
         let outcome = tokio::select! {
-            outcome = self.inner.engine.execute(&message.text, message.inserted) => outcome,
+            outcome = self.inner.engine.execute(&message.text, message.inserted, HeldBy::Caller) => outcome,
             () = renewing => unreachable_renewal(),
         };
         let current: MessageReceipt = receipt.lock().await.clone();

@@ -38,6 +38,31 @@ pub struct EngineOptions {
     /// starve the requests the process is serving. Only the activity itself holds a permit,
     /// never the storage writes around it.
     pub max_concurrent_activities: usize,
+    /// How an activity run under the Functions host stays recoverable when its process dies
+    /// (see [`Standby`]).
+    pub standby: Standby,
+}
+
+/// A long activity's standby copy. The Functions host hides the message it delivers for 10
+/// minutes (renewed while the invocation runs): a process that dies mid-activity leaves its
+/// work hidden that long. So an activity that has run for [`after`](Self::after) puts a copy of
+/// its message on the queue, hidden for [`hidden`](Self::hidden) and hidden again every third
+/// of that while the activity runs; the process that finishes withdraws it. If the process
+/// dies, the copy shows within `hidden` and another instance takes the work over. Short
+/// activities, most of them, cost nothing extra.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Standby {
+    pub after: std::time::Duration,
+    pub hidden: std::time::Duration,
+}
+
+impl Default for Standby {
+    fn default() -> Self {
+        Standby {
+            after: std::time::Duration::from_secs(2),
+            hidden: std::time::Duration::from_secs(45),
+        }
+    }
 }
 
 impl Default for EngineOptions {
@@ -50,6 +75,7 @@ impl Default for EngineOptions {
             max_turn_attempts: 30,
             commit_grace: Duration::seconds(30),
             max_concurrent_activities: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            standby: Standby::default(),
         }
     }
 }
@@ -63,6 +89,7 @@ impl std::fmt::Debug for EngineOptions {
             .field("max_turn_attempts", &self.max_turn_attempts)
             .field("commit_grace", &self.commit_grace)
             .field("max_concurrent_activities", &self.max_concurrent_activities)
+            .field("standby", &self.standby)
             .finish_non_exhaustive()
     }
 }

@@ -12,7 +12,9 @@
 //! Guarantees, each at its crash point: an activity runs at least once and its outcome is
 //! recorded exactly once (a redelivered message for a recorded outcome is dropped); a timer
 //! fires exactly once (only an open timer can fire); a timer due beyond the queue's 7-day
-//! horizon is re-armed when its message comes early.
+//! horizon is re-armed when its message comes early. Under the host, whose reception hides a
+//! message for 10 minutes, a long activity also keeps a standby copy of its message hidden for
+//! less ([`super::Standby`]), so a dead instance's work comes back within about a minute.
 
 use std::panic::AssertUnwindSafe;
 
@@ -26,7 +28,7 @@ use super::event::{EventKind, HistoryEvent};
 use super::handle::Engine;
 use super::replay::{event_size, Action, TurnResult, MAX_EVENT_BYTES};
 use super::turn::{truncate, Loaded, Plan, Turned, MAX_REASON_BYTES};
-use crate::store::MAX_VISIBILITY;
+use crate::store::{MessageReceipt, StoreError, MAX_VISIBILITY};
 
 /// One unit of work on the engine's queue: which instance, and which of its scheduled
 /// activities or created timers. The activity's name and input are read from history.
@@ -70,6 +72,17 @@ impl WorkMessage {
             WorkMessage::Timer { timer, .. } => *timer,
         }
     }
+}
+
+/// Who keeps a message hidden while its work runs: that decides how soon a dead process's work
+/// shows again, and so whether a long activity needs a standby copy ([`super::Standby`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeldBy {
+    /// The caller hides it briefly and renews that while the work runs (the local driver): if
+    /// the process dies the message itself shows again soon.
+    Caller,
+    /// The Functions host, which hides it for 10 minutes: a long activity keeps a standby copy.
+    Host,
 }
 
 /// What [`Engine::execute`] made of a message. Either way the message is finished with.
@@ -166,6 +179,7 @@ impl Engine {
         &self,
         text: &str,
         inserted: DateTime<Utc>,
+        held: HeldBy,
     ) -> Result<Executed, EngineError> {
         let message = match WorkMessage::parse(text) {
             Ok(message) => message,
@@ -208,7 +222,9 @@ impl Engine {
         }
         match message {
             WorkMessage::Activity { task, .. } => {
-                self.run_activity(&instance_id, task, &loaded).await
+                let standby = (held == HeldBy::Host).then_some(text);
+                self.run_activity(&instance_id, task, &loaded, standby)
+                    .await
             }
             WorkMessage::Timer { fire_at, .. } => {
                 let now = self.inner.clock.now();
@@ -315,23 +331,41 @@ impl Engine {
     }
 
     /// Runs one attempt of the activity scheduled as event `task` and records its outcome.
+    /// With `standby` (the message's text), a long run keeps a standby copy of the message.
     async fn run_activity(
         &self,
         instance_id: &str,
         task: i64,
         loaded: &Loaded,
+        standby: Option<&str>,
     ) -> Result<Executed, EngineError> {
         let Some((name, input)) = scheduled_activity(&loaded.history, task) else {
             return Ok(Executed::Dropped("no such activity"));
         };
-        let event = {
+        let run = async {
             // The permit bounds how many activities run here at once; it is not held while the
             // outcome is written.
             let _slot = self.inner.activity_slots.acquire().await.ok();
             self.attempt(task, &name, input).await
         };
-        let recorded = self.record_outcome(instance_id, task, event).await?;
-        Ok(if recorded {
+        let copy = std::sync::Mutex::new(None);
+        let event = match standby {
+            None => run.await,
+            Some(text) => {
+                tokio::select! {
+                    event = run => event,
+                    never = self.keep_standby(text, &copy) => match never {},
+                }
+            }
+        };
+        let recorded = self.record_outcome(instance_id, task, event).await;
+        // Withdrawn whatever became of the outcome: recorded, the copy has nothing to do; not
+        // recorded, the host shows the message itself again within seconds.
+        let copy = copy.lock().map(|mut c| c.take()).unwrap_or_default();
+        if let Some(receipt) = copy {
+            self.withdraw_standby(&receipt).await;
+        }
+        Ok(if recorded? {
             Executed::Done
         } else {
             Executed::Dropped("already done")
@@ -414,6 +448,61 @@ impl Engine {
             })
             .await?;
         Ok(matches!(turned, Turned::Committed(_)))
+    }
+}
+
+impl Engine {
+    /// Keeps a standby copy of a running activity's message (text `text`) hidden for as long
+    /// as this future is polled, its receipt in `copy`; never returns. Dropped mid-send, the
+    /// copy's receipt is lost: that copy shows later and is dropped as done.
+    async fn keep_standby(
+        &self,
+        text: &str,
+        copy: &std::sync::Mutex<Option<MessageReceipt>>,
+    ) -> std::convert::Infallible {
+        let super::Standby { after, hidden } = self.inner.options.standby;
+        let queue = &self.inner.options.work_queue;
+        let store = &self.inner.store;
+        tokio::time::sleep(after).await;
+        loop {
+            let current = copy.lock().map(|c| c.clone()).unwrap_or_default();
+            let next = match current {
+                None => store.enqueue(queue, text, hidden).await,
+                Some(receipt) => store.renew_message(queue, &receipt, text, hidden).await,
+            };
+            match next {
+                Ok(receipt) => {
+                    if let Ok(mut c) = copy.lock() {
+                        *c = Some(receipt);
+                    }
+                }
+                // Shown and taken by another instance (a renewal came too late): that one has
+                // the work now; this run goes on, and a fresh copy covers it from here.
+                Err(StoreError::NotFound) => {
+                    if let Ok(mut c) = copy.lock() {
+                        *c = None;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not keep a running activity's standby copy; trying again");
+                }
+            }
+            tokio::time::sleep(hidden / 3).await;
+        }
+    }
+
+    async fn withdraw_standby(&self, receipt: &MessageReceipt) {
+        match self
+            .inner
+            .store
+            .delete_message(&self.inner.options.work_queue, receipt)
+            .await
+        {
+            Ok(()) | Err(StoreError::NotFound) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "could not withdraw a standby copy; it will show and be dropped as done");
+            }
+        }
     }
 }
 

@@ -17,7 +17,7 @@ use serde_json::Value;
 
 use super::invocation::{decoded, parse_invocation, InvocationLimits, InvocationResponse};
 use super::AppState;
-use crate::engine::Executed;
+use crate::engine::{Executed, HeldBy};
 
 /// The binding name in `work/function.json`.
 const ITEM_BINDING: &str = "item";
@@ -41,7 +41,12 @@ pub async fn invoke(State(state): State<AppState>, body: Body) -> Response {
         .metadata_str("InsertionTime")
         .and_then(|t| DateTime::parse_from_rfc3339(&t).ok())
         .map_or_else(Utc::now, |t| t.with_timezone(&Utc));
-    match state.files.engine().execute(&text, inserted).await {
+    match state
+        .files
+        .engine()
+        .execute(&text, inserted, HeldBy::Host)
+        .await
+    {
         Ok(Executed::Done) => logs("work: done".into()),
         Ok(Executed::Dropped(reason)) => logs(format!("work: nothing to do ({reason})")),
         Err(e) => {

@@ -1513,6 +1513,53 @@ pub async fn renewing_keeps_a_message_hidden_and_replaces_its_receipt(fx: Fixtur
     assert_eq!(again[0].dequeue_count, 2);
 }
 
+/// The receipt a send returns lets the sender keep its own message hidden and then delete it
+/// without ever receiving it: how a long activity's standby copy is held and withdrawn.
+pub async fn a_sender_holds_and_withdraws_its_message_by_the_send_receipt(fx: Fixture) {
+    let sent = fx
+        .store
+        .enqueue(&fx.queue, "standby", secs(30))
+        .await
+        .expect("enqueue");
+    let held = fx
+        .store
+        .renew_message(&fx.queue, &sent, "standby", secs(30))
+        .await
+        .expect("hide again by the send receipt");
+    assert_eq!(held.id, sent.id, "the same message");
+    assert!(receive(&fx, 30).await.is_empty(), "held: still hidden");
+    assert_not_found(
+        fx.store.delete_message(&fx.queue, &sent).await,
+        "delete by the receipt the hiding replaced",
+    );
+    fx.store
+        .delete_message(&fx.queue, &held)
+        .await
+        .expect("withdraw by the current receipt");
+    assert_not_found(
+        fx.store
+            .renew_message(&fx.queue, &held, "standby", secs(0))
+            .await
+            .map(drop),
+        "release of a withdrawn message",
+    );
+
+    // Released at once by its sender, it is delivered like any other message.
+    let sent = fx
+        .store
+        .enqueue(&fx.queue, "standby", secs(30))
+        .await
+        .expect("enqueue");
+    fx.store
+        .renew_message(&fx.queue, &sent, "standby", secs(0))
+        .await
+        .expect("release");
+    let got = receive(&fx, 30).await;
+    assert_eq!(got.len(), 1, "released: delivered");
+    assert_eq!(got[0].text, "standby");
+    assert_eq!(got[0].dequeue_count, 1, "never received before");
+}
+
 /// What Azure refuses is refused everywhere, before anything is sent.
 pub async fn bad_queue_requests_are_refused(fx: Fixture) {
     assert_invalid(

@@ -286,7 +286,7 @@ impl<L: Layer> Storage for Layered<L> {
         queue: &str,
         text: &str,
         delay: std::time::Duration,
-    ) -> StoreResult<()> {
+    ) -> StoreResult<MessageReceipt> {
         self.layer
             .around(Op::Enqueue, queue, self.inner.enqueue(queue, text, delay))
             .await

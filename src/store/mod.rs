@@ -443,8 +443,12 @@ pub trait Storage: Send + Sync + 'static {
     /// Adds a message that becomes visible after `delay` (at most [`MAX_VISIBILITY`]) and never
     /// expires. Errors: [`StoreError::Invalid`] for a text over [`MAX_MESSAGE_BYTES`] or a
     /// longer delay; [`StoreError::NotFound`] for a missing queue.
-    async fn enqueue(&self, queue: &str, text: &str, delay: std::time::Duration)
-        -> StoreResult<()>;
+    async fn enqueue(
+        &self,
+        queue: &str,
+        text: &str,
+        delay: std::time::Duration,
+    ) -> StoreResult<MessageReceipt>;
 
     /// Receives up to `max` (1 to 32) visible messages, hiding each for `visibility`; each
     /// reception counts in `dequeue_count` and issues a new receipt. Oldest first as far as the

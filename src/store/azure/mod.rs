@@ -344,7 +344,7 @@ impl Storage for AzureStore {
         queue: &str,
         text: &str,
         delay: std::time::Duration,
-    ) -> StoreResult<()> {
+    ) -> StoreResult<MessageReceipt> {
         validate_queue_name(queue)?;
         validate_message(text, delay)?;
         queue::enqueue(&self.queues, queue, text, delay).await

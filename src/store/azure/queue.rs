@@ -62,14 +62,17 @@ pub(super) async fn enqueue(
     queue: &str,
     text: &str,
     delay: Duration,
-) -> StoreResult<()> {
-    client
+) -> StoreResult<MessageReceipt> {
+    let response = client
         .queue_client(queue)
         .put_message(text)
         .visibility_timeout(VisibilityTimeout::new(seconds(delay)))
         .await
-        .map(drop)
-        .map_err(|e| map_error("put message", e))
+        .map_err(|e| map_error("put message", e))?;
+    Ok(MessageReceipt {
+        id: response.queue_message.message_id,
+        pop_receipt: response.queue_message.pop_receipt,
+    })
 }
 
 pub(super) async fn dequeue(

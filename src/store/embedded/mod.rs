@@ -353,7 +353,7 @@ impl Storage for EmbeddedStore {
         queue: &str,
         text: &str,
         delay: std::time::Duration,
-    ) -> StoreResult<()> {
+    ) -> StoreResult<MessageReceipt> {
         validate_queue_name(queue)?;
         validate_message(text, delay)?;
         let now = self.inner.clock.now();

@@ -66,25 +66,30 @@ pub(super) fn enqueue(
     text: &str,
     now: DateTime<Utc>,
     visible_at: DateTime<Utc>,
-) -> StoreResult<()> {
+) -> StoreResult<MessageReceipt> {
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(sql_error)?;
     require_queue(&tx, queue)?;
+    let receipt = MessageReceipt {
+        id: uuid::Uuid::new_v4().to_string(),
+        pop_receipt: uuid::Uuid::new_v4().to_string(),
+    };
     tx.execute(
         "INSERT INTO messages (queue, id, text, inserted_us, visible_us, dequeue_count, pop_receipt)
          VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6)",
         params![
             queue,
-            uuid::Uuid::new_v4().to_string(),
+            receipt.id,
             text,
             micros(now),
             micros(visible_at),
-            uuid::Uuid::new_v4().to_string()
+            receipt.pop_receipt
         ],
     )
     .map_err(sql_error)?;
-    tx.commit().map_err(sql_error)
+    tx.commit().map_err(sql_error)?;
+    Ok(receipt)
 }
 
 pub(super) fn dequeue(
