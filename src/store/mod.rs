@@ -158,7 +158,8 @@ pub struct SignedUrlRequest<'a> {
     pub download_name: &'a str,
 }
 
-/// A blob's content as a stream, with its properties.
+/// A blob's content as a stream, with its properties (`content_md5` may be absent from a
+/// read: Azure returns it only with the properties).
 pub struct BlobRead {
     pub properties: BlobProperties,
     pub body: ByteStream,

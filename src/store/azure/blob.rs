@@ -172,14 +172,22 @@ pub(crate) async fn properties(client: &BlobClient) -> StoreResult<BlobPropertie
     })
 }
 
-/// Reads the properties first, then streams the bytes in `chunk_size` ranges, each request
-/// pinned with If-Match to the version whose properties were returned: if the blob is replaced
-/// mid-read, the stream fails instead of splicing two versions.
+/// Streams the bytes in `chunk_size` ranges, every range after the first pinned with If-Match
+/// to the version the first came from: if the blob is replaced mid-read, the stream fails
+/// instead of splicing two versions. A whole read learns the version and the size from its
+/// first range (one request for a file up to `chunk_size`, the analysis's usual case; a blob of
+/// two ranges or more asks for its size); a ranged read, or a whole read of an empty blob
+/// (which has no first range), asks for the properties first.
 pub(crate) async fn read(
     client: BlobClient,
     range: Option<std::ops::Range<u64>>,
     chunk_size: u64,
 ) -> StoreResult<BlobRead> {
+    if range.is_none() {
+        if let Some(read) = read_whole(&client, chunk_size).await? {
+            return Ok(read);
+        }
+    }
     let properties = properties(&client).await?;
     let size = properties.size;
     let (start, end) = match range {
@@ -216,6 +224,78 @@ pub(crate) async fn read(
         properties,
         body: Box::pin(body),
     })
+}
+
+/// A whole read without a properties request; `None` for an empty blob.
+async fn read_whole(client: &BlobClient, chunk_size: u64) -> StoreResult<Option<BlobRead>> {
+    let mut pages = client.get().chunk_size(chunk_size).into_stream();
+    let first = match pages.next().await {
+        Some(Ok(first)) => first,
+        // A range of an empty blob is not satisfiable.
+        Some(Err(e))
+            if e.as_http_error()
+                .is_some_and(|h| u16::from(h.status()) == 416) =>
+        {
+            return Ok(None)
+        }
+        Some(Err(e)) => return Err(map_error("read blob", e)),
+        None => return Ok(None),
+    };
+    // The SDK would read the rest unpinned: the rest is asked for below, pinned.
+    drop(pages);
+    let p = &first.blob.properties;
+    let first_len = p.content_length;
+    // The SDK keeps the Content-Range's total to itself and offers only the next range, which
+    // ends at the blob's end when that is less than a range away; otherwise the properties
+    // tell (the size of the version the first range came from, or the read fails on If-Match).
+    let size = match &first.remaining_range {
+        None => first_len,
+        Some(azure_core::request_options::Range::Range(next))
+            if next.end - next.start < chunk_size =>
+        {
+            next.end
+        }
+        Some(_) => properties(client).await?.size,
+    };
+    let properties = BlobProperties {
+        size,
+        content_type: p.content_type.clone(),
+        // A ranged response carries no whole-blob MD5; `blob_properties` has it.
+        content_md5: None,
+        etag: ETag::new(p.etag.to_string()),
+        last_modified: utc(
+            p.last_modified.unix_timestamp(),
+            p.last_modified.nanosecond(),
+        ),
+    };
+    let head = first
+        .data
+        .map(|chunk| chunk.map_err(|e| boxed(map_error("read blob", e))));
+    let body = if size > first_len {
+        let rest = client
+            .get()
+            .range(first_len..size)
+            .chunk_size(chunk_size)
+            .if_match(IfMatchCondition::Match(properties.etag.as_str().to_owned()))
+            .into_stream()
+            .flat_map(|page| match page {
+                Ok(page) => page
+                    .data
+                    .map(|chunk| chunk.map_err(|e| boxed(map_error("read blob", e))))
+                    .left_stream(),
+                Err(e) => {
+                    futures::stream::once(async move { Err(boxed(map_error("read blob", e))) })
+                        .right_stream()
+                }
+            });
+        head.chain(rest).left_stream()
+    } else {
+        head.right_stream()
+    };
+    Ok(Some(BlobRead {
+        properties,
+        body: Box::pin(body),
+    }))
 }
 
 fn boxed(e: StoreError) -> crate::store::BoxError {

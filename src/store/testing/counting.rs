@@ -8,8 +8,8 @@
 //! One trait call is one service request except for blobs, which a block store moves in
 //! pieces. With a [`BlobRequestModel::Blocks`] the decorator counts what an Azure-style
 //! backend sends instead: Put Block per block plus one Put Block List (a single Put Blob when
-//! the body fits in one block), and a properties request plus one Get Blob per range for a
-//! read. [`Storage::signed_read_url`] is signed locally and costs nothing.
+//! the body fits in one block), and one Get Blob per range for a read (plus a properties
+//! request first for a ranged read). [`Storage::signed_read_url`] is signed locally and costs nothing.
 //!
 //! ```ignore
 //! let counter = RequestCounter::new(BlobRequestModel::Calls);
@@ -38,7 +38,8 @@ pub enum BlobRequestModel {
     /// One request per call (the embedded store, or when the backend's shape is unknown).
     Calls,
     /// A block store: writes go in `block_bytes` blocks plus a commit (one Put Blob when the
-    /// body fits in a single block); reads fetch the properties, then `read_range_bytes` ranges.
+    /// body fits in a single block); reads fetch `read_range_bytes` ranges (a ranged read
+    /// fetches the properties first).
     Blocks {
         block_bytes: u64,
         read_range_bytes: u64,
@@ -64,12 +65,25 @@ impl BlobRequestModel {
         }
     }
 
-    fn get_requests(self, bytes: u64) -> u64 {
+    /// A whole read of less than two ranges learns the size from its first range; a larger
+    /// or a ranged read asks for the properties too, and so does a whole read of an empty
+    /// blob after its first range was refused.
+    fn get_requests(self, bytes: u64, whole: bool) -> u64 {
         match self {
             BlobRequestModel::Calls => 1,
             BlobRequestModel::Blocks {
                 read_range_bytes, ..
-            } => 1 + bytes.div_ceil(read_range_bytes.max(1)),
+            } => {
+                let range = read_range_bytes.max(1);
+                let ranges = bytes.div_ceil(range);
+                match (whole, bytes) {
+                    (true, 0) => 2,
+                    // The first range's answer tells the size only when the rest is shorter
+                    // than a range.
+                    (true, _) if bytes < 2 * range => ranges,
+                    (_, _) => 1 + ranges,
+                }
+            }
         }
     }
 }
@@ -304,7 +318,7 @@ impl Layer for Counting {
                         Some(r) => r.end.min(size).saturating_sub(r.start),
                         None => size,
                     };
-                    (counter.model.get_requests(bytes), bytes)
+                    (counter.model.get_requests(bytes, range.is_none()), bytes)
                 }
                 Err(_) => (1, 0),
             };
@@ -510,6 +524,14 @@ mod tests {
         assert_eq!(counts.requests(Op::GetBlob), 4);
         assert_eq!(counts.calls(Op::GetBlob), 1);
         assert_eq!(counts.bytes_read, 2500);
+
+        // A whole read of three ranges asks for the size; of two or one, the first range tells.
+        let read = store.get_blob("files", "big", None).await.expect("get");
+        let _ = read.body.collect::<Vec<_>>().await;
+        assert_eq!(counter.take().requests(Op::GetBlob), 4);
+        let read = store.get_blob("files", "small", None).await.expect("get");
+        let _ = read.body.collect::<Vec<_>>().await;
+        assert_eq!(counter.take().requests(Op::GetBlob), 2);
     }
 
     #[tokio::test]
