@@ -194,7 +194,8 @@ pub async fn upload_and_analysis(ctx: &Context, report: &mut Report) -> Result<(
             m.openssl.summary(0, "MiB/s")
         ))
         .ratio(ratio)
-        .target("≥ 0.8×", ratio >= 0.8),
+        // Issue 9's floor (it was 0.8× before): the queue must not cost the analysis speed.
+        .target("≥ 0.9×", ratio >= 0.9),
     );
     report.note(format!(
         "analysis: the app's sha256 matched openssl's ({}…); timing includes the approve \
