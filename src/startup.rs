@@ -130,7 +130,7 @@ impl Application {
         };
         let mut router = functions::router(state.clone());
         if let Some(embedded) = embedded {
-            router = router.merge(blobs::router(embedded, clock));
+            router = router.merge(blobs::router(embedded, clock, None));
         }
         let router = with_edge_layers(router);
         Ok(Application {

@@ -81,6 +81,10 @@ macro_rules! conformance_suite {
             signed_url_refuses_writes,
             signed_url_is_refused_for_another_blob,
             expired_signed_url_is_refused,
+            an_upload_url_takes_a_put_of_its_blob,
+            an_upload_url_refuses_reads_deletes_and_untyped_puts,
+            an_upload_url_is_refused_for_another_blob,
+            an_expired_upload_url_is_refused,
             queue_messages_round_trip_and_are_deleted_by_their_receipt,
             a_delayed_message_stays_hidden_until_due,
             an_undeleted_message_comes_back_with_a_higher_count,
@@ -126,7 +130,7 @@ async fn embedded_fixture() -> Option<Fixture> {
     };
     let store =
         Arc::new(EmbeddedStore::open(dir.path(), options.clone()).expect("the store opens"));
-    let app = blobs::router(Arc::clone(&store), Arc::new(clock.clone()));
+    let app = blobs::router(Arc::clone(&store), Arc::new(clock.clone()), None);
     let (stop, stopped) = oneshot::channel::<()>();
     let server = tokio::spawn(async move {
         axum::serve(listener, app)

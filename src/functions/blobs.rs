@@ -1,5 +1,7 @@
 //! `GET /api/blobs/{name}`: serves the embedded store's signed read links (the local stand-in
-//! for a Blob Storage SAS URL; see `store::embedded::signed`).
+//! for a Blob Storage SAS URL; see `store::embedded::signed`); `PUT /api/uploads/{name}`: takes
+//! a blob through an upload link, as a SAS URL with `sp=cw` does (a single Put Blob: the
+//! embedded store has no blocks), streamed to disk in bounded memory.
 //!
 //! Only container [`SERVED_CONTAINER`] is served: the container is part of each signature but
 //! not of the URL, so a link minted for another container never verifies here. `HEAD` is
@@ -16,32 +18,169 @@ use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, put};
 use axum::{Json, Router};
+use base64::Engine as _;
+use futures::StreamExt;
 
 use crate::clock::Clock;
 use crate::error::RETRY_AFTER_SECS;
 use crate::store::embedded::{ByteRangeSpec, EmbeddedStore, SignedQuery, SignedUrlError};
-use crate::store::StoreError;
+use crate::store::{
+    BlobProperties, BodyTooLarge, BoxError, ByteStream, PutBlobOptions, StoreError,
+};
 use crate::telemetry::error_chain;
 
-/// The one container whose blobs this route serves: the files'.
+/// The one container whose blobs the read route serves: the files'.
 pub const SERVED_CONTAINER: &str = crate::store::FILES_CONTAINER;
+/// The one container the upload route writes: direct uploads'.
+pub const UPLOAD_CONTAINER: &str = crate::store::UPLOADS_CONTAINER;
+
+/// What the app does around a blob arriving through an upload link.
+#[async_trait::async_trait]
+pub trait UploadListener: Send + Sync + 'static {
+    /// The most bytes blob `name` may hold (its declared size), if the app knows one.
+    async fn max_bytes(&self, name: &str) -> Option<u64>;
+    /// The blob has committed: for the app, the upload's commit (it starts the workflow).
+    async fn committed(&self, name: &str, properties: &BlobProperties);
+}
 
 #[derive(Clone)]
 struct BlobsState {
     store: Arc<EmbeddedStore>,
     clock: Arc<dyn Clock>,
+    listener: Option<Arc<dyn UploadListener>>,
 }
 
-/// The signed-link route. `clock` decides when links expire.
-pub fn router(store: Arc<EmbeddedStore>, clock: Arc<dyn Clock>) -> Router {
+/// The signed-link routes. `clock` decides when links expire; `listener` hears of uploads.
+pub fn router(
+    store: Arc<EmbeddedStore>,
+    clock: Arc<dyn Clock>,
+    listener: Option<Arc<dyn UploadListener>>,
+) -> Router {
     Router::new()
         .route(
             "/api/blobs/{name}",
             get(serve_blob).fallback(method_not_allowed),
         )
-        .with_state(BlobsState { store, clock })
+        .route(
+            "/api/uploads/{name}",
+            put(take_upload).fallback(upload_method_not_allowed),
+        )
+        .with_state(BlobsState {
+            store,
+            clock,
+            listener,
+        })
+}
+
+/// A Put Blob through an upload link. Like Blob Storage it wants `x-ms-blob-type: BlockBlob`
+/// and answers `201 Created` with the new ETag and the content's MD5.
+async fn take_upload(
+    State(state): State<BlobsState>,
+    name: Result<Path<String>, axum::extract::rejection::PathRejection>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let Ok(Path(name)) = name else {
+        return refused(SignedUrlError::Malformed(
+            "the blob name is not valid UTF-8",
+        ));
+    };
+    let query = match SignedQuery::parse(query.as_deref().unwrap_or("")) {
+        Ok(query) => query,
+        Err(e) => return refused(e),
+    };
+    match headers.get("x-ms-blob-type").map(HeaderValue::to_str) {
+        Some(Ok("BlockBlob")) => {}
+        None => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "MissingRequiredHeader",
+                "x-ms-blob-type: BlockBlob is required",
+            )
+        }
+        Some(_) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "InvalidHeaderValue",
+                "only x-ms-blob-type: BlockBlob is supported",
+            )
+        }
+    }
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/octet-stream")
+        .to_owned();
+    let max_bytes = match &state.listener {
+        Some(listener) => listener.max_bytes(&name).await,
+        None => None,
+    };
+    let body: ByteStream = Box::pin(
+        body.into_data_stream()
+            .map(|chunk| chunk.map_err(|e| Box::new(e) as BoxError)),
+    );
+    let written = state
+        .store
+        .write_signed(
+            UPLOAD_CONTAINER,
+            &name,
+            &query,
+            state.clock.now(),
+            body,
+            &PutBlobOptions {
+                content_type,
+                max_bytes,
+            },
+        )
+        .await;
+    match written {
+        Ok(props) => {
+            if let Some(listener) = &state.listener {
+                listener.committed(&name, &props).await;
+            }
+            let mut response = StatusCode::CREATED.into_response();
+            let h = response.headers_mut();
+            if let Ok(value) = HeaderValue::from_str(props.etag.as_str()) {
+                h.insert(header::ETAG, value);
+            }
+            if let Some(md5) = props.content_md5 {
+                let encoded = base64::engine::general_purpose::STANDARD.encode(md5);
+                if let Ok(value) = HeaderValue::from_str(&encoded) {
+                    h.insert("content-md5", value);
+                }
+            }
+            response
+        }
+        Err(SignedUrlError::Store(StoreError::Body(e))) if e.is::<BodyTooLarge>() => error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "RequestBodyTooLarge",
+            "the body is larger than the upload declared",
+        ),
+        Err(SignedUrlError::Store(StoreError::Body(e))) => {
+            tracing::info!(error = %error_chain(&*e), "an upload through a link broke off");
+            error(
+                StatusCode::BAD_REQUEST,
+                "IncompleteBody",
+                "the body broke off before its end; nothing was stored",
+            )
+        }
+        Err(e) => refused(e),
+    }
+}
+
+async fn upload_method_not_allowed() -> Response {
+    let mut response = error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "MethodNotAllowed",
+        "upload links are write-only: use PUT",
+    );
+    response
+        .headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static("PUT"));
+    response
 }
 
 async fn serve_blob(
@@ -262,7 +401,7 @@ mod tests {
                 .expect("put");
         }
         let clock = ManualClock::new(Utc::now());
-        let app = router(Arc::clone(&store), Arc::new(clock.clone()));
+        let app = router(Arc::clone(&store), Arc::new(clock.clone()), None);
         Served {
             _dir: dir,
             store,

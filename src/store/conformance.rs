@@ -1327,6 +1327,128 @@ pub async fn expired_signed_url_is_refused(fx: Fixture) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Upload links (always in the uploads container: the embedded store serves no other)
+// ---------------------------------------------------------------------------------------------
+
+/// An upload link for a fresh blob of the uploads container, valid for `valid_for`.
+async fn upload_url(fx: &Fixture, valid_for: Duration) -> (String, String) {
+    fx.store
+        .ensure_container(super::UPLOADS_CONTAINER)
+        .await
+        .expect("the uploads container");
+    let name = uuid::Uuid::new_v4().to_string();
+    let url = fx
+        .store
+        .signed_write_url(&super::SignedWriteRequest {
+            container: super::UPLOADS_CONTAINER,
+            name: &name,
+            expires_at: fx.clock.now() + valid_for,
+        })
+        .expect("an upload URL");
+    (name, url)
+}
+
+/// A single `PUT` as `curl -T` or an SDK's small upload sends it.
+async fn put_through(fx: &Fixture, url: &str, body: &'static [u8]) -> reqwest::Response {
+    fx.http
+        .put(url)
+        .header("x-ms-blob-type", "BlockBlob")
+        .header("content-type", "application/pdf")
+        .body(body)
+        .send()
+        .await
+        .expect("the URL answers")
+}
+
+/// An upload link takes a plain HTTP `PUT` of its blob, with the content type sent.
+pub async fn an_upload_url_takes_a_put_of_its_blob(fx: Fixture) {
+    let (name, url) = upload_url(&fx, Duration::minutes(15)).await;
+    let response = put_through(&fx, &url, b"straight to storage").await;
+    assert_eq!(response.status(), reqwest::StatusCode::CREATED);
+    assert!(response.headers().contains_key("etag"));
+    let read = fx
+        .store
+        .get_blob(super::UPLOADS_CONTAINER, &name, None)
+        .await
+        .expect("the blob is there");
+    assert_eq!(read.properties.content_type, "application/pdf");
+    assert_eq!(read_all(read.body).await, b"straight to storage");
+}
+
+/// It grants nothing else: no read, no delete, not without the blob type.
+pub async fn an_upload_url_refuses_reads_deletes_and_untyped_puts(fx: Fixture) {
+    let (name, url) = upload_url(&fx, Duration::minutes(15)).await;
+    let untyped = fx
+        .http
+        .put(&url)
+        .body("no blob type")
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(untyped.status(), reqwest::StatusCode::BAD_REQUEST);
+    assert_eq!(
+        put_through(&fx, &url, b"kept").await.status(),
+        reqwest::StatusCode::CREATED
+    );
+    let read = fx.http.get(&url).send().await.expect("answers").status();
+    assert!(read.is_client_error(), "GET answered {read}");
+    let delete = fx.http.delete(&url).send().await.expect("answers").status();
+    assert!(delete.is_client_error(), "DELETE answered {delete}");
+    let kept = fx
+        .store
+        .get_blob(super::UPLOADS_CONTAINER, &name, None)
+        .await
+        .expect("still there");
+    assert_eq!(read_all(kept.body).await, b"kept");
+}
+
+/// The signature covers the blob: the same query on another name is refused, and writes
+/// nothing there.
+pub async fn an_upload_url_is_refused_for_another_blob(fx: Fixture) {
+    let (_, url) = upload_url(&fx, Duration::minutes(15)).await;
+    let other_name = uuid::Uuid::new_v4().to_string();
+    let mut other = reqwest::Url::parse(&url).expect("a URL");
+    other
+        .path_segments_mut()
+        .expect("a path")
+        .pop()
+        .push(&other_name);
+    let status = put_through(&fx, other.as_str(), b"smuggled").await.status();
+    assert_eq!(status, reqwest::StatusCode::FORBIDDEN);
+    assert_not_found(
+        fx.store
+            .blob_properties(super::UPLOADS_CONTAINER, &other_name)
+            .await,
+        "the other blob",
+    );
+}
+
+/// After its expiry an upload link writes nothing.
+pub async fn an_expired_upload_url_is_refused(fx: Fixture) {
+    let (name, expired) = upload_url(&fx, Duration::seconds(-1)).await;
+    let status = put_through(&fx, &expired, b"late").await.status();
+    assert_eq!(status, reqwest::StatusCode::FORBIDDEN, "an expired link");
+    assert_not_found(
+        fx.store
+            .blob_properties(super::UPLOADS_CONTAINER, &name)
+            .await,
+        "the blob of an expired link",
+    );
+    if let Some(clock) = &fx.manual_clock {
+        let (_, url) = upload_url(&fx, Duration::minutes(15)).await;
+        assert_eq!(
+            put_through(&fx, &url, b"in time").await.status(),
+            reqwest::StatusCode::CREATED
+        );
+        clock.advance(Duration::minutes(15));
+        let response = put_through(&fx, &url, b"too late").await;
+        assert_eq!(response.status(), reqwest::StatusCode::FORBIDDEN);
+        let body = response.text().await.expect("a body");
+        assert!(body.contains("expired"), "the refusal says why: {body}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Restart (backends with local state)
 // ---------------------------------------------------------------------------------------------
 

@@ -15,8 +15,8 @@ use futures::future::BoxFuture;
 
 use super::{
     BatchOp, BlobProperties, BlobRead, ByteStream, ETag, Entity, MessageReceipt, NextVisible, Page,
-    PutBlobOptions, ReceivedMessage, SignedUrlRequest, Storage, StoreResult, StoredEntity,
-    TableQuery,
+    PutBlobOptions, ReceivedMessage, SignedUrlRequest, SignedWriteRequest, Storage, StoreResult,
+    StoredEntity, TableQuery,
 };
 
 /// The operations of [`Storage`], as layers see them.
@@ -27,6 +27,7 @@ pub enum Op {
     GetBlob,
     BlobProperties,
     SignedReadUrl,
+    SignedWriteUrl,
     EnsureTable,
     GetEntity,
     Insert,
@@ -42,12 +43,13 @@ pub enum Op {
 }
 
 impl Op {
-    pub const ALL: [Op; 17] = [
+    pub const ALL: [Op; 18] = [
         Op::EnsureContainer,
         Op::PutBlob,
         Op::GetBlob,
         Op::BlobProperties,
         Op::SignedReadUrl,
+        Op::SignedWriteUrl,
         Op::EnsureTable,
         Op::GetEntity,
         Op::Insert,
@@ -69,6 +71,7 @@ impl Op {
             Op::GetBlob => "get_blob",
             Op::BlobProperties => "blob_properties",
             Op::SignedReadUrl => "signed_read_url",
+            Op::SignedWriteUrl => "signed_write_url",
             Op::EnsureTable => "ensure_table",
             Op::GetEntity => "get_entity",
             Op::Insert => "insert",
@@ -134,6 +137,9 @@ pub trait Layer: Send + Sync + 'static {
 
     /// A link signed locally: no request reaches the service.
     fn signed_read_url(&self) {}
+
+    /// An upload link signed locally: no request reaches the service.
+    fn signed_write_url(&self) {}
 }
 
 /// A store with a [`Layer`] around every call.
@@ -208,6 +214,11 @@ impl<L: Layer> Storage for Layered<L> {
     fn signed_read_url(&self, request: &SignedUrlRequest<'_>) -> StoreResult<String> {
         self.layer.signed_read_url();
         self.inner.signed_read_url(request)
+    }
+
+    fn signed_write_url(&self, request: &SignedWriteRequest<'_>) -> StoreResult<String> {
+        self.layer.signed_write_url();
+        self.inner.signed_write_url(request)
     }
 
     async fn ensure_table(&self, table: &str) -> StoreResult<()> {

@@ -30,8 +30,13 @@ pub mod conformance;
 #[cfg(any(test, feature = "test-support"))]
 pub mod testing;
 
-/// The blob container holding every uploaded file (blob name = file id).
+/// The blob container holding every file uploaded through the API (blob name = file id).
 pub const FILES_CONTAINER: &str = "files";
+
+/// The blob container that files uploaded straight to storage, through an upload URL, land in
+/// (blob name = file id). The blob trigger watches [`FILES_CONTAINER`] only: the host never
+/// loads these into memory.
+pub const UPLOADS_CONTAINER: &str = "uploads";
 
 /// Errors that can be the cause of another error (`#[source]`), boxed so they cross layers.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -156,6 +161,16 @@ pub struct SignedUrlRequest<'a> {
     pub expires_at: DateTime<Utc>,
     /// The browser saves the download under this name (`Content-Disposition: attachment`).
     pub download_name: &'a str,
+}
+
+/// A link that lets anyone holding it create or replace one blob until it expires, and do
+/// nothing else (no read, no delete, no list): a single `PUT` with `x-ms-blob-type: BlockBlob`
+/// (on Azure also Put Block and Put Block List, what the SDKs and AzCopy send for large files).
+#[derive(Debug, Clone)]
+pub struct SignedWriteRequest<'a> {
+    pub container: &'a str,
+    pub name: &'a str,
+    pub expires_at: DateTime<Utc>,
 }
 
 /// A blob's content as a stream, with its properties (`content_md5` may be absent from a
@@ -411,6 +426,10 @@ pub trait Storage: Send + Sync + 'static {
     /// A read-only URL for exactly one blob, valid until `expires_at`, that makes a browser save
     /// the file under `download_name`. Computed locally: no request to the service.
     fn signed_read_url(&self, request: &SignedUrlRequest<'_>) -> StoreResult<String>;
+
+    /// A create/write-only URL for exactly one blob, valid until `expires_at` (see
+    /// [`SignedWriteRequest`]). Computed locally: no request to the service.
+    fn signed_write_url(&self, request: &SignedWriteRequest<'_>) -> StoreResult<String>;
 
     /// Creates the table if missing. Idempotent.
     async fn ensure_table(&self, table: &str) -> StoreResult<()>;

@@ -56,8 +56,8 @@ use crate::store::{
     validate_batch, validate_blob_name, validate_container_name, validate_key, validate_message,
     validate_queue_name, validate_reception, validate_renewal, validate_table_name, BatchOp,
     BlobProperties, BlobRead, ByteStream, ETag, Entity, MessageReceipt, NextVisible, Page,
-    PutBlobOptions, ReceivedMessage, SignedUrlRequest, Storage, StoreError, StoreResult,
-    StoredEntity, TableQuery,
+    PutBlobOptions, ReceivedMessage, SignedUrlRequest, SignedWriteRequest, Storage, StoreError,
+    StoreResult, StoredEntity, TableQuery,
 };
 
 /// 4 MiB blocks, 4 in flight. Against Azurite on 2 shared cores a 256 MiB stream went up at
@@ -254,6 +254,20 @@ impl Storage for AzureStore {
             blob: request.name,
             expires_at: request.expires_at,
             download_name: request.download_name,
+        }
+        .url()
+    }
+
+    fn signed_write_url(&self, request: &SignedWriteRequest<'_>) -> StoreResult<String> {
+        let client = self.blob(request.container, request.name)?;
+        let blob_url = client.url().map_err(|e| map_error("blob URL", e))?;
+        sas::WriteSas {
+            account: &self.settings.account,
+            key: &self.settings.key,
+            blob_url,
+            container: request.container,
+            blob: request.name,
+            expires_at: request.expires_at,
         }
         .url()
     }

@@ -1,4 +1,5 @@
-//! Read-only, single-blob service SAS links, signed locally with the account key.
+//! Single-blob service SAS links, signed locally with the account key: read-only download
+//! links and create/write-only upload links.
 //!
 //! Hand-written because the legacy crate's `BlobSharedAccessSignature` cannot set response
 //! header overrides (`rscd`), and the download must come with
@@ -43,8 +44,64 @@ pub(crate) struct ReadSas<'a> {
 impl ReadSas<'_> {
     /// The blob URL with the SAS query appended.
     pub fn url(&self) -> Result<String, StoreError> {
+        BlobSas {
+            account: self.account,
+            key: self.key,
+            blob_url: &self.blob_url,
+            container: self.container,
+            blob: self.blob,
+            expires_at: self.expires_at,
+            permissions: "r",
+            disposition: Some(attachment_disposition(self.download_name)),
+        }
+        .url()
+    }
+}
+
+/// An upload link: create and write (Put Blob, Put Block, Put Block List) of one blob, nothing
+/// else — no read, no delete, no list.
+pub(crate) struct WriteSas<'a> {
+    pub account: &'a str,
+    pub key: &'a [u8],
+    pub blob_url: Url,
+    pub container: &'a str,
+    pub blob: &'a str,
+    pub expires_at: DateTime<Utc>,
+}
+
+impl WriteSas<'_> {
+    pub fn url(&self) -> Result<String, StoreError> {
+        BlobSas {
+            account: self.account,
+            key: self.key,
+            blob_url: &self.blob_url,
+            container: self.container,
+            blob: self.blob,
+            expires_at: self.expires_at,
+            permissions: "cw",
+            disposition: None,
+        }
+        .url()
+    }
+}
+
+/// A service SAS for one blob (`sr=b`).
+struct BlobSas<'a> {
+    account: &'a str,
+    key: &'a [u8],
+    blob_url: &'a Url,
+    container: &'a str,
+    blob: &'a str,
+    expires_at: DateTime<Utc>,
+    permissions: &'a str,
+    /// `rscd`: the `Content-Disposition` a read answers with.
+    disposition: Option<String>,
+}
+
+impl BlobSas<'_> {
+    fn url(&self) -> Result<String, StoreError> {
         let expiry = self.expires_at.format("%Y-%m-%dT%H:%M:%SZ").to_string();
-        let disposition = attachment_disposition(self.download_name);
+        let disposition = self.disposition.as_deref().unwrap_or("");
         // Over https the link refuses plain http; over http (Azurite) it cannot.
         let protocol = if self.blob_url.scheme() == "https" {
             "https"
@@ -62,7 +119,7 @@ impl ReadSas<'_> {
         // Values are signed decoded, exactly as the service reads them back from the query.
         // No `st`: a start time only adds clock-skew failures.
         let string_to_sign = [
-            "r",
+            self.permissions,
             "",
             &expiry,
             &canonical_resource,
@@ -74,7 +131,7 @@ impl ReadSas<'_> {
             "",
             "",
             "",
-            &disposition,
+            disposition,
             "",
             "",
             "",
@@ -84,14 +141,16 @@ impl ReadSas<'_> {
 
         let mut query = vec![
             ("sv", SAS_VERSION),
-            ("sp", "r"),
+            ("sp", self.permissions),
             ("sr", "b"),
             ("se", &expiry),
         ];
         if !protocol.is_empty() {
             query.push(("spr", protocol));
         }
-        query.push(("rscd", &disposition));
+        if !disposition.is_empty() {
+            query.push(("rscd", disposition));
+        }
         query.push(("sig", &signature));
         let query = query
             .iter()

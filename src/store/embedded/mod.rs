@@ -38,8 +38,8 @@ use super::{
     validate_batch, validate_blob_name, validate_container_name, validate_message,
     validate_queue_name, validate_reception, validate_renewal, validate_table_name, BatchOp,
     BlobProperties, BlobRead, ByteStream, ETag, Entity, MessageReceipt, NextVisible, Page,
-    PutBlobOptions, ReceivedMessage, SignedUrlRequest, Storage, StoreError, StoreResult,
-    StoredEntity, TableQuery,
+    PutBlobOptions, ReceivedMessage, SignedUrlRequest, SignedWriteRequest, Storage, StoreError,
+    StoreResult, StoredEntity, TableQuery,
 };
 
 pub use signed::{ByteRangeSpec, SignedQuery, SignedRead, SignedUrlError};
@@ -165,6 +165,24 @@ impl EmbeddedStore {
         })
     }
 
+    /// Checks an upload link (signature, then expiry against `now`) and writes `body` as the
+    /// blob it grants, like [`Storage::put_blob`]: nothing is visible until the whole body has
+    /// arrived within `max_bytes`.
+    pub async fn write_signed(
+        &self,
+        container: &str,
+        name: &str,
+        query: &SignedQuery,
+        now: DateTime<Utc>,
+        body: ByteStream,
+        options: &PutBlobOptions,
+    ) -> Result<BlobProperties, SignedUrlError> {
+        self.inner
+            .signer
+            .verify_write(container, name, query, now)?;
+        Ok(self.put_blob(container, name, body, options).await?)
+    }
+
     /// Runs `f` on the database connection, on the blocking pool.
     async fn with_db<T, F>(&self, f: F) -> StoreResult<T>
     where
@@ -275,6 +293,12 @@ impl Storage for EmbeddedStore {
         validate_container_name(request.container)?;
         validate_blob_name(request.name)?;
         Ok(self.inner.signer.url(request))
+    }
+
+    fn signed_write_url(&self, request: &SignedWriteRequest<'_>) -> StoreResult<String> {
+        validate_container_name(request.container)?;
+        validate_blob_name(request.name)?;
+        Ok(self.inner.signer.write_url(request))
     }
 
     async fn ensure_table(&self, table: &str) -> StoreResult<()> {

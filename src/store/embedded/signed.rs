@@ -1,11 +1,13 @@
-//! Signed read URLs for the embedded store: the local stand-in for a Blob Storage service SAS.
+//! Signed URLs for the embedded store: the local stand-in for a Blob Storage service SAS.
 //!
-//! `{public_base_url}/api/blobs/{name}?se=<unix seconds>&rscd=<content-disposition>&sig=<hex>`,
-//! where `sig` is HMAC-SHA256, under the store's secret, of a versioned string holding the
-//! permission (`r`), the container, the name, the expiry and the disposition. Changing any of
-//! them, or using the query on another blob, breaks the signature. The container is signed but
-//! not in the URL: the route (`crate::functions::blobs`) serves container `files` only, so a
-//! link minted for any other container never verifies there.
+//! Read: `{public_base_url}/api/blobs/{name}?se=<unix seconds>&rscd=<content-disposition>&sig=<hex>`;
+//! write: `{public_base_url}/api/uploads/{name}?se=<unix seconds>&sp=cw&sig=<hex>`. `sig` is
+//! HMAC-SHA256, under the store's secret, of a versioned string holding the permission (`r` or
+//! `cw`), the container, the name, the expiry and the disposition (empty for writes). Changing
+//! any of them, or using the query on another blob or for the other permission, breaks the
+//! signature. The container is signed but not in the URL: the routes
+//! (`crate::functions::blobs`) serve container `files` for reads and `uploads` for writes only,
+//! so a link minted for any other container never verifies there.
 
 use std::io::Write as _;
 use std::ops::Range;
@@ -19,12 +21,16 @@ use sha2::Sha256;
 use url::Url;
 
 use super::io_error;
-use crate::store::{attachment_disposition, BlobRead, SignedUrlRequest, StoreError, StoreResult};
+use crate::store::{
+    attachment_disposition, BlobRead, SignedUrlRequest, SignedWriteRequest, StoreError, StoreResult,
+};
 
 /// Tags the string-to-sign, so a change of format can never verify an old signature.
 const SIGNATURE_VERSION: &str = "file-approver/embedded-blob-read/v1";
-/// The only permission these links grant.
+/// What a download link grants.
 const READ: &str = "r";
+/// What an upload link grants: create or replace the blob.
+pub const WRITE: &str = "cw";
 /// Length of a generated key.
 const KEY_BYTES: usize = 32;
 /// Shorter caller-given secrets are refused: HMAC is only as strong as its key.
@@ -60,18 +66,20 @@ pub enum SignedUrlError {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SignedQuery {
     pub se: Option<String>,
+    pub sp: Option<String>,
     pub rscd: Option<String>,
     pub sig: Option<String>,
 }
 
 impl SignedQuery {
-    /// Parses `se`, `rscd` and `sig` out of a raw query string. Other parameters are ignored;
+    /// Parses `se`, `sp`, `rscd` and `sig` out of a raw query string. Other parameters are ignored;
     /// a repeated one makes the link malformed (which copy was signed would be a guess).
     pub fn parse(raw: &str) -> Result<SignedQuery, SignedUrlError> {
         let mut query = SignedQuery::default();
         for (key, value) in url::form_urlencoded::parse(raw.as_bytes()) {
             let slot = match key.as_ref() {
                 "se" => &mut query.se,
+                "sp" => &mut query.sp,
                 "rscd" => &mut query.rscd,
                 "sig" => &mut query.sig,
                 _ => continue,
@@ -144,7 +152,7 @@ impl Signer {
         let expiry = request.expires_at.timestamp();
         let disposition = attachment_disposition(request.download_name);
         let signature = hex::encode(
-            self.mac(request.container, request.name, expiry, &disposition)
+            self.mac(READ, request.container, request.name, expiry, &disposition)
                 .finalize()
                 .into_bytes(),
         );
@@ -177,9 +185,70 @@ impl Signer {
         let expiry: i64 = se
             .parse()
             .map_err(|_| SignedUrlError::Malformed("se is not a number of seconds"))?;
+        self.check(READ, container, name, expiry, rscd, sig, now)?;
+        Ok(rscd.clone())
+    }
+
+    /// An upload link for `request`'s blob; the expiry is cut to whole seconds downwards.
+    pub(super) fn write_url(&self, request: &SignedWriteRequest<'_>) -> String {
+        let expiry = request.expires_at.timestamp();
+        let signature = hex::encode(
+            self.mac(WRITE, request.container, request.name, expiry, "")
+                .finalize()
+                .into_bytes(),
+        );
+        let query = url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("se", &expiry.to_string())
+            .append_pair("sp", WRITE)
+            .append_pair("sig", &signature)
+            .finish();
+        format!(
+            "{}/api/uploads/{}?{query}",
+            self.base_url,
+            utf8_percent_encode(request.name, PATH_SEGMENT)
+        )
+    }
+
+    /// Checks an upload link like [`verify`](Self::verify) checks a download link.
+    pub(super) fn verify_write(
+        &self,
+        container: &str,
+        name: &str,
+        query: &SignedQuery,
+        now: DateTime<Utc>,
+    ) -> Result<(), SignedUrlError> {
+        let (Some(se), Some(sp), Some(sig)) = (&query.se, &query.sp, &query.sig) else {
+            return Err(SignedUrlError::Malformed("se, sp and sig are all required"));
+        };
+        if query.rscd.is_some() {
+            return Err(SignedUrlError::Malformed("an upload link has no rscd"));
+        }
+        let expiry: i64 = se
+            .parse()
+            .map_err(|_| SignedUrlError::Malformed("se is not a number of seconds"))?;
+        self.check(sp, container, name, expiry, "", sig, now)?;
+        if sp != WRITE {
+            // Signed, but for something else than an upload.
+            return Err(SignedUrlError::BadSignature);
+        }
+        Ok(())
+    }
+
+    /// The signature first (in constant time), then the expiry.
+    #[allow(clippy::too_many_arguments)]
+    fn check(
+        &self,
+        permission: &str,
+        container: &str,
+        name: &str,
+        expiry: i64,
+        disposition: &str,
+        sig: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), SignedUrlError> {
         let signature =
             hex::decode(sig).map_err(|_| SignedUrlError::Malformed("sig is not hex"))?;
-        self.mac(container, name, expiry, rscd)
+        self.mac(permission, container, name, expiry, disposition)
             .verify_slice(&signature)
             .map_err(|_| SignedUrlError::BadSignature)?;
         let expires_at = DateTime::from_timestamp(expiry, 0)
@@ -187,16 +256,26 @@ impl Signer {
         if now >= expires_at {
             return Err(SignedUrlError::Expired(expires_at));
         }
-        Ok(rscd.clone())
+        Ok(())
     }
 
-    fn mac(&self, container: &str, name: &str, expiry: i64, disposition: &str) -> Hmac<Sha256> {
-        // Container and blob names hold no newline (both are validated), so the fields cannot
-        // run into each other; the disposition comes last and may hold anything.
+    fn mac(
+        &self,
+        permission: &str,
+        container: &str,
+        name: &str,
+        expiry: i64,
+        disposition: &str,
+    ) -> Hmac<Sha256> {
+        // The permission is one of two constants and container and blob names hold no
+        // newline (both are validated), so the fields cannot run into each other; the
+        // disposition comes last and may hold anything.
         let mut mac = self.keyed.clone();
         mac.update(
-            format!("{SIGNATURE_VERSION}\n{READ}\n{container}\n{name}\n{expiry}\n{disposition}")
-                .as_bytes(),
+            format!(
+                "{SIGNATURE_VERSION}\n{permission}\n{container}\n{name}\n{expiry}\n{disposition}"
+            )
+            .as_bytes(),
         );
         mac
     }
@@ -285,6 +364,48 @@ mod tests {
 
     fn now() -> DateTime<Utc> {
         DateTime::from_timestamp(1_800_000_000, 0).expect("time")
+    }
+
+    fn mint_write(signer: &Signer, name: &str, expires_at: DateTime<Utc>) -> (String, SignedQuery) {
+        let url = signer.write_url(&SignedWriteRequest {
+            container: "uploads",
+            name,
+            expires_at,
+        });
+        let (path, query) = url.split_once('?').expect("query");
+        (path.to_owned(), SignedQuery::parse(query).expect("parses"))
+    }
+
+    #[test]
+    fn an_upload_link_verifies_for_its_blob_only_and_never_as_a_download() {
+        let s = signer();
+        let (path, q) = mint_write(&s, "abc", now() + Duration::minutes(15));
+        assert_eq!(path, "http://127.0.0.1:7071/api/uploads/abc");
+        assert_eq!(q.sp.as_deref(), Some(WRITE));
+        s.verify_write("uploads", "abc", &q, now()).expect("valid");
+        for (container, name) in [("uploads", "abd"), ("files", "abc")] {
+            assert!(matches!(
+                s.verify_write(container, name, &q, now()),
+                Err(SignedUrlError::BadSignature)
+            ));
+        }
+        // As a download link it lacks what a download is signed with.
+        assert!(s.verify("uploads", "abc", &q, now()).is_err());
+        // A download link's signature does not make an upload link.
+        let read = mint(&s, "uploads", "abc", now() + Duration::hours(1));
+        let forged = SignedQuery {
+            sp: Some(WRITE.into()),
+            rscd: None,
+            ..read
+        };
+        assert!(matches!(
+            s.verify_write("uploads", "abc", &forged, now()),
+            Err(SignedUrlError::BadSignature)
+        ));
+        assert!(matches!(
+            s.verify_write("uploads", "abc", &q, now() + Duration::minutes(15)),
+            Err(SignedUrlError::Expired(_))
+        ));
     }
 
     #[test]

@@ -335,6 +335,10 @@ impl Layer for Counting {
     fn signed_read_url(&self) {
         self.0.record(Op::SignedReadUrl, 0);
     }
+
+    fn signed_write_url(&self) {
+        self.0.record(Op::SignedWriteUrl, 0);
+    }
 }
 
 #[cfg(test)]
@@ -453,7 +457,10 @@ mod tests {
         store.next_visible("work").await.expect("next visible");
 
         let counts = counter.snapshot();
-        for op in Op::ALL.into_iter().filter(|op| *op != Op::SignedReadUrl) {
+        for op in Op::ALL
+            .into_iter()
+            .filter(|op| !matches!(op, Op::SignedReadUrl | Op::SignedWriteUrl))
+        {
             assert_eq!(counts.requests(op), 1, "{op}");
             assert_eq!(counts.calls(op), 1, "{op}");
         }
