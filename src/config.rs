@@ -56,6 +56,10 @@ pub struct Settings {
     /// Empty: approvals are not authenticated (reviewer `anonymous`).
     pub reviewers: Reviewers,
     pub max_upload_bytes: u64,
+    /// The largest file an upload URL may be asked for.
+    pub max_direct_upload_bytes: u64,
+    /// How long an upload URL stays valid.
+    pub upload_url_ttl_secs: u64,
     pub download_ttl_secs: u64,
     /// Embedded store only: the base of the signed download links it hands out.
     pub public_url: Option<String>,
@@ -81,6 +85,8 @@ impl fmt::Debug for Settings {
             .field("storage", &self.storage)
             .field("reviewers", &self.reviewers)
             .field("max_upload_bytes", &self.max_upload_bytes)
+            .field("max_direct_upload_bytes", &self.max_direct_upload_bytes)
+            .field("upload_url_ttl_secs", &self.upload_url_ttl_secs)
             .field("download_ttl_secs", &self.download_ttl_secs)
             .field("public_url", &self.public_url)
             .field(
@@ -149,6 +155,15 @@ impl Settings {
         };
 
         let max_upload_bytes = parse_u64("FILE_APPROVER_MAX_UPLOAD_BYTES", get, 104_857_600, 1)?;
+        let max_direct_upload_bytes =
+            parse_u64("FILE_APPROVER_MAX_DIRECT_UPLOAD_BYTES", get, 1 << 40, 1)?;
+        let upload_url_ttl_secs = parse_u64("FILE_APPROVER_UPLOAD_URL_TTL_SECS", get, 900, 60)?;
+        if upload_url_ttl_secs > 7 * 24 * 3600 {
+            return Err(invalid(
+                "FILE_APPROVER_UPLOAD_URL_TTL_SECS",
+                "is longer than 7 days, the longest a service SAS should live",
+            ));
+        }
         let download_ttl_secs = parse_u64("FILE_APPROVER_DOWNLOAD_TTL_SECS", get, 3600, 1)?;
         if download_ttl_secs > 7 * 24 * 3600 {
             return Err(invalid(
@@ -209,6 +224,8 @@ impl Settings {
             storage,
             reviewers,
             max_upload_bytes,
+            max_direct_upload_bytes,
+            upload_url_ttl_secs,
             download_ttl_secs,
             public_url,
             signing_key,

@@ -44,6 +44,8 @@ pub enum ApiError {
     NotApproved { message: String, current: Stage },
     #[error("the upload is larger than the limit of {limit} bytes")]
     TooLarge { limit: u64 },
+    #[error("{0}")]
+    UploadIncomplete(String),
     #[error("storage is unavailable; retry later")]
     StorageUnavailable(#[source] BoxError),
     #[error("storage is full; nothing was stored")]
@@ -65,7 +67,7 @@ impl ApiError {
             Unauthorized(_) => StatusCode::UNAUTHORIZED,
             NotFound(_) => StatusCode::NOT_FOUND,
             MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
-            WrongStage { .. } | NotApproved { .. } => StatusCode::CONFLICT,
+            WrongStage { .. } | NotApproved { .. } | UploadIncomplete(_) => StatusCode::CONFLICT,
             TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             StorageUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             InsufficientStorage(_) => StatusCode::INSUFFICIENT_STORAGE,
@@ -91,6 +93,7 @@ impl ApiError {
             WrongStage { .. } => "WrongStage",
             NotApproved { .. } => "NotApproved",
             TooLarge { .. } => "TooLarge",
+            UploadIncomplete(_) => "UploadIncomplete",
             StorageUnavailable(_) => "StorageUnavailable",
             InsufficientStorage(_) => "InsufficientStorage",
             Internal(_) => "InternalError",
@@ -183,6 +186,7 @@ impl From<FilesError> for ApiError {
             }
             FilesError::TooLarge { limit } => ApiError::TooLarge { limit },
             FilesError::EmptyFile => ApiError::EmptyFile,
+            e @ FilesError::UploadIncomplete(_) => ApiError::UploadIncomplete(e.to_string()),
             FilesError::Body(source) => ApiError::InvalidBody(source.to_string()),
             FilesError::BadContinuation => {
                 ApiError::InvalidQuery("continuationToken is malformed".into())

@@ -19,7 +19,7 @@ use crate::config::{Settings, StorageSetting};
 use crate::engine::{DriverOptions, Engine, EngineOptions, WorkDriver};
 use crate::error::ApiError;
 use crate::files::{Files, FilesError, Policy};
-use crate::functions::{self, blobs, AppState};
+use crate::functions::{self, blobs, uploads, AppState};
 use crate::store::azure::AzureStore;
 use crate::store::budget::Budgeted;
 use crate::store::embedded::{EmbeddedOptions, EmbeddedStore};
@@ -130,7 +130,8 @@ impl Application {
         };
         let mut router = functions::router(state.clone());
         if let Some(embedded) = embedded {
-            router = router.merge(blobs::router(embedded, clock, None));
+            let listener = Arc::new(uploads::StartOnCommit(state.files.clone()));
+            router = router.merge(blobs::router(embedded, clock, Some(listener)));
         }
         let router = with_edge_layers(router);
         Ok(Application {
@@ -246,6 +247,10 @@ fn policy(settings: &Settings) -> Policy {
             i64::try_from(settings.download_ttl_secs).unwrap_or(3600),
         ),
         approval_timeout_secs: settings.approval_timeout_secs,
+        max_direct_upload_bytes: settings.max_direct_upload_bytes,
+        upload_url_ttl: chrono::Duration::seconds(
+            i64::try_from(settings.upload_url_ttl_secs).unwrap_or(900),
+        ),
         start_on_upload: local,
         start_grace: if local {
             chrono::Duration::zero()

@@ -17,6 +17,9 @@ pub enum FilesError {
     TooLarge { limit: u64 },
     #[error("the file is empty")]
     EmptyFile,
+    /// The uploader says an upload URL's upload is done, but its blob is not there.
+    #[error("file {0} has not arrived through its upload URL yet")]
+    UploadIncomplete(FileId),
     /// The upload's body stream failed; the source is the stream's own error, which the caller
     /// that built the stream knows how to explain.
     #[error("the upload's body failed")]

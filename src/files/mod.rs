@@ -29,17 +29,17 @@ use chrono::{DateTime, Duration, Utc};
 use futures::Stream;
 
 pub use error::FilesError;
-pub use record::{FileRecord, FILES_TABLE, OPEN_UPLOADS};
+pub use record::{DirectUpload, FileRecord, FILES_TABLE, OPEN_UPLOADS};
 pub use view::{DownloadGrant, FilePage, FileView};
 
 use crate::clock::Clock;
 use crate::domain::{ApprovalStage, ContentType, Decision, FileId, FileName, Reviewer, Stage};
 use crate::engine::{Engine, EngineError, ListQuery, RaiseOutcome, StartOutcome};
 use crate::store::{
-    BodyTooLarge, BoxError, ByteStream, PutBlobOptions, SignedUrlRequest, Storage, StoreError,
-    TableQuery, FILES_CONTAINER,
+    BodyTooLarge, BoxError, ByteStream, PutBlobOptions, SignedUrlRequest, SignedWriteRequest,
+    Storage, StoreError, TableQuery, FILES_CONTAINER, UPLOADS_CONTAINER,
 };
-use crate::workflow::{self, DecisionEvent, FileInput};
+use crate::workflow::{self, DecisionEvent, DirectInput, FileInput};
 
 /// How files are handled: limits and timings fixed at start-up.
 #[derive(Debug, Clone)]
@@ -57,8 +57,12 @@ pub struct Policy {
     /// trigger is on the way. Zero in local mode (no trigger will come).
     pub start_grace: Duration,
     /// An upload whose blob is still missing after this long is taken for dead: its record
-    /// and marker are removed.
+    /// and marker are removed. (An upload URL's upload: this long after the URL expired.)
     pub abandon_uploads_after: Duration,
+    /// How long an upload URL stays valid.
+    pub upload_url_ttl: Duration,
+    /// The largest file an upload URL may declare, in bytes.
+    pub max_direct_upload_bytes: u64,
 }
 
 impl Default for Policy {
@@ -70,6 +74,8 @@ impl Default for Policy {
             start_on_upload: true,
             start_grace: Duration::zero(),
             abandon_uploads_after: Duration::hours(1),
+            upload_url_ttl: Duration::minutes(15),
+            max_direct_upload_bytes: 1 << 40,
         }
     }
 }
@@ -82,6 +88,26 @@ pub struct NewUpload {
     /// [`FilesError::Body`] with the stream's own error inside.
     pub body: ByteStream,
 }
+
+/// An upload straight to storage, as the edge parsed its declaration.
+pub struct NewDirectUpload {
+    pub name: FileName,
+    pub content_type: ContentType,
+    /// The size the uploader will send; the blob must hold exactly this many bytes.
+    pub declared_size: u64,
+}
+
+/// An upload URL handed out, for file `record.id`.
+#[derive(Debug, Clone)]
+pub struct UploadGrant {
+    pub record: FileRecord,
+    pub upload_url: String,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// The margin past an upload URL's expiry after which the bytes are taken as sealed: the
+/// storage service checks the expiry on its own clock, which may run a little behind ours.
+const SEAL_MARGIN_SECS: i64 = 60;
 
 /// What the host's blob trigger knows when it fires: the record from its table input (if it
 /// was readable) and the blob's properties from its metadata.
@@ -149,6 +175,7 @@ impl Files {
     /// Creates the container and tables if missing. Idempotent.
     pub async fn ensure_storage(&self) -> Result<(), FilesError> {
         self.store.ensure_container(FILES_CONTAINER).await?;
+        self.store.ensure_container(UPLOADS_CONTAINER).await?;
         self.store.ensure_table(FILES_TABLE).await?;
         self.engine.ensure_storage().await?;
         Ok(())
@@ -181,6 +208,7 @@ impl Files {
             name: upload.name,
             content_type: upload.content_type,
             created_time: self.clock.now(),
+            direct: None,
         };
         let id = record.id;
         let record_etag = self
@@ -248,6 +276,86 @@ impl Files {
         }
     }
 
+    /// Opens an upload straight to storage: the record (with the declared size and the URL's
+    /// expiry), then a create/write-only URL for blob `uploads/{id}`. Nothing else is written:
+    /// the blob's creation starts the workflow ([`Files::start`], from the embedded store's
+    /// commit, the Event Grid trigger or [`Files::complete`]); an upload that never arrives is
+    /// removed by the sweep once its URL has expired.
+    pub async fn create_upload(&self, upload: NewDirectUpload) -> Result<UploadGrant, FilesError> {
+        let limit = self.policy.max_direct_upload_bytes;
+        if upload.declared_size == 0 {
+            return Err(FilesError::EmptyFile);
+        }
+        if upload.declared_size > limit {
+            return Err(FilesError::TooLarge { limit });
+        }
+        let now = self.clock.now();
+        // Whole seconds, as the SAS `se` field carries them.
+        let expires_at = now + self.policy.upload_url_ttl
+            - Duration::nanoseconds(i64::from(now.timestamp_subsec_nanos()));
+        let record = FileRecord {
+            id: FileId::new(),
+            name: upload.name,
+            content_type: upload.content_type,
+            created_time: now,
+            direct: Some(DirectUpload {
+                declared_size: upload.declared_size,
+                url_expires_at: expires_at,
+            }),
+        };
+        let id_text = record.id.to_string();
+        let upload_url = self.store.signed_write_url(&SignedWriteRequest {
+            container: UPLOADS_CONTAINER,
+            name: &id_text,
+            expires_at,
+        })?;
+        self.store
+            .insert_entity(FILES_TABLE, &record.to_entity())
+            .await?;
+        tracing::info!(file = %record.id, name = %record.name, declared_size = upload.declared_size, expires_at = %expires_at, "upload URL issued");
+        Ok(UploadGrant {
+            record,
+            upload_url,
+            expires_at,
+        })
+    }
+
+    /// The size an open upload URL's upload declared; `None` if there is no such upload.
+    pub async fn declared_size(&self, id: FileId) -> Option<u64> {
+        match self.record(id).await {
+            Ok(Some(record)) => record.direct.map(|d| d.declared_size),
+            _ => None,
+        }
+    }
+
+    /// The uploader's word that an upload URL's blob is complete: starts the workflow if the
+    /// blob is there (what Event Grid's `BlobCreated` does under the host, and the embedded
+    /// store's commit locally; repeating it changes nothing).
+    pub async fn complete(&self, id: FileId) -> Result<FileView, FilesError> {
+        if let Some(status) = self.engine.status(&id.to_string(), false).await? {
+            return FileView::from_instance(&status);
+        }
+        let record = match self.record(id).await? {
+            Some(record) if record.direct.is_some() => record,
+            _ => return Err(FilesError::NotFound(id)),
+        };
+        let props = match self
+            .store
+            .blob_properties(UPLOADS_CONTAINER, &id.to_string())
+            .await
+        {
+            Ok(props) => props,
+            Err(StoreError::NotFound) => return Err(FilesError::UploadIncomplete(id)),
+            Err(e) => return Err(e.into()),
+        };
+        let facts = TriggerFacts {
+            record: Some(record),
+            blob_size: Some(props.size),
+            blob_created: None,
+        };
+        Ok(self.start(id, facts).await?.view)
+    }
+
     /// Starts a file's workflow from its record: what the blob trigger does, what local mode
     /// does right after an upload, and what the sweep does for a start that was lost.
     /// Idempotent (triggers are delivered at least once). A blob without a record still gets
@@ -264,7 +372,7 @@ impl Files {
             Some(size) => size,
             None => {
                 self.store
-                    .blob_properties(FILES_CONTAINER, &id.to_string())
+                    .blob_properties(record.container(), &id.to_string())
                     .await?
                     .size
             }
@@ -276,6 +384,10 @@ impl Files {
             size,
             created_time: record.created_time,
             approval_timeout_secs: self.policy.approval_timeout_secs,
+            direct: record.direct.map(|direct| DirectInput {
+                declared_size: direct.declared_size,
+                sealed_time: direct.url_expires_at + Duration::seconds(SEAL_MARGIN_SECS),
+            }),
         };
         let outcome = workflow::start_for_file(&self.engine, &input).await?;
         self.forget_record(id).await;
@@ -341,6 +453,7 @@ impl Files {
             content_type: ContentType::parse(Some(&props.content_type))
                 .unwrap_or_else(|_| ContentType::octet_stream()),
             created_time: created.unwrap_or(props.last_modified),
+            direct: None,
         };
         match self
             .store
@@ -373,7 +486,7 @@ impl Files {
         };
         match self
             .store
-            .blob_properties(FILES_CONTAINER, &id.to_string())
+            .blob_properties(record.container(), &id.to_string())
             .await
         {
             Ok(props) => Ok(FileView::Uploaded {
@@ -522,7 +635,7 @@ impl Files {
             - Duration::nanoseconds(i64::from(now.timestamp_subsec_nanos()));
         let id_text = id.to_string();
         let url = self.store.signed_read_url(&SignedUrlRequest {
-            container: FILES_CONTAINER,
+            container: view.container(),
             name: &id_text,
             expires_at,
             download_name: view.name(),
@@ -598,9 +711,14 @@ impl Files {
         abandon_before: DateTime<Utc>,
     ) -> Result<Option<bool>, FilesError> {
         let id = record.id;
+        // An upload URL's upload may still arrive until the URL expires.
+        let since = match record.direct {
+            Some(direct) => direct.url_expires_at,
+            None => record.created_time,
+        };
         match self
             .store
-            .blob_properties(FILES_CONTAINER, &id.to_string())
+            .blob_properties(record.container(), &id.to_string())
             .await
         {
             Ok(props) => {
@@ -612,7 +730,7 @@ impl Files {
                 self.start(id, facts).await?;
                 Ok(Some(true))
             }
-            Err(StoreError::NotFound) if record.created_time < abandon_before => {
+            Err(StoreError::NotFound) if since < abandon_before => {
                 // Its bytes, if any, are gone with it: the embedded store removes a failed
                 // write's file at once (and a crashed one's at open); Azure discards
                 // uncommitted blocks itself after 7 days.

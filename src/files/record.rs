@@ -26,14 +26,43 @@ pub struct FileRecord {
     pub name: FileName,
     pub content_type: ContentType,
     pub created_time: DateTime<Utc>,
+    /// Set when the bytes go straight to storage through an upload URL.
+    pub direct: Option<DirectUpload>,
+}
+
+/// What an upload through an upload URL adds to its record.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DirectUpload {
+    /// The size the uploader declared; a blob of another size fails the file.
+    pub declared_size: u64,
+    /// When the upload URL stops working: from then on nobody can change the bytes.
+    pub url_expires_at: DateTime<Utc>,
 }
 
 impl FileRecord {
     pub fn to_entity(&self) -> Entity {
-        Entity::new(OPEN_UPLOADS, self.id.to_string())
+        let entity = Entity::new(OPEN_UPLOADS, self.id.to_string())
             .with("Name", self.name.as_str())
             .with("ContentType", self.content_type.as_str())
-            .with("CreatedTime", self.created_time.to_rfc3339())
+            .with("CreatedTime", self.created_time.to_rfc3339());
+        match &self.direct {
+            None => entity,
+            Some(direct) => entity
+                // Sizes fit an Edm.Int64 (the declared size is bounded by policy).
+                .with(
+                    "DeclaredSize",
+                    i64::try_from(direct.declared_size).unwrap_or(i64::MAX),
+                )
+                .with("UploadUrlExpiresTime", direct.url_expires_at.to_rfc3339()),
+        }
+    }
+
+    /// Where the file's bytes are: an upload URL's own container, or the API's.
+    pub fn container(&self) -> &'static str {
+        match self.direct {
+            Some(_) => crate::store::UPLOADS_CONTAINER,
+            None => crate::store::FILES_CONTAINER,
+        }
     }
 
     /// Reads a record row; rows that do not parse are reported, not guessed at.
@@ -54,9 +83,18 @@ impl FileRecord {
                 .map_err(|_| corrupt("ContentType"))?,
             created_time: entity
                 .str("CreatedTime")
-                .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
-                .map(|t| t.with_timezone(&Utc))
+                .and_then(parse_time)
                 .ok_or_else(|| corrupt("CreatedTime"))?,
+            direct: match entity.i64("DeclaredSize") {
+                None => None,
+                Some(size) => Some(DirectUpload {
+                    declared_size: u64::try_from(size).map_err(|_| corrupt("DeclaredSize"))?,
+                    url_expires_at: entity
+                        .str("UploadUrlExpiresTime")
+                        .and_then(parse_time)
+                        .ok_or_else(|| corrupt("UploadUrlExpiresTime"))?,
+                }),
+            },
         })
     }
 
@@ -83,6 +121,12 @@ impl FileRecord {
     }
 }
 
+fn parse_time(text: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(text)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+}
+
 #[cfg(test)]
 mod tests {
     use chrono::TimeZone;
@@ -95,6 +139,7 @@ mod tests {
             name: FileName::parse("report.pdf").unwrap(),
             content_type: ContentType::parse(Some("application/pdf")).unwrap(),
             created_time: Utc.with_ymd_and_hms(2026, 11, 30, 9, 0, 0).unwrap(),
+            direct: None,
         }
     }
 
@@ -102,6 +147,18 @@ mod tests {
     fn a_record_survives_its_row() {
         let rec = record();
         assert_eq!(FileRecord::from_entity(&rec.to_entity()).unwrap(), rec);
+        let direct = FileRecord {
+            direct: Some(DirectUpload {
+                declared_size: 5 << 30,
+                url_expires_at: Utc.with_ymd_and_hms(2026, 11, 30, 9, 15, 0).unwrap(),
+            }),
+            ..record()
+        };
+        assert_eq!(direct.container(), crate::store::UPLOADS_CONTAINER);
+        assert_eq!(
+            FileRecord::from_entity(&direct.to_entity()).unwrap(),
+            direct
+        );
     }
 
     #[test]

@@ -50,6 +50,14 @@ impl FileView {
         }
     }
 
+    /// The container holding the file's bytes.
+    pub fn container(&self) -> &'static str {
+        match self {
+            FileView::Workflow { summary, .. } => summary.file.container(),
+            FileView::Uploaded { record, .. } => record.container(),
+        }
+    }
+
     /// The decisions so far, oldest first.
     pub fn approvals(&self) -> &[DecisionEvent] {
         match self {

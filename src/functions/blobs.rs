@@ -64,6 +64,10 @@ pub fn router(
             get(serve_blob).fallback(method_not_allowed),
         )
         .route(
+            "/api/blobs/{container}/{name}",
+            get(serve_other_blob).fallback(method_not_allowed),
+        )
+        .route(
             "/api/uploads/{name}",
             put(take_upload).fallback(upload_method_not_allowed),
         )
@@ -195,6 +199,34 @@ async fn serve_blob(
             "the blob name is not valid UTF-8",
         ));
     };
+    serve(state, SERVED_CONTAINER, name, query, headers).await
+}
+
+/// A download link to a file uploaded through an upload URL (container `uploads`).
+async fn serve_other_blob(
+    State(state): State<BlobsState>,
+    path: Result<Path<(String, String)>, axum::extract::rejection::PathRejection>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    let Ok(Path((container, name))) = path else {
+        return refused(SignedUrlError::Malformed(
+            "the blob name is not valid UTF-8",
+        ));
+    };
+    if container != UPLOAD_CONTAINER {
+        return refused(SignedUrlError::BadSignature);
+    }
+    serve(state, UPLOAD_CONTAINER, name, query, headers).await
+}
+
+async fn serve(
+    state: BlobsState,
+    container: &'static str,
+    name: String,
+    query: Option<String>,
+    headers: HeaderMap,
+) -> Response {
     let query = match SignedQuery::parse(query.as_deref().unwrap_or("")) {
         Ok(query) => query,
         Err(e) => return refused(e),
@@ -203,7 +235,7 @@ async fn serve_blob(
     let now = state.clock.now();
     match state
         .store
-        .open_signed(SERVED_CONTAINER, &name, &query, now, range)
+        .open_signed(container, &name, &query, now, range)
         .await
     {
         Ok(signed) => {

@@ -5,6 +5,8 @@
 //! | folder          | route                                         | module           |
 //! |-----------------|-----------------------------------------------|------------------|
 //! | `upload/`       | `POST /api/files`                             | [`upload`]       |
+//! | `uploads/`      | `POST /api/files/uploads`                     | [`uploads`]      |
+//! | `complete/`     | `POST /api/files/{id}/complete`               | [`complete`]     |
 //! | `status/`       | `GET /api/files`, `GET /api/files/{id}`       | [`status`]       |
 //! | `approve/`      | `POST /api/files/{id}/approvals/{stage}`      | [`approve`]      |
 //! | `download/`     | `GET /api/files/{id}/download`                | [`download`]     |
@@ -12,15 +14,18 @@
 //! | `work/`         | queue trigger → `POST /work`                  | [`work`]         |
 //! | `sweep/`        | timer trigger → `POST /sweep`                 | [`sweep`]        |
 //! | (embedded only) | `GET /api/blobs/{id}?…&sig=…`                 | [`blobs`]        |
+//! | (embedded only) | `PUT /api/uploads/{id}?…&sig=…`               | [`blobs`]        |
 
 pub mod approve;
 pub mod blobs;
+pub mod complete;
 pub mod download;
 pub mod invocation;
 pub mod orchestrator;
 pub mod status;
 pub mod sweep;
 pub mod upload;
+pub mod uploads;
 pub mod work;
 
 use std::sync::Arc;
@@ -59,7 +64,12 @@ pub fn router(state: AppState) -> Router {
     let budget = middleware::from_fn_with_state(state.storage_budget, with_storage_budget);
     Router::new()
         .route("/api/files", post(upload::upload).get(status::list))
+        .route(
+            "/api/files/uploads",
+            post(uploads::create).layer(DefaultBodyLimit::max(uploads::MAX_BODY_BYTES)),
+        )
         .route("/api/files/{id}", get(status::get_one))
+        .route("/api/files/{id}/complete", post(complete::complete))
         .route(
             "/api/files/{id}/approvals/{stage}",
             post(approve::approve).layer(DefaultBodyLimit::max(approve::MAX_BODY_BYTES)),

@@ -13,7 +13,7 @@ use crate::engine::{
     ActivityError, Engine, EngineError, EventKind, InstanceStatus, OrchestrationContext,
     OrchestrationError, RaiseEvent, Registry, RetryPolicy, StartOutcome,
 };
-use crate::store::{Storage, StoreError, FILES_CONTAINER};
+use crate::store::{Storage, StoreError, FILES_CONTAINER, UPLOADS_CONTAINER};
 
 pub const ORCHESTRATION: &str = "FileApproval";
 pub const ANALYZE_ACTIVITY: &str = "AnalyzeFile";
@@ -31,6 +31,31 @@ pub struct FileInput {
     /// Each approval must come within this many seconds, else the file ends `Expired`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approval_timeout_secs: Option<u64>,
+    /// Set for a file uploaded straight to storage through an upload URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub direct: Option<DirectInput>,
+}
+
+/// What a file uploaded through an upload URL adds to the workflow's input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DirectInput {
+    /// The size the uploader declared: a blob of another size fails the file before review.
+    pub declared_size: u64,
+    /// From this time on nobody can change the bytes (the upload URL's expiry, plus a margin
+    /// for the storage service's clock): the analysis waits for it, so what is analysed, and
+    /// then approved, is what is downloaded.
+    pub sealed_time: DateTime<Utc>,
+}
+
+impl FileInput {
+    /// The container holding the file's bytes.
+    pub fn container(&self) -> &'static str {
+        match self.direct {
+            Some(_) => UPLOADS_CONTAINER,
+            None => FILES_CONTAINER,
+        }
+    }
 }
 
 /// A reviewer's decision as raised to the instance (and as shown in FileStatus `approvals`).
@@ -152,6 +177,16 @@ async fn file_approval(
     let file: FileInput = serde_json::from_value(input)
         .map_err(|e| OrchestrationError::failed(format!("invalid FileApproval input: {e}")))?;
 
+    if let Some(direct) = file.direct {
+        if direct.declared_size != file.size {
+            set_stage(&ctx, Stage::Failed);
+            return Err(OrchestrationError::failed(format!(
+                "the upload holds {} bytes but {} were declared",
+                file.size, direct.declared_size
+            )));
+        }
+    }
+
     set_stage(&ctx, Stage::AwaitingUploadApproval);
     match decision(&ctx, ApprovalStage::Upload, file.approval_timeout_secs).await? {
         None => return finish(&ctx, Stage::Expired),
@@ -160,6 +195,11 @@ async fn file_approval(
     }
 
     set_stage(&ctx, Stage::Analyzing);
+    if let Some(direct) = file.direct {
+        if direct.sealed_time > ctx.current_time() {
+            ctx.create_timer(direct.sealed_time).await;
+        }
+    }
     let analysis: Result<Value, OrchestrationError> = ctx
         .call_activity(ANALYZE_ACTIVITY, &file, analysis_retry())
         .await;
@@ -188,7 +228,7 @@ async fn analyze_file(
     let file: FileInput = serde_json::from_value(input)
         .map_err(|e| ActivityError::new(format!("invalid AnalyzeFile input: {e}")))?;
     let blob = store
-        .get_blob(FILES_CONTAINER, &file.id, None)
+        .get_blob(file.container(), &file.id, None)
         .await
         .map_err(|e| match e {
             StoreError::NotFound => ActivityError::new(format!("file {} has no blob", file.id)),
@@ -304,6 +344,7 @@ mod tests {
             size: 3,
             created_time: now,
             approval_timeout_secs,
+            direct: None,
         };
         let started = EventKind::ExecutionStarted {
             name: ORCHESTRATION.into(),

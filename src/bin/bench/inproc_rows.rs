@@ -475,6 +475,7 @@ async fn preload_finished(app: &InProcessApp, range: std::ops::Range<usize>) -> 
                         size: SMALL_FILE as u64,
                         created_time: now,
                         approval_timeout_secs: None,
+                        direct: None,
                     };
                     start_for_file(&engine, &file).await?;
                     let rejection = decision_event(&DecisionEvent {

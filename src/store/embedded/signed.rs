@@ -1,13 +1,14 @@
 //! Signed URLs for the embedded store: the local stand-in for a Blob Storage service SAS.
 //!
-//! Read: `{public_base_url}/api/blobs/{name}?se=<unix seconds>&rscd=<content-disposition>&sig=<hex>`;
+//! Read: `{public_base_url}/api/blobs/{name}?se=<unix seconds>&rscd=<content-disposition>&sig=<hex>`
+//! (for container `files`; `…/api/blobs/{container}/{name}?…` for the others);
 //! write: `{public_base_url}/api/uploads/{name}?se=<unix seconds>&sp=cw&sig=<hex>`. `sig` is
 //! HMAC-SHA256, under the store's secret, of a versioned string holding the permission (`r` or
 //! `cw`), the container, the name, the expiry and the disposition (empty for writes). Changing
 //! any of them, or using the query on another blob or for the other permission, breaks the
-//! signature. The container is signed but not in the URL: the routes
-//! (`crate::functions::blobs`) serve container `files` for reads and `uploads` for writes only,
-//! so a link minted for any other container never verifies there.
+//! signature. The container is signed, so a link never verifies under another container's
+//! route; the routes (`crate::functions::blobs`) serve reads of `files` and `uploads` and
+//! writes of `uploads` only.
 
 use std::io::Write as _;
 use std::ops::Range;
@@ -161,11 +162,17 @@ impl Signer {
             .append_pair("rscd", &disposition)
             .append_pair("sig", &signature)
             .finish();
-        format!(
-            "{}/api/blobs/{}?{query}",
-            self.base_url,
-            utf8_percent_encode(request.name, PATH_SEGMENT)
-        )
+        let name = utf8_percent_encode(request.name, PATH_SEGMENT);
+        // The files' links keep their short form; other containers name themselves.
+        if request.container == crate::store::FILES_CONTAINER {
+            format!("{}/api/blobs/{name}?{query}", self.base_url)
+        } else {
+            format!(
+                "{}/api/blobs/{}/{name}?{query}",
+                self.base_url,
+                utf8_percent_encode(request.container, PATH_SEGMENT)
+            )
+        }
     }
 
     /// The signature is checked (in constant time) before the expiry, so an answer never

@@ -1,0 +1,133 @@
+//! `uploads/`: `POST /api/files/uploads` — opens an upload straight to storage for a file of any
+//! size. The body declares the file (`name`, `size`, `contentType`); the answer carries a
+//! create/write-only `uploadUrl` for that one blob, valid until `expiresAt`, and how to use it.
+//! The bytes never pass through the app (on Azure they go to Blob Storage; locally to the
+//! embedded store's upload route).
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+
+use std::sync::Arc;
+
+use super::blobs::UploadListener;
+use super::{api_time, AppState};
+use crate::domain::{ContentType, FileId, FileName};
+use crate::error::ApiError;
+use crate::files::{Files, NewDirectUpload};
+use crate::store::BlobProperties;
+
+/// The embedded store's upload route, told of the blob it is taking: the declared size caps
+/// the body (a larger one is refused before it commits), and the commit starts the workflow,
+/// as Event Grid's `BlobCreated` does under the host.
+pub struct StartOnCommit(pub Arc<Files>);
+
+#[async_trait::async_trait]
+impl UploadListener for StartOnCommit {
+    async fn max_bytes(&self, name: &str) -> Option<u64> {
+        let id = FileId::parse(name).ok()?;
+        self.0.declared_size(id).await
+    }
+
+    async fn committed(&self, name: &str, _properties: &BlobProperties) {
+        let Ok(id) = FileId::parse(name) else {
+            return;
+        };
+        if let Err(e) = self.0.complete(id).await {
+            tracing::warn!(file = %id, error = %e, "an upload through its URL committed but its workflow did not start; the sweep will start it");
+        }
+    }
+}
+
+/// The largest declaration body read: a name and two short fields.
+pub const MAX_BODY_BYTES: usize = 16 * 1024;
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct Declaration {
+    name: String,
+    size: u64,
+    #[serde(default)]
+    content_type: Option<String>,
+}
+
+/// The answer: where and how to send the bytes.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UploadTicket {
+    pub id: String,
+    pub name: String,
+    pub content_type: String,
+    pub declared_size: u64,
+    pub upload_url: String,
+    pub expires_at: String,
+    /// The request that sends the whole file in one go (`curl -T`); the Azure SDKs and AzCopy
+    /// take `uploadUrl` as it is and send blocks for large files.
+    pub upload: UploadRequest,
+    pub links: TicketLinks,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UploadRequest {
+    pub method: &'static str,
+    pub headers: serde_json::Map<String, serde_json::Value>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TicketLinks {
+    pub status: String,
+    /// Tells the app the upload is done (where no storage event does it).
+    pub complete: String,
+}
+
+pub async fn create(State(state): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
+    let declaration: Declaration = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::InvalidBody(format!("the upload declaration: {e}")))?;
+    let name =
+        FileName::parse(&declaration.name).map_err(|e| ApiError::InvalidName(e.to_string()))?;
+    let content_type = ContentType::parse(declaration.content_type.as_deref())
+        .map_err(|e| ApiError::InvalidBody(e.to_string()))?;
+    let grant = state
+        .files
+        .create_upload(NewDirectUpload {
+            name,
+            content_type,
+            declared_size: declaration.size,
+        })
+        .await?;
+    let id = grant.record.id.to_string();
+    let mut headers = serde_json::Map::new();
+    headers.insert("x-ms-blob-type".into(), "BlockBlob".into());
+    headers.insert(
+        "Content-Type".into(),
+        grant.record.content_type.as_str().into(),
+    );
+    let ticket = UploadTicket {
+        name: grant.record.name.to_string(),
+        content_type: grant.record.content_type.to_string(),
+        declared_size: declaration.size,
+        upload_url: grant.upload_url,
+        expires_at: api_time(grant.expires_at),
+        upload: UploadRequest {
+            method: "PUT",
+            headers,
+        },
+        links: TicketLinks {
+            status: format!("/api/files/{id}"),
+            complete: format!("/api/files/{id}/complete"),
+        },
+        id,
+    };
+    let location = HeaderValue::from_str(&ticket.links.status).map_err(ApiError::internal)?;
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        Json(ticket),
+    )
+        .into_response())
+}

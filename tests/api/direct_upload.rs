@@ -1,0 +1,288 @@
+//! Files uploaded straight to storage through an upload URL (`POST /api/files/uploads`): the
+//! bytes never pass through the app; the blob's arrival starts the workflow (the embedded
+//! store's commit, or `complete` where no storage event comes); the analysis waits until the
+//! URL has expired, so what is analysed and approved is what is downloaded.
+
+use file_approver::engine::{EventKind, WorkMessage};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+use crate::helpers::{assert_error, spawn_app_on, Backend, Mode, TestApp, ALICE, BOB};
+
+const FIRST: &[u8] = b"%PDF-1.7 the bytes first sent through the upload URL";
+const SECOND: &[u8] = b"%PDF-1.7 the bytes sent again, before the URL expired";
+
+async fn declare(app: &TestApp, body: Value) -> reqwest::Response {
+    app.client
+        .post(app.url("/api/files/uploads"))
+        .json(&body)
+        .send()
+        .await
+        .expect("declare")
+}
+
+async fn put(url: &str, bytes: &'static [u8]) -> reqwest::Response {
+    reqwest::Client::new()
+        .put(url)
+        .header("x-ms-blob-type", "BlockBlob")
+        .header("content-type", "application/pdf")
+        .body(bytes)
+        .send()
+        .await
+        .expect("the upload URL answers")
+}
+
+async fn complete(app: &TestApp, id: &str) -> reqwest::Response {
+    app.client
+        .post(app.url(&format!("/api/files/{id}/complete")))
+        .send()
+        .await
+        .expect("complete")
+}
+
+/// Lets the test's clock pass `minutes` and runs what came due. The embedded queue follows the
+/// test's clock; Azure's keeps the service's time, so there the instance's timers are delivered
+/// by hand, as the queue would once they are due (the engine fires only what is due by the
+/// test's clock).
+async fn pass_minutes(app: &TestApp, id: &str, backend: Backend, minutes: i64) {
+    app.clock.advance(chrono::Duration::minutes(minutes));
+    if backend == Backend::Azure {
+        let engine = app.state.files.engine();
+        let status = engine.status(id, true).await.unwrap().unwrap();
+        for event in status.history.unwrap_or_default() {
+            if let EventKind::TimerCreated { fire_at } = event.kind {
+                let message = WorkMessage::Timer {
+                    instance: id.to_owned(),
+                    timer: event.event_id,
+                    fire_at,
+                };
+                app.state
+                    .files
+                    .store()
+                    .enqueue(engine.work_queue(), &message.to_text(), Default::default())
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+    app.idle().await;
+}
+
+async fn a_file_sent_through_its_upload_url_is_reviewed_and_downloaded_as_analysed(
+    backend: Backend,
+) {
+    let Some(app) = spawn_app_on(backend, Mode::Local).await else {
+        return;
+    };
+    let response = declare(
+        &app,
+        json!({"name": "scan 2026.pdf", "size": FIRST.len(), "contentType": "application/pdf"}),
+    )
+    .await;
+    assert_eq!(response.status(), 201);
+    let location = response.headers()["location"].to_str().unwrap().to_owned();
+    let ticket: Value = response.json().await.unwrap();
+    let id = ticket["id"].as_str().unwrap().to_owned();
+    assert_eq!(location, format!("/api/files/{id}"));
+    assert_eq!(ticket["name"], "scan 2026.pdf");
+    assert_eq!(ticket["declaredSize"], FIRST.len());
+    assert_eq!(ticket["upload"]["method"], "PUT");
+    assert_eq!(ticket["upload"]["headers"]["x-ms-blob-type"], "BlockBlob");
+    assert_eq!(
+        ticket["links"]["complete"],
+        format!("/api/files/{id}/complete")
+    );
+    let expires = chrono::DateTime::parse_from_rfc3339(ticket["expiresAt"].as_str().unwrap())
+        .unwrap()
+        .with_timezone(&chrono::Utc);
+    let ttl = expires - app.clock_now();
+    assert!(ttl <= chrono::Duration::minutes(15) && ttl > chrono::Duration::minutes(14));
+    let url = ticket["uploadUrl"].as_str().unwrap().to_owned();
+
+    // Not a file until its bytes are there.
+    assert_error(complete(&app, &id).await, 409, "UploadIncomplete").await;
+    assert_error(app.get(&format!("/api/files/{id}")).await, 404, "NotFound").await;
+
+    assert_eq!(put(&url, FIRST).await.status(), 201);
+    let response = complete(&app, &id).await;
+    assert_eq!(response.status(), 200);
+    let status: Value = response.json().await.unwrap();
+    assert_eq!(status["stage"], "AwaitingUploadApproval");
+    assert_eq!(status["size"], FIRST.len());
+    assert_eq!(status["contentType"], "application/pdf");
+    // Saying it again changes nothing.
+    let again: Value = complete(&app, &id).await.json().await.unwrap();
+    assert_eq!(again["stage"], "AwaitingUploadApproval");
+
+    assert_eq!(
+        app.approve(&id, "upload", Some(ALICE), None).await.status(),
+        202
+    );
+    // The URL still works: the analysis waits until it has expired.
+    app.idle().await;
+    assert_eq!(app.status(&id).await["stage"], "Analyzing");
+    assert_eq!(
+        put(&url, SECOND).await.status(),
+        201,
+        "the URL is still valid"
+    );
+
+    pass_minutes(&app, &id, backend, 17).await;
+    let status = app.status(&id).await;
+    assert_eq!(status["stage"], "AwaitingDownloadApproval");
+    let sha256 = hex::encode(Sha256::digest(SECOND));
+    assert_eq!(
+        status["analysis"]["sha256"], sha256,
+        "the bytes that can no longer change"
+    );
+    if backend == Backend::Embedded {
+        // Expired on the embedded store's clock (Azure checks its own, which no test moves;
+        // the conformance suite shows it refuses an expired SAS).
+        assert_eq!(put(&url, FIRST).await.status(), 403);
+    }
+
+    assert_eq!(
+        app.approve(&id, "download", Some(BOB), None).await.status(),
+        202
+    );
+    let download: Value = app
+        .get(&format!("/api/files/{id}/download"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(download["metadata"]["sha256"], sha256);
+    let fetched = reqwest::get(download["downloadUrl"].as_str().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(fetched.status(), 200);
+    let bytes = fetched.bytes().await.unwrap();
+    assert_eq!(
+        hex::encode(Sha256::digest(&bytes)),
+        sha256,
+        "downloaded as analysed"
+    );
+}
+
+async fn an_upload_of_another_size_than_declared_fails_the_file(backend: Backend) {
+    let Some(app) = spawn_app_on(backend, Mode::Local).await else {
+        return;
+    };
+    // Fewer bytes than declared: the file fails before anyone reviews it.
+    let ticket: Value = declare(&app, json!({"name": "short.pdf", "size": 1000}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let id = ticket["id"].as_str().unwrap();
+    assert_eq!(
+        put(ticket["uploadUrl"].as_str().unwrap(), FIRST)
+            .await
+            .status(),
+        201
+    );
+    let status: Value = complete(&app, id).await.json().await.unwrap();
+    assert_eq!(status["stage"], "Failed");
+    assert_eq!(status["runtimeStatus"], "Failed");
+    assert_error(
+        app.approve(id, "upload", Some(ALICE), None).await,
+        409,
+        "WrongStage",
+    )
+    .await;
+
+    // More bytes than declared: the embedded store refuses them before they commit; Azure
+    // Storage takes them and the file fails like the short one.
+    let ticket: Value = declare(&app, json!({"name": "long.pdf", "size": 8}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let id = ticket["id"].as_str().unwrap();
+    let response = put(ticket["uploadUrl"].as_str().unwrap(), FIRST).await;
+    match backend {
+        Backend::Embedded => {
+            assert_eq!(response.status(), 413);
+            assert_error(complete(&app, id).await, 409, "UploadIncomplete").await;
+        }
+        Backend::Azure => {
+            assert_eq!(response.status(), 201);
+            let status: Value = complete(&app, id).await.json().await.unwrap();
+            assert_eq!(status["stage"], "Failed");
+        }
+    }
+}
+
+async fn an_upload_that_never_arrives_is_swept_once_its_url_has_expired(backend: Backend) {
+    let Some(app) = spawn_app_on(backend, Mode::Local).await else {
+        return;
+    };
+    let ticket: Value = declare(&app, json!({"name": "never.pdf", "size": 10}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let id = ticket["id"].as_str().unwrap();
+    // Within the URL's life and the hour after it, the upload may still come.
+    app.clock.advance(chrono::Duration::minutes(70));
+    app.state.files.sweep_uploads().await.unwrap();
+    assert_error(complete(&app, id).await, 409, "UploadIncomplete").await;
+
+    app.clock.advance(chrono::Duration::minutes(10));
+    let report = app.state.files.sweep_uploads().await.unwrap();
+    assert!(report.abandoned >= 1, "{report:?}");
+    assert_error(complete(&app, id).await, 404, "NotFound").await;
+}
+
+async fn bad_upload_declarations_are_refused(backend: Backend) {
+    let Some(app) = spawn_app_on(backend, Mode::Local).await else {
+        return;
+    };
+    for (body, status, code) in [
+        (json!({"size": 10}), 400, "InvalidBody"),
+        (json!({"name": "a.pdf"}), 400, "InvalidBody"),
+        (json!({"name": "a.pdf", "size": -1}), 400, "InvalidBody"),
+        (
+            json!({"name": "a.pdf", "size": 10, "colour": "red"}),
+            400,
+            "InvalidBody",
+        ),
+        (json!({"name": "a.pdf", "size": 0}), 400, "EmptyFile"),
+        (
+            json!({"name": "a.pdf", "size": 1u64 << 41}),
+            413,
+            "TooLarge",
+        ),
+        (json!({"name": "reports/../", "size": 10}), 400, "InvalidName"),
+        (
+            json!({"name": "a.pdf", "size": 10, "contentType": "not a type"}),
+            400,
+            "InvalidBody",
+        ),
+    ] {
+        assert_error(declare(&app, body).await, status, code).await;
+    }
+    let not_json = app
+        .client
+        .post(app.url("/api/files/uploads"))
+        .body("name=a.pdf")
+        .send()
+        .await
+        .unwrap();
+    assert_error(not_json, 400, "InvalidBody").await;
+    assert_error(complete(&app, "not-an-id").await, 400, "InvalidId").await;
+    let unknown = uuid::Uuid::new_v4().to_string();
+    assert_error(complete(&app, &unknown).await, 404, "NotFound").await;
+
+    // A file uploaded through the API needs no completing; asking changes nothing.
+    let id = app.upload_ok("api.txt", b"through the API").await;
+    let status: Value = complete(&app, &id).await.json().await.unwrap();
+    assert_eq!(status["stage"], "AwaitingUploadApproval");
+}
+
+crate::on_every_backend!(
+    a_file_sent_through_its_upload_url_is_reviewed_and_downloaded_as_analysed,
+    an_upload_of_another_size_than_declared_fails_the_file,
+    an_upload_that_never_arrives_is_swept_once_its_url_has_expired,
+    bad_upload_declarations_are_refused,
+);
