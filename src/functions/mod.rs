@@ -11,6 +11,7 @@
 //! | `approve/`      | `POST /api/files/{id}/approvals/{stage}`      | [`approve`]      |
 //! | `download/`     | `GET /api/files/{id}/download`                | [`download`]     |
 //! | `orchestrator/` | blob trigger → `POST /orchestrator`           | [`orchestrator`] |
+//! | `uploaded/`     | Event Grid trigger → `POST /uploaded`         | [`uploaded`]     |
 //! | `work/`         | queue trigger → `POST /work`                  | [`work`]         |
 //! | `sweep/`        | timer trigger → `POST /sweep`                 | [`sweep`]        |
 //! | (embedded only) | `GET /api/blobs/{id}?…&sig=…`                 | [`blobs`]        |
@@ -25,6 +26,7 @@ pub mod orchestrator;
 pub mod status;
 pub mod sweep;
 pub mod upload;
+pub mod uploaded;
 pub mod uploads;
 pub mod work;
 
@@ -76,6 +78,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/api/files/{id}/download", get(download::download))
         .route("/orchestrator", post(orchestrator::invoke))
+        .route("/uploaded", post(uploaded::invoke))
         // Every route above answers 503 within the budget when storage stalls. The work and the
         // sweep below run inside the host's invocations, on the backends' own timeouts.
         .route_layer(budget)

@@ -253,7 +253,11 @@ async fn bad_upload_declarations_are_refused(backend: Backend) {
             413,
             "TooLarge",
         ),
-        (json!({"name": "reports/../", "size": 10}), 400, "InvalidName"),
+        (
+            json!({"name": "reports/../", "size": 10}),
+            400,
+            "InvalidName",
+        ),
         (
             json!({"name": "a.pdf", "size": 10, "contentType": "not a type"}),
             400,
@@ -280,9 +284,112 @@ async fn bad_upload_declarations_are_refused(backend: Backend) {
     assert_eq!(status["stage"], "AwaitingUploadApproval");
 }
 
+
+const EVENT_GRID: &str = include_str!("../fixtures/e-eventgrid-blob-created.json");
+const CLOUD_EVENT: &str = include_str!("../fixtures/e-cloudevent-blob-created.json");
+
+/// A fixture event about blob `uploads/{name}`.
+fn event(fixture: &str, name: &str) -> Value {
+    serde_json::from_str(&fixture.replace("FILE_ID", name)).unwrap()
+}
+
+/// The host's invocation of `uploaded/` with `event` (one event, or an array for a batch).
+async fn invoke_uploaded(app: &TestApp, event: Value) -> reqwest::Response {
+    let body = json!({
+        "Data": { "event": event },
+        "Metadata": { "sys": { "MethodName": "uploaded", "UtcNow": "2026-11-30T22:00:00Z", "RandGuid": "0f8fad5b-d9cb-469f-a165-70867728950e" } }
+    });
+    app.client
+        .post(app.url("/uploaded"))
+        .header("Content-Type", "application/json; charset=utf-8")
+        .body(body.to_string())
+        .send()
+        .await
+        .expect("invocation")
+}
+
+async fn logs_of(response: reqwest::Response) -> String {
+    assert_eq!(response.status(), 200);
+    let reply: Value = response.json().await.unwrap();
+    reply["Logs"].to_string()
+}
+
+/// Under the host (custom-handler mode), Event Grid's `BlobCreated` starts the file, in either
+/// schema, alone or in a batch; a repeat changes nothing. (On the embedded store the commit
+/// has started it already: the event is then a repeat.)
+async fn a_blob_created_event_starts_the_file_in_either_schema(backend: Backend) {
+    let Some(app) = spawn_app_on(backend, Mode::CustomHandler).await else {
+        return;
+    };
+    for (fixture, batch) in [(EVENT_GRID, false), (CLOUD_EVENT, true)] {
+        let ticket: Value = declare(&app, json!({"name": "event.pdf", "size": FIRST.len()}))
+            .await
+            .json()
+            .await
+            .unwrap();
+        let id = ticket["id"].as_str().unwrap();
+        assert_eq!(
+            put(ticket["uploadUrl"].as_str().unwrap(), FIRST)
+                .await
+                .status(),
+            201
+        );
+        let one = event(fixture, id);
+        let payload = if batch {
+            json!([one.clone()])
+        } else {
+            one.clone()
+        };
+        let logs = logs_of(invoke_uploaded(&app, payload).await).await;
+        assert!(logs.contains("AwaitingUploadApproval"), "{logs}");
+        assert_eq!(app.status(id).await["stage"], "AwaitingUploadApproval");
+        let again = logs_of(invoke_uploaded(&app, one).await).await;
+        assert!(again.contains("AwaitingUploadApproval"), "{again}");
+        assert_eq!(app.status(id).await["approvals"], json!([]));
+    }
+}
+
+async fn events_that_are_not_an_upload_of_ours_are_acknowledged(backend: Backend) {
+    let Some(app) = spawn_app_on(backend, Mode::CustomHandler).await else {
+        return;
+    };
+    let id = uuid::Uuid::new_v4().to_string();
+    let mut deleted = event(EVENT_GRID, &id);
+    deleted["eventType"] = json!("Microsoft.Storage.BlobDeleted");
+    let mut elsewhere = event(EVENT_GRID, &id);
+    elsewhere["subject"] = json!(format!("/blobServices/default/containers/files/blobs/{id}"));
+    let batch = json!([
+        deleted,
+        elsewhere,
+        event(CLOUD_EVENT, "holiday.jpg"),
+        event(CLOUD_EVENT, &id),
+    ]);
+    let logs = logs_of(invoke_uploaded(&app, batch).await).await;
+    for why in [
+        "not a Microsoft.Storage.BlobCreated event",
+        "not a blob of container uploads",
+        "the blob's name is not a file id",
+        "no upload was opened for it",
+    ] {
+        assert!(logs.contains(why), "{why}: {logs}");
+    }
+    let malformed = app
+        .client
+        .post(app.url("/uploaded"))
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert!(logs_of(malformed).await.contains("malformed"));
+    let empty = logs_of(invoke_uploaded(&app, Value::Null).await).await;
+    assert!(empty.contains("without an event"), "{empty}");
+}
+
 crate::on_every_backend!(
     a_file_sent_through_its_upload_url_is_reviewed_and_downloaded_as_analysed,
     an_upload_of_another_size_than_declared_fails_the_file,
     an_upload_that_never_arrives_is_swept_once_its_url_has_expired,
     bad_upload_declarations_are_refused,
+    a_blob_created_event_starts_the_file_in_either_schema,
+    events_that_are_not_an_upload_of_ours_are_acknowledged,
 );
