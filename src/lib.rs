@@ -8,8 +8,9 @@
 //! - [`startup`], [`config`]: settings from the environment, wiring everything into a server
 //!   (our own hyper loop, for its header-read timeout), local mode's work driver and sweep.
 //! - [`functions`]: the HTTP / invocation edge, one module per function folder (`upload/`,
-//!   `status/`, `approve/`, `download/`, `orchestrator/`, `work/`, `sweep/`), the embedded store's
-//!   signed-link route, and the host's invocation envelope. Each handler is parse → one call on
+//!   `uploads/`, `complete/`, `status/`, `approve/`, `download/`, `orchestrator/`, `uploaded/`,
+//!   `work/`, `sweep/`), the embedded store's signed-link routes (download and upload), and the
+//!   host's invocation envelope. Each handler is parse → one call on
 //!   [`files::Files`] → map.
 //! - [`error`]: [`error::ApiError`], every failure a client can see with its status and code.
 //! - [`files`]: the application layer, the one owner of a file's life: commit an upload, start
