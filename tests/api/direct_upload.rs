@@ -284,7 +284,6 @@ async fn bad_upload_declarations_are_refused(backend: Backend) {
     assert_eq!(status["stage"], "AwaitingUploadApproval");
 }
 
-
 const EVENT_GRID: &str = include_str!("../fixtures/e-eventgrid-blob-created.json");
 const CLOUD_EVENT: &str = include_str!("../fixtures/e-cloudevent-blob-created.json");
 
