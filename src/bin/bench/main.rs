@@ -17,6 +17,7 @@
 
 mod api;
 mod data;
+mod direct_rows;
 mod error;
 mod inproc;
 mod inproc_rows;
@@ -38,11 +39,12 @@ use crate::inproc_rows::Backend;
 use crate::procs::{Azurite, WorkDir};
 use crate::report::{Line, Report};
 
-const ROWS: [&str; 10] = [
+const ROWS: [&str; 11] = [
     "cold",
     "upload",
     "trigger",
     "azure-upload",
+    "direct-upload",
     "approvals",
     "workflows",
     "requests",
@@ -113,6 +115,9 @@ pub struct Profile {
     /// The file whose analysis the `takeover` row kills: large enough to be still running
     /// 2.6 s in, when the host-played kill comes (1 GiB reads from Azurite in about 4 s).
     pub takeover_bytes: u64,
+    /// The file sent through upload URLs (the issue asks for 5 GiB).
+    pub direct_upload_bytes: u64,
+    pub direct_upload_runs: usize,
     pub cold_starts: usize,
 }
 
@@ -134,6 +139,8 @@ impl Profile {
             history_sizes_azure: vec![1_000, 10_000],
             trigger_bytes: 100 << 20,
             takeover_bytes: 1 << 30,
+            direct_upload_bytes: 5 << 30,
+            direct_upload_runs: 2,
             cold_starts: 10,
         }
     }
@@ -152,6 +159,8 @@ impl Profile {
             idle_real: false,
             history_sizes: vec![1_000, 10_000],
             history_sizes_azure: vec![1_000],
+            direct_upload_bytes: 512 << 20,
+            direct_upload_runs: 1,
             cold_starts: 5,
             ..Profile::full()
         }
@@ -161,9 +170,14 @@ impl Profile {
 /// What every row may use.
 pub struct Context {
     pub handler: PathBuf,
-    pub work: WorkDir,
+    /// Declared before `work`: fields drop in order, and Azurite must stop before its
+    /// directory inside `work` is removed.
     pub azurite: Option<Azurite>,
+    pub work: WorkDir,
     pub profile: Profile,
+    /// A Python with `scripts/bench-requirements.txt` installed (`BENCH_PYTHON`, which
+    /// `scripts/bench` sets), for the rows that use the official Azure SDK.
+    pub python: Option<PathBuf>,
 }
 
 struct Options {
@@ -177,8 +191,8 @@ struct Options {
 
 const USAGE: &str = "usage: bench [--quick] [--only ROW,ROW…] [--no-azure] [--workdir DIR] \
                      [--handler PATH] [--azurite PATH]\n\
-                     rows: cold, upload, trigger, azure-upload, approvals, workflows, requests, idle, \
-                     history, takeover";
+                     rows: cold, upload, trigger, azure-upload, direct-upload, approvals, workflows, \
+                     requests, idle, history, takeover";
 
 impl Options {
     fn parse(mut args: impl Iterator<Item = String>) -> std::result::Result<Self, String> {
@@ -314,6 +328,7 @@ async fn run(options: Options) -> Result<Report> {
         work,
         azurite,
         profile,
+        python: std::env::var_os("BENCH_PYTHON").map(PathBuf::from),
     };
 
     if options.wants("cold") {
@@ -331,6 +346,11 @@ async fn run(options: Options) -> Result<Report> {
     if options.wants("azure-upload") && ctx.azurite.is_some() {
         let result = process_rows::azure_upload(&ctx, &mut report).await;
         record(&mut report, "upload, Azurite", result);
+    }
+
+    if options.wants("direct-upload") {
+        let result = direct_rows::direct_upload(&ctx, &mut report).await;
+        record(&mut report, "upload URL", result);
     }
 
     if options.wants("takeover") && ctx.azurite.is_some() {

@@ -21,7 +21,7 @@ use crate::report::{millis, Line, Report, Samples, MIB};
 use crate::{app_vars, token, Context};
 
 /// Runs a blocking closure off the async workers.
-async fn blocking<T, F>(f: F) -> Result<T>
+pub(crate) async fn blocking<T, F>(f: F) -> Result<T>
 where
     F: FnOnce() -> Result<T> + Send + 'static,
     T: Send + 'static,
@@ -30,7 +30,7 @@ where
 }
 
 /// Runs a command to completion; fails on a non-zero exit. Returns its standard output.
-async fn command(program: &'static str, args: Vec<String>) -> Result<String> {
+pub(crate) async fn command(program: &'static str, args: Vec<String>) -> Result<String> {
     blocking(move || {
         let output = std::process::Command::new(program)
             .args(&args)
@@ -48,20 +48,20 @@ async fn command(program: &'static str, args: Vec<String>) -> Result<String> {
     .await
 }
 
-fn path_arg(path: &Path) -> String {
+pub(crate) fn path_arg(path: &Path) -> String {
     path.to_string_lossy().into_owned()
 }
 
 /// Flushes dirty pages so each measurement starts without a previous one's write-back.
-async fn settle_disk() -> Result<()> {
+pub(crate) async fn settle_disk() -> Result<()> {
     command("sync", Vec::new()).await.map(drop)
 }
 
-fn mib_per_s(bytes: u64, took: Duration) -> f64 {
+pub(crate) fn mib_per_s(bytes: u64, took: Duration) -> f64 {
     bytes as f64 / MIB / took.as_secs_f64()
 }
 
-fn size_label(bytes: u64) -> String {
+pub(crate) fn size_label(bytes: u64) -> String {
     if bytes >= 1 << 30 && bytes % (1 << 30) == 0 {
         format!("{} GiB", bytes >> 30)
     } else {
@@ -69,7 +69,7 @@ fn size_label(bytes: u64) -> String {
     }
 }
 
-async fn start_child(
+pub(crate) async fn start_child(
     handler: PathBuf,
     mode: Mode,
     vars: Vec<(String, String)>,

@@ -1,0 +1,283 @@
+//! Files of any size through upload URLs: the bytes go straight to storage, never through the
+//! app. On the embedded store, a streamed `PUT` to the app's upload route against `cp` of the
+//! same file; on Azurite, the official Python SDK uploading to the upload URL (a SAS) against
+//! the same SDK uploading the same file to a container of its own with the account key; then
+//! the handler's peak memory while it analyses the file.
+
+use std::time::{Duration, Instant};
+
+use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::api::{expect, Api, AWAITING_DOWNLOAD};
+use crate::data;
+use crate::error::{failed, IoContext, Result};
+use crate::process_rows::{
+    blocking, command, mib_per_s, path_arg, settle_disk, size_label, start_child,
+};
+use crate::procs::Mode;
+use crate::report::{Line, Report, Samples, MIB};
+use crate::{app_vars, token, Context};
+
+/// The shortest upload URL the app allows: the analysis waits for it to expire (plus a minute).
+const URL_TTL_SECS: &str = "60";
+
+pub async fn direct_upload(ctx: &Context, report: &mut Report) -> Result<()> {
+    let size = ctx.profile.direct_upload_bytes;
+    let file = ctx.work.path().join("direct.bin");
+    {
+        let file = file.clone();
+        blocking(move || data::write_random_file(&file, size)).await?;
+    }
+    let embedded = embedded(ctx, &file, size, report).await;
+    let azure = match (&ctx.azurite, &ctx.python) {
+        (Some(_), Some(_)) => azurite(ctx, &file, size, report).await,
+        (None, _) => Ok(()),
+        (Some(_), None) => {
+            report.note(
+                "upload URL on Azurite: skipped, no Python with azure-storage-blob (BENCH_PYTHON; scripts/bench installs one)",
+            );
+            Ok(())
+        }
+    };
+    std::fs::remove_file(&file).context(|| format!("remove {}", file.display()))?;
+    embedded.and(azure)
+}
+
+fn vars(ctx: &Context, name: &str, azure: Option<&str>) -> Result<Vec<(String, String)>> {
+    let mut vars = app_vars(&ctx.work.dir(name)?, azure, None);
+    vars.push((
+        "FILE_APPROVER_UPLOAD_URL_TTL_SECS".into(),
+        URL_TTL_SECS.into(),
+    ));
+    Ok(vars)
+}
+
+/// `POST /api/files/uploads`: the file's id and its upload URL.
+async fn declare(api: &Api, name: &str, size: u64) -> Result<(String, String)> {
+    let response = api
+        .http()
+        .post(api.url("/api/files/uploads"))
+        .header(CONTENT_TYPE, "application/json")
+        .body(json!({"name": name, "size": size}).to_string())
+        .send()
+        .await?;
+    let ticket = expect(response, &[StatusCode::CREATED], "declare an upload").await?;
+    match (ticket["id"].as_str(), ticket["uploadUrl"].as_str()) {
+        (Some(id), Some(url)) => Ok((id.to_owned(), url.to_owned())),
+        _ => failed(format!(
+            "an upload ticket without id or uploadUrl: {ticket}"
+        )),
+    }
+}
+
+async fn embedded(
+    ctx: &Context,
+    file: &std::path::Path,
+    size: u64,
+    report: &mut Report,
+) -> Result<()> {
+    let data_dir = ctx.work.dir("direct-embedded")?;
+    let app = start_child(
+        ctx.handler.clone(),
+        Mode::Local,
+        vars(ctx, "direct-embedded", None)?,
+        ctx.work.path().join("direct-embedded.log"),
+    )
+    .await?;
+    let api = Api::new(app.base_url())?;
+    let copy = ctx.work.path().join("direct-copy.bin");
+    let (mut through, mut cp, mut cp_fsync) = (Samples::new(), Samples::new(), Samples::new());
+    let mut peak = 0u64;
+    for run in 0..ctx.profile.direct_upload_runs {
+        eprintln!(
+            "bench: upload URL, embedded, run {}/{}",
+            run + 1,
+            ctx.profile.direct_upload_runs
+        );
+        settle_disk().await?;
+        let started = Instant::now();
+        command("cp", vec![path_arg(file), path_arg(&copy)]).await?;
+        cp.push(mib_per_s(size, started.elapsed()));
+        command("sync", vec![path_arg(&copy)]).await?;
+        cp_fsync.push(mib_per_s(size, started.elapsed()));
+        std::fs::remove_file(&copy).context(|| format!("remove {}", copy.display()))?;
+
+        let (_, url) = declare(&api, "direct.bin", size).await?;
+        settle_disk().await?;
+        app.reset_peak()?;
+        let started = Instant::now();
+        let response = api
+            .http()
+            .put(&url)
+            .header("x-ms-blob-type", "BlockBlob")
+            .header(CONTENT_TYPE, "application/octet-stream")
+            .header(CONTENT_LENGTH, size)
+            .body(data::file_body(file).await?)
+            .send()
+            .await?;
+        expect(
+            response,
+            &[StatusCode::CREATED],
+            "PUT through the upload URL",
+        )
+        .await?;
+        through.push(mib_per_s(size, started.elapsed()));
+        peak = peak.max(app.memory("VmHWM")?);
+    }
+    let ratio = through.median() / cp.median();
+    report.add(
+        Line::new(
+            format!(
+                "upload URL {}, embedded (one streamed PUT)",
+                size_label(size)
+            ),
+            through.summary(0, "MiB/s"),
+        )
+        .baseline(format!("cp {}", cp.summary(0, "MiB/s")))
+        .ratio(ratio)
+        .target("≥ 0.7× cp", ratio >= 0.7),
+    );
+    report.note(format!(
+        "upload URL, embedded: against cp + fsync of the copy ({}) the upload is {:.2}× (the embedded store fsyncs before it answers 201); handler peak RSS {:.1} MiB while it took {}",
+        cp_fsync.summary(0, "MiB/s"),
+        through.median() / cp_fsync.median(),
+        peak as f64 / MIB,
+        size_label(size)
+    ));
+    drop(app);
+    std::fs::remove_dir_all(&data_dir).context(|| format!("remove {}", data_dir.display()))?;
+    Ok(())
+}
+
+/// Runs `scripts/bench_sdk_upload.py` and returns the seconds the SDK's upload took.
+async fn sdk_upload(ctx: &Context, args: Vec<String>) -> Result<f64> {
+    let Some(python) = &ctx.python else {
+        return failed("no Python");
+    };
+    let mut all = vec!["scripts/bench_sdk_upload.py".to_owned()];
+    all.extend(args);
+    let python = python.clone();
+    let out = blocking(move || {
+        let output = std::process::Command::new(&python)
+            .args(&all)
+            .output()
+            .context(|| format!("run {}", python.display()))?;
+        if !output.status.success() {
+            return failed(format!(
+                "the SDK upload failed: {}",
+                String::from_utf8_lossy(&output.stderr)
+            ));
+        }
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    })
+    .await?;
+    let answer: Value = serde_json::from_str(out.trim())?;
+    match answer["seconds"].as_f64() {
+        Some(s) => Ok(s),
+        None => failed(format!("the SDK script answered {answer}")),
+    }
+}
+
+async fn azurite(
+    ctx: &Context,
+    file: &std::path::Path,
+    size: u64,
+    report: &mut Report,
+) -> Result<()> {
+    let Some(azurite) = &ctx.azurite else {
+        return Ok(());
+    };
+    let cs = azurite.connection_string.clone();
+    let app = start_child(
+        ctx.handler.clone(),
+        Mode::Local,
+        vars(ctx, "direct-azurite", Some(&cs))?,
+        ctx.work.path().join("direct-azurite.log"),
+    )
+    .await?;
+    let api = Api::new(app.base_url())?;
+    let (mut through, mut own) = (Samples::new(), Samples::new());
+    let mut last = None;
+    for run in 0..ctx.profile.direct_upload_runs {
+        eprintln!(
+            "bench: upload URL, Azurite, run {}/{}",
+            run + 1,
+            ctx.profile.direct_upload_runs
+        );
+        settle_disk().await?;
+        let seconds = sdk_upload(
+            ctx,
+            vec![
+                "connection".into(),
+                cs.clone(),
+                "benchsdk".into(),
+                path_arg(file),
+            ],
+        )
+        .await?;
+        own.push(size as f64 / MIB / seconds);
+
+        let (id, url) = declare(&api, "direct.bin", size).await?;
+        settle_disk().await?;
+        let seconds = sdk_upload(ctx, vec!["url".into(), url, path_arg(file)]).await?;
+        through.push(size as f64 / MIB / seconds);
+        let response = api
+            .http()
+            .post(api.url(&format!("/api/files/{id}/complete")))
+            .send()
+            .await?;
+        expect(response, &[StatusCode::OK], "complete").await?;
+        last = Some(id);
+    }
+    let ratio = through.median() / own.median();
+    report.add(
+        Line::new(
+            format!(
+                "upload URL {}, Azurite, Python SDK (azure-storage-blob)",
+                size_label(size)
+            ),
+            through.summary(0, "MiB/s"),
+        )
+        .baseline(format!(
+            "same SDK, own container {}",
+            own.summary(0, "MiB/s")
+        ))
+        .ratio(ratio)
+        .target("≥ 0.9×", ratio >= 0.9),
+    );
+
+    // The analysis of the last one, once its URL has expired (the app waits for that).
+    let Some(id) = last else {
+        return Ok(());
+    };
+    api.approve(&id, "upload", &token(0)).await?;
+    app.reset_peak()?;
+    let started = Instant::now();
+    api.wait_for_stage(
+        &id,
+        AWAITING_DOWNLOAD,
+        Duration::from_millis(250),
+        Duration::from_secs(600),
+    )
+    .await?;
+    let peak = app.memory("VmHWM")?;
+    report.add(
+        Line::new(
+            format!(
+                "peak RSS of handler during the analysis of {} (upload URL, Azurite)",
+                size_label(size)
+            ),
+            format!("{:.1} MiB", peak as f64 / MIB),
+        )
+        .target("≤ 64 MiB", (peak as f64) <= 64.0 * MIB),
+    );
+    report.note(format!(
+        "upload URL, Azurite: approve → analysed took {:.0} s, of which up to {} s + 60 s is the wait for the upload URL to expire",
+        started.elapsed().as_secs_f64(),
+        URL_TTL_SECS
+    ));
+    drop(app);
+    Ok(())
+}
