@@ -1,10 +1,14 @@
 //! Marks the Azure test suites as ignored when no Azure Storage is configured for them, so that
 //! `cargo test` alone reports them as ignored rather than passed. Under `CI` they are never
 //! ignored: there a missing `FILE_APPROVER_TEST_AZURE_STORAGE` fails them. (`scripts/test`
-//! starts Azurite and sets it.)
+//! starts Azurite and sets it.) The deployment package's test (`tests/package.rs`, minutes of
+//! zig-linked release build) is likewise ignored unless `FILE_APPROVER_TEST_PACKAGE` or `CI` is
+//! set (`scripts/test` sets it).
 
 fn main() {
     println!("cargo::rustc-check-cfg=cfg(azure_tests_skipped)");
+    println!("cargo::rustc-check-cfg=cfg(package_tests_skipped)");
+    println!("cargo::rerun-if-env-changed=FILE_APPROVER_TEST_PACKAGE");
     println!("cargo::rerun-if-env-changed=FILE_APPROVER_TEST_AZURE_STORAGE");
     println!("cargo::rerun-if-env-changed=CI");
     println!("cargo::rerun-if-changed=build.rs");
@@ -13,5 +17,9 @@ fn main() {
     let ci = std::env::var_os("CI").is_some_and(|value| !value.is_empty());
     if !configured && !ci {
         println!("cargo::rustc-cfg=azure_tests_skipped");
+    }
+    let package = std::env::var("FILE_APPROVER_TEST_PACKAGE").is_ok_and(|v| !v.trim().is_empty());
+    if !package && !ci {
+        println!("cargo::rustc-cfg=package_tests_skipped");
     }
 }
