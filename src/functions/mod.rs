@@ -147,7 +147,17 @@ pub struct FileStatus {
     pub last_updated_time: String,
     pub approvals: Vec<DecisionView>,
     pub analysis: Option<Value>,
+    /// Present when the file failed: why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failure: Option<FailureView>,
     pub links: Links,
+}
+
+/// Why a file failed: a stable code and a message.
+#[derive(Debug, Serialize)]
+pub struct FailureView {
+    pub code: &'static str,
+    pub message: String,
 }
 
 /// One decision as shown to clients.
@@ -195,6 +205,10 @@ impl From<&FileView> for FileStatus {
                 last_updated_time: api_time(*last_updated_time),
                 approvals: summary.approvals.iter().map(DecisionView::from).collect(),
                 analysis: summary.analysis.clone(),
+                failure: summary.failure.as_ref().map(|f| FailureView {
+                    code: f.code,
+                    message: f.message.clone(),
+                }),
             },
             FileView::Uploaded { record, size } => FileStatus {
                 links: Links::new(&record.id.to_string()),
@@ -208,6 +222,7 @@ impl From<&FileView> for FileStatus {
                 last_updated_time: api_time(record.created_time),
                 approvals: Vec::new(),
                 analysis: None,
+                failure: None,
             },
         }
     }

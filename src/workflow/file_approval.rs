@@ -181,7 +181,7 @@ async fn file_approval(
         if direct.declared_size != file.size {
             set_stage(&ctx, Stage::Failed);
             return Err(OrchestrationError::failed(format!(
-                "the upload holds {} bytes but {} were declared",
+                "{SIZE_MISMATCH}: the upload holds {} bytes but {} were declared",
                 file.size, direct.declared_size
             )));
         }
@@ -208,7 +208,9 @@ async fn file_approval(
         if !ctx.is_replaying() {
             tracing::warn!(file = %ctx.instance_id(), error = %e, "workflow failed: the analysis kept failing");
         }
-        return Err(OrchestrationError::failed(format!("analysis failed: {e}")));
+        return Err(OrchestrationError::failed(format!(
+            "{ANALYSIS_FAILED}: analysis failed: {e}"
+        )));
     }
 
     set_stage(&ctx, Stage::AwaitingDownloadApproval);
@@ -277,6 +279,39 @@ pub struct Summary {
     pub stage: Stage,
     pub approvals: Vec<DecisionEvent>,
     pub analysis: Option<Value>,
+    /// Why the file failed, when it did.
+    pub failure: Option<Failure>,
+}
+
+/// The failure codes the workflow ends with; each failure's text starts with its code.
+const SIZE_MISMATCH: &str = "SizeMismatch";
+const ANALYSIS_FAILED: &str = "AnalysisFailed";
+
+/// Why a file failed, as clients see it: a stable code, and a message safe to show. An
+/// analysis failure's own text (a storage error, say) stays in the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl Failure {
+    fn from_text(text: &str) -> Self {
+        match text.split_once(": ") {
+            Some((SIZE_MISMATCH, message)) => Failure {
+                code: SIZE_MISMATCH,
+                message: message.to_owned(),
+            },
+            Some((ANALYSIS_FAILED, _)) => Failure {
+                code: ANALYSIS_FAILED,
+                message: "the analysis kept failing (3 attempts); the log has the details".into(),
+            },
+            _ => Failure {
+                code: "InternalError",
+                message: "the workflow failed; the log has the details".into(),
+            },
+        }
+    }
 }
 
 /// Derives stage, decisions and analysis from an instance status loaded with its history.
@@ -319,6 +354,7 @@ pub fn summarize(status: &InstanceStatus) -> Result<Summary, EngineError> {
         stage,
         approvals,
         analysis,
+        failure: status.failure.as_deref().map(Failure::from_text),
     })
 }
 
@@ -351,6 +387,26 @@ mod tests {
             input: serde_json::to_value(file).unwrap(),
         };
         replay(orchestration, FILE_ID, &[], vec![started], now)
+    }
+
+    #[test]
+    fn failures_show_a_stable_code_and_never_a_storage_error() {
+        let mismatch =
+            Failure::from_text("SizeMismatch: the upload holds 3 bytes but 4 were declared");
+        assert_eq!(mismatch.code, "SizeMismatch");
+        assert_eq!(
+            mismatch.message,
+            "the upload holds 3 bytes but 4 were declared"
+        );
+        let analysis = Failure::from_text(
+            "AnalysisFailed: analysis failed: reading file x: https://acct.blob.core.windows.net/… 503",
+        );
+        assert_eq!(analysis.code, "AnalysisFailed");
+        assert!(!analysis.message.contains("acct"), "{}", analysis.message);
+        assert_eq!(
+            Failure::from_text("invalid FileApproval input: …").code,
+            "InternalError"
+        );
     }
 
     #[test]

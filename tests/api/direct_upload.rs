@@ -184,6 +184,14 @@ async fn an_upload_of_another_size_than_declared_fails_the_file(backend: Backend
     let status: Value = complete(&app, id).await.json().await.unwrap();
     assert_eq!(status["stage"], "Failed");
     assert_eq!(status["runtimeStatus"], "Failed");
+    assert_eq!(status["failure"]["code"], "SizeMismatch");
+    assert_eq!(
+        status["failure"]["message"],
+        format!(
+            "the upload holds {} bytes but 1000 were declared",
+            FIRST.len()
+        )
+    );
     assert_error(
         app.approve(id, "upload", Some(ALICE), None).await,
         409,
