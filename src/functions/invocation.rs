@@ -580,3 +580,40 @@ impl<'s> Scanner<'s> {
         })
     }
 }
+
+/// A queue-trigger invocation of function `method` as the Functions host shapes it (§2.2, §2.3,
+/// §2.8): `item` and every string in the metadata JSON-encoded once more, `DequeueCount` as a
+/// string, times without fractions. For the stand-ins of the host in the tests and the
+/// benchmark, so both speak one shape.
+#[cfg(any(test, feature = "test-support"))]
+pub fn host_queue_invocation(
+    message: &crate::store::ReceivedMessage,
+    item: &str,
+    method: &str,
+    now: DateTime<Utc>,
+) -> serde_json::Value {
+    use chrono::SecondsFormat;
+    let twice = |s: &str| serde_json::Value::String(serde_json::to_string(s).unwrap_or_default());
+    let time = |t: DateTime<Utc>| {
+        serde_json::Value::String(
+            t.to_rfc3339_opts(SecondsFormat::Secs, true)
+                .replace('Z', "+00:00"),
+        )
+    };
+    serde_json::json!({
+        "Data": { "item": twice(item) },
+        "Metadata": {
+            "DequeueCount": message.dequeue_count.to_string(),
+            "ExpirationTime": "9999-12-31T23:59:59+00:00",
+            "Id": twice(&message.receipt.id),
+            "InsertionTime": time(message.inserted),
+            "NextVisibleTime": time(now + chrono::Duration::minutes(10)),
+            "PopReceipt": twice(&message.receipt.pop_receipt),
+            "sys": {
+                "MethodName": method,
+                "UtcNow": now.to_rfc3339_opts(SecondsFormat::AutoSi, true),
+                "RandGuid": uuid::Uuid::new_v4().to_string(),
+            }
+        }
+    })
+}

@@ -10,13 +10,14 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::Utc;
 use file_approver::store::testing::Op;
 use file_approver::store::{ReceivedMessage, Storage};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::helpers::{spawn_app_on, spawn_app_with, Backend, Mode, Options, TestApp, ALICE, BOB};
 use crate::invocation::{blob_trigger_payload, invoke_ok, record_binding};
+use file_approver::functions::invocation::host_queue_invocation;
 
 /// What `host.json`'s `extensions.queues` asks of the host.
 #[derive(Debug, Clone)]
@@ -204,30 +205,7 @@ impl<'a> HostQueue<'a> {
     /// the body chunked.
     async fn invoke(&self, message: &ReceivedMessage, item: &str) -> reqwest::StatusCode {
         self.invocations.fetch_add(1, Ordering::SeqCst);
-        let twice = |s: &str| json!(serde_json::to_string(s).unwrap());
-        let time = |t: DateTime<Utc>| {
-            json!(t
-                .to_rfc3339_opts(SecondsFormat::Secs, true)
-                .replace('Z', "+00:00"))
-        };
-        let now = Utc::now();
-        let body = json!({
-            "Data": { "item": twice(item) },
-            "Metadata": {
-                "DequeueCount": message.dequeue_count.to_string(),
-                "ExpirationTime": "9999-12-31T23:59:59+00:00",
-                "Id": twice(&message.receipt.id),
-                "InsertionTime": time(message.inserted),
-                "NextVisibleTime": time(now + chrono::Duration::minutes(10)),
-                "PopReceipt": twice(&message.receipt.pop_receipt),
-                "sys": {
-                    "MethodName": "work",
-                    "UtcNow": now.to_rfc3339_opts(SecondsFormat::AutoSi, true),
-                    "RandGuid": uuid::Uuid::new_v4().to_string(),
-                }
-            }
-        })
-        .to_string();
+        let body = host_queue_invocation(message, item, "work", Utc::now()).to_string();
         let chunks: Vec<Result<Vec<u8>, std::io::Error>> = body
             .into_bytes()
             .chunks(512)

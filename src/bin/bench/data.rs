@@ -10,7 +10,6 @@ use futures::{Stream, StreamExt, TryStreamExt};
 use rand::{RngCore, SeedableRng};
 use serde_json::Value;
 
-use chrono::{DateTime, SecondsFormat, Utc};
 use file_approver::store::{BoxError, ByteStream, ReceivedMessage};
 
 use crate::error::{IoContext, Result};
@@ -123,34 +122,15 @@ pub fn trigger_envelope(id: &str, raw_size: u64) -> Result<(String, String)> {
     }
 }
 
-/// A queue-trigger invocation of `work/` as the Functions host shapes it (protocol reference
-/// §2.3, §5.2): the message text and the string metadata JSON-encoded twice, `DequeueCount` as a
-/// string. The tests' host harness (`tests/api/host.rs`) builds the same.
+/// A queue-trigger invocation of `work/` as the Functions host shapes it (the library's one
+/// builder, which the tests' host harness uses too).
 pub fn work_invocation(message: &ReceivedMessage) -> String {
-    let twice = |s: &str| Value::String(serde_json::to_string(s).unwrap_or_default());
-    let time = |t: DateTime<Utc>| {
-        Value::String(
-            t.to_rfc3339_opts(SecondsFormat::Secs, true)
-                .replace('Z', "+00:00"),
-        )
-    };
-    let now = Utc::now();
-    serde_json::json!({
-        "Data": { "item": twice(&message.text) },
-        "Metadata": {
-            "DequeueCount": message.dequeue_count.to_string(),
-            "ExpirationTime": "9999-12-31T23:59:59+00:00",
-            "Id": twice(&message.receipt.id),
-            "InsertionTime": time(message.inserted),
-            "NextVisibleTime": time(now + chrono::Duration::minutes(10)),
-            "PopReceipt": twice(&message.receipt.pop_receipt),
-            "sys": {
-                "MethodName": "work",
-                "UtcNow": now.to_rfc3339_opts(SecondsFormat::AutoSi, true),
-                "RandGuid": uuid::Uuid::new_v4().to_string(),
-            }
-        }
-    })
+    file_approver::functions::invocation::host_queue_invocation(
+        message,
+        &message.text,
+        "work",
+        chrono::Utc::now(),
+    )
     .to_string()
 }
 
