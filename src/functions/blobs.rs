@@ -1,7 +1,7 @@
 //! `GET /api/blobs/{name}`: serves the embedded store's signed read links (the local stand-in
 //! for a Blob Storage SAS URL; see `store::embedded::signed`); `PUT /api/uploads/{name}`: takes
-//! a blob through an upload link, as a SAS URL with `sp=cw` does (a single Put Blob: the
-//! embedded store has no blocks), streamed to disk in bounded memory.
+//! a blob through an upload link, as a SAS URL with `sp=cw` does — Put Blob, or Put Block and
+//! Put Block List as the Azure SDKs send large files — streamed to disk in bounded memory.
 //!
 //! Only container [`SERVED_CONTAINER`] is served: the container is part of each signature but
 //! not of the URL, so a link minted for another container never verifies here. `HEAD` is
@@ -25,7 +25,9 @@ use futures::StreamExt;
 
 use crate::clock::Clock;
 use crate::error::RETRY_AFTER_SECS;
-use crate::store::embedded::{ByteRangeSpec, EmbeddedStore, SignedQuery, SignedUrlError};
+use crate::store::embedded::{
+    parse_block_list, ByteRangeSpec, EmbeddedStore, SignedQuery, SignedUrlError,
+};
 use crate::store::{
     BlobProperties, BodyTooLarge, BoxError, ByteStream, PutBlobOptions, StoreError,
 };
@@ -92,10 +94,40 @@ async fn take_upload(
             "the blob name is not valid UTF-8",
         ));
     };
-    let query = match SignedQuery::parse(query.as_deref().unwrap_or("")) {
+    let raw_query = query.unwrap_or_default();
+    let query = match SignedQuery::parse(&raw_query) {
         Ok(query) => query,
         Err(e) => return refused(e),
     };
+    // Put Block and Put Block List, as the SDKs send large files.
+    let param = |name: &str| {
+        url::form_urlencoded::parse(raw_query.as_bytes())
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.into_owned())
+    };
+    match param("comp").as_deref() {
+        None => {}
+        Some("block") => {
+            let Some(block_id) = param("blockid") else {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "MissingRequiredQueryParameter",
+                    "Put Block needs blockid",
+                );
+            };
+            return take_block(state, name, query, block_id, body).await;
+        }
+        Some("blocklist") => {
+            return take_block_list(state, name, query, &headers, body).await;
+        }
+        Some(_) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "InvalidQueryParameterValue",
+                "comp must be block or blocklist",
+            )
+        }
+    }
     match headers.get("x-ms-blob-type").map(HeaderValue::to_str) {
         Some(Ok("BlockBlob")) => {}
         None => {
@@ -122,10 +154,7 @@ async fn take_upload(
         Some(listener) => listener.max_bytes(&name).await,
         None => None,
     };
-    let body: ByteStream = Box::pin(
-        body.into_data_stream()
-            .map(|chunk| chunk.map_err(|e| Box::new(e) as BoxError)),
-    );
+    let body = byte_stream(body);
     let written = state
         .store
         .write_signed(
@@ -145,25 +174,139 @@ async fn take_upload(
             if let Some(listener) = &state.listener {
                 listener.committed(&name, &props).await;
             }
-            let mut response = StatusCode::CREATED.into_response();
-            let h = response.headers_mut();
-            if let Ok(value) = HeaderValue::from_str(props.etag.as_str()) {
-                h.insert(header::ETAG, value);
-            }
-            if let Some(md5) = props.content_md5 {
-                let encoded = base64::engine::general_purpose::STANDARD.encode(md5);
-                if let Ok(value) = HeaderValue::from_str(&encoded) {
-                    h.insert("content-md5", value);
-                }
-            }
-            response
+            created(&props)
         }
-        Err(SignedUrlError::Store(StoreError::Body(e))) if e.is::<BodyTooLarge>() => error(
+        Err(e) => write_refused(e),
+    }
+}
+
+/// Put Block: one block of the upload, staged until a block list commits it.
+async fn take_block(
+    state: BlobsState,
+    name: String,
+    query: SignedQuery,
+    block_id: String,
+    body: Body,
+) -> Response {
+    let max_bytes = match &state.listener {
+        Some(listener) => listener.max_bytes(&name).await,
+        None => None,
+    };
+    let staged = state
+        .store
+        .stage_block_signed(
+            UPLOAD_CONTAINER,
+            &name,
+            &query,
+            state.clock.now(),
+            &block_id,
+            byte_stream(body),
+            max_bytes,
+        )
+        .await;
+    match staged {
+        Ok(_) => StatusCode::CREATED.into_response(),
+        Err(e) => write_refused(e),
+    }
+}
+
+/// The most a Put Block List body may hold (50,000 block ids of up to 88 characters).
+const MAX_BLOCK_LIST_BYTES: usize = 8 * 1024 * 1024;
+
+/// Put Block List: the listed blocks, in order, become the blob.
+async fn take_block_list(
+    state: BlobsState,
+    name: String,
+    query: SignedQuery,
+    headers: &HeaderMap,
+    body: Body,
+) -> Response {
+    let xml = match axum::body::to_bytes(body, MAX_BLOCK_LIST_BYTES).await {
+        Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+        Err(_) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "InvalidXmlDocument",
+                "the block list could not be read",
+            )
+        }
+    };
+    let block_ids = match parse_block_list(&xml) {
+        Ok(ids) => ids,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "InvalidXmlDocument",
+                &e.to_string(),
+            )
+        }
+    };
+    let content_type = headers
+        .get("x-ms-blob-content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/octet-stream")
+        .to_owned();
+    let max_bytes = match &state.listener {
+        Some(listener) => listener.max_bytes(&name).await,
+        None => None,
+    };
+    let committed = state
+        .store
+        .commit_blocks_signed(
+            UPLOAD_CONTAINER,
+            &name,
+            &query,
+            state.clock.now(),
+            &block_ids,
+            &PutBlobOptions {
+                content_type,
+                max_bytes,
+            },
+        )
+        .await;
+    match committed {
+        Ok(props) => {
+            if let Some(listener) = &state.listener {
+                listener.committed(&name, &props).await;
+            }
+            created(&props)
+        }
+        Err(e) => write_refused(e),
+    }
+}
+
+fn byte_stream(body: Body) -> ByteStream {
+    Box::pin(
+        body.into_data_stream()
+            .map(|chunk| chunk.map_err(|e| Box::new(e) as BoxError)),
+    )
+}
+
+/// `201 Created` with the blob's ETag and MD5, as Blob Storage answers a write.
+fn created(props: &BlobProperties) -> Response {
+    let mut response = StatusCode::CREATED.into_response();
+    let h = response.headers_mut();
+    if let Ok(value) = HeaderValue::from_str(props.etag.as_str()) {
+        h.insert(header::ETAG, value);
+    }
+    if let Some(md5) = props.content_md5 {
+        let encoded = base64::engine::general_purpose::STANDARD.encode(md5);
+        if let Ok(value) = HeaderValue::from_str(&encoded) {
+            h.insert("content-md5", value);
+        }
+    }
+    response
+}
+
+/// How a refused or failed write through an upload link answers.
+fn write_refused(e: SignedUrlError) -> Response {
+    match e {
+        SignedUrlError::Store(StoreError::Body(e)) if e.is::<BodyTooLarge>() => error(
             StatusCode::PAYLOAD_TOO_LARGE,
             "RequestBodyTooLarge",
             "the body is larger than the upload declared",
         ),
-        Err(SignedUrlError::Store(StoreError::Body(e))) => {
+        SignedUrlError::Store(StoreError::Body(e)) => {
             tracing::info!(error = %error_chain(&*e), "an upload through a link broke off");
             error(
                 StatusCode::BAD_REQUEST,
@@ -171,7 +314,10 @@ async fn take_upload(
                 "the body broke off before its end; nothing was stored",
             )
         }
-        Err(e) => refused(e),
+        SignedUrlError::Store(StoreError::Invalid(message)) => {
+            error(StatusCode::BAD_REQUEST, "InvalidInput", &message)
+        }
+        e => refused(e),
     }
 }
 

@@ -392,6 +392,98 @@ async fn events_that_are_not_an_upload_of_ours_are_acknowledged(backend: Backend
     assert!(empty.contains("without an event"), "{empty}");
 }
 
+/// Large files go in blocks (what the Azure SDKs and AzCopy send): Put Block for each, then
+/// Put Block List; the blocks become the file in the listed order, on both backends.
+async fn an_upload_url_takes_a_file_in_blocks_as_the_sdks_send_it(backend: Backend) {
+    let Some(app) = spawn_app_on(backend, Mode::Local).await else {
+        return;
+    };
+    let parts: [&[u8]; 3] = [b"first block, ", b"second block, ", b"third."];
+    let whole: Vec<u8> = parts.concat();
+    let ticket: Value = declare(
+        &app,
+        json!({"name": "blocks.txt", "size": whole.len(), "contentType": "text/plain"}),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    let id = ticket["id"].as_str().unwrap();
+    let url = ticket["uploadUrl"].as_str().unwrap();
+    let client = reqwest::Client::new();
+    let block_id = |i: usize| {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.encode(format!("block-{i:06}"))
+    };
+    // Staged out of order, listed in order.
+    for i in [2, 0, 1] {
+        let response = client
+            .put(format!(
+                "{url}&comp=block&blockid={}",
+                crate::helpers::urlencode(&block_id(i))
+            ))
+            .body(parts[i])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201, "Put Block {i}");
+    }
+    assert_error(complete(&app, id).await, 409, "UploadIncomplete").await;
+    let list = format!(
+        "<?xml version='1.0' encoding='utf-8'?>\n<BlockList>{}</BlockList>",
+        (0..3)
+            .map(|i| format!("<Latest>{}</Latest>", block_id(i)))
+            .collect::<String>()
+    );
+    let response = client
+        .put(format!("{url}&comp=blocklist"))
+        .header("x-ms-blob-content-type", "text/plain")
+        .body(list)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201, "Put Block List");
+    let status: Value = complete(&app, id).await.json().await.unwrap();
+    assert_eq!(status["stage"], "AwaitingUploadApproval");
+    assert_eq!(status["size"], whole.len());
+
+    assert_eq!(
+        app.approve(id, "upload", Some(ALICE), None).await.status(),
+        202
+    );
+    pass_minutes(&app, id, backend, 17).await;
+    let status = app.status(id).await;
+    assert_eq!(
+        status["analysis"]["sha256"],
+        hex::encode(Sha256::digest(&whole))
+    );
+    assert_eq!(status["analysis"]["isText"], true);
+
+    // A block list naming a block never staged commits nothing.
+    let ticket: Value = declare(&app, json!({"name": "gap.txt", "size": 10}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let url = ticket["uploadUrl"].as_str().unwrap();
+    let response = client
+        .put(format!("{url}&comp=blocklist"))
+        .body(format!(
+            "<BlockList><Latest>{}</Latest></BlockList>",
+            block_id(9)
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    assert_error(
+        complete(&app, ticket["id"].as_str().unwrap()).await,
+        409,
+        "UploadIncomplete",
+    )
+    .await;
+}
+
 crate::on_every_backend!(
     a_file_sent_through_its_upload_url_is_reviewed_and_downloaded_as_analysed,
     an_upload_of_another_size_than_declared_fails_the_file,
@@ -399,4 +491,5 @@ crate::on_every_backend!(
     bad_upload_declarations_are_refused,
     a_blob_created_event_starts_the_file_in_either_schema,
     events_that_are_not_an_upload_of_ours_are_acknowledged,
+    an_upload_url_takes_a_file_in_blocks_as_the_sdks_send_it,
 );

@@ -16,6 +16,7 @@
 //! (`crate::functions::blobs`); see `signed`.
 
 mod blobs;
+mod blocks;
 mod queues;
 mod signed;
 mod tables;
@@ -42,6 +43,7 @@ use super::{
     StoreResult, StoredEntity, TableQuery,
 };
 
+pub use blocks::parse_block_list;
 pub use signed::{ByteRangeSpec, SignedQuery, SignedRead, SignedUrlError};
 
 /// Name of the database file inside the data directory.
@@ -50,6 +52,8 @@ const DATABASE_FILE: &str = "tables.sqlite3";
 const SIGNING_KEY_FILE: &str = "signing.key";
 /// Name of the blob root inside the data directory.
 const BLOBS_DIR: &str = "blobs";
+/// Staged blocks of uploads sent in blocks, outside the containers.
+const BLOCKS_DIR: &str = "blocks";
 
 /// How to open an [`EmbeddedStore`].
 #[derive(Clone)]
@@ -94,6 +98,8 @@ struct Inner {
     conn: Mutex<Connection>,
     clock: Arc<dyn Clock>,
     blobs_root: PathBuf,
+    /// Staged blocks of uploads sent in blocks (`blocks.rs`).
+    blocks_root: PathBuf,
     signer: signed::Signer,
 }
 
@@ -125,12 +131,15 @@ impl EmbeddedStore {
         };
         let signer = signed::Signer::new(secret, base_url)?;
         blobs::recover(&mut conn, &blobs_root)?;
+        let blocks_root = dir.join(BLOCKS_DIR);
+        blocks::expire(&blocks_root);
 
         Ok(EmbeddedStore {
             inner: Arc::new(Inner {
                 conn: Mutex::new(conn),
                 clock: options.clock,
                 blobs_root,
+                blocks_root,
                 signer,
             }),
         })
@@ -181,6 +190,56 @@ impl EmbeddedStore {
             .signer
             .verify_write(container, name, query, now)?;
         Ok(self.put_blob(container, name, body, options).await?)
+    }
+
+    /// Put Block through an upload link: stages block `block_id` of the blob the link grants
+    /// (at most `max_bytes`). Returns the block's size.
+    pub async fn stage_block_signed(
+        &self,
+        container: &str,
+        name: &str,
+        query: &SignedQuery,
+        now: DateTime<Utc>,
+        block_id: &str,
+        body: ByteStream,
+        max_bytes: Option<u64>,
+    ) -> Result<u64, SignedUrlError> {
+        self.inner
+            .signer
+            .verify_write(container, name, query, now)?;
+        validate_container_name(container)?;
+        validate_blob_name(name)?;
+        Ok(blocks::stage(
+            &self.inner.blocks_root,
+            container,
+            name,
+            block_id,
+            body,
+            max_bytes,
+        )
+        .await?)
+    }
+
+    /// Put Block List through an upload link: the listed staged blocks, in order, become the
+    /// blob (like [`Storage::put_blob`]: all or nothing), and the staged blocks are removed.
+    pub async fn commit_blocks_signed(
+        &self,
+        container: &str,
+        name: &str,
+        query: &SignedQuery,
+        now: DateTime<Utc>,
+        block_ids: &[String],
+        options: &PutBlobOptions,
+    ) -> Result<BlobProperties, SignedUrlError> {
+        self.inner
+            .signer
+            .verify_write(container, name, query, now)?;
+        validate_container_name(container)?;
+        validate_blob_name(name)?;
+        let body = blocks::concatenate(&self.inner.blocks_root, container, name, block_ids)?;
+        let props = self.put_blob(container, name, body, options).await?;
+        blocks::discard(&self.inner.blocks_root, container, name);
+        Ok(props)
     }
 
     /// Runs `f` on the database connection, on the blocking pool.
