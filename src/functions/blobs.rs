@@ -26,7 +26,7 @@ use futures::StreamExt;
 use crate::clock::Clock;
 use crate::error::RETRY_AFTER_SECS;
 use crate::store::embedded::{
-    parse_block_list, ByteRangeSpec, EmbeddedStore, SignedQuery, SignedUrlError,
+    parse_block_list, ByteRangeSpec, EmbeddedStore, SignedQuery, SignedUrlError, UploadLink,
 };
 use crate::store::{
     BlobProperties, BodyTooLarge, BoxError, ByteStream, PutBlobOptions, StoreError,
@@ -158,10 +158,12 @@ async fn take_upload(
     let written = state
         .store
         .write_signed(
-            UPLOAD_CONTAINER,
-            &name,
-            &query,
-            state.clock.now(),
+            &UploadLink {
+                container: UPLOAD_CONTAINER,
+                name: &name,
+                query: &query,
+                now: state.clock.now(),
+            },
             body,
             &PutBlobOptions {
                 content_type,
@@ -195,10 +197,12 @@ async fn take_block(
     let staged = state
         .store
         .stage_block_signed(
-            UPLOAD_CONTAINER,
-            &name,
-            &query,
-            state.clock.now(),
+            &UploadLink {
+                container: UPLOAD_CONTAINER,
+                name: &name,
+                query: &query,
+                now: state.clock.now(),
+            },
             &block_id,
             byte_stream(body),
             max_bytes,
@@ -253,10 +257,12 @@ async fn take_block_list(
     let committed = state
         .store
         .commit_blocks_signed(
-            UPLOAD_CONTAINER,
-            &name,
-            &query,
-            state.clock.now(),
+            &UploadLink {
+                container: UPLOAD_CONTAINER,
+                name: &name,
+                query: &query,
+                now: state.clock.now(),
+            },
             &block_ids,
             &PutBlobOptions {
                 content_type,

@@ -111,6 +111,16 @@ impl fmt::Debug for EmbeddedStore {
     }
 }
 
+/// An upload link as a request presents it: the blob it names, its query, and the time to
+/// check its expiry against.
+#[derive(Debug, Clone, Copy)]
+pub struct UploadLink<'a> {
+    pub container: &'a str,
+    pub name: &'a str,
+    pub query: &'a SignedQuery,
+    pub now: DateTime<Utc>,
+}
+
 impl EmbeddedStore {
     /// Opens (creating if needed) the store in `dir`, finishing or undoing any blob write a
     /// crash interrupted. Blocks on disk I/O: call it at startup, not on a busy runtime.
@@ -179,40 +189,39 @@ impl EmbeddedStore {
     /// arrived within `max_bytes`.
     pub async fn write_signed(
         &self,
-        container: &str,
-        name: &str,
-        query: &SignedQuery,
-        now: DateTime<Utc>,
+        link: &UploadLink<'_>,
         body: ByteStream,
         options: &PutBlobOptions,
     ) -> Result<BlobProperties, SignedUrlError> {
+        self.verify_upload(link)?;
+        Ok(self
+            .put_blob(link.container, link.name, body, options)
+            .await?)
+    }
+
+    fn verify_upload(&self, link: &UploadLink<'_>) -> Result<(), SignedUrlError> {
         self.inner
             .signer
-            .verify_write(container, name, query, now)?;
-        Ok(self.put_blob(container, name, body, options).await?)
+            .verify_write(link.container, link.name, link.query, link.now)?;
+        validate_container_name(link.container)?;
+        validate_blob_name(link.name)?;
+        Ok(())
     }
 
     /// Put Block through an upload link: stages block `block_id` of the blob the link grants
     /// (at most `max_bytes`). Returns the block's size.
     pub async fn stage_block_signed(
         &self,
-        container: &str,
-        name: &str,
-        query: &SignedQuery,
-        now: DateTime<Utc>,
+        link: &UploadLink<'_>,
         block_id: &str,
         body: ByteStream,
         max_bytes: Option<u64>,
     ) -> Result<u64, SignedUrlError> {
-        self.inner
-            .signer
-            .verify_write(container, name, query, now)?;
-        validate_container_name(container)?;
-        validate_blob_name(name)?;
+        self.verify_upload(link)?;
         Ok(blocks::stage(
             &self.inner.blocks_root,
-            container,
-            name,
+            link.container,
+            link.name,
             block_id,
             body,
             max_bytes,
@@ -224,18 +233,12 @@ impl EmbeddedStore {
     /// blob (like [`Storage::put_blob`]: all or nothing), and the staged blocks are removed.
     pub async fn commit_blocks_signed(
         &self,
-        container: &str,
-        name: &str,
-        query: &SignedQuery,
-        now: DateTime<Utc>,
+        link: &UploadLink<'_>,
         block_ids: &[String],
         options: &PutBlobOptions,
     ) -> Result<BlobProperties, SignedUrlError> {
-        self.inner
-            .signer
-            .verify_write(container, name, query, now)?;
-        validate_container_name(container)?;
-        validate_blob_name(name)?;
+        self.verify_upload(link)?;
+        let (container, name) = (link.container, link.name);
         let body = blocks::concatenate(&self.inner.blocks_root, container, name, block_ids)?;
         let props = self.put_blob(container, name, body, options).await?;
         blocks::discard(&self.inner.blocks_root, container, name);
