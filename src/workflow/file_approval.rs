@@ -203,14 +203,30 @@ async fn file_approval(
     let analysis: Result<Value, OrchestrationError> = ctx
         .call_activity(ANALYZE_ACTIVITY, &file, analysis_retry())
         .await;
-    if let Err(e) = analysis {
-        set_stage(&ctx, Stage::Failed);
-        if !ctx.is_replaying() {
-            tracing::warn!(file = %ctx.instance_id(), error = %e, "workflow failed: the analysis kept failing");
+    let analysis = match analysis {
+        Ok(analysis) => analysis,
+        Err(e) => {
+            set_stage(&ctx, Stage::Failed);
+            if !ctx.is_replaying() {
+                tracing::warn!(file = %ctx.instance_id(), error = %e, "workflow failed: the analysis kept failing");
+            }
+            return Err(OrchestrationError::failed(format!(
+                "{ANALYSIS_FAILED}: analysis failed: {e}"
+            )));
         }
-        return Err(OrchestrationError::failed(format!(
-            "{ANALYSIS_FAILED}: analysis failed: {e}"
-        )));
+    };
+    // The upload URL allowed the bytes to be replaced until it expired: what was analysed must
+    // still be what was declared.
+    if let Some(direct) = file.direct {
+        let analysed = analysis.get("size").and_then(Value::as_u64);
+        if analysed != Some(direct.declared_size) {
+            set_stage(&ctx, Stage::Failed);
+            return Err(OrchestrationError::failed(format!(
+                "{SIZE_MISMATCH}: the upload was replaced before its URL expired: it holds {} bytes but {} were declared",
+                analysed.map_or_else(|| "an unknown number of".to_owned(), |n| n.to_string()),
+                direct.declared_size
+            )));
+        }
     }
 
     set_stage(&ctx, Stage::AwaitingDownloadApproval);

@@ -10,7 +10,8 @@ use sha2::{Digest, Sha256};
 use crate::helpers::{assert_error, spawn_app_on, Backend, Mode, TestApp, ALICE, BOB};
 
 const FIRST: &[u8] = b"%PDF-1.7 the bytes first sent through the upload URL";
-const SECOND: &[u8] = b"%PDF-1.7 the bytes sent again, before the URL expired";
+/// Other bytes of the same size: a replacement the size check cannot tell.
+const SECOND: &[u8] = b"%PDF-1.7 other bytes, same size, sent before expiry.";
 
 async fn declare(app: &TestApp, body: Value) -> reqwest::Response {
     app.client
@@ -392,6 +393,51 @@ async fn events_that_are_not_an_upload_of_ours_are_acknowledged(backend: Backend
     assert!(empty.contains("without an event"), "{empty}");
 }
 
+/// The URL may replace the bytes until it expires; a replacement of another size than declared
+/// fails the file once the analysis sees it.
+async fn bytes_replaced_with_another_size_before_the_url_expired_fail_the_file(backend: Backend) {
+    let Some(app) = spawn_app_on(backend, Mode::Local).await else {
+        return;
+    };
+    let ticket: Value = declare(&app, json!({"name": "swap.pdf", "size": FIRST.len()}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let id = ticket["id"].as_str().unwrap();
+    let url = ticket["uploadUrl"].as_str().unwrap();
+    assert_eq!(put(url, FIRST).await.status(), 201);
+    complete(&app, id).await;
+    assert_eq!(
+        app.approve(id, "upload", Some(ALICE), None).await.status(),
+        202
+    );
+    let longer: &'static [u8] = b"%PDF-1.7 the bytes sent again, before the URL expired, and more";
+    assert_ne!(longer.len(), FIRST.len());
+    assert_eq!(
+        put(url, longer).await.status(),
+        201,
+        "the URL is still valid"
+    );
+    pass_minutes(&app, id, backend, 17).await;
+    let status = app.status(id).await;
+    assert_eq!(status["stage"], "Failed");
+    assert_eq!(status["failure"]["code"], "SizeMismatch");
+    assert!(
+        status["failure"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("replaced before its URL expired"),
+        "{status}"
+    );
+    assert_error(
+        app.approve(id, "download", Some(BOB), None).await,
+        409,
+        "WrongStage",
+    )
+    .await;
+}
+
 /// Large files go in blocks (what the Azure SDKs and AzCopy send): Put Block for each, then
 /// Put Block List; the blocks become the file in the listed order, on both backends.
 async fn an_upload_url_takes_a_file_in_blocks_as_the_sdks_send_it(backend: Backend) {
@@ -492,4 +538,5 @@ crate::on_every_backend!(
     a_blob_created_event_starts_the_file_in_either_schema,
     events_that_are_not_an_upload_of_ours_are_acknowledged,
     an_upload_url_takes_a_file_in_blocks_as_the_sdks_send_it,
+    bytes_replaced_with_another_size_before_the_url_expired_fail_the_file,
 );
