@@ -297,6 +297,16 @@ fn counting_analyze(
 }
 
 async fn engine_on(store: Arc<dyn Storage>, backend: &Backend, registry: Registry) -> Engine {
+    engine_with(store, backend, registry, EngineOptions::default()).await
+}
+
+/// An engine with `options`, on the backend's table, index table and work queue.
+async fn engine_with(
+    store: Arc<dyn Storage>,
+    backend: &Backend,
+    registry: Registry,
+    options: EngineOptions,
+) -> Engine {
     let engine = Engine::new(
         store,
         Arc::new(backend.clock.clone()),
@@ -305,7 +315,7 @@ async fn engine_on(store: Arc<dyn Storage>, backend: &Backend, registry: Registr
             table: backend.table.clone(),
             index_table: backend.index_table(),
             work_queue: backend.queue.clone(),
-            ..EngineOptions::default()
+            ..options
         },
     );
     engine
@@ -321,26 +331,15 @@ async fn engine_with_quick_standby(
     backend: &Backend,
     registry: Registry,
 ) -> Engine {
-    let engine = Engine::new(
-        store,
-        Arc::new(backend.clock.clone()),
-        registry,
-        EngineOptions {
-            table: backend.table.clone(),
-            index_table: backend.index_table(),
-            work_queue: backend.queue.clone(),
-            standby: Standby {
-                after: std::time::Duration::from_millis(50),
-                hidden: std::time::Duration::from_secs(1),
-            },
-            ..EngineOptions::default()
-        },
-    );
-    engine
-        .ensure_storage()
-        .await
-        .expect("the table and queue exist");
-    engine
+    let standby = Standby {
+        after: std::time::Duration::from_millis(50),
+        hidden: std::time::Duration::from_secs(1),
+    };
+    let options = EngineOptions {
+        standby,
+        ..EngineOptions::default()
+    };
+    engine_with(store, backend, registry, options).await
 }
 
 /// Takes the queue's visible messages as the Functions host does: hidden for 10 minutes.

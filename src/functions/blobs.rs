@@ -44,7 +44,7 @@ pub trait UploadListener: Send + Sync + 'static {
     /// The most bytes blob `name` may hold (its declared size), if the app knows one.
     async fn max_bytes(&self, name: &str) -> Option<u64>;
     /// The blob has committed: for the app, the upload's commit (it starts the workflow).
-    async fn committed(&self, name: &str, properties: &BlobProperties);
+    async fn committed(&self, name: &str);
 }
 
 #[derive(Clone)]
@@ -52,6 +52,33 @@ struct BlobsState {
     store: Arc<EmbeddedStore>,
     clock: Arc<dyn Clock>,
     listener: Option<Arc<dyn UploadListener>>,
+}
+
+impl BlobsState {
+    /// The upload link a request to blob `name` presents, checked against the clock's now.
+    fn link<'a>(&self, name: &'a str, query: &'a SignedQuery) -> UploadLink<'a> {
+        UploadLink {
+            container: UPLOAD_CONTAINER,
+            name,
+            query,
+            now: self.clock.now(),
+        }
+    }
+
+    async fn max_bytes(&self, name: &str) -> Option<u64> {
+        match &self.listener {
+            Some(listener) => listener.max_bytes(name).await,
+            None => None,
+        }
+    }
+
+    /// Answers a committed upload, once the listener has heard of it.
+    async fn committed(&self, name: &str, props: &BlobProperties) -> Response {
+        if let Some(listener) = &self.listener {
+            listener.committed(name).await;
+        }
+        created(props)
+    }
 }
 
 /// The signed-link routes. `clock` decides when links expire; `listener` hears of uploads.
@@ -150,34 +177,16 @@ async fn take_upload(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("application/octet-stream")
         .to_owned();
-    let max_bytes = match &state.listener {
-        Some(listener) => listener.max_bytes(&name).await,
-        None => None,
+    let options = PutBlobOptions {
+        content_type,
+        max_bytes: state.max_bytes(&name).await,
     };
-    let body = byte_stream(body);
     let written = state
         .store
-        .write_signed(
-            &UploadLink {
-                container: UPLOAD_CONTAINER,
-                name: &name,
-                query: &query,
-                now: state.clock.now(),
-            },
-            body,
-            &PutBlobOptions {
-                content_type,
-                max_bytes,
-            },
-        )
+        .write_signed(&state.link(&name, &query), byte_stream(body), &options)
         .await;
     match written {
-        Ok(props) => {
-            if let Some(listener) = &state.listener {
-                listener.committed(&name, &props).await;
-            }
-            created(&props)
-        }
+        Ok(props) => state.committed(&name, &props).await,
         Err(e) => write_refused(e),
     }
 }
@@ -190,26 +199,18 @@ async fn take_block(
     block_id: String,
     body: Body,
 ) -> Response {
-    let max_bytes = match &state.listener {
-        Some(listener) => listener.max_bytes(&name).await,
-        None => None,
-    };
+    let max_bytes = state.max_bytes(&name).await;
     let staged = state
         .store
         .stage_block_signed(
-            &UploadLink {
-                container: UPLOAD_CONTAINER,
-                name: &name,
-                query: &query,
-                now: state.clock.now(),
-            },
+            &state.link(&name, &query),
             &block_id,
             byte_stream(body),
             max_bytes,
         )
         .await;
     match staged {
-        Ok(_) => StatusCode::CREATED.into_response(),
+        Ok(()) => StatusCode::CREATED.into_response(),
         Err(e) => write_refused(e),
     }
 }
@@ -250,33 +251,16 @@ async fn take_block_list(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("application/octet-stream")
         .to_owned();
-    let max_bytes = match &state.listener {
-        Some(listener) => listener.max_bytes(&name).await,
-        None => None,
+    let options = PutBlobOptions {
+        content_type,
+        max_bytes: state.max_bytes(&name).await,
     };
     let committed = state
         .store
-        .commit_blocks_signed(
-            &UploadLink {
-                container: UPLOAD_CONTAINER,
-                name: &name,
-                query: &query,
-                now: state.clock.now(),
-            },
-            &block_ids,
-            &PutBlobOptions {
-                content_type,
-                max_bytes,
-            },
-        )
+        .commit_blocks_signed(&state.link(&name, &query), &block_ids, &options)
         .await;
     match committed {
-        Ok(props) => {
-            if let Some(listener) = &state.listener {
-                listener.committed(&name, &props).await;
-            }
-            created(&props)
-        }
+        Ok(props) => state.committed(&name, &props).await,
         Err(e) => write_refused(e),
     }
 }

@@ -18,7 +18,6 @@ use super::{api_time, AppState};
 use crate::domain::{ContentType, FileId, FileName};
 use crate::error::ApiError;
 use crate::files::{Files, NewDirectUpload};
-use crate::store::BlobProperties;
 
 /// The embedded store's upload route, told of the blob it is taking: the declared size caps
 /// the body (a larger one is refused before it commits), and the commit starts the workflow,
@@ -32,7 +31,7 @@ impl UploadListener for StartOnCommit {
         self.0.declared_size(id).await
     }
 
-    async fn committed(&self, name: &str, _properties: &BlobProperties) {
+    async fn committed(&self, name: &str) {
         let Ok(id) = FileId::parse(name) else {
             return;
         };

@@ -22,6 +22,23 @@ async fn declare(app: &TestApp, body: Value) -> reqwest::Response {
         .expect("declare")
 }
 
+/// A file id and its upload URL.
+struct Ticket {
+    id: String,
+    url: String,
+}
+
+/// Declares an upload that must be accepted.
+async fn open_upload(app: &TestApp, body: Value) -> Ticket {
+    let response = declare(app, body).await;
+    assert_eq!(response.status(), 201);
+    let ticket: Value = response.json().await.unwrap();
+    Ticket {
+        id: ticket["id"].as_str().unwrap().to_owned(),
+        url: ticket["uploadUrl"].as_str().unwrap().to_owned(),
+    }
+}
+
 async fn put(url: &str, bytes: &'static [u8]) -> reqwest::Response {
     reqwest::Client::new()
         .put(url)
@@ -170,18 +187,9 @@ async fn an_upload_of_another_size_than_declared_fails_the_file(backend: Backend
         return;
     };
     // Fewer bytes than declared: the file fails before anyone reviews it.
-    let ticket: Value = declare(&app, json!({"name": "short.pdf", "size": 1000}))
-        .await
-        .json()
-        .await
-        .unwrap();
-    let id = ticket["id"].as_str().unwrap();
-    assert_eq!(
-        put(ticket["uploadUrl"].as_str().unwrap(), FIRST)
-            .await
-            .status(),
-        201
-    );
+    let ticket = open_upload(&app, json!({"name": "short.pdf", "size": 1000})).await;
+    let id = ticket.id.as_str();
+    assert_eq!(put(ticket.url.as_str(), FIRST).await.status(), 201);
     let status: Value = complete(&app, id).await.json().await.unwrap();
     assert_eq!(status["stage"], "Failed");
     assert_eq!(status["runtimeStatus"], "Failed");
@@ -202,13 +210,9 @@ async fn an_upload_of_another_size_than_declared_fails_the_file(backend: Backend
 
     // More bytes than declared: the embedded store refuses them before they commit; Azure
     // Storage takes them and the file fails like the short one.
-    let ticket: Value = declare(&app, json!({"name": "long.pdf", "size": 8}))
-        .await
-        .json()
-        .await
-        .unwrap();
-    let id = ticket["id"].as_str().unwrap();
-    let response = put(ticket["uploadUrl"].as_str().unwrap(), FIRST).await;
+    let ticket = open_upload(&app, json!({"name": "long.pdf", "size": 8})).await;
+    let id = ticket.id.as_str();
+    let response = put(ticket.url.as_str(), FIRST).await;
     match backend {
         Backend::Embedded => {
             assert_eq!(response.status(), 413);
@@ -226,12 +230,8 @@ async fn an_upload_that_never_arrives_is_swept_once_its_url_has_expired(backend:
     let Some(app) = spawn_app_on(backend, Mode::Local).await else {
         return;
     };
-    let ticket: Value = declare(&app, json!({"name": "never.pdf", "size": 10}))
-        .await
-        .json()
-        .await
-        .unwrap();
-    let id = ticket["id"].as_str().unwrap();
+    let ticket = open_upload(&app, json!({"name": "never.pdf", "size": 10})).await;
+    let id = ticket.id.as_str();
     // Within the URL's life and the hour after it, the upload may still come.
     app.clock.advance(chrono::Duration::minutes(70));
     app.state.files.sweep_uploads().await.unwrap();
@@ -307,13 +307,7 @@ async fn invoke_uploaded(app: &TestApp, event: Value) -> reqwest::Response {
         "Data": { "event": event },
         "Metadata": { "sys": { "MethodName": "uploaded", "UtcNow": "2026-11-30T22:00:00Z", "RandGuid": "0f8fad5b-d9cb-469f-a165-70867728950e" } }
     });
-    app.client
-        .post(app.url("/uploaded"))
-        .header("Content-Type", "application/json; charset=utf-8")
-        .body(body.to_string())
-        .send()
-        .await
-        .expect("invocation")
+    crate::invocation::invoke_function(app, "uploaded", body.to_string()).await
 }
 
 async fn logs_of(response: reqwest::Response) -> String {
@@ -330,18 +324,9 @@ async fn a_blob_created_event_starts_the_file_in_either_schema(backend: Backend)
         return;
     };
     for (fixture, batch) in [(EVENT_GRID, false), (CLOUD_EVENT, true)] {
-        let ticket: Value = declare(&app, json!({"name": "event.pdf", "size": FIRST.len()}))
-            .await
-            .json()
-            .await
-            .unwrap();
-        let id = ticket["id"].as_str().unwrap();
-        assert_eq!(
-            put(ticket["uploadUrl"].as_str().unwrap(), FIRST)
-                .await
-                .status(),
-            201
-        );
+        let ticket = open_upload(&app, json!({"name": "event.pdf", "size": FIRST.len()})).await;
+        let id = ticket.id.as_str();
+        assert_eq!(put(ticket.url.as_str(), FIRST).await.status(), 201);
         let one = event(fixture, id);
         let payload = if batch {
             json!([one.clone()])
@@ -399,13 +384,9 @@ async fn bytes_replaced_with_another_size_before_the_url_expired_fail_the_file(b
     let Some(app) = spawn_app_on(backend, Mode::Local).await else {
         return;
     };
-    let ticket: Value = declare(&app, json!({"name": "swap.pdf", "size": FIRST.len()}))
-        .await
-        .json()
-        .await
-        .unwrap();
-    let id = ticket["id"].as_str().unwrap();
-    let url = ticket["uploadUrl"].as_str().unwrap();
+    let ticket = open_upload(&app, json!({"name": "swap.pdf", "size": FIRST.len()})).await;
+    let id = ticket.id.as_str();
+    let url = ticket.url.as_str();
     assert_eq!(put(url, FIRST).await.status(), 201);
     complete(&app, id).await;
     assert_eq!(
@@ -446,16 +427,13 @@ async fn an_upload_url_takes_a_file_in_blocks_as_the_sdks_send_it(backend: Backe
     };
     let parts: [&[u8]; 3] = [b"first block, ", b"second block, ", b"third."];
     let whole: Vec<u8> = parts.concat();
-    let ticket: Value = declare(
+    let ticket = open_upload(
         &app,
         json!({"name": "blocks.txt", "size": whole.len(), "contentType": "text/plain"}),
     )
-    .await
-    .json()
-    .await
-    .unwrap();
-    let id = ticket["id"].as_str().unwrap();
-    let url = ticket["uploadUrl"].as_str().unwrap();
+    .await;
+    let id = ticket.id.as_str();
+    let url = ticket.url.as_str();
     let client = reqwest::Client::new();
     let block_id = |i: usize| {
         use base64::Engine as _;
@@ -506,12 +484,8 @@ async fn an_upload_url_takes_a_file_in_blocks_as_the_sdks_send_it(backend: Backe
     assert_eq!(status["analysis"]["isText"], true);
 
     // A block list naming a block never staged commits nothing.
-    let ticket: Value = declare(&app, json!({"name": "gap.txt", "size": 10}))
-        .await
-        .json()
-        .await
-        .unwrap();
-    let url = ticket["uploadUrl"].as_str().unwrap();
+    let ticket = open_upload(&app, json!({"name": "gap.txt", "size": 10})).await;
+    let url = ticket.url.as_str();
     let response = client
         .put(format!("{url}&comp=blocklist"))
         .body(format!(
@@ -523,7 +497,7 @@ async fn an_upload_url_takes_a_file_in_blocks_as_the_sdks_send_it(backend: Backe
         .unwrap();
     assert_eq!(response.status(), 400);
     assert_error(
-        complete(&app, ticket["id"].as_str().unwrap()).await,
+        complete(&app, ticket.id.as_str()).await,
         409,
         "UploadIncomplete",
     )

@@ -216,6 +216,19 @@ impl TestApp {
         response.json().await.expect("json")
     }
 
+    /// The file's workflow history, as the engine keeps it.
+    pub async fn history(&self, id: &str) -> Vec<file_approver::engine::HistoryEvent> {
+        self.state
+            .files
+            .engine()
+            .status(id, true)
+            .await
+            .expect("status")
+            .expect("an instance")
+            .history
+            .unwrap_or_default()
+    }
+
     /// Runs the work queue until nothing visible is left (what the work function or local
     /// mode's driver would do; no sleeping).
     pub async fn idle(&self) {

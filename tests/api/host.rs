@@ -16,7 +16,7 @@ use file_approver::store::{ReceivedMessage, Storage};
 use serde_json::Value;
 
 use crate::helpers::{spawn_app_on, spawn_app_with, Backend, Mode, Options, TestApp, ALICE, BOB};
-use crate::invocation::{blob_trigger_payload, invoke_ok, record_binding};
+use crate::invocation::{blob_trigger_payload, invoke_function, invoke_ok, record_binding};
 use file_approver::functions::invocation::host_queue_invocation;
 
 /// What `host.json`'s `extensions.queues` asks of the host.
@@ -206,26 +206,7 @@ impl<'a> HostQueue<'a> {
     async fn invoke(&self, message: &ReceivedMessage, item: &str) -> reqwest::StatusCode {
         self.invocations.fetch_add(1, Ordering::SeqCst);
         let body = host_queue_invocation(message, item, "work", Utc::now()).to_string();
-        let chunks: Vec<Result<Vec<u8>, std::io::Error>> = body
-            .into_bytes()
-            .chunks(512)
-            .map(|c| Ok(c.to_vec()))
-            .collect();
-        let response = self
-            .app
-            .client
-            .post(self.app.url("/work"))
-            .header("Content-Type", "application/json; charset=utf-8")
-            .header("X-Azure-Functions-HostVersion", "4.1037.0.23568")
-            .header(
-                "X-Azure-Functions-InvocationId",
-                uuid::Uuid::new_v4().to_string(),
-            )
-            .header("User-Agent", "Azure-Functions-Host/4.1037.0.23568")
-            .body(reqwest::Body::wrap_stream(futures::stream::iter(chunks)))
-            .send()
-            .await
-            .expect("the invocation");
+        let response = invoke_function(self.app, "work", body).await;
         let status = response.status();
         if status.is_success() {
             // §3.1: a 2xx must carry the JSON envelope.
@@ -414,16 +395,7 @@ async fn work_that_keeps_failing_is_poisoned_by_the_host_and_finishes_once_reque
     );
     let status = app.status(&id).await;
     assert_eq!(status["stage"], "AwaitingDownloadApproval");
-    let history = app
-        .state
-        .files
-        .engine()
-        .status(&id, true)
-        .await
-        .unwrap()
-        .unwrap()
-        .history
-        .unwrap();
+    let history = app.history(&id).await;
     let completed = history
         .iter()
         .filter(|e| {

@@ -25,24 +25,35 @@ pub(crate) fn blob_trigger_payload(id: &str, content: &[u8], record: Value) -> S
     payload.to_string()
 }
 
-async fn invoke(app: &TestApp, body: String) -> reqwest::Response {
-    // The host sends invocations chunked (no Content-Length).
+/// Posts an invocation of `function` as the host sends it: chunked (no Content-Length), with
+/// the host's headers.
+pub(crate) async fn invoke_function(
+    app: &TestApp,
+    function: &str,
+    body: String,
+) -> reqwest::Response {
     let chunks: Vec<Result<Vec<u8>, std::io::Error>> = body
         .into_bytes()
-        .chunks(1000)
+        .chunks(512)
         .map(|c| Ok(c.to_vec()))
         .collect();
     app.client
-        .post(app.url("/orchestrator"))
+        .post(app.url(&format!("/{function}")))
         .header("Content-Type", "application/json; charset=utf-8")
+        .header("X-Azure-Functions-HostVersion", "4.1037.0.23568")
         .header(
             "X-Azure-Functions-InvocationId",
-            "9a7d1c52-08e4-4b6e-b0a3-3c1f2e5d6a77",
+            uuid::Uuid::new_v4().to_string(),
         )
+        .header("User-Agent", "Azure-Functions-Host/4.1037.0.23568")
         .body(reqwest::Body::wrap_stream(futures::stream::iter(chunks)))
         .send()
         .await
-        .expect("invocation")
+        .expect("the invocation")
+}
+
+async fn invoke(app: &TestApp, body: String) -> reqwest::Response {
+    invoke_function(app, "orchestrator", body).await
 }
 
 pub(crate) async fn invoke_ok(app: &TestApp, body: String) -> Value {
@@ -112,16 +123,7 @@ async fn blob_trigger_starts_the_workflow_once_however_often_it_is_delivered(bac
     assert_eq!(status["name"], "report.csv");
     assert_eq!(status["contentType"], "text/csv");
     assert_eq!(status["size"], content.len());
-    let history = app
-        .state
-        .files
-        .engine()
-        .status(&id, true)
-        .await
-        .unwrap()
-        .unwrap()
-        .history
-        .unwrap();
+    let history = app.history(&id).await;
     let started = history
         .iter()
         .filter(|e| {

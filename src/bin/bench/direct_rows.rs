@@ -146,6 +146,25 @@ async fn embedded(
         peak as f64 / MIB,
         size_label(size)
     ));
+    if ctx.python.is_some() {
+        // The official SDK sends a file this large in blocks (Put Block + Put Block List): the
+        // embedded store's route must take them, and its commit must start the workflow.
+        let (id, url) = declare(&api, "direct.bin", size).await?;
+        settle_disk().await?;
+        let seconds = sdk_upload(ctx, vec!["url".into(), url, path_arg(file)]).await?;
+        api.wait_for_stage(
+            &id,
+            crate::api::AWAITING_UPLOAD,
+            Duration::from_millis(50),
+            Duration::from_secs(60),
+        )
+        .await?;
+        report.note(format!(
+            "upload URL, embedded: the Python SDK (azure-storage-blob) sent {} in blocks at {:.0} MiB/s, and the file reached AwaitingUploadApproval",
+            size_label(size),
+            size as f64 / MIB / seconds
+        ));
+    }
     drop(app);
     std::fs::remove_dir_all(&data_dir).context(|| format!("remove {}", data_dir.display()))?;
     Ok(())

@@ -472,6 +472,29 @@ async fn sha2_of_file(path: PathBuf) -> Result<String> {
     .context(|| format!("hash {shown} with sha2"))
 }
 
+/// A work queue of the row's own, so that no other row's work reaches its processes.
+fn takeover_queue(prefix: &str) -> String {
+    format!(
+        "{prefix}-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    )
+}
+
+/// The environment of one of a takeover row's processes (local mode sweeps nothing: only the
+/// killed work is measured).
+fn takeover_vars(
+    ctx: &Context,
+    connection_string: &str,
+    queue: &str,
+    name: &str,
+    size: u64,
+) -> Result<Vec<(String, String)>> {
+    let mut vars = app_vars(&ctx.work.dir(name)?, Some(connection_string), Some(size));
+    vars.push(("FILE_APPROVER_WORK_QUEUE".into(), queue.to_owned()));
+    vars.push(("FILE_APPROVER_SWEEP_INTERVAL_SECS".into(), "0".into()));
+    Ok(vars)
+}
+
 /// A process killed mid-analysis, on Azurite (two processes share its queue; the embedded store
 /// belongs to one process): time from the kill to the analysis finished by another process.
 /// The mechanism (README, "How work survives a crash"): the local driver holds a received
@@ -489,20 +512,8 @@ pub async fn takeover(ctx: &Context, report: &mut Report) -> Result<()> {
         let file = file.clone();
         blocking(move || data::write_random_file(&file, size)).await?;
     }
-    let queue = format!(
-        "takeover-{}",
-        &uuid::Uuid::new_v4().simple().to_string()[..12]
-    );
-    let vars = |name: &str| -> Result<Vec<(String, String)>> {
-        let mut vars = app_vars(
-            &ctx.work.dir(name)?,
-            Some(&azurite.connection_string),
-            Some(size),
-        );
-        vars.push(("FILE_APPROVER_WORK_QUEUE".into(), queue.clone()));
-        vars.push(("FILE_APPROVER_SWEEP_INTERVAL_SECS".into(), "0".into()));
-        Ok(vars)
-    };
+    let queue = takeover_queue("takeover");
+    let vars = |name: &str| takeover_vars(ctx, &azurite.connection_string, &queue, name, size);
     let first = start_child(
         ctx.handler.clone(),
         Mode::Local,
@@ -583,19 +594,8 @@ async fn takeover_under_host(
     let Some(azurite) = &ctx.azurite else {
         return failed("Azurite is not available (run scripts/bench, or npm ci)");
     };
-    let queue = format!(
-        "hosttakeover-{}",
-        &uuid::Uuid::new_v4().simple().to_string()[..12]
-    );
-    let vars = |name: &str| -> Result<Vec<(String, String)>> {
-        let mut vars = app_vars(
-            &ctx.work.dir(name)?,
-            Some(&azurite.connection_string),
-            Some(size),
-        );
-        vars.push(("FILE_APPROVER_WORK_QUEUE".into(), queue.clone()));
-        Ok(vars)
-    };
+    let queue = takeover_queue("hosttakeover");
+    let vars = |name: &str| takeover_vars(ctx, &azurite.connection_string, &queue, name, size);
     let store = AzureStore::from_connection_string(&azurite.connection_string)?;
     let first = start_child(
         ctx.handler.clone(),

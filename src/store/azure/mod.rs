@@ -96,6 +96,30 @@ impl fmt::Debug for AzureStore {
 }
 
 impl AzureStore {
+    /// A service SAS for one blob, signed locally with the account key.
+    fn sas_url(
+        &self,
+        container: &str,
+        name: &str,
+        expires_at: chrono::DateTime<chrono::Utc>,
+        grant: sas::Grant<'_>,
+    ) -> StoreResult<String> {
+        let blob_url = self
+            .blob(container, name)?
+            .url()
+            .map_err(|e| map_error("blob URL", e))?;
+        sas::BlobSas {
+            account: &self.settings.account,
+            key: &self.settings.key,
+            blob_url,
+            container,
+            blob: name,
+            expires_at,
+            grant,
+        }
+        .url()
+    }
+
     /// Connects (lazily: no request is made here) with a storage connection string:
     /// `UseDevelopmentStorage=true` for Azurite on its default ports, or
     /// `DefaultEndpointsProtocol=…;AccountName=…;AccountKey=…[;EndpointSuffix=…]
@@ -244,32 +268,15 @@ impl Storage for AzureStore {
     }
 
     fn signed_read_url(&self, request: &SignedUrlRequest<'_>) -> StoreResult<String> {
-        let client = self.blob(request.container, request.name)?;
-        let blob_url = client.url().map_err(|e| map_error("blob URL", e))?;
-        sas::ReadSas {
-            account: &self.settings.account,
-            key: &self.settings.key,
-            blob_url,
-            container: request.container,
-            blob: request.name,
-            expires_at: request.expires_at,
+        let grant = sas::Grant::Read {
             download_name: request.download_name,
-        }
-        .url()
+        };
+        self.sas_url(request.container, request.name, request.expires_at, grant)
     }
 
     fn signed_write_url(&self, request: &SignedWriteRequest<'_>) -> StoreResult<String> {
-        let client = self.blob(request.container, request.name)?;
-        let blob_url = client.url().map_err(|e| map_error("blob URL", e))?;
-        sas::WriteSas {
-            account: &self.settings.account,
-            key: &self.settings.key,
-            blob_url,
-            container: request.container,
-            blob: request.name,
-            expires_at: request.expires_at,
-        }
-        .url()
+        let grant = sas::Grant::Write;
+        self.sas_url(request.container, request.name, request.expires_at, grant)
     }
 
     async fn ensure_table(&self, table: &str) -> StoreResult<()> {

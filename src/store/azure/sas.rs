@@ -30,7 +30,15 @@ const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'~');
 
 /// What one link grants.
-pub(crate) struct ReadSas<'a> {
+pub(crate) enum Grant<'a> {
+    /// Read, answered with `Content-Disposition: attachment` under `download_name`.
+    Read { download_name: &'a str },
+    /// Create and write (Put Blob, Put Block, Put Block List): no read, no delete, no list.
+    Write,
+}
+
+/// A service SAS for one blob (`sr=b`).
+pub(crate) struct BlobSas<'a> {
     pub account: &'a str,
     pub key: &'a [u8],
     /// The blob's URL (the endpoint, container and name, path-encoded), without a query.
@@ -38,70 +46,18 @@ pub(crate) struct ReadSas<'a> {
     pub container: &'a str,
     pub blob: &'a str,
     pub expires_at: DateTime<Utc>,
-    pub download_name: &'a str,
-}
-
-impl ReadSas<'_> {
-    /// The blob URL with the SAS query appended.
-    pub fn url(&self) -> Result<String, StoreError> {
-        BlobSas {
-            account: self.account,
-            key: self.key,
-            blob_url: &self.blob_url,
-            container: self.container,
-            blob: self.blob,
-            expires_at: self.expires_at,
-            permissions: "r",
-            disposition: Some(attachment_disposition(self.download_name)),
-        }
-        .url()
-    }
-}
-
-/// An upload link: create and write (Put Blob, Put Block, Put Block List) of one blob, nothing
-/// else — no read, no delete, no list.
-pub(crate) struct WriteSas<'a> {
-    pub account: &'a str,
-    pub key: &'a [u8],
-    pub blob_url: Url,
-    pub container: &'a str,
-    pub blob: &'a str,
-    pub expires_at: DateTime<Utc>,
-}
-
-impl WriteSas<'_> {
-    pub fn url(&self) -> Result<String, StoreError> {
-        BlobSas {
-            account: self.account,
-            key: self.key,
-            blob_url: &self.blob_url,
-            container: self.container,
-            blob: self.blob,
-            expires_at: self.expires_at,
-            permissions: "cw",
-            disposition: None,
-        }
-        .url()
-    }
-}
-
-/// A service SAS for one blob (`sr=b`).
-struct BlobSas<'a> {
-    account: &'a str,
-    key: &'a [u8],
-    blob_url: &'a Url,
-    container: &'a str,
-    blob: &'a str,
-    expires_at: DateTime<Utc>,
-    permissions: &'a str,
-    /// `rscd`: the `Content-Disposition` a read answers with.
-    disposition: Option<String>,
+    pub grant: Grant<'a>,
 }
 
 impl BlobSas<'_> {
-    fn url(&self) -> Result<String, StoreError> {
+    /// The blob URL with the SAS query appended.
+    pub fn url(&self) -> Result<String, StoreError> {
         let expiry = self.expires_at.format("%Y-%m-%dT%H:%M:%SZ").to_string();
-        let disposition = self.disposition.as_deref().unwrap_or("");
+        let (permissions, disposition) = match self.grant {
+            Grant::Read { download_name } => ("r", attachment_disposition(download_name)),
+            Grant::Write => ("cw", String::new()),
+        };
+        let disposition = disposition.as_str();
         // Over https the link refuses plain http; over http (Azurite) it cannot.
         let protocol = if self.blob_url.scheme() == "https" {
             "https"
@@ -119,7 +75,7 @@ impl BlobSas<'_> {
         // Values are signed decoded, exactly as the service reads them back from the query.
         // No `st`: a start time only adds clock-skew failures.
         let string_to_sign = [
-            self.permissions,
+            permissions,
             "",
             &expiry,
             &canonical_resource,
@@ -141,7 +97,7 @@ impl BlobSas<'_> {
 
         let mut query = vec![
             ("sv", SAS_VERSION),
-            ("sp", self.permissions),
+            ("sp", permissions),
             ("sr", "b"),
             ("se", &expiry),
         ];
@@ -178,14 +134,16 @@ mod tests {
     #[test]
     fn url_carries_read_only_blob_scoped_fields() {
         let key = b"0123456789abcdef".to_vec();
-        let sas = ReadSas {
+        let sas = BlobSas {
             account: "devstoreaccount1",
             key: &key,
             blob_url: Url::parse("http://127.0.0.1:10000/devstoreaccount1/files/abc").unwrap(),
             container: "files",
             blob: "abc",
             expires_at: Utc.with_ymd_and_hms(2030, 1, 2, 3, 4, 5).unwrap(),
-            download_name: "a b.txt",
+            grant: Grant::Read {
+                download_name: "a b.txt",
+            },
         };
         let url = sas.url().unwrap();
         let (base, query) = url.split_once('?').unwrap();
@@ -221,14 +179,14 @@ mod tests {
 
     #[test]
     fn https_links_are_limited_to_https() {
-        let sas = ReadSas {
+        let sas = BlobSas {
             account: "acme",
             key: b"k",
             blob_url: Url::parse("https://acme.blob.core.windows.net/files/abc").unwrap(),
             container: "files",
             blob: "abc",
             expires_at: Utc.with_ymd_and_hms(2030, 1, 1, 0, 0, 0).unwrap(),
-            download_name: "x",
+            grant: Grant::Read { download_name: "x" },
         };
         assert!(sas.url().unwrap().contains("&spr=https&"));
     }

@@ -73,10 +73,6 @@ impl Drop for Staged {
 }
 
 impl Staged {
-    pub(super) fn size(&self) -> u64 {
-        self.size
-    }
-
     /// Keeps the written file under `target` (a staged block: no row, no intent).
     pub(super) fn persist_as(mut self, target: &Path) -> StoreResult<()> {
         fs::rename(&self.path, target).map_err(|e| io_error("rename into", target, e))?;

@@ -48,16 +48,15 @@ pub(super) async fn stage(
     block_id: &str,
     body: ByteStream,
     max_bytes: Option<u64>,
-) -> StoreResult<u64> {
+) -> StoreResult<()> {
     let file = block_file(block_id)?;
     let dir = staging_dir(blocks_root, container, name);
     tokio::fs::create_dir_all(&dir)
         .await
         .map_err(|e| io_error("create", &dir, e))?;
-    let staged = blobs::write_temp(&dir, body, max_bytes).await?;
-    let size = staged.size();
-    staged.persist_as(&dir.join(file))?;
-    Ok(size)
+    blobs::write_temp(&dir, body, max_bytes)
+        .await?
+        .persist_as(&dir.join(file))
 }
 
 /// The listed blocks, in order, as one stream; `Invalid` if one was never staged.

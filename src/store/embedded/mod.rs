@@ -209,14 +209,14 @@ impl EmbeddedStore {
     }
 
     /// Put Block through an upload link: stages block `block_id` of the blob the link grants
-    /// (at most `max_bytes`). Returns the block's size.
+    /// (at most `max_bytes`).
     pub async fn stage_block_signed(
         &self,
         link: &UploadLink<'_>,
         block_id: &str,
         body: ByteStream,
         max_bytes: Option<u64>,
-    ) -> Result<u64, SignedUrlError> {
+    ) -> Result<(), SignedUrlError> {
         self.verify_upload(link)?;
         Ok(blocks::stage(
             &self.inner.blocks_root,

@@ -189,10 +189,7 @@ impl Signer {
                 "se, rscd and sig are all required",
             ));
         };
-        let expiry: i64 = se
-            .parse()
-            .map_err(|_| SignedUrlError::Malformed("se is not a number of seconds"))?;
-        self.check(READ, container, name, expiry, rscd, sig, now)?;
+        self.check(READ, container, name, se, rscd, sig, now)?;
         Ok(rscd.clone())
     }
 
@@ -230,10 +227,7 @@ impl Signer {
         if query.rscd.is_some() {
             return Err(SignedUrlError::Malformed("an upload link has no rscd"));
         }
-        let expiry: i64 = se
-            .parse()
-            .map_err(|_| SignedUrlError::Malformed("se is not a number of seconds"))?;
-        self.check(sp, container, name, expiry, "", sig, now)?;
+        self.check(sp, container, name, se, "", sig, now)?;
         if sp != WRITE {
             // Signed, but for something else than an upload.
             return Err(SignedUrlError::BadSignature);
@@ -241,18 +235,21 @@ impl Signer {
         Ok(())
     }
 
-    /// The signature first (in constant time), then the expiry.
+    /// The signature first (in constant time), then the expiry (`se`, Unix seconds).
     #[allow(clippy::too_many_arguments)]
     fn check(
         &self,
         permission: &str,
         container: &str,
         name: &str,
-        expiry: i64,
+        se: &str,
         disposition: &str,
         sig: &str,
         now: DateTime<Utc>,
     ) -> Result<(), SignedUrlError> {
+        let expiry: i64 = se
+            .parse()
+            .map_err(|_| SignedUrlError::Malformed("se is not a number of seconds"))?;
         let signature =
             hex::decode(sig).map_err(|_| SignedUrlError::Malformed("sig is not hex"))?;
         self.mac(permission, container, name, expiry, disposition)
