@@ -242,7 +242,11 @@ pub fn urlencode(s: &str) -> String {
 
 /// Asserts an error response: status, JSON shape and stable code. Returns the error object.
 pub async fn assert_error(response: reqwest::Response, status: u16, code: &str) -> Value {
-    assert_eq!(response.status().as_u16(), status, "unexpected status");
+    let actual = response.status().as_u16();
+    if actual != status {
+        let body = response.text().await.unwrap_or_default();
+        panic!("expected status {status} ({code}), got {actual}: {body}");
+    }
     let content_type = response
         .headers()
         .get("content-type")
