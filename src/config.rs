@@ -7,6 +7,7 @@ use std::fmt;
 use std::path::PathBuf;
 
 use crate::domain::{Reviewers, ReviewersError};
+use crate::store::azure::{IdentityConnection, IdentityEndpoint, ManagedIdentity};
 
 /// How the process was started.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,6 +34,9 @@ impl RunMode {
 pub enum StorageSetting {
     /// `AzureWebJobsStorage`: a connection string (it holds the account key: never print it).
     Azure { connection_string: String },
+    /// `AzureWebJobsStorage__*`: the account's endpoints and the managed identity that opens
+    /// them; no key.
+    AzureIdentity(IdentityConnection),
     /// The embedded on-disk store.
     Embedded { data_dir: PathBuf },
 }
@@ -41,6 +45,9 @@ impl fmt::Debug for StorageSetting {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             StorageSetting::Azure { .. } => f.write_str("Azure { connection_string: <redacted> }"),
+            StorageSetting::AzureIdentity(connection) => {
+                f.debug_tuple("AzureIdentity").field(connection).finish()
+            }
             StorageSetting::Embedded { data_dir } => f
                 .debug_struct("Embedded")
                 .field("data_dir", data_dir)
@@ -53,6 +60,9 @@ impl fmt::Debug for StorageSetting {
 pub struct Settings {
     pub mode: RunMode,
     pub storage: StorageSetting,
+    /// `FILE_APPROVER_STORAGE_CA_FILE`: PEM certificates the Azure store trusts besides the
+    /// public roots.
+    pub storage_ca_file: Option<PathBuf>,
     /// Empty: approvals are not authenticated (reviewer `anonymous`).
     pub reviewers: Reviewers,
     pub max_upload_bytes: u64,
@@ -83,6 +93,7 @@ impl fmt::Debug for Settings {
         f.debug_struct("Settings")
             .field("mode", &self.mode)
             .field("storage", &self.storage)
+            .field("storage_ca_file", &self.storage_ca_file)
             .field("reviewers", &self.reviewers)
             .field("max_upload_bytes", &self.max_upload_bytes)
             .field("max_direct_upload_bytes", &self.max_direct_upload_bytes)
@@ -142,6 +153,7 @@ impl Settings {
         };
 
         let storage = storage(vars, &get, mode)?;
+        let storage_ca_file = get("FILE_APPROVER_STORAGE_CA_FILE").map(PathBuf::from);
 
         let reviewers = match get("FILE_APPROVER_REVIEWERS") {
             Some(raw) => {
@@ -222,6 +234,7 @@ impl Settings {
         Ok(Settings {
             mode,
             storage,
+            storage_ca_file,
             reviewers,
             max_upload_bytes,
             max_direct_upload_bytes,
@@ -270,20 +283,8 @@ fn storage<'a>(
             ))
         }
     }
-    // The host's identity-based forms (`AzureWebJobsStorage__accountName`, `__blobServiceUri`,
-    // `__credential`, ...; `:` in local.settings.json) need tokens this app cannot get yet.
-    let identity = vars.iter().find(|(k, v)| {
-        !v.trim().is_empty()
-            && (k.starts_with("AzureWebJobsStorage__") || k.starts_with("AzureWebJobsStorage:"))
-    });
-    if let Some((name, _)) = identity {
-        return Err(invalid(
-            STORAGE,
-            format!(
-                "{name} asks for an identity-based connection, which is not supported yet; \
-                 give AzureWebJobsStorage a connection string with AccountName and AccountKey"
-            ),
-        ));
+    if let Some(connection) = identity_connection(vars, get)? {
+        return Ok(StorageSetting::AzureIdentity(connection));
     }
     match (choice, mode) {
         (Some(_), _) => Err(invalid(
@@ -298,6 +299,115 @@ fn storage<'a>(
         )),
         (None, RunMode::Local { .. }) => Ok(embedded()),
     }
+}
+
+/// The host's identity-based connection (`AzureWebJobsStorage__accountName`, or the service
+/// URIs; `__credential`, `__clientId`; `:` instead of `__` in local.settings.json), read the
+/// way the Functions host reads it, with names matched without regard to case. `None` when no
+/// such setting is given.
+fn identity_connection<'a>(
+    vars: &'a HashMap<String, String>,
+    get: &impl Fn(&str) -> Option<&'a str>,
+) -> Result<Option<IdentityConnection>, ConfigError> {
+    const STORAGE: &str = "AzureWebJobsStorage";
+    let mut given: HashMap<String, (&str, &str)> = HashMap::new();
+    for (name, value) in vars {
+        let value = value.trim();
+        if value.is_empty() {
+            continue;
+        }
+        let Some(rest) = name
+            .strip_prefix("AzureWebJobsStorage__")
+            .or_else(|| name.strip_prefix("AzureWebJobsStorage:"))
+        else {
+            continue;
+        };
+        if given
+            .insert(rest.to_ascii_lowercase(), (name.as_str(), value))
+            .is_some()
+        {
+            return Err(invalid(
+                STORAGE,
+                format!("{rest} is given twice (with __ and with :)"),
+            ));
+        }
+    }
+    if given.is_empty() {
+        return Ok(None);
+    }
+    let mut take = |key: &str| given.remove(key).map(|(_, v)| v.to_owned());
+    let account_name = take("accountname");
+    let blob = take("blobserviceuri");
+    let service = take("serviceuri");
+    if blob.is_some() && service.is_some() {
+        return Err(invalid(
+            STORAGE,
+            "__blobServiceUri and __serviceUri are the same setting; give one",
+        ));
+    }
+    let blob_service_uri = blob.or(service);
+    let queue_service_uri = take("queueserviceuri");
+    let table_service_uri = take("tableserviceuri");
+    let credential = take("credential");
+    let client_id = take("clientid");
+    let resource_id = take("managedidentityresourceid");
+    if let Some((name, _)) = given.values().next() {
+        return Err(invalid(
+            STORAGE,
+            format!(
+                "{name} is not supported: this app connects with a managed identity only \
+                 (accountName or the service URIs, credential=managedidentity, clientId or \
+                 managedIdentityResourceId)"
+            ),
+        ));
+    }
+    // Without `credential` the host uses its default chain, which on Azure is the managed
+    // identity: the same here.
+    if let Some(credential) = credential {
+        if !credential.eq_ignore_ascii_case("managedidentity") {
+            return Err(invalid(
+                STORAGE,
+                format!(
+                    "__credential {:?} is not supported; give managedidentity",
+                    credential.chars().take(32).collect::<String>()
+                ),
+            ));
+        }
+    }
+    let identity = match (client_id, resource_id) {
+        (Some(_), Some(_)) => {
+            return Err(invalid(
+                STORAGE,
+                "give __clientId or __managedIdentityResourceId, not both",
+            ))
+        }
+        (Some(id), None) => ManagedIdentity::ClientId(id),
+        (None, Some(id)) => ManagedIdentity::ResourceId(id),
+        (None, None) => ManagedIdentity::SystemAssigned,
+    };
+    let endpoint = match (get("IDENTITY_ENDPOINT"), get("IDENTITY_HEADER")) {
+        (Some(url), Some(header)) => IdentityEndpoint {
+            url: url::Url::parse(url).map_err(|e| invalid("IDENTITY_ENDPOINT", e.to_string()))?,
+            header: header.to_owned(),
+        },
+        _ => {
+            return Err(invalid(
+                STORAGE,
+                "an identity-based connection needs the platform's managed-identity endpoint \
+                 (IDENTITY_ENDPOINT and IDENTITY_HEADER, set by App Service and Azure Functions \
+                 when the app has an identity); run elsewhere with a connection string in \
+                 AzureWebJobsStorage",
+            ))
+        }
+    };
+    Ok(Some(IdentityConnection {
+        account_name,
+        blob_service_uri,
+        queue_service_uri,
+        table_service_uri,
+        identity,
+        endpoint,
+    }))
 }
 
 fn parse_port(name: &'static str, raw: &str) -> Result<u16, ConfigError> {
@@ -373,23 +483,100 @@ mod tests {
         assert!(matches!(explicit.storage, StorageSetting::Embedded { .. }));
     }
 
-    #[test]
-    fn identity_based_storage_settings_are_refused_not_ignored() {
-        for mode in [None, Some("50308")] {
-            for name in [
-                "AzureWebJobsStorage__accountName",
-                "AzureWebJobsStorage__blobServiceUri",
-                "AzureWebJobsStorage__credential",
-            ] {
-                let mut given = vec![(name, "value")];
-                if let Some(port) = mode {
-                    given.push(("FUNCTIONS_CUSTOMHANDLER_PORT", port));
-                }
-                let err = Settings::from_vars(&vars(&given)).unwrap_err();
-                assert!(err.to_string().starts_with("AzureWebJobsStorage"), "{err}");
-                assert!(err.to_string().contains(name), "{err}");
-            }
+    const ENDPOINT: [(&str, &str); 2] = [
+        ("IDENTITY_ENDPOINT", "http://127.0.0.1:41234/msi/token"),
+        ("IDENTITY_HEADER", "platform-secret"),
+    ];
+
+    fn identity_of(pairs: &[(&str, &str)]) -> Result<IdentityConnection, ConfigError> {
+        let mut given = pairs.to_vec();
+        given.extend(ENDPOINT);
+        given.push(("FUNCTIONS_CUSTOMHANDLER_PORT", "50308"));
+        match Settings::from_vars(&vars(&given))?.storage {
+            StorageSetting::AzureIdentity(connection) => Ok(connection),
+            other => panic!("not an identity connection: {other:?}"),
         }
+    }
+
+    #[test]
+    fn identity_based_storage_is_read_as_the_host_reads_it() {
+        let c = identity_of(&[("AzureWebJobsStorage__accountName", "acme")]).unwrap();
+        assert_eq!(c.account_name.as_deref(), Some("acme"));
+        assert_eq!(c.identity, ManagedIdentity::SystemAssigned);
+        assert_eq!(c.endpoint.header, "platform-secret");
+
+        let c = identity_of(&[
+            ("AzureWebJobsStorage:blobServiceUri", "https://b.example"),
+            ("AzureWebJobsStorage__queueServiceUri", "https://q.example"),
+            ("AzureWebJobsStorage__TableServiceUri", "https://t.example"),
+            ("AzureWebJobsStorage__credential", "managedidentity"),
+            ("AzureWebJobsStorage__clientId", "0000-client"),
+        ])
+        .unwrap();
+        assert_eq!(c.blob_service_uri.as_deref(), Some("https://b.example"));
+        assert_eq!(c.queue_service_uri.as_deref(), Some("https://q.example"));
+        assert_eq!(c.table_service_uri.as_deref(), Some("https://t.example"));
+        assert_eq!(c.identity, ManagedIdentity::ClientId("0000-client".into()));
+
+        let c = identity_of(&[
+            ("AzureWebJobsStorage__serviceUri", "https://b.example"),
+            ("AzureWebJobsStorage__managedIdentityResourceId", "/subscriptions/x/id"),
+        ])
+        .unwrap();
+        assert_eq!(c.blob_service_uri.as_deref(), Some("https://b.example"));
+        assert_eq!(
+            c.identity,
+            ManagedIdentity::ResourceId("/subscriptions/x/id".into())
+        );
+    }
+
+    #[test]
+    fn identity_based_storage_refuses_what_it_cannot_honour() {
+        for (given, says) in [
+            (
+                vec![("AzureWebJobsStorage__credential", "clientsecret")],
+                "managedidentity",
+            ),
+            (
+                vec![("AzureWebJobsStorage__clientSecret", "s3cret")],
+                "AzureWebJobsStorage__clientSecret is not supported",
+            ),
+            (
+                vec![
+                    ("AzureWebJobsStorage__clientId", "a"),
+                    ("AzureWebJobsStorage__managedIdentityResourceId", "b"),
+                ],
+                "not both",
+            ),
+            (
+                vec![
+                    ("AzureWebJobsStorage__blobServiceUri", "https://b.example"),
+                    ("AzureWebJobsStorage__serviceUri", "https://b.example"),
+                ],
+                "give one",
+            ),
+        ] {
+            let err = identity_of(&given).unwrap_err().to_string();
+            assert!(err.starts_with("AzureWebJobsStorage"), "{err}");
+            assert!(err.contains(says), "{err}");
+            assert!(!err.contains("s3cret"), "{err}");
+        }
+        // Off the platform there is no token endpoint: said at start-up, not at first use.
+        let err = Settings::from_vars(&vars(&[("AzureWebJobsStorage__accountName", "acme")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("IDENTITY_ENDPOINT"), "{err}");
+    }
+
+    #[test]
+    fn identity_settings_never_show_the_endpoint_secret() {
+        let s = Settings::from_vars(&vars(&[
+            ("AzureWebJobsStorage__accountName", "acme"),
+            ENDPOINT[0],
+            ENDPOINT[1],
+        ]))
+        .unwrap();
+        assert!(!format!("{s:?}").contains("platform-secret"));
     }
 
     #[test]

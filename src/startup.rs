@@ -20,7 +20,7 @@ use crate::engine::{DriverOptions, Engine, EngineOptions, WorkDriver};
 use crate::error::ApiError;
 use crate::files::{Files, FilesError, Policy};
 use crate::functions::{self, blobs, uploads, AppState};
-use crate::store::azure::AzureStore;
+use crate::store::azure::{AzureOptions, AzureStore};
 use crate::store::budget::Budgeted;
 use crate::store::embedded::{EmbeddedOptions, EmbeddedStore};
 use crate::store::layer::Layered;
@@ -37,6 +37,12 @@ pub enum StartupError {
     },
     #[error("cannot open storage")]
     Storage(#[from] StoreError),
+    #[error("cannot read FILE_APPROVER_STORAGE_CA_FILE {path}")]
+    CaFile {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot prepare storage")]
     Prepare(#[from] FilesError),
     #[error("server failed")]
@@ -85,7 +91,17 @@ impl Application {
         let (store, embedded): (Arc<dyn Storage>, Option<Arc<EmbeddedStore>>) =
             match &settings.storage {
                 StorageSetting::Azure { connection_string } => (
-                    Arc::new(AzureStore::from_connection_string(connection_string)?),
+                    Arc::new(AzureStore::from_connection_string_with(
+                        connection_string,
+                        &azure_options(&settings)?,
+                    )?),
+                    None,
+                ),
+                StorageSetting::AzureIdentity(connection) => (
+                    Arc::new(AzureStore::with_identity(
+                        connection,
+                        &azure_options(&settings)?,
+                    )?),
                     None,
                 ),
                 StorageSetting::Embedded { data_dir } => {
@@ -365,4 +381,17 @@ mod tests {
         assert!(log.contains("path=/api/files"), "{log}");
         assert!(!log.contains("the-function-key"), "{log}");
     }
+}
+
+fn azure_options(settings: &Settings) -> Result<AzureOptions, StartupError> {
+    let extra_root_certificates = match &settings.storage_ca_file {
+        Some(path) => Some(std::fs::read(path).map_err(|source| StartupError::CaFile {
+            path: path.clone(),
+            source,
+        })?),
+        None => None,
+    };
+    Ok(AzureOptions {
+        extra_root_certificates,
+    })
 }

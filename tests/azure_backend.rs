@@ -220,6 +220,7 @@ async fn blob_with_link(
             expires_at: Utc::now() + expires_in,
             download_name: "Quartalsbericht \"Q3\" Übersicht.pdf",
         })
+        .await
         .unwrap();
     (container, name, content, url)
 }

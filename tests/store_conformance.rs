@@ -51,10 +51,10 @@ macro_rules! checks {
     };
 }
 
-/// The checks every backend must pass, plus `$extra` ones for this backend.
-macro_rules! conformance_suite {
-    ($backend:ident: $fixture:ident $(, $extra:ident)* $(,)?) => {
-        checks!($backend: $fixture =>
+/// Calls `$callback!` with the checks every backend must pass appended to `$args`.
+macro_rules! with_the_common_checks {
+    ($callback:ident ! ($($args:tt)*)) => {
+        $callback!($($args)*
             blob_round_trip,
             blob_names_follow_one_rule_everywhere,
             failed_stream_leaves_no_blob_and_keeps_the_older_one,
@@ -92,8 +92,25 @@ macro_rules! conformance_suite {
             a_sender_holds_and_withdraws_its_message_by_the_send_receipt,
             bad_queue_requests_are_refused,
             next_visible_says_when_a_worker_may_sleep_until,
-            $($extra,)*
         );
+    };
+}
+
+/// The checks every backend must pass, plus `$extra` ones for this backend.
+macro_rules! conformance_suite {
+    ($backend:ident: $fixture:ident $(, $extra:ident)* $(,)?) => {
+        with_the_common_checks!(checks!($backend: $fixture => $($extra,)*));
+    };
+}
+
+/// Every check in turn, each on a fresh fixture from `$fixture`, naming each as it starts (a
+/// failure's output then says which).
+macro_rules! in_sequence {
+    ($fixture:expr => $($check:ident),+ $(,)?) => {
+        $(
+            eprintln!("check: {}", stringify!($check));
+            file_approver::store::conformance::$check($fixture.await).await;
+        )+
     };
 }
 
@@ -107,6 +124,44 @@ mod embedded {
 
 mod azure {
     conformance_suite!(azure: azure_fixture);
+}
+
+/// The Azure backend without an account key: a managed identity's tokens and user-delegation
+/// links, against an Azurite over https with OAuth. One Azurite for the whole suite, so the
+/// checks run one after another in a single test.
+mod keyless {
+    use super::*;
+    use file_approver::store::testing::KeylessAzurite;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[cfg_attr(
+        azure_tests_skipped,
+        ignore = "needs Azurite: FILE_APPROVER_TEST_AZURE_STORAGE is unset (scripts/test installs Azurite and sets it)"
+    )]
+    async fn every_check_passes_on_an_account_without_keys() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let bin = file_approver::store::testing::PrivateAzurite::bin_in(std::path::Path::new(
+            env!("CARGO_MANIFEST_DIR"),
+        ));
+        let keyless = KeylessAzurite::start(&bin, dir.path())
+            .await
+            .expect("a keyless Azurite");
+        let store: Arc<dyn Storage> = Arc::new(
+            file_approver::store::azure::AzureStore::with_identity(
+                &keyless.connection(),
+                &keyless.options(),
+            )
+            .expect("the keyless store connects"),
+        );
+        let fixture = || async {
+            Fixture::new(Arc::clone(&store))
+                .await
+                .with_http(keyless.http_client())
+        };
+        with_the_common_checks!(in_sequence!(fixture() =>));
+        // One token served every request of the suite: it was cached, not fetched per request.
+        assert_eq!(keyless.tokens.issued(), 1);
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -308,7 +308,8 @@ impl Files {
             container: UPLOADS_CONTAINER,
             name: &id_text,
             expires_at,
-        })?;
+        })
+        .await?;
         self.store
             .insert_entity(FILES_TABLE, &record.to_entity())
             .await?;
@@ -639,7 +640,8 @@ impl Files {
             name: &id_text,
             expires_at,
             download_name: view.name(),
-        })?;
+        })
+        .await?;
         tracing::info!(file = %id, expires_at = %expires_at, "download link issued");
         Ok(DownloadGrant {
             view,

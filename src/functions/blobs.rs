@@ -580,7 +580,7 @@ mod tests {
 
     impl Served {
         /// The path and query of a link, as the route receives them.
-        fn link(&self, container: &str, name: &str) -> String {
+        async fn link(&self, container: &str, name: &str) -> String {
             let url = self
                 .store
                 .signed_read_url(&SignedUrlRequest {
@@ -589,6 +589,7 @@ mod tests {
                     expires_at: self.clock.now() + Duration::hours(1),
                     download_name: "notes.txt",
                 })
+                .await
                 .expect("url");
             url.trim_start_matches("http://files.test").to_owned()
         }
@@ -642,7 +643,7 @@ mod tests {
     async fn a_valid_link_streams_the_blob_with_its_headers() {
         let s = served().await;
         let response = s
-            .call(Method::GET, &s.link(SERVED_CONTAINER, "blob"), None)
+            .call(Method::GET, &s.link(SERVED_CONTAINER, "blob").await, None)
             .await;
         assert_eq!(response.status(), StatusCode::OK);
         assert_eq!(header_of(&response, header::CONTENT_TYPE), "text/plain");
@@ -662,7 +663,7 @@ mod tests {
     async fn head_answers_the_headers_without_the_body() {
         let s = served().await;
         let response = s
-            .call(Method::HEAD, &s.link(SERVED_CONTAINER, "blob"), None)
+            .call(Method::HEAD, &s.link(SERVED_CONTAINER, "blob").await, None)
             .await;
         assert_eq!(response.status(), StatusCode::OK);
         assert_eq!(header_of(&response, header::CONTENT_LENGTH), "10");
@@ -672,7 +673,7 @@ mod tests {
     #[tokio::test]
     async fn a_single_range_is_served_as_partial_content() {
         let s = served().await;
-        let link = s.link(SERVED_CONTAINER, "blob");
+        let link = s.link(SERVED_CONTAINER, "blob").await;
         let response = s.call(Method::GET, &link, Some("bytes=2-5")).await;
         assert_eq!(response.status(), StatusCode::PARTIAL_CONTENT);
         assert_eq!(header_of(&response, header::CONTENT_RANGE), "bytes 2-5/10");
@@ -690,7 +691,7 @@ mod tests {
     #[tokio::test]
     async fn writes_are_method_not_allowed() {
         let s = served().await;
-        let link = s.link(SERVED_CONTAINER, "blob");
+        let link = s.link(SERVED_CONTAINER, "blob").await;
         for method in [Method::PUT, Method::POST, Method::DELETE, Method::PATCH] {
             let response = s.call(method.clone(), &link, None).await;
             assert_eq!(
@@ -706,7 +707,7 @@ mod tests {
     #[tokio::test]
     async fn tampered_missing_or_foreign_links_are_refused() {
         let s = served().await;
-        let link = s.link(SERVED_CONTAINER, "blob");
+        let link = s.link(SERVED_CONTAINER, "blob").await;
         let (path, query) = link.split_once('?').expect("a query");
         let last = query.chars().last().expect("a signature");
         let flipped = if last == '0' { '1' } else { '0' };
@@ -715,7 +716,7 @@ mod tests {
             tampered,
             path.to_owned(),
             format!("{path}?sig=00"),
-            s.link("other", "blob"),
+            s.link("other", "blob").await,
             format!("/api/blobs/other-name?{query}"),
         ];
         for uri in cases {
@@ -732,7 +733,7 @@ mod tests {
     #[tokio::test]
     async fn a_link_is_refused_once_the_clock_passes_its_expiry() {
         let s = served().await;
-        let link = s.link(SERVED_CONTAINER, "blob");
+        let link = s.link(SERVED_CONTAINER, "blob").await;
         s.clock.advance(Duration::minutes(59));
         assert_eq!(
             s.call(Method::GET, &link, None).await.status(),
@@ -749,7 +750,7 @@ mod tests {
     #[tokio::test]
     async fn a_valid_link_to_a_missing_blob_is_not_found() {
         let s = served().await;
-        let link = s.link(SERVED_CONTAINER, "never-written");
+        let link = s.link(SERVED_CONTAINER, "never-written").await;
         let response = s.call(Method::GET, &link, None).await;
         assert_eq!(response.status(), StatusCode::NOT_FOUND);
         assert_eq!(error_code(response).await.0, "NotFound");

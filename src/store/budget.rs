@@ -107,6 +107,13 @@ impl Layer for Budgeted {
         .boxed()
     }
 
+    fn signing<'a>(
+        &'a self,
+        call: BoxFuture<'a, StoreResult<String>>,
+    ) -> BoxFuture<'a, StoreResult<String>> {
+        self.around(Op::SignedReadUrl, "", call)
+    }
+
     fn put_blob<'a>(
         &'a self,
         _container: &'a str,

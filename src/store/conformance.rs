@@ -108,6 +108,12 @@ impl Fixture {
         self
     }
 
+    /// Fetches signed URLs with `http` (one that trusts a test certificate).
+    pub fn with_http(mut self, http: reqwest::Client) -> Self {
+        self.http = http;
+        self
+    }
+
     pub fn with_restart(mut self, restart: impl Restart + 'static) -> Self {
         self.restart = Some(Box::new(restart));
         self
@@ -475,7 +481,8 @@ pub async fn blob_names_follow_one_rule_everywhere(fx: Fixture) {
                 name: bad,
                 expires_at: Utc::now() + Duration::hours(1),
                 download_name: "x",
-            }),
+            })
+            .await,
             &format!("link to {bad:?}"),
         );
     }
@@ -1199,6 +1206,7 @@ async fn signed_url(fx: &Fixture, name: &str, valid_for: Duration) -> String {
             expires_at: fx.clock.now() + valid_for,
             download_name: DISPLAY_NAME,
         })
+        .await
         .expect("signed_read_url")
 }
 
@@ -1344,6 +1352,7 @@ async fn upload_url(fx: &Fixture, valid_for: Duration) -> (String, String) {
             name: &name,
             expires_at: fx.clock.now() + valid_for,
         })
+        .await
         .expect("an upload URL");
     (name, url)
 }

@@ -135,8 +135,17 @@ pub trait Layer: Send + Sync + 'static {
         self.around(Op::GetBlob, container, call)
     }
 
-    /// A link signed locally: no request reaches the service.
+    /// A link signed locally: no request reaches the service (counted as none).
     fn signed_read_url(&self) {}
+
+    /// The signing of a link, which under a managed identity may first fetch a user-delegation
+    /// key (about once a day).
+    fn signing<'a>(
+        &'a self,
+        call: BoxFuture<'a, StoreResult<String>>,
+    ) -> BoxFuture<'a, StoreResult<String>> {
+        call
+    }
 
     /// An upload link signed locally: no request reaches the service.
     fn signed_write_url(&self) {}
@@ -211,14 +220,18 @@ impl<L: Layer> Storage for Layered<L> {
             .await
     }
 
-    fn signed_read_url(&self, request: &SignedUrlRequest<'_>) -> StoreResult<String> {
+    async fn signed_read_url(&self, request: &SignedUrlRequest<'_>) -> StoreResult<String> {
         self.layer.signed_read_url();
-        self.inner.signed_read_url(request)
+        self.layer
+            .signing(self.inner.signed_read_url(request))
+            .await
     }
 
-    fn signed_write_url(&self, request: &SignedWriteRequest<'_>) -> StoreResult<String> {
+    async fn signed_write_url(&self, request: &SignedWriteRequest<'_>) -> StoreResult<String> {
         self.layer.signed_write_url();
-        self.inner.signed_write_url(request)
+        self.layer
+            .signing(self.inner.signed_write_url(request))
+            .await
     }
 
     async fn ensure_table(&self, table: &str) -> StoreResult<()> {

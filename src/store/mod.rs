@@ -424,12 +424,13 @@ pub trait Storage: Send + Sync + 'static {
     async fn blob_properties(&self, container: &str, name: &str) -> StoreResult<BlobProperties>;
 
     /// A read-only URL for exactly one blob, valid until `expires_at`, that makes a browser save
-    /// the file under `download_name`. Computed locally: no request to the service.
-    fn signed_read_url(&self, request: &SignedUrlRequest<'_>) -> StoreResult<String>;
+    /// the file under `download_name`. Signed locally; under a managed identity the signing key
+    /// (a user-delegation key) is fetched from the service now and then, so this may wait on it.
+    async fn signed_read_url(&self, request: &SignedUrlRequest<'_>) -> StoreResult<String>;
 
     /// A create/write-only URL for exactly one blob, valid until `expires_at` (see
-    /// [`SignedWriteRequest`]). Computed locally: no request to the service.
-    fn signed_write_url(&self, request: &SignedWriteRequest<'_>) -> StoreResult<String>;
+    /// [`SignedWriteRequest`]). Signed like [`Storage::signed_read_url`].
+    async fn signed_write_url(&self, request: &SignedWriteRequest<'_>) -> StoreResult<String>;
 
     /// Creates the table if missing. Idempotent.
     async fn ensure_table(&self, table: &str) -> StoreResult<()>;

@@ -1,4 +1,7 @@
-//! Storage connection strings (`AzureWebJobsStorage`), parsed into endpoints and a key.
+//! How the app reaches its storage account: a connection string (`AzureWebJobsStorage`),
+//! parsed into endpoints and a key, or the host's identity-based settings
+//! (`AzureWebJobsStorage__accountName` or `__blobServiceUri`/`__queueServiceUri`/
+//! `__tableServiceUri`), which give endpoints and no key at all.
 //!
 //! The legacy `azure_storage` crate parses the keys but builds no clients from them and treats
 //! `UseDevelopmentStorage=true` as a mere flag, so the mapping lives here. Errors name the
@@ -9,6 +12,7 @@ use std::fmt;
 use base64::Engine as _;
 use url::Url;
 
+use super::identity::{IdentityEndpoint, ManagedIdentity};
 use crate::store::StoreError;
 
 /// Azurite's (and the old storage emulator's) fixed account.
@@ -20,12 +24,41 @@ const DEV_BLOB_ENDPOINT: &str = "http://127.0.0.1:10000/devstoreaccount1";
 const DEV_QUEUE_ENDPOINT: &str = "http://127.0.0.1:10001/devstoreaccount1";
 const DEV_TABLE_ENDPOINT: &str = "http://127.0.0.1:10002/devstoreaccount1";
 
+/// The host's identity-based connection, as its settings gave it: an account name (endpoints
+/// on the public cloud), or the service URIs (other clouds, private endpoints, Azurite), and
+/// the identity whose tokens open them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdentityConnection {
+    /// `AzureWebJobsStorage__accountName`.
+    pub account_name: Option<String>,
+    /// `AzureWebJobsStorage__blobServiceUri` (or `__serviceUri`).
+    pub blob_service_uri: Option<String>,
+    /// `AzureWebJobsStorage__queueServiceUri`.
+    pub queue_service_uri: Option<String>,
+    /// `AzureWebJobsStorage__tableServiceUri`.
+    pub table_service_uri: Option<String>,
+    pub identity: ManagedIdentity,
+    /// The platform's token endpoint (`IDENTITY_ENDPOINT`, `IDENTITY_HEADER`).
+    pub endpoint: IdentityEndpoint,
+}
+
+/// How requests are authorized.
+#[derive(Clone)]
+pub(crate) enum Credential {
+    /// The decoded account key (the HMAC key for SharedKey and SAS signatures).
+    Key(Vec<u8>),
+    /// Bearer tokens of a managed identity; links are signed with user-delegation keys.
+    Identity {
+        identity: ManagedIdentity,
+        endpoint: IdentityEndpoint,
+    },
+}
+
 /// Everything needed to reach one storage account.
 #[derive(Clone)]
 pub(crate) struct ConnectionSettings {
     pub account: String,
-    /// The decoded account key (the HMAC key for SharedKey and SAS signatures).
-    pub key: Vec<u8>,
+    pub credential: Credential,
     /// Without a trailing slash; path-style for Azurite (`http://host:port/account`).
     pub blob_endpoint: Url,
     pub queue_endpoint: Url,
@@ -36,7 +69,13 @@ impl fmt::Debug for ConnectionSettings {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ConnectionSettings")
             .field("account", &self.account)
-            .field("key", &"<redacted>")
+            .field(
+                "credential",
+                &match &self.credential {
+                    Credential::Key(_) => "account key <redacted>".to_owned(),
+                    Credential::Identity { identity, .. } => format!("{identity:?}"),
+                },
+            )
             .field("blob_endpoint", &self.blob_endpoint.as_str())
             .field("queue_endpoint", &self.queue_endpoint.as_str())
             .field("table_endpoint", &self.table_endpoint.as_str())
@@ -134,7 +173,7 @@ impl ConnectionSettings {
             }
             return Ok(ConnectionSettings {
                 account: DEV_ACCOUNT.to_owned(),
-                key: decode_key(DEV_KEY)?,
+                credential: Credential::Key(decode_key(DEV_KEY)?),
                 blob_endpoint: endpoint(DEV_BLOB_ENDPOINT, "BlobEndpoint")?,
                 queue_endpoint: endpoint(DEV_QUEUE_ENDPOINT, "QueueEndpoint")?,
                 table_endpoint: endpoint(DEV_TABLE_ENDPOINT, "TableEndpoint")?,
@@ -179,12 +218,103 @@ impl ConnectionSettings {
         )?;
         Ok(ConnectionSettings {
             account,
-            key,
+            credential: Credential::Key(key),
             blob_endpoint,
             queue_endpoint,
             table_endpoint,
         })
     }
+}
+
+impl ConnectionSettings {
+    /// The endpoints of an identity-based connection: each service's URI when given, else the
+    /// public cloud's for the account name. The account name (signed into every link) is the
+    /// given one, else read from the blob URI: its first host label
+    /// (`https://acme.blob.core.windows.net`), or its first path segment when the host is an
+    /// address (`https://127.0.0.1:10000/devstoreaccount1`, Azurite's path style).
+    pub fn from_identity(connection: &IdentityConnection) -> Result<Self, StoreError> {
+        let invalid = |why: String| StoreError::Invalid(format!("AzureWebJobsStorage__*: {why}"));
+        let account_name = connection
+            .account_name
+            .as_deref()
+            .map(str::trim)
+            .filter(|a| !a.is_empty());
+        if let Some(name) = account_name {
+            if !name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+            {
+                return Err(invalid(
+                    "accountName must be lowercase letters and digits".into(),
+                ));
+            }
+        }
+        let service = |given: &Option<String>, service: &str, setting: &str| {
+            match (given.as_deref().map(str::trim).filter(|u| !u.is_empty()), account_name) {
+                (Some(uri), _) => identity_endpoint(uri, setting),
+                (None, Some(name)) => identity_endpoint(
+                    &format!("https://{name}.{service}.core.windows.net"),
+                    setting,
+                ),
+                (None, None) => Err(invalid(format!(
+                    "{setting} is missing (give it, or accountName for the public cloud)"
+                ))),
+            }
+        };
+        let blob_endpoint = service(&connection.blob_service_uri, "blob", "blobServiceUri")?;
+        let queue_endpoint = service(&connection.queue_service_uri, "queue", "queueServiceUri")?;
+        let table_endpoint = service(&connection.table_service_uri, "table", "tableServiceUri")?;
+        let account = match account_name {
+            Some(name) => name.to_owned(),
+            None => account_of(&blob_endpoint).ok_or_else(|| {
+                invalid(
+                    "the account name cannot be read from blobServiceUri; give accountName too"
+                        .into(),
+                )
+            })?,
+        };
+        Ok(ConnectionSettings {
+            account,
+            credential: Credential::Identity {
+                identity: connection.identity.clone(),
+                endpoint: connection.endpoint.clone(),
+            },
+            blob_endpoint,
+            queue_endpoint,
+            table_endpoint,
+        })
+    }
+}
+
+/// A service URI of an identity-based connection: tokens travel only over https.
+fn identity_endpoint(raw: &str, setting: &str) -> Result<Url, StoreError> {
+    let url = endpoint(raw, setting).map_err(|e| match e {
+        StoreError::Invalid(m) => StoreError::Invalid(m.replace(
+            "storage connection string: ",
+            "AzureWebJobsStorage__*: ",
+        )),
+        other => other,
+    })?;
+    if url.scheme() != "https" {
+        return Err(StoreError::Invalid(format!(
+            "AzureWebJobsStorage__*: {setting} must be an https URL (bearer tokens are never sent \
+             over plain http)"
+        )));
+    }
+    Ok(url)
+}
+
+/// The account a blob endpoint belongs to.
+fn account_of(blob: &Url) -> Option<String> {
+    let name = match blob.host()? {
+        url::Host::Domain(domain) if domain != "localhost" => domain.split('.').next()?,
+        _ => blob.path_segments()?.next()?,
+    };
+    let valid = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    valid.then(|| name.to_owned())
 }
 
 fn invalid(why: String) -> StoreError {
@@ -244,7 +374,7 @@ mod tests {
             s.table_endpoint.as_str(),
             "http://127.0.0.1:10002/devstoreaccount1"
         );
-        assert_eq!(s.key.len(), 64);
+        assert!(matches!(&s.credential, Credential::Key(k) if k.len() == 64));
     }
 
     #[test]
@@ -262,7 +392,7 @@ mod tests {
             s.table_endpoint.as_str(),
             "https://acme.table.core.windows.net/"
         );
-        assert_eq!(s.key, b"key-bytes-for-testing-only");
+        assert!(matches!(&s.credential, Credential::Key(k) if k == b"key-bytes-for-testing-only"));
     }
 
     #[test]
@@ -384,5 +514,77 @@ mod tests {
     fn malformed_part_is_reported_by_position() {
         let m = message(parse("AccountName=acme;garbage").unwrap_err());
         assert!(m.contains("part 2"), "{m}");
+    }
+
+    fn identity(
+        account: Option<&str>,
+        blob: Option<&str>,
+        queue: Option<&str>,
+        table: Option<&str>,
+    ) -> Result<ConnectionSettings, StoreError> {
+        ConnectionSettings::from_identity(&IdentityConnection {
+            account_name: account.map(str::to_owned),
+            blob_service_uri: blob.map(str::to_owned),
+            queue_service_uri: queue.map(str::to_owned),
+            table_service_uri: table.map(str::to_owned),
+            identity: ManagedIdentity::SystemAssigned,
+            endpoint: IdentityEndpoint {
+                url: Url::parse("http://127.0.0.1:8081/msi/token").unwrap(),
+                header: "secret".into(),
+            },
+        })
+    }
+
+    #[test]
+    fn an_identity_account_name_gives_public_cloud_endpoints() {
+        let s = identity(Some("acme"), None, None, None).unwrap();
+        assert_eq!(s.account, "acme");
+        assert_eq!(s.blob_endpoint.as_str(), "https://acme.blob.core.windows.net/");
+        assert_eq!(s.queue_endpoint.as_str(), "https://acme.queue.core.windows.net/");
+        assert_eq!(s.table_endpoint.as_str(), "https://acme.table.core.windows.net/");
+        assert!(matches!(s.credential, Credential::Identity { .. }));
+        assert!(!format!("{s:?}").contains("secret"));
+    }
+
+    #[test]
+    fn identity_service_uris_win_and_name_the_account() {
+        let s = identity(
+            None,
+            Some("https://acme.blob.core.chinacloudapi.cn"),
+            Some("https://acme.queue.core.chinacloudapi.cn"),
+            Some("https://acme.table.core.chinacloudapi.cn"),
+        )
+        .unwrap();
+        assert_eq!(s.account, "acme");
+        assert_eq!(s.table_endpoint.host_str(), Some("acme.table.core.chinacloudapi.cn"));
+        // Azurite's path style: the account is the first path segment.
+        let s = identity(
+            None,
+            Some("https://127.0.0.1:10000/devstoreaccount1"),
+            Some("https://127.0.0.1:10001/devstoreaccount1"),
+            Some("https://127.0.0.1:10002/devstoreaccount1"),
+        )
+        .unwrap();
+        assert_eq!(s.account, "devstoreaccount1");
+    }
+
+    #[test]
+    fn an_identity_connection_refuses_plain_http_and_missing_services() {
+        let m = message(
+            identity(
+                None,
+                Some("http://127.0.0.1:10000/devstoreaccount1"),
+                Some("https://127.0.0.1:10001/devstoreaccount1"),
+                Some("https://127.0.0.1:10002/devstoreaccount1"),
+            )
+            .unwrap_err(),
+        );
+        assert!(m.contains("blobServiceUri must be an https URL"), "{m}");
+        let m = message(
+            identity(None, Some("https://acme.blob.core.windows.net"), None, None).unwrap_err(),
+        );
+        assert!(m.contains("queueServiceUri is missing"), "{m}");
+        let m = message(identity(Some("Not-Valid"), None, None, None).unwrap_err());
+        assert!(m.contains("accountName"), "{m}");
     }
 }

@@ -4,8 +4,11 @@
 //! module: everything is mapped to the storage layer's own types and to [`StoreError`]. What the
 //! crates lack is filled in here:
 //!
-//! - clients built from a connection string (`connection`), sharing one pooled HTTP client
-//!   with timeouts (the crates' default client has neither);
+//! - clients built from a connection string or from the host's identity-based settings
+//!   (`connection`), sharing one pooled HTTP client with timeouts (the crates' default client
+//!   has neither);
+//! - managed-identity tokens and user-delegation keys for accounts without shared keys
+//!   (`identity`);
 //! - streamed block uploads with a bounded number of blocks in memory (`blob`);
 //! - read links with a `Content-Disposition` override, signed locally (`sas`);
 //! - typed entity JSON and OData filters (`table`);
@@ -23,6 +26,7 @@
 
 mod blob;
 mod connection;
+mod identity;
 mod queue;
 mod sas;
 mod table;
@@ -51,7 +55,10 @@ use azure_storage_queues::{QueueServiceClient, QueueServiceClientBuilder};
 use base64::Engine as _;
 
 use self::blob::UploadShape;
-use self::connection::ConnectionSettings;
+use self::connection::{ConnectionSettings, Credential};
+pub use self::connection::IdentityConnection;
+use self::identity::{DelegationKey, ForgetRefusedToken, ManagedIdentityCredential};
+pub use self::identity::{IdentityEndpoint, ManagedIdentity};
 use crate::store::{
     validate_batch, validate_blob_name, validate_container_name, validate_key, validate_message,
     validate_queue_name, validate_reception, validate_renewal, validate_table_name, BatchOp,
@@ -84,7 +91,29 @@ pub struct AzureStore {
     queues: QueueServiceClient,
     tables: TableServiceClient,
     upload: UploadShape,
+    /// Without an account key: the identity, and the user-delegation key links are signed
+    /// with, once fetched.
+    identity: Option<Arc<Identity>>,
+    delegation_key: Arc<tokio::sync::Mutex<Option<DelegationKey>>>,
 }
+
+/// What a keyless store needs besides its clients.
+struct Identity {
+    credential: Arc<ManagedIdentityCredential>,
+    http: reqwest::Client,
+}
+
+/// What a deployment may add to how the store connects.
+#[derive(Debug, Clone, Default)]
+pub struct AzureOptions {
+    /// PEM certificates to trust besides the public roots: a private CA in front of the
+    /// storage endpoints (Azure Stack Hub, a TLS-inspecting proxy, Azurite over https).
+    pub extra_root_certificates: Option<Vec<u8>>,
+}
+
+/// A user-delegation key is fetched again when less than this is left of it, so that the links
+/// signed with it stay valid for their whole life.
+const DELEGATION_KEY_HEADROOM: chrono::Duration = chrono::Duration::hours(1);
 
 impl fmt::Debug for AzureStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -96,8 +125,9 @@ impl fmt::Debug for AzureStore {
 }
 
 impl AzureStore {
-    /// A service SAS for one blob, signed locally with the account key.
-    fn sas_url(
+    /// A SAS for one blob, signed locally: with the account key, or else with a
+    /// user-delegation key that outlives the link.
+    async fn sas_url(
         &self,
         container: &str,
         name: &str,
@@ -108,9 +138,17 @@ impl AzureStore {
             .blob(container, name)?
             .url()
             .map_err(|e| map_error("blob URL", e))?;
+        let delegation;
+        let signer = match &self.settings.credential {
+            Credential::Key(key) => sas::Signer::AccountKey(key),
+            Credential::Identity { .. } => {
+                delegation = self.delegation_key(expires_at).await?;
+                sas::Signer::Delegation(&delegation)
+            }
+        };
         sas::BlobSas {
             account: &self.settings.account,
-            key: &self.settings.key,
+            signer,
             blob_url,
             container,
             blob: name,
@@ -120,20 +158,89 @@ impl AzureStore {
         .url()
     }
 
+    /// The cached user-delegation key, or a new one when it would expire before `until` (or
+    /// within the hour). Keys are asked for the longest life Azure grants (seven days), so one
+    /// request a week or so serves every link.
+    async fn delegation_key(&self, until: DateTime<Utc>) -> StoreResult<DelegationKey> {
+        let mut cached = self.delegation_key.lock().await;
+        let now = Utc::now();
+        if let Some(key) = cached
+            .as_ref()
+            .filter(|k| k.expires_at >= until && k.expires_at - now > DELEGATION_KEY_HEADROOM)
+        {
+            return Ok(key.clone());
+        }
+        // Whole seconds, a few minutes back for clock skew; the expiry a little inside the
+        // seven days the service allows from its own now.
+        let start = now.timestamp() - 5 * 60;
+        let expiry = (now + identity::DELEGATION_KEY_LIFETIME).timestamp() - 10 * 60;
+        let Some(identity) = &self.identity else {
+            return Err(StoreError::internal(
+                "a user-delegation key was asked for without an identity",
+            ));
+        };
+        let key = identity::fetch_delegation_key(
+            &identity.http,
+            &identity.credential,
+            &self.settings.blob_endpoint,
+            utc(start, 0),
+            utc(expiry, 0),
+        )
+        .await?;
+        tracing::info!(expires_at = %key.expires_at, "fetched a user-delegation key for signing links");
+        *cached = Some(key.clone());
+        Ok(key)
+    }
+
     /// Connects (lazily: no request is made here) with a storage connection string:
     /// `UseDevelopmentStorage=true` for Azurite on its default ports, or
     /// `DefaultEndpointsProtocol=…;AccountName=…;AccountKey=…[;EndpointSuffix=…]
     /// [;BlobEndpoint=…][;TableEndpoint=…]`. Errors: [`StoreError::Invalid`], naming the bad
     /// setting but never the key.
     pub fn from_connection_string(connection_string: &str) -> StoreResult<AzureStore> {
-        let settings = ConnectionSettings::parse(connection_string)?;
-        let http = reqwest::Client::builder()
+        Self::connect(
+            ConnectionSettings::parse(connection_string)?,
+            &AzureOptions::default(),
+        )
+    }
+
+    /// [`AzureStore::from_connection_string`] with options.
+    pub fn from_connection_string_with(
+        connection_string: &str,
+        options: &AzureOptions,
+    ) -> StoreResult<AzureStore> {
+        Self::connect(ConnectionSettings::parse(connection_string)?, options)
+    }
+
+    /// Connects (lazily) with a managed identity: requests carry its bearer tokens, and links
+    /// are user-delegation SAS. Errors: [`StoreError::Invalid`] for bad settings.
+    pub fn with_identity(
+        connection: &IdentityConnection,
+        options: &AzureOptions,
+    ) -> StoreResult<AzureStore> {
+        Self::connect(ConnectionSettings::from_identity(connection)?, options)
+    }
+
+    fn connect(settings: ConnectionSettings, options: &AzureOptions) -> StoreResult<AzureStore> {
+        let mut http = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
             .read_timeout(READ_TIMEOUT)
-            .timeout(REQUEST_TIMEOUT)
-            .build()
-            .map_err(StoreError::internal)?;
-        let transport = TransportOptions::new(Arc::new(http));
+            .timeout(REQUEST_TIMEOUT);
+        if let Some(pem) = &options.extra_root_certificates {
+            let certificates = reqwest::Certificate::from_pem_bundle(pem).map_err(|e| {
+                StoreError::Invalid(format!("the extra root certificates are not PEM: {e}"))
+            })?;
+            if certificates.is_empty() {
+                return Err(StoreError::Invalid(
+                    "the extra root certificates file holds no certificate".into(),
+                ));
+            }
+            for certificate in certificates {
+                http = http.add_root_certificate(certificate);
+            }
+        }
+        let http = http.build().map_err(StoreError::internal)?;
+        let transport = TransportOptions::new(Arc::new(http.clone()));
         // A few quick retries absorb a blip; a longer outage is the caller's to handle, as
         // `Unavailable`, instead of stalling a request for the SDK's default minute.
         let retry = RetryOptions::exponential(
@@ -143,22 +250,46 @@ impl AzureStore {
                 .max_delay(Duration::from_secs(2))
                 .max_total_elapsed(Duration::from_secs(10)),
         );
-        let key = base64::engine::general_purpose::STANDARD.encode(&settings.key);
-        let credentials = StorageCredentials::access_key(settings.account.clone(), key);
+        let (credentials, identity) = match &settings.credential {
+            Credential::Key(key) => {
+                let key = base64::engine::general_purpose::STANDARD.encode(key);
+                (
+                    StorageCredentials::access_key(settings.account.clone(), key),
+                    None,
+                )
+            }
+            Credential::Identity { identity, endpoint } => {
+                let credential = Arc::new(ManagedIdentityCredential::new(
+                    endpoint.clone(),
+                    identity.clone(),
+                    http.clone(),
+                ));
+                (
+                    StorageCredentials::token_credential(credential.clone()),
+                    Some(Arc::new(Identity { credential, http })),
+                )
+            }
+        };
+        let identity_policy = identity
+            .as_ref()
+            .map(|i| Arc::new(ForgetRefusedToken(i.credential.clone())) as Arc<dyn Policy>);
+        let policies = |own: Arc<dyn Policy>| -> Vec<Arc<dyn Policy>> {
+            std::iter::once(own).chain(identity_policy.clone()).collect()
+        };
         let location = |endpoint: &url::Url| CloudLocation::Custom {
             account: settings.account.clone(),
             uri: endpoint.as_str().trim_end_matches('/').to_owned(),
         };
         let blob_options = ClientOptions::new(transport.clone())
             .retry(retry.clone())
-            .per_call_policies(vec![Arc::new(NoRangeCrc64) as Arc<dyn Policy>]);
+            .per_call_policies(policies(Arc::new(NoRangeCrc64)));
         let blobs =
             ClientBuilder::with_location(location(&settings.blob_endpoint), credentials.clone())
                 .client_options(blob_options)
                 .blob_service_client();
         let queue_options = ClientOptions::new(transport.clone())
             .retry(retry.clone())
-            .per_call_policies(vec![Arc::new(queue::NeverExpire) as Arc<dyn Policy>]);
+            .per_call_policies(policies(Arc::new(queue::NeverExpire)));
         let queues = QueueServiceClientBuilder::with_location(
             location(&settings.queue_endpoint),
             credentials.clone(),
@@ -167,7 +298,7 @@ impl AzureStore {
         .build();
         let table_options = ClientOptions::new(transport)
             .retry(retry)
-            .per_call_policies(vec![Arc::new(CrlfBatchBody) as Arc<dyn Policy>]);
+            .per_call_policies(policies(Arc::new(CrlfBatchBody)));
         let tables = TableServiceClientBuilder::with_location(
             location(&settings.table_endpoint),
             credentials,
@@ -183,6 +314,8 @@ impl AzureStore {
                 block_size: DEFAULT_BLOCK_SIZE,
                 in_flight: DEFAULT_BLOCKS_IN_FLIGHT,
             },
+            identity,
+            delegation_key: Arc::new(tokio::sync::Mutex::new(None)),
         })
     }
 
@@ -267,16 +400,18 @@ impl Storage for AzureStore {
         blob::properties(&self.blob(container, name)?).await
     }
 
-    fn signed_read_url(&self, request: &SignedUrlRequest<'_>) -> StoreResult<String> {
+    async fn signed_read_url(&self, request: &SignedUrlRequest<'_>) -> StoreResult<String> {
         let grant = sas::Grant::Read {
             download_name: request.download_name,
         };
         self.sas_url(request.container, request.name, request.expires_at, grant)
+            .await
     }
 
-    fn signed_write_url(&self, request: &SignedWriteRequest<'_>) -> StoreResult<String> {
+    async fn signed_write_url(&self, request: &SignedWriteRequest<'_>) -> StoreResult<String> {
         let grant = sas::Grant::Write;
         self.sas_url(request.container, request.name, request.expires_at, grant)
+            .await
     }
 
     async fn ensure_table(&self, table: &str) -> StoreResult<()> {
@@ -615,7 +750,7 @@ fn batch_failure(status: u16) -> StoreError {
 }
 
 /// The cause kept inside `Unavailable`/`Internal`: what was being done, and the SDK's error.
-/// Requests are signed with SharedKey headers, so neither URLs nor errors carry secrets.
+/// Requests carry SharedKey or bearer headers, never secrets in URLs, so errors hold none.
 #[derive(Debug, thiserror::Error)]
 enum AzureFailure {
     #[error("Azure Storage {operation} failed")]
@@ -636,7 +771,9 @@ pub(crate) fn map_error(operation: &'static str, e: azure_core::Error) -> StoreE
         ErrorKind::HttpResponse { status, error_code } => {
             (u16::from(*status), error_code.clone().unwrap_or_default())
         }
-        ErrorKind::Io => {
+        // No token from the managed-identity endpoint: the service cannot be reached as
+        // this app, which to a caller is the service being unavailable.
+        ErrorKind::Io | ErrorKind::Credential => {
             return StoreError::unavailable(AzureFailure::Sdk {
                 operation,
                 source: e,
@@ -660,6 +797,13 @@ pub(crate) fn map_error(operation: &'static str, e: azure_core::Error) -> StoreE
         }),
         409 if code.is_empty() || code.ends_with("AlreadyExists") => StoreError::AlreadyExists,
         408 | 429 | 500 | 502 | 503 | 504 => StoreError::unavailable(AzureFailure::Sdk {
+            operation,
+            source: e,
+        }),
+        // The service refused the app's credentials (an expired or foreign token, a missing
+        // role assignment, a rotated key): nothing a caller can fix, and it may pass once an
+        // operator (or a fresh token) has. The log keeps the service's code.
+        401 | 403 => StoreError::unavailable(AzureFailure::Sdk {
             operation,
             source: e,
         }),

@@ -1,5 +1,6 @@
-//! Single-blob service SAS links, signed locally with the account key: read-only download
-//! links and create/write-only upload links.
+//! Single-blob SAS links, signed locally: read-only download links and create/write-only
+//! upload links. With an account key they are service SAS; under a managed identity (no key)
+//! they are user-delegation SAS, signed with a key the service lends for a few days.
 //!
 //! Hand-written because the legacy crate's `BlobSharedAccessSignature` cannot set response
 //! header overrides (`rscd`), and the download must come with
@@ -13,6 +14,7 @@ use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use sha2::Sha256;
 use url::Url;
 
+use super::identity::DelegationKey;
 use crate::store::{attachment_disposition, StoreError};
 
 /// The service version the signature follows. Any version from 2020-12-06 on uses the
@@ -37,10 +39,18 @@ pub(crate) enum Grant<'a> {
     Write,
 }
 
-/// A service SAS for one blob (`sr=b`).
+/// What signs a link.
+pub(crate) enum Signer<'a> {
+    /// A service SAS, with the account key (decoded).
+    AccountKey(&'a [u8]),
+    /// A user-delegation SAS, with a key lent to the app's identity.
+    Delegation(&'a DelegationKey),
+}
+
+/// A SAS for one blob (`sr=b`).
 pub(crate) struct BlobSas<'a> {
     pub account: &'a str,
-    pub key: &'a [u8],
+    pub signer: Signer<'a>,
     /// The blob's URL (the endpoint, container and name, path-encoded), without a query.
     pub blob_url: Url,
     pub container: &'a str,
@@ -66,34 +76,66 @@ impl BlobSas<'_> {
         };
         let canonical_resource = format!("/blob/{}/{}/{}", self.account, self.container, self.blob);
 
-        // Service SAS string-to-sign for versions 2020-12-06 and later, one field per line, in
-        // this order (Microsoft Learn, "Create a service SAS", section "Version 2020-12-06 and
-        // later"; Azurite 3.35 `generateBlobSASSignature20201206` agrees):
-        //   signedPermissions, signedStart, signedExpiry, canonicalizedResource,
-        //   signedIdentifier, signedIP, signedProtocol, signedVersion, signedResource,
-        //   signedSnapshotTime, signedEncryptionScope, rscc, rscd, rsce, rscl, rsct
         // Values are signed decoded, exactly as the service reads them back from the query.
         // No `st`: a start time only adds clock-skew failures.
-        let string_to_sign = [
-            permissions,
-            "",
-            &expiry,
-            &canonical_resource,
-            "",
-            "",
-            protocol,
-            SAS_VERSION,
-            "b",
-            "",
-            "",
-            "",
-            disposition,
-            "",
-            "",
-            "",
-        ]
-        .join("\n");
-        let signature = sign(self.key, &string_to_sign)?;
+        let (string_to_sign, key, delegation) = match &self.signer {
+            // Service SAS, versions 2020-12-06 and later (Microsoft Learn, "Create a service
+            // SAS"; Azurite 3.35 `generateBlobSASSignature20201206` agrees).
+            Signer::AccountKey(key) => {
+                let fields = [
+                    permissions,
+                    "",
+                    &expiry,
+                    &canonical_resource,
+                    "", // signedIdentifier
+                    "", // signedIP
+                    protocol,
+                    SAS_VERSION,
+                    "b",
+                    "", // signedSnapshotTime
+                    "", // signedEncryptionScope
+                    "", // rscc
+                    disposition,
+                    "", // rsce
+                    "", // rscl
+                    "", // rsct
+                ];
+                (fields.join("\n"), *key, None)
+            }
+            // User-delegation SAS, versions 2020-12-06 and later (Microsoft Learn, "Create a
+            // user delegation SAS"; Azurite 3.35 `generateBlobSASBlobSASSignatureWithUDK20201206`
+            // agrees). The key's own fields are signed as the service wrote them.
+            Signer::Delegation(k) => {
+                let fields = [
+                    permissions,
+                    "",
+                    &expiry,
+                    &canonical_resource,
+                    &k.object_id,
+                    &k.tenant_id,
+                    &k.start,
+                    &k.expiry,
+                    &k.service,
+                    &k.version,
+                    "", // signedAuthorizedUserObjectId
+                    "", // signedUnauthorizedUserObjectId
+                    "", // signedCorrelationId
+                    "", // signedIP
+                    protocol,
+                    SAS_VERSION,
+                    "b",
+                    "", // signedSnapshotTime
+                    "", // signedEncryptionScope
+                    "", // rscc
+                    disposition,
+                    "", // rsce
+                    "", // rscl
+                    "", // rsct
+                ];
+                (fields.join("\n"), k.value.as_slice(), Some(*k))
+            }
+        };
+        let signature = sign(key, &string_to_sign)?;
 
         let mut query = vec![
             ("sv", SAS_VERSION),
@@ -101,6 +143,16 @@ impl BlobSas<'_> {
             ("sr", "b"),
             ("se", &expiry),
         ];
+        if let Some(k) = delegation {
+            query.extend([
+                ("skoid", k.object_id.as_str()),
+                ("sktid", k.tenant_id.as_str()),
+                ("skt", k.start.as_str()),
+                ("ske", k.expiry.as_str()),
+                ("sks", k.service.as_str()),
+                ("skv", k.version.as_str()),
+            ]);
+        }
         if !protocol.is_empty() {
             query.push(("spr", protocol));
         }
@@ -119,7 +171,7 @@ impl BlobSas<'_> {
 
 fn sign(key: &[u8], string_to_sign: &str) -> Result<String, StoreError> {
     let mut mac = Hmac::<Sha256>::new_from_slice(key)
-        .map_err(|_| StoreError::Invalid("the account key cannot be used for HMAC".into()))?;
+        .map_err(|_| StoreError::Invalid("the signing key cannot be used for HMAC".into()))?;
     mac.update(string_to_sign.as_bytes());
     Ok(base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes()))
 }
@@ -136,7 +188,7 @@ mod tests {
         let key = b"0123456789abcdef".to_vec();
         let sas = BlobSas {
             account: "devstoreaccount1",
-            key: &key,
+            signer: Signer::AccountKey(&key),
             blob_url: Url::parse("http://127.0.0.1:10000/devstoreaccount1/files/abc").unwrap(),
             container: "files",
             blob: "abc",
@@ -177,11 +229,58 @@ mod tests {
         assert_eq!(get("sig"), expected);
     }
 
+    /// Pins the user-delegation string-to-sign: the key's six fields follow the canonical
+    /// resource, three empty ones follow them, and the key's fields travel in the query.
+    #[test]
+    fn delegation_links_sign_with_the_lent_key_and_carry_its_fields() {
+        let key = DelegationKey {
+            object_id: "11111111-1111-1111-1111-111111111111".into(),
+            tenant_id: "22222222-2222-2222-2222-222222222222".into(),
+            start: "2030-01-01T00:00:00Z".into(),
+            expiry: "2030-01-08T00:00:00Z".into(),
+            service: "b".into(),
+            version: "2025-11-05".into(),
+            value: b"lent key".to_vec(),
+            expires_at: Utc.with_ymd_and_hms(2030, 1, 8, 0, 0, 0).unwrap(),
+        };
+        let sas = BlobSas {
+            account: "acme",
+            signer: Signer::Delegation(&key),
+            blob_url: Url::parse("https://acme.blob.core.windows.net/uploads/abc").unwrap(),
+            container: "uploads",
+            blob: "abc",
+            expires_at: Utc.with_ymd_and_hms(2030, 1, 2, 3, 4, 5).unwrap(),
+            grant: Grant::Write,
+        };
+        let url = sas.url().unwrap();
+        let query = url.split_once('?').unwrap().1;
+        let pairs: std::collections::HashMap<String, String> =
+            url::form_urlencoded::parse(query.as_bytes())
+                .into_owned()
+                .collect();
+        assert_eq!(pairs["sp"], "cw");
+        assert_eq!(pairs["skoid"], key.object_id);
+        assert_eq!(pairs["sktid"], key.tenant_id);
+        assert_eq!(pairs["skt"], key.start);
+        assert_eq!(pairs["ske"], key.expiry);
+        assert_eq!(pairs["sks"], "b");
+        assert_eq!(pairs["skv"], "2025-11-05");
+        let expected = sign(
+            b"lent key",
+            "cw\n\n2030-01-02T03:04:05Z\n/blob/acme/uploads/abc\n\
+             11111111-1111-1111-1111-111111111111\n22222222-2222-2222-2222-222222222222\n\
+             2030-01-01T00:00:00Z\n2030-01-08T00:00:00Z\nb\n2025-11-05\n\n\n\n\nhttps\n\
+             2022-11-02\nb\n\n\n\n\n\n\n",
+        )
+        .unwrap();
+        assert_eq!(pairs["sig"], expected);
+    }
+
     #[test]
     fn https_links_are_limited_to_https() {
         let sas = BlobSas {
             account: "acme",
-            key: b"k",
+            signer: Signer::AccountKey(b"k"),
             blob_url: Url::parse("https://acme.blob.core.windows.net/files/abc").unwrap(),
             container: "files",
             blob: "abc",

@@ -351,13 +351,13 @@ impl Storage for EmbeddedStore {
             .await
     }
 
-    fn signed_read_url(&self, request: &SignedUrlRequest<'_>) -> StoreResult<String> {
+    async fn signed_read_url(&self, request: &SignedUrlRequest<'_>) -> StoreResult<String> {
         validate_container_name(request.container)?;
         validate_blob_name(request.name)?;
         Ok(self.inner.signer.url(request))
     }
 
-    fn signed_write_url(&self, request: &SignedWriteRequest<'_>) -> StoreResult<String> {
+    async fn signed_write_url(&self, request: &SignedWriteRequest<'_>) -> StoreResult<String> {
         validate_container_name(request.container)?;
         validate_blob_name(request.name)?;
         Ok(self.inner.signer.write_url(request))

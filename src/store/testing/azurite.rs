@@ -40,6 +40,17 @@ pub struct PrivateAzurite {
     child: Child,
     log: PathBuf,
     pub connection_string: String,
+    /// The service endpoints (`http(s)://127.0.0.1:<port>/devstoreaccount1`).
+    pub blob_endpoint: String,
+    pub queue_endpoint: String,
+    pub table_endpoint: String,
+}
+
+/// Serve https with this certificate and accept OAuth bearer tokens (`--oauth basic`: Azurite
+/// checks a token's issuer, audience and lifetime, not its signature).
+pub struct OAuthHttps<'a> {
+    pub cert: &'a Path,
+    pub key: &'a Path,
 }
 
 impl PrivateAzurite {
@@ -51,6 +62,15 @@ impl PrivateAzurite {
     /// Starts `bin` with its data and log in `dir`, and waits (up to 30 s) until its blob and
     /// table endpoints accept connections. Blocks the calling thread while it waits.
     pub fn start(bin: &Path, dir: &Path) -> Result<Self, AzuriteError> {
+        Self::start_with(bin, dir, None)
+    }
+
+    /// [`PrivateAzurite::start`], over https with OAuth when `oauth` is given.
+    pub fn start_with(
+        bin: &Path,
+        dir: &Path,
+        oauth: Option<OAuthHttps<'_>>,
+    ) -> Result<Self, AzuriteError> {
         let port = || -> Result<u16, AzuriteError> {
             TcpListener::bind("127.0.0.1:0")
                 .and_then(|l| l.local_addr())
@@ -62,7 +82,19 @@ impl PrivateAzurite {
         let out = File::create(&log).map_err(io(format!("create {}", log.display())))?;
         let err = out.try_clone().map_err(io("clone a log handle"))?;
         // Started directly (not through npx) so that this PID is Azurite itself.
-        let child = Command::new(bin)
+        let mut command = Command::new(bin);
+        let scheme = match &oauth {
+            Some(OAuthHttps { cert, key }) => {
+                command
+                    .args(["--oauth", "basic", "--cert"])
+                    .arg(cert)
+                    .arg("--key")
+                    .arg(key);
+                "https"
+            }
+            None => "http",
+        };
+        let child = command
             .args(["--blobHost", "127.0.0.1", "--blobPort", &blob.to_string()])
             .args([
                 "--queueHost",
@@ -84,15 +116,19 @@ impl PrivateAzurite {
             .stderr(err)
             .spawn()
             .map_err(io(format!("start {}", bin.display())))?;
+        let endpoint = |port: u16| format!("{scheme}://127.0.0.1:{port}/devstoreaccount1");
+        let (blob_endpoint, queue_endpoint, table_endpoint) =
+            (endpoint(blob), endpoint(queue), endpoint(table));
         let mut azurite = PrivateAzurite {
             child,
             log,
             connection_string: format!(
-                "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={AZURITE_KEY};\
-                 BlobEndpoint=http://127.0.0.1:{blob}/devstoreaccount1;\
-                 QueueEndpoint=http://127.0.0.1:{queue}/devstoreaccount1;\
-                 TableEndpoint=http://127.0.0.1:{table}/devstoreaccount1"
+                "DefaultEndpointsProtocol={scheme};AccountName=devstoreaccount1;AccountKey={AZURITE_KEY};\
+                 BlobEndpoint={blob_endpoint};QueueEndpoint={queue_endpoint};TableEndpoint={table_endpoint}"
             ),
+            blob_endpoint,
+            queue_endpoint,
+            table_endpoint,
         };
         let answers = |port: u16| TcpStream::connect(("127.0.0.1", port)).is_ok();
         let deadline = Instant::now() + Duration::from_secs(30);

@@ -434,6 +434,7 @@ mod tests {
                 expires_at: Utc::now() + Duration::hours(1),
                 download_name: "a.txt",
             })
+            .await
             .expect("sign");
         let second = std::time::Duration::from_secs(1);
         store.ensure_queue("work").await.expect("queue");
@@ -581,6 +582,7 @@ mod tests {
                 expires_at: Utc::now() + Duration::hours(1),
                 download_name: "a.txt",
             })
+            .await
             .expect("sign");
         let counts = counter.snapshot();
         assert_eq!(counts.total(), 0);
