@@ -36,7 +36,7 @@ pub enum StorageSetting {
     Azure { connection_string: String },
     /// `AzureWebJobsStorage__*`: the account's endpoints and the managed identity that opens
     /// them; no key.
-    AzureIdentity(IdentityConnection),
+    AzureIdentity(Box<IdentityConnection>),
     /// The embedded on-disk store.
     Embedded { data_dir: PathBuf },
 }
@@ -284,7 +284,7 @@ fn storage<'a>(
         }
     }
     if let Some(connection) = identity_connection(vars, get)? {
-        return Ok(StorageSetting::AzureIdentity(connection));
+        return Ok(StorageSetting::AzureIdentity(Box::new(connection)));
     }
     match (choice, mode) {
         (Some(_), _) => Err(invalid(
@@ -493,7 +493,7 @@ mod tests {
         given.extend(ENDPOINT);
         given.push(("FUNCTIONS_CUSTOMHANDLER_PORT", "50308"));
         match Settings::from_vars(&vars(&given))?.storage {
-            StorageSetting::AzureIdentity(connection) => Ok(connection),
+            StorageSetting::AzureIdentity(connection) => Ok(*connection),
             other => panic!("not an identity connection: {other:?}"),
         }
     }
@@ -520,7 +520,10 @@ mod tests {
 
         let c = identity_of(&[
             ("AzureWebJobsStorage__serviceUri", "https://b.example"),
-            ("AzureWebJobsStorage__managedIdentityResourceId", "/subscriptions/x/id"),
+            (
+                "AzureWebJobsStorage__managedIdentityResourceId",
+                "/subscriptions/x/id",
+            ),
         ])
         .unwrap();
         assert_eq!(c.blob_service_uri.as_deref(), Some("https://b.example"));

@@ -331,6 +331,19 @@ fn with_edge_layers(router: Router) -> Router {
         .layer(TraceLayer::new_for_http().make_span_with(request_span))
 }
 
+fn azure_options(settings: &Settings) -> Result<AzureOptions, StartupError> {
+    let extra_root_certificates = match &settings.storage_ca_file {
+        Some(path) => Some(std::fs::read(path).map_err(|source| StartupError::CaFile {
+            path: path.clone(),
+            source,
+        })?),
+        None => None,
+    };
+    Ok(AzureOptions {
+        extra_root_certificates,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use std::io;
@@ -381,17 +394,4 @@ mod tests {
         assert!(log.contains("path=/api/files"), "{log}");
         assert!(!log.contains("the-function-key"), "{log}");
     }
-}
-
-fn azure_options(settings: &Settings) -> Result<AzureOptions, StartupError> {
-    let extra_root_certificates = match &settings.storage_ca_file {
-        Some(path) => Some(std::fs::read(path).map_err(|source| StartupError::CaFile {
-            path: path.clone(),
-            source,
-        })?),
-        None => None,
-    };
-    Ok(AzureOptions {
-        extra_root_certificates,
-    })
 }

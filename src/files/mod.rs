@@ -304,12 +304,14 @@ impl Files {
             }),
         };
         let id_text = record.id.to_string();
-        let upload_url = self.store.signed_write_url(&SignedWriteRequest {
-            container: UPLOADS_CONTAINER,
-            name: &id_text,
-            expires_at,
-        })
-        .await?;
+        let upload_url = self
+            .store
+            .signed_write_url(&SignedWriteRequest {
+                container: UPLOADS_CONTAINER,
+                name: &id_text,
+                expires_at,
+            })
+            .await?;
         self.store
             .insert_entity(FILES_TABLE, &record.to_entity())
             .await?;
@@ -635,13 +637,15 @@ impl Files {
         let expires_at = now + self.policy.download_ttl
             - Duration::nanoseconds(i64::from(now.timestamp_subsec_nanos()));
         let id_text = id.to_string();
-        let url = self.store.signed_read_url(&SignedUrlRequest {
-            container: view.container(),
-            name: &id_text,
-            expires_at,
-            download_name: view.name(),
-        })
-        .await?;
+        let url = self
+            .store
+            .signed_read_url(&SignedUrlRequest {
+                container: view.container(),
+                name: &id_text,
+                expires_at,
+                download_name: view.name(),
+            })
+            .await?;
         tracing::info!(file = %id, expires_at = %expires_at, "download link issued");
         Ok(DownloadGrant {
             view,

@@ -476,13 +476,14 @@ pub async fn blob_names_follow_one_rule_everywhere(fx: Fixture) {
             &format!("properties of {bad:?}"),
         );
         assert_invalid(
-            fx.store.signed_read_url(&SignedUrlRequest {
-                container: &fx.container,
-                name: bad,
-                expires_at: Utc::now() + Duration::hours(1),
-                download_name: "x",
-            })
-            .await,
+            fx.store
+                .signed_read_url(&SignedUrlRequest {
+                    container: &fx.container,
+                    name: bad,
+                    expires_at: Utc::now() + Duration::hours(1),
+                    download_name: "x",
+                })
+                .await,
             &format!("link to {bad:?}"),
         );
     }

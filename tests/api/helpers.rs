@@ -67,6 +67,9 @@ pub struct Options {
     pub vars: Vec<(&'static str, String)>,
     /// Route every storage request through a [`FaultyStore`] the test can break.
     pub faults: bool,
+    /// Azure only: these storage settings instead of the test account's connection string
+    /// (a keyless account's `AzureWebJobsStorage__*`, `IDENTITY_ENDPOINT`, ...).
+    pub storage_settings: Option<Vec<(&'static str, String)>>,
 }
 
 impl Default for Options {
@@ -76,6 +79,7 @@ impl Default for Options {
             mode: Mode::Local,
             vars: Vec::new(),
             faults: false,
+            storage_settings: None,
         }
     }
 }
@@ -86,6 +90,7 @@ pub async fn spawn_app_with(options: Options) -> Option<TestApp> {
         mode,
         vars: extra,
         faults: with_faults,
+        storage_settings,
     } = options;
     let dir = tempfile::tempdir().expect("temp dir");
     let mut vars: HashMap<String, String> = HashMap::new();
@@ -109,7 +114,12 @@ pub async fn spawn_app_with(options: Options) -> Option<TestApp> {
     }
     match backend {
         Backend::Azure => {
-            vars.insert("AzureWebJobsStorage".into(), azure_test_connection_string());
+            match storage_settings {
+                Some(settings) => vars.extend(settings.into_iter().map(|(k, v)| (k.to_owned(), v))),
+                None => {
+                    vars.insert("AzureWebJobsStorage".into(), azure_test_connection_string());
+                }
+            }
             // A work queue of its own: each app runs on its own clock.
             vars.insert(
                 "FILE_APPROVER_WORK_QUEUE".into(),

@@ -8,6 +8,7 @@ mod direct_upload;
 mod helpers;
 mod host;
 mod invocation;
+mod keyless;
 mod lifecycle;
 mod robustness;
 mod workflow;

@@ -249,17 +249,18 @@ impl ConnectionSettings {
                 ));
             }
         }
-        let service = |given: &Option<String>, service: &str, setting: &str| {
-            match (given.as_deref().map(str::trim).filter(|u| !u.is_empty()), account_name) {
-                (Some(uri), _) => identity_endpoint(uri, setting),
-                (None, Some(name)) => identity_endpoint(
-                    &format!("https://{name}.{service}.core.windows.net"),
-                    setting,
-                ),
-                (None, None) => Err(invalid(format!(
-                    "{setting} is missing (give it, or accountName for the public cloud)"
-                ))),
-            }
+        let service = |given: &Option<String>, service: &str, setting: &str| match (
+            given.as_deref().map(str::trim).filter(|u| !u.is_empty()),
+            account_name,
+        ) {
+            (Some(uri), _) => identity_endpoint(uri, setting),
+            (None, Some(name)) => identity_endpoint(
+                &format!("https://{name}.{service}.core.windows.net"),
+                setting,
+            ),
+            (None, None) => Err(invalid(format!(
+                "{setting} is missing (give it, or accountName for the public cloud)"
+            ))),
         };
         let blob_endpoint = service(&connection.blob_service_uri, "blob", "blobServiceUri")?;
         let queue_endpoint = service(&connection.queue_service_uri, "queue", "queueServiceUri")?;
@@ -289,10 +290,9 @@ impl ConnectionSettings {
 /// A service URI of an identity-based connection: tokens travel only over https.
 fn identity_endpoint(raw: &str, setting: &str) -> Result<Url, StoreError> {
     let url = endpoint(raw, setting).map_err(|e| match e {
-        StoreError::Invalid(m) => StoreError::Invalid(m.replace(
-            "storage connection string: ",
-            "AzureWebJobsStorage__*: ",
-        )),
+        StoreError::Invalid(m) => StoreError::Invalid(
+            m.replace("storage connection string: ", "AzureWebJobsStorage__*: "),
+        ),
         other => other,
     })?;
     if url.scheme() != "https" {
@@ -539,9 +539,18 @@ mod tests {
     fn an_identity_account_name_gives_public_cloud_endpoints() {
         let s = identity(Some("acme"), None, None, None).unwrap();
         assert_eq!(s.account, "acme");
-        assert_eq!(s.blob_endpoint.as_str(), "https://acme.blob.core.windows.net/");
-        assert_eq!(s.queue_endpoint.as_str(), "https://acme.queue.core.windows.net/");
-        assert_eq!(s.table_endpoint.as_str(), "https://acme.table.core.windows.net/");
+        assert_eq!(
+            s.blob_endpoint.as_str(),
+            "https://acme.blob.core.windows.net/"
+        );
+        assert_eq!(
+            s.queue_endpoint.as_str(),
+            "https://acme.queue.core.windows.net/"
+        );
+        assert_eq!(
+            s.table_endpoint.as_str(),
+            "https://acme.table.core.windows.net/"
+        );
         assert!(matches!(s.credential, Credential::Identity { .. }));
         assert!(!format!("{s:?}").contains("secret"));
     }
@@ -556,7 +565,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(s.account, "acme");
-        assert_eq!(s.table_endpoint.host_str(), Some("acme.table.core.chinacloudapi.cn"));
+        assert_eq!(
+            s.table_endpoint.host_str(),
+            Some("acme.table.core.chinacloudapi.cn")
+        );
         // Azurite's path style: the account is the first path segment.
         let s = identity(
             None,

@@ -20,9 +20,9 @@ use async_trait::async_trait;
 use azure_core::auth::{AccessToken, Secret, TokenCredential};
 use azure_core::error::ErrorKind;
 use azure_core::{Context, Policy, PolicyResult, Request};
+use base64::Engine as _;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
-use base64::Engine as _;
 use url::Url;
 
 use crate::store::StoreError;
@@ -189,7 +189,10 @@ impl ManagedIdentityCredential {
             .seconds()
             .and_then(|s| time::OffsetDateTime::from_unix_timestamp(s).ok())
             .ok_or_else(|| failed("an expires_on that is not a time".into()))?;
-        Ok(AccessToken::new(Secret::new(token.access_token), expires_on))
+        Ok(AccessToken::new(
+            Secret::new(token.access_token),
+            expires_on,
+        ))
     }
 }
 
@@ -253,7 +256,11 @@ impl Policy for ForgetRefusedToken {
                     || (u16::from(*status) == 403
                         && matches!(code, "AuthenticationFailed" | "InvalidAuthenticationInfo"));
                 if refused {
-                    tracing::warn!(status = u16::from(*status), code, "storage refused the managed identity's token; a new one will be fetched");
+                    tracing::warn!(
+                        status = u16::from(*status),
+                        code,
+                        "storage refused the managed identity's token; a new one will be fetched"
+                    );
                     self.0.forget().await;
                 }
             }
@@ -323,7 +330,10 @@ pub(crate) async fn fetch_delegation_key(
         .post(url)
         .header("Authorization", format!("Bearer {}", token.token.secret()))
         .header("x-ms-version", DELEGATION_API_VERSION)
-        .header("x-ms-date", Utc::now().format("%a, %d %b %Y %H:%M:%S GMT").to_string())
+        .header(
+            "x-ms-date",
+            Utc::now().format("%a, %d %b %Y %H:%M:%S GMT").to_string(),
+        )
         .header("Content-Type", "application/xml")
         .body(body)
         .send()
@@ -341,10 +351,18 @@ pub(crate) async fn fetch_delegation_key(
         .await
         .map_err(|e| StoreError::unavailable(DelegationFailure::Request(e)))?;
     if !(200..300).contains(&status) {
-        let failure = DelegationFailure::Status { status, code: code.clone() };
+        let failure = DelegationFailure::Status {
+            status,
+            code: code.clone(),
+        };
         return Err(match status {
             401 | 403 => {
-                if status == 401 || matches!(code.as_str(), "AuthenticationFailed" | "InvalidAuthenticationInfo") {
+                if status == 401
+                    || matches!(
+                        code.as_str(),
+                        "AuthenticationFailed" | "InvalidAuthenticationInfo"
+                    )
+                {
                     credential.forget().await;
                 }
                 StoreError::unavailable(failure)
@@ -357,10 +375,18 @@ pub(crate) async fn fetch_delegation_key(
         .map_err(|e| StoreError::internal(DelegationFailure::Answer(e.to_string())))?;
     let value = base64::engine::general_purpose::STANDARD
         .decode(answer.value.trim())
-        .map_err(|_| StoreError::internal(DelegationFailure::Answer("a Value that is not base64".into())))?;
+        .map_err(|_| {
+            StoreError::internal(DelegationFailure::Answer(
+                "a Value that is not base64".into(),
+            ))
+        })?;
     let expires_at = DateTime::parse_from_rfc3339(&answer.signed_expiry)
         .map(|t| t.with_timezone(&Utc))
-        .map_err(|_| StoreError::internal(DelegationFailure::Answer("a SignedExpiry that is not a time".into())))?;
+        .map_err(|_| {
+            StoreError::internal(DelegationFailure::Answer(
+                "a SignedExpiry that is not a time".into(),
+            ))
+        })?;
     Ok(DelegationKey {
         object_id: answer.signed_oid,
         tenant_id: answer.signed_tid,

@@ -55,8 +55,8 @@ use azure_storage_queues::{QueueServiceClient, QueueServiceClientBuilder};
 use base64::Engine as _;
 
 use self::blob::UploadShape;
-use self::connection::{ConnectionSettings, Credential};
 pub use self::connection::IdentityConnection;
+use self::connection::{ConnectionSettings, Credential};
 use self::identity::{DelegationKey, ForgetRefusedToken, ManagedIdentityCredential};
 pub use self::identity::{IdentityEndpoint, ManagedIdentity};
 use crate::store::{
@@ -274,7 +274,9 @@ impl AzureStore {
             .as_ref()
             .map(|i| Arc::new(ForgetRefusedToken(i.credential.clone())) as Arc<dyn Policy>);
         let policies = |own: Arc<dyn Policy>| -> Vec<Arc<dyn Policy>> {
-            std::iter::once(own).chain(identity_policy.clone()).collect()
+            std::iter::once(own)
+                .chain(identity_policy.clone())
+                .collect()
         };
         let location = |endpoint: &url::Url| CloudLocation::Custom {
             account: settings.account.clone(),

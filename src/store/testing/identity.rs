@@ -226,12 +226,14 @@ impl TestCertificate {
             let what = what.to_owned();
             move |source| AzuriteError::Io { what, source }
         };
-        let certified =
-            rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
-                .map_err(|e| AzuriteError::Io {
-                    what: "make a test certificate".into(),
-                    source: std::io::Error::other(e),
-                })?;
+        let certified = rcgen::generate_simple_self_signed(vec![
+            "127.0.0.1".to_owned(),
+            "localhost".to_owned(),
+        ])
+        .map_err(|e| AzuriteError::Io {
+            what: "make a test certificate".into(),
+            source: std::io::Error::other(e),
+        })?;
         let pem = certified.cert.pem().into_bytes();
         let cert = dir.join("cert.pem");
         let key = dir.join("key.pem");
@@ -332,7 +334,8 @@ impl KeylessAzurite {
         reqwest::Client::builder()
             .no_proxy()
             .add_root_certificate(
-                reqwest::Certificate::from_pem(&self.certificate.pem).expect("the test certificate"),
+                reqwest::Certificate::from_pem(&self.certificate.pem)
+                    .expect("the test certificate"),
             )
             .build()
             .expect("an HTTP client")

@@ -10,6 +10,6 @@ pub mod identity;
 
 pub use super::layer::Op;
 pub use azurite::PrivateAzurite;
-pub use identity::{KeylessAzurite, TokenEndpoint, Tokens};
 pub use counting::{BlobRequestModel, CountingStore, RequestCounter, RequestCounts};
 pub use faults::{Faults, FaultyStore};
+pub use identity::{KeylessAzurite, TokenEndpoint, Tokens};
