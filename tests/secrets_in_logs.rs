@@ -1,7 +1,8 @@
 //! Whatever `RUST_LOG` says, no credential reaches a log line: the golden path runs in a real
 //! `handler` process at `RUST_LOG=trace`, on each backend, and its whole output is searched for
 //! every secret the run used — the storage account key and any SharedKey signature, the link
-//! signatures, the reviewers' tokens, the function key, the embedded store's signing key.
+//! signatures, the reviewers' tokens, the function key, the embedded store's signing key, and
+//! on a keyless account the managed identity's tokens and its endpoint's secret.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -92,7 +93,7 @@ impl Drop for Handler {
 
 /// The golden path, every request carrying the function key as the host's clients do.
 /// Returns the secrets it handled besides the fixed ones: the download link's signature.
-async fn golden_path(base: &str) -> Vec<String> {
+async fn golden_path(base: &str, link_client: &reqwest::Client) -> Vec<String> {
     let client = reqwest::Client::new();
     let url = |path: &str| format!("{base}{path}");
     let upload: Value = client
@@ -150,7 +151,7 @@ async fn golden_path(base: &str) -> Vec<String> {
         .await
         .unwrap();
     let link = download["downloadUrl"].as_str().unwrap().to_owned();
-    let fetched = client.get(&link).send().await.unwrap();
+    let fetched = link_client.get(&link).send().await.unwrap();
     assert_eq!(fetched.status(), 200, "{link}");
     assert_eq!(fetched.text().await.unwrap(), "quarterly numbers\n");
     let signature = url::Url::parse(&link)
@@ -202,7 +203,7 @@ fn fixed_secrets() -> Vec<String> {
 async fn no_secret_reaches_the_trace_log_on_the_embedded_store() {
     let handler = Handler::start(&[]).await;
     let mut secrets = fixed_secrets();
-    secrets.extend(golden_path(&handler.base).await);
+    secrets.extend(golden_path(&handler.base, &reqwest::Client::new()).await);
     let log = handler.stop();
     assert!(
         log.contains("TRACE") || log.contains("DEBUG"),
@@ -220,7 +221,7 @@ async fn no_secret_reaches_the_trace_log_on_azure_storage() {
     let connection_string = azure_test_connection_string();
     let handler = Handler::start(&[("AzureWebJobsStorage", connection_string.clone())]).await;
     let mut secrets = fixed_secrets();
-    secrets.extend(golden_path(&handler.base).await);
+    secrets.extend(golden_path(&handler.base, &reqwest::Client::new()).await);
     let log = handler.stop();
     assert!(
         log.contains("TRACE") || log.contains("DEBUG"),
@@ -234,5 +235,26 @@ async fn no_secret_reaches_the_trace_log_on_azure_storage() {
         .to_owned();
     secrets.push(key.clone());
     secrets.push(key[..20].to_owned());
+    assert_no_secret(&log, &secrets);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    azure_tests_skipped,
+    ignore = "needs Azurite: FILE_APPROVER_TEST_AZURE_STORAGE is unset (scripts/test installs Azurite and sets it)"
+)]
+async fn no_secret_reaches_the_trace_log_on_a_keyless_account() {
+    use file_approver::store::testing::{KeylessAzurite, PrivateAzurite};
+    let dir = tempfile::tempdir().unwrap();
+    let bin = PrivateAzurite::bin_in(std::path::Path::new(env!("CARGO_MANIFEST_DIR")));
+    let keyless = KeylessAzurite::start(&bin, dir.path()).await.unwrap();
+    let handler = Handler::start(&keyless.app_settings()).await;
+    let mut secrets = fixed_secrets();
+    secrets.extend(golden_path(&handler.base, &keyless.http_client()).await);
+    let log = handler.stop();
+    assert!(keyless.tokens.issued() >= 1, "no token was used");
+    secrets.push(keyless.tokens.secret.clone());
+    // Every JWT starts with the base64 of `{"`: a token in the log would show it.
+    secrets.push("eyJ".to_owned());
     assert_no_secret(&log, &secrets);
 }
