@@ -6,6 +6,7 @@
 
 use std::time::Duration;
 
+use file_approver::store::azure::AzureStore;
 use file_approver::store::testing::{KeylessAzurite, PrivateAzurite, Tokens};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -17,12 +18,19 @@ const SHORT_LIVED: Tokens = Tokens::Valid {
     lifetime: Duration::from_secs(4 * 60),
 };
 
-async fn keyless_app(tokens: Tokens) -> (TestApp, KeylessAzurite, tempfile::TempDir) {
+/// An Azurite of this test's own over https with OAuth, and its token endpoint; the directory
+/// holds Azurite's data and certificate.
+async fn keyless_azurite() -> (KeylessAzurite, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let bin = PrivateAzurite::bin_in(std::path::Path::new(env!("CARGO_MANIFEST_DIR")));
     let keyless = KeylessAzurite::start(&bin, dir.path())
         .await
         .expect("a keyless Azurite");
+    (keyless, dir)
+}
+
+async fn keyless_app(tokens: Tokens) -> (TestApp, KeylessAzurite, tempfile::TempDir) {
+    let (keyless, dir) = keyless_azurite().await;
     keyless.tokens.issue(tokens);
     let app = spawn_app_with(Options {
         backend: Backend::Azure,
@@ -230,16 +238,8 @@ pub async fn a_refused_or_missing_token_answers_503_and_the_next_good_one_recove
 /// identity endpoint's failure, never the token.
 pub async fn the_cause_of_a_storage_outage_names_the_token_problem() {
     use file_approver::store::{Storage, StoreError};
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    let bin = PrivateAzurite::bin_in(std::path::Path::new(env!("CARGO_MANIFEST_DIR")));
-    let keyless = KeylessAzurite::start(&bin, dir.path())
-        .await
-        .expect("a keyless Azurite");
-    let store = file_approver::store::azure::AzureStore::with_identity(
-        &keyless.connection(),
-        &keyless.options(),
-    )
-    .unwrap();
+    let (keyless, _dir) = keyless_azurite().await;
+    let store = AzureStore::with_identity(&keyless.connection(), &keyless.options()).unwrap();
     let chain = |e: StoreError| {
         assert!(matches!(e, StoreError::Unavailable(_)), "{e:?}");
         let mut text = e.to_string();
@@ -270,16 +270,10 @@ pub async fn the_cause_of_a_storage_outage_names_the_token_problem() {
 pub async fn a_user_assigned_identity_is_asked_for_by_its_client_id() {
     use file_approver::store::azure::ManagedIdentity;
     use file_approver::store::Storage;
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    let bin = PrivateAzurite::bin_in(std::path::Path::new(env!("CARGO_MANIFEST_DIR")));
-    let keyless = KeylessAzurite::start(&bin, dir.path())
-        .await
-        .expect("a keyless Azurite");
+    let (keyless, _dir) = keyless_azurite().await;
     let mut connection = keyless.connection();
     connection.identity = ManagedIdentity::ClientId("3c9e1f6a-user-assigned".into());
-    let store =
-        file_approver::store::azure::AzureStore::with_identity(&connection, &keyless.options())
-            .unwrap();
+    let store = AzureStore::with_identity(&connection, &keyless.options()).unwrap();
     store.ensure_table("assigned").await.unwrap();
     assert_eq!(
         keyless.tokens.client_ids(),

@@ -76,41 +76,18 @@ impl BlobSas<'_> {
         };
         let canonical_resource = format!("/blob/{}/{}/{}", self.account, self.container, self.blob);
 
-        // Values are signed decoded, exactly as the service reads them back from the query.
-        // No `st`: a start time only adds clock-skew failures.
-        let (string_to_sign, key, delegation) = match &self.signer {
-            // Service SAS, versions 2020-12-06 and later (Microsoft Learn, "Create a service
-            // SAS"; Azurite 3.35 `generateBlobSASSignature20201206` agrees).
-            Signer::AccountKey(key) => {
-                let fields = [
-                    permissions,
-                    "",
-                    &expiry,
-                    &canonical_resource,
-                    "", // signedIdentifier
-                    "", // signedIP
-                    protocol,
-                    SAS_VERSION,
-                    "b",
-                    "", // signedSnapshotTime
-                    "", // signedEncryptionScope
-                    "", // rscc
-                    disposition,
-                    "", // rsce
-                    "", // rscl
-                    "", // rsct
-                ];
-                (fields.join("\n"), *key, None)
-            }
-            // User-delegation SAS, versions 2020-12-06 and later (Microsoft Learn, "Create a
-            // user delegation SAS"; Azurite 3.35 `generateBlobSASBlobSASSignatureWithUDK20201206`
-            // agrees). The key's own fields are signed as the service wrote them.
-            Signer::Delegation(k) => {
-                let fields = [
-                    permissions,
-                    "",
-                    &expiry,
-                    &canonical_resource,
+        // String-to-sign for versions 2020-12-06 and later, one field per line (Microsoft Learn,
+        // "Create a service SAS" and "Create a user delegation SAS"; Azurite 3.35's
+        // `generateBlobSASSignature20201206` and `...WithUDK20201206` agree). Both kinds share
+        // the head and the tail; between them a service SAS has its signedIdentifier, a
+        // user-delegation SAS the lent key's six fields (as the service wrote them) and three
+        // unused ones. Values are signed decoded, exactly as the service reads them back from
+        // the query. No `st`: a start time only adds clock-skew failures.
+        let head = [permissions, "", &expiry, &canonical_resource];
+        let (middle, key, delegation): (Vec<&str>, &[u8], _) = match &self.signer {
+            Signer::AccountKey(key) => (vec![""], key, None),
+            Signer::Delegation(k) => (
+                vec![
                     &k.object_id,
                     &k.tenant_id,
                     &k.start,
@@ -120,21 +97,31 @@ impl BlobSas<'_> {
                     "", // signedAuthorizedUserObjectId
                     "", // signedUnauthorizedUserObjectId
                     "", // signedCorrelationId
-                    "", // signedIP
-                    protocol,
-                    SAS_VERSION,
-                    "b",
-                    "", // signedSnapshotTime
-                    "", // signedEncryptionScope
-                    "", // rscc
-                    disposition,
-                    "", // rsce
-                    "", // rscl
-                    "", // rsct
-                ];
-                (fields.join("\n"), k.value.as_slice(), Some(*k))
-            }
+                ],
+                k.value.as_slice(),
+                Some(*k),
+            ),
         };
+        let tail = [
+            "", // signedIP
+            protocol,
+            SAS_VERSION,
+            "b",
+            "", // signedSnapshotTime
+            "", // signedEncryptionScope
+            "", // rscc
+            disposition,
+            "", // rsce
+            "", // rscl
+            "", // rsct
+        ];
+        let string_to_sign = head
+            .iter()
+            .chain(&middle)
+            .chain(&tail)
+            .copied()
+            .collect::<Vec<_>>()
+            .join("\n");
         let signature = sign(key, &string_to_sign)?;
 
         let mut query = vec![
