@@ -7,6 +7,7 @@ use std::fmt;
 use std::path::PathBuf;
 
 use crate::domain::{Reviewers, ReviewersError};
+use crate::functions::auth::EasyAuth;
 use crate::store::azure::{IdentityConnection, IdentityEndpoint, ManagedIdentity};
 
 /// How the process was started.
@@ -63,8 +64,20 @@ pub struct Settings {
     /// `FILE_APPROVER_STORAGE_CA_FILE`: PEM certificates the Azure store trusts besides the
     /// public roots.
     pub storage_ca_file: Option<PathBuf>,
-    /// Empty: approvals are not authenticated (reviewer `anonymous`).
+    /// Empty (and no Easy Auth): approvals are not authenticated (reviewer `anonymous`).
     pub reviewers: Reviewers,
+    /// `FILE_APPROVER_UPLOADERS`: who may upload, by token, besides the reviewers. Set:
+    /// uploads need a token (or an Easy Auth sign-in).
+    pub uploaders: Reviewers,
+    /// `FILE_APPROVER_EASY_AUTH=true`: trust App Service Authentication's principal headers.
+    pub easy_auth: Option<EasyAuth>,
+    /// `FILE_APPROVER_FOUR_EYES` (default on): nobody approves their own upload, and the
+    /// download is approved by someone other than the upload's approvers.
+    pub four_eyes: bool,
+    /// Distinct approvals each stage needs (`FILE_APPROVER_UPLOAD_QUORUM`,
+    /// `FILE_APPROVER_DOWNLOAD_QUORUM`; 1 to 10, default 1).
+    pub upload_quorum: u32,
+    pub download_quorum: u32,
     pub max_upload_bytes: u64,
     /// The largest file an upload URL may be asked for.
     pub max_direct_upload_bytes: u64,
@@ -95,6 +108,11 @@ impl fmt::Debug for Settings {
             .field("storage", &self.storage)
             .field("storage_ca_file", &self.storage_ca_file)
             .field("reviewers", &self.reviewers)
+            .field("uploaders", &self.uploaders)
+            .field("easy_auth", &self.easy_auth)
+            .field("four_eyes", &self.four_eyes)
+            .field("upload_quorum", &self.upload_quorum)
+            .field("download_quorum", &self.download_quorum)
             .field("max_upload_bytes", &self.max_upload_bytes)
             .field("max_direct_upload_bytes", &self.max_direct_upload_bytes)
             .field("upload_url_ttl_secs", &self.upload_url_ttl_secs)
@@ -165,6 +183,36 @@ impl Settings {
             }
             None => Reviewers::default(),
         };
+        let uploaders = match get("FILE_APPROVER_UPLOADERS") {
+            Some(raw) => {
+                let u = Reviewers::parse(raw)
+                    .map_err(|e| invalid("FILE_APPROVER_UPLOADERS", e.to_string()))?;
+                if u.is_empty() {
+                    return Err(invalid("FILE_APPROVER_UPLOADERS", "lists no uploader"));
+                }
+                u
+            }
+            None => Reviewers::default(),
+        };
+        let easy_auth = match parse_bool("FILE_APPROVER_EASY_AUTH", get, false)? {
+            false => None,
+            true => Some(EasyAuth {
+                reviewer_role: get("FILE_APPROVER_REVIEWER_ROLE")
+                    .unwrap_or("Reviewer")
+                    .to_owned(),
+                uploader_role: get("FILE_APPROVER_UPLOADER_ROLE").map(str::to_owned),
+            }),
+        };
+        let four_eyes = parse_bool("FILE_APPROVER_FOUR_EYES", get, true)?;
+        let quorum = |name: &'static str| -> Result<u32, ConfigError> {
+            let q = parse_u64(name, get, 1, 1)?;
+            if q > 10 {
+                return Err(invalid(name, "is more than 10 distinct approvals"));
+            }
+            Ok(u32::try_from(q).unwrap_or(1))
+        };
+        let upload_quorum = quorum("FILE_APPROVER_UPLOAD_QUORUM")?;
+        let download_quorum = quorum("FILE_APPROVER_DOWNLOAD_QUORUM")?;
 
         let max_upload_bytes = parse_u64("FILE_APPROVER_MAX_UPLOAD_BYTES", get, 104_857_600, 1)?;
         let max_direct_upload_bytes =
@@ -236,6 +284,11 @@ impl Settings {
             storage,
             storage_ca_file,
             reviewers,
+            uploaders,
+            easy_auth,
+            four_eyes,
+            upload_quorum,
+            download_quorum,
             max_upload_bytes,
             max_direct_upload_bytes,
             upload_url_ttl_secs,
@@ -410,6 +463,19 @@ fn identity_connection<'a>(
     }))
 }
 
+fn parse_bool<'a>(
+    name: &'static str,
+    get: impl Fn(&str) -> Option<&'a str>,
+    default: bool,
+) -> Result<bool, ConfigError> {
+    match get(name).map(str::to_ascii_lowercase).as_deref() {
+        None => Ok(default),
+        Some("true" | "1" | "yes" | "on") => Ok(true),
+        Some("false" | "0" | "no" | "off") => Ok(false),
+        Some(_) => Err(invalid(name, "must be true or false")),
+    }
+}
+
 fn parse_port(name: &'static str, raw: &str) -> Result<u16, ConfigError> {
     raw.parse::<u16>()
         .map_err(|_| invalid(name, format!("{raw:?} is not a port number (0–65535)")))
@@ -569,6 +635,36 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("IDENTITY_ENDPOINT"), "{err}");
+    }
+
+    #[test]
+    fn people_settings_are_read_and_checked() {
+        let s = Settings::from_vars(&vars(&[
+            ("FILE_APPROVER_EASY_AUTH", "true"),
+            ("FILE_APPROVER_UPLOADER_ROLE", "Uploader"),
+            ("FILE_APPROVER_FOUR_EYES", "off"),
+            ("FILE_APPROVER_UPLOAD_QUORUM", "2"),
+            ("FILE_APPROVER_UPLOADERS", "uma:uma-token-0123456789"),
+        ]))
+        .unwrap();
+        let easy = s.easy_auth.unwrap();
+        assert_eq!(easy.reviewer_role, "Reviewer");
+        assert_eq!(easy.uploader_role.as_deref(), Some("Uploader"));
+        assert!(!s.four_eyes);
+        assert_eq!((s.upload_quorum, s.download_quorum), (2, 1));
+        assert_eq!(s.uploaders.len(), 1);
+        let defaults = Settings::from_vars(&vars(&[])).unwrap();
+        assert!(defaults.easy_auth.is_none() && defaults.four_eyes);
+        for (name, value) in [
+            ("FILE_APPROVER_EASY_AUTH", "maybe"),
+            ("FILE_APPROVER_FOUR_EYES", "2"),
+            ("FILE_APPROVER_UPLOAD_QUORUM", "0"),
+            ("FILE_APPROVER_DOWNLOAD_QUORUM", "11"),
+            ("FILE_APPROVER_UPLOADERS", "uma:short"),
+        ] {
+            let err = Settings::from_vars(&vars(&[(name, value)])).unwrap_err();
+            assert!(err.to_string().starts_with(name), "{err}");
+        }
     }
 
     #[test]

@@ -33,7 +33,17 @@ pub enum ApiError {
     #[error("{0}")]
     InvalidMultipart(String),
     #[error("{0}")]
+    InvalidHeader(String),
+    #[error("{0}")]
     Unauthorized(String),
+    #[error("{0}")]
+    NotAReviewer(String),
+    #[error("{0}")]
+    NotAnUploader(String),
+    #[error("{0}")]
+    SelfApproval(String),
+    #[error("{0}")]
+    SameReviewer(String),
     #[error("{0}")]
     NotFound(String),
     #[error("{method} is not allowed here")]
@@ -63,8 +73,13 @@ impl ApiError {
         use ApiError::*;
         match self {
             InvalidId(_) | InvalidName(_) | MissingName | EmptyFile | InvalidStage(_)
-            | InvalidBody(_) | InvalidQuery(_) | InvalidMultipart(_) => StatusCode::BAD_REQUEST,
+            | InvalidBody(_) | InvalidQuery(_) | InvalidMultipart(_) | InvalidHeader(_) => {
+                StatusCode::BAD_REQUEST
+            }
             Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            NotAReviewer(_) | NotAnUploader(_) | SelfApproval(_) | SameReviewer(_) => {
+                StatusCode::FORBIDDEN
+            }
             NotFound(_) => StatusCode::NOT_FOUND,
             MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             WrongStage { .. } | NotApproved { .. } | UploadIncomplete(_) => StatusCode::CONFLICT,
@@ -87,7 +102,12 @@ impl ApiError {
             InvalidBody(_) => "InvalidBody",
             InvalidQuery(_) => "InvalidQuery",
             InvalidMultipart(_) => "InvalidMultipart",
+            InvalidHeader(_) => "InvalidHeader",
             Unauthorized(_) => "Unauthorized",
+            NotAReviewer(_) => "NotAReviewer",
+            NotAnUploader(_) => "NotAnUploader",
+            SelfApproval(_) => "SelfApproval",
+            SameReviewer(_) => "SameReviewer",
             NotFound(_) => "NotFound",
             MethodNotAllowed { .. } => "MethodNotAllowed",
             WrongStage { .. } => "WrongStage",
@@ -185,6 +205,8 @@ impl From<FilesError> for ApiError {
                 ApiError::NotApproved { message, current }
             }
             FilesError::TooLarge { limit } => ApiError::TooLarge { limit },
+            FilesError::SelfApproval(message) => ApiError::SelfApproval(message),
+            FilesError::SameReviewer(message) => ApiError::SameReviewer(message),
             FilesError::EmptyFile => ApiError::EmptyFile,
             e @ FilesError::UploadIncomplete(_) => ApiError::UploadIncomplete(e.to_string()),
             FilesError::Body(source) => ApiError::InvalidBody(source.to_string()),

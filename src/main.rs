@@ -17,7 +17,7 @@ async fn main() -> ExitCode {
         }
     };
     telemetry::init(matches!(settings.mode, RunMode::CustomHandler { .. }));
-    if settings.reviewers.is_empty() {
+    if settings.reviewers.is_empty() && settings.easy_auth.is_none() {
         tracing::warn!(
             "FILE_APPROVER_REVIEWERS is unset: approvals are NOT authenticated and are recorded as reviewer \"anonymous\""
         );

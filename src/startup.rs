@@ -141,7 +141,11 @@ impl Application {
 
         let state = AppState {
             files: Arc::new(files),
-            reviewers: Arc::new(settings.reviewers.clone()),
+            access: Arc::new(functions::auth::Access {
+                reviewers: settings.reviewers.clone(),
+                uploaders: settings.uploaders.clone(),
+                easy_auth: settings.easy_auth.clone(),
+            }),
             storage_budget: settings.storage_budget,
         };
         let mut router = functions::router(state.clone());
@@ -263,6 +267,9 @@ fn policy(settings: &Settings) -> Policy {
             i64::try_from(settings.download_ttl_secs).unwrap_or(3600),
         ),
         approval_timeout_secs: settings.approval_timeout_secs,
+        four_eyes: settings.four_eyes,
+        upload_quorum: settings.upload_quorum,
+        download_quorum: settings.download_quorum,
         max_direct_upload_bytes: settings.max_direct_upload_bytes,
         upload_url_ttl: chrono::Duration::seconds(
             i64::try_from(settings.upload_url_ttl_secs).unwrap_or(900),

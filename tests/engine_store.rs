@@ -14,10 +14,10 @@ use std::sync::Arc;
 use chrono::{DateTime, Duration, SubsecRound, TimeZone, Utc};
 use file_approver::clock::ManualClock;
 use file_approver::engine::{
-    ActivityError, DriverOptions, Engine, EngineError, EngineOptions, EventKind, Executed, HeldBy,
-    HistoryEvent, ListQuery, OrchestrationContext, OrchestrationError, RaiseEvent, RaiseOutcome,
-    Registry, RetryPolicy, RuntimeStatus, Standby, StartOutcome, WorkDriver, WorkMessage,
-    MAX_EVENT_BYTES,
+    ActivityError, DriverOptions, Engine, EngineError, EngineOptions, EventGuard, EventKind,
+    Executed, HeldBy, HistoryEvent, ListQuery, OrchestrationContext, OrchestrationError,
+    RaiseEvent, RaiseOutcome, Refusal, Registry, RetryPolicy, RuntimeStatus, Standby, StartOutcome,
+    WorkDriver, WorkMessage, MAX_EVENT_BYTES,
 };
 use file_approver::store::azure::AzureStore;
 use file_approver::store::conformance::azure_test_connection_string;
@@ -62,6 +62,7 @@ engine_tests!(
     raise_event_refuses_unknown_finished_and_oversized,
     expect_custom_status_mismatch_records_nothing,
     expect_custom_status_is_checked_inside_the_turn_under_a_race,
+    a_guard_is_checked_inside_the_turn_under_a_race,
     a_whole_workflow_runs_its_activity_and_completes,
     fifty_concurrent_raises_with_distinct_ids_are_each_recorded_once,
     the_same_event_id_raised_twenty_times_concurrently_is_recorded_once,
@@ -427,6 +428,7 @@ fn raise(name: &str, id: &str, payload: Value) -> RaiseEvent {
         event_id: id.into(),
         payload,
         expect_custom_status: None,
+        guard: None,
     }
 }
 
@@ -624,6 +626,7 @@ async fn expect_custom_status_is_checked_inside_the_turn_under_a_race(backend: B
 
     let guarded = |id: &str| RaiseEvent {
         expect_custom_status: Some(json!("AwaitingUploadApproval")),
+        guard: None,
         ..approve(id)
     };
     let (ra, rb) = tokio::join!(
@@ -640,6 +643,67 @@ async fn expect_custom_status_is_checked_inside_the_turn_under_a_race(backend: B
         .filter(|r| {
             matches!(r, Err(EngineError::UnexpectedCustomStatus { current }) if *current == json!("Analyzing"))
         })
+        .count();
+    assert_eq!((recorded, refused), (1, 1), "{results:?}");
+    assert_eq!(count(&history(&a, "f1").await, "EventRaised"), 1);
+
+    gate.add_permits(10);
+    drain(&a).await;
+    drain(&b).await;
+}
+
+/// A guard (here: "nobody may approve once somebody has") sees the instance as the turn that
+/// would record the event loads it, so of two engines racing, the loser's guard sees the
+/// winner's event and refuses: one recorded, one refused, never two.
+async fn a_guard_is_checked_inside_the_turn_under_a_race(backend: Backend) {
+    let gate = Arc::new(Semaphore::new(0));
+    let held = {
+        let gate = gate.clone();
+        move |_input: Value| {
+            let gate = gate.clone();
+            async move {
+                let _permit = gate.acquire().await.map_err(ActivityError::new)?;
+                Ok(json!({}))
+            }
+        }
+    };
+    let a = engine(&backend, registry(held.clone())).await;
+    let b = engine(&backend, registry(held)).await;
+    a.start("Approval", "f1", json!({})).await.unwrap();
+
+    let first_only = EventGuard(Arc::new(
+        |status: &file_approver::engine::InstanceStatus| {
+            let approved = status
+                .history
+                .iter()
+                .flatten()
+                .any(|e| matches!(&e.kind, EventKind::EventRaised { .. }));
+            if approved {
+                Err(Refusal {
+                    code: "AlreadyApproved",
+                    message: "somebody approved first".into(),
+                })
+            } else {
+                Ok(())
+            }
+        },
+    ));
+    let guarded = |id: &str| RaiseEvent {
+        guard: Some(first_only.clone()),
+        ..approve(id)
+    };
+    let (ra, rb) = tokio::join!(
+        a.raise_event("f1", guarded("alice")),
+        b.raise_event("f1", guarded("bob"))
+    );
+    let results = [ra, rb];
+    let recorded = results
+        .iter()
+        .filter(|r| matches!(r, Ok(RaiseOutcome::Recorded(_))))
+        .count();
+    let refused = results
+        .iter()
+        .filter(|r| matches!(r, Err(EngineError::Refused(r)) if r.code == "AlreadyApproved"))
         .count();
     assert_eq!((recorded, refused), (1, 1), "{results:?}");
     assert_eq!(count(&history(&a, "f1").await, "EventRaised"), 1);

@@ -6,6 +6,7 @@ mod content_type;
 mod decision;
 mod file_id;
 mod file_name;
+mod principal;
 mod reviewer;
 mod stage;
 
@@ -13,5 +14,6 @@ pub use content_type::{ContentType, ContentTypeError};
 pub use decision::{Decision, DecisionError};
 pub use file_id::{FileId, FileIdError};
 pub use file_name::{FileName, FileNameError};
-pub use reviewer::{Reviewer, Reviewers, ReviewersError};
+pub use principal::{Principal, PrincipalError};
+pub use reviewer::{Reviewers, ReviewersError};
 pub use stage::{ApprovalStage, Stage, StageError};

@@ -2,32 +2,16 @@ use std::fmt;
 
 use sha2::{Digest, Sha256};
 
-/// Who decided. `anonymous` when approvals are not authenticated.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Reviewer(String);
+use super::Principal;
 
-impl Reviewer {
-    pub fn anonymous() -> Self {
-        Reviewer("anonymous".to_owned())
-    }
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for Reviewer {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-/// The reviewers allowed to decide, from `FILE_APPROVER_REVIEWERS` (`name:token,…`).
+/// People known by a token, from `FILE_APPROVER_REVIEWERS` (who may decide) or
+/// `FILE_APPROVER_UPLOADERS` (who may upload), both `name:token,…`.
 ///
 /// Tokens are kept only as SHA-256 digests: they are compared in constant time and can never
 /// be printed by accident (`Debug` shows names only).
 #[derive(Clone, Default)]
 pub struct Reviewers {
-    entries: Vec<(Reviewer, [u8; 32])>,
+    entries: Vec<(Principal, [u8; 32])>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -52,7 +36,7 @@ fn digest(token: &str) -> [u8; 32] {
 
 impl Reviewers {
     pub fn parse(raw: &str) -> Result<Self, ReviewersError> {
-        let mut entries: Vec<(Reviewer, [u8; 32])> = Vec::new();
+        let mut entries: Vec<(Principal, [u8; 32])> = Vec::new();
         for (index, item) in raw.split(',').map(str::trim).enumerate() {
             if item.is_empty() {
                 continue;
@@ -78,7 +62,7 @@ impl Reviewers {
                     name: name.to_owned(),
                 });
             }
-            if entries.iter().any(|(r, _)| r.0 == name) {
+            if entries.iter().any(|(r, _)| r.as_str() == name) {
                 return Err(ReviewersError::Duplicate {
                     name: name.to_owned(),
                 });
@@ -87,7 +71,12 @@ impl Reviewers {
             if entries.iter().any(|(_, other)| *other == d) {
                 return Err(ReviewersError::SharedToken);
             }
-            entries.push((Reviewer(name.to_owned()), d));
+            entries.push((
+                Principal::parse(name, None).map_err(|_| ReviewersError::BadName {
+                    name: name.to_owned(),
+                })?,
+                d,
+            ));
         }
         Ok(Reviewers { entries })
     }
@@ -101,7 +90,7 @@ impl Reviewers {
     }
 
     /// The reviewer holding `token`, comparing digests in constant time.
-    pub fn authenticate(&self, token: &str) -> Option<Reviewer> {
+    pub fn authenticate(&self, token: &str) -> Option<Principal> {
         let d = digest(token);
         let mut found = None;
         for (reviewer, stored) in &self.entries {

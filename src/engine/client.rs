@@ -2,6 +2,8 @@
 //! terminate, purge). Every change goes through a turn (`turn.rs`); the work a turn commits
 //! goes to the worker (`worker.rs`).
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
@@ -35,6 +37,32 @@ pub struct RaiseEvent {
     /// Record the event only if the instance's custom status is exactly this (checked inside
     /// the turn, against the state that the commit's ETag guards).
     pub expect_custom_status: Option<Value>,
+    /// A rule the event must pass, checked like `expect_custom_status` (inside the turn, on the
+    /// state the commit guards, so racing callers see each other's events).
+    pub guard: Option<EventGuard>,
+}
+
+/// Why a guard refused an event: a stable code and a message, for the caller to map.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub code: &'static str,
+    pub message: String,
+}
+
+/// A check of an event against the instance it is raised to (its status, with history).
+#[derive(Clone)]
+pub struct EventGuard(pub Arc<dyn Fn(&InstanceStatus) -> Result<(), Refusal> + Send + Sync>);
+
+impl std::fmt::Debug for EventGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EventGuard(..)")
+    }
+}
+
+impl PartialEq for EventGuard {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
 }
 
 /// What `raise_event` did; both carry the instance's status after the call.
@@ -164,6 +192,11 @@ impl Engine {
                             current: state.status.custom_status.clone(),
                         });
                     }
+                }
+                if let Some(guard) = &event.guard {
+                    let mut status = state.status.clone();
+                    status.history = Some(loaded.history.clone());
+                    (guard.0)(&status).map_err(EngineError::Refused)?;
                 }
                 Ok(Plan::Turn {
                     inbound: vec![raised.clone()],

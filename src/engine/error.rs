@@ -26,6 +26,9 @@ pub enum EngineError {
     /// time of the turn. Nothing was recorded.
     #[error("the instance's custom status is {current}, not the expected one")]
     UnexpectedCustomStatus { current: Value },
+    /// `RaiseEvent::guard` refused the event. Nothing was recorded.
+    #[error("{}", .0.message)]
+    Refused(super::client::Refusal),
     /// A payload would not fit in one table property (see `MAX_EVENT_BYTES`).
     #[error("{what} is {size} bytes; at most {limit} fit in one history row")]
     PayloadTooLarge {

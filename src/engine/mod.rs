@@ -109,7 +109,9 @@ pub mod rows;
 mod turn;
 mod worker;
 
-pub use client::{InstancePage, ListQuery, RaiseEvent, RaiseOutcome, StartOutcome};
+pub use client::{
+    EventGuard, InstancePage, ListQuery, RaiseEvent, RaiseOutcome, Refusal, StartOutcome,
+};
 pub use context::{OrchestrationContext, RetryPolicy};
 pub use driver::{DriverOptions, WorkDriver};
 pub use error::{ActivityError, EngineError, OrchestrationError};

@@ -10,6 +10,12 @@ pub enum FilesError {
     /// A decision the workflow is not waiting for; the message says why.
     #[error("{message}")]
     WrongStage { message: String, current: Stage },
+    /// The reviewer uploaded the file, so cannot approve it (four eyes).
+    #[error("{0}")]
+    SelfApproval(String),
+    /// The reviewer approved the upload, so cannot approve the download (four eyes).
+    #[error("{0}")]
+    SameReviewer(String),
     /// A download before both approvals.
     #[error("{message}")]
     NotApproved { message: String, current: Stage },

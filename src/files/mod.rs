@@ -33,13 +33,13 @@ pub use record::{DirectUpload, FileRecord, FILES_TABLE, OPEN_UPLOADS};
 pub use view::{DownloadGrant, FilePage, FileView};
 
 use crate::clock::Clock;
-use crate::domain::{ApprovalStage, ContentType, Decision, FileId, FileName, Reviewer, Stage};
+use crate::domain::{ApprovalStage, ContentType, Decision, FileId, FileName, Principal, Stage};
 use crate::engine::{Engine, EngineError, ListQuery, RaiseOutcome, StartOutcome};
 use crate::store::{
     BodyTooLarge, BoxError, ByteStream, PutBlobOptions, SignedUrlRequest, SignedWriteRequest,
     Storage, StoreError, TableQuery, FILES_CONTAINER, UPLOADS_CONTAINER,
 };
-use crate::workflow::{self, DecisionEvent, DirectInput, FileInput};
+use crate::workflow::{self, ApprovalRules, DecisionEvent, DirectInput, FileInput};
 
 /// How files are handled: limits and timings fixed at start-up.
 #[derive(Debug, Clone)]
@@ -63,6 +63,11 @@ pub struct Policy {
     pub upload_url_ttl: Duration,
     /// The largest file an upload URL may declare, in bytes.
     pub max_direct_upload_bytes: u64,
+    /// Nobody approves their own upload; the download's approvers are not the upload's.
+    pub four_eyes: bool,
+    /// Distinct approvals each stage needs.
+    pub upload_quorum: u32,
+    pub download_quorum: u32,
 }
 
 impl Default for Policy {
@@ -74,6 +79,9 @@ impl Default for Policy {
             start_on_upload: true,
             start_grace: Duration::zero(),
             abandon_uploads_after: Duration::hours(1),
+            four_eyes: true,
+            upload_quorum: 1,
+            download_quorum: 1,
             upload_url_ttl: Duration::minutes(15),
             max_direct_upload_bytes: 1 << 40,
         }
@@ -87,6 +95,8 @@ pub struct NewUpload {
     /// The file's bytes. Stream errors other than [`BodyTooLarge`] come back as
     /// [`FilesError::Body`] with the stream's own error inside.
     pub body: ByteStream,
+    /// Who uploads, when known.
+    pub uploader: Option<Principal>,
 }
 
 /// An upload straight to storage, as the edge parsed its declaration.
@@ -95,6 +105,8 @@ pub struct NewDirectUpload {
     pub content_type: ContentType,
     /// The size the uploader will send; the blob must hold exactly this many bytes.
     pub declared_size: u64,
+    /// Who uploads, when known.
+    pub uploader: Option<Principal>,
 }
 
 /// An upload URL handed out, for file `record.id`.
@@ -209,6 +221,7 @@ impl Files {
             content_type: upload.content_type,
             created_time: self.clock.now(),
             direct: None,
+            uploader: upload.uploader,
         };
         let id = record.id;
         let record_etag = self
@@ -302,6 +315,7 @@ impl Files {
                 declared_size: upload.declared_size,
                 url_expires_at: expires_at,
             }),
+            uploader: upload.uploader,
         };
         let id_text = record.id.to_string();
         let upload_url = self
@@ -391,6 +405,12 @@ impl Files {
                 declared_size: direct.declared_size,
                 sealed_time: direct.url_expires_at + Duration::seconds(SEAL_MARGIN_SECS),
             }),
+            uploader: record.uploader.clone(),
+            rules: ApprovalRules {
+                four_eyes: self.policy.four_eyes,
+                upload_quorum: self.policy.upload_quorum,
+                download_quorum: self.policy.download_quorum,
+            },
         };
         let outcome = workflow::start_for_file(&self.engine, &input).await?;
         self.forget_record(id).await;
@@ -457,6 +477,7 @@ impl Files {
                 .unwrap_or_else(|_| ContentType::octet_stream()),
             created_time: created.unwrap_or(props.last_modified),
             direct: None,
+            uploader: None,
         };
         match self
             .store
@@ -571,13 +592,14 @@ impl Files {
         &self,
         id: FileId,
         stage: ApprovalStage,
-        reviewer: &Reviewer,
+        reviewer: &Principal,
         decision: Decision,
     ) -> Result<Decided, FilesError> {
         let event = DecisionEvent {
             stage,
             approved: decision.approved,
             reviewer: reviewer.to_string(),
+            reviewer_id: reviewer.id().map(str::to_owned),
             comment: decision.comment,
             decided_time: self.clock.now(),
         };
@@ -602,6 +624,14 @@ impl Files {
                 view: FileView::from_instance(&status)?,
                 recorded: false,
             }),
+            Err(EngineError::Refused(refusal)) => {
+                tracing::info!(file = %id, %stage, %reviewer, outcome = verdict, rule = refusal.code, "decision refused: four eyes");
+                Err(match refusal.code {
+                    workflow::SELF_APPROVAL => FilesError::SelfApproval(refusal.message),
+                    workflow::SAME_REVIEWER => FilesError::SameReviewer(refusal.message),
+                    _ => FilesError::Engine(EngineError::Refused(refusal)),
+                })
+            }
             Err(
                 EngineError::InstanceNotFound(_)
                 | EngineError::UnexpectedCustomStatus { .. }

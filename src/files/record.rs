@@ -13,7 +13,7 @@
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
-use crate::domain::{ContentType, FileId, FileName};
+use crate::domain::{ContentType, FileId, FileName, Principal};
 use crate::store::{Entity, Prop, StoreError, StoreResult};
 
 pub const FILES_TABLE: &str = "files";
@@ -28,6 +28,8 @@ pub struct FileRecord {
     pub created_time: DateTime<Utc>,
     /// Set when the bytes go straight to storage through an upload URL.
     pub direct: Option<DirectUpload>,
+    /// Who uploaded, when the upload said (a token, an Easy Auth sign-in).
+    pub uploader: Option<Principal>,
 }
 
 /// What an upload through an upload URL adds to its record.
@@ -45,6 +47,16 @@ impl FileRecord {
             .with("Name", self.name.as_str())
             .with("ContentType", self.content_type.as_str())
             .with("CreatedTime", self.created_time.to_rfc3339());
+        let entity = match &self.uploader {
+            None => entity,
+            Some(uploader) => {
+                let entity = entity.with("UploaderName", uploader.as_str());
+                match uploader.id() {
+                    Some(id) => entity.with("UploaderId", id),
+                    None => entity,
+                }
+            }
+        };
         match &self.direct {
             None => entity,
             Some(direct) => entity
@@ -95,6 +107,13 @@ impl FileRecord {
                         .ok_or_else(|| corrupt("UploadUrlExpiresTime"))?,
                 }),
             },
+            uploader: match entity.str("UploaderName") {
+                None => None,
+                Some(name) => Some(
+                    Principal::parse(name, entity.str("UploaderId"))
+                        .map_err(|_| corrupt("UploaderName"))?,
+                ),
+            },
         })
     }
 
@@ -140,6 +159,7 @@ mod tests {
             content_type: ContentType::parse(Some("application/pdf")).unwrap(),
             created_time: Utc.with_ymd_and_hms(2026, 11, 30, 9, 0, 0).unwrap(),
             direct: None,
+            uploader: None,
         }
     }
 

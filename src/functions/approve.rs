@@ -4,12 +4,12 @@
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{Path, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
 use super::{AppState, FileStatus};
-use crate::domain::{ApprovalStage, Decision, FileId, Reviewer};
+use crate::domain::{ApprovalStage, Decision, FileId};
 use crate::error::ApiError;
 
 /// Decisions are tiny; anything bigger is not one.
@@ -25,7 +25,7 @@ pub async fn approve(
     let id = FileId::parse(&raw_id).map_err(|e| ApiError::InvalidId(e.to_string()))?;
     let stage =
         ApprovalStage::parse(&raw_stage).map_err(|e| ApiError::InvalidStage(e.to_string()))?;
-    let reviewer = authenticate(&state, &headers).inspect_err(|e| {
+    let reviewer = state.access.reviewer(&headers).inspect_err(|e| {
         tracing::info!(file = %id, %stage, reason = %e, "refused a credential");
     })?;
     let body = body.map_err(|e| match e.status() {
@@ -44,30 +44,4 @@ pub async fn approve(
         StatusCode::OK
     };
     Ok((code, Json(FileStatus::from(&decided.view))).into_response())
-}
-
-/// The reviewer behind `Authorization: Bearer <token>`, or `anonymous` when no reviewers are
-/// configured.
-fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Reviewer, ApiError> {
-    let reviewers = &state.reviewers;
-    if reviewers.is_empty() {
-        return Ok(Reviewer::anonymous());
-    }
-    let value = headers.get(header::AUTHORIZATION).ok_or_else(|| {
-        ApiError::Unauthorized("an Authorization: Bearer <token> header is required".into())
-    })?;
-    let token = value
-        .to_str()
-        .ok()
-        .and_then(|v| {
-            let (scheme, token) = v.split_once(' ')?;
-            scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
-        })
-        .filter(|t| !t.is_empty())
-        .ok_or_else(|| {
-            ApiError::Unauthorized("the Authorization header must be Bearer <token>".into())
-        })?;
-    reviewers
-        .authenticate(token)
-        .ok_or_else(|| ApiError::Unauthorized("the token belongs to no reviewer".into()))
 }

@@ -18,6 +18,7 @@
 //! | (embedded only) | `PUT /api/uploads/{id}?…&sig=…`               | [`blobs`]        |
 
 pub mod approve;
+pub mod auth;
 pub mod blobs;
 pub mod complete;
 pub mod download;
@@ -44,7 +45,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::domain::{FileId, Reviewers, Stage};
+use crate::domain::{ApprovalStage, FileId, Principal, Stage};
 use crate::engine::RuntimeStatus;
 use crate::error::ApiError;
 use crate::files::{FileView, Files};
@@ -54,8 +55,8 @@ use crate::workflow::DecisionEvent;
 #[derive(Clone)]
 pub struct AppState {
     pub files: Arc<Files>,
-    /// Empty: approvals are not authenticated (reviewer `anonymous`).
-    pub reviewers: Arc<Reviewers>,
+    /// Who is calling: reviewers and uploaders by token or Easy Auth sign-in.
+    pub access: Arc<auth::Access>,
     /// The storage time one request may spend ([`crate::store::budget`]).
     pub storage_budget: Duration,
 }
@@ -145,12 +146,46 @@ pub struct FileStatus {
     pub runtime_status: RuntimeStatus,
     pub created_time: String,
     pub last_updated_time: String,
+    /// Who uploaded, when the upload said (`null` for an anonymous upload).
+    pub uploader: Option<PrincipalView>,
     pub approvals: Vec<DecisionView>,
+    /// When the stage now awaiting a decision ends `Expired` (with an approval timeout set).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deadline: Option<String>,
+    /// The approval rules the file's workflow runs under.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rules: Option<RulesView>,
     pub analysis: Option<Value>,
     /// Present when the file failed: why.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub failure: Option<FailureView>,
     pub links: Links,
+}
+
+/// A person as shown to clients.
+#[derive(Debug, Serialize)]
+pub struct PrincipalView {
+    pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+}
+
+impl From<&Principal> for PrincipalView {
+    fn from(p: &Principal) -> Self {
+        PrincipalView {
+            name: p.as_str().to_owned(),
+            id: p.id().map(str::to_owned),
+        }
+    }
+}
+
+/// The approval rules as shown to clients.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RulesView {
+    pub four_eyes: bool,
+    pub upload_quorum: u32,
+    pub download_quorum: u32,
 }
 
 /// Why a file failed: a stable code and a message.
@@ -168,6 +203,8 @@ pub struct DecisionView {
     pub approved: bool,
     pub reviewer: String,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub reviewer_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub comment: Option<String>,
     pub decided_time: String,
 }
@@ -178,6 +215,7 @@ impl From<&DecisionEvent> for DecisionView {
             stage: d.stage.as_str(),
             approved: d.approved,
             reviewer: d.reviewer.clone(),
+            reviewer_id: d.reviewer_id.clone(),
             comment: d.comment.clone(),
             decided_time: api_time(d.decided_time),
         }
@@ -203,7 +241,14 @@ impl From<&FileView> for FileStatus {
                 // The file's own creation (upload) time, not the instance's.
                 created_time: api_time(summary.file.created_time.min(*created_time)),
                 last_updated_time: api_time(*last_updated_time),
+                uploader: summary.file.uploader.as_ref().map(PrincipalView::from),
                 approvals: summary.approvals.iter().map(DecisionView::from).collect(),
+                deadline: summary.deadline.map(api_time),
+                rules: Some(RulesView {
+                    four_eyes: summary.file.rules.four_eyes,
+                    upload_quorum: summary.file.rules.quorum(ApprovalStage::Upload),
+                    download_quorum: summary.file.rules.quorum(ApprovalStage::Download),
+                }),
                 analysis: summary.analysis.clone(),
                 failure: summary.failure.as_ref().map(|f| FailureView {
                     code: f.code,
@@ -220,7 +265,10 @@ impl From<&FileView> for FileStatus {
                 runtime_status: RuntimeStatus::Pending,
                 created_time: api_time(record.created_time),
                 last_updated_time: api_time(record.created_time),
+                uploader: record.uploader.as_ref().map(PrincipalView::from),
                 approvals: Vec::new(),
+                deadline: None,
+                rules: None,
                 analysis: None,
                 failure: None,
             },

@@ -84,7 +84,10 @@ pub async fn upload(
     body: Body,
 ) -> Result<Response, ApiError> {
     let limit = state.files.policy().max_upload_bytes;
-    let upload = parse(limit, raw_query.as_deref(), &headers, body).await?;
+    // Who uploads is settled before a byte is read: a refused caller costs no storage.
+    let uploader = state.access.uploader(&headers)?;
+    let mut upload = parse(limit, raw_query.as_deref(), &headers, body).await?;
+    upload.uploader = uploader;
     let view = state.files.upload(upload).await.map_err(|e| match e {
         FilesError::Body(source) => body_error(source),
         other => other.into(),
@@ -196,6 +199,7 @@ async fn multipart_upload(
         name,
         content_type,
         body: Box::pin(stream),
+        uploader: None,
     })
 }
 
@@ -218,6 +222,7 @@ fn raw_upload(
         name,
         content_type,
         body: Box::pin(stream),
+        uploader: None,
     })
 }
 

@@ -6,7 +6,7 @@
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
@@ -84,7 +84,12 @@ pub struct TicketLinks {
     pub complete: String,
 }
 
-pub async fn create(State(state): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
+pub async fn create(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let uploader = state.access.uploader(&headers)?;
     let declaration: Declaration = serde_json::from_slice(&body)
         .map_err(|e| ApiError::InvalidBody(format!("the upload declaration: {e}")))?;
     let name =
@@ -97,6 +102,7 @@ pub async fn create(State(state): State<AppState>, body: Bytes) -> Result<Respon
             name,
             content_type,
             declared_size: declaration.size,
+            uploader,
         })
         .await?;
     let id = grant.record.id.to_string();

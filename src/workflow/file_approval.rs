@@ -8,10 +8,11 @@ use serde_json::{json, Value};
 
 use super::analysis::{analyze_stream, Analysis};
 use crate::clock::Clock;
-use crate::domain::{ApprovalStage, Stage};
+use crate::domain::{ApprovalStage, Principal, Stage};
 use crate::engine::{
-    ActivityError, Engine, EngineError, EventKind, InstanceStatus, OrchestrationContext,
-    OrchestrationError, RaiseEvent, Registry, RetryPolicy, StartOutcome,
+    ActivityError, Engine, EngineError, EventGuard, EventKind, InstanceStatus,
+    OrchestrationContext, OrchestrationError, RaiseEvent, Refusal, Registry, RetryPolicy,
+    StartOutcome,
 };
 use crate::store::{Storage, StoreError, FILES_CONTAINER, UPLOADS_CONTAINER};
 
@@ -34,6 +35,45 @@ pub struct FileInput {
     /// Set for a file uploaded straight to storage through an upload URL.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub direct: Option<DirectInput>,
+    /// Who uploaded, when the upload said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uploader: Option<Principal>,
+    /// The approval rules the file was started under.
+    #[serde(default)]
+    pub rules: ApprovalRules,
+}
+
+/// Who may approve, and how many must: fixed when a file's workflow starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ApprovalRules {
+    /// Nobody approves a file they uploaded; nobody who approved the upload approves the
+    /// download.
+    pub four_eyes: bool,
+    /// Distinct approvals the upload stage needs (any rejection ends the workflow).
+    pub upload_quorum: u32,
+    /// Distinct approvals the download stage needs.
+    pub download_quorum: u32,
+}
+
+impl Default for ApprovalRules {
+    fn default() -> Self {
+        ApprovalRules {
+            four_eyes: true,
+            upload_quorum: 1,
+            download_quorum: 1,
+        }
+    }
+}
+
+impl ApprovalRules {
+    pub fn quorum(&self, stage: ApprovalStage) -> u32 {
+        match stage {
+            ApprovalStage::Upload => self.upload_quorum,
+            ApprovalStage::Download => self.download_quorum,
+        }
+        .max(1)
+    }
 }
 
 /// What a file uploaded through an upload URL adds to the workflow's input.
@@ -65,9 +105,86 @@ pub struct DecisionEvent {
     pub stage: ApprovalStage,
     pub approved: bool,
     pub reviewer: String,
+    /// The reviewer's stable id, when their sign-in gave one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reviewer_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub comment: Option<String>,
     pub decided_time: DateTime<Utc>,
+}
+
+impl DecisionEvent {
+    /// Who decided.
+    pub fn principal(&self) -> Principal {
+        Principal::parse(&self.reviewer, self.reviewer_id.as_deref())
+            .unwrap_or_else(|_| Principal::anonymous())
+    }
+}
+
+pub const SELF_APPROVAL: &str = "SelfApproval";
+pub const SAME_REVIEWER: &str = "SameReviewer";
+
+/// The four-eyes rules, as a guard the engine checks inside the turn that would record the
+/// decision: the uploader cannot approve, and nobody approves the download who approved the
+/// upload. Rejections pass (anyone may stop a file). Decided on the instance's own input and
+/// history, so two processes racing see each other's committed decisions.
+fn four_eyes_guard(decision: &DecisionEvent) -> EventGuard {
+    let decision = decision.clone();
+    EventGuard(Arc::new(move |status: &InstanceStatus| {
+        if !decision.approved {
+            return Ok(());
+        }
+        let file: FileInput = match serde_json::from_value(status.input.clone()) {
+            Ok(file) => file,
+            // Not a file's instance: the rules do not apply (the engine refuses it anyway).
+            Err(_) => return Ok(()),
+        };
+        if !file.rules.four_eyes {
+            return Ok(());
+        }
+        let reviewer = decision.principal();
+        if let Some(uploader) = &file.uploader {
+            if uploader.same_person(&reviewer) {
+                return Err(Refusal {
+                    code: SELF_APPROVAL,
+                    message: format!("{reviewer} uploaded this file, so cannot approve it"),
+                });
+            }
+        }
+        if decision.stage == ApprovalStage::Download {
+            let approved_upload = decisions(status).any(|d| {
+                d.stage == ApprovalStage::Upload
+                    && d.approved
+                    && d.principal().same_person(&reviewer)
+            });
+            if approved_upload {
+                return Err(Refusal {
+                    code: SAME_REVIEWER,
+                    message: format!(
+                        "{reviewer} approved the upload, so someone else must approve the download"
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }))
+}
+
+/// The decisions recorded in an instance's history, oldest first.
+fn decisions(status: &InstanceStatus) -> impl Iterator<Item = DecisionEvent> + '_ {
+    status
+        .history
+        .iter()
+        .flatten()
+        .filter_map(|event| match &event.kind {
+            EventKind::EventRaised { name, input, .. }
+                if name == event_name(ApprovalStage::Upload)
+                    || name == event_name(ApprovalStage::Download) =>
+            {
+                serde_json::from_value::<DecisionEvent>(input.clone()).ok()
+            }
+            _ => None,
+        })
 }
 
 /// The external event a stage's decision arrives as.
@@ -117,10 +234,19 @@ pub fn decision_event(decision: &DecisionEvent) -> Result<RaiseEvent, EngineErro
     };
     Ok(RaiseEvent {
         name: event_name(decision.stage).to_owned(),
-        event_id: format!("{}:{}:{verdict}", decision.stage, decision.reviewer),
+        // By id where the sign-in gives one: two people may share a display name.
+        event_id: format!(
+            "{}:{}:{verdict}",
+            decision.stage,
+            decision
+                .reviewer_id
+                .as_deref()
+                .unwrap_or(&decision.reviewer)
+        ),
         payload: serde_json::to_value(decision)
             .map_err(|e| EngineError::Corrupt(format!("a decision event: {e}")))?,
         expect_custom_status: Some(stage_status(decision.stage.awaited_in())),
+        guard: Some(four_eyes_guard(decision)),
     })
 }
 
@@ -138,24 +264,48 @@ fn set_stage(ctx: &OrchestrationContext, stage: Stage) {
     ctx.set_custom_status(stage_status(stage));
 }
 
-async fn decision(
+/// How a stage's review ended.
+enum Review {
+    Approved,
+    Rejected,
+    Expired,
+}
+
+/// Waits for a stage's decisions until `quorum` distinct reviewers approved, one rejected, or
+/// the stage's deadline (the timeout from when the stage began) passed.
+async fn review(
     ctx: &OrchestrationContext,
     stage: ApprovalStage,
+    quorum: u32,
     timeout_secs: Option<u64>,
-) -> Result<Option<DecisionEvent>, OrchestrationError> {
-    match timeout_secs {
-        None => ctx.wait_for_event(event_name(stage)).await.map(Some),
-        Some(secs) => {
-            // A timeout too long for the calendar is no deadline at all, rather than a panic
-            // that would fail the file's workflow.
-            let deadline = i64::try_from(secs)
-                .ok()
-                .and_then(Duration::try_seconds)
-                .and_then(|timeout| ctx.current_time().checked_add_signed(timeout));
-            match deadline {
-                Some(deadline) => ctx.wait_for_event_until(event_name(stage), deadline).await,
-                None => ctx.wait_for_event(event_name(stage)).await.map(Some),
+) -> Result<Review, OrchestrationError> {
+    // A timeout too long for the calendar is no deadline at all, rather than a panic that
+    // would fail the file's workflow.
+    let deadline = timeout_secs
+        .and_then(|secs| i64::try_from(secs).ok())
+        .and_then(Duration::try_seconds)
+        .and_then(|timeout| ctx.current_time().checked_add_signed(timeout));
+    let mut approvers: Vec<Principal> = Vec::new();
+    loop {
+        let decision: Option<DecisionEvent> = match deadline {
+            Some(deadline) => {
+                ctx.wait_for_event_until(event_name(stage), deadline)
+                    .await?
             }
+            None => Some(ctx.wait_for_event(event_name(stage)).await?),
+        };
+        let Some(decision) = decision else {
+            return Ok(Review::Expired);
+        };
+        if !decision.approved {
+            return Ok(Review::Rejected);
+        }
+        let approver = decision.principal();
+        if !approvers.iter().any(|a| *a == approver) {
+            approvers.push(approver);
+        }
+        if approvers.len() >= quorum as usize {
+            return Ok(Review::Approved);
         }
     }
 }
@@ -188,10 +338,18 @@ async fn file_approval(
     }
 
     set_stage(&ctx, Stage::AwaitingUploadApproval);
-    match decision(&ctx, ApprovalStage::Upload, file.approval_timeout_secs).await? {
-        None => return finish(&ctx, Stage::Expired),
-        Some(d) if !d.approved => return finish(&ctx, Stage::Rejected),
-        Some(_) => {}
+    let quorum = file.rules.quorum(ApprovalStage::Upload);
+    match review(
+        &ctx,
+        ApprovalStage::Upload,
+        quorum,
+        file.approval_timeout_secs,
+    )
+    .await?
+    {
+        Review::Expired => return finish(&ctx, Stage::Expired),
+        Review::Rejected => return finish(&ctx, Stage::Rejected),
+        Review::Approved => {}
     }
 
     set_stage(&ctx, Stage::Analyzing);
@@ -230,10 +388,18 @@ async fn file_approval(
     }
 
     set_stage(&ctx, Stage::AwaitingDownloadApproval);
-    match decision(&ctx, ApprovalStage::Download, file.approval_timeout_secs).await? {
-        None => finish(&ctx, Stage::Expired),
-        Some(d) if !d.approved => finish(&ctx, Stage::Rejected),
-        Some(_) => finish(&ctx, Stage::Approved),
+    let quorum = file.rules.quorum(ApprovalStage::Download);
+    match review(
+        &ctx,
+        ApprovalStage::Download,
+        quorum,
+        file.approval_timeout_secs,
+    )
+    .await?
+    {
+        Review::Expired => finish(&ctx, Stage::Expired),
+        Review::Rejected => finish(&ctx, Stage::Rejected),
+        Review::Approved => finish(&ctx, Stage::Approved),
     }
 }
 
@@ -297,6 +463,8 @@ pub struct Summary {
     pub analysis: Option<Value>,
     /// Why the file failed, when it did.
     pub failure: Option<Failure>,
+    /// When the stage now awaiting decisions expires, if it has a deadline.
+    pub deadline: Option<DateTime<Utc>>,
 }
 
 /// The failure codes the workflow ends with; each failure's text starts with its code.
@@ -343,7 +511,22 @@ pub fn summarize(status: &InstanceStatus) -> Result<Summary, EngineError> {
     let mut approvals = Vec::new();
     let mut analysis = None;
     let mut analyze_ids = Vec::new();
+    // A stage's deadline is the fire time of the timers its waits set: those before the
+    // analysis was scheduled belong to the upload stage, those after it completed to the
+    // download stage (the upload URL's seal timer comes in between).
+    let mut upload_deadline: Option<DateTime<Utc>> = None;
+    let mut download_deadline: Option<DateTime<Utc>> = None;
     for event in status.history.iter().flatten() {
+        if let EventKind::TimerCreated { fire_at } = &event.kind {
+            let slot = if analysis.is_some() {
+                &mut download_deadline
+            } else if analyze_ids.is_empty() {
+                &mut upload_deadline
+            } else {
+                continue;
+            };
+            *slot = Some(slot.map_or(*fire_at, |d: DateTime<Utc>| d.max(*fire_at)));
+        }
         match &event.kind {
             EventKind::EventRaised { name, input, .. }
                 if name == event_name(ApprovalStage::Upload)
@@ -365,12 +548,18 @@ pub fn summarize(status: &InstanceStatus) -> Result<Summary, EngineError> {
             _ => {}
         }
     }
+    let deadline = match stage {
+        Stage::AwaitingUploadApproval => upload_deadline,
+        Stage::AwaitingDownloadApproval => download_deadline,
+        _ => None,
+    };
     Ok(Summary {
         file,
         stage,
         approvals,
         analysis,
         failure: status.failure.as_deref().map(Failure::from_text),
+        deadline,
     })
 }
 
@@ -397,6 +586,8 @@ mod tests {
             created_time: now,
             approval_timeout_secs,
             direct: None,
+            uploader: None,
+            rules: ApprovalRules::default(),
         };
         let started = EventKind::ExecutionStarted {
             name: ORCHESTRATION.into(),

@@ -18,5 +18,6 @@ mod file_approval;
 
 pub use file_approval::{
     decision_event, index_key, registry, stage_index_key, stage_status, start_for_file, summarize,
-    DecisionEvent, DirectInput, Failure, FileInput, Summary, ANALYZE_ACTIVITY, ORCHESTRATION,
+    ApprovalRules, DecisionEvent, DirectInput, Failure, FileInput, Summary, ANALYZE_ACTIVITY,
+    ORCHESTRATION, SAME_REVIEWER, SELF_APPROVAL,
 };

@@ -10,5 +10,6 @@ mod host;
 mod invocation;
 mod keyless;
 mod lifecycle;
+mod people;
 mod robustness;
 mod workflow;

@@ -476,12 +476,15 @@ async fn preload_finished(app: &InProcessApp, range: std::ops::Range<usize>) -> 
                         created_time: now,
                         approval_timeout_secs: None,
                         direct: None,
+                        uploader: None,
+                        rules: Default::default(),
                     };
                     start_for_file(&engine, &file).await?;
                     let rejection = decision_event(&DecisionEvent {
                         stage: ApprovalStage::Upload,
                         approved: false,
                         reviewer: "bench".into(),
+                        reviewer_id: None,
                         comment: None,
                         decided_time: now,
                     })?;

@@ -1,0 +1,542 @@
+//! Reviewers and uploaders as people: who uploaded (a token or an Easy Auth sign-in), the
+//! four-eyes rules, quorums, and the deadline a status shows. On both backends; the Easy Auth
+//! flow also in custom-handler mode, where the blob trigger starts the workflow.
+
+use base64::Engine as _;
+use chrono::SubsecRound;
+use serde_json::Value;
+
+use crate::helpers::{assert_error, spawn_app_with, Backend, Mode, Options, TestApp, ALICE, BOB};
+use crate::invocation::{blob_trigger_payload, invoke_ok, record_binding};
+
+const CAROL: &str = "carol-token-0123456789ab";
+const UPLOADER: &str = "uma-uploader-token-0123456";
+
+fn reviewers() -> (&'static str, String) {
+    (
+        "FILE_APPROVER_REVIEWERS",
+        format!("alice:{ALICE},bob:{BOB},carol:{CAROL}"),
+    )
+}
+
+async fn app_with(
+    backend: Backend,
+    mode: Mode,
+    vars: Vec<(&'static str, String)>,
+) -> Option<TestApp> {
+    let mut all = vec![reviewers()];
+    all.extend(vars);
+    spawn_app_with(Options {
+        backend,
+        mode,
+        vars: all,
+        ..Options::default()
+    })
+    .await
+}
+
+/// An upload with `headers` (a bearer token, principal headers).
+async fn upload_with(app: &TestApp, name: &str, headers: &[(String, String)]) -> reqwest::Response {
+    let mut request = app
+        .client
+        .post(app.url(&format!("/api/files?name={name}")))
+        .header("Content-Type", "text/plain")
+        .body("reviewed by people\n");
+    for (k, v) in headers {
+        request = request.header(k.as_str(), v.as_str());
+    }
+    request.send().await.expect("upload")
+}
+
+fn bearer(token: &str) -> Vec<(String, String)> {
+    vec![("Authorization".into(), format!("Bearer {token}"))]
+}
+
+async fn upload_as(app: &TestApp, token: &str) -> String {
+    let response = upload_with(app, "people.txt", &bearer(token)).await;
+    assert_eq!(response.status(), 201);
+    let body: Value = response.json().await.unwrap();
+    body["id"].as_str().unwrap().to_owned()
+}
+
+async fn decide(
+    app: &TestApp,
+    id: &str,
+    stage: &str,
+    headers: &[(String, String)],
+    approve: bool,
+) -> reqwest::Response {
+    let mut request = app
+        .client
+        .post(app.url(&format!("/api/files/{id}/approvals/{stage}")))
+        .header("Content-Type", "application/json")
+        .body(format!("{{\"approved\": {approve}}}"));
+    for (k, v) in headers {
+        request = request.header(k.as_str(), v.as_str());
+    }
+    request.send().await.expect("decision")
+}
+
+/// The platform's principal headers for a fixture of `tests/fixtures/easy-auth/`.
+fn signed_in(fixture: &str) -> Vec<(String, String)> {
+    let text = match fixture {
+        "aad-reviewer" => include_str!("../fixtures/easy-auth/aad-reviewer.json"),
+        "aad-second-reviewer" => include_str!("../fixtures/easy-auth/aad-second-reviewer.json"),
+        "aad-uploader" => include_str!("../fixtures/easy-auth/aad-uploader.json"),
+        "github-no-role" => include_str!("../fixtures/easy-auth/github-no-role.json"),
+        "swa-reviewer" => include_str!("../fixtures/easy-auth/swa-reviewer.json"),
+        other => panic!("no fixture {other}"),
+    };
+    let fixture: Value = serde_json::from_str(text).unwrap();
+    let mut headers: Vec<(String, String)> = fixture["headers"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_owned()))
+        .collect();
+    headers.push((
+        "X-MS-CLIENT-PRINCIPAL".into(),
+        base64::engine::general_purpose::STANDARD.encode(fixture["principal"].to_string()),
+    ));
+    headers
+}
+
+/// Local mode starts the workflow at once; custom-handler mode needs the blob trigger.
+async fn started(app: &TestApp, mode: Mode, response: reqwest::Response) -> String {
+    assert_eq!(response.status(), 201);
+    let body: Value = response.json().await.unwrap();
+    let id = body["id"].as_str().unwrap().to_owned();
+    if mode == Mode::CustomHandler {
+        let record = record_binding(app, &id).await;
+        invoke_ok(
+            app,
+            blob_trigger_payload(&id, b"reviewed by people\n", record),
+        )
+        .await;
+    }
+    id
+}
+
+/// A known token on an upload names its uploader in the status; an unknown one is refused;
+/// none at all is an anonymous upload (while no uploaders' list is set).
+async fn an_upload_with_a_known_token_records_its_uploader(backend: Backend) {
+    let Some(app) = app_with(backend, Mode::Local, vec![]).await else {
+        return;
+    };
+    let id = upload_as(&app, ALICE).await;
+    let status = app.status(&id).await;
+    assert_eq!(status["uploader"]["name"], "alice");
+    assert_eq!(status["rules"]["fourEyes"], true);
+
+    assert_error(
+        upload_with(&app, "x.txt", &bearer("nobody-knows-this-token")).await,
+        401,
+        "Unauthorized",
+    )
+    .await;
+    let anonymous = upload_with(&app, "anon.txt", &[]).await;
+    assert_eq!(anonymous.status(), 201);
+    let body: Value = anonymous.json().await.unwrap();
+    assert_eq!(body["uploader"], Value::Null);
+}
+
+/// With `FILE_APPROVER_UPLOADERS` set, uploads need a token: an uploader's or a reviewer's.
+async fn an_uploaders_list_makes_uploads_need_a_token(backend: Backend) {
+    let Some(app) = app_with(
+        backend,
+        Mode::Local,
+        vec![("FILE_APPROVER_UPLOADERS", format!("uma:{UPLOADER}"))],
+    )
+    .await
+    else {
+        return;
+    };
+    assert_error(
+        upload_with(&app, "anon.txt", &[]).await,
+        401,
+        "Unauthorized",
+    )
+    .await;
+    let id = upload_as(&app, UPLOADER).await;
+    assert_eq!(app.status(&id).await["uploader"]["name"], "uma");
+    // An uploader is not a reviewer.
+    assert_error(
+        app.approve(&id, "upload", Some(UPLOADER), None).await,
+        401,
+        "Unauthorized",
+    )
+    .await;
+}
+
+/// Four eyes: the uploader cannot approve (rejecting is allowed), and the upload's approver
+/// cannot approve the download.
+async fn nobody_approves_their_own_upload_or_both_stages(backend: Backend) {
+    let Some(app) = app_with(backend, Mode::Local, vec![]).await else {
+        return;
+    };
+    let id = upload_as(&app, ALICE).await;
+    let refused = assert_error(
+        app.approve(&id, "upload", Some(ALICE), None).await,
+        403,
+        "SelfApproval",
+    )
+    .await;
+    assert!(refused["message"]
+        .as_str()
+        .unwrap()
+        .contains("alice uploaded"));
+    assert_eq!(app.status(&id).await["approvals"], Value::Array(vec![]));
+
+    assert_eq!(
+        app.approve(&id, "upload", Some(BOB), None).await.status(),
+        202
+    );
+    app.idle().await;
+    assert_eq!(app.status(&id).await["stage"], "AwaitingDownloadApproval");
+    assert_error(
+        app.approve(&id, "download", Some(BOB), None).await,
+        403,
+        "SameReviewer",
+    )
+    .await;
+    assert_error(
+        app.approve(&id, "download", Some(ALICE), None).await,
+        403,
+        "SelfApproval",
+    )
+    .await;
+    let done = app.approve(&id, "download", Some(CAROL), None).await;
+    assert_eq!(done.status(), 202);
+    let done: Value = done.json().await.unwrap();
+    assert_eq!(done["stage"], "Approved");
+
+    // The uploader may still stop their own file.
+    let id = upload_as(&app, ALICE).await;
+    let rejected = decide(&app, &id, "upload", &bearer(ALICE), false).await;
+    assert_eq!(rejected.status(), 202);
+    assert_eq!(app.status(&id).await["stage"], "Rejected");
+}
+
+/// A team of one turns the rule off: the same person uploads and approves both stages.
+async fn four_eyes_can_be_turned_off_for_a_single_reviewer_team(backend: Backend) {
+    let Some(app) = app_with(
+        backend,
+        Mode::Local,
+        vec![("FILE_APPROVER_FOUR_EYES", "false".into())],
+    )
+    .await
+    else {
+        return;
+    };
+    let id = upload_as(&app, ALICE).await;
+    assert_eq!(app.status(&id).await["rules"]["fourEyes"], false);
+    assert_eq!(
+        app.approve(&id, "upload", Some(ALICE), None).await.status(),
+        202
+    );
+    app.idle().await;
+    assert_eq!(
+        app.approve(&id, "download", Some(ALICE), None)
+            .await
+            .status(),
+        202
+    );
+    assert_eq!(app.status(&id).await["stage"], "Approved");
+}
+
+/// A quorum of two: one approval leaves the stage waiting, the same reviewer again changes
+/// nothing, a second reviewer completes it; a rejection at any point ends the workflow.
+async fn a_quorum_needs_distinct_approvals_and_any_rejection_ends_it(backend: Backend) {
+    let Some(app) = app_with(
+        backend,
+        Mode::Local,
+        vec![("FILE_APPROVER_UPLOAD_QUORUM", "2".into())],
+    )
+    .await
+    else {
+        return;
+    };
+    let id = app.upload_ok("quorum.txt", b"two pairs of eyes").await;
+    assert_eq!(app.status(&id).await["rules"]["uploadQuorum"], 2);
+    let first = app.approve(&id, "upload", Some(ALICE), None).await;
+    assert_eq!(first.status(), 202);
+    let first: Value = first.json().await.unwrap();
+    assert_eq!(first["stage"], "AwaitingUploadApproval");
+    assert_eq!(first["approvals"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        app.approve(&id, "upload", Some(ALICE), None).await.status(),
+        200
+    );
+    let second = app.approve(&id, "upload", Some(BOB), None).await;
+    assert_eq!(second.status(), 202);
+    let second: Value = second.json().await.unwrap();
+    assert_eq!(second["stage"], "Analyzing");
+
+    let id = app.upload_ok("quorum.txt", b"one says no").await;
+    assert_eq!(
+        app.approve(&id, "upload", Some(ALICE), None).await.status(),
+        202
+    );
+    let rejected = decide(&app, &id, "upload", &bearer(BOB), false).await;
+    assert_eq!(rejected.status(), 202);
+    let status = app.status(&id).await;
+    assert_eq!(status["stage"], "Rejected");
+    assert_eq!(status["approvals"].as_array().unwrap().len(), 2);
+}
+
+/// With an approval timeout, the status shows when the awaiting stage expires: an hour from
+/// the upload, then an hour from the analysis's end; none once nothing awaits a decision.
+async fn the_status_shows_the_deadline_of_the_awaiting_stage(backend: Backend) {
+    let Some(app) = app_with(
+        backend,
+        Mode::Local,
+        vec![("FILE_APPROVER_APPROVAL_TIMEOUT_SECS", "3600".into())],
+    )
+    .await
+    else {
+        return;
+    };
+    let uploaded_at = chrono::Utc::now().trunc_subsecs(0);
+    app.clock.set(uploaded_at);
+    let id = app.upload_ok("deadline.txt", b"tick tock").await;
+    let status = app.status(&id).await;
+    let deadline = |status: &Value| {
+        chrono::DateTime::parse_from_rfc3339(status["deadline"].as_str().unwrap())
+            .unwrap()
+            .with_timezone(&chrono::Utc)
+    };
+    assert_eq!(deadline(&status), uploaded_at + chrono::Duration::hours(1));
+
+    let analysed_at = uploaded_at + chrono::Duration::minutes(10);
+    app.clock.set(analysed_at);
+    assert_eq!(
+        app.approve(&id, "upload", Some(ALICE), None).await.status(),
+        202
+    );
+    app.idle().await;
+    let status = app.status(&id).await;
+    assert_eq!(status["stage"], "AwaitingDownloadApproval");
+    assert_eq!(deadline(&status), analysed_at + chrono::Duration::hours(1));
+
+    assert_eq!(
+        app.approve(&id, "download", Some(BOB), None).await.status(),
+        202
+    );
+    assert!(app.status(&id).await.get("deadline").is_none());
+}
+
+/// Under Easy Auth the platform's principal decides who someone is: the reviewer role lets
+/// them decide, its absence is a 403, no sign-in a 401, a broken header a 400; the uploader
+/// is recorded with the identity provider's id, and four eyes goes by that id.
+async fn easy_auth_sign_ins_decide_by_app_role(backend: Backend, mode: Mode) {
+    let Some(app) = app_with(
+        backend,
+        mode,
+        vec![("FILE_APPROVER_EASY_AUTH", "true".into())],
+    )
+    .await
+    else {
+        return;
+    };
+    let response = upload_with(&app, "signed.txt", &signed_in("aad-uploader")).await;
+    let id = started(&app, mode, response).await;
+    let status = app.status(&id).await;
+    assert_eq!(status["uploader"]["name"], "uma@contoso.com");
+    assert_eq!(
+        status["uploader"]["id"],
+        "c7d8e9f0-1a2b-4c3d-8e4f-5a6b7c8d9e0f"
+    );
+
+    assert_error(
+        decide(&app, &id, "upload", &[], true).await,
+        401,
+        "Unauthorized",
+    )
+    .await;
+    assert_error(
+        decide(&app, &id, "upload", &signed_in("github-no-role"), true).await,
+        403,
+        "NotAReviewer",
+    )
+    .await;
+    assert_error(
+        decide(
+            &app,
+            &id,
+            "upload",
+            &[("X-MS-CLIENT-PRINCIPAL".into(), "not base64!".into())],
+            true,
+        )
+        .await,
+        400,
+        "InvalidHeader",
+    )
+    .await;
+    let approved = decide(&app, &id, "upload", &signed_in("aad-reviewer"), true).await;
+    assert_eq!(approved.status(), 202);
+    let approved: Value = approved.json().await.unwrap();
+    assert_eq!(approved["approvals"][0]["reviewer"], "dana@contoso.com");
+    assert_eq!(
+        approved["approvals"][0]["reviewerId"],
+        "8f0c5d1e-2b7a-4e3c-9d61-5a4b3c2d1e0f"
+    );
+    app.idle().await;
+    assert_error(
+        decide(&app, &id, "download", &signed_in("aad-reviewer"), true).await,
+        403,
+        "SameReviewer",
+    )
+    .await;
+    // Static Web Apps' shape works as well.
+    let done = decide(&app, &id, "download", &signed_in("swa-reviewer"), true).await;
+    assert_eq!(done.status(), 202);
+    assert_eq!(
+        app.status(&id).await["approvals"][1]["reviewer"],
+        "sam@contoso.com"
+    );
+
+    // Erin uploads and holds the reviewer role: she still cannot approve her own file,
+    // and that goes by her id, whatever name her sign-in shows.
+    let response = upload_with(&app, "own.txt", &signed_in("aad-second-reviewer")).await;
+    let own = started(&app, mode, response).await;
+    let mut renamed = signed_in("aad-second-reviewer");
+    for (k, v) in renamed.iter_mut() {
+        if k == "X-MS-CLIENT-PRINCIPAL-NAME" {
+            *v = "erin.new-name@contoso.com".into();
+        }
+    }
+    assert_error(
+        decide(&app, &own, "upload", &renamed, true).await,
+        403,
+        "SelfApproval",
+    )
+    .await;
+}
+
+async fn easy_auth_in_local_mode(backend: Backend) {
+    easy_auth_sign_ins_decide_by_app_role(backend, Mode::Local).await;
+}
+
+async fn easy_auth_under_the_host(backend: Backend) {
+    easy_auth_sign_ins_decide_by_app_role(backend, Mode::CustomHandler).await;
+}
+
+/// An uploader role, when set, is needed to upload.
+async fn an_uploader_role_is_needed_to_upload_when_set(backend: Backend) {
+    let Some(app) = app_with(
+        backend,
+        Mode::Local,
+        vec![
+            ("FILE_APPROVER_EASY_AUTH", "true".into()),
+            ("FILE_APPROVER_UPLOADER_ROLE", "Uploader".into()),
+        ],
+    )
+    .await
+    else {
+        return;
+    };
+    assert_error(
+        upload_with(&app, "x.txt", &signed_in("aad-reviewer")).await,
+        403,
+        "NotAnUploader",
+    )
+    .await;
+    assert_error(upload_with(&app, "x.txt", &[]).await, 401, "Unauthorized").await;
+    assert_eq!(
+        upload_with(&app, "x.txt", &signed_in("aad-uploader"))
+            .await
+            .status(),
+        201
+    );
+}
+
+/// Without `FILE_APPROVER_EASY_AUTH` anyone could send the principal headers, so they are not
+/// looked at: a decision carrying only them is unauthenticated.
+async fn principal_headers_are_ignored_unless_easy_auth_is_on(backend: Backend) {
+    let Some(app) = app_with(backend, Mode::Local, vec![]).await else {
+        return;
+    };
+    let id = app.upload_ok("forged.txt", b"who are you").await;
+    assert_error(
+        decide(&app, &id, "upload", &signed_in("aad-reviewer"), true).await,
+        401,
+        "Unauthorized",
+    )
+    .await;
+    let response = upload_with(&app, "forged.txt", &signed_in("aad-uploader")).await;
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["uploader"], Value::Null);
+}
+
+/// Two handler instances on one storage account, as under the host: decisions racing through
+/// both are each judged against what the other committed (the rules run inside the engine's
+/// ETag-guarded turn). Azure only: the embedded store belongs to one process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    azure_tests_skipped,
+    ignore = "needs Azure Storage: FILE_APPROVER_TEST_AZURE_STORAGE is unset (scripts/test starts Azurite and sets it)"
+)]
+async fn four_eyes_and_quorums_hold_across_two_instances_racing() {
+    const DAVE: &str = "dave-token-0123456789abc";
+    let queue = format!("work-{}", &uuid::Uuid::new_v4().simple().to_string()[..16]);
+    let vars = || {
+        vec![
+            (
+                "FILE_APPROVER_REVIEWERS",
+                format!("alice:{ALICE},bob:{BOB},carol:{CAROL},dave:{DAVE}"),
+            ),
+            ("FILE_APPROVER_UPLOAD_QUORUM", "2".to_owned()),
+            ("FILE_APPROVER_DOWNLOAD_QUORUM", "2".to_owned()),
+            ("FILE_APPROVER_WORK_QUEUE", queue.clone()),
+        ]
+    };
+    let start = || async {
+        spawn_app_with(Options {
+            backend: Backend::Azure,
+            mode: Mode::Local,
+            vars: vars(),
+            ..Options::default()
+        })
+        .await
+        .expect("an app on Azure storage")
+    };
+    let (a, b) = (start().await, start().await);
+    for _ in 0..3 {
+        let id = upload_as(&a, CAROL).await;
+        // Two approvals at once, one through each instance: both count.
+        let (alice, bob) = tokio::join!(
+            a.approve(&id, "upload", Some(ALICE), None),
+            b.approve(&id, "upload", Some(BOB), None)
+        );
+        assert_eq!((alice.status().as_u16(), bob.status().as_u16()), (202, 202));
+        a.idle().await;
+        b.idle().await;
+        assert_eq!(b.status(&id).await["stage"], "AwaitingDownloadApproval");
+        // The upload's approver and the uploader race a fresh reviewer: only the fresh one
+        // counts, whichever instance each goes through.
+        let (again, own, dave) = tokio::join!(
+            b.approve(&id, "download", Some(ALICE), None),
+            a.approve(&id, "download", Some(CAROL), None),
+            b.approve(&id, "download", Some(DAVE), None)
+        );
+        assert_error(again, 403, "SameReviewer").await;
+        assert_error(own, 403, "SelfApproval").await;
+        assert_eq!(dave.status(), 202);
+        let status = a.status(&id).await;
+        assert_eq!(status["stage"], "AwaitingDownloadApproval", "{status}");
+        assert_eq!(status["approvals"].as_array().unwrap().len(), 3);
+    }
+}
+
+crate::on_every_backend!(
+    an_upload_with_a_known_token_records_its_uploader,
+    an_uploaders_list_makes_uploads_need_a_token,
+    nobody_approves_their_own_upload_or_both_stages,
+    four_eyes_can_be_turned_off_for_a_single_reviewer_team,
+    a_quorum_needs_distinct_approvals_and_any_rejection_ends_it,
+    the_status_shows_the_deadline_of_the_awaiting_stage,
+    easy_auth_in_local_mode,
+    easy_auth_under_the_host,
+    an_uploader_role_is_needed_to_upload_when_set,
+    principal_headers_are_ignored_unless_easy_auth_is_on,
+);
