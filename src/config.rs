@@ -213,6 +213,18 @@ impl Settings {
         };
         let upload_quorum = quorum("FILE_APPROVER_UPLOAD_QUORUM")?;
         let download_quorum = quorum("FILE_APPROVER_DOWNLOAD_QUORUM")?;
+        if (upload_quorum > 1 || download_quorum > 1) && reviewers.is_empty() && easy_auth.is_none()
+        {
+            return Err(invalid(
+                if upload_quorum > 1 {
+                    "FILE_APPROVER_UPLOAD_QUORUM"
+                } else {
+                    "FILE_APPROVER_DOWNLOAD_QUORUM"
+                },
+                "needs known reviewers (FILE_APPROVER_REVIEWERS or FILE_APPROVER_EASY_AUTH): \
+                 anonymous approvals cannot be told apart",
+            ));
+        }
 
         let max_upload_bytes = parse_u64("FILE_APPROVER_MAX_UPLOAD_BYTES", get, 104_857_600, 1)?;
         let max_direct_upload_bytes =
@@ -661,6 +673,8 @@ mod tests {
             ("FILE_APPROVER_UPLOAD_QUORUM", "0"),
             ("FILE_APPROVER_DOWNLOAD_QUORUM", "11"),
             ("FILE_APPROVER_UPLOADERS", "uma:short"),
+            // Without known reviewers two approvals cannot be told apart.
+            ("FILE_APPROVER_DOWNLOAD_QUORUM", "2"),
         ] {
             let err = Settings::from_vars(&vars(&[(name, value)])).unwrap_err();
             assert!(err.to_string().starts_with(name), "{err}");

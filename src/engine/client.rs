@@ -49,9 +49,12 @@ pub struct Refusal {
     pub message: String,
 }
 
+/// The check inside an [`EventGuard`].
+pub type GuardFn = dyn Fn(&InstanceStatus) -> Result<(), Refusal> + Send + Sync;
+
 /// A check of an event against the instance it is raised to (its status, with history).
 #[derive(Clone)]
-pub struct EventGuard(pub Arc<dyn Fn(&InstanceStatus) -> Result<(), Refusal> + Send + Sync>);
+pub struct EventGuard(pub Arc<GuardFn>);
 
 impl std::fmt::Debug for EventGuard {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -66,7 +66,7 @@ impl Access {
         }
         if let Some(easy) = &self.easy_auth {
             if let Some(signed_in) = signed_in(headers)? {
-                if !signed_in.roles.iter().any(|r| *r == easy.reviewer_role) {
+                if !signed_in.roles.contains(&easy.reviewer_role) {
                     return Err(ApiError::NotAReviewer(format!(
                         "{} does not have the app role {:?} that reviewing needs",
                         signed_in.principal, easy.reviewer_role
@@ -97,7 +97,7 @@ impl Access {
         if let Some(easy) = &self.easy_auth {
             if let Some(signed_in) = signed_in(headers)? {
                 if let Some(role) = &easy.uploader_role {
-                    if !signed_in.roles.iter().any(|r| r == role) {
+                    if !signed_in.roles.contains(role) {
                         return Err(ApiError::NotAnUploader(format!(
                             "{} does not have the app role {role:?} that uploading needs",
                             signed_in.principal

@@ -301,7 +301,7 @@ async fn review(
             return Ok(Review::Rejected);
         }
         let approver = decision.principal();
-        if !approvers.iter().any(|a| *a == approver) {
+        if !approvers.iter().any(|a| a.same_person(&approver)) {
             approvers.push(approver);
         }
         if approvers.len() >= quorum as usize {
