@@ -45,6 +45,8 @@ pub enum ApiError {
     #[error("{0}")]
     SameReviewer(String),
     #[error("{0}")]
+    NotTheUploader(String),
+    #[error("{0}")]
     NotFound(String),
     #[error("{method} is not allowed here")]
     MethodNotAllowed { method: String },
@@ -77,9 +79,8 @@ impl ApiError {
                 StatusCode::BAD_REQUEST
             }
             Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            NotAReviewer(_) | NotAnUploader(_) | SelfApproval(_) | SameReviewer(_) => {
-                StatusCode::FORBIDDEN
-            }
+            NotAReviewer(_) | NotAnUploader(_) | SelfApproval(_) | SameReviewer(_)
+            | NotTheUploader(_) => StatusCode::FORBIDDEN,
             NotFound(_) => StatusCode::NOT_FOUND,
             MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             WrongStage { .. } | NotApproved { .. } | UploadIncomplete(_) => StatusCode::CONFLICT,
@@ -108,6 +109,7 @@ impl ApiError {
             NotAnUploader(_) => "NotAnUploader",
             SelfApproval(_) => "SelfApproval",
             SameReviewer(_) => "SameReviewer",
+            NotTheUploader(_) => "NotTheUploader",
             NotFound(_) => "NotFound",
             MethodNotAllowed { .. } => "MethodNotAllowed",
             WrongStage { .. } => "WrongStage",
@@ -207,6 +209,7 @@ impl From<FilesError> for ApiError {
             FilesError::TooLarge { limit } => ApiError::TooLarge { limit },
             FilesError::SelfApproval(message) => ApiError::SelfApproval(message),
             FilesError::SameReviewer(message) => ApiError::SameReviewer(message),
+            FilesError::NotTheUploader(message) => ApiError::NotTheUploader(message),
             FilesError::EmptyFile => ApiError::EmptyFile,
             e @ FilesError::UploadIncomplete(_) => ApiError::UploadIncomplete(e.to_string()),
             FilesError::Body(source) => ApiError::InvalidBody(source.to_string()),

@@ -13,18 +13,19 @@ pub enum Stage {
     Rejected,
     Expired,
     Failed,
+    Withdrawn,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum StageError {
-    #[error("{0:?} is not a stage; expected one of Uploaded, AwaitingUploadApproval, Analyzing, AwaitingDownloadApproval, Approved, Rejected, Expired, Failed")]
+    #[error("{0:?} is not a stage; expected one of Uploaded, AwaitingUploadApproval, Analyzing, AwaitingDownloadApproval, Approved, Rejected, Expired, Failed, Withdrawn")]
     UnknownStage(String),
     #[error("{0:?} is not an approval stage; expected \"upload\" or \"download\"")]
     UnknownApprovalStage(String),
 }
 
 impl Stage {
-    pub const ALL: [Stage; 8] = [
+    pub const ALL: [Stage; 9] = [
         Stage::Uploaded,
         Stage::AwaitingUploadApproval,
         Stage::Analyzing,
@@ -33,6 +34,7 @@ impl Stage {
         Stage::Rejected,
         Stage::Expired,
         Stage::Failed,
+        Stage::Withdrawn,
     ];
 
     pub fn parse(raw: &str) -> Result<Self, StageError> {
@@ -52,6 +54,7 @@ impl Stage {
             Stage::Rejected => "Rejected",
             Stage::Expired => "Expired",
             Stage::Failed => "Failed",
+            Stage::Withdrawn => "Withdrawn",
         }
     }
 
@@ -66,6 +69,7 @@ impl Stage {
             Stage::Rejected => "rejected",
             Stage::Expired => "expired",
             Stage::Failed => "failed",
+            Stage::Withdrawn => "withdrawn by its uploader",
         }
     }
 }

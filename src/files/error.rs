@@ -16,6 +16,9 @@ pub enum FilesError {
     /// The reviewer approved the upload, so cannot approve the download (four eyes).
     #[error("{0}")]
     SameReviewer(String),
+    /// Somebody other than the uploader asked to withdraw the file.
+    #[error("{0}")]
+    NotTheUploader(String),
     /// A download before both approvals.
     #[error("{message}")]
     NotApproved { message: String, current: Stage },

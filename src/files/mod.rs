@@ -16,6 +16,7 @@
 //!    whose upload never committed is removed once it is older than
 //!    [`Policy::abandon_uploads_after`].
 
+mod audit;
 mod error;
 pub mod record;
 mod view;
@@ -602,6 +603,7 @@ impl Files {
             reviewer_id: reviewer.id().map(str::to_owned),
             comment: decision.comment,
             decided_time: self.clock.now(),
+            withdrawal: false,
         };
         let verdict = if event.approved {
             "approved"
@@ -650,7 +652,11 @@ impl Files {
 
     /// The analysis and a read-only link valid for [`Policy::download_ttl`], once both
     /// approvals are in.
-    pub async fn download(&self, id: FileId) -> Result<DownloadGrant, FilesError> {
+    pub async fn download(
+        &self,
+        id: FileId,
+        requester: Option<&Principal>,
+    ) -> Result<DownloadGrant, FilesError> {
         let view = self.load(id).await?;
         let stage = view.stage();
         if stage != Stage::Approved {
@@ -676,12 +682,108 @@ impl Files {
                 download_name: view.name(),
             })
             .await?;
-        tracing::info!(file = %id, expires_at = %expires_at, "download link issued");
+        // The audit keeps who asked for a link and when, before the link is handed out.
+        let row = audit::LinkIssued {
+            issued_time: now,
+            expires_at,
+            requester: requester.cloned(),
+        };
+        self.store
+            .insert_entity(FILES_TABLE, &row.to_entity(id))
+            .await?;
+        tracing::info!(file = %id, expires_at = %expires_at, requester = requester.map_or("", Principal::as_str), "download link issued");
         Ok(DownloadGrant {
             view,
             url,
             expires_at,
         })
+    }
+
+    /// The uploader takes a file back while it awaits a decision: it ends `Withdrawn`.
+    /// Refused (`NotTheUploader`) for anyone else, and for files uploaded anonymously.
+    pub async fn withdraw(
+        &self,
+        id: FileId,
+        requester: &Principal,
+        comment: Option<String>,
+    ) -> Result<Decided, FilesError> {
+        let view = self.load(id).await?;
+        let stage = match view.stage() {
+            Stage::AwaitingUploadApproval => ApprovalStage::Upload,
+            Stage::AwaitingDownloadApproval => ApprovalStage::Download,
+            other => {
+                return Err(FilesError::WrongStage {
+                    message: format!(
+                        "file {id} is {}; it can be withdrawn only while it awaits a decision",
+                        other.describe()
+                    ),
+                    current: other,
+                })
+            }
+        };
+        let event = DecisionEvent {
+            stage,
+            approved: false,
+            reviewer: requester.to_string(),
+            reviewer_id: requester.id().map(str::to_owned),
+            comment,
+            decided_time: self.clock.now(),
+            withdrawal: true,
+        };
+        match self
+            .engine
+            .raise_event(&id.to_string(), workflow::decision_event(&event)?)
+            .await
+        {
+            Ok(RaiseOutcome::Recorded(status)) => {
+                tracing::info!(file = %id, %stage, requester = %requester, "file withdrawn");
+                Ok(Decided {
+                    view: FileView::from_instance(&status)?,
+                    recorded: true,
+                })
+            }
+            Ok(RaiseOutcome::Duplicate(status)) => Ok(Decided {
+                view: FileView::from_instance(&status)?,
+                recorded: false,
+            }),
+            Err(EngineError::Refused(refusal)) => Err(FilesError::NotTheUploader(refusal.message)),
+            // Decided (or analysed) meanwhile: say where it stands now.
+            Err(EngineError::UnexpectedCustomStatus { .. } | EngineError::NotRunning { .. }) => {
+                let current = self.load(id).await?.stage();
+                Err(FilesError::WrongStage {
+                    message: format!(
+                        "file {id} is {}; it can be withdrawn only while it awaits a decision",
+                        current.describe()
+                    ),
+                    current,
+                })
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Every step of a file's life, oldest first: its workflow's history, and the download
+    /// links handed out (who asked, when).
+    pub async fn history(&self, id: FileId) -> Result<Vec<workflow::Step>, FilesError> {
+        let Some(status) = self.engine.status(&id.to_string(), true).await? else {
+            // An upload whose workflow has not started has one step so far.
+            return match self.load(id).await? {
+                FileView::Uploaded { record, .. } => Ok(vec![workflow::Step {
+                    step: "uploaded",
+                    time: record.created_time,
+                    actor: record.uploader,
+                    stage: None,
+                    outcome: None,
+                    comment: None,
+                }]),
+                FileView::Workflow { .. } => Err(FilesError::NotFound(id)),
+            };
+        };
+        let mut steps = workflow::timeline(&status)?;
+        steps.extend(audit::links_issued(self.store.as_ref(), id).await?);
+        // Stable: steps of the same instant keep the workflow's order.
+        steps.sort_by_key(|s| s.time);
+        Ok(steps)
     }
 
     // -----------------------------------------------------------------------------------------

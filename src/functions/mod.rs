@@ -22,6 +22,7 @@ pub mod auth;
 pub mod blobs;
 pub mod complete;
 pub mod download;
+pub mod history;
 pub mod invocation;
 pub mod orchestrator;
 pub mod status;
@@ -29,6 +30,7 @@ pub mod sweep;
 pub mod upload;
 pub mod uploaded;
 pub mod uploads;
+pub mod withdraw;
 pub mod work;
 
 use std::sync::Arc;
@@ -78,6 +80,11 @@ pub fn router(state: AppState) -> Router {
             post(approve::approve).layer(DefaultBodyLimit::max(approve::MAX_BODY_BYTES)),
         )
         .route("/api/files/{id}/download", get(download::download))
+        .route("/api/files/{id}/history", get(history::history))
+        .route(
+            "/api/files/{id}/withdraw",
+            post(withdraw::withdraw).layer(DefaultBodyLimit::max(withdraw::MAX_BODY_BYTES)),
+        )
         .route("/orchestrator", post(orchestrator::invoke))
         .route("/uploaded", post(uploaded::invoke))
         // Every route above answers 503 within the budget when storage stalls. The work and the

@@ -111,6 +111,10 @@ pub struct DecisionEvent {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub comment: Option<String>,
     pub decided_time: DateTime<Utc>,
+    /// The uploader took the file back (raised on the awaited stage's event, so that the
+    /// review's wait sees it); `approved` is false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub withdrawal: bool,
 }
 
 impl DecisionEvent {
@@ -122,6 +126,7 @@ impl DecisionEvent {
 }
 
 pub const SELF_APPROVAL: &str = "SelfApproval";
+pub const NOT_THE_UPLOADER: &str = "NotTheUploader";
 pub const SAME_REVIEWER: &str = "SameReviewer";
 
 /// The four-eyes rules, as a guard the engine checks inside the turn that would record the
@@ -131,7 +136,7 @@ pub const SAME_REVIEWER: &str = "SameReviewer";
 fn four_eyes_guard(decision: &DecisionEvent) -> EventGuard {
     let decision = decision.clone();
     EventGuard(Arc::new(move |status: &InstanceStatus| {
-        if !decision.approved {
+        if !decision.approved && !decision.withdrawal {
             return Ok(());
         }
         let file: FileInput = match serde_json::from_value(status.input.clone()) {
@@ -139,6 +144,16 @@ fn four_eyes_guard(decision: &DecisionEvent) -> EventGuard {
             // Not a file's instance: the rules do not apply (the engine refuses it anyway).
             Err(_) => return Ok(()),
         };
+        if decision.withdrawal {
+            let requester = decision.principal();
+            return match &file.uploader {
+                Some(uploader) if uploader.same_person(&requester) => Ok(()),
+                _ => Err(Refusal {
+                    code: NOT_THE_UPLOADER,
+                    message: format!("only the file's uploader may withdraw it, not {requester}"),
+                }),
+            };
+        }
         if !file.rules.four_eyes {
             return Ok(());
         }
@@ -213,6 +228,7 @@ pub fn stage_index_key(stage: Stage) -> Option<&'static str> {
         Stage::Rejected => Some("4-rejected"),
         Stage::Expired => Some("5-expired"),
         Stage::Failed => Some("6-failed"),
+        Stage::Withdrawn => Some("7-withdrawn"),
     }
 }
 
@@ -227,7 +243,9 @@ pub fn index_key(custom_status: &Value) -> Option<String> {
 /// cannot both win and a decision never lands in the wrong stage. The same reviewer repeating
 /// the same decision raises the same event id, which the engine records once.
 pub fn decision_event(decision: &DecisionEvent) -> Result<RaiseEvent, EngineError> {
-    let verdict = if decision.approved {
+    let verdict = if decision.withdrawal {
+        "withdraw"
+    } else if decision.approved {
         "approve"
     } else {
         "reject"
@@ -269,6 +287,7 @@ enum Review {
     Approved,
     Rejected,
     Expired,
+    Withdrawn,
 }
 
 /// Waits for a stage's decisions until `quorum` distinct reviewers approved, one rejected, or
@@ -297,6 +316,9 @@ async fn review(
         let Some(decision) = decision else {
             return Ok(Review::Expired);
         };
+        if decision.withdrawal {
+            return Ok(Review::Withdrawn);
+        }
         if !decision.approved {
             return Ok(Review::Rejected);
         }
@@ -349,6 +371,7 @@ async fn file_approval(
     {
         Review::Expired => return finish(&ctx, Stage::Expired),
         Review::Rejected => return finish(&ctx, Stage::Rejected),
+        Review::Withdrawn => return finish(&ctx, Stage::Withdrawn),
         Review::Approved => {}
     }
 
@@ -399,6 +422,7 @@ async fn file_approval(
     {
         Review::Expired => finish(&ctx, Stage::Expired),
         Review::Rejected => finish(&ctx, Stage::Rejected),
+        Review::Withdrawn => finish(&ctx, Stage::Withdrawn),
         Review::Approved => finish(&ctx, Stage::Approved),
     }
 }
@@ -498,6 +522,100 @@ impl Failure {
     }
 }
 
+/// One step of a file's life, as its history tells it (`GET /api/files/{id}/history`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Step {
+    /// `uploaded`, `decided`, `withdrawn`, `analysisStarted`, `analysisAttemptFailed`,
+    /// `analyzed`, `finished`, `terminated` (and `linkIssued`, added by the application layer).
+    pub step: &'static str,
+    pub time: DateTime<Utc>,
+    pub actor: Option<Principal>,
+    pub stage: Option<ApprovalStage>,
+    /// `approved`/`rejected` for a decision; the final stage for `finished`; a failure code.
+    pub outcome: Option<String>,
+    pub comment: Option<String>,
+}
+
+impl Step {
+    fn at(step: &'static str, time: DateTime<Utc>) -> Self {
+        Step {
+            step,
+            time,
+            actor: None,
+            stage: None,
+            outcome: None,
+            comment: None,
+        }
+    }
+}
+
+/// A file's steps from its instance's history (loaded with it), oldest first.
+pub fn timeline(status: &InstanceStatus) -> Result<Vec<Step>, EngineError> {
+    let summary = summarize(status)?;
+    let mut steps = vec![Step {
+        actor: summary.file.uploader.clone(),
+        ..Step::at("uploaded", summary.file.created_time)
+    }];
+    let mut analyze_ids = Vec::new();
+    for event in status.history.iter().flatten() {
+        match &event.kind {
+            EventKind::EventRaised { name, input, .. }
+                if name == event_name(ApprovalStage::Upload)
+                    || name == event_name(ApprovalStage::Download) =>
+            {
+                let Ok(d) = serde_json::from_value::<DecisionEvent>(input.clone()) else {
+                    continue;
+                };
+                let (step, outcome) = match (d.withdrawal, d.approved) {
+                    (true, _) => ("withdrawn", None),
+                    (false, true) => ("decided", Some("approved")),
+                    (false, false) => ("decided", Some("rejected")),
+                };
+                steps.push(Step {
+                    actor: Some(d.principal()),
+                    stage: Some(d.stage),
+                    outcome: outcome.map(str::to_owned),
+                    comment: d.comment.clone(),
+                    ..Step::at(step, d.decided_time)
+                });
+            }
+            EventKind::TaskScheduled { name, .. } if name == ANALYZE_ACTIVITY => {
+                analyze_ids.push(event.event_id);
+                steps.push(Step::at("analysisStarted", event.timestamp));
+            }
+            EventKind::TaskFailed {
+                task_scheduled_id, ..
+            } if analyze_ids.contains(task_scheduled_id) => {
+                // The reason (a storage error, say) stays in the log.
+                steps.push(Step::at("analysisAttemptFailed", event.timestamp));
+            }
+            EventKind::TaskCompleted {
+                task_scheduled_id, ..
+            } if analyze_ids.contains(task_scheduled_id) => {
+                steps.push(Step::at("analyzed", event.timestamp));
+            }
+            EventKind::ExecutionCompleted { .. } => {
+                let outcome = match &summary.failure {
+                    Some(failure) => format!("{}: {}", summary.stage, failure.code),
+                    None => summary.stage.as_str().to_owned(),
+                };
+                steps.push(Step {
+                    outcome: Some(outcome),
+                    ..Step::at("finished", event.timestamp)
+                });
+            }
+            EventKind::ExecutionTerminated { reason } => {
+                steps.push(Step {
+                    outcome: Some(reason.clone()),
+                    ..Step::at("terminated", event.timestamp)
+                });
+            }
+            _ => {}
+        }
+    }
+    Ok(steps)
+}
+
 /// Derives stage, decisions and analysis from an instance status loaded with its history.
 pub fn summarize(status: &InstanceStatus) -> Result<Summary, EngineError> {
     let file: FileInput = serde_json::from_value(status.input.clone())
@@ -533,7 +651,9 @@ pub fn summarize(status: &InstanceStatus) -> Result<Summary, EngineError> {
                     || name == event_name(ApprovalStage::Download) =>
             {
                 if let Ok(d) = serde_json::from_value::<DecisionEvent>(input.clone()) {
-                    approvals.push(d);
+                    if !d.withdrawal {
+                        approvals.push(d);
+                    }
                 }
             }
             EventKind::TaskScheduled { name, .. } if name == ANALYZE_ACTIVITY => {

@@ -468,6 +468,179 @@ async fn principal_headers_are_ignored_unless_easy_auth_is_on(backend: Backend) 
     assert_eq!(body["uploader"], Value::Null);
 }
 
+async fn withdraw(
+    app: &TestApp,
+    id: &str,
+    headers: &[(String, String)],
+    body: &str,
+) -> reqwest::Response {
+    let mut request = app
+        .client
+        .post(app.url(&format!("/api/files/{id}/withdraw")))
+        .header("Content-Type", "application/json")
+        .body(body.to_owned());
+    for (k, v) in headers {
+        request = request.header(k.as_str(), v.as_str());
+    }
+    request.send().await.expect("withdrawal")
+}
+
+async fn history(app: &TestApp, id: &str) -> Vec<Value> {
+    let response = app.get(&format!("/api/files/{id}/history")).await;
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["id"], id);
+    body["steps"].as_array().unwrap().clone()
+}
+
+/// The history tells every step, oldest first, with who, when and what came of it: the
+/// upload, each decision with its comment, the analysis, the end, and each download link
+/// with who asked for it.
+async fn the_history_tells_every_step_with_actor_time_and_outcome(backend: Backend) {
+    let Some(app) = app_with(backend, Mode::Local, vec![]).await else {
+        return;
+    };
+    let id = upload_as(&app, ALICE).await;
+    let approved = app
+        .approve(
+            &id,
+            "upload",
+            Some(BOB),
+            Some(r#"{"approved": true, "comment": "looks fine"}"#),
+        )
+        .await;
+    assert_eq!(approved.status(), 202);
+    app.idle().await;
+    assert_eq!(
+        app.approve(&id, "download", Some(CAROL), None)
+            .await
+            .status(),
+        202
+    );
+    for _ in 0..2 {
+        let link = app
+            .client
+            .get(app.url(&format!("/api/files/{id}/download")))
+            .bearer_auth(CAROL)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(link.status(), 200);
+    }
+    let steps = history(&app, &id).await;
+    let names: Vec<&str> = steps.iter().map(|s| s["step"].as_str().unwrap()).collect();
+    assert_eq!(
+        names,
+        [
+            "uploaded",
+            "decided",
+            "analysisStarted",
+            "analyzed",
+            "decided",
+            "finished",
+            "linkIssued",
+            "linkIssued"
+        ],
+        "{steps:?}"
+    );
+    assert_eq!(steps[0]["actor"]["name"], "alice");
+    assert_eq!(steps[1]["actor"]["name"], "bob");
+    assert_eq!(steps[1]["stage"], "upload");
+    assert_eq!(steps[1]["outcome"], "approved");
+    assert_eq!(steps[1]["comment"], "looks fine");
+    assert_eq!(steps[4]["actor"]["name"], "carol");
+    assert_eq!(steps[5]["outcome"], "Approved");
+    assert_eq!(steps[6]["actor"]["name"], "carol");
+    let times: Vec<&str> = steps.iter().map(|s| s["time"].as_str().unwrap()).collect();
+    let mut sorted = times.clone();
+    sorted.sort();
+    assert_eq!(times, sorted, "newest last");
+
+    assert_error(
+        app.get("/api/files/00000000-0000-4000-8000-000000000000/history")
+            .await,
+        404,
+        "NotFound",
+    )
+    .await;
+}
+
+/// The uploader may take a file back while it awaits a decision, at either stage: it ends
+/// `Withdrawn`, says so in its history, and takes no more decisions. Nobody else may, and not
+/// while it is being analysed.
+async fn the_uploader_withdraws_a_file_awaiting_a_decision(backend: Backend) {
+    let Some(app) = app_with(backend, Mode::Local, vec![]).await else {
+        return;
+    };
+    let id = upload_as(&app, ALICE).await;
+    assert_error(
+        withdraw(&app, &id, &bearer(BOB), "").await,
+        403,
+        "NotTheUploader",
+    )
+    .await;
+    assert_error(withdraw(&app, &id, &[], "").await, 401, "Unauthorized").await;
+    assert_error(
+        withdraw(&app, &id, &bearer(ALICE), r#"{"comment": 5}"#).await,
+        400,
+        "InvalidBody",
+    )
+    .await;
+    let done = withdraw(&app, &id, &bearer(ALICE), r#"{"comment": "wrong file"}"#).await;
+    assert_eq!(done.status(), 202);
+    let done: Value = done.json().await.unwrap();
+    assert_eq!(done["stage"], "Withdrawn");
+    assert_eq!(done["approvals"], Value::Array(vec![]));
+    let refused = assert_error(
+        app.approve(&id, "upload", Some(BOB), None).await,
+        409,
+        "WrongStage",
+    )
+    .await;
+    assert_eq!(refused["currentStage"], "Withdrawn");
+    assert_error(
+        withdraw(&app, &id, &bearer(ALICE), "").await,
+        409,
+        "WrongStage",
+    )
+    .await;
+    let steps = history(&app, &id).await;
+    let last = &steps[steps.len() - 2];
+    assert_eq!(last["step"], "withdrawn");
+    assert_eq!(last["actor"]["name"], "alice");
+    assert_eq!(last["comment"], "wrong file");
+    assert_eq!(steps[steps.len() - 1]["outcome"], "Withdrawn");
+
+    // At the download stage too.
+    let id = upload_as(&app, ALICE).await;
+    assert_eq!(
+        app.approve(&id, "upload", Some(BOB), None).await.status(),
+        202
+    );
+    let analysing = app.status(&id).await;
+    if analysing["stage"] == "Analyzing" {
+        assert_error(
+            withdraw(&app, &id, &bearer(ALICE), "").await,
+            409,
+            "WrongStage",
+        )
+        .await;
+    }
+    app.idle().await;
+    let done = withdraw(&app, &id, &bearer(ALICE), "").await;
+    assert_eq!(done.status(), 202);
+    assert_eq!(app.status(&id).await["stage"], "Withdrawn");
+
+    // An anonymous upload has nobody who may withdraw it.
+    let id = app.upload_ok("anon.txt", b"nobody's").await;
+    assert_error(
+        withdraw(&app, &id, &bearer(ALICE), "").await,
+        403,
+        "NotTheUploader",
+    )
+    .await;
+}
+
 /// Two handler instances on one storage account, as under the host: decisions racing through
 /// both are each judged against what the other committed (the rules run inside the engine's
 /// ETag-guarded turn). Azure only: the embedded store belongs to one process.
@@ -539,4 +712,6 @@ crate::on_every_backend!(
     easy_auth_under_the_host,
     an_uploader_role_is_needed_to_upload_when_set,
     principal_headers_are_ignored_unless_easy_auth_is_on,
+    the_history_tells_every_step_with_actor_time_and_outcome,
+    the_uploader_withdraws_a_file_awaiting_a_decision,
 );

@@ -487,6 +487,7 @@ async fn preload_finished(app: &InProcessApp, range: std::ops::Range<usize>) -> 
                         reviewer_id: None,
                         comment: None,
                         decided_time: now,
+                        withdrawal: false,
                     })?;
                     engine.raise_event(&file.id, rejection).await?;
                     Ok::<_, file_approver::engine::EngineError>(())

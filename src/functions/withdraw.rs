@@ -1,0 +1,62 @@
+//! `withdraw/`: `POST /api/files/{id}/withdraw` — the uploader takes a file back while it
+//! awaits a decision ([`crate::files::Files::withdraw`]). Body: nothing, or
+//! `{"comment": "…"}`.
+
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+
+use super::{parse_id, AppState, FileStatus};
+use crate::error::ApiError;
+
+/// A withdrawal's body is a comment at most.
+pub const MAX_BODY_BYTES: usize = 16 * 1024;
+const MAX_COMMENT_CHARS: usize = 2000;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Withdrawal {
+    #[serde(default)]
+    comment: Option<String>,
+}
+
+pub async fn withdraw(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let id = parse_id(path)?;
+    let requester = state.access.uploader(&headers)?.ok_or_else(|| {
+        ApiError::Unauthorized(
+            "withdrawing needs the uploader's identity: Authorization: Bearer <token> or a sign-in"
+                .into(),
+        )
+    })?;
+    let body = body.map_err(|e| ApiError::InvalidBody(e.body_text()))?;
+    let comment = if body.iter().all(u8::is_ascii_whitespace) {
+        None
+    } else {
+        let w: Withdrawal = serde_json::from_slice(&body)
+            .map_err(|e| ApiError::InvalidBody(format!("a withdrawal: {e}")))?;
+        match w.comment {
+            Some(c) if c.chars().count() > MAX_COMMENT_CHARS => {
+                return Err(ApiError::InvalidBody(format!(
+                    "the comment is longer than {MAX_COMMENT_CHARS} characters"
+                )))
+            }
+            other => other,
+        }
+    };
+    let done = state.files.withdraw(id, &requester, comment).await?;
+    let code = if done.recorded {
+        StatusCode::ACCEPTED
+    } else {
+        StatusCode::OK
+    };
+    Ok((code, Json(FileStatus::from(&done.view))).into_response())
+}
