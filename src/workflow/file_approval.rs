@@ -629,22 +629,12 @@ pub fn summarize(status: &InstanceStatus) -> Result<Summary, EngineError> {
     let mut approvals = Vec::new();
     let mut analysis = None;
     let mut analyze_ids = Vec::new();
-    // A stage's deadline is the fire time of the timers its waits set: those before the
-    // analysis was scheduled belong to the upload stage, those after it completed to the
-    // download stage (the upload URL's seal timer comes in between).
-    let mut upload_deadline: Option<DateTime<Utc>> = None;
-    let mut download_deadline: Option<DateTime<Utc>> = None;
+    // A stage's deadline is its timeout from the turn that began it (what `review` computes):
+    // the first turn for the upload stage, the turn that took the analysis's result for the
+    // download stage (a `TaskCompleted` carries that turn's time).
+    let started = status.history.iter().flatten().next().map(|e| e.timestamp);
+    let mut download_started = None;
     for event in status.history.iter().flatten() {
-        if let EventKind::TimerCreated { fire_at } = &event.kind {
-            let slot = if analysis.is_some() {
-                &mut download_deadline
-            } else if analyze_ids.is_empty() {
-                &mut upload_deadline
-            } else {
-                continue;
-            };
-            *slot = Some(slot.map_or(*fire_at, |d: DateTime<Utc>| d.max(*fire_at)));
-        }
         match &event.kind {
             EventKind::EventRaised { name, input, .. }
                 if name == event_name(ApprovalStage::Upload)
@@ -664,15 +654,20 @@ pub fn summarize(status: &InstanceStatus) -> Result<Summary, EngineError> {
                 result,
             } if analyze_ids.contains(task_scheduled_id) => {
                 analysis = Some(result.clone());
+                download_started = Some(event.timestamp);
             }
             _ => {}
         }
     }
-    let deadline = match stage {
-        Stage::AwaitingUploadApproval => upload_deadline,
-        Stage::AwaitingDownloadApproval => download_deadline,
+    let stage_started = match stage {
+        Stage::AwaitingUploadApproval => started,
+        Stage::AwaitingDownloadApproval => download_started,
         _ => None,
     };
+    let deadline = stage_started.and_then(|start| {
+        let timeout = Duration::try_seconds(i64::try_from(file.approval_timeout_secs?).ok()?)?;
+        start.checked_add_signed(timeout)
+    });
     Ok(Summary {
         file,
         stage,
