@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use crate::domain::{Reviewers, ReviewersError};
 use crate::functions::auth::EasyAuth;
 use crate::store::azure::{IdentityConnection, IdentityEndpoint, ManagedIdentity};
+use crate::workflow::notify::Webhook;
 
 /// How the process was started.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,6 +79,10 @@ pub struct Settings {
     /// `FILE_APPROVER_DOWNLOAD_QUORUM`; 1 to 10, default 1).
     pub upload_quorum: u32,
     pub download_quorum: u32,
+    /// `FILE_APPROVER_WEBHOOK_URL` + `_SECRET` (+ `_TIMEOUT_MS`): where notifications go.
+    pub webhook: Option<Webhook>,
+    /// `FILE_APPROVER_REMINDER_BEFORE_SECS`: remind this long before a stage's deadline.
+    pub reminder_before_secs: Option<u64>,
     pub max_upload_bytes: u64,
     /// The largest file an upload URL may be asked for.
     pub max_direct_upload_bytes: u64,
@@ -113,6 +118,8 @@ impl fmt::Debug for Settings {
             .field("four_eyes", &self.four_eyes)
             .field("upload_quorum", &self.upload_quorum)
             .field("download_quorum", &self.download_quorum)
+            .field("webhook", &self.webhook)
+            .field("reminder_before_secs", &self.reminder_before_secs)
             .field("max_upload_bytes", &self.max_upload_bytes)
             .field("max_direct_upload_bytes", &self.max_direct_upload_bytes)
             .field("upload_url_ttl_secs", &self.upload_url_ttl_secs)
@@ -226,6 +233,44 @@ impl Settings {
             ));
         }
 
+        let webhook = match get("FILE_APPROVER_WEBHOOK_URL") {
+            None => None,
+            Some(raw) => {
+                let url = url::Url::parse(raw)
+                    .ok()
+                    .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+                    .ok_or_else(|| {
+                        invalid("FILE_APPROVER_WEBHOOK_URL", "must be an http(s) URL")
+                    })?;
+                let secret = get("FILE_APPROVER_WEBHOOK_SECRET").ok_or_else(|| {
+                    invalid(
+                        "FILE_APPROVER_WEBHOOK_SECRET",
+                        "is required with FILE_APPROVER_WEBHOOK_URL: it signs every event",
+                    )
+                })?;
+                if secret.len() < 16 {
+                    return Err(invalid(
+                        "FILE_APPROVER_WEBHOOK_SECRET",
+                        "must be at least 16 characters",
+                    ));
+                }
+                Some(Webhook {
+                    url,
+                    secret: secret.as_bytes().to_vec(),
+                    timeout: std::time::Duration::from_millis(parse_u64(
+                        "FILE_APPROVER_WEBHOOK_TIMEOUT_MS",
+                        get,
+                        10_000,
+                        1,
+                    )?),
+                })
+            }
+        };
+        let reminder_before_secs = match get("FILE_APPROVER_REMINDER_BEFORE_SECS") {
+            Some(_) => Some(parse_u64("FILE_APPROVER_REMINDER_BEFORE_SECS", get, 0, 1)?),
+            None => None,
+        };
+
         let max_upload_bytes = parse_u64("FILE_APPROVER_MAX_UPLOAD_BYTES", get, 104_857_600, 1)?;
         let max_direct_upload_bytes =
             parse_u64("FILE_APPROVER_MAX_DIRECT_UPLOAD_BYTES", get, 1 << 40, 1)?;
@@ -301,6 +346,8 @@ impl Settings {
             four_eyes,
             upload_quorum,
             download_quorum,
+            webhook,
+            reminder_before_secs,
             max_upload_bytes,
             max_direct_upload_bytes,
             upload_url_ttl_secs,

@@ -124,7 +124,7 @@ impl Application {
         // by a test is cut short exactly as a real one would be.
         let store: Arc<dyn Storage> = Arc::new(Layered::wrap(layer(store), Budgeted));
 
-        let registry = workflow::registry(store.clone(), clock.clone());
+        let registry = workflow::registry(store.clone(), clock.clone(), settings.webhook.clone());
         let engine = Engine::new(
             store.clone(),
             clock.clone(),
@@ -268,6 +268,8 @@ fn policy(settings: &Settings) -> Policy {
         ),
         approval_timeout_secs: settings.approval_timeout_secs,
         four_eyes: settings.four_eyes,
+        notify: settings.webhook.is_some(),
+        reminder_before_secs: settings.reminder_before_secs,
         upload_quorum: settings.upload_quorum,
         download_quorum: settings.download_quorum,
         max_direct_upload_bytes: settings.max_direct_upload_bytes,

@@ -69,6 +69,10 @@ pub struct Policy {
     /// Distinct approvals each stage needs.
     pub upload_quorum: u32,
     pub download_quorum: u32,
+    /// Workflows send notifications (a webhook is configured).
+    pub notify: bool,
+    /// Remind this many seconds before a stage's deadline.
+    pub reminder_before_secs: Option<u64>,
 }
 
 impl Default for Policy {
@@ -83,6 +87,8 @@ impl Default for Policy {
             four_eyes: true,
             upload_quorum: 1,
             download_quorum: 1,
+            notify: false,
+            reminder_before_secs: None,
             upload_url_ttl: Duration::minutes(15),
             max_direct_upload_bytes: 1 << 40,
         }
@@ -412,6 +418,8 @@ impl Files {
                 upload_quorum: self.policy.upload_quorum,
                 download_quorum: self.policy.download_quorum,
             },
+            notify: self.policy.notify,
+            reminder_before_secs: self.policy.reminder_before_secs,
         };
         let outcome = workflow::start_for_file(&self.engine, &input).await?;
         self.forget_record(id).await;

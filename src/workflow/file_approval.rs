@@ -6,7 +6,11 @@ use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use std::future::Future;
+use std::pin::Pin;
+
 use super::analysis::{analyze_stream, Analysis};
+use super::notify::{self, cloud_event, EventType, Webhook, NOTIFY_ACTIVITY};
 use crate::clock::Clock;
 use crate::domain::{ApprovalStage, Principal, Stage};
 use crate::engine::{
@@ -41,6 +45,12 @@ pub struct FileInput {
     /// The approval rules the file was started under.
     #[serde(default)]
     pub rules: ApprovalRules,
+    /// Send notifications (a webhook was configured when the file started).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub notify: bool,
+    /// Remind this many seconds before a stage's deadline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reminder_before_secs: Option<u64>,
 }
 
 /// Who may approve, and how many must: fixed when a file's workflow starts.
@@ -290,30 +300,127 @@ enum Review {
     Withdrawn,
 }
 
-/// Waits for a stage's decisions until `quorum` distinct reviewers approved, one rejected, or
-/// the stage's deadline (the timeout from when the stage began) passed.
-async fn review(
-    ctx: &OrchestrationContext,
-    stage: ApprovalStage,
-    quorum: u32,
-    timeout_secs: Option<u64>,
-) -> Result<Review, OrchestrationError> {
+/// The notifications a workflow has in flight. Each runs as its own retried activity beside
+/// whatever the workflow waits for (`alongside`), so a slow or broken receiver never holds a
+/// file up; the workflow's end waits for the ones still going (`flush`). Sequence numbers
+/// make event ids stable across replays.
+struct Notifier {
+    ctx: OrchestrationContext,
+    enabled: bool,
+    seq: u32,
+    pending: Vec<Pin<Box<dyn Future<Output = ()>>>>,
+}
+
+impl Notifier {
+    fn new(ctx: &OrchestrationContext, file: &FileInput) -> Self {
+        Notifier {
+            ctx: ctx.clone(),
+            enabled: file.notify,
+            seq: 0,
+            pending: Vec::new(),
+        }
+    }
+
+    fn send(
+        &mut self,
+        file: &FileInput,
+        kind: EventType,
+        stage: Stage,
+        deadline: Option<DateTime<Utc>>,
+    ) {
+        if !self.enabled {
+            return;
+        }
+        self.seq += 1;
+        let event = cloud_event(
+            file,
+            self.seq,
+            kind,
+            stage,
+            deadline,
+            self.ctx.current_time(),
+        );
+        let ctx = self.ctx.clone();
+        self.pending.push(Box::pin(async move {
+            let delivered: Result<Value, OrchestrationError> = ctx
+                .call_activity(NOTIFY_ACTIVITY, &event, notify::retry())
+                .await;
+            if let Err(e) = delivered {
+                if !ctx.is_replaying() {
+                    tracing::warn!(file = %ctx.instance_id(), event = %event["id"], error = %e, "a notification could not be delivered; giving up on it");
+                }
+            }
+        }));
+    }
+
+    /// Runs `main` while the notifications in flight make progress beside it.
+    async fn alongside<T>(&mut self, main: impl Future<Output = T>) -> T {
+        let mut main = std::pin::pin!(main);
+        let pending = &mut self.pending;
+        std::future::poll_fn(|cx| {
+            pending.retain_mut(|n| n.as_mut().poll(cx).is_pending());
+            main.as_mut().poll(cx)
+        })
+        .await
+    }
+
+    /// Waits for every notification still in flight (each ends, delivered or given up).
+    async fn flush(&mut self) {
+        futures::future::join_all(std::mem::take(&mut self.pending)).await;
+    }
+}
+
+/// When a stage that begins now must be decided by, if the file has a timeout.
+fn stage_deadline(ctx: &OrchestrationContext, timeout_secs: Option<u64>) -> Option<DateTime<Utc>> {
     // A timeout too long for the calendar is no deadline at all, rather than a panic that
     // would fail the file's workflow.
-    let deadline = timeout_secs
+    timeout_secs
         .and_then(|secs| i64::try_from(secs).ok())
         .and_then(Duration::try_seconds)
-        .and_then(|timeout| ctx.current_time().checked_add_signed(timeout));
+        .and_then(|timeout| ctx.current_time().checked_add_signed(timeout))
+}
+
+/// Announces the stage, then waits for its decisions until `quorum` distinct reviewers
+/// approved, one rejected, the uploader withdrew, or the deadline passed; a reminder goes out
+/// the configured time before the deadline while the stage still waits.
+async fn review(
+    ctx: &OrchestrationContext,
+    notifier: &mut Notifier,
+    file: &FileInput,
+    stage: ApprovalStage,
+) -> Result<Review, OrchestrationError> {
+    let awaiting = stage.awaited_in();
+    let deadline = stage_deadline(ctx, file.approval_timeout_secs);
+    let announcement = match stage {
+        ApprovalStage::Upload => EventType::AwaitingUploadApproval,
+        ApprovalStage::Download => EventType::AwaitingDownloadApproval,
+    };
+    notifier.send(file, announcement, awaiting, deadline);
+    let mut remind_at = match (deadline, file.reminder_before_secs) {
+        (Some(deadline), Some(before)) if notifier.enabled => i64::try_from(before)
+            .ok()
+            .and_then(Duration::try_seconds)
+            .and_then(|before| deadline.checked_sub_signed(before))
+            .filter(|at| *at > ctx.current_time()),
+        _ => None,
+    };
+    let quorum = file.rules.quorum(stage);
     let mut approvers: Vec<Principal> = Vec::new();
     loop {
-        let decision: Option<DecisionEvent> = match deadline {
-            Some(deadline) => {
-                ctx.wait_for_event_until(event_name(stage), deadline)
-                    .await?
-            }
-            None => Some(ctx.wait_for_event(event_name(stage)).await?),
-        };
+        let until = remind_at.or(deadline);
+        let decision: Option<DecisionEvent> = notifier
+            .alongside(async {
+                match until {
+                    Some(until) => ctx.wait_for_event_until(event_name(stage), until).await,
+                    None => ctx.wait_for_event(event_name(stage)).await.map(Some),
+                }
+            })
+            .await?;
         let Some(decision) = decision else {
+            if remind_at.take().is_some() {
+                notifier.send(file, EventType::Reminder, awaiting, deadline);
+                continue;
+            }
             return Ok(Review::Expired);
         };
         if decision.withdrawal {
@@ -348,10 +455,28 @@ async fn file_approval(
 ) -> Result<Value, OrchestrationError> {
     let file: FileInput = serde_json::from_value(input)
         .map_err(|e| OrchestrationError::failed(format!("invalid FileApproval input: {e}")))?;
+    let mut notifier = Notifier::new(&ctx, &file);
+    let result = run(&ctx, &mut notifier, &file).await;
+    // The end is announced once the final stage is set (clients already see it); the instance
+    // completes when the notifications still in flight have been delivered or given up.
+    let stage = ctx
+        .custom_status()
+        .as_str()
+        .and_then(|s| Stage::parse(s).ok())
+        .unwrap_or(Stage::Failed);
+    notifier.send(&file, EventType::Finished(stage), stage, None);
+    notifier.flush().await;
+    result
+}
 
+async fn run(
+    ctx: &OrchestrationContext,
+    notifier: &mut Notifier,
+    file: &FileInput,
+) -> Result<Value, OrchestrationError> {
     if let Some(direct) = file.direct {
         if direct.declared_size != file.size {
-            set_stage(&ctx, Stage::Failed);
+            set_stage(ctx, Stage::Failed);
             return Err(OrchestrationError::failed(format!(
                 "{SIZE_MISMATCH}: the upload holds {} bytes but {} were declared",
                 file.size, direct.declared_size
@@ -359,35 +484,29 @@ async fn file_approval(
         }
     }
 
-    set_stage(&ctx, Stage::AwaitingUploadApproval);
-    let quorum = file.rules.quorum(ApprovalStage::Upload);
-    match review(
-        &ctx,
-        ApprovalStage::Upload,
-        quorum,
-        file.approval_timeout_secs,
-    )
-    .await?
-    {
-        Review::Expired => return finish(&ctx, Stage::Expired),
-        Review::Rejected => return finish(&ctx, Stage::Rejected),
-        Review::Withdrawn => return finish(&ctx, Stage::Withdrawn),
+    set_stage(ctx, Stage::AwaitingUploadApproval);
+    match review(ctx, notifier, file, ApprovalStage::Upload).await? {
+        Review::Expired => return finish(ctx, Stage::Expired),
+        Review::Rejected => return finish(ctx, Stage::Rejected),
+        Review::Withdrawn => return finish(ctx, Stage::Withdrawn),
         Review::Approved => {}
     }
 
-    set_stage(&ctx, Stage::Analyzing);
+    set_stage(ctx, Stage::Analyzing);
     if let Some(direct) = file.direct {
         if direct.sealed_time > ctx.current_time() {
-            ctx.create_timer(direct.sealed_time).await;
+            notifier
+                .alongside(ctx.create_timer(direct.sealed_time))
+                .await;
         }
     }
-    let analysis: Result<Value, OrchestrationError> = ctx
-        .call_activity(ANALYZE_ACTIVITY, &file, analysis_retry())
+    let analysis: Result<Value, OrchestrationError> = notifier
+        .alongside(ctx.call_activity(ANALYZE_ACTIVITY, file, analysis_retry()))
         .await;
     let analysis = match analysis {
         Ok(analysis) => analysis,
         Err(e) => {
-            set_stage(&ctx, Stage::Failed);
+            set_stage(ctx, Stage::Failed);
             if !ctx.is_replaying() {
                 tracing::warn!(file = %ctx.instance_id(), error = %e, "workflow failed: the analysis kept failing");
             }
@@ -401,7 +520,7 @@ async fn file_approval(
     if let Some(direct) = file.direct {
         let analysed = analysis.get("size").and_then(Value::as_u64);
         if analysed != Some(direct.declared_size) {
-            set_stage(&ctx, Stage::Failed);
+            set_stage(ctx, Stage::Failed);
             return Err(OrchestrationError::failed(format!(
                 "{SIZE_MISMATCH}: the upload was replaced before its URL expired: it holds {} bytes but {} were declared",
                 analysed.map_or_else(|| "an unknown number of".to_owned(), |n| n.to_string()),
@@ -410,20 +529,12 @@ async fn file_approval(
         }
     }
 
-    set_stage(&ctx, Stage::AwaitingDownloadApproval);
-    let quorum = file.rules.quorum(ApprovalStage::Download);
-    match review(
-        &ctx,
-        ApprovalStage::Download,
-        quorum,
-        file.approval_timeout_secs,
-    )
-    .await?
-    {
-        Review::Expired => finish(&ctx, Stage::Expired),
-        Review::Rejected => finish(&ctx, Stage::Rejected),
-        Review::Withdrawn => finish(&ctx, Stage::Withdrawn),
-        Review::Approved => finish(&ctx, Stage::Approved),
+    set_stage(ctx, Stage::AwaitingDownloadApproval);
+    match review(ctx, notifier, file, ApprovalStage::Download).await? {
+        Review::Expired => finish(ctx, Stage::Expired),
+        Review::Rejected => finish(ctx, Stage::Rejected),
+        Review::Withdrawn => finish(ctx, Stage::Withdrawn),
+        Review::Approved => finish(ctx, Stage::Approved),
     }
 }
 
@@ -459,11 +570,26 @@ async fn analyze_file(
 }
 
 /// Every orchestration and activity of File Approver.
-pub fn registry(store: Arc<dyn Storage>, clock: Arc<dyn Clock>) -> Registry {
+pub fn registry(
+    store: Arc<dyn Storage>,
+    clock: Arc<dyn Clock>,
+    webhook: Option<Webhook>,
+) -> Registry {
     let mut registry = Registry::new();
     registry.orchestration(ORCHESTRATION, file_approval);
     registry.activity(ANALYZE_ACTIVITY, move |input| {
         analyze_file(store.clone(), clock.clone(), input)
+    });
+    // One pooled client for every delivery; each attempt has the webhook's own timeout.
+    let http = reqwest::Client::builder()
+        .connect_timeout(std::time::Duration::from_secs(5))
+        .build()
+        .unwrap_or_default();
+    let webhook = Arc::new(webhook);
+    registry.activity(NOTIFY_ACTIVITY, move |input| {
+        let http = http.clone();
+        let webhook = webhook.clone();
+        async move { notify::deliver(&http, webhook.as_ref().as_ref(), input).await }
     });
     registry
 }
@@ -703,6 +829,8 @@ mod tests {
             direct: None,
             uploader: None,
             rules: ApprovalRules::default(),
+            notify: false,
+            reminder_before_secs: None,
         };
         let started = EventKind::ExecutionStarted {
             name: ORCHESTRATION.into(),

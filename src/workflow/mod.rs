@@ -15,6 +15,7 @@
 
 pub mod analysis;
 mod file_approval;
+pub mod notify;
 
 pub use file_approval::{
     decision_event, index_key, registry, stage_index_key, stage_status, start_for_file, summarize,

@@ -4,11 +4,12 @@
 //! URL has expired, so what is analysed and approved is what is downloaded.
 
 use chrono::SubsecRound;
-use file_approver::engine::{EventKind, WorkMessage};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use crate::helpers::{assert_error, spawn_app_on, Backend, Mode, TestApp, ALICE, BOB};
+use crate::helpers::{
+    assert_error, pass_minutes, spawn_app_on, Backend, Mode, TestApp, ALICE, BOB,
+};
 
 const FIRST: &[u8] = b"%PDF-1.7 the bytes first sent through the upload URL";
 /// Other bytes of the same size: a replacement the size check cannot tell.
@@ -57,34 +58,6 @@ async fn complete(app: &TestApp, id: &str) -> reqwest::Response {
         .send()
         .await
         .expect("complete")
-}
-
-/// Lets the test's clock pass `minutes` and runs what came due. The embedded queue follows the
-/// test's clock; Azure's keeps the service's time, so there the instance's timers are delivered
-/// by hand, as the queue would once they are due (the engine fires only what is due by the
-/// test's clock).
-async fn pass_minutes(app: &TestApp, id: &str, backend: Backend, minutes: i64) {
-    app.clock.advance(chrono::Duration::minutes(minutes));
-    if backend == Backend::Azure {
-        let engine = app.state.files.engine();
-        let status = engine.status(id, true).await.unwrap().unwrap();
-        for event in status.history.unwrap_or_default() {
-            if let EventKind::TimerCreated { fire_at } = event.kind {
-                let message = WorkMessage::Timer {
-                    instance: id.to_owned(),
-                    timer: event.event_id,
-                    fire_at,
-                };
-                app.state
-                    .files
-                    .store()
-                    .enqueue(engine.work_queue(), &message.to_text(), Default::default())
-                    .await
-                    .unwrap();
-            }
-        }
-    }
-    app.idle().await;
 }
 
 async fn a_file_sent_through_its_upload_url_is_reviewed_and_downloaded_as_analysed(

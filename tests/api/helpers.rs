@@ -327,3 +327,31 @@ impl OwnAzurite {
         OwnAzurite { azurite, _dir: dir }
     }
 }
+
+/// Lets the test's clock pass `minutes` and runs what came due. The embedded queue follows the
+/// test's clock; Azure's keeps the service's time, so there the instance's timers are delivered
+/// by hand, as the queue would once they are due (the engine fires only what is due by the
+/// test's clock).
+pub async fn pass_minutes(app: &TestApp, id: &str, backend: Backend, minutes: i64) {
+    app.clock.advance(chrono::Duration::minutes(minutes));
+    if backend == Backend::Azure {
+        let engine = app.state.files.engine();
+        let status = engine.status(id, true).await.unwrap().unwrap();
+        for event in status.history.unwrap_or_default() {
+            if let file_approver::engine::EventKind::TimerCreated { fire_at } = event.kind {
+                let message = file_approver::engine::WorkMessage::Timer {
+                    instance: id.to_owned(),
+                    timer: event.event_id,
+                    fire_at,
+                };
+                app.state
+                    .files
+                    .store()
+                    .enqueue(engine.work_queue(), &message.to_text(), Default::default())
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+    app.idle().await;
+}

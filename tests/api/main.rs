@@ -10,6 +10,7 @@ mod host;
 mod invocation;
 mod keyless;
 mod lifecycle;
+mod notify;
 mod people;
 mod robustness;
 mod workflow;

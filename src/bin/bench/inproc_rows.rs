@@ -478,6 +478,8 @@ async fn preload_finished(app: &InProcessApp, range: std::ops::Range<usize>) -> 
                         direct: None,
                         uploader: None,
                         rules: Default::default(),
+                        notify: false,
+                        reminder_before_secs: None,
                     };
                     start_for_file(&engine, &file).await?;
                     let rejection = decision_event(&DecisionEvent {

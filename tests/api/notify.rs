@@ -1,0 +1,315 @@
+//! Notifications: a loopback receiver plays the webhook (an Event Grid topic, a chat hook),
+//! accepting, failing first, or hanging, and the tests check what it got: CloudEvents 1.0
+//! JSON, signed, each event at least once under one id, and files that never wait for it.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use axum::Router;
+use serde_json::Value;
+
+use crate::helpers::{pass_minutes, spawn_app_with, Backend, Mode, Options, TestApp, ALICE, BOB};
+
+const SECRET: &str = "webhook-secret-0123456789";
+const CAROL: &str = "carol-token-0123456789ab";
+
+/// How the receiver answers.
+#[derive(Clone, Copy)]
+enum Behaviour {
+    Accept,
+    /// 503 for the first `n` requests, then 200.
+    FailFirst(usize),
+    /// Never answers.
+    Hang,
+}
+
+#[derive(Clone)]
+struct Receiver {
+    behaviour: Behaviour,
+    seen: Arc<Mutex<Vec<(HeaderMap, Bytes, bool)>>>,
+}
+
+impl Receiver {
+    /// Serves on a loopback port; returns its URL.
+    async fn start(behaviour: Behaviour) -> (Receiver, String) {
+        let receiver = Receiver {
+            behaviour,
+            seen: Arc::new(Mutex::new(Vec::new())),
+        };
+        let app = Router::new()
+            .route("/hook", post(receive))
+            .with_state(receiver.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        (receiver, url)
+    }
+
+    /// Every request, with whether it was accepted.
+    fn requests(&self) -> Vec<(HeaderMap, Bytes, bool)> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    /// The events accepted, by id, oldest first.
+    fn accepted(&self) -> Vec<Value> {
+        let mut events: Vec<Value> = self
+            .requests()
+            .into_iter()
+            .filter(|(_, _, ok)| *ok)
+            .map(|(_, body, _)| serde_json::from_slice(&body).unwrap())
+            .collect();
+        events.sort_by_key(|e| {
+            let id = e["id"].as_str().unwrap();
+            id.rsplit(':').next().unwrap().parse::<u32>().unwrap()
+        });
+        events
+    }
+
+    fn types(&self) -> Vec<String> {
+        self.accepted()
+            .iter()
+            .map(|e| e["type"].as_str().unwrap().to_owned())
+            .collect()
+    }
+}
+
+async fn receive(State(receiver): State<Receiver>, headers: HeaderMap, body: Bytes) -> StatusCode {
+    let n = receiver.seen.lock().unwrap().len();
+    let accept = match receiver.behaviour {
+        Behaviour::Accept => true,
+        Behaviour::FailFirst(k) => n >= k,
+        Behaviour::Hang => {
+            receiver.seen.lock().unwrap().push((headers, body, false));
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            return StatusCode::OK;
+        }
+    };
+    receiver.seen.lock().unwrap().push((headers, body, accept));
+    if accept {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    }
+}
+
+async fn app_with_webhook(
+    backend: Backend,
+    url: &str,
+    extra: Vec<(&'static str, String)>,
+) -> Option<TestApp> {
+    let mut vars = vec![
+        (
+            "FILE_APPROVER_REVIEWERS",
+            format!("alice:{ALICE},bob:{BOB},carol:{CAROL}"),
+        ),
+        ("FILE_APPROVER_WEBHOOK_URL", url.to_owned()),
+        ("FILE_APPROVER_WEBHOOK_SECRET", SECRET.to_owned()),
+        ("FILE_APPROVER_WEBHOOK_TIMEOUT_MS", "300".to_owned()),
+    ];
+    vars.extend(extra);
+    spawn_app_with(Options {
+        backend,
+        mode: Mode::Local,
+        vars,
+        ..Options::default()
+    })
+    .await
+}
+
+async fn upload_as_alice(app: &TestApp) -> String {
+    let response = app
+        .client
+        .post(app.url("/api/files?name=told.txt"))
+        .bearer_auth(ALICE)
+        .body("people are told\n")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let body: Value = response.json().await.unwrap();
+    body["id"].as_str().unwrap().to_owned()
+}
+
+fn hmac_hex(body: &[u8]) -> String {
+    use hmac::{Hmac, Mac};
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// A file that needs people, and its end, each reach the webhook as a signed CloudEvent; the
+/// approved event names the uploader, so it can be routed to them.
+async fn people_are_told_when_a_file_needs_them_and_when_it_ends(backend: Backend) {
+    let (receiver, url) = Receiver::start(Behaviour::Accept).await;
+    let Some(app) = app_with_webhook(backend, &url, vec![]).await else {
+        return;
+    };
+    let id = upload_as_alice(&app).await;
+    app.idle().await;
+    assert_eq!(receiver.types(), ["FileApprover.AwaitingUploadApproval"]);
+    assert_eq!(
+        app.approve(&id, "upload", Some(BOB), None).await.status(),
+        202
+    );
+    app.idle().await;
+    assert_eq!(
+        app.approve(&id, "download", Some(CAROL), None)
+            .await
+            .status(),
+        202
+    );
+    app.idle().await;
+    assert_eq!(
+        receiver.types(),
+        [
+            "FileApprover.AwaitingUploadApproval",
+            "FileApprover.AwaitingDownloadApproval",
+            "FileApprover.Approved"
+        ]
+    );
+    for (headers, body, _) in receiver.requests() {
+        assert_eq!(headers["x-signature-256"], hmac_hex(&body).as_str());
+        assert!(headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/cloudevents+json"));
+        let event: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(event["specversion"], "1.0");
+        assert_eq!(event["source"], "/file-approver");
+        assert_eq!(event["subject"], format!("files/{id}"));
+        assert_eq!(event["datacontenttype"], "application/json");
+        assert!(event["time"].is_string());
+        assert_eq!(event["data"]["id"], id.as_str());
+    }
+    let approved = &receiver.accepted()[2];
+    assert_eq!(approved["data"]["stage"], "Approved");
+    assert_eq!(approved["data"]["uploader"]["name"], "alice");
+    let status = app.status(&id).await;
+    assert_eq!(status["runtimeStatus"], "Completed");
+}
+
+/// A receiver that fails at first gets every event once it recovers, each under the id it
+/// first had; the file went on meanwhile without waiting.
+async fn a_receiver_that_fails_first_gets_each_event_under_one_id(backend: Backend) {
+    let (receiver, url) = Receiver::start(Behaviour::FailFirst(3)).await;
+    let Some(app) = app_with_webhook(backend, &url, vec![]).await else {
+        return;
+    };
+    let id = upload_as_alice(&app).await;
+    app.idle().await;
+    // The receiver refuses, and the review goes on regardless.
+    assert_eq!(
+        app.approve(&id, "upload", Some(BOB), None).await.status(),
+        202
+    );
+    app.idle().await;
+    assert_eq!(app.status(&id).await["stage"], "AwaitingDownloadApproval");
+    assert!(receiver.accepted().is_empty(), "{:?}", receiver.types());
+    // Retries come 30 s, then a minute, then two... apart.
+    for _ in 0..6 {
+        pass_minutes(&app, &id, backend, 5).await;
+    }
+    assert_eq!(
+        receiver.types(),
+        [
+            "FileApprover.AwaitingUploadApproval",
+            "FileApprover.AwaitingDownloadApproval"
+        ]
+    );
+    let ids_tried: std::collections::BTreeSet<String> = receiver
+        .requests()
+        .iter()
+        .map(|(_, body, _)| {
+            let e: Value = serde_json::from_slice(body).unwrap();
+            e["id"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    assert_eq!(ids_tried.len(), 2, "retries keep the event's id");
+    let accepted_ids: Vec<String> = receiver
+        .accepted()
+        .iter()
+        .map(|e| e["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(accepted_ids.len(), 2, "each accepted once");
+}
+
+/// A receiver that never answers costs each attempt its timeout, inside the work queue: the
+/// file is approved and downloadable while the notifications keep retrying.
+async fn a_receiver_that_hangs_never_holds_a_file_up(backend: Backend) {
+    let (receiver, url) = Receiver::start(Behaviour::Hang).await;
+    let Some(app) = app_with_webhook(backend, &url, vec![]).await else {
+        return;
+    };
+    let id = upload_as_alice(&app).await;
+    assert_eq!(
+        app.approve(&id, "upload", Some(BOB), None).await.status(),
+        202
+    );
+    app.idle().await;
+    assert_eq!(
+        app.approve(&id, "download", Some(CAROL), None)
+            .await
+            .status(),
+        202
+    );
+    let status = app.status(&id).await;
+    assert_eq!(status["stage"], "Approved");
+    assert_eq!(
+        app.get(&format!("/api/files/{id}/download")).await.status(),
+        200
+    );
+    app.idle().await;
+    assert!(!receiver.requests().is_empty());
+    // Still delivering the end (retries for hours), never failed for it.
+    assert_eq!(app.status(&id).await["runtimeStatus"], "Running");
+}
+
+/// With an approval timeout, a reminder goes out the configured time before the deadline
+/// while the stage still waits, then the expiry.
+async fn a_reminder_goes_out_before_the_deadline(backend: Backend) {
+    let (receiver, url) = Receiver::start(Behaviour::Accept).await;
+    let Some(app) = app_with_webhook(
+        backend,
+        &url,
+        vec![
+            ("FILE_APPROVER_APPROVAL_TIMEOUT_SECS", "3600".into()),
+            ("FILE_APPROVER_REMINDER_BEFORE_SECS", "600".into()),
+        ],
+    )
+    .await
+    else {
+        return;
+    };
+    let id = upload_as_alice(&app).await;
+    app.idle().await;
+    pass_minutes(&app, &id, backend, 45).await;
+    assert_eq!(receiver.types(), ["FileApprover.AwaitingUploadApproval"]);
+    pass_minutes(&app, &id, backend, 6).await;
+    assert_eq!(
+        receiver.types(),
+        [
+            "FileApprover.AwaitingUploadApproval",
+            "FileApprover.Reminder"
+        ]
+    );
+    let reminder = &receiver.accepted()[1];
+    assert_eq!(reminder["data"]["stage"], "AwaitingUploadApproval");
+    assert!(reminder["data"]["deadline"].is_string());
+    // An approval now still counts; without one the file expires and people are told.
+    pass_minutes(&app, &id, backend, 10).await;
+    assert_eq!(app.status(&id).await["stage"], "Expired");
+    assert_eq!(receiver.types().last().unwrap(), "FileApprover.Expired");
+}
+
+crate::on_every_backend!(
+    people_are_told_when_a_file_needs_them_and_when_it_ends,
+    a_receiver_that_fails_first_gets_each_event_under_one_id,
+    a_receiver_that_hangs_never_holds_a_file_up,
+    a_reminder_goes_out_before_the_deadline,
+);
