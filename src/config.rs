@@ -83,6 +83,8 @@ pub struct Settings {
     pub webhook: Option<Webhook>,
     /// `FILE_APPROVER_REMINDER_BEFORE_SECS`: remind this long before a stage's deadline.
     pub reminder_before_secs: Option<u64>,
+    /// `FILE_APPROVER_RETENTION_SECS` (default 0): how long a refused file's bytes are kept.
+    pub retention_secs: u64,
     pub max_upload_bytes: u64,
     /// The largest file an upload URL may be asked for.
     pub max_direct_upload_bytes: u64,
@@ -120,6 +122,7 @@ impl fmt::Debug for Settings {
             .field("download_quorum", &self.download_quorum)
             .field("webhook", &self.webhook)
             .field("reminder_before_secs", &self.reminder_before_secs)
+            .field("retention_secs", &self.retention_secs)
             .field("max_upload_bytes", &self.max_upload_bytes)
             .field("max_direct_upload_bytes", &self.max_direct_upload_bytes)
             .field("upload_url_ttl_secs", &self.upload_url_ttl_secs)
@@ -271,6 +274,7 @@ impl Settings {
             None => None,
         };
 
+        let retention_secs = parse_u64("FILE_APPROVER_RETENTION_SECS", get, 0, 0)?;
         let max_upload_bytes = parse_u64("FILE_APPROVER_MAX_UPLOAD_BYTES", get, 104_857_600, 1)?;
         let max_direct_upload_bytes =
             parse_u64("FILE_APPROVER_MAX_DIRECT_UPLOAD_BYTES", get, 1 << 40, 1)?;
@@ -348,6 +352,7 @@ impl Settings {
             download_quorum,
             webhook,
             reminder_before_secs,
+            retention_secs,
             max_upload_bytes,
             max_direct_upload_bytes,
             upload_url_ttl_secs,

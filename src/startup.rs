@@ -270,6 +270,7 @@ fn policy(settings: &Settings) -> Policy {
         four_eyes: settings.four_eyes,
         notify: settings.webhook.is_some(),
         reminder_before_secs: settings.reminder_before_secs,
+        retention_secs: settings.retention_secs,
         upload_quorum: settings.upload_quorum,
         download_quorum: settings.download_quorum,
         max_direct_upload_bytes: settings.max_direct_upload_bytes,

@@ -56,6 +56,7 @@ macro_rules! with_the_common_checks {
     ($callback:ident ! ($($args:tt)*)) => {
         $callback!($($args)*
             blob_round_trip,
+            deleting_a_blob_removes_it_and_is_idempotent,
             blob_names_follow_one_rule_everywhere,
             failed_stream_leaves_no_blob_and_keeps_the_older_one,
             oversized_put_is_refused_and_leaves_no_blob,

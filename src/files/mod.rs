@@ -73,6 +73,8 @@ pub struct Policy {
     pub notify: bool,
     /// Remind this many seconds before a stage's deadline.
     pub reminder_before_secs: Option<u64>,
+    /// Delete a refused file's bytes this many seconds after it ends.
+    pub retention_secs: u64,
 }
 
 impl Default for Policy {
@@ -89,6 +91,7 @@ impl Default for Policy {
             download_quorum: 1,
             notify: false,
             reminder_before_secs: None,
+            retention_secs: 0,
             upload_url_ttl: Duration::minutes(15),
             max_direct_upload_bytes: 1 << 40,
         }
@@ -420,6 +423,7 @@ impl Files {
             },
             notify: self.policy.notify,
             reminder_before_secs: self.policy.reminder_before_secs,
+            retention_secs: Some(self.policy.retention_secs),
         };
         let outcome = workflow::start_for_file(&self.engine, &input).await?;
         self.forget_record(id).await;

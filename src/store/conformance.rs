@@ -365,6 +365,48 @@ async fn insert_rows(fx: &Fixture, pk: &str, rks: impl IntoIterator<Item = Strin
 // ---------------------------------------------------------------------------------------------
 
 /// Put, properties, whole and ranged reads, replace.
+/// Deleting a blob makes it gone for every read; deleting again, or a blob that never was, is
+/// not an error; its neighbours stay.
+pub async fn deleting_a_blob_removes_it_and_is_idempotent(fx: Fixture) {
+    for name in ["doomed", "neighbour"] {
+        fx.store
+            .put_blob(
+                &fx.container,
+                name,
+                stream_of(vec![b"bytes to forget".to_vec()]),
+                &options("text/plain"),
+            )
+            .await
+            .expect("put_blob succeeds");
+    }
+    fx.store
+        .delete_blob(&fx.container, "doomed")
+        .await
+        .expect("delete_blob succeeds");
+    assert!(matches!(
+        fx.store.blob_properties(&fx.container, "doomed").await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(matches!(
+        fx.store.get_blob(&fx.container, "doomed", None).await,
+        Err(StoreError::NotFound)
+    ));
+    fx.store
+        .delete_blob(&fx.container, "doomed")
+        .await
+        .expect("deleting again is fine");
+    fx.store
+        .delete_blob(&fx.container, "never-was")
+        .await
+        .expect("deleting what never was is fine");
+    let kept = fx
+        .store
+        .blob_properties(&fx.container, "neighbour")
+        .await
+        .expect("the neighbour stays");
+    assert_eq!(kept.size, 15);
+}
+
 pub async fn blob_round_trip(fx: Fixture) {
     let data = pattern(300_001, 1);
     let written = fx

@@ -26,6 +26,7 @@ pub enum Op {
     PutBlob,
     GetBlob,
     BlobProperties,
+    DeleteBlob,
     SignedReadUrl,
     SignedWriteUrl,
     EnsureTable,
@@ -43,11 +44,12 @@ pub enum Op {
 }
 
 impl Op {
-    pub const ALL: [Op; 18] = [
+    pub const ALL: [Op; 19] = [
         Op::EnsureContainer,
         Op::PutBlob,
         Op::GetBlob,
         Op::BlobProperties,
+        Op::DeleteBlob,
         Op::SignedReadUrl,
         Op::SignedWriteUrl,
         Op::EnsureTable,
@@ -70,6 +72,7 @@ impl Op {
             Op::PutBlob => "put_blob",
             Op::GetBlob => "get_blob",
             Op::BlobProperties => "blob_properties",
+            Op::DeleteBlob => "delete_blob",
             Op::SignedReadUrl => "signed_read_url",
             Op::SignedWriteUrl => "signed_write_url",
             Op::EnsureTable => "ensure_table",
@@ -231,6 +234,16 @@ impl<L: Layer> Storage for Layered<L> {
         self.layer.signed_write_url();
         self.layer
             .signing(self.inner.signed_write_url(request))
+            .await
+    }
+
+    async fn delete_blob(&self, container: &str, name: &str) -> StoreResult<()> {
+        self.layer
+            .around(
+                Op::DeleteBlob,
+                container,
+                self.inner.delete_blob(container, name),
+            )
             .await
     }
 

@@ -423,6 +423,9 @@ pub trait Storage: Send + Sync + 'static {
     /// Errors: [`StoreError::NotFound`].
     async fn blob_properties(&self, container: &str, name: &str) -> StoreResult<BlobProperties>;
 
+    /// Deletes a blob. Idempotent: a blob that is not there is already deleted.
+    async fn delete_blob(&self, container: &str, name: &str) -> StoreResult<()>;
+
     /// A read-only URL for exactly one blob, valid until `expires_at`, that makes a browser save
     /// the file under `download_name`. Signed locally; under a managed identity the signing key
     /// (a user-delegation key) is fetched from the service now and then, so this may wait on it.

@@ -22,6 +22,7 @@ use crate::store::{Storage, StoreError, FILES_CONTAINER, UPLOADS_CONTAINER};
 
 pub const ORCHESTRATION: &str = "FileApproval";
 pub const ANALYZE_ACTIVITY: &str = "AnalyzeFile";
+pub const DELETE_BYTES_ACTIVITY: &str = "DeleteBytes";
 
 /// The orchestration's input: everything it needs about the file, fixed when it starts (so a
 /// later settings change cannot make a running instance replay differently).
@@ -51,6 +52,10 @@ pub struct FileInput {
     /// Remind this many seconds before a stage's deadline.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reminder_before_secs: Option<u64>,
+    /// Delete the bytes of a file that ends refused (rejected, expired, withdrawn, failed) this
+    /// many seconds after its end; `None` keeps them (files started before this rule).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention_secs: Option<u64>,
 }
 
 /// Who may approve, and how many must: fixed when a file's workflow starts.
@@ -244,7 +249,7 @@ pub fn stage_index_key(stage: Stage) -> Option<&'static str> {
 
 /// [`stage_index_key`] of an instance's custom status: the engine's `index_key`.
 pub fn index_key(custom_status: &Value) -> Option<String> {
-    let stage = Stage::parse(custom_status.as_str()?).ok()?;
+    let stage = stage_of(custom_status)?;
     stage_index_key(stage).map(str::to_owned)
 }
 
@@ -439,6 +444,15 @@ async fn review(
     }
 }
 
+/// The stage a custom status holds: the stage's name, or `{"stage", "failure"}` for a failed
+/// file whose workflow is still cleaning up.
+fn stage_of(custom_status: &Value) -> Option<Stage> {
+    let name = custom_status
+        .as_str()
+        .or_else(|| custom_status.get("stage")?.as_str())?;
+    Stage::parse(name).ok()
+}
+
 /// Ends the workflow with `stage` as both custom status and output.
 fn finish(ctx: &OrchestrationContext, stage: Stage) -> Result<Value, OrchestrationError> {
     set_stage(ctx, stage);
@@ -457,16 +471,54 @@ async fn file_approval(
         .map_err(|e| OrchestrationError::failed(format!("invalid FileApproval input: {e}")))?;
     let mut notifier = Notifier::new(&ctx, &file);
     let result = run(&ctx, &mut notifier, &file).await;
+    // A failure's reason is shown at once, not only when the instance completes after its
+    // clean-up: it rides in the custom status beside the stage.
+    if let Err(e) = &result {
+        ctx.set_custom_status(json!({"stage": Stage::Failed.as_str(), "failure": e.to_string()}));
+    }
     // The end is announced once the final stage is set (clients already see it); the instance
     // completes when the notifications still in flight have been delivered or given up.
-    let stage = ctx
-        .custom_status()
-        .as_str()
-        .and_then(|s| Stage::parse(s).ok())
-        .unwrap_or(Stage::Failed);
+    let stage = stage_of(&ctx.custom_status()).unwrap_or(Stage::Failed);
     notifier.send(&file, EventType::Finished(stage), stage, None);
+    if let Some(retention) = file.retention_secs.filter(|_| refused(stage)) {
+        notifier
+            .alongside(delete_bytes_after(&ctx, &file, retention))
+            .await;
+    }
     notifier.flush().await;
     result
+}
+
+/// Whether a file ended without being approved: its bytes are no longer anyone's business.
+fn refused(stage: Stage) -> bool {
+    matches!(
+        stage,
+        Stage::Rejected | Stage::Expired | Stage::Withdrawn | Stage::Failed
+    )
+}
+
+/// Deletes a refused file's bytes once its retention has passed (a durable timer per file, so
+/// nothing ever scans for old files). Its record, history and audit stay.
+async fn delete_bytes_after(ctx: &OrchestrationContext, file: &FileInput, retention_secs: u64) {
+    let at = i64::try_from(retention_secs)
+        .ok()
+        .and_then(Duration::try_seconds)
+        .and_then(|d| ctx.current_time().checked_add_signed(d));
+    match at {
+        Some(at) if retention_secs > 0 => ctx.create_timer(at).await,
+        Some(_) => {}
+        // A retention beyond the calendar keeps the bytes.
+        None => return,
+    }
+    let target = json!({"container": file.container(), "id": file.id});
+    let deleted: Result<Value, OrchestrationError> = ctx
+        .call_activity(DELETE_BYTES_ACTIVITY, &target, analysis_retry())
+        .await;
+    if let Err(e) = deleted {
+        if !ctx.is_replaying() {
+            tracing::warn!(file = %ctx.instance_id(), error = %e, "could not delete a refused file's bytes");
+        }
+    }
 }
 
 async fn run(
@@ -577,14 +629,29 @@ pub fn registry(
 ) -> Registry {
     let mut registry = Registry::new();
     registry.orchestration(ORCHESTRATION, file_approval);
+    let analysing = store.clone();
     registry.activity(ANALYZE_ACTIVITY, move |input| {
-        analyze_file(store.clone(), clock.clone(), input)
+        analyze_file(analysing.clone(), clock.clone(), input)
     });
     // One pooled client for every delivery; each attempt has the webhook's own timeout.
     let http = reqwest::Client::builder()
         .connect_timeout(std::time::Duration::from_secs(5))
         .build()
         .unwrap_or_default();
+    let deleting = store;
+    registry.activity(DELETE_BYTES_ACTIVITY, move |input| {
+        let store = deleting.clone();
+        async move {
+            let container = input["container"].as_str().unwrap_or_default().to_owned();
+            let id = input["id"].as_str().unwrap_or_default().to_owned();
+            store
+                .delete_blob(&container, &id)
+                .await
+                .map_err(|e| ActivityError::new(format!("deleting file {id}'s bytes: {e}")))?;
+            tracing::info!(file = %id, "a refused file's bytes were deleted");
+            Ok(json!({"deleted": true}))
+        }
+    });
     let webhook = Arc::new(webhook);
     registry.activity(NOTIFY_ACTIVITY, move |input| {
         let http = http.clone();
@@ -652,7 +719,8 @@ impl Failure {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Step {
     /// `uploaded`, `decided`, `withdrawn`, `analysisStarted`, `analysisAttemptFailed`,
-    /// `analyzed`, `finished`, `terminated` (and `linkIssued`, added by the application layer).
+    /// `analyzed`, `finished`, `bytesDeleted`, `terminated` (and `linkIssued`, added by the
+    /// application layer).
     pub step: &'static str,
     pub time: DateTime<Utc>,
     pub actor: Option<Principal>,
@@ -683,6 +751,7 @@ pub fn timeline(status: &InstanceStatus) -> Result<Vec<Step>, EngineError> {
         ..Step::at("uploaded", summary.file.created_time)
     }];
     let mut analyze_ids = Vec::new();
+    let mut delete_ids = Vec::new();
     for event in status.history.iter().flatten() {
         match &event.kind {
             EventKind::EventRaised { name, input, .. }
@@ -708,6 +777,14 @@ pub fn timeline(status: &InstanceStatus) -> Result<Vec<Step>, EngineError> {
             EventKind::TaskScheduled { name, .. } if name == ANALYZE_ACTIVITY => {
                 analyze_ids.push(event.event_id);
                 steps.push(Step::at("analysisStarted", event.timestamp));
+            }
+            EventKind::TaskScheduled { name, .. } if name == DELETE_BYTES_ACTIVITY => {
+                delete_ids.push(event.event_id);
+            }
+            EventKind::TaskCompleted {
+                task_scheduled_id, ..
+            } if delete_ids.contains(task_scheduled_id) => {
+                steps.push(Step::at("bytesDeleted", event.timestamp));
             }
             EventKind::TaskFailed {
                 task_scheduled_id, ..
@@ -746,12 +823,8 @@ pub fn timeline(status: &InstanceStatus) -> Result<Vec<Step>, EngineError> {
 pub fn summarize(status: &InstanceStatus) -> Result<Summary, EngineError> {
     let file: FileInput = serde_json::from_value(status.input.clone())
         .map_err(|e| EngineError::Corrupt(format!("instance {} input: {e}", status.instance_id)))?;
-    let stage = status
-        .custom_status
-        .as_str()
-        .and_then(|s| Stage::parse(s).ok())
-        // Before the first turn wrote a custom status the file is waiting to be picked up.
-        .unwrap_or(Stage::Uploaded);
+    // Before the first turn wrote a custom status the file is waiting to be picked up.
+    let stage = stage_of(&status.custom_status).unwrap_or(Stage::Uploaded);
     let mut approvals = Vec::new();
     let mut analysis = None;
     let mut analyze_ids = Vec::new();
@@ -799,7 +872,11 @@ pub fn summarize(status: &InstanceStatus) -> Result<Summary, EngineError> {
         stage,
         approvals,
         analysis,
-        failure: status.failure.as_deref().map(Failure::from_text),
+        failure: status
+            .failure
+            .as_deref()
+            .or_else(|| status.custom_status.get("failure")?.as_str())
+            .map(Failure::from_text),
         deadline,
     })
 }
@@ -831,6 +908,7 @@ mod tests {
             rules: ApprovalRules::default(),
             notify: false,
             reminder_before_secs: None,
+            retention_secs: None,
         };
         let started = EventKind::ExecutionStarted {
             name: ORCHESTRATION.into(),

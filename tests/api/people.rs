@@ -604,12 +604,13 @@ async fn the_uploader_withdraws_a_file_awaiting_a_decision(backend: Backend) {
         "WrongStage",
     )
     .await;
+    app.idle().await;
     let steps = history(&app, &id).await;
-    let last = &steps[steps.len() - 2];
-    assert_eq!(last["step"], "withdrawn");
-    assert_eq!(last["actor"]["name"], "alice");
-    assert_eq!(last["comment"], "wrong file");
-    assert_eq!(steps[steps.len() - 1]["outcome"], "Withdrawn");
+    let names: Vec<&str> = steps.iter().map(|s| s["step"].as_str().unwrap()).collect();
+    assert_eq!(names, ["uploaded", "withdrawn", "bytesDeleted", "finished"]);
+    assert_eq!(steps[1]["actor"]["name"], "alice");
+    assert_eq!(steps[1]["comment"], "wrong file");
+    assert_eq!(steps[3]["outcome"], "Withdrawn");
 
     // Not while it is being analysed: a file sent through an upload URL waits in `Analyzing`
     // until its URL has expired, which this test's clock never lets happen.
@@ -675,6 +676,45 @@ async fn the_uploader_withdraws_a_file_awaiting_a_decision(backend: Backend) {
         "NotTheUploader",
     )
     .await;
+}
+
+/// A refused file's bytes are kept for the retention, then deleted by a durable timer of its
+/// own; the file's status and history stay. Approved files keep theirs.
+async fn a_refused_files_bytes_go_after_the_retention(backend: Backend) {
+    let Some(app) = app_with(
+        backend,
+        Mode::Local,
+        vec![("FILE_APPROVER_RETENTION_SECS", "3600".into())],
+    )
+    .await
+    else {
+        return;
+    };
+    let exists = |id: String| {
+        let store = app.state.files.store().clone();
+        async move {
+            store
+                .blob_properties(file_approver::store::FILES_CONTAINER, &id)
+                .await
+                .is_ok()
+        }
+    };
+    let id = upload_as(&app, ALICE).await;
+    let rejected = decide(&app, &id, "upload", &bearer(BOB), false).await;
+    assert_eq!(rejected.status(), 202);
+    app.idle().await;
+    assert!(exists(id.clone()).await, "kept during the retention");
+    assert_eq!(app.status(&id).await["runtimeStatus"], "Running");
+    crate::helpers::pass_minutes(&app, &id, backend, 61).await;
+    assert!(!exists(id.clone()).await, "deleted after it");
+    let status = app.status(&id).await;
+    assert_eq!(status["stage"], "Rejected");
+    assert_eq!(status["runtimeStatus"], "Completed");
+    let steps = history(&app, &id).await;
+    assert!(
+        steps.iter().any(|s| s["step"] == "bytesDeleted"),
+        "{steps:?}"
+    );
 }
 
 /// Two handler instances on one storage account, as under the host: decisions racing through
@@ -750,4 +790,5 @@ crate::on_every_backend!(
     principal_headers_are_ignored_unless_easy_auth_is_on,
     the_history_tells_every_step_with_actor_time_and_outcome,
     the_uploader_withdraws_a_file_awaiting_a_decision,
+    a_refused_files_bytes_go_after_the_retention,
 );

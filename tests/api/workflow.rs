@@ -96,8 +96,19 @@ async fn rejected_upload_ends_the_workflow_and_refuses_download(backend: Backend
     assert_eq!(response.status(), 202);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["stage"], "Rejected");
-    assert_eq!(body["runtimeStatus"], "Completed");
     assert_eq!(body["approvals"][0]["approved"], false);
+    // A refused file's bytes are deleted (retention 0 by default), then its workflow ends;
+    // its record and history stay.
+    app.idle().await;
+    assert_eq!(app.status(&id).await["runtimeStatus"], "Completed");
+    assert!(matches!(
+        app.state
+            .files
+            .store()
+            .blob_properties(file_approver::store::FILES_CONTAINER, &id)
+            .await,
+        Err(file_approver::store::StoreError::NotFound)
+    ));
 
     let error = assert_error(
         app.get(&format!("/api/files/{id}/download")).await,

@@ -480,6 +480,7 @@ async fn preload_finished(app: &InProcessApp, range: std::ops::Range<usize>) -> 
                         rules: Default::default(),
                         notify: false,
                         reminder_before_secs: None,
+                        retention_secs: None,
                     };
                     start_for_file(&engine, &file).await?;
                     let rejection = decision_event(&DecisionEvent {

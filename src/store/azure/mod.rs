@@ -402,6 +402,21 @@ impl Storage for AzureStore {
         blob::properties(&self.blob(container, name)?).await
     }
 
+    async fn delete_blob(&self, container: &str, name: &str) -> StoreResult<()> {
+        match self
+            .blob(container, name)?
+            .delete()
+            .delete_snapshots_method(azure_storage_blobs::prelude::DeleteSnapshotsMethod::Include)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) => match map_error("delete blob", e) {
+                StoreError::NotFound => Ok(()),
+                other => Err(other),
+            },
+        }
+    }
+
     async fn signed_read_url(&self, request: &SignedUrlRequest<'_>) -> StoreResult<String> {
         let grant = sas::Grant::Read {
             download_name: request.download_name,

@@ -324,6 +324,27 @@ pub(super) fn recover(conn: &mut Connection, root: &Path) -> StoreResult<()> {
     Ok(())
 }
 
+/// Deletes a blob: its row first (from then on it is gone for readers), then its file. A crash
+/// between the two leaves a file without a row, which `recover` removes at the next open.
+pub(super) fn delete(
+    conn: &mut Connection,
+    root: &Path,
+    container: &str,
+    name: &str,
+) -> StoreResult<()> {
+    conn.execute(
+        "DELETE FROM blobs WHERE container = ?1 AND name = ?2",
+        params![container, name],
+    )
+    .map_err(sql_error)?;
+    let path = root.join(container).join(name);
+    match fs::remove_file(&path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io_error("remove", &path, e)),
+    }
+}
+
 fn properties_row(conn: &Connection, container: &str, name: &str) -> StoreResult<BlobProperties> {
     let row = conn
         .query_row(

@@ -351,6 +351,14 @@ impl Storage for EmbeddedStore {
             .await
     }
 
+    async fn delete_blob(&self, container: &str, name: &str) -> StoreResult<()> {
+        validate_container_name(container)?;
+        validate_blob_name(name)?;
+        let (container, name) = (container.to_owned(), name.to_owned());
+        self.with_db(move |conn, root| blobs::delete(conn, root, &container, &name))
+            .await
+    }
+
     async fn signed_read_url(&self, request: &SignedUrlRequest<'_>) -> StoreResult<String> {
         validate_container_name(request.container)?;
         validate_blob_name(request.name)?;

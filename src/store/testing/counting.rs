@@ -395,6 +395,10 @@ mod tests {
         let read = store.get_blob("files", "a", None).await.expect("get");
         let _ = read.body.collect::<Vec<_>>().await;
         store.blob_properties("files", "a").await.expect("props");
+        store
+            .delete_blob("files", "gone")
+            .await
+            .expect("delete blob");
         let etag = store
             .insert_entity("records", &Entity::new("p", "r").with("n", 1i64))
             .await
@@ -466,7 +470,7 @@ mod tests {
             assert_eq!(counts.calls(op), 1, "{op}");
         }
         assert_eq!(counts.calls(Op::SignedReadUrl), 1);
-        assert_eq!(counts.total(), 16);
+        assert_eq!(counts.total(), 17);
         assert_eq!(counts.bytes_written, 10);
         assert_eq!(counts.bytes_read, 10);
     }
