@@ -13,7 +13,7 @@ use crate::workflow::{summarize, DecisionEvent, Summary};
 #[derive(Debug, Clone, PartialEq)]
 pub enum FileView {
     Workflow {
-        summary: Summary,
+        summary: Box<Summary>,
         runtime_status: RuntimeStatus,
         created_time: DateTime<Utc>,
         last_updated_time: DateTime<Utc>,
@@ -28,7 +28,7 @@ pub enum FileView {
 impl FileView {
     pub fn from_instance(status: &InstanceStatus) -> Result<Self, FilesError> {
         Ok(FileView::Workflow {
-            summary: summarize(status)?,
+            summary: Box::new(summarize(status)?),
             runtime_status: status.runtime_status,
             created_time: status.created_time,
             last_updated_time: status.last_updated_time,
