@@ -594,6 +594,79 @@ impl Files {
         })
     }
 
+    /// A reviewer's inbox: the files `reviewer` may decide now — awaiting a decision, not
+    /// uploaded by them, not decided by them in this stage, and (four eyes) not a download whose
+    /// upload they approved. Upload approvals first, then download approvals, each oldest first
+    /// by when the file reached its stage. Costs what a listing page does: at most a few index
+    /// pages of `top` files are read per call, so a page may hold fewer than `top` files (even
+    /// none) with a continuation to follow.
+    pub async fn inbox(
+        &self,
+        reviewer: &Principal,
+        top: u32,
+        continuation: Option<String>,
+    ) -> Result<FilePage, FilesError> {
+        const MAX_INDEX_PAGES: usize = 4;
+        // The token says which stage's queue it is in: `u:<token>` or `d:<token>`.
+        let (mut stage, mut token) = match continuation.as_deref() {
+            None => (Stage::AwaitingUploadApproval, None),
+            Some(c) => match c.split_once(':') {
+                Some(("u", t)) => (Stage::AwaitingUploadApproval, Some(t.to_owned())),
+                Some(("d", t)) => (Stage::AwaitingDownloadApproval, Some(t.to_owned())),
+                _ => return Err(FilesError::BadContinuation),
+            },
+        };
+        let token = &mut token;
+        let mut files = Vec::new();
+        for _ in 0..MAX_INDEX_PAGES {
+            let key = workflow::stage_index_key(stage).map(str::to_owned);
+            let wanted = top.saturating_sub(u32::try_from(files.len()).unwrap_or(u32::MAX));
+            let page = self
+                .engine
+                .list(ListQuery {
+                    key,
+                    top: wanted.max(1),
+                    continuation: token.take().filter(|t| !t.is_empty()),
+                })
+                .await
+                .map_err(|e| match e {
+                    EngineError::Storage(StoreError::Invalid(_)) => FilesError::BadContinuation,
+                    other => other.into(),
+                })?;
+            for status in &page.instances {
+                let view = FileView::from_instance(status)?;
+                if may_decide(&view, reviewer) {
+                    files.push(view);
+                }
+            }
+            match (page.continuation, stage) {
+                (Some(next), _) => *token = Some(next),
+                (None, Stage::AwaitingUploadApproval) => {
+                    stage = Stage::AwaitingDownloadApproval;
+                    *token = Some(String::new());
+                }
+                (None, _) => {
+                    return Ok(FilePage {
+                        files,
+                        continuation: None,
+                    })
+                }
+            }
+            if files.len() >= top as usize {
+                break;
+            }
+        }
+        let prefix = if stage == Stage::AwaitingUploadApproval {
+            "u"
+        } else {
+            "d"
+        };
+        Ok(FilePage {
+            files,
+            continuation: token.take().map(|t| format!("{prefix}:{t}")),
+        })
+    }
+
     // -----------------------------------------------------------------------------------------
     // Decisions and the download
     // -----------------------------------------------------------------------------------------
@@ -965,4 +1038,31 @@ impl Stream for NonEmpty {
             other => other,
         }
     }
+}
+
+/// Whether `reviewer` may decide `view` now (see [`Files::inbox`]).
+fn may_decide(view: &FileView, reviewer: &Principal) -> bool {
+    let FileView::Workflow { summary, .. } = view else {
+        return false;
+    };
+    let stage = match summary.stage {
+        Stage::AwaitingUploadApproval => ApprovalStage::Upload,
+        Stage::AwaitingDownloadApproval => ApprovalStage::Download,
+        _ => return false,
+    };
+    let four_eyes = summary.file.rules.four_eyes;
+    let uploaded_it = summary
+        .file
+        .uploader
+        .as_ref()
+        .is_some_and(|u| u.same_person(reviewer));
+    let decided = |s: ApprovalStage, approved_only: bool| {
+        summary.approvals.iter().any(|d| {
+            d.stage == s && (d.approved || !approved_only) && d.principal().same_person(reviewer)
+        })
+    };
+    let four_eyes_bars = four_eyes
+        && (uploaded_it
+            || (stage == ApprovalStage::Download && decided(ApprovalStage::Upload, true)));
+    !four_eyes_bars && !decided(stage, false)
 }

@@ -2,6 +2,7 @@
 
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, RawQuery, State};
+use axum::http::HeaderMap;
 use axum::Json;
 use serde::Serialize;
 
@@ -30,6 +31,8 @@ const MAX_TOP: u32 = 100;
 
 struct ListParams {
     stage: Option<Stage>,
+    /// `awaiting=me`: the caller's inbox.
+    awaiting_me: bool,
     top: u32,
     continuation: Option<String>,
 }
@@ -37,6 +40,7 @@ struct ListParams {
 fn parse_list_query(raw: Option<&str>) -> Result<ListParams, ApiError> {
     let mut params = ListParams {
         stage: None,
+        awaiting_me: false,
         top: DEFAULT_TOP,
         continuation: None,
     };
@@ -45,6 +49,14 @@ fn parse_list_query(raw: Option<&str>) -> Result<ListParams, ApiError> {
             "stage" => {
                 params.stage =
                     Some(Stage::parse(&value).map_err(|e| ApiError::InvalidStage(e.to_string()))?)
+            }
+            "awaiting" => {
+                if value != "me" {
+                    return Err(ApiError::InvalidQuery(
+                        "awaiting takes one value: me (what the caller may decide now)".into(),
+                    ));
+                }
+                params.awaiting_me = true;
             }
             "top" => {
                 params.top = value
@@ -70,6 +82,11 @@ fn parse_list_query(raw: Option<&str>) -> Result<ListParams, ApiError> {
             _ => {}
         }
     }
+    if params.awaiting_me && params.stage.is_some() {
+        return Err(ApiError::InvalidQuery(
+            "give stage or awaiting=me, not both".into(),
+        ));
+    }
     Ok(params)
 }
 
@@ -77,12 +94,22 @@ fn parse_list_query(raw: Option<&str>) -> Result<ListParams, ApiError> {
 pub async fn list(
     State(state): State<AppState>,
     RawQuery(raw): RawQuery,
+    headers: HeaderMap,
 ) -> Result<Json<FileList>, ApiError> {
     let params = parse_list_query(raw.as_deref())?;
-    let page = state
-        .files
-        .list(params.stage, params.top, params.continuation)
-        .await?;
+    let page = if params.awaiting_me {
+        // An inbox is a reviewer's: who they are decides what is in it.
+        let reviewer = state.access.reviewer(&headers)?;
+        state
+            .files
+            .inbox(&reviewer, params.top, params.continuation)
+            .await?
+    } else {
+        state
+            .files
+            .list(params.stage, params.top, params.continuation)
+            .await?
+    };
     Ok(Json(FileList {
         files: page.files.iter().map(FileStatus::from).collect(),
         continuation_token: page.continuation,

@@ -717,6 +717,110 @@ async fn a_refused_files_bytes_go_after_the_retention(backend: Backend) {
     );
 }
 
+/// A reviewer's inbox (`GET /api/files?awaiting=me`) holds what they may decide now: not what
+/// they uploaded, not what they decided, not a download whose upload they approved; upload
+/// approvals first, then download approvals, oldest first; it pages.
+async fn a_reviewers_inbox_holds_what_they_may_decide_now(backend: Backend) {
+    let Some(app) = app_with(backend, Mode::Local, vec![]).await else {
+        return;
+    };
+    let inbox = |token: &'static str, query: String| {
+        let app = &app;
+        async move {
+            let response = app
+                .client
+                .get(app.url(&format!("/api/files?awaiting=me{query}")))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 200);
+            let body: Value = response.json().await.unwrap();
+            body
+        }
+    };
+    let ids = |body: &Value| -> Vec<String> {
+        body["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let t0 = chrono::Utc::now().trunc_subsecs(0) - chrono::Duration::hours(1);
+    app.clock.set(t0);
+    // Alice uploads one; bob uploads another; a third goes through its upload approval by bob.
+    let alices = upload_as(&app, ALICE).await;
+    app.clock.set(t0 + chrono::Duration::minutes(1));
+    let bobs = upload_as(&app, BOB).await;
+    app.clock.set(t0 + chrono::Duration::minutes(2));
+    let reviewed = upload_as(&app, CAROL).await;
+    assert_eq!(
+        app.approve(&reviewed, "upload", Some(BOB), None)
+            .await
+            .status(),
+        202
+    );
+    app.idle().await;
+
+    // Only this test's files: Azurite's tables are shared with other tests.
+    let mine = |all: Vec<String>| -> Vec<String> {
+        all.into_iter()
+            .filter(|id| [&alices, &bobs, &reviewed].contains(&id))
+            .collect()
+    };
+    let everything = |token: &'static str| async move {
+        let mut all = Vec::new();
+        let mut query = String::new();
+        loop {
+            let body = inbox(token, query.clone()).await;
+            all.extend(ids(&body));
+            match body["continuationToken"].as_str() {
+                Some(next) => {
+                    query = format!(
+                        "&top=1&continuationToken={}",
+                        crate::helpers::urlencode(next)
+                    )
+                }
+                None => return all,
+            }
+        }
+    };
+    // Alice: bob's upload (oldest first among uploads), then carol's file for download.
+    assert_eq!(
+        mine(everything(ALICE).await),
+        [bobs.clone(), reviewed.clone()]
+    );
+    // Bob: alice's upload only (his own is out; he approved the third's upload).
+    assert_eq!(mine(everything(BOB).await), vec![alices.clone()]);
+    // Carol: alice's and bob's uploads; the third is hers.
+    assert_eq!(
+        mine(everything(CAROL).await),
+        [alices.clone(), bobs.clone()]
+    );
+    // Once carol decides, it leaves her inbox.
+    assert_eq!(
+        app.approve(&alices, "upload", Some(CAROL), None)
+            .await
+            .status(),
+        202
+    );
+    app.idle().await;
+    assert_eq!(mine(everything(CAROL).await), vec![bobs.clone()]);
+
+    assert_error(app.get("/api/files?awaiting=me").await, 401, "Unauthorized").await;
+    for bad in ["awaiting=you", "awaiting=me&stage=Approved"] {
+        let response = app
+            .client
+            .get(app.url(&format!("/api/files?{bad}")))
+            .bearer_auth(ALICE)
+            .send()
+            .await
+            .unwrap();
+        assert_error(response, 400, "InvalidQuery").await;
+    }
+}
+
 /// Two handler instances on one storage account, as under the host: decisions racing through
 /// both are each judged against what the other committed (the rules run inside the engine's
 /// ETag-guarded turn). Azure only: the embedded store belongs to one process.
@@ -791,4 +895,5 @@ crate::on_every_backend!(
     the_history_tells_every_step_with_actor_time_and_outcome,
     the_uploader_withdraws_a_file_awaiting_a_decision,
     a_refused_files_bytes_go_after_the_retention,
+    a_reviewers_inbox_holds_what_they_may_decide_now,
 );
