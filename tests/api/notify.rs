@@ -13,6 +13,7 @@ use axum::Router;
 use serde_json::Value;
 
 use crate::helpers::{pass_minutes, spawn_app_with, Backend, Mode, Options, TestApp, ALICE, BOB};
+use crate::invocation::{blob_trigger_payload, invoke_ok, record_binding};
 
 const SECRET: &str = "webhook-secret-0123456789";
 const CAROL: &str = "carol-token-0123456789ab";
@@ -307,9 +308,92 @@ async fn a_reminder_goes_out_before_the_deadline(backend: Backend) {
     assert_eq!(receiver.types().last().unwrap(), "FileApprover.Expired");
 }
 
+/// Under the host (custom-handler mode: the blob trigger starts the workflow, the work queue
+/// runs its activities) the same story holds: the webhook hears each step, the uploader can
+/// withdraw, and the history tells it all.
+async fn under_the_host_people_are_told_and_the_history_is_kept(backend: Backend) {
+    let (receiver, url) = Receiver::start(Behaviour::Accept).await;
+    let mut vars = vec![
+        (
+            "FILE_APPROVER_REVIEWERS",
+            format!("alice:{ALICE},bob:{BOB},carol:{CAROL}"),
+        ),
+        ("FILE_APPROVER_WEBHOOK_URL", url.clone()),
+        ("FILE_APPROVER_WEBHOOK_SECRET", SECRET.to_owned()),
+    ];
+    vars.push(("FILE_APPROVER_WEBHOOK_TIMEOUT_MS", "300".to_owned()));
+    let Some(app) = spawn_app_with(Options {
+        backend,
+        mode: Mode::CustomHandler,
+        vars,
+        ..Options::default()
+    })
+    .await
+    else {
+        return;
+    };
+    let id = upload_as_alice(&app).await;
+    assert_eq!(app.status(&id).await["stage"], "Uploaded");
+    let record = record_binding(&app, &id).await;
+    invoke_ok(
+        &app,
+        blob_trigger_payload(&id, b"people are told\n", record),
+    )
+    .await;
+    app.idle().await;
+    assert_eq!(app.status(&id).await["uploader"]["name"], "alice");
+    assert_eq!(
+        app.approve(&id, "upload", Some(BOB), None).await.status(),
+        202
+    );
+    app.idle().await;
+    let withdrawn = app
+        .client
+        .post(app.url(&format!("/api/files/{id}/withdraw")))
+        .bearer_auth(ALICE)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(withdrawn.status(), 202);
+    app.idle().await;
+    assert_eq!(
+        receiver.types(),
+        [
+            "FileApprover.AwaitingUploadApproval",
+            "FileApprover.AwaitingDownloadApproval",
+            "FileApprover.Withdrawn"
+        ]
+    );
+    let history: Value = app
+        .get(&format!("/api/files/{id}/history"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let steps: Vec<&str> = history["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["step"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            "uploaded",
+            "decided",
+            "analysisStarted",
+            "analyzed",
+            "withdrawn",
+            "bytesDeleted",
+            "finished"
+        ]
+    );
+}
+
 crate::on_every_backend!(
     people_are_told_when_a_file_needs_them_and_when_it_ends,
     a_receiver_that_fails_first_gets_each_event_under_one_id,
     a_receiver_that_hangs_never_holds_a_file_up,
     a_reminder_goes_out_before_the_deadline,
+    under_the_host_people_are_told_and_the_history_is_kept,
 );
