@@ -8,15 +8,17 @@
 //! - [`startup`], [`config`]: settings from the environment, wiring everything into a server
 //!   (our own hyper loop, for its header-read timeout), local mode's work driver and sweep.
 //! - [`functions`]: the HTTP / invocation edge, one module per function folder (`upload/`,
-//!   `uploads/`, `complete/`, `status/`, `approve/`, `download/`, `orchestrator/`, `uploaded/`,
-//!   `work/`, `sweep/`), the embedded store's signed-link routes (download and upload), and the
-//!   host's invocation envelope. Each handler is parse → one call on
-//!   [`files::Files`] → map.
+//!   `uploads/`, `complete/`, `status/`, `approve/`, `withdraw/`, `history/`, `download/`,
+//!   `orchestrator/`, `uploaded/`, `work/`, `sweep/`), who is calling (`auth`: tokens, Easy
+//!   Auth), the embedded store's signed-link routes (download and upload), and the host's
+//!   invocation envelope. Each handler is parse → one call on [`files::Files`] → map.
 //! - [`error`]: [`error::ApiError`], every failure a client can see with its status and code.
 //! - [`files`]: the application layer, the one owner of a file's life: commit an upload, start
 //!   its workflow, load, decide, list, download, sweep what failed uploads left. No HTTP.
-//! - [`workflow`]: the `FileApproval` orchestration and the pure analysis activity, written
-//!   against the engine's API; the one place that knows how stages and decisions are encoded.
+//! - [`workflow`]: the `FileApproval` orchestration (quorums, four-eyes guards, reminders,
+//!   notifications, clean-up of refused files), the pure analysis activity and the webhook
+//!   delivery, written against the engine's API; the one place that knows how stages and
+//!   decisions are encoded.
 //! - [`engine`]: a small durable engine (event-sourced orchestrations replayed from history kept
 //!   in a table, work carried on a storage queue, a status index for listings): client, turn,
 //!   worker and local mode's queue driver. Knows nothing of HTTP or Azure.
