@@ -85,8 +85,12 @@ async fn approve_all(
             let api = api.clone();
             async move {
                 let t = Instant::now();
-                api.approve(&id, stage, &token(i % crate::REVIEWERS))
-                    .await?;
+                // Four eyes: the download's approver is not the upload's.
+                let reviewer = match stage {
+                    "download" => token((i + 1) % crate::REVIEWERS),
+                    _ => token(i % crate::REVIEWERS),
+                };
+                api.approve(&id, stage, &reviewer).await?;
                 Ok::<f64, crate::error::BenchError>(millis(t.elapsed()))
             }
         })
@@ -259,6 +263,8 @@ pub async fn approvals(backend: &Backend, profile: &Profile, report: &mut Report
 async fn one_workflow(api: Api, i: usize) -> Result<f64> {
     let started = Instant::now();
     let reviewer = token(i % crate::REVIEWERS);
+    // Four eyes: someone else approves the download.
+    let second = token((i + 1) % crate::REVIEWERS);
     let id = api
         .upload(
             &format!("wf-{i}.txt"),
@@ -269,7 +275,7 @@ async fn one_workflow(api: Api, i: usize) -> Result<f64> {
     api.approve(&id, "upload", &reviewer).await?;
     api.wait_for_stage(&id, AWAITING_DOWNLOAD, POLL, WAIT)
         .await?;
-    api.approve(&id, "download", &reviewer).await?;
+    api.approve(&id, "download", &second).await?;
     api.download(&id, POLL, WAIT).await?;
     Ok(millis(started.elapsed()))
 }
@@ -312,6 +318,8 @@ pub async fn storage_requests(
     let (api, app) = (&backend.api, &backend.app);
     let w = profile.request_workflows;
     let reviewer = token(0);
+    // Four eyes: someone else approves the download.
+    let second = token(1);
     let mut steps = [RequestCounts::default(); 4];
     let (mut poll_counts, mut polls) = (RequestCounts::default(), 0u32);
     let mut late = 0u32;
@@ -340,7 +348,7 @@ pub async fn storage_requests(
         (polls, late) = (polls + p, late + p.saturating_sub(1));
         poll_counts = poll_counts.plus(&app.counter.take());
 
-        api.approve(&id, "download", &reviewer).await?;
+        api.approve(&id, "download", &second).await?;
         app.idle().await?;
         steps[2] = steps[2].plus(&app.counter.take());
         let p = api.wait_for_stage(&id, APPROVED, POLL, WAIT).await?;
