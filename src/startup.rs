@@ -335,6 +335,9 @@ pub fn app(state: AppState) -> Router {
 /// is merged in: layers only wrap the routes that exist when they are added.
 fn with_edge_layers(router: Router) -> Router {
     router
+        .layer(axum::middleware::from_fn(
+            functions::newline_terminated_json,
+        ))
         .layer(CatchPanicLayer::custom(|_| -> Response {
             ApiError::internal("a handler panicked").into_response()
         }))

@@ -40,7 +40,7 @@ use axum::extract::rejection::PathRejection;
 use axum::extract::{DefaultBodyLimit, Path, Request, State};
 use axum::http::{Method, StatusCode};
 use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -90,6 +90,7 @@ pub fn router(state: AppState) -> Router {
         // Every route above answers 503 within the budget when storage stalls. The work and the
         // sweep below run inside the host's invocations, on the backends' own timeouts.
         .route_layer(budget)
+        .route_layer(middleware::from_fn(known_query_only))
         .route("/work", post(work::invoke))
         .route("/sweep", post(sweep::invoke))
         // The host's readiness and health probe: answer at once, touch nothing.
@@ -101,6 +102,70 @@ pub fn router(state: AppState) -> Router {
             }
         })
         .with_state(state)
+}
+
+/// Ends every JSON body with a newline, so `curl` output and line-oriented tools read it
+/// whole. JSON bodies here are small (a page of 100 statuses at most); anything else passes
+/// through untouched, streamed.
+pub async fn newline_terminated_json(request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    let is_json = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !is_json {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let bytes = match http_body_util::BodyExt::collect(body).await {
+        Ok(collected) => collected.to_bytes(),
+        Err(e) => return ApiError::internal(e).into_response(),
+    };
+    if bytes.ends_with(b"\n") {
+        return Response::from_parts(parts, axum::body::Body::from(bytes));
+    }
+    let mut terminated = Vec::with_capacity(bytes.len() + 1);
+    terminated.extend_from_slice(&bytes);
+    terminated.push(b'\n');
+    parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+    Response::from_parts(parts, axum::body::Body::from(terminated))
+}
+
+/// The query parameters each API route takes, besides the host's `code` (the function key).
+fn query_parameters(method: &Method, path: &str) -> &'static [&'static str] {
+    match (method, path) {
+        (&Method::POST, "/api/files") => &["name"],
+        (&Method::GET, "/api/files") => &["stage", "top", "continuationToken", "awaiting"],
+        _ => &[],
+    }
+}
+
+/// Refuses a request that names a query parameter its route does not take (a typo such as
+/// `?stgae=` would otherwise be silently ignored): 400 `InvalidQuery`.
+async fn known_query_only(request: Request, next: Next) -> Response {
+    if let Some(query) = request.uri().query() {
+        let path = request.uri().path();
+        if path.starts_with("/api/") {
+            let known = query_parameters(request.method(), path);
+            let unknown = url::form_urlencoded::parse(query.as_bytes())
+                .map(|(key, _)| key)
+                .find(|key| key != "code" && !known.contains(&key.as_ref()));
+            if let Some(key) = unknown {
+                let shown: String = key.chars().take(40).collect();
+                let expected = if known.is_empty() {
+                    "this route takes no query parameters".to_owned()
+                } else {
+                    format!("this route takes {}", known.join(", "))
+                };
+                return ApiError::InvalidQuery(format!(
+                    "unknown query parameter {shown:?}: {expected}"
+                ))
+                .into_response();
+            }
+        }
+    }
+    next.run(request).await
 }
 
 async fn with_storage_budget(

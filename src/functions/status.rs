@@ -77,8 +77,8 @@ fn parse_list_query(raw: Option<&str>) -> Result<ListParams, ApiError> {
                 }
                 params.continuation = Some(value.into_owned())
             }
-            // The host forwards the function key as `code`; other unknown parameters are
-            // ignored, as Azure's own APIs do.
+            // The host's `code` (the function key); any other name was refused by the
+            // router's `known_query_only` before this handler ran.
             _ => {}
         }
     }

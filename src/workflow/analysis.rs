@@ -197,7 +197,8 @@ impl Analyzer {
             word_count,
             width: dimensions.map(|(w, _)| w),
             height: dimensions.map(|(_, h)| h),
-            analyzed_time: now,
+            // Whole seconds, like every other time the API shows.
+            analyzed_time: chrono::SubsecRound::trunc_subsecs(now, 0),
             analyzer_version: ANALYZER_VERSION.to_owned(),
         }
     }

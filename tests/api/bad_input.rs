@@ -651,3 +651,128 @@ async fn a_name_that_disguises_itself_is_refused_however_it_arrives() {
     }
     assert_nothing_stored(&app).await;
 }
+
+/// A query parameter a route does not take is refused (a typo would otherwise be ignored),
+/// except the host's `code`, which carries the function key on every route.
+#[tokio::test]
+async fn unknown_query_parameters_are_refused_except_the_function_key() {
+    let app = spawn_app().await;
+    let id = app.upload_ok("a.txt", b"a").await;
+    for path in [
+        format!("/api/files/{id}?verbose=1"),
+        "/api/files?stgae=Approved".to_owned(),
+        format!("/api/files/{id}/history?all=true"),
+        format!("/api/files/{id}/download?inline=1"),
+    ] {
+        let error = assert_error(app.get(&path).await, 400, "InvalidQuery").await;
+        assert!(
+            error["message"]
+                .as_str()
+                .unwrap()
+                .contains("unknown query parameter"),
+            "{error}"
+        );
+    }
+    let upload = app
+        .client
+        .post(app.url("/api/files?name=b.txt&overwrite=yes"))
+        .body("b")
+        .send()
+        .await
+        .unwrap();
+    assert_error(upload, 400, "InvalidQuery").await;
+    let approve = app
+        .client
+        .post(app.url(&format!("/api/files/{id}/approvals/upload?force=1")))
+        .bearer_auth(crate::helpers::ALICE)
+        .send()
+        .await
+        .unwrap();
+    assert_error(approve, 400, "InvalidQuery").await;
+    // The function key is every route's.
+    assert_eq!(
+        app.get(&format!("/api/files/{id}?code=abc")).await.status(),
+        200
+    );
+    assert_eq!(
+        app.get("/api/files?stage=AwaitingUploadApproval&code=abc")
+            .await
+            .status(),
+        200
+    );
+}
+
+/// Every JSON body, success or error, ends with a newline.
+#[tokio::test]
+async fn every_json_body_ends_with_a_newline() {
+    let app = spawn_app().await;
+    let upload = app.upload("n.txt", b"n", "text/plain").await;
+    let body = upload.bytes().await.unwrap();
+    assert_eq!(body.last(), Some(&b'\n'));
+    let id = serde_json::from_slice::<serde_json::Value>(&body).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for path in [
+        format!("/api/files/{id}"),
+        "/api/files".to_owned(),
+        format!("/api/files/{id}/history"),
+        format!("/api/files/{id}/download"),
+        "/api/nothing-here".to_owned(),
+    ] {
+        let response = app.get(&path).await;
+        let length = response
+            .headers()
+            .get("content-length")
+            .map(|v| v.to_str().unwrap().parse::<usize>().unwrap());
+        let body = response.bytes().await.unwrap();
+        assert_eq!(body.last(), Some(&b'\n'), "{path}");
+        if let Some(length) = length {
+            assert_eq!(
+                length,
+                body.len(),
+                "{path}: Content-Length counts the newline"
+            );
+        }
+    }
+}
+
+/// A 405 says which methods the route takes.
+#[tokio::test]
+async fn a_405_names_the_allowed_methods() {
+    let app = spawn_app().await;
+    let id = app.upload_ok("a.txt", b"a").await;
+    for (method, path, allowed) in [
+        (reqwest::Method::DELETE, format!("/api/files/{id}"), "GET"),
+        (reqwest::Method::PUT, "/api/files".to_owned(), "GET,POST"),
+        (
+            reqwest::Method::GET,
+            format!("/api/files/{id}/approvals/upload"),
+            "POST",
+        ),
+        (
+            reqwest::Method::GET,
+            format!("/api/files/{id}/withdraw"),
+            "POST",
+        ),
+    ] {
+        let response = app
+            .client
+            .request(method.clone(), app.url(&path))
+            .send()
+            .await
+            .unwrap();
+        let allow = response
+            .headers()
+            .get("allow")
+            .map(|v| v.to_str().unwrap().replace(' ', ""))
+            .unwrap_or_default();
+        let mut got: Vec<&str> = allow
+            .split(',')
+            .filter(|m| !m.is_empty() && *m != "HEAD")
+            .collect();
+        got.sort_unstable();
+        assert_eq!(got.join(","), allowed, "{method} {path}");
+        assert_error(response, 405, "MethodNotAllowed").await;
+    }
+}

@@ -46,6 +46,16 @@ async fn golden_path_ends_with_a_working_download_link(backend: Backend) {
     assert_eq!(analysis["isText"], true);
     assert_eq!(analysis["lineCount"], 3);
     assert_eq!(analysis["detectedContentType"], "text/plain");
+    // One time format everywhere: whole seconds in UTC.
+    for time in [
+        &analysis["analyzedTime"],
+        &status["createdTime"],
+        &status["lastUpdatedTime"],
+    ] {
+        let time = time.as_str().unwrap();
+        assert_eq!(time.len(), 20, "{time}");
+        assert!(time.ends_with('Z'), "{time}");
+    }
 
     let response = app.approve(&id, "download", Some(BOB), None).await;
     assert_eq!(response.status(), 202);
