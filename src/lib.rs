@@ -8,7 +8,7 @@
 //! - [`startup`], [`config`]: settings from the environment, wiring everything into a server
 //!   (our own hyper loop, for its header-read timeout), local mode's work driver and sweep.
 //! - [`functions`]: the HTTP / invocation edge, one module per function folder (`upload/`,
-//!   `uploads/`, `complete/`, `status/`, `approve/`, `withdraw/`, `history/`, `download/`,
+//!   `uploads/`, `complete/`, `status/`, `approve/`, `withdraw/`, `history/`, `download/`, `openapi/`,
 //!   `orchestrator/`, `uploaded/`, `work/`, `sweep/`), who is calling (`auth`: tokens, Easy
 //!   Auth), the embedded store's signed-link routes (download and upload), and the host's
 //!   invocation envelope. Each handler is parse → one call on [`files::Files`] → map.

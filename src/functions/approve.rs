@@ -15,6 +15,28 @@ use crate::error::ApiError;
 /// Decisions are tiny; anything bigger is not one.
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
 
+#[utoipa::path(
+    post,
+    path = "/api/files/{id}/approvals/{stage}",
+    operation_id = "decide",
+    tag = "review",
+    params(
+        ("id" = String, Path, description = "The file id (a UUID)"),
+        ("stage" = String, Path, description = "`upload` or `download`"),
+    ),
+    request_body(content = Option<super::openapi::DecisionBody>, content_type = "application/json"),
+    responses(
+        (status = 202, description = "Recorded", body = FileStatus),
+        (status = 200, description = "The same decision by the same reviewer again: nothing changed", body = FileStatus),
+        (status = 400, description = "InvalidId, InvalidStage, InvalidBody, InvalidQuery, InvalidHeader", body = super::openapi::ErrorBody),
+        (status = 401, description = "Unauthorized", body = super::openapi::ErrorBody, headers(("WWW-Authenticate" = String))),
+        (status = 403, description = "NotAReviewer, SelfApproval, SameReviewer", body = super::openapi::ErrorBody),
+        (status = 404, description = "NotFound", body = super::openapi::ErrorBody),
+        (status = 409, description = "WrongStage (with currentStage)", body = super::openapi::ErrorBody),
+        (status = 503, description = "StorageUnavailable", body = super::openapi::ErrorBody, headers(("Retry-After" = String))),
+    ),
+    security(("functionKey" = [], "bearer" = []), ("functionKey" = [], "easyAuth" = []), ("functionKey" = []))
+)]
 pub async fn approve(
     State(state): State<AppState>,
     path: Result<Path<(String, String)>, PathRejection>,

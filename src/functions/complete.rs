@@ -10,6 +10,20 @@ use axum::Json;
 use super::{parse_id, AppState, FileStatus};
 use crate::error::ApiError;
 
+#[utoipa::path(
+    post,
+    path = "/api/files/{id}/complete",
+    operation_id = "completeUpload",
+    tag = "files",
+    params(("id" = String, Path, description = "The file id (a UUID)")),
+    responses(
+        (status = 200, description = "Its workflow started (or was running already)", body = super::FileStatus),
+        (status = 400, description = "InvalidId, InvalidQuery", body = super::openapi::ErrorBody),
+        (status = 404, description = "NotFound", body = super::openapi::ErrorBody),
+        (status = 409, description = "UploadIncomplete: the bytes have not arrived", body = super::openapi::ErrorBody),
+        (status = 503, description = "StorageUnavailable", body = super::openapi::ErrorBody, headers(("Retry-After" = String))),
+    )
+)]
 pub async fn complete(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,

@@ -12,19 +12,35 @@ use serde_json::Value;
 use super::{api_time, parse_id, AppState, DecisionView, FileStatus};
 use crate::error::ApiError;
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Download {
     pub id: String,
     pub name: String,
     pub content_type: String,
     pub size: u64,
+    #[schema(value_type = Option<super::openapi::AnalysisDoc>)]
     pub metadata: Option<Value>,
     pub approvals: Vec<DecisionView>,
     pub download_url: String,
     pub expires_at: String,
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/files/{id}/download",
+    operation_id = "download",
+    tag = "download",
+    params(("id" = String, Path, description = "The file id (a UUID)")),
+    responses(
+        (status = 200, description = "The analysis and a read-only link valid for an hour", body = Download,
+            headers(("Cache-Control" = String, description = "no-store: the link is a credential"))),
+        (status = 400, description = "InvalidId, InvalidQuery", body = super::openapi::ErrorBody),
+        (status = 404, description = "NotFound", body = super::openapi::ErrorBody),
+        (status = 409, description = "NotApproved (with currentStage)", body = super::openapi::ErrorBody),
+        (status = 503, description = "StorageUnavailable", body = super::openapi::ErrorBody, headers(("Retry-After" = String))),
+    )
+)]
 pub async fn download(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,

@@ -10,14 +10,14 @@ use super::{api_time, parse_id, AppState, PrincipalView};
 use crate::error::ApiError;
 use crate::workflow::Step;
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct History {
     pub id: String,
     pub steps: Vec<StepView>,
 }
 
 /// One step as clients see it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct StepView {
     pub step: &'static str,
     pub time: String,
@@ -44,6 +44,19 @@ impl From<&Step> for StepView {
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/files/{id}/history",
+    operation_id = "getHistory",
+    tag = "review",
+    params(("id" = String, Path, description = "The file id (a UUID)")),
+    responses(
+        (status = 200, description = "Every step, oldest first", body = History),
+        (status = 400, description = "InvalidId, InvalidQuery", body = super::openapi::ErrorBody),
+        (status = 404, description = "NotFound", body = super::openapi::ErrorBody),
+        (status = 503, description = "StorageUnavailable", body = super::openapi::ErrorBody, headers(("Retry-After" = String))),
+    )
+)]
 pub async fn history(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,

@@ -24,6 +24,7 @@ pub mod complete;
 pub mod download;
 pub mod history;
 pub mod invocation;
+pub mod openapi;
 pub mod orchestrator;
 pub mod status;
 pub mod sweep;
@@ -80,6 +81,7 @@ pub fn router(state: AppState) -> Router {
             post(approve::approve).layer(DefaultBodyLimit::max(approve::MAX_BODY_BYTES)),
         )
         .route("/api/files/{id}/download", get(download::download))
+        .route("/api/openapi.json", get(openapi::openapi_json))
         .route("/api/files/{id}/history", get(history::history))
         .route(
             "/api/files/{id}/withdraw",
@@ -186,7 +188,7 @@ pub fn parse_id(path: Result<Path<String>, PathRejection>) -> Result<FileId, Api
     FileId::parse(&raw).map_err(|e| ApiError::InvalidId(e.to_string()))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Links {
     pub status: String,
@@ -207,14 +209,16 @@ impl Links {
 }
 
 /// The resource of API.md ("FileStatus").
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct FileStatus {
     pub id: String,
     pub name: String,
     pub content_type: String,
     pub size: u64,
+    #[schema(value_type = openapi::StageName)]
     pub stage: Stage,
+    #[schema(value_type = openapi::RuntimeStatusName)]
     pub runtime_status: RuntimeStatus,
     pub created_time: String,
     pub last_updated_time: String,
@@ -227,6 +231,7 @@ pub struct FileStatus {
     /// The approval rules the file's workflow runs under.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rules: Option<RulesView>,
+    #[schema(value_type = Option<openapi::AnalysisDoc>)]
     pub analysis: Option<Value>,
     /// Present when the file failed: why.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -235,7 +240,7 @@ pub struct FileStatus {
 }
 
 /// A person as shown to clients.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct PrincipalView {
     pub name: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -252,7 +257,7 @@ impl From<&Principal> for PrincipalView {
 }
 
 /// The approval rules as shown to clients.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RulesView {
     pub four_eyes: bool,
@@ -261,14 +266,14 @@ pub struct RulesView {
 }
 
 /// Why a file failed: a stable code and a message.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct FailureView {
     pub code: &'static str,
     pub message: String,
 }
 
 /// One decision as shown to clients.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DecisionView {
     pub stage: &'static str,

@@ -10,6 +10,19 @@ use super::{parse_id, AppState, FileStatus};
 use crate::domain::Stage;
 use crate::error::ApiError;
 
+#[utoipa::path(
+    get,
+    path = "/api/files/{id}",
+    operation_id = "getFile",
+    tag = "files",
+    params(("id" = String, Path, description = "The file id (a UUID)")),
+    responses(
+        (status = 200, description = "The file as it stands", body = FileStatus),
+        (status = 400, description = "InvalidId, InvalidQuery", body = super::openapi::ErrorBody),
+        (status = 404, description = "NotFound", body = super::openapi::ErrorBody),
+        (status = 503, description = "StorageUnavailable", body = super::openapi::ErrorBody, headers(("Retry-After" = String))),
+    )
+)]
 pub async fn get_one(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
@@ -19,7 +32,7 @@ pub async fn get_one(
     Ok(Json(FileStatus::from(&view)))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct FileList {
     pub files: Vec<FileStatus>,
@@ -91,6 +104,26 @@ fn parse_list_query(raw: Option<&str>) -> Result<ListParams, ApiError> {
 }
 
 /// Lists files, newest instances first as the engine pages them ([`crate::files::Files::list`]).
+#[utoipa::path(
+    get,
+    path = "/api/files",
+    operation_id = "listFiles",
+    tag = "files",
+    params(
+        ("stage" = Option<super::openapi::StageName>, Query, description = "Only files in this stage"),
+        ("awaiting" = Option<String>, Query, description = "`me`: the calling reviewer's inbox"),
+        ("top" = Option<u32>, Query, minimum = 1, maximum = 100, description = "Page size (default 20)"),
+        ("continuationToken" = Option<String>, Query, description = "From the previous page"),
+    ),
+    responses(
+        (status = 200, description = "A page of files", body = FileList),
+        (status = 400, description = "InvalidStage, InvalidQuery", body = super::openapi::ErrorBody),
+        (status = 401, description = "Unauthorized (awaiting=me needs a reviewer)", body = super::openapi::ErrorBody, headers(("WWW-Authenticate" = String))),
+        (status = 403, description = "NotAReviewer", body = super::openapi::ErrorBody),
+        (status = 503, description = "StorageUnavailable", body = super::openapi::ErrorBody, headers(("Retry-After" = String))),
+    ),
+    security(("functionKey" = []), ("functionKey" = [], "bearer" = []), ("functionKey" = [], "easyAuth" = []))
+)]
 pub async fn list(
     State(state): State<AppState>,
     RawQuery(raw): RawQuery,

@@ -54,7 +54,7 @@ struct Declaration {
 }
 
 /// The answer: where and how to send the bytes.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct UploadTicket {
     pub id: String,
@@ -69,14 +69,15 @@ pub struct UploadTicket {
     pub links: TicketLinks,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct UploadRequest {
     pub method: &'static str,
+    #[schema(value_type = std::collections::HashMap<String, String>)]
     pub headers: serde_json::Map<String, serde_json::Value>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TicketLinks {
     pub status: String,
@@ -84,6 +85,24 @@ pub struct TicketLinks {
     pub complete: String,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/files/uploads",
+    operation_id = "openUpload",
+    tag = "files",
+    request_body(content = super::openapi::DeclarationBody, content_type = "application/json"),
+    responses(
+        (status = 201, description = "An upload URL for the file's bytes", body = UploadTicket,
+            headers(("Location" = String, description = "The file's status"))),
+        (status = 400, description = "InvalidBody, InvalidName, EmptyFile, InvalidQuery, InvalidHeader", body = super::openapi::ErrorBody),
+        (status = 401, description = "Unauthorized", body = super::openapi::ErrorBody, headers(("WWW-Authenticate" = String))),
+        (status = 403, description = "NotAnUploader", body = super::openapi::ErrorBody),
+        (status = 413, description = "TooLarge", body = super::openapi::ErrorBody),
+        (status = 503, description = "StorageUnavailable", body = super::openapi::ErrorBody, headers(("Retry-After" = String))),
+        (status = 507, description = "InsufficientStorage", body = super::openapi::ErrorBody),
+    ),
+    security(("functionKey" = []), ("functionKey" = [], "bearer" = []), ("functionKey" = [], "easyAuth" = []))
+)]
 pub async fn create(
     State(state): State<AppState>,
     headers: HeaderMap,

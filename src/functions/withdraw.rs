@@ -24,6 +24,24 @@ struct Withdrawal {
     comment: Option<String>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/files/{id}/withdraw",
+    operation_id = "withdraw",
+    tag = "review",
+    params(("id" = String, Path, description = "The file id (a UUID)")),
+    request_body(content = Option<super::openapi::WithdrawalBody>, content_type = "application/json"),
+    responses(
+        (status = 202, description = "Withdrawn", body = FileStatus),
+        (status = 400, description = "InvalidId, InvalidBody, InvalidQuery, InvalidHeader", body = super::openapi::ErrorBody),
+        (status = 401, description = "Unauthorized", body = super::openapi::ErrorBody, headers(("WWW-Authenticate" = String))),
+        (status = 403, description = "NotTheUploader, NotAnUploader", body = super::openapi::ErrorBody),
+        (status = 404, description = "NotFound", body = super::openapi::ErrorBody),
+        (status = 409, description = "WrongStage (with currentStage)", body = super::openapi::ErrorBody),
+        (status = 503, description = "StorageUnavailable", body = super::openapi::ErrorBody, headers(("Retry-After" = String))),
+    ),
+    security(("functionKey" = [], "bearer" = []), ("functionKey" = [], "easyAuth" = []))
+)]
 pub async fn withdraw(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,

@@ -776,3 +776,19 @@ async fn a_405_names_the_allowed_methods() {
         assert_error(response, 405, "MethodNotAllowed").await;
     }
 }
+
+/// The OpenAPI document is served, the same as `docs/openapi.json`.
+#[tokio::test]
+async fn the_openapi_document_is_served() {
+    let app = spawn_app().await;
+    let response = app.get("/api/openapi.json").await;
+    assert_eq!(response.status(), 200);
+    assert!(response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("application/json"));
+    let served = response.text().await.unwrap();
+    assert_eq!(served, file_approver::functions::openapi::document());
+    let doc: serde_json::Value = serde_json::from_str(&served).unwrap();
+    assert_eq!(doc["info"]["title"], "File Approver");
+}

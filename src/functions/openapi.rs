@@ -1,0 +1,334 @@
+//! `openapi/`: `GET /api/openapi.json` — the API described as OpenAPI 3.1, generated from the
+//! handlers' own annotations and response types (utoipa), so it cannot drift from them.
+//! `docs/openapi.json` is a copy that a test keeps equal to what this serves.
+
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use utoipa::openapi::link::LinkBuilder;
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{OpenApi as OpenApiDoc, RefOr};
+use utoipa::{Modify, OpenApi, ToSchema};
+
+use super::{
+    approve, complete, download, history, status, upload, uploads, withdraw, DecisionView,
+    FailureView, FileStatus, Links, PrincipalView, RulesView,
+};
+
+/// Where a file's workflow stands (docs/API.md, "Workflow stages").
+#[derive(Serialize, ToSchema)]
+#[allow(dead_code)] // a schema only: the real type is `domain::Stage`
+pub enum StageName {
+    Uploaded,
+    AwaitingUploadApproval,
+    Analyzing,
+    AwaitingDownloadApproval,
+    Approved,
+    Rejected,
+    Expired,
+    Failed,
+    Withdrawn,
+}
+
+/// The Durable Functions word for the same instance.
+#[derive(Serialize, ToSchema)]
+#[allow(dead_code)] // a schema only: the real type is `engine::RuntimeStatus`
+pub enum RuntimeStatusName {
+    Pending,
+    Running,
+    Completed,
+    Failed,
+    Terminated,
+}
+
+/// What the analysis gathered about the contents (docs/API.md, "Analysis").
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[allow(dead_code)] // a schema only: the real type is `workflow::analysis::Analysis`
+pub struct AnalysisDoc {
+    size: u64,
+    /// Lowercase hex.
+    sha256: String,
+    detected_content_type: String,
+    content_type_matches: bool,
+    is_text: bool,
+    line_count: Option<u64>,
+    word_count: Option<u64>,
+    width: Option<u64>,
+    height: Option<u64>,
+    analyzed_time: String,
+    analyzer_version: String,
+}
+
+/// Every error: `{"error": {"code", "message", "currentStage"?}}`.
+#[derive(Serialize, ToSchema)]
+#[allow(dead_code)] // a schema only: `error::ApiError` renders it
+pub struct ErrorBody {
+    error: ErrorDetail,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[allow(dead_code)]
+pub struct ErrorDetail {
+    /// A stable code (docs/API.md lists them with their statuses).
+    code: String,
+    message: String,
+    /// With `WrongStage` and `NotApproved`: where the file stands.
+    current_stage: Option<StageName>,
+}
+
+/// A reviewer's decision. An empty body approves.
+#[derive(Serialize, ToSchema)]
+#[allow(dead_code)] // a schema only: `domain::Decision::parse` reads it
+pub struct DecisionBody {
+    /// `false` rejects (default `true`).
+    approved: Option<bool>,
+    comment: Option<String>,
+}
+
+/// An upload straight to storage, declared.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[allow(dead_code)] // a schema only: `uploads::Declaration` reads it
+pub struct DeclarationBody {
+    name: String,
+    /// Bytes the upload will hold, exactly.
+    size: u64,
+    content_type: Option<String>,
+}
+
+/// A file's raw bytes.
+#[derive(Serialize, ToSchema)]
+#[schema(value_type = String, format = Binary)]
+#[allow(dead_code)] // a schema only
+pub struct BinaryBody(Vec<u8>);
+
+/// A form with one file part (its filename is the display name unless `?name=` says).
+#[derive(Serialize, ToSchema)]
+#[allow(dead_code)] // a schema only
+pub struct MultipartUpload {
+    #[schema(value_type = String, format = Binary)]
+    file: Vec<u8>,
+}
+
+/// A withdrawal, with a comment at most.
+#[derive(Serialize, ToSchema)]
+#[allow(dead_code)] // a schema only
+pub struct WithdrawalBody {
+    comment: Option<String>,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "File Approver",
+        description = "A durable, human-in-the-loop approval workflow over uploaded files: upload, \
+                       approve the upload, read the analysis, approve the download, fetch a \
+                       one-hour read-only link. docs/API.md is the prose contract.",
+        license(name = "MIT")
+    ),
+    paths(
+        upload::upload,
+        status::list,
+        status::get_one,
+        uploads::create,
+        complete::complete,
+        approve::approve,
+        withdraw::withdraw,
+        history::history,
+        download::download,
+        openapi_json,
+    ),
+    components(schemas(
+        FileStatus,
+        PrincipalView,
+        RulesView,
+        DecisionView,
+        FailureView,
+        Links,
+        StageName,
+        RuntimeStatusName,
+        AnalysisDoc,
+        ErrorBody,
+        ErrorDetail,
+        DecisionBody,
+        DeclarationBody,
+        WithdrawalBody,
+        BinaryBody,
+        MultipartUpload,
+    )),
+    modifiers(&Security, &OperationLinks),
+    security(("functionKey" = []), ("functionKeyQuery" = [])),
+    tags(
+        (name = "files", description = "Uploading, reading and listing files"),
+        (name = "review", description = "Decisions, withdrawal and the audit trail"),
+        (name = "download", description = "The approved file's link"),
+        (name = "meta", description = "This document")
+    )
+)]
+pub struct ApiDoc;
+
+/// The security schemes: the function key every route needs under the host (header or
+/// `code`), a reviewer's or uploader's bearer token, and App Service Authentication.
+struct Security;
+
+impl Modify for Security {
+    fn modify(&self, openapi: &mut OpenApiDoc) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "functionKey",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+                "x-functions-key",
+                "The function key (Azure checks it; local mode does not).",
+            ))),
+        );
+        components.add_security_scheme(
+            "functionKeyQuery",
+            SecurityScheme::ApiKey(ApiKey::Query(ApiKeyValue::with_description(
+                "code",
+                "The function key as a query parameter.",
+            ))),
+        );
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "A reviewer's or uploader's token (FILE_APPROVER_REVIEWERS, \
+                         FILE_APPROVER_UPLOADERS); under Easy Auth, an Entra ID token the \
+                         platform validates.",
+                    ))
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            "easyAuth",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+                "X-MS-CLIENT-PRINCIPAL",
+                "Set by App Service Authentication for a signed-in person (trusted only with \
+                 FILE_APPROVER_EASY_AUTH=true); clients do not send it themselves.",
+            ))),
+        );
+    }
+}
+
+/// OpenAPI links, so clients and Schemathesis can follow a file from its upload to its status,
+/// decisions, history and download.
+struct OperationLinks;
+
+impl Modify for OperationLinks {
+    fn modify(&self, openapi: &mut OpenApiDoc) {
+        let by_id = |operation: &str, from: &str| {
+            LinkBuilder::new()
+                .operation_id(operation)
+                .parameter("id", from)
+                .build()
+        };
+        let link_targets = |from: &'static str| {
+            [
+                ("GetFile", by_id("getFile", from)),
+                ("GetHistory", by_id("getHistory", from)),
+                (
+                    "ApproveUpload",
+                    LinkBuilder::new()
+                        .operation_id("decide")
+                        .parameter("id", from)
+                        .parameter("stage", "upload")
+                        .build(),
+                ),
+                (
+                    "ApproveDownload",
+                    LinkBuilder::new()
+                        .operation_id("decide")
+                        .parameter("id", from)
+                        .parameter("stage", "download")
+                        .build(),
+                ),
+                ("Withdraw", by_id("withdraw", from)),
+                ("Download", by_id("download", from)),
+            ]
+        };
+        for (path, status) in [
+            ("/api/files", "201"),
+            ("/api/files/uploads", "201"),
+            ("/api/files/{id}", "200"),
+            ("/api/files/{id}/approvals/{stage}", "202"),
+        ] {
+            let Some(item) = openapi.paths.paths.get_mut(path) else {
+                continue;
+            };
+            let operation = match path {
+                "/api/files/{id}" => item.get.as_mut(),
+                _ => item.post.as_mut(),
+            };
+            let Some(operation) = operation else {
+                continue;
+            };
+            if let Some(RefOr::T(response)) = operation.responses.responses.get_mut(status) {
+                for (name, link) in link_targets("$response.body#/id") {
+                    response.links.insert(name.to_owned(), RefOr::T(link));
+                }
+            }
+        }
+    }
+}
+
+/// The document, as served and as checked into `docs/openapi.json` (pretty, newline-ended).
+pub fn document() -> String {
+    let mut doc = match serde_json::to_value(ApiDoc::openapi()) {
+        Ok(doc) => doc,
+        Err(e) => return format!("{{\"error\": \"{e}\"}}\n"),
+    };
+    spec_link_keys(&mut doc);
+    let mut text = serde_json::to_string_pretty(&doc).unwrap_or_default();
+    text.push('\n');
+    text
+}
+
+/// utoipa 5 writes a Link object's `operationId`/`operationRef` in snake case, which the
+/// OpenAPI schema refuses (checked with openapi-spec-validator): renamed here, in every
+/// response's links.
+fn spec_link_keys(doc: &mut serde_json::Value) {
+    let Some(paths) = doc.get_mut("paths").and_then(|p| p.as_object_mut()) else {
+        return;
+    };
+    for item in paths.values_mut().filter_map(|i| i.as_object_mut()) {
+        for operation in item.values_mut() {
+            let Some(responses) = operation
+                .get_mut("responses")
+                .and_then(|r| r.as_object_mut())
+            else {
+                continue;
+            };
+            for response in responses.values_mut() {
+                let Some(links) = response.get_mut("links").and_then(|l| l.as_object_mut()) else {
+                    continue;
+                };
+                for link in links.values_mut().filter_map(|l| l.as_object_mut()) {
+                    for (from, to) in [
+                        ("operation_id", "operationId"),
+                        ("operation_ref", "operationRef"),
+                    ] {
+                        if let Some(value) = link.remove(from) {
+                            link.insert(to.to_owned(), value);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// This document.
+#[utoipa::path(
+    get,
+    path = "/api/openapi.json",
+    operation_id = "getOpenApi",
+    tag = "meta",
+    responses((status = 200, description = "The OpenAPI 3.1 document", content_type = "application/json"))
+)]
+pub async fn openapi_json() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], document()).into_response()
+}

@@ -1,0 +1,109 @@
+//! The OpenAPI document: served at `/api/openapi.json`, kept in `docs/openapi.json`, and saying
+//! what the handlers do (every route, its errors, its security, its links).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use file_approver::functions::openapi::document;
+use serde_json::Value;
+
+const CHECKED_IN: &str = "docs/openapi.json";
+
+/// `docs/openapi.json` is what the app serves. After an API change, regenerate it with
+/// `FILE_APPROVER_WRITE_OPENAPI=1 cargo test --test openapi`.
+#[test]
+fn the_checked_in_copy_is_what_the_app_serves() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(CHECKED_IN);
+    let served = document();
+    if std::env::var_os("FILE_APPROVER_WRITE_OPENAPI").is_some() {
+        std::fs::write(&path, &served).unwrap();
+    }
+    let checked_in = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        checked_in == served,
+        "{CHECKED_IN} differs from the served document: run \
+         FILE_APPROVER_WRITE_OPENAPI=1 cargo test --test openapi"
+    );
+}
+
+#[test]
+fn it_is_openapi_3_1_and_describes_every_http_route() {
+    let doc: Value = serde_json::from_str(&document()).unwrap();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
+    let paths = doc["paths"].as_object().unwrap();
+    for (path, method) in [
+        ("/api/files", "post"),
+        ("/api/files", "get"),
+        ("/api/files/uploads", "post"),
+        ("/api/files/{id}", "get"),
+        ("/api/files/{id}/complete", "post"),
+        ("/api/files/{id}/approvals/{stage}", "post"),
+        ("/api/files/{id}/withdraw", "post"),
+        ("/api/files/{id}/history", "get"),
+        ("/api/files/{id}/download", "get"),
+        ("/api/openapi.json", "get"),
+    ] {
+        assert!(paths[path][method].is_object(), "{method} {path}");
+    }
+    for scheme in ["functionKey", "functionKeyQuery", "bearer", "easyAuth"] {
+        assert!(
+            doc["components"]["securitySchemes"][scheme].is_object(),
+            "{scheme}"
+        );
+    }
+    let upload = &paths["/api/files"]["post"]["responses"]["201"];
+    assert!(upload["headers"]["Location"].is_object());
+    for link in [
+        "GetFile",
+        "ApproveUpload",
+        "ApproveDownload",
+        "Download",
+        "GetHistory",
+    ] {
+        // camelCase, as the OpenAPI schema wants (utoipa 5 writes snake case; document() fixes it)
+        assert!(upload["links"][link]["operationId"].is_string(), "{link}");
+    }
+    assert!(
+        paths["/api/files/{id}"]["get"]["responses"]["503"]["headers"]["Retry-After"].is_object()
+    );
+}
+
+/// docs/API.md's error codes are the ones the document's responses name, and each appears in
+/// the app's error type.
+#[test]
+fn every_error_code_in_the_prose_contract_is_in_the_document() {
+    let doc = document();
+    let prose = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/API.md"),
+    )
+    .unwrap();
+    for code in [
+        "InvalidId",
+        "InvalidName",
+        "MissingName",
+        "EmptyFile",
+        "InvalidStage",
+        "InvalidBody",
+        "InvalidQuery",
+        "InvalidMultipart",
+        "InvalidHeader",
+        "Unauthorized",
+        "NotAReviewer",
+        "NotAnUploader",
+        "SelfApproval",
+        "SameReviewer",
+        "NotTheUploader",
+        "NotFound",
+        "WrongStage",
+        "NotApproved",
+        "TooLarge",
+        "UploadIncomplete",
+        "StorageUnavailable",
+        "InsufficientStorage",
+    ] {
+        assert!(
+            doc.contains(code),
+            "{code} missing from the OpenAPI document"
+        );
+        assert!(prose.contains(code), "{code} missing from docs/API.md");
+    }
+}
