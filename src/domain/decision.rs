@@ -39,7 +39,9 @@ impl Decision {
     pub const MAX_COMMENT_BYTES: usize = 2000;
 
     pub fn parse(body: &[u8]) -> Result<Self, DecisionError> {
-        if body.iter().all(u8::is_ascii_whitespace) {
+        // No body, or a JSON `null` (what clients send for "no fields"), is a plain approval.
+        let text = std::str::from_utf8(body).unwrap_or("").trim();
+        if text.is_empty() || text == "null" {
             return Ok(Decision {
                 approved: true,
                 comment: None,
@@ -82,6 +84,9 @@ mod tests {
             }
         );
         assert!(Decision::parse(b"  \n").unwrap().approved);
+        // A JSON null is no fields at all, like an empty body (not `"approved": null`).
+        assert!(Decision::parse(b"null").unwrap().approved);
+        assert!(Decision::parse(br#"{"approved": null}"#).is_err());
     }
 
     #[test]

@@ -21,8 +21,8 @@ pub const MAX_BODY_BYTES: usize = 16 * 1024;
     operation_id = "decide",
     tag = "review",
     params(
-        ("id" = String, Path, description = "The file id (a UUID)"),
-        ("stage" = String, Path, description = "`upload` or `download`"),
+        ("id" = uuid::Uuid, Path, description = "The file id"),
+        ("stage" = super::openapi::ApprovalStageName, Path, description = "Which decision"),
     ),
     request_body(content = Option<super::openapi::DecisionBody>, content_type = "application/json"),
     responses(
@@ -35,7 +35,7 @@ pub const MAX_BODY_BYTES: usize = 16 * 1024;
         (status = 409, description = "WrongStage (with currentStage)", body = super::openapi::ErrorBody),
         (status = 503, description = "StorageUnavailable", body = super::openapi::ErrorBody, headers(("Retry-After" = String))),
     ),
-    security(("functionKey" = [], "bearer" = []), ("functionKey" = [], "easyAuth" = []), ("functionKey" = []))
+    security(("functionKey" = [], "bearer" = []), ("functionKey" = [], "easyAuth" = []), ("functionKey" = []), ())
 )]
 pub async fn approve(
     State(state): State<AppState>,

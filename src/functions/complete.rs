@@ -15,7 +15,7 @@ use crate::error::ApiError;
     path = "/api/files/{id}/complete",
     operation_id = "completeUpload",
     tag = "files",
-    params(("id" = String, Path, description = "The file id (a UUID)")),
+    params(("id" = uuid::Uuid, Path, description = "The file id")),
     responses(
         (status = 200, description = "Its workflow started (or was running already)", body = super::FileStatus),
         (status = 400, description = "InvalidId, InvalidQuery", body = super::openapi::ErrorBody),

@@ -31,7 +31,7 @@ pub struct Download {
     path = "/api/files/{id}/download",
     operation_id = "download",
     tag = "download",
-    params(("id" = String, Path, description = "The file id (a UUID)")),
+    params(("id" = uuid::Uuid, Path, description = "The file id")),
     responses(
         (status = 200, description = "The analysis and a read-only link valid for an hour", body = Download,
             headers(("Cache-Control" = String, description = "no-store: the link is a credential"))),

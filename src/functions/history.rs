@@ -49,7 +49,7 @@ impl From<&Step> for StepView {
     path = "/api/files/{id}/history",
     operation_id = "getHistory",
     tag = "review",
-    params(("id" = String, Path, description = "The file id (a UUID)")),
+    params(("id" = uuid::Uuid, Path, description = "The file id")),
     responses(
         (status = 200, description = "Every step, oldest first", body = History),
         (status = 400, description = "InvalidId, InvalidQuery", body = super::openapi::ErrorBody),

@@ -30,6 +30,23 @@ pub enum StageName {
     Withdrawn,
 }
 
+/// Which decision a reviewer gives.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code)] // a schema only: the real type is `domain::ApprovalStage`
+pub enum ApprovalStageName {
+    Upload,
+    Download,
+}
+
+/// Whose inbox: the caller's.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code)] // a schema only
+pub enum Awaiting {
+    Me,
+}
+
 /// The Durable Functions word for the same instance.
 #[derive(Serialize, ToSchema)]
 #[allow(dead_code)] // a schema only: the real type is `engine::RuntimeStatus`
@@ -92,9 +109,13 @@ pub struct DecisionBody {
 #[serde(rename_all = "camelCase")]
 #[allow(dead_code)] // a schema only: `uploads::Declaration` reads it
 pub struct DeclarationBody {
+    #[schema(min_length = 1, max_length = 255)]
     name: String,
     /// Bytes the upload will hold, exactly.
+    #[schema(minimum = 1)]
     size: u64,
+    /// A MIME type (`type/subtype`); default `application/octet-stream`.
+    #[schema(min_length = 3)]
     content_type: Option<String>,
 }
 
@@ -157,9 +178,13 @@ pub struct WithdrawalBody {
         WithdrawalBody,
         BinaryBody,
         MultipartUpload,
+        ApprovalStageName,
+        Awaiting,
     )),
     modifiers(&Security, &OperationLinks),
-    security(("functionKey" = []), ("functionKeyQuery" = [])),
+    // The host checks the function key before a request reaches the app; the app itself (and
+    // local mode) takes requests without one.
+    security(("functionKey" = []), ("functionKeyQuery" = []), ()),
     tags(
         (name = "files", description = "Uploading, reading and listing files"),
         (name = "review", description = "Decisions, withdrawal and the audit trail"),
@@ -327,7 +352,10 @@ fn spec_link_keys(doc: &mut serde_json::Value) {
     path = "/api/openapi.json",
     operation_id = "getOpenApi",
     tag = "meta",
-    responses((status = 200, description = "The OpenAPI 3.1 document", content_type = "application/json"))
+    responses(
+        (status = 200, description = "The OpenAPI 3.1 document", content_type = "application/json"),
+        (status = 400, description = "InvalidQuery", body = ErrorBody),
+    )
 )]
 pub async fn openapi_json() -> Response {
     ([(header::CONTENT_TYPE, "application/json")], document()).into_response()

@@ -15,7 +15,7 @@ use crate::error::ApiError;
     path = "/api/files/{id}",
     operation_id = "getFile",
     tag = "files",
-    params(("id" = String, Path, description = "The file id (a UUID)")),
+    params(("id" = uuid::Uuid, Path, description = "The file id")),
     responses(
         (status = 200, description = "The file as it stands", body = FileStatus),
         (status = 400, description = "InvalidId, InvalidQuery", body = super::openapi::ErrorBody),
@@ -111,7 +111,7 @@ fn parse_list_query(raw: Option<&str>) -> Result<ListParams, ApiError> {
     tag = "files",
     params(
         ("stage" = Option<super::openapi::StageName>, Query, description = "Only files in this stage"),
-        ("awaiting" = Option<String>, Query, description = "`me`: the calling reviewer's inbox"),
+        ("awaiting" = Option<super::openapi::Awaiting>, Query, description = "`me`: the calling reviewer's inbox"),
         ("top" = Option<u32>, Query, minimum = 1, maximum = 100, description = "Page size (default 20)"),
         ("continuationToken" = Option<String>, Query, description = "From the previous page"),
     ),
@@ -122,7 +122,7 @@ fn parse_list_query(raw: Option<&str>) -> Result<ListParams, ApiError> {
         (status = 403, description = "NotAReviewer", body = super::openapi::ErrorBody),
         (status = 503, description = "StorageUnavailable", body = super::openapi::ErrorBody, headers(("Retry-After" = String))),
     ),
-    security(("functionKey" = []), ("functionKey" = [], "bearer" = []), ("functionKey" = [], "easyAuth" = []))
+    security(("functionKey" = []), ("functionKey" = [], "bearer" = []), ("functionKey" = [], "easyAuth" = []), ())
 )]
 pub async fn list(
     State(state): State<AppState>,

@@ -83,7 +83,7 @@ fn parse_content_type(raw: Option<&str>) -> Result<ContentType, ApiError> {
     operation_id = "uploadFile",
     tag = "files",
     params(
-        ("name" = Option<String>, Query, description = "The display name (or X-File-Name, or a multipart part's filename)"),
+        ("name" = Option<String>, Query, min_length = 1, max_length = 255, description = "The display name (or X-File-Name, or a multipart part's filename)"),
     ),
     request_body(
         description = "The file's bytes (raw, with Content-Type), or multipart/form-data with one file part",
@@ -103,7 +103,7 @@ fn parse_content_type(raw: Option<&str>) -> Result<ContentType, ApiError> {
         (status = 503, description = "StorageUnavailable", body = super::openapi::ErrorBody, headers(("Retry-After" = String))),
         (status = 507, description = "InsufficientStorage", body = super::openapi::ErrorBody),
     ),
-    security(("functionKey" = []), ("functionKey" = [], "bearer" = []), ("functionKey" = [], "easyAuth" = []))
+    security(("functionKey" = []), ("functionKey" = [], "bearer" = []), ("functionKey" = [], "easyAuth" = []), ())
 )]
 pub async fn upload(
     State(state): State<AppState>,

@@ -101,7 +101,7 @@ pub struct TicketLinks {
         (status = 503, description = "StorageUnavailable", body = super::openapi::ErrorBody, headers(("Retry-After" = String))),
         (status = 507, description = "InsufficientStorage", body = super::openapi::ErrorBody),
     ),
-    security(("functionKey" = []), ("functionKey" = [], "bearer" = []), ("functionKey" = [], "easyAuth" = []))
+    security(("functionKey" = []), ("functionKey" = [], "bearer" = []), ("functionKey" = [], "easyAuth" = []), ())
 )]
 pub async fn create(
     State(state): State<AppState>,

@@ -29,7 +29,7 @@ struct Withdrawal {
     path = "/api/files/{id}/withdraw",
     operation_id = "withdraw",
     tag = "review",
-    params(("id" = String, Path, description = "The file id (a UUID)")),
+    params(("id" = uuid::Uuid, Path, description = "The file id")),
     request_body(content = Option<super::openapi::WithdrawalBody>, content_type = "application/json"),
     responses(
         (status = 202, description = "Withdrawn", body = FileStatus),
@@ -40,7 +40,7 @@ struct Withdrawal {
         (status = 409, description = "WrongStage (with currentStage)", body = super::openapi::ErrorBody),
         (status = 503, description = "StorageUnavailable", body = super::openapi::ErrorBody, headers(("Retry-After" = String))),
     ),
-    security(("functionKey" = [], "bearer" = []), ("functionKey" = [], "easyAuth" = []))
+    security(("functionKey" = [], "bearer" = []), ("functionKey" = [], "easyAuth" = []), ("bearer" = []), ("easyAuth" = []))
 )]
 pub async fn withdraw(
     State(state): State<AppState>,
@@ -56,7 +56,8 @@ pub async fn withdraw(
         )
     })?;
     let body = body.map_err(|e| ApiError::InvalidBody(e.body_text()))?;
-    let comment = if body.iter().all(u8::is_ascii_whitespace) {
+    let text = std::str::from_utf8(&body).unwrap_or("").trim();
+    let comment = if text.is_empty() || text == "null" {
         None
     } else {
         let w: Withdrawal = serde_json::from_slice(&body)
