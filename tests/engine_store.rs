@@ -606,9 +606,9 @@ async fn expect_custom_status_mismatch_records_nothing(backend: Backend) {
     assert!(matches!(outcome, RaiseOutcome::Recorded(_)));
 }
 
-/// Two reviewers approve the upload at once through two engines (two handler instances).
-/// Both expect "AwaitingUploadApproval"; only the first commit may see it.
-async fn expect_custom_status_is_checked_inside_the_turn_under_a_race(backend: Backend) {
+/// Two engines (two handler instances) on one store, instance `f1` started, its activity held
+/// until the returned gate gets permits.
+async fn two_engines_with_a_held_activity(backend: &Backend) -> (Engine, Engine, Arc<Semaphore>) {
     let gate = Arc::new(Semaphore::new(0));
     let held = {
         let gate = gate.clone();
@@ -620,9 +620,16 @@ async fn expect_custom_status_is_checked_inside_the_turn_under_a_race(backend: B
             }
         }
     };
-    let a = engine(&backend, registry(held.clone())).await;
-    let b = engine(&backend, registry(held)).await;
+    let a = engine(backend, registry(held.clone())).await;
+    let b = engine(backend, registry(held)).await;
     a.start("Approval", "f1", json!({})).await.unwrap();
+    (a, b, gate)
+}
+
+/// Two reviewers approve the upload at once through two engines (two handler instances).
+/// Both expect "AwaitingUploadApproval"; only the first commit may see it.
+async fn expect_custom_status_is_checked_inside_the_turn_under_a_race(backend: Backend) {
+    let (a, b, gate) = two_engines_with_a_held_activity(&backend).await;
 
     let guarded = |id: &str| RaiseEvent {
         expect_custom_status: Some(json!("AwaitingUploadApproval")),
@@ -656,20 +663,7 @@ async fn expect_custom_status_is_checked_inside_the_turn_under_a_race(backend: B
 /// would record the event loads it, so of two engines racing, the loser's guard sees the
 /// winner's event and refuses: one recorded, one refused, never two.
 async fn a_guard_is_checked_inside_the_turn_under_a_race(backend: Backend) {
-    let gate = Arc::new(Semaphore::new(0));
-    let held = {
-        let gate = gate.clone();
-        move |_input: Value| {
-            let gate = gate.clone();
-            async move {
-                let _permit = gate.acquire().await.map_err(ActivityError::new)?;
-                Ok(json!({}))
-            }
-        }
-    };
-    let a = engine(&backend, registry(held.clone())).await;
-    let b = engine(&backend, registry(held)).await;
-    a.start("Approval", "f1", json!({})).await.unwrap();
+    let (a, b, gate) = two_engines_with_a_held_activity(&backend).await;
 
     let first_only = EventGuard(Arc::new(
         |status: &file_approver::engine::InstanceStatus| {

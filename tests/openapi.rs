@@ -107,3 +107,20 @@ fn every_error_code_in_the_prose_contract_is_in_the_document() {
         assert!(prose.contains(code), "{code} missing from docs/API.md");
     }
 }
+
+/// The document's stage names are the app's (the schema mirrors `domain::Stage`).
+#[test]
+fn the_documented_stages_are_the_apps() {
+    let doc: Value = serde_json::from_str(&document()).unwrap();
+    let documented: Vec<&str> = doc["components"]["schemas"]["StageName"]["enum"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    let actual: Vec<&str> = file_approver::domain::Stage::ALL
+        .iter()
+        .map(|s| s.as_str())
+        .collect();
+    assert_eq!(documented, actual);
+}

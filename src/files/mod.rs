@@ -700,17 +700,12 @@ impl Files {
             .raise_event(&id.to_string(), workflow::decision_event(&event)?)
             .await;
         match outcome {
-            Ok(RaiseOutcome::Recorded(status)) => {
-                tracing::info!(file = %id, %stage, %reviewer, outcome = verdict, "decision recorded");
-                Ok(Decided {
-                    view: FileView::from_instance(&status)?,
-                    recorded: true,
-                })
+            Ok(raised) => {
+                if matches!(raised, RaiseOutcome::Recorded(_)) {
+                    tracing::info!(file = %id, %stage, %reviewer, outcome = verdict, "decision recorded");
+                }
+                decided(raised)
             }
-            Ok(RaiseOutcome::Duplicate(status)) => Ok(Decided {
-                view: FileView::from_instance(&status)?,
-                recorded: false,
-            }),
             Err(EngineError::Refused(refusal)) => {
                 tracing::info!(file = %id, %stage, %reviewer, outcome = verdict, rule = refusal.code, "decision refused: four eyes");
                 Err(match refusal.code {
@@ -820,17 +815,12 @@ impl Files {
             .raise_event(&id.to_string(), workflow::decision_event(&event)?)
             .await
         {
-            Ok(RaiseOutcome::Recorded(status)) => {
-                tracing::info!(file = %id, %stage, requester = %requester, "file withdrawn");
-                Ok(Decided {
-                    view: FileView::from_instance(&status)?,
-                    recorded: true,
-                })
+            Ok(raised) => {
+                if matches!(raised, RaiseOutcome::Recorded(_)) {
+                    tracing::info!(file = %id, %stage, requester = %requester, "file withdrawn");
+                }
+                decided(raised)
             }
-            Ok(RaiseOutcome::Duplicate(status)) => Ok(Decided {
-                view: FileView::from_instance(&status)?,
-                recorded: false,
-            }),
             Err(EngineError::Refused(refusal)) => Err(FilesError::NotTheUploader(refusal.message)),
             // Decided (or analysed) meanwhile: say where it stands now.
             Err(EngineError::UnexpectedCustomStatus { .. } | EngineError::NotRunning { .. }) => {
@@ -1065,4 +1055,17 @@ fn may_decide(view: &FileView, reviewer: &Principal) -> bool {
         && (uploaded_it
             || (stage == ApprovalStage::Download && decided(ApprovalStage::Upload, true)));
     !four_eyes_bars && !decided(stage, false)
+}
+
+/// What a raised decision (or withdrawal) came to: recorded now, or a repeat of one already
+/// recorded (which changed nothing).
+fn decided(raised: RaiseOutcome) -> Result<Decided, FilesError> {
+    let (status, recorded) = match raised {
+        RaiseOutcome::Recorded(status) => (status, true),
+        RaiseOutcome::Duplicate(status) => (status, false),
+    };
+    Ok(Decided {
+        view: FileView::from_instance(&status)?,
+        recorded,
+    })
 }
