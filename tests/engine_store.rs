@@ -1401,6 +1401,7 @@ async fn list_reads_the_status_index_oldest_first_and_pages(backend: Backend) {
     let waiting = engine
         .list(ListQuery {
             key: key_of(json!("AwaitingUploadApproval")),
+            through_key: None,
             top: 10,
             continuation: None,
         })
@@ -1417,6 +1418,7 @@ async fn list_reads_the_status_index_oldest_first_and_pages(backend: Backend) {
     let analyzing = engine
         .list(ListQuery {
             key: key_of(json!("Analyzing")),
+            through_key: None,
             top: 10,
             continuation: None,
         })
@@ -1431,6 +1433,7 @@ async fn list_reads_the_status_index_oldest_first_and_pages(backend: Backend) {
         let page = engine
             .list(ListQuery {
                 key: None,
+                through_key: None,
                 top: 1,
                 continuation: continuation.take(),
             })
@@ -1459,6 +1462,7 @@ async fn an_index_row_of_a_turn_that_never_committed_is_skipped_and_deleted(back
     let list = |status: Value| {
         engine.list(ListQuery {
             key: key_of(status),
+            through_key: None,
             top: 10,
             continuation: None,
         })
@@ -1533,6 +1537,7 @@ async fn index_writes_of_turns_committing_together_share_batches(backend: Backen
     let listed = engine
         .list(ListQuery {
             key: key_of(json!("Analyzing")),
+            through_key: None,
             top: 100,
             continuation: None,
         })
@@ -1542,6 +1547,7 @@ async fn index_writes_of_turns_committing_together_share_batches(backend: Backen
     assert!(engine
         .list(ListQuery {
             key: key_of(json!("AwaitingUploadApproval")),
+            through_key: None,
             top: 100,
             continuation: None,
         })

@@ -88,10 +88,15 @@ impl RaiseOutcome {
 /// What `list` reads: one key of the status index (`index.rs`), or all of it (keys in order).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ListQuery {
-    /// The key, as the engine's `index_key` makes it; `None`: every listed instance.
+    /// The key, as the engine's `index_key` makes it; `None`: every listed instance (keys below
+    /// `~`, which every ASCII key is).
     pub key: Option<String>,
+    /// With `key`: list every key from `key` through this one, in key order.
+    pub through_key: Option<String>,
     /// Page size (1 to 1000).
     pub top: u32,
+    /// Continue after this position (a previous page's `continuation`). Any string is a
+    /// position: the page starts at the first index row after it.
     pub continuation: Option<String>,
 }
 
@@ -261,25 +266,68 @@ impl Engine {
         const READS_IN_FLIGHT: usize = 8;
         use futures::StreamExt;
 
+        /// Store pages read at most when they come back empty but with more to follow.
+        const EMPTY_PAGES: usize = 4;
+
         let table = &self.inner.options.index_table;
-        let page = self
-            .inner
-            .store
-            .query(
-                table,
-                &TableQuery {
-                    row_keys: query.key.as_deref().map(key_range),
-                    top: Some(query.top.clamp(1, 1000)),
-                    continuation: query.continuation,
-                    ..TableQuery::partition(INDEX_PARTITION.to_owned())
-                },
-            )
-            .await?;
+        let range = match (query.key.as_deref(), query.through_key.as_deref()) {
+            (Some(key), None) => key_range(key),
+            (Some(key), Some(through)) => key_range(key).start..key_range(through).end,
+            (None, _) => String::new().."~~".to_owned(),
+        };
+        // After a position: from the position followed by a space, the smallest character a
+        // row key may hold (keys have no control characters; a position's are dropped).
+        let range = match query.continuation.as_deref() {
+            None => range,
+            Some(after) => {
+                let after: String = after.chars().filter(|c| !c.is_control()).collect();
+                range.start.max(format!("{after} "))..range.end
+            }
+        };
+        if range.start >= range.end {
+            return Ok(InstancePage {
+                instances: Vec::new(),
+                continuation: None,
+            });
+        }
+        let mut store_token = None;
+        let mut page;
+        let mut empty_pages = 0;
+        loop {
+            page = self
+                .inner
+                .store
+                .query(
+                    table,
+                    &TableQuery {
+                        row_keys: Some(range.clone()),
+                        top: Some(query.top.clamp(1, 1000)),
+                        continuation: store_token.take(),
+                        ..TableQuery::partition(INDEX_PARTITION.to_owned())
+                    },
+                )
+                .await?;
+            empty_pages += 1;
+            if !page.entities.is_empty()
+                || page.continuation.is_none()
+                || empty_pages >= EMPTY_PAGES
+            {
+                break;
+            }
+            store_token = page.continuation.take();
+        }
         let rows: Vec<String> = page
             .entities
             .into_iter()
             .map(|stored| stored.entity.row_key)
             .collect();
+        // The next page continues after the last row this one looked at (listed, or stale and
+        // deleted), whatever token the store had for it.
+        let continuation = match (page.continuation, rows.last()) {
+            (Some(_), Some(last)) => Some(last.clone()),
+            (Some(_), None) => query.continuation.clone(),
+            (None, _) => None,
+        };
         let loaded: Vec<_> = futures::stream::iter(rows)
             .map(|row| async move {
                 let Some((_, instance)) = parse_row_key(&row) else {
@@ -322,7 +370,7 @@ impl Engine {
         }
         Ok(InstancePage {
             instances,
-            continuation: page.continuation,
+            continuation,
         })
     }
 

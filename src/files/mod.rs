@@ -546,9 +546,6 @@ impl Files {
         top: u32,
         continuation: Option<String>,
     ) -> Result<FilePage, FilesError> {
-        /// Index pages one call reads at most, when the key holds other stages too (a page of
-        /// `AwaitingDownloadApproval` among files still `Analyzing`).
-        const MAX_INDEX_PAGES: usize = 4;
         let key = match stage {
             Some(stage) => match workflow::stage_index_key(stage) {
                 Some(key) => Some(key.to_owned()),
@@ -561,36 +558,63 @@ impl Files {
             },
             None => None,
         };
+        self.list_index(key, None, top, continuation, |view| {
+            stage.is_none_or(|s| view.stage() == s)
+        })
+        .await
+    }
+
+    /// Pages through the status index from `key` (through `through`), keeping the files
+    /// `keep` wants, reading at most a few index pages per call so a page's cost stays bounded.
+    /// Tokens are the hex of the index position to continue after: every even-length hex
+    /// string is one, so any such token is valid.
+    async fn list_index(
+        &self,
+        key: Option<String>,
+        through: Option<String>,
+        top: u32,
+        continuation: Option<String>,
+        keep: impl Fn(&FileView) -> bool,
+    ) -> Result<FilePage, FilesError> {
+        /// Index pages one call reads at most, when the keys hold files that are not kept (a
+        /// page of `AwaitingDownloadApproval` among files still `Analyzing`).
+        const MAX_INDEX_PAGES: usize = 4;
+        let mut position = match continuation {
+            None => None,
+            Some(token) => Some(
+                hex::decode(&token)
+                    .ok()
+                    .filter(|bytes| !bytes.is_empty())
+                    .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+                    .ok_or(FilesError::BadContinuation)?,
+            ),
+        };
         let mut files = Vec::new();
-        let mut continuation = continuation;
         for _ in 0..MAX_INDEX_PAGES {
             let wanted = top.saturating_sub(u32::try_from(files.len()).unwrap_or(u32::MAX));
             let page = self
                 .engine
                 .list(ListQuery {
                     key: key.clone(),
+                    through_key: through.clone(),
                     top: wanted.max(1),
-                    continuation: continuation.take(),
+                    continuation: position.take(),
                 })
-                .await
-                .map_err(|e| match e {
-                    EngineError::Storage(StoreError::Invalid(_)) => FilesError::BadContinuation,
-                    other => other.into(),
-                })?;
+                .await?;
             for status in &page.instances {
                 let view = FileView::from_instance(status)?;
-                if stage.is_none_or(|s| view.stage() == s) {
+                if keep(&view) {
                     files.push(view);
                 }
             }
-            continuation = page.continuation;
-            if continuation.is_none() || files.len() >= top as usize {
+            position = page.continuation;
+            if position.is_none() || files.len() >= top as usize {
                 break;
             }
         }
         Ok(FilePage {
             files,
-            continuation,
+            continuation: position.map(|p| hex::encode(p.as_bytes())),
         })
     }
 
@@ -603,68 +627,17 @@ impl Files {
     pub async fn inbox(
         &self,
         reviewer: &Principal,
+        stage: Option<Stage>,
         top: u32,
         continuation: Option<String>,
     ) -> Result<FilePage, FilesError> {
-        const MAX_INDEX_PAGES: usize = 4;
-        // The token says which stage's queue it is in: `u:<token>` or `d:<token>`.
-        let (mut stage, mut token) = match continuation.as_deref() {
-            None => (Stage::AwaitingUploadApproval, None),
-            Some(c) => match c.split_once(':') {
-                Some(("u", t)) => (Stage::AwaitingUploadApproval, Some(t.to_owned())),
-                Some(("d", t)) => (Stage::AwaitingDownloadApproval, Some(t.to_owned())),
-                _ => return Err(FilesError::BadContinuation),
-            },
-        };
-        let token = &mut token;
-        let mut files = Vec::new();
-        for _ in 0..MAX_INDEX_PAGES {
-            let key = workflow::stage_index_key(stage).map(str::to_owned);
-            let wanted = top.saturating_sub(u32::try_from(files.len()).unwrap_or(u32::MAX));
-            let page = self
-                .engine
-                .list(ListQuery {
-                    key,
-                    top: wanted.max(1),
-                    continuation: token.take().filter(|t| !t.is_empty()),
-                })
-                .await
-                .map_err(|e| match e {
-                    EngineError::Storage(StoreError::Invalid(_)) => FilesError::BadContinuation,
-                    other => other.into(),
-                })?;
-            for status in &page.instances {
-                let view = FileView::from_instance(status)?;
-                if may_decide(&view, reviewer) {
-                    files.push(view);
-                }
-            }
-            match (page.continuation, stage) {
-                (Some(next), _) => *token = Some(next),
-                (None, Stage::AwaitingUploadApproval) => {
-                    stage = Stage::AwaitingDownloadApproval;
-                    *token = Some(String::new());
-                }
-                (None, _) => {
-                    return Ok(FilePage {
-                        files,
-                        continuation: None,
-                    })
-                }
-            }
-            if files.len() >= top as usize {
-                break;
-            }
-        }
-        let prefix = if stage == Stage::AwaitingUploadApproval {
-            "u"
-        } else {
-            "d"
-        };
-        Ok(FilePage {
-            files,
-            continuation: token.take().map(|t| format!("{prefix}:{t}")),
+        // The two awaiting stages are consecutive keys of the index, upload before download.
+        let key = workflow::stage_index_key(Stage::AwaitingUploadApproval).map(str::to_owned);
+        let through = workflow::stage_index_key(Stage::AwaitingDownloadApproval).map(str::to_owned);
+        self.list_index(key, through, top, continuation, |view| {
+            may_decide(view, reviewer) && stage.is_none_or(|s| view.stage() == s)
         })
+        .await
     }
 
     // -----------------------------------------------------------------------------------------

@@ -97,16 +97,21 @@ pub struct ErrorDetail {
 
 /// A reviewer's decision. An empty body approves.
 #[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 #[allow(dead_code)] // a schema only: `domain::Decision::parse` reads it
 pub struct DecisionBody {
-    /// `false` rejects (default `true`).
-    approved: Option<bool>,
-    comment: Option<String>,
+    /// `false` rejects.
+    #[serde(default)]
+    #[schema(default = true)]
+    approved: bool,
+    #[serde(default)]
+    #[schema(max_length = 2000)]
+    comment: String,
 }
 
 /// An upload straight to storage, declared.
 #[derive(Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[allow(dead_code)] // a schema only: `uploads::Declaration` reads it
 pub struct DeclarationBody {
     #[schema(min_length = 1, max_length = 255)]
@@ -135,9 +140,12 @@ pub struct MultipartUpload {
 
 /// A withdrawal, with a comment at most.
 #[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 #[allow(dead_code)] // a schema only
 pub struct WithdrawalBody {
-    comment: Option<String>,
+    #[serde(default)]
+    #[schema(max_length = 2000)]
+    comment: String,
 }
 
 #[derive(OpenApi)]

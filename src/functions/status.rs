@@ -83,7 +83,7 @@ fn parse_list_query(raw: Option<&str>) -> Result<ListParams, ApiError> {
                     })?
             }
             "continuationToken" => {
-                if value.is_empty() || value.len() > 2048 {
+                if value.is_empty() || value.len() > 1024 {
                     return Err(ApiError::InvalidQuery(
                         "continuationToken is malformed".into(),
                     ));
@@ -94,11 +94,6 @@ fn parse_list_query(raw: Option<&str>) -> Result<ListParams, ApiError> {
             // router's `known_query_only` before this handler ran.
             _ => {}
         }
-    }
-    if params.awaiting_me && params.stage.is_some() {
-        return Err(ApiError::InvalidQuery(
-            "give stage or awaiting=me, not both".into(),
-        ));
     }
     Ok(params)
 }
@@ -113,7 +108,7 @@ fn parse_list_query(raw: Option<&str>) -> Result<ListParams, ApiError> {
         ("stage" = Option<super::openapi::StageName>, Query, description = "Only files in this stage"),
         ("awaiting" = Option<super::openapi::Awaiting>, Query, description = "`me`: the calling reviewer's inbox"),
         ("top" = Option<u32>, Query, minimum = 1, maximum = 100, description = "Page size (default 20)"),
-        ("continuationToken" = Option<String>, Query, description = "From the previous page"),
+        ("continuationToken" = Option<String>, Query, pattern = "^([0-9a-f]{2}){1,512}$", description = "From the previous page: the hex of the position to continue after (any such value is a position)"),
     ),
     responses(
         (status = 200, description = "A page of files", body = FileList),
@@ -135,7 +130,7 @@ pub async fn list(
         let reviewer = state.access.reviewer(&headers)?;
         state
             .files
-            .inbox(&reviewer, params.top, params.continuation)
+            .inbox(&reviewer, params.stage, params.top, params.continuation)
             .await?
     } else {
         state

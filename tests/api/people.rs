@@ -798,6 +798,11 @@ async fn a_reviewers_inbox_holds_what_they_may_decide_now(backend: Backend) {
         mine(everything(CAROL).await),
         [alices.clone(), bobs.clone()]
     );
+    // An inbox narrowed to a stage.
+    let downloads = inbox(ALICE, "&stage=AwaitingDownloadApproval".to_owned()).await;
+    assert_eq!(mine(ids(&downloads)), vec![reviewed.clone()]);
+    let approved = inbox(ALICE, "&stage=Approved".to_owned()).await;
+    assert!(mine(ids(&approved)).is_empty());
     // Once carol decides, it leaves her inbox.
     assert_eq!(
         app.approve(&alices, "upload", Some(CAROL), None)
@@ -809,7 +814,10 @@ async fn a_reviewers_inbox_holds_what_they_may_decide_now(backend: Backend) {
     assert_eq!(mine(everything(CAROL).await), vec![bobs.clone()]);
 
     assert_error(app.get("/api/files?awaiting=me").await, 401, "Unauthorized").await;
-    for bad in ["awaiting=you", "awaiting=me&stage=Approved"] {
+    for (bad, code) in [
+        ("awaiting=you", "InvalidQuery"),
+        ("awaiting=me&stage=Nothing", "InvalidStage"),
+    ] {
         let response = app
             .client
             .get(app.url(&format!("/api/files?{bad}")))
@@ -817,7 +825,7 @@ async fn a_reviewers_inbox_holds_what_they_may_decide_now(backend: Backend) {
             .send()
             .await
             .unwrap();
-        assert_error(response, 400, "InvalidQuery").await;
+        assert_error(response, 400, code).await;
     }
 }
 
