@@ -13,7 +13,7 @@ pub enum DecisionError {
         "the body is not a JSON object of the form {{\"approved\": true, \"comment\": \"…\"}}: {0}"
     )]
     Malformed(String),
-    #[error("the comment is longer than {max} bytes", max = Decision::MAX_COMMENT_BYTES)]
+    #[error("the comment is longer than {max} characters", max = Decision::MAX_COMMENT_CHARS)]
     CommentTooLong,
     #[error("the comment contains a control character other than a line break or tab")]
     CommentControlCharacter,
@@ -34,9 +34,27 @@ fn present_bool<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<bool>, 
 }
 
 impl Decision {
-    /// Comments travel in workflow history; the cap keeps every history row far below Table
-    /// Storage's 64 KiB property limit.
-    pub const MAX_COMMENT_BYTES: usize = 2000;
+    /// Comments travel in workflow history; the cap (at most 8,000 bytes of UTF-8) keeps every
+    /// history row far below Table Storage's 64 KiB property limit.
+    pub const MAX_COMMENT_CHARS: usize = 2000;
+
+    /// A comment as given with a decision or a withdrawal: at most [`Self::MAX_COMMENT_CHARS`]
+    /// characters, no control characters but line breaks and tabs; blank is none.
+    pub fn comment(raw: Option<String>) -> Result<Option<String>, DecisionError> {
+        match raw {
+            Some(c) if c.chars().count() > Self::MAX_COMMENT_CHARS => {
+                Err(DecisionError::CommentTooLong)
+            }
+            Some(c)
+                if c.chars()
+                    .any(|ch| ch.is_control() && !matches!(ch, '\n' | '\r' | '\t')) =>
+            {
+                Err(DecisionError::CommentControlCharacter)
+            }
+            Some(c) if c.trim().is_empty() => Ok(None),
+            other => Ok(other),
+        }
+    }
 
     pub fn parse(body: &[u8]) -> Result<Self, DecisionError> {
         // No body, or a JSON `null` (what clients send for "no fields"), is a plain approval.
@@ -50,19 +68,7 @@ impl Decision {
         // Unknown fields are refused: a typo such as "aproved": false must not silently approve.
         let parsed: Body =
             serde_json::from_slice(body).map_err(|e| DecisionError::Malformed(e.to_string()))?;
-        let comment = match parsed.comment {
-            Some(c) if c.len() > Self::MAX_COMMENT_BYTES => {
-                return Err(DecisionError::CommentTooLong)
-            }
-            Some(c)
-                if c.chars()
-                    .any(|ch| ch.is_control() && !matches!(ch, '\n' | '\r' | '\t')) =>
-            {
-                return Err(DecisionError::CommentControlCharacter)
-            }
-            Some(c) if c.trim().is_empty() => None,
-            other => other,
-        };
+        let comment = Self::comment(parsed.comment)?;
         Ok(Decision {
             approved: parsed.approved.unwrap_or(true),
             comment,

@@ -104,8 +104,12 @@ pub struct DecisionBody {
     #[serde(default)]
     #[schema(default = true)]
     approved: bool,
+    /// Up to 2,000 characters; line breaks and tabs are the only control characters.
     #[serde(default)]
-    #[schema(max_length = 2000)]
+    #[schema(
+        max_length = 2000,
+        pattern = "^[^\\x00-\\x08\\x0b\\x0c\\x0e-\\x1f\\x7f-\\x9f]*$"
+    )]
     comment: String,
 }
 
@@ -143,8 +147,12 @@ pub struct MultipartUpload {
 #[serde(deny_unknown_fields)]
 #[allow(dead_code)] // a schema only
 pub struct WithdrawalBody {
+    /// Up to 2,000 characters; line breaks and tabs are the only control characters.
     #[serde(default)]
-    #[schema(max_length = 2000)]
+    #[schema(
+        max_length = 2000,
+        pattern = "^[^\\x00-\\x08\\x0b\\x0c\\x0e-\\x1f\\x7f-\\x9f]*$"
+    )]
     comment: String,
 }
 

@@ -11,11 +11,11 @@ use axum::Json;
 use serde::Deserialize;
 
 use super::{parse_id, AppState, FileStatus};
+use crate::domain::Decision;
 use crate::error::ApiError;
 
 /// A withdrawal's body is a comment at most.
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
-const MAX_COMMENT_CHARS: usize = 2000;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -62,14 +62,7 @@ pub async fn withdraw(
     } else {
         let w: Withdrawal = serde_json::from_slice(&body)
             .map_err(|e| ApiError::InvalidBody(format!("a withdrawal: {e}")))?;
-        match w.comment {
-            Some(c) if c.chars().count() > MAX_COMMENT_CHARS => {
-                return Err(ApiError::InvalidBody(format!(
-                    "the comment is longer than {MAX_COMMENT_CHARS} characters"
-                )))
-            }
-            other => other,
-        }
+        Decision::comment(w.comment).map_err(|e| ApiError::InvalidBody(e.to_string()))?
     };
     let done = state.files.withdraw(id, &requester, comment).await?;
     let code = if done.recorded {

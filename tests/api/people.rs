@@ -581,7 +581,7 @@ async fn the_uploader_withdraws_a_file_awaiting_a_decision(backend: Backend) {
     .await;
     assert_error(withdraw(&app, &id, &[], "").await, 401, "Unauthorized").await;
     assert_error(
-        withdraw(&app, &id, &bearer(ALICE), r#"{"comment": 5}"#).await,
+        withdraw(&app, &id, &bearer(ALICE), "{\"comment\": \"a\\u0001b\"}").await,
         400,
         "InvalidBody",
     )
