@@ -124,3 +124,16 @@ fn the_documented_stages_are_the_apps() {
         .collect();
     assert_eq!(documented, actual);
 }
+
+/// The documented largest declared size is the setting's default.
+#[test]
+fn the_documented_size_limit_is_the_default_setting() {
+    let doc: Value = serde_json::from_str(&document()).unwrap();
+    let documented = doc["components"]["schemas"]["DeclarationBody"]["properties"]["size"]
+        ["maximum"]
+        .as_u64()
+        .unwrap();
+    let defaults =
+        file_approver::config::Settings::from_vars(&std::collections::HashMap::new()).unwrap();
+    assert_eq!(documented, defaults.max_direct_upload_bytes);
+}

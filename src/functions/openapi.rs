@@ -110,7 +110,7 @@ pub struct DecisionBody {
         max_length = 2000,
         pattern = "^[^\\x00-\\x08\\x0b\\x0c\\x0e-\\x1f\\x7f-\\x9f]*$"
     )]
-    comment: String,
+    comment: Option<String>,
 }
 
 /// An upload straight to storage, declared.
@@ -120,8 +120,9 @@ pub struct DecisionBody {
 pub struct DeclarationBody {
     #[schema(min_length = 1, max_length = 255)]
     name: String,
-    /// Bytes the upload will hold, exactly.
-    #[schema(minimum = 1)]
+    /// Bytes the upload will hold, exactly. The maximum is the default of
+    /// `FILE_APPROVER_MAX_DIRECT_UPLOAD_BYTES` (1 TiB); a deployment may set a lower one (413).
+    #[schema(minimum = 1, maximum = 1_099_511_627_776_u64)]
     size: u64,
     /// A MIME type (`type/subtype`); default `application/octet-stream`.
     #[schema(min_length = 3)]
@@ -153,7 +154,7 @@ pub struct WithdrawalBody {
         max_length = 2000,
         pattern = "^[^\\x00-\\x08\\x0b\\x0c\\x0e-\\x1f\\x7f-\\x9f]*$"
     )]
-    comment: String,
+    comment: Option<String>,
 }
 
 #[derive(OpenApi)]
