@@ -10,7 +10,7 @@ mod principal;
 mod reviewer;
 mod stage;
 
-pub use content_type::{ContentType, ContentTypeError};
+pub use content_type::{ContentType, ContentTypeError, CONTENT_TYPE_PATTERN};
 pub use decision::{Decision, DecisionError};
 pub use file_id::{FileId, FileIdError};
 pub use file_name::{FileName, FileNameError};

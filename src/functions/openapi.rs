@@ -124,8 +124,9 @@ pub struct DeclarationBody {
     /// `FILE_APPROVER_MAX_DIRECT_UPLOAD_BYTES` (1 TiB); a deployment may set a lower one (413).
     #[schema(minimum = 1, maximum = 1_099_511_627_776_u64)]
     size: u64,
-    /// A MIME type (`type/subtype`); default `application/octet-stream`.
-    #[schema(min_length = 3)]
+    /// A media type as HTTP writes it (`type/subtype`, then `; name=value` parameters); blank
+    /// or absent means `application/octet-stream`.
+    #[schema(max_length = 255)]
     content_type: Option<String>,
 }
 
@@ -324,6 +325,12 @@ pub fn document() -> String {
         Err(e) => return format!("{{\"error\": \"{e}\"}}\n"),
     };
     spec_link_keys(&mut doc);
+    // The media-type rule lives once, in the domain type that enforces it.
+    if let Some(content_type) =
+        doc.pointer_mut("/components/schemas/DeclarationBody/properties/contentType")
+    {
+        content_type["pattern"] = serde_json::Value::from(crate::domain::CONTENT_TYPE_PATTERN);
+    }
     let mut text = serde_json::to_string_pretty(&doc).unwrap_or_default();
     text.push('\n');
     text
