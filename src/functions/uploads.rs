@@ -48,9 +48,26 @@ pub const MAX_BODY_BYTES: usize = 16 * 1024;
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct Declaration {
     name: String,
+    #[serde(deserialize_with = "whole_number")]
     size: u64,
     #[serde(default)]
     content_type: Option<String>,
+}
+
+/// A size as JSON may write a whole number: `231` or `231.0` (JSON Schema counts both as an
+/// integer); a fraction or a negative number is refused.
+fn whole_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    let number = serde_json::Number::deserialize(d)?;
+    if let Some(n) = number.as_u64() {
+        return Ok(n);
+    }
+    match number.as_f64() {
+        // Below 2^53 every whole f64 is exact.
+        Some(f) if f >= 0.0 && f.fract() == 0.0 && f < 9_007_199_254_740_992.0 => Ok(f as u64),
+        _ => Err(serde::de::Error::custom(format!(
+            "size {number} is not a whole number of bytes"
+        ))),
+    }
 }
 
 /// The answer: where and how to send the bytes.

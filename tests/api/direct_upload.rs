@@ -227,10 +227,19 @@ async fn bad_upload_declarations_are_refused(backend: Backend) {
     let Some(app) = spawn_app_on(backend, Mode::Local).await else {
         return;
     };
+    // A whole number written with a fraction part is still a whole number (JSON Schema agrees).
+    assert_eq!(
+        declare(&app, json!({"name": "a.pdf", "size": 10.0}))
+            .await
+            .status(),
+        201
+    );
     for (body, status, code) in [
         (json!({"size": 10}), 400, "InvalidBody"),
         (json!({"name": "a.pdf"}), 400, "InvalidBody"),
         (json!({"name": "a.pdf", "size": -1}), 400, "InvalidBody"),
+        (json!({"name": "a.pdf", "size": 10.5}), 400, "InvalidBody"),
+        (json!({"name": "a.pdf", "size": -3.0}), 400, "InvalidBody"),
         (
             json!({"name": "a.pdf", "size": 10, "colour": "red"}),
             400,
