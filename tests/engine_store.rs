@@ -666,11 +666,9 @@ async fn a_guard_is_checked_inside_the_turn_under_a_race(backend: Backend) {
     let (a, b, gate) = two_engines_with_a_held_activity(&backend).await;
 
     let first_only = EventGuard(Arc::new(
-        |status: &file_approver::engine::InstanceStatus| {
-            let approved = status
-                .history
+        |_status: &file_approver::engine::InstanceStatus, history: &[HistoryEvent]| {
+            let approved = history
                 .iter()
-                .flatten()
                 .any(|e| matches!(&e.kind, EventKind::EventRaised { .. }));
             if approved {
                 Err(Refusal {

@@ -49,10 +49,11 @@ pub struct Refusal {
     pub message: String,
 }
 
-/// The check inside an [`EventGuard`].
-pub type GuardFn = dyn Fn(&InstanceStatus) -> Result<(), Refusal> + Send + Sync;
+/// The check inside an [`EventGuard`]: the instance's status (without history) and its history,
+/// both borrowed from the turn's load.
+pub type GuardFn = dyn Fn(&InstanceStatus, &[HistoryEvent]) -> Result<(), Refusal> + Send + Sync;
 
-/// A check of an event against the instance it is raised to (its status, with history).
+/// A check of an event against the instance it is raised to (its status and history).
 #[derive(Clone)]
 pub struct EventGuard(pub Arc<GuardFn>);
 
@@ -202,9 +203,7 @@ impl Engine {
                     }
                 }
                 if let Some(guard) = &event.guard {
-                    let mut status = state.status.clone();
-                    status.history = Some(loaded.history.clone());
-                    (guard.0)(&status).map_err(EngineError::Refused)?;
+                    (guard.0)(&state.status, &loaded.history).map_err(EngineError::Refused)?;
                 }
                 Ok(Plan::Turn {
                     inbound: vec![raised.clone()],

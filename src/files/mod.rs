@@ -1013,21 +1013,12 @@ fn may_decide(view: &FileView, reviewer: &Principal) -> bool {
         Stage::AwaitingDownloadApproval => ApprovalStage::Download,
         _ => return false,
     };
-    let four_eyes = summary.file.rules.four_eyes;
-    let uploaded_it = summary
-        .file
-        .uploader
-        .as_ref()
-        .is_some_and(|u| u.same_person(reviewer));
-    let decided = |s: ApprovalStage, approved_only: bool| {
-        summary.approvals.iter().any(|d| {
-            d.stage == s && (d.approved || !approved_only) && d.principal().same_person(reviewer)
-        })
-    };
-    let four_eyes_bars = four_eyes
-        && (uploaded_it
-            || (stage == ApprovalStage::Download && decided(ApprovalStage::Upload, true)));
-    !four_eyes_bars && !decided(stage, false)
+    let decided_here = summary
+        .approvals
+        .iter()
+        .any(|d| d.stage == stage && d.principal().same_person(reviewer));
+    !decided_here
+        && workflow::four_eyes_refusal(&summary.file, &summary.approvals, stage, reviewer).is_none()
 }
 
 /// What a raised decision (or withdrawal) came to: recorded now, or a repeat of one already

@@ -135,7 +135,7 @@ pub async fn newline_terminated_json(request: Request, next: Next) -> Response {
 }
 
 /// The query parameters each API route takes, besides the host's `code` (the function key).
-fn query_parameters(method: &Method, path: &str) -> &'static [&'static str] {
+pub(crate) fn query_parameters(method: &Method, path: &str) -> &'static [&'static str] {
     match (method, path) {
         (&Method::POST, "/api/files") => &["name"],
         (&Method::GET, "/api/files") => &["stage", "top", "continuationToken", "awaiting"],

@@ -14,7 +14,7 @@ use super::notify::{self, cloud_event, EventType, Webhook, NOTIFY_ACTIVITY};
 use crate::clock::Clock;
 use crate::domain::{ApprovalStage, Principal, Stage};
 use crate::engine::{
-    ActivityError, Engine, EngineError, EventGuard, EventKind, InstanceStatus,
+    ActivityError, Engine, EngineError, EventGuard, EventKind, HistoryEvent, InstanceStatus,
     OrchestrationContext, OrchestrationError, RaiseEvent, Refusal, Registry, RetryPolicy,
     StartOutcome,
 };
@@ -150,71 +150,87 @@ pub const SAME_REVIEWER: &str = "SameReviewer";
 /// history, so two processes racing see each other's committed decisions.
 fn four_eyes_guard(decision: &DecisionEvent) -> EventGuard {
     let decision = decision.clone();
-    EventGuard(Arc::new(move |status: &InstanceStatus| {
-        if !decision.approved && !decision.withdrawal {
-            return Ok(());
-        }
-        let file: FileInput = match serde_json::from_value(status.input.clone()) {
-            Ok(file) => file,
-            // Not a file's instance: the rules do not apply (the engine refuses it anyway).
-            Err(_) => return Ok(()),
-        };
-        if decision.withdrawal {
-            let requester = decision.principal();
-            return match &file.uploader {
-                Some(uploader) if uploader.same_person(&requester) => Ok(()),
-                _ => Err(Refusal {
-                    code: NOT_THE_UPLOADER,
-                    message: format!("only the file's uploader may withdraw it, not {requester}"),
-                }),
+    EventGuard(Arc::new(
+        move |status: &InstanceStatus, history: &[HistoryEvent]| {
+            if !decision.approved && !decision.withdrawal {
+                return Ok(());
+            }
+            let file: FileInput = match serde_json::from_value(status.input.clone()) {
+                Ok(file) => file,
+                // Not a file's instance: the rules do not apply (the engine refuses it anyway).
+                Err(_) => return Ok(()),
             };
-        }
-        if !file.rules.four_eyes {
-            return Ok(());
-        }
-        let reviewer = decision.principal();
-        if let Some(uploader) = &file.uploader {
-            if uploader.same_person(&reviewer) {
-                return Err(Refusal {
-                    code: SELF_APPROVAL,
-                    message: format!("{reviewer} uploaded this file, so cannot approve it"),
-                });
+            if decision.withdrawal {
+                let requester = decision.principal();
+                return match &file.uploader {
+                    Some(uploader) if uploader.same_person(&requester) => Ok(()),
+                    _ => Err(Refusal {
+                        code: NOT_THE_UPLOADER,
+                        message: format!(
+                            "only the file's uploader may withdraw it, not {requester}"
+                        ),
+                    }),
+                };
             }
-        }
-        if decision.stage == ApprovalStage::Download {
-            let approved_upload = decisions(status).any(|d| {
-                d.stage == ApprovalStage::Upload
-                    && d.approved
-                    && d.principal().same_person(&reviewer)
-            });
-            if approved_upload {
-                return Err(Refusal {
-                    code: SAME_REVIEWER,
-                    message: format!(
-                        "{reviewer} approved the upload, so someone else must approve the download"
-                    ),
-                });
+            let earlier: Vec<DecisionEvent> = decisions(history).collect();
+            match four_eyes_refusal(&file, &earlier, decision.stage, &decision.principal()) {
+                Some(refusal) => Err(refusal),
+                None => Ok(()),
             }
-        }
-        Ok(())
-    }))
+        },
+    ))
 }
 
-/// The decisions recorded in an instance's history, oldest first.
-fn decisions(status: &InstanceStatus) -> impl Iterator<Item = DecisionEvent> + '_ {
-    status
-        .history
-        .iter()
-        .flatten()
-        .filter_map(|event| match &event.kind {
-            EventKind::EventRaised { name, input, .. }
-                if name == event_name(ApprovalStage::Upload)
-                    || name == event_name(ApprovalStage::Download) =>
-            {
-                serde_json::from_value::<DecisionEvent>(input.clone()).ok()
-            }
-            _ => None,
-        })
+/// Why the four-eyes rules bar `reviewer` from approving `stage` of `file`, given the decisions
+/// recorded so far: they uploaded it, or (download) they approved its upload. `None` when they
+/// may, or when the file's rules turn four eyes off. The one statement of the rule, for the
+/// guard that enforces it and for the inbox that must not offer what it would refuse.
+pub fn four_eyes_refusal(
+    file: &FileInput,
+    earlier: &[DecisionEvent],
+    stage: ApprovalStage,
+    reviewer: &Principal,
+) -> Option<Refusal> {
+    if !file.rules.four_eyes {
+        return None;
+    }
+    if file
+        .uploader
+        .as_ref()
+        .is_some_and(|u| u.same_person(reviewer))
+    {
+        return Some(Refusal {
+            code: SELF_APPROVAL,
+            message: format!("{reviewer} uploaded this file, so cannot approve it"),
+        });
+    }
+    let approved_upload = earlier.iter().any(|d| {
+        d.stage == ApprovalStage::Upload && d.approved && d.principal().same_person(reviewer)
+    });
+    (stage == ApprovalStage::Download && approved_upload).then(|| Refusal {
+        code: SAME_REVIEWER,
+        message: format!(
+            "{reviewer} approved the upload, so someone else must approve the download"
+        ),
+    })
+}
+
+/// The decisions (withdrawals included) recorded in a history, oldest first.
+fn decisions(history: &[HistoryEvent]) -> impl Iterator<Item = DecisionEvent> + '_ {
+    history.iter().filter_map(decision_of)
+}
+
+/// The decision (or withdrawal) an event records, if it records one.
+fn decision_of(event: &HistoryEvent) -> Option<DecisionEvent> {
+    match &event.kind {
+        EventKind::EventRaised { name, input, .. }
+            if name == event_name(ApprovalStage::Upload)
+                || name == event_name(ApprovalStage::Download) =>
+        {
+            serde_json::from_value(input.clone()).ok()
+        }
+        _ => None,
+    }
 }
 
 /// The external event a stage's decision arrives as.
@@ -753,27 +769,22 @@ pub fn timeline(status: &InstanceStatus) -> Result<Vec<Step>, EngineError> {
     let mut analyze_ids = Vec::new();
     let mut delete_ids = Vec::new();
     for event in status.history.iter().flatten() {
+        if let Some(d) = decision_of(event) {
+            let (step, outcome) = match (d.withdrawal, d.approved) {
+                (true, _) => ("withdrawn", None),
+                (false, true) => ("decided", Some("approved")),
+                (false, false) => ("decided", Some("rejected")),
+            };
+            steps.push(Step {
+                actor: Some(d.principal()),
+                stage: Some(d.stage),
+                outcome: outcome.map(str::to_owned),
+                comment: d.comment.clone(),
+                ..Step::at(step, d.decided_time)
+            });
+            continue;
+        }
         match &event.kind {
-            EventKind::EventRaised { name, input, .. }
-                if name == event_name(ApprovalStage::Upload)
-                    || name == event_name(ApprovalStage::Download) =>
-            {
-                let Ok(d) = serde_json::from_value::<DecisionEvent>(input.clone()) else {
-                    continue;
-                };
-                let (step, outcome) = match (d.withdrawal, d.approved) {
-                    (true, _) => ("withdrawn", None),
-                    (false, true) => ("decided", Some("approved")),
-                    (false, false) => ("decided", Some("rejected")),
-                };
-                steps.push(Step {
-                    actor: Some(d.principal()),
-                    stage: Some(d.stage),
-                    outcome: outcome.map(str::to_owned),
-                    comment: d.comment.clone(),
-                    ..Step::at(step, d.decided_time)
-                });
-            }
             EventKind::TaskScheduled { name, .. } if name == ANALYZE_ACTIVITY => {
                 analyze_ids.push(event.event_id);
                 steps.push(Step::at("analysisStarted", event.timestamp));
@@ -834,17 +845,13 @@ pub fn summarize(status: &InstanceStatus) -> Result<Summary, EngineError> {
     let started = status.history.iter().flatten().next().map(|e| e.timestamp);
     let mut download_started = None;
     for event in status.history.iter().flatten() {
-        match &event.kind {
-            EventKind::EventRaised { name, input, .. }
-                if name == event_name(ApprovalStage::Upload)
-                    || name == event_name(ApprovalStage::Download) =>
-            {
-                if let Ok(d) = serde_json::from_value::<DecisionEvent>(input.clone()) {
-                    if !d.withdrawal {
-                        approvals.push(d);
-                    }
-                }
+        if let Some(d) = decision_of(event) {
+            if !d.withdrawal {
+                approvals.push(d);
             }
+            continue;
+        }
+        match &event.kind {
             EventKind::TaskScheduled { name, .. } if name == ANALYZE_ACTIVITY => {
                 analyze_ids.push(event.event_id);
             }

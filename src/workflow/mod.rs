@@ -22,4 +22,4 @@ pub use file_approval::{
     ApprovalRules, DecisionEvent, DirectInput, Failure, FileInput, Summary, ANALYZE_ACTIVITY,
     ORCHESTRATION, SAME_REVIEWER, SELF_APPROVAL,
 };
-pub use file_approval::{timeline, Step, NOT_THE_UPLOADER};
+pub use file_approval::{four_eyes_refusal, timeline, Step, NOT_THE_UPLOADER};

@@ -17,6 +17,10 @@ use tokio::net::TcpListener;
 pub const ALICE: &str = "alice-token-0123456789";
 pub const BOB: &str = "bob-token-0123456789abc";
 pub const MAX_UPLOAD: u64 = 1024 * 1024;
+/// A third reviewer, for the four-eyes rules (the default apps know alice and bob only).
+pub const CAROL: &str = "carol-token-0123456789ab";
+/// What [`TestApp::upload_as`] uploads.
+pub const PLAIN_BYTES: &[u8] = b"reviewed by people\n";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -185,6 +189,23 @@ impl TestApp {
             .send()
             .await
             .expect("upload request")
+    }
+
+    /// Uploads [`PLAIN_BYTES`] as the holder of `token` (who becomes its uploader) and returns
+    /// the new file's id.
+    pub async fn upload_as(&self, token: &str) -> String {
+        let response = self
+            .client
+            .post(self.url("/api/files?name=people.txt"))
+            .header("Content-Type", "text/plain")
+            .bearer_auth(token)
+            .body(PLAIN_BYTES)
+            .send()
+            .await
+            .expect("upload request");
+        assert_eq!(response.status(), 201, "upload failed");
+        let body: Value = response.json().await.expect("json");
+        body["id"].as_str().expect("id").to_owned()
     }
 
     /// Uploads and returns the new file's id.

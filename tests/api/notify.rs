@@ -12,11 +12,12 @@ use axum::routing::post;
 use axum::Router;
 use serde_json::Value;
 
-use crate::helpers::{pass_minutes, spawn_app_with, Backend, Mode, Options, TestApp, ALICE, BOB};
+use crate::helpers::{
+    pass_minutes, spawn_app_with, Backend, Mode, Options, TestApp, ALICE, BOB, CAROL, PLAIN_BYTES,
+};
 use crate::invocation::{blob_trigger_payload, invoke_ok, record_binding};
 
 const SECRET: &str = "webhook-secret-0123456789";
-const CAROL: &str = "carol-token-0123456789ab";
 
 /// How the receiver answers.
 #[derive(Clone, Copy)]
@@ -123,20 +124,6 @@ async fn app_with_webhook(
     .await
 }
 
-async fn upload_as_alice(app: &TestApp) -> String {
-    let response = app
-        .client
-        .post(app.url("/api/files?name=told.txt"))
-        .bearer_auth(ALICE)
-        .body("people are told\n")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 201);
-    let body: Value = response.json().await.unwrap();
-    body["id"].as_str().unwrap().to_owned()
-}
-
 fn hmac_hex(body: &[u8]) -> String {
     use hmac::{Hmac, Mac};
     let mut mac = Hmac::<sha2::Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
@@ -151,7 +138,7 @@ async fn people_are_told_when_a_file_needs_them_and_when_it_ends(backend: Backen
     let Some(app) = app_with_webhook(backend, &url, vec![]).await else {
         return;
     };
-    let id = upload_as_alice(&app).await;
+    let id = app.upload_as(ALICE).await;
     app.idle().await;
     assert_eq!(receiver.types(), ["FileApprover.AwaitingUploadApproval"]);
     assert_eq!(
@@ -202,7 +189,7 @@ async fn a_receiver_that_fails_first_gets_each_event_under_one_id(backend: Backe
     let Some(app) = app_with_webhook(backend, &url, vec![]).await else {
         return;
     };
-    let id = upload_as_alice(&app).await;
+    let id = app.upload_as(ALICE).await;
     app.idle().await;
     // The receiver refuses, and the review goes on regardless.
     assert_eq!(
@@ -247,7 +234,7 @@ async fn a_receiver_that_hangs_never_holds_a_file_up(backend: Backend) {
     let Some(app) = app_with_webhook(backend, &url, vec![]).await else {
         return;
     };
-    let id = upload_as_alice(&app).await;
+    let id = app.upload_as(ALICE).await;
     assert_eq!(
         app.approve(&id, "upload", Some(BOB), None).await.status(),
         202
@@ -287,7 +274,7 @@ async fn a_reminder_goes_out_before_the_deadline(backend: Backend) {
     else {
         return;
     };
-    let id = upload_as_alice(&app).await;
+    let id = app.upload_as(ALICE).await;
     app.idle().await;
     pass_minutes(&app, &id, backend, 45).await;
     assert_eq!(receiver.types(), ["FileApprover.AwaitingUploadApproval"]);
@@ -332,14 +319,10 @@ async fn under_the_host_people_are_told_and_the_history_is_kept(backend: Backend
     else {
         return;
     };
-    let id = upload_as_alice(&app).await;
+    let id = app.upload_as(ALICE).await;
     assert_eq!(app.status(&id).await["stage"], "Uploaded");
     let record = record_binding(&app, &id).await;
-    invoke_ok(
-        &app,
-        blob_trigger_payload(&id, b"people are told\n", record),
-    )
-    .await;
+    invoke_ok(&app, blob_trigger_payload(&id, PLAIN_BYTES, record)).await;
     app.idle().await;
     assert_eq!(app.status(&id).await["uploader"]["name"], "alice");
     assert_eq!(

@@ -6,10 +6,11 @@ use base64::Engine as _;
 use chrono::SubsecRound;
 use serde_json::Value;
 
-use crate::helpers::{assert_error, spawn_app_with, Backend, Mode, Options, TestApp, ALICE, BOB};
+use crate::helpers::{
+    assert_error, spawn_app_with, Backend, Mode, Options, TestApp, ALICE, BOB, CAROL, PLAIN_BYTES,
+};
 use crate::invocation::{blob_trigger_payload, invoke_ok, record_binding};
 
-const CAROL: &str = "carol-token-0123456789ab";
 const UPLOADER: &str = "uma-uploader-token-0123456";
 
 fn reviewers() -> (&'static str, String) {
@@ -41,7 +42,7 @@ async fn upload_with(app: &TestApp, name: &str, headers: &[(String, String)]) ->
         .client
         .post(app.url(&format!("/api/files?name={name}")))
         .header("Content-Type", "text/plain")
-        .body("reviewed by people\n");
+        .body(PLAIN_BYTES);
     for (k, v) in headers {
         request = request.header(k.as_str(), v.as_str());
     }
@@ -50,13 +51,6 @@ async fn upload_with(app: &TestApp, name: &str, headers: &[(String, String)]) ->
 
 fn bearer(token: &str) -> Vec<(String, String)> {
     vec![("Authorization".into(), format!("Bearer {token}"))]
-}
-
-async fn upload_as(app: &TestApp, token: &str) -> String {
-    let response = upload_with(app, "people.txt", &bearer(token)).await;
-    assert_eq!(response.status(), 201);
-    let body: Value = response.json().await.unwrap();
-    body["id"].as_str().unwrap().to_owned()
 }
 
 async fn decide(
@@ -108,11 +102,7 @@ async fn started(app: &TestApp, mode: Mode, response: reqwest::Response) -> Stri
     let id = body["id"].as_str().unwrap().to_owned();
     if mode == Mode::CustomHandler {
         let record = record_binding(app, &id).await;
-        invoke_ok(
-            app,
-            blob_trigger_payload(&id, b"reviewed by people\n", record),
-        )
-        .await;
+        invoke_ok(app, blob_trigger_payload(&id, PLAIN_BYTES, record)).await;
     }
     id
 }
@@ -123,7 +113,7 @@ async fn an_upload_with_a_known_token_records_its_uploader(backend: Backend) {
     let Some(app) = app_with(backend, Mode::Local, vec![]).await else {
         return;
     };
-    let id = upload_as(&app, ALICE).await;
+    let id = app.upload_as(ALICE).await;
     let status = app.status(&id).await;
     assert_eq!(status["uploader"]["name"], "alice");
     assert_eq!(status["rules"]["fourEyes"], true);
@@ -157,7 +147,7 @@ async fn an_uploaders_list_makes_uploads_need_a_token(backend: Backend) {
         "Unauthorized",
     )
     .await;
-    let id = upload_as(&app, UPLOADER).await;
+    let id = app.upload_as(UPLOADER).await;
     assert_eq!(app.status(&id).await["uploader"]["name"], "uma");
     // An uploader is not a reviewer.
     assert_error(
@@ -174,7 +164,7 @@ async fn nobody_approves_their_own_upload_or_both_stages(backend: Backend) {
     let Some(app) = app_with(backend, Mode::Local, vec![]).await else {
         return;
     };
-    let id = upload_as(&app, ALICE).await;
+    let id = app.upload_as(ALICE).await;
     let refused = assert_error(
         app.approve(&id, "upload", Some(ALICE), None).await,
         403,
@@ -211,7 +201,7 @@ async fn nobody_approves_their_own_upload_or_both_stages(backend: Backend) {
     assert_eq!(done["stage"], "Approved");
 
     // The uploader may still stop their own file.
-    let id = upload_as(&app, ALICE).await;
+    let id = app.upload_as(ALICE).await;
     let rejected = decide(&app, &id, "upload", &bearer(ALICE), false).await;
     assert_eq!(rejected.status(), 202);
     assert_eq!(app.status(&id).await["stage"], "Rejected");
@@ -228,7 +218,7 @@ async fn four_eyes_can_be_turned_off_for_a_single_reviewer_team(backend: Backend
     else {
         return;
     };
-    let id = upload_as(&app, ALICE).await;
+    let id = app.upload_as(ALICE).await;
     assert_eq!(app.status(&id).await["rules"]["fourEyes"], false);
     assert_eq!(
         app.approve(&id, "upload", Some(ALICE), None).await.status(),
@@ -500,7 +490,7 @@ async fn the_history_tells_every_step_with_actor_time_and_outcome(backend: Backe
     let Some(app) = app_with(backend, Mode::Local, vec![]).await else {
         return;
     };
-    let id = upload_as(&app, ALICE).await;
+    let id = app.upload_as(ALICE).await;
     let approved = app
         .approve(
             &id,
@@ -572,7 +562,7 @@ async fn the_uploader_withdraws_a_file_awaiting_a_decision(backend: Backend) {
     let Some(app) = app_with(backend, Mode::Local, vec![]).await else {
         return;
     };
-    let id = upload_as(&app, ALICE).await;
+    let id = app.upload_as(ALICE).await;
     assert_error(
         withdraw(&app, &id, &bearer(BOB), "").await,
         403,
@@ -658,7 +648,7 @@ async fn the_uploader_withdraws_a_file_awaiting_a_decision(backend: Backend) {
     assert_eq!(refused["currentStage"], "Analyzing");
 
     // At the download stage too.
-    let id = upload_as(&app, ALICE).await;
+    let id = app.upload_as(ALICE).await;
     assert_eq!(
         app.approve(&id, "upload", Some(BOB), None).await.status(),
         202
@@ -699,7 +689,7 @@ async fn a_refused_files_bytes_go_after_the_retention(backend: Backend) {
                 .is_ok()
         }
     };
-    let id = upload_as(&app, ALICE).await;
+    let id = app.upload_as(ALICE).await;
     let rejected = decide(&app, &id, "upload", &bearer(BOB), false).await;
     assert_eq!(rejected.status(), 202);
     app.idle().await;
@@ -750,11 +740,11 @@ async fn a_reviewers_inbox_holds_what_they_may_decide_now(backend: Backend) {
     let t0 = chrono::Utc::now().trunc_subsecs(0) - chrono::Duration::hours(1);
     app.clock.set(t0);
     // Alice uploads one; bob uploads another; a third goes through its upload approval by bob.
-    let alices = upload_as(&app, ALICE).await;
+    let alices = app.upload_as(ALICE).await;
     app.clock.set(t0 + chrono::Duration::minutes(1));
-    let bobs = upload_as(&app, BOB).await;
+    let bobs = app.upload_as(BOB).await;
     app.clock.set(t0 + chrono::Duration::minutes(2));
-    let reviewed = upload_as(&app, CAROL).await;
+    let reviewed = app.upload_as(CAROL).await;
     assert_eq!(
         app.approve(&reviewed, "upload", Some(BOB), None)
             .await
@@ -863,7 +853,7 @@ async fn four_eyes_and_quorums_hold_across_two_instances_racing() {
     };
     let (a, b) = (start().await, start().await);
     for _ in 0..3 {
-        let id = upload_as(&a, CAROL).await;
+        let id = a.upload_as(CAROL).await;
         // Two approvals at once, one through each instance: both count.
         let (alice, bob) = tokio::join!(
             a.approve(&id, "upload", Some(ALICE), None),
