@@ -18,10 +18,6 @@ pub enum ApiError {
     InvalidId(String),
     #[error("{0}")]
     InvalidName(String),
-    #[error(
-        "no file name: give ?name=…, an X-File-Name header, or a multipart part with a filename"
-    )]
-    MissingName,
     #[error("the file is empty")]
     EmptyFile,
     #[error("{0}")]
@@ -56,6 +52,10 @@ pub enum ApiError {
     NotApproved { message: String, current: Stage },
     #[error("the upload is larger than the limit of {limit} bytes")]
     TooLarge { limit: u64 },
+    /// 400, not 413: the request is small; what it declares is out of range (as a schema
+    /// violation is), and a client should not retry it smaller.
+    #[error("the declared size is over the limit of {limit} bytes")]
+    DeclaredTooLarge { limit: u64 },
     #[error("{0}")]
     UploadIncomplete(String),
     #[error("storage is unavailable; retry later")]
@@ -74,10 +74,15 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         use ApiError::*;
         match self {
-            InvalidId(_) | InvalidName(_) | MissingName | EmptyFile | InvalidStage(_)
-            | InvalidBody(_) | InvalidQuery(_) | InvalidMultipart(_) | InvalidHeader(_) => {
-                StatusCode::BAD_REQUEST
-            }
+            InvalidId(_)
+            | InvalidName(_)
+            | EmptyFile
+            | DeclaredTooLarge { .. }
+            | InvalidStage(_)
+            | InvalidBody(_)
+            | InvalidQuery(_)
+            | InvalidMultipart(_)
+            | InvalidHeader(_) => StatusCode::BAD_REQUEST,
             Unauthorized(_) => StatusCode::UNAUTHORIZED,
             NotAReviewer(_) | NotAnUploader(_) | SelfApproval(_) | SameReviewer(_)
             | NotTheUploader(_) => StatusCode::FORBIDDEN,
@@ -97,7 +102,6 @@ impl ApiError {
         match self {
             InvalidId(_) => "InvalidId",
             InvalidName(_) => "InvalidName",
-            MissingName => "MissingName",
             EmptyFile => "EmptyFile",
             InvalidStage(_) => "InvalidStage",
             InvalidBody(_) => "InvalidBody",
@@ -115,6 +119,7 @@ impl ApiError {
             WrongStage { .. } => "WrongStage",
             NotApproved { .. } => "NotApproved",
             TooLarge { .. } => "TooLarge",
+            DeclaredTooLarge { .. } => "DeclaredTooLarge",
             UploadIncomplete(_) => "UploadIncomplete",
             StorageUnavailable(_) => "StorageUnavailable",
             InsufficientStorage(_) => "InsufficientStorage",
@@ -207,6 +212,7 @@ impl From<FilesError> for ApiError {
                 ApiError::NotApproved { message, current }
             }
             FilesError::TooLarge { limit } => ApiError::TooLarge { limit },
+            FilesError::DeclaredTooLarge { limit } => ApiError::DeclaredTooLarge { limit },
             FilesError::SelfApproval(message) => ApiError::SelfApproval(message),
             FilesError::SameReviewer(message) => ApiError::SameReviewer(message),
             FilesError::NotTheUploader(message) => ApiError::NotTheUploader(message),

@@ -79,8 +79,8 @@ fn every_error_code_in_the_prose_contract_is_in_the_document() {
     for code in [
         "InvalidId",
         "InvalidName",
-        "MissingName",
         "EmptyFile",
+        "DeclaredTooLarge",
         "InvalidStage",
         "InvalidBody",
         "InvalidQuery",

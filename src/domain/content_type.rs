@@ -161,4 +161,56 @@ mod tests {
         }
         assert!(ContentType::parse(Some(&format!("text/{}", "x".repeat(300)))).is_err());
     }
+
+    /// The document's pattern and `parse` agree (its 255-character cap is `maxLength` in the
+    /// document, so samples stay under it).
+    #[test]
+    fn the_documented_pattern_takes_exactly_the_types_parse_takes() {
+        let pattern = fancy_regex::Regex::new(CONTENT_TYPE_PATTERN).expect("the pattern compiles");
+        let mut samples: Vec<String> = [
+            "",
+            "  ",
+            "\t",
+            "text/plain",
+            "text/plain; charset=utf-8",
+            "a/b;c=d",
+            "a/b ; c=\"x y\"",
+            "a/b; c=\"q\\\"\"",
+            "a/b; c=\"\\\u{1}\"",
+            "text",
+            "/plain",
+            "text/",
+            "a/b/c",
+            "text/\u{1}plain",
+            " text/plain",
+            "text/plain ",
+            "text/plain; charset",
+            "téxt/plain",
+            "a/b; c=\"é\"",
+            "a/b; c=\"\u{85}\"",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let alphabet: Vec<char> = "ab/;= \t\"\\é\u{1}\u{85}".chars().collect();
+        let mut seed: u64 = 0x2545_F491_4F6C_DD1D;
+        for _ in 0..20_000 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let len = (seed % 9) as usize;
+            samples.push(
+                (0..len)
+                    .map(|i| alphabet[((seed >> (7 * i)) % alphabet.len() as u64) as usize])
+                    .collect(),
+            );
+        }
+        for raw in samples {
+            assert_eq!(
+                pattern.is_match(&raw).expect("matches"),
+                ContentType::parse(Some(&raw)).is_ok(),
+                "{raw:?}"
+            );
+        }
+    }
 }

@@ -56,18 +56,26 @@ impl Decision {
         }
     }
 
+    /// No body, or a JSON `null` (what clients send for "no fields"): a JSON body of an
+    /// endpoint whose fields are all optional. A body that is not UTF-8 is refused, not taken
+    /// as empty.
+    pub fn no_fields(body: &[u8]) -> Result<bool, DecisionError> {
+        let text = std::str::from_utf8(body)
+            .map_err(|_| DecisionError::Malformed("the body is not UTF-8".into()))?
+            .trim();
+        Ok(text.is_empty() || text == "null")
+    }
+
     pub fn parse(body: &[u8]) -> Result<Self, DecisionError> {
-        // No body, or a JSON `null` (what clients send for "no fields"), is a plain approval.
-        let text = std::str::from_utf8(body).unwrap_or("").trim();
-        if text.is_empty() || text == "null" {
+        // No fields is a plain approval.
+        if Self::no_fields(body)? {
             return Ok(Decision {
                 approved: true,
                 comment: None,
             });
         }
         // Unknown fields are refused: a typo such as "aproved": false must not silently approve.
-        let parsed: Body =
-            serde_json::from_slice(body).map_err(|e| DecisionError::Malformed(e.to_string()))?;
+        let parsed: Body = super::from_json_object(body).map_err(DecisionError::Malformed)?;
         let comment = Self::comment(parsed.comment)?;
         Ok(Decision {
             approved: parsed.approved.unwrap_or(true),
@@ -112,6 +120,10 @@ mod tests {
             br#"{"approved": true"#,
             br#"{"comment": 5}"#,
             br#"{"approved": null}"#,
+            b"\xff",
+            b"[]",
+            b"[true, \"ok\"]",
+            b"\xef\xbf",
         ] {
             assert!(
                 matches!(Decision::parse(body), Err(DecisionError::Malformed(_))),

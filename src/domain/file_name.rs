@@ -3,7 +3,7 @@ use std::fmt;
 use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
 
 /// A display name given by the uploader. Only ever shown and used as a download name, never as a
-/// path: the last path component of what the client sent, 1–255 bytes of UTF-8, no control
+/// path: the last path component of what the client sent, 1–255 characters, no control
 /// characters, and nothing that makes it read as something it is not (OWASP's file upload
 /// guidance): no format characters (Unicode category Cf: the bidi overrides and isolates that
 /// turn `invoice\u{202E}gpj.exe` into "invoiceexe.jpg", zero-width characters, the byte order
@@ -16,7 +16,7 @@ pub struct FileName(String);
 pub enum FileNameError {
     #[error("the file name is empty")]
     Empty,
-    #[error("the file name is longer than 255 bytes")]
+    #[error("the file name is longer than 255 characters")]
     TooLong,
     #[error("the file name contains a control character")]
     ControlCharacter,
@@ -29,7 +29,14 @@ pub enum FileNameError {
 }
 
 impl FileName {
-    pub const MAX_BYTES: usize = 255;
+    /// Characters, not bytes: the API document can state a length in characters only
+    /// (JSON Schema's `maxLength`), and a name is never a path on a file system here.
+    pub const MAX_CHARS: usize = 255;
+
+    /// The name for a file uploaded without one: its id, which is always a valid name.
+    pub fn unnamed(id: &super::FileId) -> Self {
+        FileName(id.to_string())
+    }
 
     pub fn parse(raw: &str) -> Result<Self, FileNameError> {
         if raw.is_empty() {
@@ -40,14 +47,7 @@ impl FileName {
         if raw.chars().any(char::is_control) {
             return Err(FileNameError::ControlCharacter);
         }
-        if let Some(c) = raw.chars().find(|&c| {
-            matches!(
-                c.general_category(),
-                GeneralCategory::Format
-                    | GeneralCategory::LineSeparator
-                    | GeneralCategory::ParagraphSeparator
-            )
-        }) {
+        if let Some(c) = raw.chars().find(|&c| is_deceptive(c)) {
             return Err(FileNameError::Deceptive(u32::from(c)));
         }
         // Browsers and curl send either separator; Windows clients send full paths.
@@ -55,7 +55,7 @@ impl FileName {
         if last.is_empty() || last == "." || last == ".." {
             return Err(FileNameError::NoFileName);
         }
-        if last.len() > Self::MAX_BYTES {
+        if last.chars().count() > Self::MAX_CHARS {
             return Err(FileNameError::TooLong);
         }
         if last.chars().all(char::is_whitespace) {
@@ -67,6 +67,67 @@ impl FileName {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+}
+
+fn is_deceptive(c: char) -> bool {
+    matches!(
+        c.general_category(),
+        GeneralCategory::Format
+            | GeneralCategory::LineSeparator
+            | GeneralCategory::ParagraphSeparator
+    )
+}
+
+/// The rule of [`FileName::parse`] as a regular expression, for the API document (so that a
+/// generated client or a fuzzer knows exactly which names are taken): an optional path whose
+/// last component is 1–255 characters, not `.` or `..`, not only white space, with no control,
+/// format, line or paragraph separator character anywhere. Built from the same character
+/// predicates as `parse`, as explicit ranges, so that it means the same to every regex engine
+/// whatever its Unicode tables; BMP characters are written `\uXXXX` (ECMA-262 and Python
+/// alike), the few above it literally.
+pub fn file_name_pattern() -> String {
+    let refused = char_class(|c| c.is_control() || is_deceptive(c));
+    let spaces = char_class(|c| c.is_whitespace() && !c.is_control() && !is_deceptive(c));
+    format!(
+        r"^(?:[^{refused}]*[/\\])?(?!\.\.?$)(?![{spaces}]*$)[^{refused}/\\]{{1,{max}}}$",
+        max = FileName::MAX_CHARS
+    )
+}
+
+/// The characters for which `pick` holds, as the inside of a regex character class.
+fn char_class(pick: impl Fn(char) -> bool) -> String {
+    fn one(c: char) -> String {
+        match u32::from(c) {
+            n if n <= 0xFFFF => format!("\\u{n:04x}"),
+            _ => c.to_string(),
+        }
+    }
+    let mut class = String::new();
+    let mut run: Option<(char, char)> = None;
+    let flush = |run: (char, char), class: &mut String| {
+        class.push_str(&one(run.0));
+        if run.1 != run.0 {
+            class.push('-');
+            class.push_str(&one(run.1));
+        }
+    };
+    for c in (0..=0x10FFFF_u32).filter_map(char::from_u32) {
+        if !pick(c) {
+            continue;
+        }
+        run = match run {
+            Some((first, last)) if u32::from(last) + 1 == u32::from(c) => Some((first, c)),
+            Some(done) => {
+                flush(done, &mut class);
+                Some((c, c))
+            }
+            None => Some((c, c)),
+        };
+    }
+    if let Some(done) = run {
+        flush(done, &mut class);
+    }
+    class
 }
 
 impl fmt::Display for FileName {
@@ -163,16 +224,89 @@ mod tests {
     }
 
     #[test]
-    fn names_are_limited_to_255_bytes_not_characters() {
+    fn names_are_limited_to_255_characters() {
         assert!(FileName::parse(&"a".repeat(255)).is_ok());
+        assert!(FileName::parse(&"é".repeat(255)).is_ok());
+        assert!(FileName::parse(&format!("dir/{}", "a".repeat(255))).is_ok());
         assert_eq!(
             FileName::parse(&"a".repeat(256)),
             Err(FileNameError::TooLong)
         );
-        // 128 two-byte characters are 256 bytes.
         assert_eq!(
-            FileName::parse(&"é".repeat(128)),
+            FileName::parse(&"é".repeat(256)),
             Err(FileNameError::TooLong)
         );
+    }
+
+    /// The document's pattern and `parse` agree on names built to sit on every edge of the
+    /// rule, and on random ones.
+    #[test]
+    fn the_documented_pattern_takes_exactly_the_names_parse_takes() {
+        let pattern = fancy_regex::Regex::new(&file_name_pattern()).expect("the pattern compiles");
+        let mut samples: Vec<String> = [
+            "report.pdf",
+            "../../etc/passwd",
+            r"C:\Users\me\q3.xlsx",
+            "résumé 2026.docx",
+            "",
+            "dir/",
+            ".",
+            "..",
+            "a/.",
+            "a/..",
+            "...",
+            ".hidden",
+            "   ",
+            "dir/ \u{3000} ",
+            " a.txt ",
+            "a\nb",
+            "a\u{0}/b",
+            "x\u{7f}",
+            "x\u{85}",
+            "invoice\u{202E}gpj.exe",
+            "re\u{200B}port",
+            "a\u{2028}b",
+            "\u{FEFF}",
+            "x\u{E0001}",
+            "x\u{1D173}",
+            "😀.png",
+            "a\u{A0}",
+            "\u{A0}",
+            "\\",
+            "/",
+            "a\\b/c",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        samples.extend([
+            "a".repeat(255),
+            "a".repeat(256),
+            "é".repeat(255),
+            "é".repeat(256),
+        ]);
+        samples.push(format!("{}/{}", "b".repeat(300), "a".repeat(255)));
+        // A small deterministic generator over an alphabet that mixes every kind of character.
+        let alphabet: Vec<char> = "a. /\\\t\u{85}\u{A0}\u{200B}\u{3000}é😀\u{E0020}"
+            .chars()
+            .collect();
+        let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
+        for _ in 0..5_000 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let len = (seed % 6) as usize;
+            let name: String = (0..len)
+                .map(|i| alphabet[((seed >> (8 * i)) % alphabet.len() as u64) as usize])
+                .collect();
+            samples.push(name);
+        }
+        for name in samples {
+            assert_eq!(
+                pattern.is_match(&name).expect("matches"),
+                FileName::parse(&name).is_ok(),
+                "{name:?}"
+            );
+        }
     }
 }

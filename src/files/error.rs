@@ -24,6 +24,9 @@ pub enum FilesError {
     NotApproved { message: String, current: Stage },
     #[error("the upload is larger than the limit of {limit} bytes")]
     TooLarge { limit: u64 },
+    /// An upload URL asked for a file over the limit: a bad declaration, not a large request.
+    #[error("the declared size is over the limit of {limit} bytes")]
+    DeclaredTooLarge { limit: u64 },
     #[error("the file is empty")]
     EmptyFile,
     /// The uploader says an upload URL's upload is done, but its blob is not there.

@@ -100,7 +100,8 @@ impl Default for Policy {
 
 /// An upload as the edge parsed it.
 pub struct NewUpload {
-    pub name: FileName,
+    /// `None` names the file after its id.
+    pub name: Option<FileName>,
     pub content_type: ContentType,
     /// The file's bytes. Stream errors other than [`BodyTooLarge`] come back as
     /// [`FilesError::Body`] with the stream's own error inside.
@@ -225,9 +226,10 @@ impl Files {
     /// and marker. In local mode the workflow starts right away; if that fails the file is still
     /// stored (a retry would upload it twice) and the next sweep starts it.
     pub async fn upload(&self, upload: NewUpload) -> Result<FileView, FilesError> {
+        let id = FileId::new();
         let record = FileRecord {
-            id: FileId::new(),
-            name: upload.name,
+            name: upload.name.unwrap_or_else(|| FileName::unnamed(&id)),
+            id,
             content_type: upload.content_type,
             created_time: self.clock.now(),
             direct: None,
@@ -310,7 +312,7 @@ impl Files {
             return Err(FilesError::EmptyFile);
         }
         if upload.declared_size > limit {
-            return Err(FilesError::TooLarge { limit });
+            return Err(FilesError::DeclaredTooLarge { limit });
         }
         let now = self.clock.now();
         // Whole seconds, as the SAS `se` field carries them.

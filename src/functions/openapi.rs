@@ -118,7 +118,7 @@ pub struct DecisionBody {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[allow(dead_code)] // a schema only: `uploads::Declaration` reads it
 pub struct DeclarationBody {
-    #[schema(min_length = 1, max_length = 255)]
+    /// The display name: see `uploadFile`'s `name`.
     name: String,
     /// Bytes the upload will hold, exactly. The maximum is the default of
     /// `FILE_APPROVER_MAX_DIRECT_UPLOAD_BYTES` (1 TiB); a deployment may set a lower one (413).
@@ -130,7 +130,7 @@ pub struct DeclarationBody {
     content_type: Option<String>,
 }
 
-/// A file's raw bytes.
+/// A file's raw bytes: at least one (an empty file is refused with `EmptyFile`).
 #[derive(Serialize, ToSchema)]
 #[schema(value_type = String, format = Binary)]
 #[allow(dead_code)] // a schema only
@@ -325,11 +325,37 @@ pub fn document() -> String {
         Err(e) => return format!("{{\"error\": \"{e}\"}}\n"),
     };
     spec_link_keys(&mut doc);
-    // The media-type rule lives once, in the domain type that enforces it.
+    // The media-type and file-name rules live once, in the domain types that enforce them.
     if let Some(content_type) =
         doc.pointer_mut("/components/schemas/DeclarationBody/properties/contentType")
     {
         content_type["pattern"] = serde_json::Value::from(crate::domain::CONTENT_TYPE_PATTERN);
+    }
+    // utoipa takes no length on a binary newtype: an empty file is refused (`EmptyFile`).
+    for pointer in [
+        "/components/schemas/BinaryBody",
+        "/components/schemas/MultipartUpload/properties/file",
+    ] {
+        if let Some(binary) = doc.pointer_mut(pointer) {
+            binary["minLength"] = serde_json::Value::from(1);
+        }
+    }
+    // Other form fields are skipped, but their names travel in part headers, where HTTP takes
+    // no control character but the tab (the multipart parser refuses the form).
+    if let Some(form) = doc.pointer_mut("/components/schemas/MultipartUpload") {
+        form["propertyNames"] = serde_json::json!({"pattern": "^[^\\x00-\\x08\\x0a-\\x1f\\x7f]*$"});
+    }
+    let name_pattern = serde_json::Value::from(crate::domain::file_name_pattern());
+    if let Some(name) = doc.pointer_mut("/components/schemas/DeclarationBody/properties/name") {
+        name["pattern"] = name_pattern.clone();
+    }
+    if let Some(parameters) = doc
+        .pointer_mut("/paths/~1api~1files/post/parameters")
+        .and_then(|p| p.as_array_mut())
+    {
+        for parameter in parameters.iter_mut().filter(|p| p["name"] == "name") {
+            parameter["schema"]["pattern"] = name_pattern.clone();
+        }
     }
     let mut text = serde_json::to_string_pretty(&doc).unwrap_or_default();
     text.push('\n');

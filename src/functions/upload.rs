@@ -1,10 +1,9 @@
-//! `upload/`: `POST /api/files` — a raw body (`?name=` or `X-File-Name`) or a multipart form
+//! `upload/`: `POST /api/files` — a raw body (named by `?name=` or `X-File-Name`, else after its
+//! id) or a multipart form
 //! with a file part, streamed (never held whole) into [`crate::files::Files::upload`], which owns the rest:
 //! record, blob, commit, start (crate::files).
 
 use std::borrow::Cow;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 
 use axum::body::Body;
 use axum::extract::{RawQuery, State};
@@ -83,7 +82,7 @@ fn parse_content_type(raw: Option<&str>) -> Result<ContentType, ApiError> {
     operation_id = "uploadFile",
     tag = "files",
     params(
-        ("name" = Option<String>, Query, min_length = 1, max_length = 255, description = "The display name (or X-File-Name, or a multipart part's filename)"),
+        ("name" = Option<String>, Query, description = "The display name (else X-File-Name, else a multipart part's filename, else the id); its last path component is kept"),
     ),
     request_body(
         description = "The file's bytes (raw, with Content-Type), or multipart/form-data with one file part",
@@ -95,7 +94,7 @@ fn parse_content_type(raw: Option<&str>) -> Result<ContentType, ApiError> {
     responses(
         (status = 201, description = "Stored; its workflow started (local mode) or about to (under the host)", body = FileStatus,
             headers(("Location" = String, description = "The file's status"))),
-        (status = 400, description = "InvalidName, MissingName, EmptyFile, InvalidBody, InvalidMultipart, InvalidQuery, InvalidHeader", body = super::openapi::ErrorBody),
+        (status = 400, description = "InvalidName, EmptyFile, InvalidBody, InvalidMultipart, InvalidQuery, InvalidHeader", body = super::openapi::ErrorBody),
         (status = 401, description = "Unauthorized: an unknown token, or none where uploads need one", body = super::openapi::ErrorBody,
             headers(("WWW-Authenticate" = String))),
         (status = 403, description = "NotAnUploader", body = super::openapi::ErrorBody),
@@ -199,7 +198,7 @@ async fn multipart_upload(
         Some(n) => n,
         None => field.file_name().unwrap_or_default().to_owned(),
     };
-    let name = FileName::parse(&raw_name).map_err(|e| ApiError::InvalidName(e.to_string()))?;
+    let name = Some(FileName::parse(&raw_name).map_err(|e| ApiError::InvalidName(e.to_string()))?);
     // The part's own header, as given: multer drops a type it cannot parse, which would
     // store such a file as octet-stream where a raw upload with that type is refused.
     let part_type = match field.headers().get(header::CONTENT_TYPE) {
@@ -209,7 +208,23 @@ async fn multipart_upload(
         })?),
     };
     let content_type = parse_content_type(part_type)?;
-    let stream = field.map_err(move |e| -> BoxError {
+    Ok(NewUpload {
+        name,
+        content_type,
+        body: Box::pin(file_part_then_rest(field, multipart, limit)),
+        uploader: None,
+    })
+}
+
+/// The file part's bytes, then the rest of the form read through and dropped: the request is
+/// the whole form, so one that turns out malformed after the file part fails the upload
+/// (nothing is committed) as it would before it.
+fn file_part_then_rest(
+    field: multer::Field<'static>,
+    multipart: multer::Multipart<'static>,
+    limit: u64,
+) -> impl Stream<Item = Result<axum::body::Bytes, BoxError>> + Send + 'static {
+    let fail = move |e: multer::Error| -> BoxError {
         match e {
             multer::Error::StreamSizeExceeded { .. } | multer::Error::FieldSizeExceeded { .. } => {
                 Box::new(BodyTooLarge { limit })
@@ -217,17 +232,24 @@ async fn multipart_upload(
             multer::Error::StreamReadFailed(inner) => Box::new(Interrupted(inner.to_string())),
             other => Box::new(BadMultipart(other.to_string())),
         }
-    });
-    // Keep the multipart reader alive for as long as its field streams.
-    let stream = KeepAlive {
-        inner: Box::pin(stream),
-        _owner: multipart,
     };
-    Ok(NewUpload {
-        name,
-        content_type,
-        body: Box::pin(stream),
-        uploader: None,
+    // The state is the form being read; `None` once it failed.
+    futures::stream::unfold(Some((field, multipart)), move |reading| async move {
+        let (mut field, mut multipart) = reading?;
+        match field.chunk().await {
+            Ok(Some(bytes)) => Some((Ok(bytes), Some((field, multipart)))),
+            Ok(None) => {
+                drop(field);
+                let rest = async {
+                    while let Some(mut other) = multipart.next_field().await? {
+                        while other.chunk().await?.is_some() {}
+                    }
+                    Ok::<(), multer::Error>(())
+                };
+                rest.await.err().map(|e| (Err(fail(e)), None))
+            }
+            Err(e) => Some((Err(fail(e)), None)),
+        }
     })
 }
 
@@ -237,8 +259,11 @@ fn raw_upload(
     content_length: Option<u64>,
     body: Body,
 ) -> Result<NewUpload, ApiError> {
-    let raw_name = declared_name.ok_or(ApiError::MissingName)?;
-    let name = FileName::parse(&raw_name).map_err(|e| ApiError::InvalidName(e.to_string()))?;
+    // No name at all is taken: the file is named after its id (what `curl --data-binary @f`
+    // sends); a name that is given must be a good one.
+    let name = declared_name
+        .map(|raw| FileName::parse(&raw).map_err(|e| ApiError::InvalidName(e.to_string())))
+        .transpose()?;
     if content_length == Some(0) {
         return Err(ApiError::EmptyFile);
     }
@@ -268,18 +293,5 @@ fn body_error(source: BoxError) -> ApiError {
     match source.downcast_ref::<BadMultipart>() {
         Some(m) => ApiError::InvalidMultipart(m.to_string()),
         None => ApiError::InvalidBody(source.to_string()),
-    }
-}
-
-/// A field stream that owns the multipart reader it came from.
-struct KeepAlive<S> {
-    inner: Pin<Box<S>>,
-    _owner: multer::Multipart<'static>,
-}
-
-impl<S: Stream> Stream for KeepAlive<S> {
-    type Item = S::Item;
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.inner.as_mut().poll_next(cx)
     }
 }

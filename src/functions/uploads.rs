@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use super::blobs::UploadListener;
 use super::{api_time, AppState};
-use crate::domain::{ContentType, FileId, FileName};
+use crate::domain::{from_json_object, ContentType, FileId, FileName};
 use crate::error::ApiError;
 use crate::files::{Files, NewDirectUpload};
 
@@ -111,10 +111,9 @@ pub struct TicketLinks {
     responses(
         (status = 201, description = "An upload URL for the file's bytes", body = UploadTicket,
             headers(("Location" = String, description = "The file's status"))),
-        (status = 400, description = "InvalidBody, InvalidName, EmptyFile, InvalidQuery, InvalidHeader", body = super::openapi::ErrorBody),
+        (status = 400, description = "InvalidBody, InvalidName, EmptyFile, DeclaredTooLarge, InvalidQuery, InvalidHeader", body = super::openapi::ErrorBody),
         (status = 401, description = "Unauthorized", body = super::openapi::ErrorBody, headers(("WWW-Authenticate" = String))),
         (status = 403, description = "NotAnUploader", body = super::openapi::ErrorBody),
-        (status = 413, description = "TooLarge", body = super::openapi::ErrorBody),
         (status = 503, description = "StorageUnavailable", body = super::openapi::ErrorBody, headers(("Retry-After" = String))),
         (status = 507, description = "InsufficientStorage", body = super::openapi::ErrorBody),
     ),
@@ -126,7 +125,7 @@ pub async fn create(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let uploader = state.access.uploader(&headers)?;
-    let declaration: Declaration = serde_json::from_slice(&body)
+    let declaration: Declaration = from_json_object(&body)
         .map_err(|e| ApiError::InvalidBody(format!("the upload declaration: {e}")))?;
     let name =
         FileName::parse(&declaration.name).map_err(|e| ApiError::InvalidName(e.to_string()))?;

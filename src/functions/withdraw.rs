@@ -11,7 +11,7 @@ use axum::Json;
 use serde::Deserialize;
 
 use super::{parse_id, AppState, FileStatus};
-use crate::domain::Decision;
+use crate::domain::{from_json_object, Decision};
 use crate::error::ApiError;
 
 /// A withdrawal's body is a comment at most.
@@ -56,11 +56,10 @@ pub async fn withdraw(
         )
     })?;
     let body = body.map_err(|e| ApiError::InvalidBody(e.body_text()))?;
-    let text = std::str::from_utf8(&body).unwrap_or("").trim();
-    let comment = if text.is_empty() || text == "null" {
+    let comment = if Decision::no_fields(&body).map_err(|e| ApiError::InvalidBody(e.to_string()))? {
         None
     } else {
-        let w: Withdrawal = serde_json::from_slice(&body)
+        let w: Withdrawal = from_json_object(&body)
             .map_err(|e| ApiError::InvalidBody(format!("a withdrawal: {e}")))?;
         Decision::comment(w.comment).map_err(|e| ApiError::InvalidBody(e.to_string()))?
     };

@@ -236,6 +236,7 @@ async fn bad_upload_declarations_are_refused(backend: Backend) {
     );
     for (body, status, code) in [
         (json!({"size": 10}), 400, "InvalidBody"),
+        (json!(["a.pdf", 10]), 400, "InvalidBody"),
         (json!({"name": "a.pdf"}), 400, "InvalidBody"),
         (json!({"name": "a.pdf", "size": -1}), 400, "InvalidBody"),
         (json!({"name": "a.pdf", "size": 10.5}), 400, "InvalidBody"),
@@ -248,8 +249,8 @@ async fn bad_upload_declarations_are_refused(backend: Backend) {
         (json!({"name": "a.pdf", "size": 0}), 400, "EmptyFile"),
         (
             json!({"name": "a.pdf", "size": 1u64 << 41}),
-            413,
-            "TooLarge",
+            400,
+            "DeclaredTooLarge",
         ),
         (
             json!({"name": "reports/../", "size": 10}),

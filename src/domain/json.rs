@@ -1,0 +1,36 @@
+//! The one way a JSON request body becomes a struct.
+
+use serde::de::DeserializeOwned;
+
+/// `body` as `T`, which must be written as a JSON object: serde's derived structs also take a
+/// JSON array of their fields in order (`[]` would be a withdrawal with no comment, `["a.pdf",
+/// 10]` a declaration), a shape no client means and the API document does not allow.
+pub fn from_json_object<T: DeserializeOwned>(body: &[u8]) -> Result<T, String> {
+    let first = body.iter().find(|b| !b.is_ascii_whitespace());
+    if first != Some(&b'{') {
+        return Err("the body must be a JSON object".into());
+    }
+    serde_json::from_slice(body).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(serde::Deserialize, Debug)]
+    #[allow(dead_code)]
+    struct Two {
+        #[serde(default)]
+        a: Option<u8>,
+        #[serde(default)]
+        b: Option<u8>,
+    }
+
+    #[test]
+    fn only_an_object_is_taken() {
+        assert!(from_json_object::<Two>(b" {\"a\": 1}").is_ok());
+        for body in [&b"[]"[..], b"[1, 2]", b"1", b"\"a\"", b"", b"null"] {
+            assert!(from_json_object::<Two>(body).is_err(), "{body:?}");
+        }
+    }
+}
