@@ -44,6 +44,8 @@ pub enum ApiError {
     NotTheUploader(String),
     #[error("{0}")]
     NotFound(String),
+    #[error("{0}")]
+    NoPreview(String),
     #[error("{method} is not allowed here")]
     MethodNotAllowed { method: String },
     #[error("{message}")]
@@ -86,7 +88,7 @@ impl ApiError {
             Unauthorized(_) => StatusCode::UNAUTHORIZED,
             NotAReviewer(_) | NotAnUploader(_) | SelfApproval(_) | SameReviewer(_)
             | NotTheUploader(_) => StatusCode::FORBIDDEN,
-            NotFound(_) => StatusCode::NOT_FOUND,
+            NotFound(_) | NoPreview(_) => StatusCode::NOT_FOUND,
             MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             WrongStage { .. } | NotApproved { .. } | UploadIncomplete(_) => StatusCode::CONFLICT,
             TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
@@ -115,6 +117,7 @@ impl ApiError {
             SameReviewer(_) => "SameReviewer",
             NotTheUploader(_) => "NotTheUploader",
             NotFound(_) => "NotFound",
+            NoPreview(_) => "NoPreview",
             MethodNotAllowed { .. } => "MethodNotAllowed",
             WrongStage { .. } => "WrongStage",
             NotApproved { .. } => "NotApproved",
@@ -217,6 +220,7 @@ impl From<FilesError> for ApiError {
             FilesError::SameReviewer(message) => ApiError::SameReviewer(message),
             FilesError::NotTheUploader(message) => ApiError::NotTheUploader(message),
             FilesError::EmptyFile => ApiError::EmptyFile,
+            FilesError::NoPreview(message) => ApiError::NoPreview(message),
             e @ FilesError::UploadIncomplete(_) => ApiError::UploadIncomplete(e.to_string()),
             FilesError::Body(source) => ApiError::InvalidBody(source.to_string()),
             FilesError::BadContinuation => {

@@ -93,6 +93,7 @@ fn every_error_code_in_the_prose_contract_is_in_the_document() {
         "SameReviewer",
         "NotTheUploader",
         "NotFound",
+        "NoPreview",
         "WrongStage",
         "NotApproved",
         "TooLarge",

@@ -57,13 +57,15 @@ impl Decision {
     }
 
     /// No body, or a JSON `null` (what clients send for "no fields"): a JSON body of an
-    /// endpoint whose fields are all optional. A body that is not UTF-8 is refused, not taken
-    /// as empty.
+    /// endpoint whose fields are all optional. A body that is not UTF-8, or only white space
+    /// (not JSON, and not nothing), is refused, not taken as empty.
     pub fn no_fields(body: &[u8]) -> Result<bool, DecisionError> {
+        if body.is_empty() {
+            return Ok(true);
+        }
         let text = std::str::from_utf8(body)
-            .map_err(|_| DecisionError::Malformed("the body is not UTF-8".into()))?
-            .trim();
-        Ok(text.is_empty() || text == "null")
+            .map_err(|_| DecisionError::Malformed("the body is not UTF-8".into()))?;
+        Ok(text.trim() == "null")
     }
 
     pub fn parse(body: &[u8]) -> Result<Self, DecisionError> {
@@ -97,7 +99,10 @@ mod tests {
                 comment: None
             }
         );
-        assert!(Decision::parse(b"  \n").unwrap().approved);
+        assert!(Decision::parse(b" null\n").unwrap().approved);
+        // White space alone is neither nothing nor JSON (found by Schemathesis).
+        assert!(Decision::parse(b"\r").is_err());
+        assert!(Decision::parse(b"  \n").is_err());
         // A JSON null is no fields at all, like an empty body (not `"approved": null`).
         assert!(Decision::parse(b"null").unwrap().approved);
         assert!(Decision::parse(br#"{"approved": null}"#).is_err());

@@ -29,6 +29,9 @@ pub enum FilesError {
     DeclaredTooLarge { limit: u64 },
     #[error("the file is empty")]
     EmptyFile,
+    /// The file is not text or a small raster image: there is nothing safe to show.
+    #[error("{0}")]
+    NoPreview(String),
     /// The uploader says an upload URL's upload is done, but its blob is not there.
     #[error("file {0} has not arrived through its upload URL yet")]
     UploadIncomplete(FileId),

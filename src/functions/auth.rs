@@ -76,10 +76,19 @@ impl Access {
             }
         }
         match bearer(headers)? {
-            Some(token) => self
-                .reviewers
-                .authenticate(token)
-                .ok_or_else(|| ApiError::Unauthorized("the token belongs to no reviewer".into())),
+            Some(token) => match self.reviewers.authenticate(token) {
+                Some(reviewer) => Ok(reviewer),
+                // Known, but only as an uploader: who they are is settled (not 401), what they
+                // may do is not this.
+                None => match self.uploaders.authenticate(token) {
+                    Some(uploader) => Err(ApiError::NotAReviewer(format!(
+                        "{uploader} may upload but not review"
+                    ))),
+                    None => Err(ApiError::Unauthorized(
+                        "the token belongs to no reviewer".into(),
+                    )),
+                },
+            },
             None => Err(ApiError::Unauthorized(match self.easy_auth {
                 Some(_) => {
                     "sign in (App Service Authentication) or send Authorization: Bearer <token>"

@@ -10,6 +10,11 @@
 //! | `status/`       | `GET /api/files`, `GET /api/files/{id}`       | [`status`]       |
 //! | `approve/`      | `POST /api/files/{id}/approvals/{stage}`      | [`approve`]      |
 //! | `download/`     | `GET /api/files/{id}/download`                | [`download`]     |
+//! | `preview/`      | `GET /api/files/{id}/preview`                 | [`preview`]      |
+//! | `history/`      | `GET /api/files/{id}/history`                 | [`history`]      |
+//! | `withdraw/`     | `POST /api/files/{id}/withdraw`               | [`withdraw`]     |
+//! | `openapi/`      | `GET /api/openapi.json`                       | [`openapi`]      |
+//! | `ui/`           | `GET /api/ui/…` (the reviewers' web page)     | [`ui`]           |
 //! | `orchestrator/` | blob trigger → `POST /orchestrator`           | [`orchestrator`] |
 //! | `uploaded/`     | Event Grid trigger → `POST /uploaded`         | [`uploaded`]     |
 //! | `work/`         | queue trigger → `POST /work`                  | [`work`]         |
@@ -26,8 +31,10 @@ pub mod history;
 pub mod invocation;
 pub mod openapi;
 pub mod orchestrator;
+pub mod preview;
 pub mod status;
 pub mod sweep;
+pub mod ui;
 pub mod upload;
 pub mod uploaded;
 pub mod uploads;
@@ -83,6 +90,10 @@ pub fn router(state: AppState) -> Router {
         .route("/api/files/{id}/download", get(download::download))
         .route("/api/openapi.json", get(openapi::openapi_json))
         .route("/api/files/{id}/history", get(history::history))
+        .route("/api/files/{id}/preview", get(preview::preview))
+        .route("/api/ui", get(ui::index))
+        .route("/api/ui/", get(ui::index))
+        .route("/api/ui/{*path}", get(ui::file))
         .route(
             "/api/files/{id}/withdraw",
             post(withdraw::withdraw).layer(DefaultBodyLimit::max(withdraw::MAX_BODY_BYTES)),

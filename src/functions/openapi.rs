@@ -11,7 +11,7 @@ use utoipa::openapi::{OpenApi as OpenApiDoc, RefOr};
 use utoipa::{Modify, OpenApi, ToSchema};
 
 use super::{
-    approve, complete, download, history, status, upload, uploads, withdraw, DecisionView,
+    approve, complete, download, history, preview, status, upload, uploads, withdraw, DecisionView,
     FailureView, FileStatus, Links, PrincipalView, RulesView,
 };
 
@@ -176,6 +176,7 @@ pub struct WithdrawalBody {
         approve::approve,
         withdraw::withdraw,
         history::history,
+        preview::preview,
         download::download,
         openapi_json,
     ),

@@ -176,6 +176,10 @@ impl<L: Layer> Storage for Layered<L> {
         self.inner.backend_name()
     }
 
+    fn signed_url_origin(&self) -> String {
+        self.inner.signed_url_origin()
+    }
+
     async fn ensure_container(&self, container: &str) -> StoreResult<()> {
         self.layer
             .around(

@@ -396,6 +396,10 @@ pub trait Storage: Send + Sync + 'static {
     /// A short name for logs and benchmark tables (`embedded`, `azure`).
     fn backend_name(&self) -> &'static str;
 
+    /// The origin (`scheme://host[:port]`) that signed URLs point at: a browser page that sends
+    /// bytes to an upload URL must be allowed to connect there (its Content-Security-Policy).
+    fn signed_url_origin(&self) -> String;
+
     /// Creates the container if missing. Idempotent.
     async fn ensure_container(&self, container: &str) -> StoreResult<()>;
 

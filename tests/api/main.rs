@@ -12,5 +12,6 @@ mod keyless;
 mod lifecycle;
 mod notify;
 mod people;
+mod review_page;
 mod robustness;
 mod workflow;

@@ -149,11 +149,11 @@ async fn an_uploaders_list_makes_uploads_need_a_token(backend: Backend) {
     .await;
     let id = app.upload_as(UPLOADER).await;
     assert_eq!(app.status(&id).await["uploader"]["name"], "uma");
-    // An uploader is not a reviewer.
+    // An uploader is known (not 401) but is not a reviewer.
     assert_error(
         app.approve(&id, "upload", Some(UPLOADER), None).await,
-        401,
-        "Unauthorized",
+        403,
+        "NotAReviewer",
     )
     .await;
 }

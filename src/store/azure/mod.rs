@@ -370,6 +370,10 @@ impl Storage for AzureStore {
         "azure"
     }
 
+    fn signed_url_origin(&self) -> String {
+        self.settings.blob_endpoint.origin().ascii_serialization()
+    }
+
     async fn ensure_container(&self, container: &str) -> StoreResult<()> {
         validate_container_name(container)?;
         created(

@@ -285,6 +285,10 @@ impl Storage for EmbeddedStore {
         "embedded"
     }
 
+    fn signed_url_origin(&self) -> String {
+        self.inner.signer.origin()
+    }
+
     async fn ensure_container(&self, container: &str) -> StoreResult<()> {
         validate_container_name(container)?;
         let dir = self.inner.blobs_root.join(container);

@@ -147,6 +147,13 @@ impl Signer {
         Ok(Signer { keyed, base_url })
     }
 
+    /// Where links point: the base URL's scheme, host and port.
+    pub(super) fn origin(&self) -> String {
+        Url::parse(&self.base_url)
+            .map(|url| url.origin().ascii_serialization())
+            .unwrap_or_default()
+    }
+
     /// The expiry is cut to whole seconds downwards: a link may die up to a second early,
     /// never late.
     pub(super) fn url(&self, request: &SignedUrlRequest<'_>) -> String {

@@ -1,0 +1,102 @@
+//! What a reviewer may look at before deciding: the first part of a text file, or a small
+//! raster image. Only kinds a browser shows without running anything: never SVG or HTML (they
+//! carry script), never a type the uploader merely declared — the bytes decide.
+
+use bytes::Bytes;
+
+/// Images are shown whole or not at all (a cut image does not decode).
+pub const MAX_IMAGE_BYTES: u64 = 4 * 1024 * 1024;
+/// Text is shown up to this many bytes, cut at a character boundary.
+pub const MAX_TEXT_BYTES: usize = 64 * 1024;
+
+/// A preview, ready to serve.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Preview {
+    /// `image/png`, `image/jpeg`, `image/gif`, `image/webp` or `text/plain; charset=utf-8`.
+    pub media_type: &'static str,
+    pub bytes: Bytes,
+    /// Only the first [`MAX_TEXT_BYTES`] of a longer text.
+    pub truncated: bool,
+}
+
+/// What the first bytes of a file say it is, as far as previews go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Image(&'static str),
+    Text,
+}
+
+/// Raster images by their magic bytes, or UTF-8 text without NUL (a cut at the end of
+/// `prefix` may split a character: `complete` says whether `prefix` is the whole file).
+pub fn kind(prefix: &[u8], complete: bool) -> Option<Kind> {
+    if let Some(found) = infer::get(prefix) {
+        match found.mime_type() {
+            m @ ("image/png" | "image/jpeg" | "image/gif" | "image/webp") => {
+                return Some(Kind::Image(m))
+            }
+            // HTML, XML, scripts: text, shown as such below.
+            _ if found.matcher_type() == infer::MatcherType::Text => {}
+            _ => return None,
+        }
+    }
+    let text_end = text_prefix_len(prefix, complete)?;
+    (text_end > 0 || prefix.is_empty()).then_some(Kind::Text)
+}
+
+/// The length of the valid UTF-8 text at the start of `prefix`, or `None` when it is not text
+/// (invalid UTF-8 before the end, or a NUL byte).
+pub fn text_prefix_len(prefix: &[u8], complete: bool) -> Option<usize> {
+    if prefix.contains(&0) {
+        return None;
+    }
+    match std::str::from_utf8(prefix) {
+        Ok(_) => Some(prefix.len()),
+        // Only a character cut by the end of a partial read is forgiven.
+        Err(e) if !complete && e.error_len().is_none() => Some(e.valid_up_to()),
+        Err(_) => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PNG: &[u8] =
+        b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x00\x00\x00\x00";
+
+    #[test]
+    fn raster_images_are_shown_by_their_bytes() {
+        assert_eq!(kind(PNG, true), Some(Kind::Image("image/png")));
+        assert_eq!(
+            kind(b"GIF89a\x01\x00\x01\x00", true),
+            Some(Kind::Image("image/gif"))
+        );
+    }
+
+    #[test]
+    fn markup_and_script_are_text_never_a_page() {
+        // SVG and HTML are text to a preview: shown as characters, never rendered.
+        assert_eq!(kind(b"<svg onload=alert(1)></svg>", true), Some(Kind::Text));
+        assert_eq!(
+            kind(b"<!doctype html><script>x</script>", true),
+            Some(Kind::Text)
+        );
+    }
+
+    #[test]
+    fn binary_files_have_no_preview() {
+        assert_eq!(kind(b"PK\x03\x04\x14\x00\x00\x00", true), None);
+        assert_eq!(kind(b"abc\x00def", true), None);
+        assert_eq!(kind(b"\xff\xfe\xfd", true), None);
+        assert_eq!(kind(b"%PDF-1.7\n", true), None);
+    }
+
+    #[test]
+    fn a_character_cut_by_a_partial_read_is_forgiven_only_at_the_end() {
+        let text = "héllo".as_bytes();
+        let cut = &text[..2];
+        assert_eq!(text_prefix_len(cut, false), Some(1));
+        assert_eq!(text_prefix_len(cut, true), None);
+        assert_eq!(text_prefix_len(b"a\xffb", false), None);
+    }
+}

@@ -1,0 +1,84 @@
+//! `preview/`: `GET /api/files/{id}/preview` — for reviewers, the first part of a text file or
+//! a small raster image ([`crate::files::Files::preview`]), served so that no browser can run
+//! it: the type comes from the bytes, `nosniff`, a sandboxing Content-Security-Policy, and
+//! text is `text/plain` whatever it holds.
+
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, HeaderValue};
+use axum::response::{IntoResponse, Response};
+
+use super::{parse_id, AppState};
+use crate::error::ApiError;
+
+/// Says a text preview is only the file's first part.
+pub const TRUNCATED_HEADER: &str = "x-preview-truncated";
+
+#[utoipa::path(
+    get,
+    path = "/api/files/{id}/preview",
+    operation_id = "getPreview",
+    tag = "review",
+    params(("id" = uuid::Uuid, Path, description = "The file id")),
+    responses(
+        (status = 200, description = "The first 64 KiB of a text file (text/plain; charset=utf-8), or a PNG, JPEG, GIF or WebP image of at most 4 MiB, whole",
+            content(
+                (String = "text/plain"),
+                (super::openapi::BinaryBody = "image/png"),
+                (super::openapi::BinaryBody = "image/jpeg"),
+                (super::openapi::BinaryBody = "image/gif"),
+                (super::openapi::BinaryBody = "image/webp"),
+            ),
+            headers(
+                ("X-Preview-Truncated" = String, description = "true when the text goes on past what is shown"),
+                ("Content-Security-Policy" = String, description = "sandbox: nothing in the preview runs"),
+                ("Cache-Control" = String, description = "private, no-store"),
+            )),
+        (status = 400, description = "InvalidId, InvalidQuery, InvalidHeader", body = super::openapi::ErrorBody),
+        (status = 401, description = "Unauthorized", body = super::openapi::ErrorBody, headers(("WWW-Authenticate" = String))),
+        (status = 403, description = "NotAReviewer", body = super::openapi::ErrorBody),
+        (status = 404, description = "NotFound, NoPreview (not text or a small raster image, or no bytes any more)", body = super::openapi::ErrorBody),
+        (status = 503, description = "StorageUnavailable", body = super::openapi::ErrorBody, headers(("Retry-After" = String))),
+    ),
+    security(("functionKey" = [], "bearer" = []), ("functionKey" = [], "easyAuth" = []), ("bearer" = []), ("easyAuth" = []))
+)]
+pub async fn preview(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let id = parse_id(path)?;
+    let reviewer = state.access.reviewer(&headers)?;
+    let shown = state.files.preview(id).await?;
+    tracing::info!(file = %id, %reviewer, media_type = shown.media_type, bytes = shown.bytes.len(), "preview shown");
+    Ok((
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(shown.media_type),
+            ),
+            (
+                header::X_CONTENT_TYPE_OPTIONS,
+                HeaderValue::from_static("nosniff"),
+            ),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                HeaderValue::from_static("default-src 'none'; sandbox"),
+            ),
+            (
+                header::CACHE_CONTROL,
+                HeaderValue::from_static("private, no-store"),
+            ),
+            (
+                header::CONTENT_DISPOSITION,
+                HeaderValue::from_static("inline; filename=\"preview\""),
+            ),
+            (
+                header::HeaderName::from_static(TRUNCATED_HEADER),
+                HeaderValue::from_static(if shown.truncated { "true" } else { "false" }),
+            ),
+        ],
+        shown.bytes,
+    )
+        .into_response())
+}

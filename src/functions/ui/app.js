@@ -1,0 +1,512 @@
+// File Approver's reviewer page. Plain DOM, no framework: three views (inbox, file, upload)
+// behind hash routes, over the public HTTP API only. Everything shown from the API goes in
+// through textContent, never as HTML; the page's Content-Security-Policy forbids inline script.
+
+const SIGN_IN = document.querySelector('meta[name="file-approver-sign-in"]')?.content ?? "token";
+const STAGES = ["AwaitingUploadApproval", "Analyzing", "AwaitingDownloadApproval", "Approved",
+  "Rejected", "Expired", "Failed", "Withdrawn", "Uploaded"];
+const STAGE_WORDS = {
+  Uploaded: "Uploaded, starting", AwaitingUploadApproval: "Awaiting upload approval",
+  Analyzing: "Being analysed", AwaitingDownloadApproval: "Awaiting download approval",
+  Approved: "Approved", Rejected: "Rejected", Expired: "Expired", Failed: "Failed",
+  Withdrawn: "Withdrawn",
+};
+// Files up to this size go in one request to the app; larger ones straight to storage in blocks.
+const DIRECT_ABOVE = 32 * 1024 * 1024;
+const BLOCK_BYTES = 8 * 1024 * 1024;
+// Stages whose bytes are still kept (a rejected, expired or withdrawn file's are deleted).
+const PREVIEWABLE = new Set(["AwaitingUploadApproval", "Analyzing", "AwaitingDownloadApproval", "Approved"]);
+
+// ---- credentials: kept for this tab only (sessionStorage), sent as headers, never in a URL ----
+
+const session = {
+  get token() { return sessionStorage.getItem("fa.token") ?? ""; },
+  get key() { return sessionStorage.getItem("fa.key") ?? ""; },
+  save(token, key) {
+    sessionStorage.setItem("fa.token", token);
+    if (key) sessionStorage.setItem("fa.key", key); else sessionStorage.removeItem("fa.key");
+  },
+  clear() { sessionStorage.removeItem("fa.token"); sessionStorage.removeItem("fa.key"); },
+};
+
+function authHeaders() {
+  const headers = {};
+  if (SIGN_IN === "token" && session.token) headers.Authorization = `Bearer ${session.token}`;
+  if (session.key) headers["x-functions-key"] = session.key;
+  return headers;
+}
+
+class ApiError extends Error {
+  constructor(status, body) {
+    super(body?.error?.message ?? `HTTP ${status}`);
+    this.status = status;
+    this.code = body?.error?.code ?? (status === 0 ? "NetworkError" : "HttpError");
+    this.currentStage = body?.error?.currentStage;
+  }
+}
+
+async function api(path, { method = "GET", body, raw = false } = {}) {
+  const headers = authHeaders();
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  let response;
+  try {
+    response = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+  } catch {
+    throw new ApiError(0, { error: { message: "The app could not be reached." } });
+  }
+  if (!response.ok) {
+    let parsed = null;
+    try { parsed = await response.json(); } catch { /* not JSON */ }
+    throw new ApiError(response.status, parsed);
+  }
+  return raw ? response : response.json();
+}
+
+// Refusals in words: what the reviewer did, and what to do about it.
+function explain(error) {
+  const stage = error.currentStage ? ` It is now: ${STAGE_WORDS[error.currentStage] ?? error.currentStage}.` : "";
+  switch (error.code) {
+    case "Unauthorized": return "You are not signed in, or your token was not recognised.";
+    case "NotAReviewer": return "You are signed in, but not as a reviewer: only reviewers may do this.";
+    case "NotAnUploader": return "You are signed in, but not as someone who may upload.";
+    case "SelfApproval": return "You uploaded this file, so someone else must approve it (four-eyes rule).";
+    case "SameReviewer": return "You approved the upload, so a different reviewer must approve the download (four-eyes rule).";
+    case "WrongStage":
+      return error.currentStage === "Expired"
+        ? "The time to decide has passed: this file has expired."
+        : `This file is not waiting for that decision.${stage}`;
+    case "NotApproved": return `The file cannot be downloaded before both approvals.${stage}`;
+    case "NotTheUploader": return "Only the person who uploaded the file may withdraw it.";
+    case "NotFound": return "There is no such file (or it was removed).";
+    case "TooLarge": case "DeclaredTooLarge": return "The file is larger than this deployment accepts.";
+    case "EmptyFile": return "The file is empty.";
+    case "InvalidName": return `The file name was refused: ${error.message}`;
+    case "StorageUnavailable": return "Storage is not answering right now; try again in a moment.";
+    case "NetworkError": return "The connection dropped; check the network and try again.";
+    default: return error.message;
+  }
+}
+
+// ---- small DOM helpers ----
+
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [name, value] of Object.entries(attrs)) {
+    if (value === undefined || value === null || value === false) continue;
+    if (name.startsWith("on")) node.addEventListener(name.slice(2), value);
+    else if (name === "text") node.textContent = value;
+    else node.setAttribute(name, value === true ? "" : value);
+  }
+  for (const child of children.flat(Infinity)) {
+    if (child !== null && child !== undefined && child !== false) node.append(child);
+  }
+  return node;
+}
+
+const main = () => document.getElementById("main");
+
+// Each route gets a number; a view still loading when the reader has moved on (a slow inbox,
+// then a click on Upload) must not replace the newer view.
+let generation = 0;
+
+function show(gen, title, ...content) {
+  if (gen !== generation) return;
+  document.title = `${title} · File Approver`;
+  const target = main();
+  target.replaceChildren(el("h1", { text: title }), ...content.flat(Infinity).filter((c) => c !== null && c !== undefined));
+  target.focus();
+}
+
+function message(kind, text) {
+  return el("p", { class: kind, role: kind === "error" ? "alert" : "status", text });
+}
+
+function bytes(n) {
+  if (n === undefined || n === null) return "";
+  const units = ["bytes", "KiB", "MiB", "GiB", "TiB"];
+  let i = 0; let v = n;
+  while (v >= 1024 && i < units.length - 1) { v /= 1024; i += 1; }
+  return i === 0 ? `${n} bytes` : `${v.toFixed(1)} ${units[i]}`;
+}
+
+function age(iso) {
+  const seconds = Math.max(0, (Date.now() - Date.parse(iso)) / 1000);
+  if (seconds < 90) return `${Math.round(seconds)} s`;
+  if (seconds < 5400) return `${Math.round(seconds / 60)} min`;
+  if (seconds < 172800) return `${Math.round(seconds / 3600)} h`;
+  return `${Math.round(seconds / 86400)} days`;
+}
+
+const when = (iso) => (iso ? new Date(iso).toLocaleString() : "");
+const stageBadge = (stage) => el("span", { class: "stage", text: STAGE_WORDS[stage] ?? stage });
+
+// ---- who is signed in ----
+
+let me = { state: "unknown" }; // "reviewer" | "uploader" | "signedOut" | "open"
+
+// With no tokens and no Easy Auth configured, anyone may decide (recorded as anonymous).
+const mayDecide = () => me.state === "reviewer" || me.state === "open";
+
+async function whoAmI() {
+  if (SIGN_IN === "open") { me = { state: "open" }; return me; }
+  if (SIGN_IN === "token" && !session.token) { me = { state: "signedOut" }; return me; }
+  try {
+    await api("/api/files?awaiting=me&top=1");
+    me = { state: "reviewer" };
+  } catch (error) {
+    if (error.code === "NotAReviewer") me = { state: "uploader" };
+    else if (error.code === "Unauthorized") me = { state: "signedOut", error };
+    else throw error;
+  }
+  return me;
+}
+
+function renderWho() {
+  const who = document.getElementById("who");
+  const parts = [];
+  if (me.state === "reviewer") parts.push(el("span", { text: "Signed in as a reviewer" }));
+  if (me.state === "uploader") parts.push(el("span", { text: "Signed in (uploads only)" }));
+  if (me.state === "reviewer" || me.state === "uploader") {
+    parts.push(SIGN_IN === "easyAuth"
+      ? el("a", { href: "/.auth/logout", text: "Sign out" })
+      : el("button", { type: "button", onclick: () => { session.clear(); route(); }, text: "Sign out" }));
+  }
+  who.replaceChildren(...parts);
+}
+
+function signInView(problem, gen) {
+  if (SIGN_IN === "easyAuth") {
+    const back = encodeURIComponent(`/api/ui/${location.hash}`);
+    show(gen, "Sign in", problem ? message("error", explain(problem)) : null,
+      el("p", {}, el("a", { href: `/.auth/login/aad?post_login_redirect_uri=${back}`, text: "Sign in with your organisation account" })));
+    return;
+  }
+  const token = el("input", { id: "token", type: "password", autocomplete: "off", required: true });
+  const key = el("input", { id: "function-key", type: "password", autocomplete: "off" });
+  const form = el("form", { class: "signin", onsubmit: async (event) => {
+    event.preventDefault();
+    session.save(token.value.trim(), key.value.trim());
+    route();
+  } },
+  el("label", { for: "token", text: "Your reviewer or uploader token" }), token,
+  el("label", { for: "function-key", text: "Function key (only if this deployment asks for one)" }), key,
+  el("div", { class: "buttons" }, el("button", { class: "primary", type: "submit", text: "Sign in" })),
+  el("p", { class: "muted", text: "Kept for this browser tab only, and sent in request headers — never in a link." }));
+  show(gen, "Sign in", problem ? message("error", explain(problem)) : null, form);
+  token.focus();
+}
+
+// ---- inbox ----
+
+function fileTable(files, { caption }) {
+  if (files.length === 0) return el("p", { class: "muted", text: "Nothing here." });
+  return el("table", {},
+    el("caption", { class: "muted", text: caption }),
+    el("thead", {}, el("tr", {}, ["Name", "Size", "Uploader", "Stage", "Age", "Deadline"]
+      .map((h) => el("th", { scope: "col", text: h })))),
+    el("tbody", {}, files.map((f) => el("tr", {},
+      el("td", {}, el("a", { href: `#/files/${f.id}`, text: f.name })),
+      el("td", { class: "num", text: bytes(f.size) }),
+      el("td", { text: f.uploader?.name ?? "anonymous" }),
+      el("td", {}, stageBadge(f.stage)),
+      el("td", { text: age(f.createdTime), title: when(f.createdTime) }),
+      el("td", { text: f.deadline ? when(f.deadline) : "—" })))));
+}
+
+async function listing(query, caption) {
+  const holder = el("div");
+  let token = null;
+  const more = el("button", { type: "button", text: "More", hidden: true });
+  const load = async () => {
+    more.disabled = true;
+    const page = await api(`/api/files?${query}&top=50${token ? `&continuationToken=${token}` : ""}`);
+    holder.append(fileTable(page.files, { caption }));
+    token = page.continuationToken ?? null;
+    more.hidden = !token;
+    more.disabled = false;
+  };
+  more.addEventListener("click", () => load().catch((e) => holder.append(message("error", explain(e)))));
+  await load();
+  return el("div", {}, holder, more);
+}
+
+async function inboxView(gen) {
+  const sections = [];
+  if (me.state === "reviewer") {
+    sections.push(el("h2", { text: "Awaiting your decision (oldest first)" }),
+      await listing("awaiting=me", "Files you may decide now"));
+  }
+  const select = el("select", { id: "stage" },
+    STAGES.map((s) => el("option", { value: s, text: STAGE_WORDS[s] })));
+  const byStage = el("div");
+  const loadStage = async () => {
+    byStage.replaceChildren(message("muted", "Loading…"));
+    try {
+      byStage.replaceChildren(await listing(`stage=${select.value}`, `Files ${STAGE_WORDS[select.value].toLowerCase()}`));
+    } catch (error) { byStage.replaceChildren(message("error", explain(error))); }
+  };
+  select.addEventListener("change", loadStage);
+  sections.push(el("h2", { text: "Files by stage" }),
+    el("p", {}, el("label", { for: "stage", text: "Stage " }), select), byStage);
+  show(gen, me.state === "reviewer" ? "Inbox" : "Files", ...sections);
+  await loadStage();
+}
+
+// ---- one file ----
+
+function analysisFacts(file) {
+  const a = file.analysis;
+  if (!a) {
+    const why = file.stage === "Analyzing" ? "The analysis is running." : "No analysis yet: it runs after the upload is approved.";
+    return [el("p", { class: "muted", text: why })];
+  }
+  const rows = [
+    ["Declared type", file.contentType], ["Detected type", a.detectedContentType],
+    ["Size", `${bytes(a.size)} (${a.size} bytes)`], ["SHA-256", el("span", { class: "hash", text: a.sha256 })],
+  ];
+  if (a.isText) rows.push(["Lines", String(a.lineCount)], ["Words", String(a.wordCount)]);
+  if (a.width) rows.push(["Image size", `${a.width} × ${a.height} pixels`]);
+  rows.push(["Analysed", when(a.analyzedTime)]);
+  return [
+    a.contentTypeMatches ? null : el("p", { class: "warning", role: "note", id: "type-warning",
+      text: `Warning: the file says it is ${file.contentType}, but its contents look like ${a.detectedContentType}.` }),
+    el("dl", { class: "facts", id: "analysis" }, rows.map(([k, v]) => [el("dt", { text: k }), el("dd", {}, v)])),
+  ];
+}
+
+async function previewOf(file) {
+  if (!mayDecide() || !PREVIEWABLE.has(file.stage)) return null;
+  const box = el("div", { id: "preview" });
+  try {
+    const response = await api(`/api/files/${file.id}/preview`, { raw: true });
+    const type = response.headers.get("content-type") ?? "";
+    if (type.startsWith("image/")) {
+      const url = URL.createObjectURL(await response.blob());
+      box.append(el("img", { class: "preview", src: url, alt: `Preview of ${file.name}` }));
+    } else {
+      box.append(el("pre", { class: "preview", text: await response.text() }));
+      if (response.headers.get("x-preview-truncated") === "true") {
+        box.append(el("p", { class: "muted", text: "Only the beginning of the file is shown." }));
+      }
+    }
+  } catch (error) {
+    box.append(el("p", { class: "muted", text: error.code === "NoPreview" ? `No preview: ${error.message}` : explain(error) }));
+  }
+  return [el("h2", { text: "Preview" }), box];
+}
+
+function historyList(steps) {
+  // "analysisStarted" reads "analysis started"; a decision names its stage.
+  const step = (name) => name.replace(/([a-z])([A-Z])/g, "$1 $2").toLowerCase();
+  const words = (s) => [s.stage ? `${s.stage}` : "", step(s.step), s.actor ? `by ${s.actor.name}` : "",
+    s.outcome ? `— ${s.outcome}` : ""].filter(Boolean).join(" ");
+  return el("ol", { class: "history", id: "history" }, steps.map((s) => el("li", {},
+    el("time", { datetime: s.time, text: when(s.time) }), " ", words(s),
+    s.comment ? el("q", { text: s.comment }) : null)));
+}
+
+function decisionForm(file, refresh) {
+  const stage = file.stage === "AwaitingUploadApproval" ? "upload"
+    : file.stage === "AwaitingDownloadApproval" ? "download" : null;
+  if (!stage || !mayDecide()) return null;
+  const comment = el("textarea", { id: "comment", maxlength: "2000" });
+  const result = el("div", { "aria-live": "assertive" });
+  const decide = (approved) => async () => {
+    for (const b of buttons) b.disabled = true;
+    try {
+      await api(`/api/files/${file.id}/approvals/${stage}`, { method: "POST",
+        body: comment.value.trim() ? { approved, comment: comment.value.trim() } : { approved } });
+      result.replaceChildren(message("notice", approved ? "Approved." : "Rejected."));
+      await refresh();
+    } catch (error) {
+      result.replaceChildren(message("error", explain(error)));
+      for (const b of buttons) b.disabled = false;
+    }
+  };
+  const buttons = [
+    el("button", { type: "button", class: "primary", onclick: decide(true), text: `Approve ${stage}` }),
+    el("button", { type: "button", class: "danger", onclick: decide(false), text: `Reject ${stage}` }),
+  ];
+  return el("section", { "aria-labelledby": "decide-title" },
+    el("h2", { id: "decide-title", text: stage === "upload" ? "Decide on the upload" : "Decide on the download" }),
+    el("form", { class: "decide", onsubmit: (e) => e.preventDefault() },
+      el("label", { for: "comment", text: "Comment (optional, shown in the history)" }), comment,
+      el("div", { class: "buttons" }, buttons)),
+    result);
+}
+
+function downloadSection(file) {
+  if (file.stage !== "Approved") return null;
+  const result = el("div", { "aria-live": "polite" });
+  const button = el("button", { type: "button", class: "primary", id: "download", text: "Download", onclick: async () => {
+    button.disabled = true;
+    try {
+      const grant = await api(`/api/files/${file.id}/download`);
+      result.replaceChildren(message("notice", `Link valid until ${when(grant.expiresAt)}.`));
+      // The link is read-only and signed for one hour; the browser saves what it serves.
+      location.assign(grant.downloadUrl);
+    } catch (error) {
+      result.replaceChildren(message("error", explain(error)));
+    } finally { button.disabled = false; }
+  } });
+  return el("section", {}, el("h2", { text: "Download" }), button, result);
+}
+
+let pollTimer = null;
+
+async function fileView(id, gen) {
+  const render = async () => {
+    const [file, history] = await Promise.all([api(`/api/files/${id}`), api(`/api/files/${id}/history`)]);
+    const facts = [["Stage", stageBadge(file.stage)], ["Uploader", file.uploader?.name ?? "anonymous"],
+      ["Uploaded", when(file.createdTime)], ["Declared type", file.contentType], ["Size", bytes(file.size)]];
+    if (file.deadline) facts.push(["Decide by", when(file.deadline)]);
+    if (file.failure) facts.push(["Failure", `${file.failure.code}: ${file.failure.message}`]);
+    if (gen !== generation) return;
+    show(gen, file.name,
+      el("dl", { class: "facts", id: "facts" }, facts.map(([k, v]) => [el("dt", { text: k }), el("dd", {}, v)])),
+      decisionForm(file, render), downloadSection(file),
+      el("h2", { text: "Analysis" }), ...analysisFacts(file),
+      ...((await previewOf(file)) ?? []),
+      el("h2", { text: "History" }), historyList(history.steps));
+    // Work in progress (the analysis, the workflow's start) is shown as it finishes.
+    clearTimeout(pollTimer);
+    if (file.stage === "Analyzing" || file.stage === "Uploaded") {
+      pollTimer = setTimeout(() => { if (gen === generation) render().catch(() => {}); }, 1500);
+    }
+  };
+  await render();
+}
+
+// ---- upload ----
+
+function sendWithProgress({ method, url, headers, body, onProgress }) {
+  return new Promise((resolve, reject) => {
+    const xhr = new XMLHttpRequest();
+    xhr.open(method, url);
+    for (const [k, v] of Object.entries(headers ?? {})) xhr.setRequestHeader(k, v);
+    xhr.upload.addEventListener("progress", (e) => onProgress?.(e.loaded));
+    xhr.addEventListener("load", () => {
+      let parsed = null;
+      try { parsed = JSON.parse(xhr.responseText); } catch { /* storage answers XML or nothing */ }
+      if (xhr.status >= 200 && xhr.status < 300) resolve(parsed);
+      else reject(new ApiError(xhr.status, parsed));
+    });
+    xhr.addEventListener("error", () => reject(new ApiError(0, null)));
+    xhr.addEventListener("abort", () => reject(new ApiError(0, null)));
+    xhr.send(body);
+  });
+}
+
+const sleep = (ms) => new Promise((r) => { setTimeout(r, ms); });
+// Worth another try: the connection dropped, or storage or the app is briefly unavailable.
+const transient = (e) => e.status === 0 || e.status === 408 || e.status === 429 || e.status >= 500;
+
+async function uploadDirect(file, type, progress, say) {
+  const ticket = await api("/api/files/uploads", { method: "POST",
+    body: { name: file.name, size: file.size, contentType: type } });
+  const blocks = [];
+  let done = 0;
+  for (let offset = 0, n = 0; offset < file.size; offset += BLOCK_BYTES, n += 1) {
+    const id = btoa(`block-${String(n).padStart(6, "0")}`);
+    const chunk = file.slice(offset, Math.min(offset + BLOCK_BYTES, file.size));
+    // A block that fails on a dropped connection is sent again (only that block), with a
+    // growing pause; the blocks already stored stay stored.
+    for (let attempt = 1; ; attempt += 1) {
+      try {
+        await sendWithProgress({ method: "PUT", url: `${ticket.uploadUrl}&comp=block&blockid=${encodeURIComponent(id)}`,
+          body: chunk, onProgress: (sent) => progress(done + sent) });
+        break;
+      } catch (error) {
+        if (!transient(error) || attempt >= 30) throw error;
+        say(`Connection lost; retrying block ${n + 1} (attempt ${attempt + 1})…`);
+        await sleep(Math.min(1000 * 2 ** (attempt - 1), 10000));
+      }
+    }
+    done += chunk.size;
+    progress(done);
+    say(`Sent ${bytes(done)} of ${bytes(file.size)}`);
+    blocks.push(id);
+  }
+  const list = `<?xml version="1.0" encoding="utf-8"?><BlockList>${blocks.map((b) => `<Latest>${b}</Latest>`).join("")}</BlockList>`;
+  for (let attempt = 1; ; attempt += 1) {
+    try {
+      await sendWithProgress({ method: "PUT", url: `${ticket.uploadUrl}&comp=blocklist`,
+        headers: { "x-ms-blob-content-type": type, "Content-Type": "application/xml" }, body: list });
+      break;
+    } catch (error) {
+      if (!transient(error) || attempt >= 30) throw error;
+      await sleep(Math.min(1000 * 2 ** (attempt - 1), 10000));
+    }
+  }
+  // Where no storage event starts the workflow (local mode on Azure Storage); harmless elsewhere.
+  await api(ticket.links.complete, { method: "POST" });
+  return ticket.id;
+}
+
+async function uploadSmall(file, type, progress) {
+  const status = await sendWithProgress({ method: "POST", url: `/api/files?name=${encodeURIComponent(file.name)}`,
+    headers: { ...authHeaders(), "Content-Type": type }, body: file, onProgress: progress });
+  return status.id;
+}
+
+function uploadView(gen) {
+  const input = el("input", { id: "file", type: "file" });
+  const bar = el("progress", { id: "progress", max: "100", value: "0", "aria-label": "Upload progress" });
+  const status = el("p", { id: "upload-status", role: "status", "aria-live": "polite" });
+  const drop = el("div", { class: "drop", id: "drop" },
+    el("p", {}, el("label", { for: "file", text: "Choose a file" }), " or drop one here."), input);
+  const start = async (file) => {
+    if (!file) return;
+    input.disabled = true;
+    const type = file.type || "application/octet-stream";
+    const progress = (sent) => { bar.value = file.size ? Math.min(100, (100 * sent) / file.size) : 100; };
+    const say = (text) => { status.textContent = text; };
+    say(`Uploading ${file.name} (${bytes(file.size)})…`);
+    try {
+      const id = file.size > DIRECT_ABOVE
+        ? await uploadDirect(file, type, progress, say)
+        : await uploadSmall(file, type, progress);
+      bar.value = 100;
+      say("Uploaded.");
+      location.hash = `#/files/${id}`;
+    } catch (error) {
+      status.replaceChildren(message("error", explain(error)));
+      input.disabled = false;
+    }
+  };
+  input.addEventListener("change", () => start(input.files[0]));
+  drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
+  drop.addEventListener("dragleave", () => drop.classList.remove("over"));
+  drop.addEventListener("drop", (e) => { e.preventDefault(); drop.classList.remove("over"); start(e.dataTransfer.files[0]); });
+  show(gen, "Upload a file", drop, bar, status,
+    el("p", { class: "muted", text: `Files over ${bytes(DIRECT_ABOVE)} go straight to storage in ${bytes(BLOCK_BYTES)} blocks; a dropped connection resends only the block it interrupted.` }));
+}
+
+// ---- routing ----
+
+async function route() {
+  clearTimeout(pollTimer);
+  generation += 1;
+  const gen = generation;
+  try {
+    await whoAmI();
+  } catch (error) {
+    show(gen, "File Approver", message("error", explain(error)));
+    return;
+  }
+  renderWho();
+  if (me.state === "signedOut") { signInView(me.error, gen); return; }
+  const hash = location.hash || "#/";
+  try {
+    const file = hash.match(/^#\/files\/([0-9a-f-]{36})$/);
+    if (file) await fileView(file[1], gen);
+    else if (hash === "#/upload") uploadView(gen);
+    else await inboxView(gen);
+  } catch (error) {
+    if (error.code === "Unauthorized") { signInView(error, gen); return; }
+    show(gen, "Something went wrong", message("error", explain(error)));
+  }
+}
+
+window.addEventListener("hashchange", route);
+route();

@@ -1,0 +1,319 @@
+// The reviewers' web page in a real browser: Debian's Chromium, headless, driven by
+// playwright-core (pinned in package.json), against the real handler on the store named by
+// UI_TEST_STORE (embedded, or azure with UI_TEST_AZURE_STORAGE). scripts/test runs this file
+// once per store; each page is saved as a screenshot under UI_TEST_SCREENSHOTS.
+//
+//   UI_TEST_HANDLER=target/debug/handler UI_TEST_STORE=embedded node --test tests/browser/
+
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { createHash } from "node:crypto";
+import fs from "node:fs";
+import net from "node:net";
+import os from "node:os";
+import path from "node:path";
+import { chromium } from "playwright-core";
+
+const STORE = process.env.UI_TEST_STORE ?? "embedded";
+const HANDLER = process.env.UI_TEST_HANDLER ?? "target/debug/handler";
+const CHROMIUM = process.env.UI_TEST_CHROMIUM ?? "/usr/bin/chromium";
+const SHOTS = path.resolve(process.env.UI_TEST_SCREENSHOTS ?? "target/ui-screenshots", STORE);
+const ALICE = "alice-token-0123456789";
+const BOB = "bob-token-0123456789abc";
+const CAROL = "carol-token-0123456789ab";
+const UPLOADER = "uma-token-0123456789abcd";
+
+// Without a browser nothing here can run: skipped, and said so, except in CI, where it fails.
+const missing = !fs.existsSync(CHROMIUM)
+  ? `no Chromium at ${CHROMIUM} (apt-get install chromium)`
+  : STORE === "azure" && !process.env.UI_TEST_AZURE_STORAGE ? "UI_TEST_AZURE_STORAGE is not set" : null;
+if (missing && process.env.CI) throw new Error(`browser tests cannot run: ${missing}`);
+// A failing test leaves a screenshot of every open page behind, named after the test.
+const uiTest = (name, fn) => test(`${name} [${STORE}]`, { skip: missing ?? false, timeout: 240_000 }, async () => {
+  try {
+    await fn();
+  } catch (error) {
+    let n = 0;
+    for (const context of browser?.contexts() ?? []) {
+      for (const page of context.pages()) {
+        n += 1;
+        await page.screenshot({ path: path.join(SHOTS, `FAILED-${name.slice(0, 40).replace(/\W+/g, "-")}-${n}.png`), fullPage: true }).catch(() => {});
+      }
+    }
+    throw error;
+  }
+});
+
+let handler;
+let base;
+let browser;
+let work;
+
+function freePort() {
+  return new Promise((resolve) => {
+    const server = net.createServer();
+    server.listen(0, "127.0.0.1", () => { const { port } = server.address(); server.close(() => resolve(port)); });
+  });
+}
+
+async function waitFor(check, what, ms = 30_000) {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    try { if (await check()) return; } catch { /* not yet */ }
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => { setTimeout(r, 100); });
+  }
+}
+
+// Blob Storage refuses a page's cross-origin PUTs unless the account's CORS rules allow them,
+// as an operator sets them for a real account (README: "The web page").
+async function allowPageOrigin(connectionString, origin) {
+  const { BlobServiceClient } = await import("@azure/storage-blob");
+  const service = BlobServiceClient.fromConnectionString(connectionString);
+  await service.setProperties({
+    cors: [{ allowedOrigins: origin, allowedMethods: "GET,PUT,OPTIONS", allowedHeaders: "*",
+      exposedHeaders: "*", maxAgeInSeconds: 600 }],
+  });
+}
+
+before(async () => {
+  if (missing) return;
+  work = fs.mkdtempSync(path.join(os.tmpdir(), "file-approver-ui-"));
+  fs.mkdirSync(SHOTS, { recursive: true });
+  const port = await freePort();
+  base = `http://127.0.0.1:${port}`;
+  const env = {
+    ...process.env, PORT: String(port), RUST_LOG: "warn",
+    FILE_APPROVER_REVIEWERS: `alice:${ALICE},bob:${BOB},carol:${CAROL}`,
+    FILE_APPROVER_UPLOADERS: `uma:${UPLOADER}`,
+  };
+  if (STORE === "azure") {
+    env.FILE_APPROVER_STORAGE = "azure";
+    env.AzureWebJobsStorage = process.env.UI_TEST_AZURE_STORAGE;
+    await allowPageOrigin(process.env.UI_TEST_AZURE_STORAGE, base);
+  } else {
+    env.FILE_APPROVER_STORAGE = "embedded";
+    env.FILE_APPROVER_DATA_DIR = path.join(work, "data");
+  }
+  const log = fs.openSync(path.join(work, "handler.log"), "w");
+  handler = spawn(HANDLER, [], { env, stdio: ["ignore", log, log] });
+  await waitFor(async () => (await fetch(`${base}/`)).ok, "the handler");
+  browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    // As root on a machine with no outside network: no sandbox, and none of Chromium's
+    // background calls home.
+    args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+      "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+  });
+});
+
+after(async () => {
+  await browser?.close();
+  if (handler) {
+    handler.kill("SIGTERM");
+    if (process.exitCode && work) process.stderr.write(fs.readFileSync(path.join(work, "handler.log"), "utf8").slice(-4000));
+  }
+  if (work) fs.rmSync(work, { recursive: true, force: true });
+});
+
+// One person in one tab: their token is kept by the tab, as the page keeps it.
+async function personWith(token) {
+  const context = await browser.newContext({ acceptDownloads: true, viewport: { width: 1100, height: 900 } });
+  const page = await context.newPage();
+  page.on("pageerror", (e) => { throw e; });
+  await page.goto(`${base}/api/ui/`);
+  await page.getByLabel("Your reviewer or uploader token").fill(token);
+  await page.getByRole("button", { name: "Sign in" }).click();
+  await page.locator("#who").getByText("Signed in").waitFor();
+  return { context, page };
+}
+
+async function shot(page, name) {
+  await page.screenshot({ path: path.join(SHOTS, `${name}.png`), fullPage: true });
+}
+
+function writeFile(name, contents) {
+  const file = path.join(work, name);
+  fs.writeFileSync(file, contents);
+  return file;
+}
+
+async function uploadThroughPage(page, file) {
+  await page.getByRole("link", { name: "Upload" }).click();
+  await page.getByLabel("Choose a file").setInputFiles(file);
+  await page.waitForURL(/#\/files\/[0-9a-f-]{36}$/, { timeout: 180_000 });
+  return page.url().split("#/files/")[1];
+}
+
+async function openFile(page, id) {
+  // By way of the inbox: a page already showing the file would not load it again.
+  await page.goto(`${base}/api/ui/#/`);
+  await page.locator("h1").getByText(/Inbox|Files/).waitFor();
+  await page.goto(`${base}/api/ui/#/files/${id}`);
+  await page.locator("#facts").waitFor();
+}
+
+// The inbox lists oldest first, 50 at a time; on a store shared with other suites the file
+// may be pages down.
+async function findInInbox(page, id) {
+  const link = page.locator(`a[href="#/files/${id}"]`);
+  await page.locator("h1").getByText("Inbox").waitFor();
+  // Not by role: a hidden button has none, and the last page hides it.
+  const more = page.locator("button", { hasText: "More" }).first();
+  for (let pages = 0; pages < 200; pages += 1) {
+    await waitFor(async () => !(await more.isDisabled()), "a page of the inbox");
+    if (await link.count() > 0) return;
+    if (!(await more.isVisible())) break;
+    await more.click();
+  }
+  assert.fail(`file ${id} is not in the inbox`);
+}
+
+async function decide(page, verb, stage, comment) {
+  if (comment) await page.getByLabel(/^Comment/).fill(comment);
+  await page.getByRole("button", { name: `${verb} ${stage}` }).click();
+}
+
+const stageShown = (page, words) => page.locator("#facts .stage").getByText(words, { exact: true }).waitFor({ timeout: 60_000 });
+
+uiTest("a file goes from upload through both approvals to a download of the same bytes", async () => {
+  const bytes = Buffer.from("quarterly numbers\nrevenue 12\ncosts 7\n");
+  const alice = await personWith(ALICE);
+  await shot(alice.page, "inbox");
+  const id = await uploadThroughPage(alice.page, writeFile("numbers.txt", bytes));
+  await stageShown(alice.page, "Awaiting upload approval");
+  await alice.page.locator("#preview pre").getByText("revenue 12").waitFor();
+
+  // Four eyes: the uploader may not approve her own upload; the page says why.
+  await decide(alice.page, "Approve", "upload");
+  await alice.page.getByRole("alert").getByText("someone else must approve it (four-eyes rule)").waitFor();
+  await shot(alice.page, "refused-four-eyes");
+
+  const bob = await personWith(BOB);
+  await findInInbox(bob.page, id);
+  await shot(bob.page, "inbox-awaiting");
+  await openFile(bob.page, id);
+  await shot(bob.page, "file-awaiting-upload-approval");
+  await decide(bob.page, "Approve", "upload", "fine to analyse");
+  // The analysis is shown as soon as it is done.
+  await stageShown(bob.page, "Awaiting download approval");
+  await bob.page.locator("#analysis").getByText("text/plain").first().waitFor();
+  const sha = createHash("sha256").update(bytes).digest("hex");
+  await bob.page.locator("#analysis").getByText(sha).waitFor();
+  // Bob approved the upload, so the download needs someone else.
+  await decide(bob.page, "Approve", "download");
+  await bob.page.getByRole("alert").getByText("a different reviewer must approve the download").waitFor();
+
+  const carol = await personWith(CAROL);
+  await openFile(carol.page, id);
+  await shot(carol.page, "file-analysed");
+  await decide(carol.page, "Approve", "download", "ok to share");
+  await stageShown(carol.page, "Approved");
+  await shot(carol.page, "file-approved");
+
+  await openFile(alice.page, id);
+  const [download] = await Promise.all([
+    alice.page.waitForEvent("download"),
+    alice.page.getByRole("button", { name: "Download" }).click(),
+  ]);
+  const saved = path.join(work, "downloaded.txt");
+  await download.saveAs(saved);
+  assert.deepEqual(fs.readFileSync(saved), bytes);
+  assert.equal(download.suggestedFilename(), "numbers.txt");
+  await alice.page.locator("#history").getByText("ok to share").waitFor();
+  for (const p of [alice, bob, carol]) await p.context.close();
+});
+
+uiTest("a rejection ends the file and its comment is in the history", async () => {
+  const uma = await personWith(UPLOADER);
+  const id = await uploadThroughPage(uma.page, writeFile("draft.txt", "not ready\n"));
+  const bob = await personWith(BOB);
+  await openFile(bob.page, id);
+  await decide(bob.page, "Reject", "upload", "contains personal data");
+  await stageShown(bob.page, "Rejected");
+  await bob.page.locator("#history").getByText("contains personal data").waitFor();
+  await shot(bob.page, "file-rejected");
+  // The uploader sees it too, and no decision or download is offered.
+  await openFile(uma.page, id);
+  await stageShown(uma.page, "Rejected");
+  assert.equal(await uma.page.getByRole("button", { name: /Approve|Download/ }).count(), 0);
+  await bob.context.close();
+  await uma.context.close();
+});
+
+uiTest("contents that are not what the name says show a warning and an image preview", async () => {
+  // A 1×1 PNG named .txt: declared text/plain by the browser, detected image/png.
+  const png = Buffer.from("89504e470d0a1a0a0000000d4948445200000001000000010806000000"
+    + "1f15c4890000000d49444154789c6360f8cf00000301010018dd8db40000000049454e44ae426082", "hex");
+  const uma = await personWith(UPLOADER);
+  const id = await uploadThroughPage(uma.page, writeFile("notes.txt", png));
+  const bob = await personWith(BOB);
+  await openFile(bob.page, id);
+  await bob.page.getByRole("img", { name: "Preview of notes.txt" }).waitFor();
+  await decide(bob.page, "Approve", "upload");
+  await stageShown(bob.page, "Awaiting download approval");
+  await bob.page.locator("#type-warning").getByText("look like image/png").waitFor();
+  await bob.page.locator("#analysis").getByText("1 × 1 pixels").waitFor();
+  await shot(bob.page, "file-type-warning");
+  await bob.context.close();
+  await uma.context.close();
+});
+
+uiTest("a wrong token is refused in words and nothing is shown", async () => {
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  await page.goto(`${base}/api/ui/`);
+  await page.getByLabel("Your reviewer or uploader token").fill("not-a-real-token-000000");
+  await page.getByRole("button", { name: "Sign in" }).click();
+  await page.getByRole("alert").getByText("your token was not recognised").waitFor();
+  await shot(page, "sign-in-refused");
+  assert.equal(await page.locator("table").count(), 0);
+  // The token never appears in the address bar.
+  assert.ok(!page.url().includes("not-a-real-token"));
+  await context.close();
+});
+
+uiTest("a 300 MB upload goes to storage in blocks with a moving progress bar, through a dropped connection", async () => {
+  const big = path.join(work, "big.bin");
+  const size = 300 * 1000 * 1000;
+  // Random-looking, not zeros: what is compared at the end must be the bytes that were sent.
+  const fd = fs.openSync(big, "w");
+  const chunk = Buffer.alloc(1 << 20);
+  for (let i = 0; i < chunk.length; i += 1) chunk[i] = (i * 2654435761) >>> 24;
+  for (let written = 0; written < size; written += chunk.length) {
+    fs.writeSync(fd, chunk, 0, Math.min(chunk.length, size - written));
+  }
+  fs.closeSync(fd);
+  const uma = await personWith(UPLOADER);
+  await uma.page.getByRole("link", { name: "Upload" }).click();
+  await uma.page.getByLabel("Choose a file").setInputFiles(big);
+  const seen = new Set();
+  let dropped = false;
+  let screenshot = false;
+  const deadline = Date.now() + 200_000;
+  while (!/#\/files\//.test(uma.page.url())) {
+    assert.ok(Date.now() < deadline, "the upload did not finish in time");
+    const value = await uma.page.locator("#progress").evaluate((p) => p.value).catch(() => null);
+    if (value !== null) seen.add(Math.round(value));
+    if (!screenshot && value > 10) { await shot(uma.page, "upload-progress"); screenshot = true; }
+    if (!dropped && value > 30) {
+      // The connection drops mid-upload and comes back: only the interrupted block is resent.
+      dropped = true;
+      await uma.context.setOffline(true);
+      await uma.page.locator("#upload-status").getByText("Connection lost").waitFor({ timeout: 30_000 });
+      await new Promise((r) => { setTimeout(r, 1500); });
+      await uma.context.setOffline(false);
+    }
+    await new Promise((r) => { setTimeout(r, 100); });
+  }
+  const moving = [...seen].filter((v) => v > 0 && v < 100);
+  assert.ok(moving.length >= 5, `the bar moved through ${JSON.stringify([...seen].sort((a, b) => a - b))}`);
+  assert.ok(dropped, "the connection was dropped during the upload");
+  const id = uma.page.url().split("#/files/")[1];
+  const status = await (await fetch(`${base}/api/files/${id}`, { headers: { Authorization: `Bearer ${UPLOADER}` } })).json();
+  assert.equal(status.size, size);
+  assert.equal(status.name, "big.bin");
+  await uma.context.close();
+  fs.rmSync(big);
+});
