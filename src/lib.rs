@@ -8,13 +8,15 @@
 //! - [`startup`], [`config`]: settings from the environment, wiring everything into a server
 //!   (our own hyper loop, for its header-read timeout), local mode's work driver and sweep.
 //! - [`functions`]: the HTTP / invocation edge, one module per function folder (`upload/`,
-//!   `uploads/`, `complete/`, `status/`, `approve/`, `withdraw/`, `history/`, `download/`, `openapi/`,
+//!   `uploads/`, `complete/`, `status/`, `approve/`, `withdraw/`, `history/`, `preview/`,
+//!   `download/`, `openapi/`, `ui/` — the reviewers' web page, its assets built in —,
 //!   `orchestrator/`, `uploaded/`, `work/`, `sweep/`), who is calling (`auth`: tokens, Easy
 //!   Auth), the embedded store's signed-link routes (download and upload), and the host's
 //!   invocation envelope. Each handler is parse → one call on [`files::Files`] → map.
 //! - [`error`]: [`error::ApiError`], every failure a client can see with its status and code.
 //! - [`files`]: the application layer, the one owner of a file's life: commit an upload, start
-//!   its workflow, load, decide, list, download, sweep what failed uploads left. No HTTP.
+//!   its workflow, load, decide, list, preview, download, sweep what failed uploads left. No
+//!   HTTP.
 //! - [`workflow`]: the `FileApproval` orchestration (quorums, four-eyes guards, reminders,
 //!   notifications, clean-up of refused files), the pure analysis activity and the webhook
 //!   delivery, written against the engine's API; the one place that knows how stages and
