@@ -260,6 +260,34 @@ uiTest("contents that are not what the name says show a warning and an image pre
   await uma.context.close();
 });
 
+uiTest("a reviewer signs in, finds a file and rejects it with the keyboard alone", async () => {
+  const uma = await personWith(UPLOADER);
+  const id = await uploadThroughPage(uma.page, writeFile("keys.txt", "typed, not clicked\n"));
+  await uma.context.close();
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  await page.goto(`${base}/api/ui/`);
+  // The token field has focus on arrival; Enter submits.
+  await page.keyboard.type(BOB);
+  await page.keyboard.press("Enter");
+  await page.locator("#who").getByText("Signed in").waitFor();
+  await page.goto(`${base}/api/ui/#/files/${id}`);
+  await page.locator("#facts").waitFor();
+  // Tab to the comment box, type, Tab past Approve to Reject, and press Enter.
+  const focused = () => page.evaluate(() => document.activeElement?.id || document.activeElement?.textContent);
+  for (let i = 0; i < 30 && (await focused()) !== "comment"; i += 1) await page.keyboard.press("Tab");
+  assert.equal(await focused(), "comment", "the comment box is reachable by Tab");
+  await page.keyboard.type("rejected from the keyboard");
+  await page.keyboard.press("Tab");
+  assert.equal(await focused(), "Approve upload");
+  await page.keyboard.press("Tab");
+  assert.equal(await focused(), "Reject upload");
+  await page.keyboard.press("Enter");
+  await stageShown(page, "Rejected");
+  await page.locator("#history").getByText("rejected from the keyboard").waitFor();
+  await context.close();
+});
+
 uiTest("a wrong token is refused in words and nothing is shown", async () => {
   const context = await browser.newContext();
   const page = await context.newPage();

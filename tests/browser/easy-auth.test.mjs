@@ -1,0 +1,108 @@
+// The web page under App Service Authentication (Easy Auth): no token to type; the platform
+// signs people in and passes who they are in X-MS-CLIENT-PRINCIPAL on every request that
+// reaches the app. Here the browser context adds those headers as the platform would (the
+// platform itself cannot run here), from the same fixtures the API tests use.
+//
+//   UI_TEST_HANDLER=target/debug/handler node --test tests/browser/
+
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import fs from "node:fs";
+import net from "node:net";
+import os from "node:os";
+import path from "node:path";
+import { chromium } from "playwright-core";
+
+const STORE = process.env.UI_TEST_STORE ?? "embedded";
+const HANDLER = process.env.UI_TEST_HANDLER ?? "target/debug/handler";
+const CHROMIUM = process.env.UI_TEST_CHROMIUM ?? "/usr/bin/chromium";
+const FIXTURES = path.resolve("tests/fixtures/easy-auth");
+
+// The sign-in flow does not depend on the store: it runs once, on the embedded store.
+const missing = !fs.existsSync(CHROMIUM) ? `no Chromium at ${CHROMIUM} (apt-get install chromium)`
+  : STORE !== "embedded" ? "the Easy Auth page runs on the embedded store only" : null;
+if (missing && process.env.CI && STORE === "embedded") throw new Error(`browser tests cannot run: ${missing}`);
+const uiTest = (name, fn) => test(`${name} [easy auth]`, { skip: missing ?? false, timeout: 120_000 }, fn);
+
+let handler;
+let base;
+let browser;
+let work;
+
+function freePort() {
+  return new Promise((resolve) => {
+    const server = net.createServer();
+    server.listen(0, "127.0.0.1", () => { const { port } = server.address(); server.close(() => resolve(port)); });
+  });
+}
+
+/// The headers the platform would add for the person in `fixture`.
+function platformHeaders(fixture) {
+  const { headers, principal } = JSON.parse(fs.readFileSync(path.join(FIXTURES, `${fixture}.json`), "utf8"));
+  return { ...headers, "X-MS-CLIENT-PRINCIPAL": Buffer.from(JSON.stringify(principal)).toString("base64") };
+}
+
+before(async () => {
+  if (missing) return;
+  work = fs.mkdtempSync(path.join(os.tmpdir(), "file-approver-ui-easy-"));
+  const port = await freePort();
+  base = `http://127.0.0.1:${port}`;
+  const env = { ...process.env, PORT: String(port), RUST_LOG: "warn", FILE_APPROVER_EASY_AUTH: "true",
+    FILE_APPROVER_STORAGE: "embedded", FILE_APPROVER_DATA_DIR: path.join(work, "data") };
+  handler = spawn(HANDLER, [], { env, stdio: "ignore" });
+  const deadline = Date.now() + 30_000;
+  for (;;) {
+    try { if ((await fetch(`${base}/`)).ok) break; } catch { /* not yet */ }
+    if (Date.now() > deadline) throw new Error("the handler did not start");
+    await new Promise((r) => { setTimeout(r, 100); });
+  }
+  browser = await chromium.launch({ executablePath: CHROMIUM,
+    args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+      "--disable-background-networking", "--disable-component-update", "--disable-sync"] });
+});
+
+after(async () => {
+  await browser?.close();
+  handler?.kill("SIGTERM");
+  if (work) fs.rmSync(work, { recursive: true, force: true });
+});
+
+uiTest("without a sign-in the page sends people to the platform's sign-in, not a token form", async () => {
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  await page.goto(`${base}/api/ui/#/upload`);
+  const link = page.getByRole("link", { name: "Sign in with your organisation account" });
+  await link.waitFor();
+  const href = await link.getAttribute("href");
+  assert.ok(href.startsWith("/.auth/login/aad?post_login_redirect_uri="), href);
+  assert.ok(decodeURIComponent(href).endsWith("/api/ui/#/upload"), "back where the person was");
+  assert.equal(await page.getByLabel(/token/).count(), 0);
+  await context.close();
+});
+
+uiTest("a signed-in reviewer sees the inbox and signs out through the platform", async () => {
+  const context = await browser.newContext({ extraHTTPHeaders: platformHeaders("aad-reviewer") });
+  const page = await context.newPage();
+  await page.goto(`${base}/api/ui/`);
+  await page.locator("#who").getByText("Signed in as a reviewer").waitFor();
+  await page.locator("h1").getByText("Inbox").waitFor();
+  assert.equal(await page.getByRole("link", { name: "Sign out" }).getAttribute("href"), "/.auth/logout");
+  await context.close();
+});
+
+uiTest("a signed-in uploader without the reviewer role uploads and sees no decisions", async () => {
+  const context = await browser.newContext({ extraHTTPHeaders: platformHeaders("aad-uploader") });
+  const page = await context.newPage();
+  await page.goto(`${base}/api/ui/`);
+  await page.locator("#who").getByText("Signed in (uploads only)").waitFor();
+  await page.getByRole("link", { name: "Upload" }).click();
+  const file = path.join(work, "from-easy-auth.txt");
+  fs.writeFileSync(file, "signed in by the platform\n");
+  await page.getByLabel("Choose a file").setInputFiles(file);
+  await page.waitForURL(/#\/files\/[0-9a-f-]{36}$/);
+  await page.locator("#facts").waitFor();
+  assert.equal(await page.getByRole("button", { name: /Approve|Reject/ }).count(), 0);
+  await page.locator("#history").getByText("uploaded by").waitFor();
+  await context.close();
+});
