@@ -342,9 +342,12 @@ pub fn document() -> String {
         }
     }
     // Other form fields are skipped, but their names travel in part headers, where HTTP takes
-    // no control character but the tab (the multipart parser refuses the form).
+    // no control character but the tab (the multipart parser refuses the form). Line breaks are
+    // the exception: a form's encoding writes them as %0A and %0D (HTML's multipart/form-data
+    // rules), so a name may hold them.
     if let Some(form) = doc.pointer_mut("/components/schemas/MultipartUpload") {
-        form["propertyNames"] = serde_json::json!({"pattern": "^[^\\x00-\\x08\\x0a-\\x1f\\x7f]*$"});
+        form["propertyNames"] =
+            serde_json::json!({"pattern": "^[^\\x00-\\x08\\x0b\\x0c\\x0e-\\x1f\\x7f]*$"});
     }
     let name_pattern = serde_json::Value::from(crate::domain::file_name_pattern());
     if let Some(name) = doc.pointer_mut("/components/schemas/DeclarationBody/properties/name") {
