@@ -15,7 +15,7 @@ fn the_checked_in_copy_is_what_the_app_serves() {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(CHECKED_IN);
     let served = document();
     if std::env::var_os("FILE_APPROVER_WRITE_OPENAPI").is_some() {
-        std::fs::write(&path, &served).unwrap();
+        std::fs::write(&path, served).unwrap();
     }
     let checked_in = std::fs::read_to_string(&path).unwrap_or_default();
     assert!(
@@ -27,7 +27,7 @@ fn the_checked_in_copy_is_what_the_app_serves() {
 
 #[test]
 fn it_is_openapi_3_1_and_describes_every_http_route() {
-    let doc: Value = serde_json::from_str(&document()).unwrap();
+    let doc: Value = serde_json::from_str(document()).unwrap();
     assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
     let paths = doc["paths"].as_object().unwrap();
     for (path, method) in [
@@ -112,7 +112,7 @@ fn every_error_code_in_the_prose_contract_is_in_the_document() {
 /// The document's stage names are the app's (the schema mirrors `domain::Stage`).
 #[test]
 fn the_documented_stages_are_the_apps() {
-    let doc: Value = serde_json::from_str(&document()).unwrap();
+    let doc: Value = serde_json::from_str(document()).unwrap();
     let documented: Vec<&str> = doc["components"]["schemas"]["StageName"]["enum"]
         .as_array()
         .unwrap()
@@ -129,7 +129,7 @@ fn the_documented_stages_are_the_apps() {
 /// The documented largest declared size is the setting's default.
 #[test]
 fn the_documented_size_limit_is_the_default_setting() {
-    let doc: Value = serde_json::from_str(&document()).unwrap();
+    let doc: Value = serde_json::from_str(document()).unwrap();
     let documented = doc["components"]["schemas"]["DeclarationBody"]["properties"]["size"]
         ["maximum"]
         .as_u64()

@@ -32,8 +32,21 @@ pub trait Peer: Send + Sync + 'static {
         event: &'static str,
     ) -> impl std::future::Future<Output = Result<()>> + Send;
     fn stage(&self, id: String) -> impl std::future::Future<Output = Result<Stage>> + Send;
-    /// Until every started instance has reached its first wait.
-    fn settle(&self, ids: &[String]) -> impl std::future::Future<Output = Result<()>> + Send;
+    /// Until every started instance has reached its first wait. By default each is read
+    /// until it waits (the last started first), for up to half an hour in all.
+    fn settle(&self, ids: &[String]) -> impl std::future::Future<Output = Result<()>> + Send
+    where
+        Self: Sized,
+    {
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(1800);
+            for id in ids.iter().rev() {
+                let left = deadline.saturating_duration_since(Instant::now());
+                until_stage_within(self, id, Stage::AwaitingUpload, left).await?;
+            }
+            Ok(())
+        }
+    }
 }
 
 /// The activity: SHA-256 over 4 KiB derived from the input.

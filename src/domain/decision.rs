@@ -56,28 +56,17 @@ impl Decision {
         }
     }
 
-    /// No body, or a JSON `null` (what clients send for "no fields"): a JSON body of an
-    /// endpoint whose fields are all optional. A body that is not UTF-8, or only white space
-    /// (not JSON, and not nothing), is refused, not taken as empty.
-    pub fn no_fields(body: &[u8]) -> Result<bool, DecisionError> {
-        if body.is_empty() {
-            return Ok(true);
-        }
-        let text = std::str::from_utf8(body)
-            .map_err(|_| DecisionError::Malformed("the body is not UTF-8".into()))?;
-        Ok(text.trim() == "null")
-    }
-
     pub fn parse(body: &[u8]) -> Result<Self, DecisionError> {
-        // No fields is a plain approval.
-        if Self::no_fields(body)? {
+        // Unknown fields are refused: a typo such as "aproved": false must not silently approve.
+        let Some(parsed) =
+            super::optional_json_object::<Body>(body).map_err(DecisionError::Malformed)?
+        else {
+            // No fields is a plain approval.
             return Ok(Decision {
                 approved: true,
                 comment: None,
             });
-        }
-        // Unknown fields are refused: a typo such as "aproved": false must not silently approve.
-        let parsed: Body = super::from_json_object(body).map_err(DecisionError::Malformed)?;
+        };
         let comment = Self::comment(parsed.comment)?;
         Ok(Decision {
             approved: parsed.approved.unwrap_or(true),

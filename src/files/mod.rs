@@ -801,8 +801,7 @@ impl Files {
                 "the image is larger than {} MiB; read its analysis",
                 preview::MAX_IMAGE_BYTES / (1024 * 1024)
             ))),
-            Some(preview::Kind::Text) => {
-                let valid = preview::text_prefix_len(&prefix, complete).unwrap_or(0);
+            Some(preview::Kind::Text { valid }) => {
                 let text = std::str::from_utf8(&prefix[..valid]).unwrap_or_default();
                 // Cut at a character boundary at or below the cap.
                 let mut end = text.len().min(preview::MAX_TEXT_BYTES);

@@ -23,7 +23,10 @@ pub struct Preview {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     Image(&'static str),
-    Text,
+    /// UTF-8 text; `valid` bytes of the prefix are whole characters.
+    Text {
+        valid: usize,
+    },
 }
 
 /// Raster images by their magic bytes, or UTF-8 text without NUL (a cut at the end of
@@ -39,8 +42,8 @@ pub fn kind(prefix: &[u8], complete: bool) -> Option<Kind> {
             _ => return None,
         }
     }
-    let text_end = text_prefix_len(prefix, complete)?;
-    (text_end > 0 || prefix.is_empty()).then_some(Kind::Text)
+    let valid = text_prefix_len(prefix, complete)?;
+    (valid > 0 || prefix.is_empty()).then_some(Kind::Text { valid })
 }
 
 /// The length of the valid UTF-8 text at the start of `prefix`, or `None` when it is not text
@@ -76,11 +79,10 @@ mod tests {
     #[test]
     fn markup_and_script_are_text_never_a_page() {
         // SVG and HTML are text to a preview: shown as characters, never rendered.
-        assert_eq!(kind(b"<svg onload=alert(1)></svg>", true), Some(Kind::Text));
-        assert_eq!(
-            kind(b"<!doctype html><script>x</script>", true),
-            Some(Kind::Text)
-        );
+        let svg = b"<svg onload=alert(1)></svg>";
+        assert_eq!(kind(svg, true), Some(Kind::Text { valid: svg.len() }));
+        let html = b"<!doctype html><script>x</script>";
+        assert_eq!(kind(html, true), Some(Kind::Text { valid: html.len() }));
     }
 
     #[test]

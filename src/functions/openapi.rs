@@ -15,20 +15,24 @@ use super::{
     FailureView, FileStatus, Links, PrincipalView, RulesView,
 };
 
-/// Where a file's workflow stands (docs/API.md, "Workflow stages").
-#[derive(Serialize, ToSchema)]
-#[allow(dead_code)] // a schema only: the real type is `domain::Stage`
-pub enum StageName {
-    Uploaded,
-    AwaitingUploadApproval,
-    Analyzing,
-    AwaitingDownloadApproval,
-    Approved,
-    Rejected,
-    Expired,
-    Failed,
-    Withdrawn,
+/// Where a file's workflow stands: the schema of `domain::Stage`, its names read from
+/// `Stage::ALL` so the list is written once.
+#[derive(Serialize)] // for the schema-only structs that name it; never serialized
+pub struct StageName;
+
+impl utoipa::PartialSchema for StageName {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .description(Some(
+                "Where a file's workflow stands (docs/API.md, \"Workflow stages\").",
+            ))
+            .enum_values(Some(crate::domain::Stage::ALL.map(|s| s.as_str())))
+            .into()
+    }
 }
+
+impl ToSchema for StageName {}
 
 /// Which decision a reviewer gives.
 #[derive(Serialize, ToSchema)]
@@ -320,7 +324,14 @@ impl Modify for OperationLinks {
 }
 
 /// The document, as served and as checked into `docs/openapi.json` (pretty, newline-ended).
-pub fn document() -> String {
+/// Built once per process: it depends on nothing but the code, and building it walks every
+/// Unicode scalar value for the file-name pattern.
+pub fn document() -> &'static str {
+    static DOCUMENT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DOCUMENT.get_or_init(build_document)
+}
+
+fn build_document() -> String {
     let mut doc = match serde_json::to_value(ApiDoc::openapi()) {
         Ok(doc) => doc,
         Err(e) => return format!("{{\"error\": \"{e}\"}}\n"),
@@ -423,7 +434,7 @@ mod tests {
     /// document says which each takes. Both lists must be the same.
     #[test]
     fn the_documented_query_parameters_are_the_ones_the_router_lets_through() {
-        let doc: serde_json::Value = serde_json::from_str(&document()).expect("JSON");
+        let doc: serde_json::Value = serde_json::from_str(document()).expect("JSON");
         for (template, item) in doc["paths"].as_object().expect("paths") {
             let path = template
                 .replace("{id}", "3f1c9a4e-0b6d-4c1e-9a51-2f8e7d6c5b4a")

@@ -11,7 +11,7 @@ use axum::Json;
 use serde::Deserialize;
 
 use super::{parse_id, AppState, FileStatus};
-use crate::domain::{from_json_object, Decision};
+use crate::domain::{optional_json_object, Decision};
 use crate::error::ApiError;
 
 /// A withdrawal's body is a comment at most.
@@ -56,13 +56,10 @@ pub async fn withdraw(
         )
     })?;
     let body = body.map_err(|e| ApiError::InvalidBody(e.body_text()))?;
-    let comment = if Decision::no_fields(&body).map_err(|e| ApiError::InvalidBody(e.to_string()))? {
-        None
-    } else {
-        let w: Withdrawal = from_json_object(&body)
-            .map_err(|e| ApiError::InvalidBody(format!("a withdrawal: {e}")))?;
-        Decision::comment(w.comment).map_err(|e| ApiError::InvalidBody(e.to_string()))?
-    };
+    let withdrawal: Option<Withdrawal> = optional_json_object(&body)
+        .map_err(|e| ApiError::InvalidBody(format!("a withdrawal: {e}")))?;
+    let comment = Decision::comment(withdrawal.and_then(|w| w.comment))
+        .map_err(|e| ApiError::InvalidBody(e.to_string()))?;
     let done = state.files.withdraw(id, &requester, comment).await?;
     let code = if done.recorded {
         StatusCode::ACCEPTED

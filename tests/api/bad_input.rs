@@ -386,10 +386,7 @@ async fn download_approval_before_upload_approval_is_refused() {
 async fn repeating_the_same_decision_is_ok_and_recorded_once() {
     let app = spawn_app().await;
     let id = app.upload_ok("a.txt", b"a").await;
-    assert_eq!(
-        app.approve(&id, "upload", Some(ALICE), None).await.status(),
-        202
-    );
+    app.approve_ok(&id, "upload", ALICE).await;
     let again = app.approve(&id, "upload", Some(ALICE), None).await;
     assert_eq!(again.status(), 200);
     let body: Value = again.json().await.unwrap();
@@ -400,10 +397,7 @@ async fn repeating_the_same_decision_is_ok_and_recorded_once() {
 async fn a_contradictory_decision_is_refused() {
     let app = spawn_app().await;
     let id = app.upload_ok("a.txt", b"a").await;
-    assert_eq!(
-        app.approve(&id, "upload", Some(ALICE), None).await.status(),
-        202
-    );
+    app.approve_ok(&id, "upload", ALICE).await;
     app.idle().await;
     let error = assert_error(
         app.approve(&id, "upload", Some(ALICE), Some(r#"{"approved": false}"#))

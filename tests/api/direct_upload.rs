@@ -106,10 +106,7 @@ async fn a_file_sent_through_its_upload_url_is_reviewed_and_downloaded_as_analys
     let again: Value = complete(&app, &id).await.json().await.unwrap();
     assert_eq!(again["stage"], "AwaitingUploadApproval");
 
-    assert_eq!(
-        app.approve(&id, "upload", Some(ALICE), None).await.status(),
-        202
-    );
+    app.approve_ok(&id, "upload", ALICE).await;
     // The URL still works: the analysis waits until it has expired.
     app.idle().await;
     assert_eq!(app.status(&id).await["stage"], "Analyzing");
@@ -133,10 +130,7 @@ async fn a_file_sent_through_its_upload_url_is_reviewed_and_downloaded_as_analys
         assert_eq!(put(&url, FIRST).await.status(), 403);
     }
 
-    assert_eq!(
-        app.approve(&id, "download", Some(BOB), None).await.status(),
-        202
-    );
+    app.approve_ok(&id, "download", BOB).await;
     let download: Value = app
         .get(&format!("/api/files/{id}/download"))
         .await
@@ -379,10 +373,7 @@ async fn bytes_replaced_with_another_size_before_the_url_expired_fail_the_file(b
     let url = ticket.url.as_str();
     assert_eq!(put(url, FIRST).await.status(), 201);
     complete(&app, id).await;
-    assert_eq!(
-        app.approve(id, "upload", Some(ALICE), None).await.status(),
-        202
-    );
+    app.approve_ok(id, "upload", ALICE).await;
     let longer: &'static [u8] = b"%PDF-1.7 the bytes sent again, before the URL expired, and more";
     assert_ne!(longer.len(), FIRST.len());
     assert_eq!(
@@ -461,10 +452,7 @@ async fn an_upload_url_takes_a_file_in_blocks_as_the_sdks_send_it(backend: Backe
     assert_eq!(status["stage"], "AwaitingUploadApproval");
     assert_eq!(status["size"], whole.len());
 
-    assert_eq!(
-        app.approve(id, "upload", Some(ALICE), None).await.status(),
-        202
-    );
+    app.approve_ok(id, "upload", ALICE).await;
     pass_minutes(&app, id, backend, 17).await;
     let status = app.status(id).await;
     assert_eq!(

@@ -18,6 +18,8 @@ pub const ALICE: &str = "alice-token-0123456789";
 pub const BOB: &str = "bob-token-0123456789abc";
 pub const MAX_UPLOAD: u64 = 1024 * 1024;
 /// A third reviewer, for the four-eyes rules (the default apps know alice and bob only).
+/// An uploader who is no reviewer (for FILE_APPROVER_UPLOADERS).
+pub const UMA: &str = "uma-uploader-token-0123456";
 pub const CAROL: &str = "carol-token-0123456789ab";
 /// What [`TestApp::upload_as`] uploads.
 pub const PLAIN_BYTES: &[u8] = b"reviewed by people\n";
@@ -235,6 +237,47 @@ impl TestApp {
                 .body(body.to_owned());
         }
         request.send().await.expect("approve request")
+    }
+
+    /// A file sent straight to storage as the holder of `token`: declared, put through its
+    /// upload URL, completed (what Event Grid does under the host). Returns its id.
+    pub async fn upload_direct(&self, name: &str, bytes: &'static [u8], token: &str) -> String {
+        let declared = self
+            .client
+            .post(self.url("/api/files/uploads"))
+            .bearer_auth(token)
+            .json(&serde_json::json!({"name": name, "size": bytes.len()}))
+            .send()
+            .await
+            .expect("declare");
+        assert_eq!(declared.status(), 201, "declaring {name}");
+        let ticket: Value = declared.json().await.expect("json");
+        let put = reqwest::Client::new()
+            .put(ticket["uploadUrl"].as_str().expect("uploadUrl"))
+            .header("x-ms-blob-type", "BlockBlob")
+            .body(bytes)
+            .send()
+            .await
+            .expect("the upload URL answers");
+        assert_eq!(put.status(), 201, "putting {name}");
+        let id = ticket["id"].as_str().expect("id").to_owned();
+        let started = self
+            .client
+            .post(self.url(&format!("/api/files/{id}/complete")))
+            .send()
+            .await
+            .expect("complete");
+        assert_eq!(started.status(), 200, "completing {name}");
+        id
+    }
+
+    /// A decision that must be recorded (202), as the holder of `token`; on anything else the
+    /// failure shows the answer.
+    pub async fn approve_ok(&self, id: &str, stage: &str, token: &str) {
+        let response = self.approve(id, stage, Some(token), None).await;
+        let status = response.status();
+        let body = response.text().await.unwrap_or_default();
+        assert_eq!(status, 202, "approving the {stage} of {id}: {body}");
     }
 
     pub async fn get(&self, path: &str) -> reqwest::Response {

@@ -77,10 +77,7 @@ pub async fn a_file_goes_its_whole_way_on_an_account_without_keys() {
     .await;
     let bytes = b"signed off by nobody's key\n";
     let id = app.upload_ok("keyless.txt", bytes).await;
-    assert_eq!(
-        app.approve(&id, "upload", Some(ALICE), None).await.status(),
-        202
-    );
+    app.approve_ok(&id, "upload", ALICE).await;
     app.idle().await;
     let status = app.status(&id).await;
     assert_eq!(status["stage"], "AwaitingDownloadApproval");
@@ -88,10 +85,7 @@ pub async fn a_file_goes_its_whole_way_on_an_account_without_keys() {
         status["analysis"]["sha256"],
         hex::encode(Sha256::digest(bytes))
     );
-    assert_eq!(
-        app.approve(&id, "download", Some(BOB), None).await.status(),
-        202
-    );
+    app.approve_ok(&id, "download", BOB).await;
     let download: Value = app
         .get(&format!("/api/files/{id}/download"))
         .await

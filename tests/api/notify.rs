@@ -141,17 +141,9 @@ async fn people_are_told_when_a_file_needs_them_and_when_it_ends(backend: Backen
     let id = app.upload_as(ALICE).await;
     app.idle().await;
     assert_eq!(receiver.types(), ["FileApprover.AwaitingUploadApproval"]);
-    assert_eq!(
-        app.approve(&id, "upload", Some(BOB), None).await.status(),
-        202
-    );
+    app.approve_ok(&id, "upload", BOB).await;
     app.idle().await;
-    assert_eq!(
-        app.approve(&id, "download", Some(CAROL), None)
-            .await
-            .status(),
-        202
-    );
+    app.approve_ok(&id, "download", CAROL).await;
     app.idle().await;
     assert_eq!(
         receiver.types(),
@@ -192,10 +184,7 @@ async fn a_receiver_that_fails_first_gets_each_event_under_one_id(backend: Backe
     let id = app.upload_as(ALICE).await;
     app.idle().await;
     // The receiver refuses, and the review goes on regardless.
-    assert_eq!(
-        app.approve(&id, "upload", Some(BOB), None).await.status(),
-        202
-    );
+    app.approve_ok(&id, "upload", BOB).await;
     app.idle().await;
     assert_eq!(app.status(&id).await["stage"], "AwaitingDownloadApproval");
     assert!(receiver.accepted().is_empty(), "{:?}", receiver.types());
@@ -235,17 +224,9 @@ async fn a_receiver_that_hangs_never_holds_a_file_up(backend: Backend) {
         return;
     };
     let id = app.upload_as(ALICE).await;
-    assert_eq!(
-        app.approve(&id, "upload", Some(BOB), None).await.status(),
-        202
-    );
+    app.approve_ok(&id, "upload", BOB).await;
     app.idle().await;
-    assert_eq!(
-        app.approve(&id, "download", Some(CAROL), None)
-            .await
-            .status(),
-        202
-    );
+    app.approve_ok(&id, "download", CAROL).await;
     let status = app.status(&id).await;
     assert_eq!(status["stage"], "Approved");
     assert_eq!(
@@ -325,10 +306,7 @@ async fn under_the_host_people_are_told_and_the_history_is_kept(backend: Backend
     invoke_ok(&app, blob_trigger_payload(&id, PLAIN_BYTES, record)).await;
     app.idle().await;
     assert_eq!(app.status(&id).await["uploader"]["name"], "alice");
-    assert_eq!(
-        app.approve(&id, "upload", Some(BOB), None).await.status(),
-        202
-    );
+    app.approve_ok(&id, "upload", BOB).await;
     app.idle().await;
     let withdrawn = app
         .client

@@ -8,10 +8,9 @@ use serde_json::Value;
 
 use crate::helpers::{
     assert_error, spawn_app_with, Backend, Mode, Options, TestApp, ALICE, BOB, CAROL, PLAIN_BYTES,
+    UMA,
 };
 use crate::invocation::{blob_trigger_payload, invoke_ok, record_binding};
-
-const UPLOADER: &str = "uma-uploader-token-0123456";
 
 fn reviewers() -> (&'static str, String) {
     (
@@ -135,7 +134,7 @@ async fn an_uploaders_list_makes_uploads_need_a_token(backend: Backend) {
     let Some(app) = app_with(
         backend,
         Mode::Local,
-        vec![("FILE_APPROVER_UPLOADERS", format!("uma:{UPLOADER}"))],
+        vec![("FILE_APPROVER_UPLOADERS", format!("uma:{UMA}"))],
     )
     .await
     else {
@@ -147,11 +146,11 @@ async fn an_uploaders_list_makes_uploads_need_a_token(backend: Backend) {
         "Unauthorized",
     )
     .await;
-    let id = app.upload_as(UPLOADER).await;
+    let id = app.upload_as(UMA).await;
     assert_eq!(app.status(&id).await["uploader"]["name"], "uma");
     // An uploader is known (not 401) but is not a reviewer.
     assert_error(
-        app.approve(&id, "upload", Some(UPLOADER), None).await,
+        app.approve(&id, "upload", Some(UMA), None).await,
         403,
         "NotAReviewer",
     )
@@ -177,10 +176,7 @@ async fn nobody_approves_their_own_upload_or_both_stages(backend: Backend) {
         .contains("alice uploaded"));
     assert_eq!(app.status(&id).await["approvals"], Value::Array(vec![]));
 
-    assert_eq!(
-        app.approve(&id, "upload", Some(BOB), None).await.status(),
-        202
-    );
+    app.approve_ok(&id, "upload", BOB).await;
     app.idle().await;
     assert_eq!(app.status(&id).await["stage"], "AwaitingDownloadApproval");
     assert_error(
@@ -220,17 +216,9 @@ async fn four_eyes_can_be_turned_off_for_a_single_reviewer_team(backend: Backend
     };
     let id = app.upload_as(ALICE).await;
     assert_eq!(app.status(&id).await["rules"]["fourEyes"], false);
-    assert_eq!(
-        app.approve(&id, "upload", Some(ALICE), None).await.status(),
-        202
-    );
+    app.approve_ok(&id, "upload", ALICE).await;
     app.idle().await;
-    assert_eq!(
-        app.approve(&id, "download", Some(ALICE), None)
-            .await
-            .status(),
-        202
-    );
+    app.approve_ok(&id, "download", ALICE).await;
     assert_eq!(app.status(&id).await["stage"], "Approved");
 }
 
@@ -263,10 +251,7 @@ async fn a_quorum_needs_distinct_approvals_and_any_rejection_ends_it(backend: Ba
     assert_eq!(second["stage"], "Analyzing");
 
     let id = app.upload_ok("quorum.txt", b"one says no").await;
-    assert_eq!(
-        app.approve(&id, "upload", Some(ALICE), None).await.status(),
-        202
-    );
+    app.approve_ok(&id, "upload", ALICE).await;
     let rejected = decide(&app, &id, "upload", &bearer(BOB), false).await;
     assert_eq!(rejected.status(), 202);
     let status = app.status(&id).await;
@@ -299,19 +284,13 @@ async fn the_status_shows_the_deadline_of_the_awaiting_stage(backend: Backend) {
 
     let analysed_at = uploaded_at + chrono::Duration::minutes(10);
     app.clock.set(analysed_at);
-    assert_eq!(
-        app.approve(&id, "upload", Some(ALICE), None).await.status(),
-        202
-    );
+    app.approve_ok(&id, "upload", ALICE).await;
     app.idle().await;
     let status = app.status(&id).await;
     assert_eq!(status["stage"], "AwaitingDownloadApproval");
     assert_eq!(deadline(&status), analysed_at + chrono::Duration::hours(1));
 
-    assert_eq!(
-        app.approve(&id, "download", Some(BOB), None).await.status(),
-        202
-    );
+    app.approve_ok(&id, "download", BOB).await;
     assert!(app.status(&id).await.get("deadline").is_none());
 }
 
@@ -501,12 +480,7 @@ async fn the_history_tells_every_step_with_actor_time_and_outcome(backend: Backe
         .await;
     assert_eq!(approved.status(), 202);
     app.idle().await;
-    assert_eq!(
-        app.approve(&id, "download", Some(CAROL), None)
-            .await
-            .status(),
-        202
-    );
+    app.approve_ok(&id, "download", CAROL).await;
     for _ in 0..2 {
         let link = app
             .client
@@ -619,39 +593,8 @@ async fn the_uploader_withdraws_a_file_awaiting_a_decision(backend: Backend) {
 
     // Not while it is being analysed: a file sent through an upload URL waits in `Analyzing`
     // until its URL has expired, which this test's clock never lets happen.
-    let ticket: Value = app
-        .client
-        .post(app.url("/api/files/uploads"))
-        .bearer_auth(ALICE)
-        .json(&serde_json::json!({"name": "direct.txt", "size": 5}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let put = reqwest::Client::new()
-        .put(ticket["uploadUrl"].as_str().unwrap())
-        .header("x-ms-blob-type", "BlockBlob")
-        .body("12345")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(put.status(), 201);
-    let direct = ticket["id"].as_str().unwrap();
-    let started = app
-        .client
-        .post(app.url(&format!("/api/files/{direct}/complete")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(started.status(), 200);
-    assert_eq!(
-        app.approve(direct, "upload", Some(BOB), None)
-            .await
-            .status(),
-        202
-    );
+    let direct = &app.upload_direct("direct.txt", b"12345", ALICE).await;
+    app.approve_ok(direct, "upload", BOB).await;
     app.idle().await;
     assert_eq!(app.status(direct).await["stage"], "Analyzing");
     let refused = assert_error(
@@ -664,10 +607,7 @@ async fn the_uploader_withdraws_a_file_awaiting_a_decision(backend: Backend) {
 
     // At the download stage too.
     let id = app.upload_as(ALICE).await;
-    assert_eq!(
-        app.approve(&id, "upload", Some(BOB), None).await.status(),
-        202
-    );
+    app.approve_ok(&id, "upload", BOB).await;
     app.idle().await;
     let done = withdraw(&app, &id, &bearer(ALICE), "").await;
     assert_eq!(done.status(), 202);
@@ -760,12 +700,7 @@ async fn a_reviewers_inbox_holds_what_they_may_decide_now(backend: Backend) {
     let bobs = app.upload_as(BOB).await;
     app.clock.set(t0 + chrono::Duration::minutes(2));
     let reviewed = app.upload_as(CAROL).await;
-    assert_eq!(
-        app.approve(&reviewed, "upload", Some(BOB), None)
-            .await
-            .status(),
-        202
-    );
+    app.approve_ok(&reviewed, "upload", BOB).await;
     app.idle().await;
 
     // Only this test's files: Azurite's tables are shared with other tests.
@@ -809,12 +744,7 @@ async fn a_reviewers_inbox_holds_what_they_may_decide_now(backend: Backend) {
     let approved = inbox(ALICE, "&stage=Approved".to_owned()).await;
     assert!(mine(ids(&approved)).is_empty());
     // Once carol decides, it leaves her inbox.
-    assert_eq!(
-        app.approve(&alices, "upload", Some(CAROL), None)
-            .await
-            .status(),
-        202
-    );
+    app.approve_ok(&alices, "upload", CAROL).await;
     app.idle().await;
     assert_eq!(mine(everything(CAROL).await), vec![bobs.clone()]);
 

@@ -5,10 +5,8 @@
 use serde_json::Value;
 
 use crate::helpers::{
-    assert_error, spawn_app_with, Backend, Mode, Options, TestApp, ALICE, BOB, CAROL,
+    assert_error, spawn_app_with, Backend, Mode, Options, TestApp, ALICE, BOB, CAROL, UMA,
 };
-
-const UPLOADER: &str = "uma-uploader-token-0123456";
 
 async fn app(backend: Backend) -> Option<TestApp> {
     spawn_app_with(Options {
@@ -19,7 +17,7 @@ async fn app(backend: Backend) -> Option<TestApp> {
                 "FILE_APPROVER_REVIEWERS",
                 format!("alice:{ALICE},bob:{BOB},carol:{CAROL}"),
             ),
-            ("FILE_APPROVER_UPLOADERS", format!("uma:{UPLOADER}")),
+            ("FILE_APPROVER_UPLOADERS", format!("uma:{UMA}")),
         ],
         ..Options::default()
     })
@@ -30,7 +28,7 @@ async fn upload(app: &TestApp, name: &str, bytes: &[u8], content_type: &str) -> 
     let response = app
         .client
         .post(app.url(&format!("/api/files?name={name}")))
-        .bearer_auth(UPLOADER)
+        .bearer_auth(UMA)
         .header("Content-Type", content_type)
         .body(bytes.to_vec())
         .send()
@@ -114,12 +112,7 @@ async fn previews_are_for_reviewers_and_only_of_what_can_be_shown(backend: Backe
     };
     let id = upload(&app, "a.txt", b"hello\n", "text/plain").await;
     assert_error(preview(&app, &id, None).await, 401, "Unauthorized").await;
-    assert_error(
-        preview(&app, &id, Some(UPLOADER)).await,
-        403,
-        "NotAReviewer",
-    )
-    .await;
+    assert_error(preview(&app, &id, Some(UMA)).await, 403, "NotAReviewer").await;
     let zip = upload(
         &app,
         "a.zip",

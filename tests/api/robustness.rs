@@ -62,10 +62,7 @@ async fn storage_outage_answers_503_and_the_request_can_be_retried(backend: Back
         .await
         .unwrap();
     assert!(left.entities.is_empty(), "the failed upload left a record");
-    assert_eq!(
-        app.approve(&id, "upload", Some(ALICE), None).await.status(),
-        202
-    );
+    app.approve_ok(&id, "upload", ALICE).await;
 }
 
 async fn an_approval_not_given_in_time_expires_the_file(backend: Backend) {
@@ -167,10 +164,7 @@ async fn an_upload_whose_workflow_could_not_start_is_started_by_the_sweep() {
 
     app.state.files.sweep_uploads().await.unwrap();
     assert_eq!(app.status(&id).await["stage"], "AwaitingUploadApproval");
-    assert_eq!(
-        app.approve(&id, "upload", Some(ALICE), None).await.status(),
-        202
-    );
+    app.approve_ok(&id, "upload", ALICE).await;
 }
 
 /// A storage service that stops answering (Azurite frozen with SIGSTOP; the embedded store

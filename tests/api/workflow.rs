@@ -141,10 +141,7 @@ async fn rejected_download_ends_the_workflow(backend: Backend) {
         return;
     };
     let id = app.upload_ok("data.csv", b"a,b\n1,2\n").await;
-    assert_eq!(
-        app.approve(&id, "upload", Some(ALICE), None).await.status(),
-        202
-    );
+    app.approve_ok(&id, "upload", ALICE).await;
     app.idle().await;
     let response = app
         .approve(&id, "download", Some(BOB), Some(r#"{"approved": false}"#))

@@ -7,16 +7,10 @@
 
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
 import fs from "node:fs";
-import net from "node:net";
 import os from "node:os";
 import path from "node:path";
-import { chromium } from "playwright-core";
-
-const STORE = process.env.UI_TEST_STORE ?? "embedded";
-const HANDLER = process.env.UI_TEST_HANDLER ?? "target/debug/handler";
-const CHROMIUM = process.env.UI_TEST_CHROMIUM ?? "/usr/bin/chromium";
+import { CHROMIUM, STORE, launchChromium, startHandler } from "./harness.mjs";
 const FIXTURES = path.resolve("tests/fixtures/easy-auth");
 
 // The sign-in flow does not depend on the store: it runs once, on the embedded store.
@@ -30,13 +24,6 @@ let base;
 let browser;
 let work;
 
-function freePort() {
-  return new Promise((resolve) => {
-    const server = net.createServer();
-    server.listen(0, "127.0.0.1", () => { const { port } = server.address(); server.close(() => resolve(port)); });
-  });
-}
-
 /// The headers the platform would add for the person in `fixture`.
 function platformHeaders(fixture) {
   const { headers, principal } = JSON.parse(fs.readFileSync(path.join(FIXTURES, `${fixture}.json`), "utf8"));
@@ -46,20 +33,10 @@ function platformHeaders(fixture) {
 before(async () => {
   if (missing) return;
   work = fs.mkdtempSync(path.join(os.tmpdir(), "file-approver-ui-easy-"));
-  const port = await freePort();
-  base = `http://127.0.0.1:${port}`;
-  const env = { ...process.env, PORT: String(port), RUST_LOG: "warn", FILE_APPROVER_EASY_AUTH: "true",
-    FILE_APPROVER_STORAGE: "embedded", FILE_APPROVER_DATA_DIR: path.join(work, "data") };
-  handler = spawn(HANDLER, [], { env, stdio: "ignore" });
-  const deadline = Date.now() + 30_000;
-  for (;;) {
-    try { if ((await fetch(`${base}/`)).ok) break; } catch { /* not yet */ }
-    if (Date.now() > deadline) throw new Error("the handler did not start");
-    await new Promise((r) => { setTimeout(r, 100); });
-  }
-  browser = await chromium.launch({ executablePath: CHROMIUM,
-    args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-      "--disable-background-networking", "--disable-component-update", "--disable-sync"] });
+  ({ child: handler, base } = await startHandler({ FILE_APPROVER_EASY_AUTH: "true",
+    FILE_APPROVER_STORAGE: "embedded", FILE_APPROVER_DATA_DIR: path.join(work, "data") },
+  path.join(work, "handler.log")));
+  browser = await launchChromium();
 });
 
 after(async () => {

@@ -7,17 +7,12 @@
 
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
 import { createHash } from "node:crypto";
 import fs from "node:fs";
-import net from "node:net";
 import os from "node:os";
 import path from "node:path";
-import { chromium } from "playwright-core";
+import { CHROMIUM, STORE, launchChromium, startHandler, waitFor } from "./harness.mjs";
 
-const STORE = process.env.UI_TEST_STORE ?? "embedded";
-const HANDLER = process.env.UI_TEST_HANDLER ?? "target/debug/handler";
-const CHROMIUM = process.env.UI_TEST_CHROMIUM ?? "/usr/bin/chromium";
 const SHOTS = path.resolve(process.env.UI_TEST_SCREENSHOTS ?? "target/ui-screenshots", STORE);
 const ALICE = "alice-token-0123456789";
 const BOB = "bob-token-0123456789abc";
@@ -50,22 +45,6 @@ let base;
 let browser;
 let work;
 
-function freePort() {
-  return new Promise((resolve) => {
-    const server = net.createServer();
-    server.listen(0, "127.0.0.1", () => { const { port } = server.address(); server.close(() => resolve(port)); });
-  });
-}
-
-async function waitFor(check, what, ms = 30_000) {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    try { if (await check()) return; } catch { /* not yet */ }
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => { setTimeout(r, 100); });
-  }
-}
-
 // Blob Storage refuses a page's cross-origin PUTs unless the account's CORS rules allow them,
 // as an operator sets them for a real account (README: "The web page").
 async function allowPageOrigin(connectionString, origin) {
@@ -81,31 +60,17 @@ before(async () => {
   if (missing) return;
   work = fs.mkdtempSync(path.join(os.tmpdir(), "file-approver-ui-"));
   fs.mkdirSync(SHOTS, { recursive: true });
-  const port = await freePort();
-  base = `http://127.0.0.1:${port}`;
-  const env = {
-    ...process.env, PORT: String(port), RUST_LOG: "warn",
+  const settings = {
     FILE_APPROVER_REVIEWERS: `alice:${ALICE},bob:${BOB},carol:${CAROL}`,
     FILE_APPROVER_UPLOADERS: `uma:${UPLOADER}`,
+    ...(STORE === "azure"
+      ? { FILE_APPROVER_STORAGE: "azure", AzureWebJobsStorage: process.env.UI_TEST_AZURE_STORAGE }
+      : { FILE_APPROVER_STORAGE: "embedded", FILE_APPROVER_DATA_DIR: path.join(work, "data") }),
   };
-  if (STORE === "azure") {
-    env.FILE_APPROVER_STORAGE = "azure";
-    env.AzureWebJobsStorage = process.env.UI_TEST_AZURE_STORAGE;
-    await allowPageOrigin(process.env.UI_TEST_AZURE_STORAGE, base);
-  } else {
-    env.FILE_APPROVER_STORAGE = "embedded";
-    env.FILE_APPROVER_DATA_DIR = path.join(work, "data");
-  }
-  const log = fs.openSync(path.join(work, "handler.log"), "w");
-  handler = spawn(HANDLER, [], { env, stdio: ["ignore", log, log] });
-  await waitFor(async () => (await fetch(`${base}/`)).ok, "the handler");
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    // As root on a machine with no outside network: no sandbox, and none of Chromium's
-    // background calls home.
-    args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-      "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-  });
+  ({ child: handler, base } = await startHandler(settings, path.join(work, "handler.log"), async (address) => {
+    if (STORE === "azure") await allowPageOrigin(process.env.UI_TEST_AZURE_STORAGE, address);
+  }));
+  browser = await launchChromium();
 });
 
 after(async () => {

@@ -17,7 +17,7 @@ use duroxide::{
 #[path = "../../harness.rs"]
 mod harness;
 
-use harness::{hash_4k, until_stage_within, Peer, Result, Stage};
+use harness::{hash_4k, Peer, Result, Stage};
 
 pub struct Duroxide {
     client: Client,
@@ -100,14 +100,6 @@ impl Peer for Duroxide {
             #[allow(unreachable_patterns)]
             _ => Stage::Missing,
         })
-    }
-
-    /// Starts are queued; each instance reaches its first wait when a dispatcher runs it.
-    async fn settle(&self, ids: &[String]) -> Result<()> {
-        for id in ids.iter().rev() {
-            until_stage_within(self, id, Stage::AwaitingUpload, Duration::from_secs(1800)).await?;
-        }
-        Ok(())
     }
 }
 

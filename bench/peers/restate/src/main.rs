@@ -166,14 +166,6 @@ impl Peer for Restate {
             _ => Stage::Missing,
         })
     }
-
-    async fn settle(&self, ids: &[String]) -> Result<()> {
-        for id in ids.iter().rev() {
-            harness::until_stage_within(self, id, Stage::AwaitingUpload, Duration::from_secs(1800))
-                .await?;
-        }
-        Ok(())
-    }
 }
 
 /// `child restate <throughput|waiting> <n> <dir>`: one measurement, one JSON line. For
