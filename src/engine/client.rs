@@ -7,14 +7,14 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-use super::error::EngineError;
-use super::event::{EventKind, HistoryEvent};
 use super::handle::Engine;
-use super::index::{key_range, parse_row_key, INDEX_PARTITION};
-use super::instance::{InstanceState, InstanceStatus};
 use super::replay::{event_size, MAX_EVENT_BYTES};
-use super::rows::{self, canonical_json, STATE_ROW};
 use super::turn::{Plan, Turned};
+use super::vocabulary::error::{EngineError, Refusal};
+use super::vocabulary::event::{EventKind, HistoryEvent};
+use super::vocabulary::index::{key_range, parse_row_key, INDEX_PARTITION};
+use super::vocabulary::instance::{InstanceState, InstanceStatus};
+use super::vocabulary::rows::{self, canonical_json, STATE_ROW};
 use crate::store::{BatchOp, StoreError, TableQuery, MAX_BATCH_OPERATIONS};
 
 /// What `start` did.
@@ -40,13 +40,6 @@ pub struct RaiseEvent {
     /// A rule the event must pass, checked like `expect_custom_status` (inside the turn, on the
     /// state the commit guards, so racing callers see each other's events).
     pub guard: Option<EventGuard>,
-}
-
-/// Why a guard refused an event: a stable code and a message, for the caller to map.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Refusal {
-    pub code: &'static str,
-    pub message: String,
 }
 
 /// The check inside an [`EventGuard`]: the instance's status (without history) and its history,
@@ -124,7 +117,7 @@ impl Engine {
         input: Value,
     ) -> Result<StartOutcome, EngineError> {
         check_instance_id(instance_id)?;
-        if self.inner.registry.get_orchestration(name).is_none() {
+        if self.registry().get_orchestration(name).is_none() {
             return Err(EngineError::UnknownOrchestration(name.to_owned()));
         }
         let started = EventKind::ExecutionStarted {
@@ -243,13 +236,8 @@ impl Engine {
                 status
             }));
         }
-        let table = &self.inner.options.table;
-        match self
-            .inner
-            .store
-            .get_entity(table, instance_id, STATE_ROW)
-            .await
-        {
+        let table = &self.options().table;
+        match self.store().get_entity(table, instance_id, STATE_ROW).await {
             Ok(stored) => Ok(Some(InstanceState::from_entity(&stored.entity)?.status)),
             Err(StoreError::NotFound) => Ok(None),
             Err(e) => Err(e.into()),
@@ -268,7 +256,7 @@ impl Engine {
         /// Store pages read at most when they come back empty but with more to follow.
         const EMPTY_PAGES: usize = 4;
 
-        let table = &self.inner.options.index_table;
+        let table = &self.options().index_table;
         let range = match (query.key.as_deref(), query.through_key.as_deref()) {
             (Some(key), None) => key_range(key),
             (Some(key), Some(through)) => key_range(key).start..key_range(through).end,
@@ -294,8 +282,7 @@ impl Engine {
         let mut empty_pages = 0;
         loop {
             page = self
-                .inner
-                .store
+                .store()
                 .query(
                     table,
                     &TableQuery {
@@ -354,8 +341,7 @@ impl Engine {
                 None => {
                     // Stale: its instance has moved on, or its turn never committed.
                     match self
-                        .inner
-                        .store
+                        .store()
                         .delete_entity(table, INDEX_PARTITION, &row, None)
                         .await
                     {
@@ -426,8 +412,8 @@ impl Engine {
                 status: state.status.runtime_status,
             });
         }
-        let store = &self.inner.store;
-        let table = &self.inner.options.table;
+        let store = &self.store();
+        let table = &self.options().table;
         let keys: Vec<String> = loaded
             .history
             .iter()
@@ -469,7 +455,7 @@ impl Engine {
             .flatten()
         {
             match store
-                .delete_entity(&self.inner.options.index_table, INDEX_PARTITION, row, None)
+                .delete_entity(&self.options().index_table, INDEX_PARTITION, row, None)
                 .await
             {
                 Ok(()) | Err(StoreError::NotFound) => {}

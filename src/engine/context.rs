@@ -21,7 +21,7 @@ use serde::Serialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use super::error::OrchestrationError;
+use super::vocabulary::error::OrchestrationError;
 
 /// How often, and how far apart, an activity is attempted. Waits between attempts are durable
 /// timers, so a retry survives a restart.

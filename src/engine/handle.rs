@@ -1,98 +1,25 @@
-//! [`Engine`]: the one handle callers hold. Its methods live in three rooms, along the Durable
-//! Task Framework's lines: the client (`client.rs`: start, raise, status, list, terminate,
-//! purge), the turn (`turn.rs`: load, plan, replay, commit) and the worker (`worker.rs`: work
-//! messages, activity outcomes, timers). This file holds what they share.
+//! [`Engine`]: the one handle callers hold, and the state its rooms share. The fields are
+//! private to this file; the client, the turn and the worker reach them through methods, so
+//! no room depends on another's internals. The memory of committed partitions (and the reads
+//! that fill it) lives here too, because the turn writes it and the client and worker read it.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Utc};
+use futures::{Stream, TryStreamExt};
 use tokio::sync::{watch, OwnedMutexGuard};
 
-use super::error::EngineError;
-use super::index::{by_custom_status, IndexKeyFn};
+use super::index_writer::IndexWriter;
 use super::registry::Registry;
-use super::turn::Loaded;
+use super::vocabulary::error::EngineError;
+use super::vocabulary::event::HistoryEvent;
+use super::vocabulary::instance::InstanceState;
+use super::vocabulary::options::EngineOptions;
+use super::vocabulary::rows::{history_event, STATE_ROW};
 use crate::clock::Clock;
 use crate::store::Storage;
-
-/// How an [`Engine`] behaves.
-#[derive(Clone)]
-pub struct EngineOptions {
-    /// The table holding every instance (one partition each).
-    pub table: String,
-    /// The table of the status index (`index.rs`).
-    pub index_table: String,
-    /// The key an instance is listed under, from its custom status.
-    pub index_key: IndexKeyFn,
-    /// The queue the engine's work travels on (see `worker.rs`).
-    pub work_queue: String,
-    /// How many times a turn is retried after losing a race for the state row.
-    pub max_turn_attempts: u32,
-    /// How long a work message that arrives before its turn's commit is retried before it is
-    /// taken for the message of a turn that failed (the commit of a live turn takes
-    /// milliseconds; this covers a stalled one).
-    pub commit_grace: Duration,
-    /// How many activities this process runs at once; more wait their turn. Activities are
-    /// the heavy part (the analysis reads a whole file): run unbounded, a burst of them would
-    /// starve the requests the process is serving. Only the activity itself holds a permit,
-    /// never the storage writes around it.
-    pub max_concurrent_activities: usize,
-    /// How an activity run under the Functions host stays recoverable when its process dies
-    /// (see [`Standby`]).
-    pub standby: Standby,
-}
-
-/// A long activity's standby copy. The Functions host hides the message it delivers for 10
-/// minutes (renewed while the invocation runs): a process that dies mid-activity leaves its
-/// work hidden that long. So an activity that has run for [`after`](Self::after) puts a copy of
-/// its message on the queue, hidden for [`hidden`](Self::hidden) and hidden again every third
-/// of that while the activity runs; the process that finishes withdraws it. If the process
-/// dies, the copy shows within `hidden` and another instance takes the work over. Short
-/// activities, most of them, cost nothing extra.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Standby {
-    pub after: std::time::Duration,
-    pub hidden: std::time::Duration,
-}
-
-impl Default for Standby {
-    fn default() -> Self {
-        Standby {
-            after: std::time::Duration::from_secs(2),
-            hidden: std::time::Duration::from_secs(45),
-        }
-    }
-}
-
-impl Default for EngineOptions {
-    fn default() -> Self {
-        EngineOptions {
-            table: "workflows".to_owned(),
-            index_table: "workflowindex".to_owned(),
-            index_key: by_custom_status(),
-            work_queue: "workflow-work".to_owned(),
-            max_turn_attempts: 30,
-            commit_grace: Duration::seconds(30),
-            max_concurrent_activities: std::thread::available_parallelism().map_or(2, |n| n.get()),
-            standby: Standby::default(),
-        }
-    }
-}
-
-impl std::fmt::Debug for EngineOptions {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EngineOptions")
-            .field("table", &self.table)
-            .field("index_table", &self.index_table)
-            .field("work_queue", &self.work_queue)
-            .field("max_turn_attempts", &self.max_turn_attempts)
-            .field("commit_grace", &self.commit_grace)
-            .field("max_concurrent_activities", &self.max_concurrent_activities)
-            .field("standby", &self.standby)
-            .finish_non_exhaustive()
-    }
-}
+use crate::store::{ETag, Page, StoreError, TableQuery};
 
 /// Tells a local worker that work was sent, and when each message becomes visible, so it can
 /// sleep until then instead of polling.
@@ -140,34 +67,34 @@ impl WorkSignal {
 /// [`Engine::execute`]: the host's queue trigger, or a [`super::WorkDriver`].
 #[derive(Clone)]
 pub struct Engine {
-    pub(super) inner: Arc<Inner>,
+    inner: Arc<Inner>,
 }
 
-pub(super) struct Inner {
-    pub(super) store: Arc<dyn Storage>,
-    pub(super) clock: Arc<dyn Clock>,
-    pub(super) registry: Registry,
-    pub(super) options: EngineOptions,
+struct Inner {
+    store: Arc<dyn Storage>,
+    clock: Arc<dyn Clock>,
+    registry: Registry,
+    options: EngineOptions,
     /// Turns of one instance in this process run one at a time: racing our own tasks for the
     /// state row would only burn storage transactions. Other processes race via ETags.
-    pub(super) locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Work sent by this process, for a local worker to wake on.
-    pub(super) signal: WorkSignal,
+    signal: WorkSignal,
     /// Each instance's partition as this process last committed it. The next turn of that
     /// instance starts from here instead of loading, saving a storage read per turn (an
     /// activity's outcome, a decision after our own commit). A stale entry cannot do harm: the
     /// commit's ETag guard refuses it and the turn reloads. Only commits rest on it; a turn
     /// that would refuse or do nothing re-decides on freshly loaded state.
-    pub(super) recent: Mutex<HashMap<String, Loaded>>,
+    recent: Mutex<HashMap<String, Loaded>>,
     /// Instances this process saw finish, as committed. A finished instance never changes (no
     /// turn is taken, termination is refused), so its remembered partition answers a status
     /// read as well as storage would: the download that follows an approval costs no read.
     /// Only a purge removes one; another process's purge is seen once the entry is evicted.
-    pub(super) finished: Mutex<HashMap<String, Loaded>>,
+    finished: Mutex<HashMap<String, Loaded>>,
     /// The status index's writes, gathered into shared batches.
-    pub(super) index_writer: super::index_writer::IndexWriter,
+    index_writer: IndexWriter,
     /// Permits to run an activity ([`EngineOptions::max_concurrent_activities`]).
-    pub(super) activity_slots: Arc<tokio::sync::Semaphore>,
+    activity_slots: Arc<tokio::sync::Semaphore>,
 }
 
 /// How many instances' partitions [`Inner::recent`] keeps; past it, the map starts over.
@@ -201,7 +128,7 @@ impl Engine {
                 locks: Mutex::new(HashMap::new()),
                 recent: Mutex::new(HashMap::new()),
                 finished: Mutex::new(HashMap::new()),
-                index_writer: super::index_writer::IndexWriter::default(),
+                index_writer: IndexWriter::default(),
                 activity_slots,
                 signal: WorkSignal::new(),
             }),
@@ -229,6 +156,23 @@ impl Engine {
 
     pub(super) fn store(&self) -> &Arc<dyn Storage> {
         &self.inner.store
+    }
+
+    pub(super) fn options(&self) -> &EngineOptions {
+        &self.inner.options
+    }
+
+    pub(super) fn registry(&self) -> &Registry {
+        &self.inner.registry
+    }
+
+    pub(super) fn index_writer(&self) -> &IndexWriter {
+        &self.inner.index_writer
+    }
+
+    /// Permits to run an activity ([`EngineOptions::max_concurrent_activities`]).
+    pub(super) fn activity_slots(&self) -> &tokio::sync::Semaphore {
+        &self.inner.activity_slots
     }
 
     pub(super) fn clock(&self) -> &Arc<dyn Clock> {
@@ -273,5 +217,168 @@ impl Drop for InstanceLock {
         {
             locks.remove(&self.instance_id);
         }
+    }
+}
+
+/// An instance's partition as loaded.
+#[derive(Clone)]
+pub(super) struct Loaded {
+    pub(super) state: Option<(InstanceState, ETag)>,
+    pub(super) history: Vec<HistoryEvent>,
+}
+
+impl Loaded {
+    pub(super) fn absent() -> Self {
+        Loaded {
+            state: None,
+            history: Vec::new(),
+        }
+    }
+
+    pub(super) fn state(&self) -> Option<&InstanceState> {
+        self.state.as_ref().map(|(s, _)| s)
+    }
+}
+
+/// Table Storage's largest page: the engine's scans read as few pages as they can.
+const MAX_QUERY_PAGE: u32 = 1000;
+
+/// The memory of partitions ([`Inner::recent`], [`Inner::finished`]) and the reads that fill it.
+impl Engine {
+    pub(super) fn recent(&self, instance_id: &str) -> Option<Loaded> {
+        let recent = self.inner.recent.lock().unwrap_or_else(|p| p.into_inner());
+        recent.get(instance_id).cloned()
+    }
+
+    pub(super) fn remember(
+        &self,
+        instance_id: &str,
+        state: &InstanceState,
+        history: &[HistoryEvent],
+        state_etag: Option<ETag>,
+    ) {
+        let mut recent = self.inner.recent.lock().unwrap_or_else(|p| p.into_inner());
+        match state_etag {
+            // A finished instance takes no more turns: it goes to `finished` instead.
+            Some(etag) if !state.status.runtime_status.is_terminal() => {
+                if recent.len() >= RECENT_CAPACITY && !recent.contains_key(instance_id) {
+                    recent.clear();
+                }
+                recent.insert(
+                    instance_id.to_owned(),
+                    Loaded {
+                        state: Some((state.clone(), etag)),
+                        history: history.to_vec(),
+                    },
+                );
+            }
+            Some(etag) => {
+                recent.remove(instance_id);
+                drop(recent);
+                let mut finished = self
+                    .inner
+                    .finished
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner());
+                if finished.len() >= RECENT_CAPACITY && !finished.contains_key(instance_id) {
+                    finished.clear();
+                }
+                finished.insert(
+                    instance_id.to_owned(),
+                    Loaded {
+                        state: Some((state.clone(), etag)),
+                        history: history.to_vec(),
+                    },
+                );
+            }
+            None => {
+                recent.remove(instance_id);
+            }
+        }
+    }
+
+    /// The partition of an instance this process saw finish (see `Inner::finished`).
+    pub(super) fn finished(&self, instance_id: &str) -> Option<Loaded> {
+        let finished = self
+            .inner
+            .finished
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        finished.get(instance_id).cloned()
+    }
+
+    pub(super) fn forget(&self, instance_id: &str) {
+        let mut recent = self.inner.recent.lock().unwrap_or_else(|p| p.into_inner());
+        recent.remove(instance_id);
+        drop(recent);
+        let mut finished = self
+            .inner
+            .finished
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        finished.remove(instance_id);
+    }
+
+    /// Every page of `query` (at the largest page size) over the engine's table, each fetched
+    /// only when the stream is polled, so a caller that works page by page holds one at a time.
+    pub(super) fn pages(
+        &self,
+        query: TableQuery,
+    ) -> impl Stream<Item = Result<Page, StoreError>> + Send + '_ {
+        let first = TableQuery {
+            top: Some(MAX_QUERY_PAGE),
+            ..query
+        };
+        futures::stream::try_unfold(Some(first), move |next| async move {
+            let Some(query) = next else {
+                return Ok(None);
+            };
+            let page = self
+                .inner
+                .store
+                .query(&self.inner.options.table, &query)
+                .await?;
+            let next = page.continuation.clone().map(|continuation| TableQuery {
+                continuation: Some(continuation),
+                ..query
+            });
+            Ok(Some((page, next)))
+        })
+    }
+
+    /// Reads the whole partition: history rows in order, then the state row.
+    pub(super) async fn load(&self, instance_id: &str) -> Result<Loaded, EngineError> {
+        let mut loaded = Loaded::absent();
+        let pages = self.pages(TableQuery {
+            ..TableQuery::partition(instance_id.to_owned())
+        });
+        let mut pages = std::pin::pin!(pages);
+        while let Some(page) = pages.try_next().await? {
+            for stored in &page.entities {
+                if stored.entity.row_key == STATE_ROW {
+                    let state = InstanceState::from_entity(&stored.entity)?;
+                    loaded.state = Some((state, stored.etag.clone()));
+                } else if stored.entity.row_key.starts_with("h-") {
+                    loaded.history.push(history_event(stored)?);
+                }
+            }
+        }
+        if let Some((state, _)) = &loaded.state {
+            let contiguous = loaded
+                .history
+                .iter()
+                .enumerate()
+                .all(|(i, e)| i64::try_from(i).is_ok_and(|i| i == e.event_id));
+            let complete =
+                i64::try_from(loaded.history.len()).is_ok_and(|n| n == state.next_event_id);
+            if !contiguous || !complete {
+                return Err(EngineError::Corrupt(format!(
+                    "instance {instance_id} has {} history rows, expected events 0..{}",
+                    loaded.history.len(),
+                    state.next_event_id
+                )));
+            }
+        }
+        Ok(loaded)
     }
 }

@@ -9,8 +9,8 @@ use std::sync::Mutex;
 
 use tokio::sync::oneshot;
 
-use super::index::INDEX_PARTITION;
-use crate::store::{BatchOp, Storage, StoreError};
+use super::vocabulary::index::{IndexChange, INDEX_PARTITION};
+use crate::store::{BatchOp, Entity, Storage, StoreError};
 
 /// Table Storage's limit on one entity group transaction.
 const MAX_GROUP_OPS: usize = 100;
@@ -112,4 +112,42 @@ async fn write_each(store: &dyn Storage, table: &str, ops: Vec<BatchOp>) -> Resu
         }
     }
     Ok(())
+}
+
+/// The writes around a turn's commit (`index.rs` says why in this order).
+impl IndexWriter {
+    /// The index writes that go ahead of a commit (with those of turns committing at the same
+    /// time); a row already gone or already there (a retried turn) is no failure.
+    pub(super) async fn before(
+        &self,
+        store: &dyn Storage,
+        table: &str,
+        change: &IndexChange,
+    ) -> Result<(), StoreError> {
+        let mut ops = Vec::new();
+        if let Some(row) = &change.insert {
+            ops.push(BatchOp::Insert(Entity::new(INDEX_PARTITION, row.as_str())));
+        }
+        if let Some(row) = &change.delete_before {
+            ops.push(BatchOp::Delete {
+                row_key: row.clone(),
+                if_match: None,
+            });
+        }
+        self.write(store, table, ops).await
+    }
+
+    /// The index write that follows a commit. Best effort: a row left behind is one no state
+    /// names, which the next listing that meets it deletes.
+    pub(super) async fn after(&self, store: &dyn Storage, table: &str, change: &IndexChange) {
+        if let Some(row) = &change.delete_after {
+            let delete = BatchOp::Delete {
+                row_key: row.clone(),
+                if_match: None,
+            };
+            if let Err(e) = self.write(store, table, vec![delete]).await {
+                tracing::warn!(row, error = %e, "could not delete a stale index row; a listing will");
+            }
+        }
+    }
 }

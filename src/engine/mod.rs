@@ -18,13 +18,24 @@
 //!
 //! # Rooms
 //!
-//! One handle, [`Engine`], with its methods in three modules along the Durable Task Framework's
-//! lines: the **client** (`client.rs`: start, raise an event, status, list, terminate, purge),
-//! the **turn** (`turn.rs`: load, plan, replay, commit, the index writes around it) and the
-//! **worker** (`worker.rs`: work messages, activity outcomes, timers). Work leaves a turn as
-//! messages on a storage queue ([`WorkMessage`]); whoever receives them — the Functions host's
-//! queue trigger, or a [`WorkDriver`] in local mode — hands each to [`Engine::execute`]. The
-//! status index (`index.rs`) lists instances by a key derived from their custom status.
+//! One handle, [`Engine`], in rooms along the Durable Task Framework's lines (durabletask-go's
+//! `backend`/`client`/`worker`), each standing only on the rooms below it
+//! (`tests/architecture.rs` checks the order):
+//!
+//! | room | what it holds |
+//! |---|---|
+//! | `driver.rs` | local mode's queue driver ([`WorkDriver`]) |
+//! | `client.rs`, `worker.rs` | the client (start, raise an event, status, list, terminate, purge); the worker (work messages, activity outcomes, timers) |
+//! | `turn.rs` | load or remember, plan, replay, commit; the seam where work leaves a turn |
+//! | `handle.rs` | the shared state behind [`Engine`], reached only through its methods: storage, clock, options, per-instance locks, the memory of committed partitions and the reads that fill it |
+//! | `index_writer.rs` | the status index's writes around a commit, gathered into shared batches |
+//! | `replay.rs`, `registry.rs`, `context.rs` | the orchestration model: pure replay, registered functions, the context they see |
+//! | `vocabulary/` | what all of them speak: history events, instance state and its rows, the status index's keys, work messages, options, errors and refusals (no I/O) |
+//!
+//! Work leaves a turn as messages on a storage queue ([`WorkMessage`]); whoever receives them —
+//! the Functions host's queue trigger, or a [`WorkDriver`] in local mode — hands each to
+//! [`Engine::execute`]. The status index ([`index`]) lists instances by a key derived from their
+//! custom status.
 //!
 //! # The turn loop
 //!
@@ -97,28 +108,25 @@
 mod client;
 mod context;
 mod driver;
-mod error;
-mod event;
 mod handle;
-pub mod index;
 mod index_writer;
-mod instance;
 mod registry;
 mod replay;
-pub mod rows;
 mod turn;
+mod vocabulary;
 mod worker;
 
-pub use client::{
-    EventGuard, InstancePage, ListQuery, RaiseEvent, RaiseOutcome, Refusal, StartOutcome,
-};
+pub use vocabulary::{index, rows};
+
+pub use client::{EventGuard, InstancePage, ListQuery, RaiseEvent, RaiseOutcome, StartOutcome};
 pub use context::{OrchestrationContext, RetryPolicy};
 pub use driver::{DriverOptions, WorkDriver};
-pub use error::{ActivityError, EngineError, OrchestrationError};
-pub use event::{EventKind, HistoryEvent, RuntimeStatus};
-pub use handle::WorkSignal;
-pub use handle::{Engine, EngineOptions, Standby};
-pub use instance::{InstanceState, InstanceStatus};
+pub use handle::{Engine, WorkSignal};
 pub use registry::{ActivityFn, OrchestrationFn, Registry};
-pub use replay::{replay, Action, OpenTimer, TurnResult, MAX_EVENTS_PER_TURN, MAX_EVENT_BYTES};
-pub use worker::{Executed, HeldBy, WorkMessage};
+pub use replay::{replay, Action, TurnResult, MAX_EVENTS_PER_TURN, MAX_EVENT_BYTES};
+pub use vocabulary::error::{ActivityError, EngineError, OrchestrationError, Refusal};
+pub use vocabulary::event::{EventKind, HistoryEvent, RuntimeStatus};
+pub use vocabulary::instance::{InstanceState, InstanceStatus, OpenTimer};
+pub use vocabulary::message::WorkMessage;
+pub use vocabulary::options::{EngineOptions, Standby};
+pub use worker::{Executed, HeldBy};

@@ -13,7 +13,7 @@ use futures::FutureExt;
 use serde_json::Value;
 
 use super::context::OrchestrationContext;
-use super::error::{ActivityError, OrchestrationError};
+use super::vocabulary::error::{ActivityError, OrchestrationError};
 
 /// A registered orchestration: called once per replay. Its future need not be `Send` (replay
 /// polls it on the calling thread and drops it before returning).

@@ -18,9 +18,10 @@ use futures::future::LocalBoxFuture;
 use serde_json::Value;
 
 use super::context::{ActionRequest, OrchestrationContext, ReplayState};
-use super::error::OrchestrationError;
-use super::event::{EventKind, HistoryEvent, RuntimeStatus};
 use super::registry::OrchestrationFn;
+use super::vocabulary::error::OrchestrationError;
+use super::vocabulary::event::{EventKind, HistoryEvent, RuntimeStatus};
+use super::vocabulary::instance::OpenTimer;
 
 /// The most bytes of JSON one history row or state-row property may hold. Azure caps a string
 /// property at 64 KiB of UTF-16; 32 KiB of UTF-8 is always within that.
@@ -56,14 +57,6 @@ pub enum Action {
         timer_id: i64,
         fire_at: DateTime<Utc>,
     },
-}
-
-/// A timer that has been created and will be fired.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct OpenTimer {
-    pub timer_id: i64,
-    pub fire_at: DateTime<Utc>,
 }
 
 /// What one turn produced.

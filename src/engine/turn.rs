@@ -4,44 +4,20 @@
 
 use std::hash::{BuildHasher, Hasher};
 
-use chrono::{DateTime, Utc};
-use futures::{Stream, TryStreamExt};
+use chrono::{DateTime, Duration, Utc};
 use serde_json::Value;
 
-use super::error::EngineError;
-use super::event::{EventKind, HistoryEvent, RuntimeStatus};
-use super::handle::{Engine, RECENT_CAPACITY};
-use super::index::{parse_row_key, row_key, IndexChange, INDEX_PARTITION};
-use super::instance::{InstanceState, InstanceStatus};
+use super::handle::{Engine, Loaded};
 use super::replay::replay;
-use super::rows::{history_entity, history_event, STATE_ROW};
-use super::worker::WorkMessage;
-use crate::store::{check_batch_size, BatchOp, ETag, Entity, Page, StoreError, TableQuery};
-
-/// Table Storage's largest page: the engine's scans read as few pages as they can.
-const MAX_QUERY_PAGE: u32 = 1000;
-/// Activity error messages are cut to this many bytes before they are recorded.
-pub(super) const MAX_REASON_BYTES: usize = 4096;
-
-/// An instance's partition as loaded.
-#[derive(Clone)]
-pub(super) struct Loaded {
-    pub(super) state: Option<(InstanceState, ETag)>,
-    pub(super) history: Vec<HistoryEvent>,
-}
-
-impl Loaded {
-    pub(super) fn absent() -> Self {
-        Loaded {
-            state: None,
-            history: Vec::new(),
-        }
-    }
-
-    pub(super) fn state(&self) -> Option<&InstanceState> {
-        self.state.as_ref().map(|(s, _)| s)
-    }
-}
+use super::replay::{Action, TurnResult};
+use super::vocabulary::error::EngineError;
+use super::vocabulary::event::{truncate, MAX_REASON_BYTES};
+use super::vocabulary::event::{EventKind, HistoryEvent, RuntimeStatus};
+use super::vocabulary::index::{parse_row_key, row_key, IndexChange};
+use super::vocabulary::instance::{InstanceState, InstanceStatus};
+use super::vocabulary::message::WorkMessage;
+use super::vocabulary::rows::history_entity;
+use crate::store::{check_batch_size, BatchOp, StoreError, MAX_VISIBILITY};
 
 /// What a turn should do, decided against freshly loaded state (so it is re-decided after
 /// every conflict).
@@ -77,7 +53,7 @@ impl Engine {
         mut plan: impl FnMut(&Loaded) -> Result<Plan<T>, EngineError>,
     ) -> Result<Turned<T>, EngineError> {
         let _lock = self.lock_instance(instance_id).await;
-        let max_attempts = self.inner.options.max_turn_attempts.max(1);
+        let max_attempts = self.options().max_turn_attempts.max(1);
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -109,14 +85,16 @@ impl Engine {
             // that no committed state names, which find nothing to do and are dropped; a crash
             // after the commit cannot leave work unsent or the instance unlisted.
             // Independent of each other: sent side by side, one round trip instead of two.
-            let (visible, ()) = tokio::try_join!(
-                self.send_work(&committed.work),
-                self.index_before(&committed.index)
-            )?;
+            let index_table = &self.options().index_table;
+            let (visible, ()) = tokio::try_join!(self.send_work(&committed.work), async {
+                self.index_writer()
+                    .before(self.store().as_ref(), index_table, &committed.index)
+                    .await
+                    .map_err(EngineError::from)
+            })?;
             match self
-                .inner
-                .store
-                .batch(&self.inner.options.table, instance_id, ops)
+                .store()
+                .batch(&self.options().table, instance_id, ops)
                 .await
             {
                 Ok(etags) => {
@@ -127,11 +105,18 @@ impl Engine {
                         "turn committed"
                     );
                     // The state row is the batch's first operation.
-                    self.remember(instance_id, &committed, etags.into_iter().next().flatten());
+                    self.remember(
+                        instance_id,
+                        &committed.state,
+                        &committed.history,
+                        etags.into_iter().next().flatten(),
+                    );
                     for at in visible {
-                        self.inner.signal.sent(at);
+                        self.work_signal().sent(at);
                     }
-                    self.index_after(&committed.index).await;
+                    self.index_writer()
+                        .after(self.store().as_ref(), index_table, &committed.index)
+                        .await;
                     return Ok(Turned::Committed(Box::new(committed)));
                 }
                 // Someone else created, advanced or purged the instance since we loaded it.
@@ -161,74 +146,6 @@ impl Engine {
         }
     }
 
-    pub(super) fn recent(&self, instance_id: &str) -> Option<Loaded> {
-        let recent = self.inner.recent.lock().unwrap_or_else(|p| p.into_inner());
-        recent.get(instance_id).cloned()
-    }
-
-    fn remember(&self, instance_id: &str, committed: &Committed, state_etag: Option<ETag>) {
-        let mut recent = self.inner.recent.lock().unwrap_or_else(|p| p.into_inner());
-        match state_etag {
-            // A finished instance takes no more turns: it goes to `finished` instead.
-            Some(etag) if !committed.state.status.runtime_status.is_terminal() => {
-                if recent.len() >= RECENT_CAPACITY && !recent.contains_key(instance_id) {
-                    recent.clear();
-                }
-                recent.insert(
-                    instance_id.to_owned(),
-                    Loaded {
-                        state: Some((committed.state.clone(), etag)),
-                        history: committed.history.clone(),
-                    },
-                );
-            }
-            Some(etag) => {
-                recent.remove(instance_id);
-                drop(recent);
-                let mut finished = self
-                    .inner
-                    .finished
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner());
-                if finished.len() >= RECENT_CAPACITY && !finished.contains_key(instance_id) {
-                    finished.clear();
-                }
-                finished.insert(
-                    instance_id.to_owned(),
-                    Loaded {
-                        state: Some((committed.state.clone(), etag)),
-                        history: committed.history.clone(),
-                    },
-                );
-            }
-            None => {
-                recent.remove(instance_id);
-            }
-        }
-    }
-
-    /// The partition of an instance this process saw finish (see `Inner::finished`).
-    pub(super) fn finished(&self, instance_id: &str) -> Option<Loaded> {
-        let finished = self
-            .inner
-            .finished
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        finished.get(instance_id).cloned()
-    }
-
-    pub(super) fn forget(&self, instance_id: &str) {
-        let mut recent = self.inner.recent.lock().unwrap_or_else(|p| p.into_inner());
-        recent.remove(instance_id);
-        drop(recent);
-        let mut finished = self
-            .inner
-            .finished
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        finished.remove(instance_id);
-    }
-
     fn build_turn(
         &self,
         instance_id: &str,
@@ -244,14 +161,13 @@ impl Engine {
             (None, _) => return Err(EngineError::InstanceNotFound(instance_id.to_owned())),
         };
         let orchestration = self
-            .inner
-            .registry
+            .registry()
             .get_orchestration(&name)
             .ok_or_else(|| EngineError::UnknownOrchestration(name.clone()))?;
         // Turn times never run backwards, whatever the clocks of the machines taking turns.
         let now = match prev {
-            Some(state) => self.inner.clock.now().max(state.status.last_updated_time),
-            None => self.inner.clock.now(),
+            Some(state) => self.clock().now().max(state.status.last_updated_time),
+            None => self.clock().now(),
         };
         let result = replay(orchestration, instance_id, &loaded.history, inbound, now);
         if let Some(reason) = result.nondeterminism() {
@@ -307,7 +223,7 @@ impl Engine {
         state: &mut InstanceState,
         now: DateTime<Utc>,
     ) -> IndexChange {
-        let key = (self.inner.options.index_key)(&state.status.custom_status);
+        let key = (self.options().index_key)(&state.status.custom_status);
         let current = prev.and_then(|p| p.index_row.clone());
         let stale = prev.and_then(|p| p.stale_index_row.clone());
         let unchanged = match (&key, &current) {
@@ -343,7 +259,7 @@ impl Engine {
         let Some(prev) = loaded.state() else {
             return Err(EngineError::InstanceNotFound(instance_id.to_owned()));
         };
-        let now = self.inner.clock.now().max(prev.status.last_updated_time);
+        let now = self.clock().now().max(prev.status.last_updated_time);
         let event = HistoryEvent::new(
             prev.next_event_id,
             now,
@@ -408,80 +324,6 @@ impl Engine {
         })?;
         Ok(ops)
     }
-
-    /// Every page of `query` (at the largest page size) over the engine's table, each fetched
-    /// only when the stream is polled, so a caller that works page by page holds one at a time.
-    pub(super) fn pages(
-        &self,
-        query: TableQuery,
-    ) -> impl Stream<Item = Result<Page, StoreError>> + Send + '_ {
-        let first = TableQuery {
-            top: Some(MAX_QUERY_PAGE),
-            ..query
-        };
-        futures::stream::try_unfold(Some(first), move |next| async move {
-            let Some(query) = next else {
-                return Ok(None);
-            };
-            let page = self
-                .inner
-                .store
-                .query(&self.inner.options.table, &query)
-                .await?;
-            let next = page.continuation.clone().map(|continuation| TableQuery {
-                continuation: Some(continuation),
-                ..query
-            });
-            Ok(Some((page, next)))
-        })
-    }
-
-    /// Reads the whole partition: history rows in order, then the state row.
-    pub(super) async fn load(&self, instance_id: &str) -> Result<Loaded, EngineError> {
-        let mut loaded = Loaded::absent();
-        let pages = self.pages(TableQuery {
-            ..TableQuery::partition(instance_id.to_owned())
-        });
-        let mut pages = std::pin::pin!(pages);
-        while let Some(page) = pages.try_next().await? {
-            for stored in &page.entities {
-                if stored.entity.row_key == STATE_ROW {
-                    let state = InstanceState::from_entity(&stored.entity)?;
-                    loaded.state = Some((state, stored.etag.clone()));
-                } else if stored.entity.row_key.starts_with("h-") {
-                    loaded.history.push(history_event(stored)?);
-                }
-            }
-        }
-        if let Some((state, _)) = &loaded.state {
-            let contiguous = loaded
-                .history
-                .iter()
-                .enumerate()
-                .all(|(i, e)| i64::try_from(i).is_ok_and(|i| i == e.event_id));
-            let complete =
-                i64::try_from(loaded.history.len()).is_ok_and(|n| n == state.next_event_id);
-            if !contiguous || !complete {
-                return Err(EngineError::Corrupt(format!(
-                    "instance {instance_id} has {} history rows, expected events 0..{}",
-                    loaded.history.len(),
-                    state.next_event_id
-                )));
-            }
-        }
-        Ok(loaded)
-    }
-}
-
-pub(super) fn truncate(s: &str, max: usize) -> String {
-    if s.len() <= max {
-        return s.to_owned();
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &s[..end])
 }
 
 /// Full-jitter exponential backoff: 2 ms doubling per attempt, capped at 250 ms.
@@ -493,55 +335,67 @@ fn backoff(attempt: u32) -> std::time::Duration {
     std::time::Duration::from_millis(random % (cap_ms + 1))
 }
 
+/// How long a timer message is kept back at most: just under the queue's 7-day limit.
+fn max_delay() -> Duration {
+    Duration::from_std(MAX_VISIBILITY).unwrap_or(Duration::days(7)) - Duration::minutes(1)
+}
+
 impl Engine {
-    /// The index writes that go ahead of a commit (with those of turns committing at the same
-    /// time, see `index_writer.rs`); a row already gone or already there (a retried turn) is
-    /// no failure.
-    async fn index_before(&self, change: &IndexChange) -> Result<(), EngineError> {
-        let mut ops = Vec::new();
-        if let Some(row) = &change.insert {
-            ops.push(BatchOp::Insert(Entity::new(INDEX_PARTITION, row.as_str())));
+    /// The messages for the work a turn asks for (none once the instance has finished).
+    pub(super) fn work_from(&self, instance_id: &str, result: &TurnResult) -> Vec<WorkMessage> {
+        if result.runtime_status.is_terminal() {
+            return Vec::new();
         }
-        if let Some(row) = &change.delete_before {
-            ops.push(BatchOp::Delete {
-                row_key: row.clone(),
-                if_match: None,
-            });
-        }
-        self.inner
-            .index_writer
-            .write(
-                self.inner.store.as_ref(),
-                &self.inner.options.index_table,
-                ops,
-            )
-            .await
-            .map_err(EngineError::from)
+        result
+            .actions
+            .iter()
+            .map(|action| match action {
+                Action::ScheduleActivity {
+                    task_scheduled_id, ..
+                } => WorkMessage::Activity {
+                    instance: instance_id.to_owned(),
+                    task: *task_scheduled_id,
+                },
+                Action::CreateTimer { timer_id, fire_at } => WorkMessage::Timer {
+                    instance: instance_id.to_owned(),
+                    timer: *timer_id,
+                    fire_at: *fire_at,
+                },
+            })
+            .collect()
     }
 
-    /// The index write that follows a commit. Best effort: a row left behind is one no state
-    /// names, which the next listing that meets it deletes.
-    async fn index_after(&self, change: &IndexChange) {
-        if let Some(row) = &change.delete_after {
-            let delete = BatchOp::Delete {
-                row_key: row.clone(),
-                if_match: None,
+    /// Puts `work` on the engine's queue: activities visible at once, timers at their time (or
+    /// at the queue's horizon, to be re-armed then). Called before the commit that records the
+    /// work: if it fails, the turn fails and nothing is committed. Returns when each message
+    /// shows, for [`super::handle::WorkSignal::sent`] once the commit has landed: a local worker
+    /// woken earlier would only find the turn not committed yet.
+    pub(super) async fn send_work(
+        &self,
+        work: &[WorkMessage],
+    ) -> Result<Vec<DateTime<Utc>>, EngineError> {
+        let now = self.clock().now();
+        let queue = &self.options().work_queue;
+        let mut visible = Vec::with_capacity(work.len());
+        for message in work {
+            let due = match message {
+                WorkMessage::Activity { .. } => now,
+                WorkMessage::Timer { fire_at, .. } => *fire_at,
             };
-            match self
-                .inner
-                .index_writer
-                .write(
-                    self.inner.store.as_ref(),
-                    &self.inner.options.index_table,
-                    vec![delete],
+            // Whole seconds, rounded up, as Queue Storage counts them: the signalled time is
+            // then when the message really shows, on every backend.
+            let delay = (due - now).clamp(Duration::zero(), max_delay());
+            let delay =
+                Duration::seconds(delay.num_seconds() + i64::from(delay.subsec_nanos() > 0));
+            self.store()
+                .enqueue(
+                    queue,
+                    &message.to_text(),
+                    delay.to_std().unwrap_or_default(),
                 )
-                .await
-            {
-                Ok(()) => {}
-                Err(e) => {
-                    tracing::warn!(row, error = %e, "could not delete a stale index row; a listing will")
-                }
-            }
+                .await?;
+            visible.push(now + delay);
         }
+        Ok(visible)
     }
 }

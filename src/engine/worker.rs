@@ -20,59 +20,17 @@ use std::panic::AssertUnwindSafe;
 
 use chrono::{DateTime, Duration, Utc};
 use futures::FutureExt;
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::error::EngineError;
-use super::event::{EventKind, HistoryEvent};
 use super::handle::Engine;
-use super::replay::{event_size, Action, TurnResult, MAX_EVENT_BYTES};
-use super::turn::{truncate, Loaded, Plan, Turned, MAX_REASON_BYTES};
-use crate::store::{MessageReceipt, StoreError, MAX_VISIBILITY};
-
-/// One unit of work on the engine's queue: which instance, and which of its scheduled
-/// activities or created timers. The activity's name and input are read from history.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "work", rename_all = "camelCase")]
-pub enum WorkMessage {
-    /// Run the activity scheduled as event `task` and record its outcome.
-    #[serde(rename_all = "camelCase")]
-    Activity { instance: String, task: i64 },
-    /// Fire timer `timer` (created as that event) once `fire_at` has passed.
-    #[serde(rename_all = "camelCase")]
-    Timer {
-        instance: String,
-        timer: i64,
-        fire_at: DateTime<Utc>,
-    },
-}
-
-impl WorkMessage {
-    pub fn to_text(&self) -> String {
-        // Serialising a plain enum of strings, numbers and times cannot fail.
-        serde_json::to_string(self).unwrap_or_default()
-    }
-
-    pub fn parse(text: &str) -> Result<Self, serde_json::Error> {
-        serde_json::from_str(text)
-    }
-
-    pub fn instance(&self) -> &str {
-        match self {
-            WorkMessage::Activity { instance, .. } | WorkMessage::Timer { instance, .. } => {
-                instance
-            }
-        }
-    }
-
-    /// The history event the work was created as.
-    fn event_id(&self) -> i64 {
-        match self {
-            WorkMessage::Activity { task, .. } => *task,
-            WorkMessage::Timer { timer, .. } => *timer,
-        }
-    }
-}
+use super::handle::Loaded;
+use super::replay::{event_size, MAX_EVENT_BYTES};
+use super::turn::{Plan, Turned};
+use super::vocabulary::error::EngineError;
+use super::vocabulary::event::{truncate, MAX_REASON_BYTES};
+use super::vocabulary::event::{EventKind, HistoryEvent};
+use super::vocabulary::message::WorkMessage;
+use crate::store::{MessageReceipt, StoreError};
 
 /// Who keeps a message hidden while its work runs: that decides how soon a dead process's work
 /// shows again, and so whether a long activity needs a standby copy ([`super::Standby`]).
@@ -104,71 +62,7 @@ const COMMIT_WAIT: [std::time::Duration; 5] = [
     std::time::Duration::from_millis(400),
 ];
 
-/// How long a timer message is kept back at most: just under the queue's 7-day limit.
-fn max_delay() -> Duration {
-    Duration::from_std(MAX_VISIBILITY).unwrap_or(Duration::days(7)) - Duration::minutes(1)
-}
-
 impl Engine {
-    /// The messages for the work a turn asks for (none once the instance has finished).
-    pub(super) fn work_from(&self, instance_id: &str, result: &TurnResult) -> Vec<WorkMessage> {
-        if result.runtime_status.is_terminal() {
-            return Vec::new();
-        }
-        result
-            .actions
-            .iter()
-            .map(|action| match action {
-                Action::ScheduleActivity {
-                    task_scheduled_id, ..
-                } => WorkMessage::Activity {
-                    instance: instance_id.to_owned(),
-                    task: *task_scheduled_id,
-                },
-                Action::CreateTimer { timer_id, fire_at } => WorkMessage::Timer {
-                    instance: instance_id.to_owned(),
-                    timer: *timer_id,
-                    fire_at: *fire_at,
-                },
-            })
-            .collect()
-    }
-
-    /// Puts `work` on the engine's queue: activities visible at once, timers at their time (or
-    /// at the queue's horizon, to be re-armed then). Called before the commit that records the
-    /// work: if it fails, the turn fails and nothing is committed. Returns when each message
-    /// shows, for [`super::handle::WorkSignal::sent`] once the commit has landed: a local worker
-    /// woken earlier would only find the turn not committed yet.
-    pub(super) async fn send_work(
-        &self,
-        work: &[WorkMessage],
-    ) -> Result<Vec<DateTime<Utc>>, EngineError> {
-        let now = self.inner.clock.now();
-        let queue = &self.inner.options.work_queue;
-        let mut visible = Vec::with_capacity(work.len());
-        for message in work {
-            let due = match message {
-                WorkMessage::Activity { .. } => now,
-                WorkMessage::Timer { fire_at, .. } => *fire_at,
-            };
-            // Whole seconds, rounded up, as Queue Storage counts them: the signalled time is
-            // then when the message really shows, on every backend.
-            let delay = (due - now).clamp(Duration::zero(), max_delay());
-            let delay =
-                Duration::seconds(delay.num_seconds() + i64::from(delay.subsec_nanos() > 0));
-            self.inner
-                .store
-                .enqueue(
-                    queue,
-                    &message.to_text(),
-                    delay.to_std().unwrap_or_default(),
-                )
-                .await?;
-            visible.push(now + delay);
-        }
-        Ok(visible)
-    }
-
     /// Does the work one message asks for. `inserted` is when the message was sent: a message
     /// whose turn has not committed is retried (an `Err`) for [`super::EngineOptions::commit_grace`]
     /// after that, then taken for the message of a turn that failed and dropped.
@@ -206,7 +100,7 @@ impl Engine {
         let skip = loop {
             match self.not_yet_committed(&loaded, &message, inserted) {
                 Err(EngineError::NotCommitted { .. })
-                    if self.inner.clock.now() - inserted < Duration::seconds(2) =>
+                    if self.clock().now() - inserted < Duration::seconds(2) =>
                 {
                     let Some(pause) = pauses.next() else {
                         break self.not_yet_committed(&loaded, &message, inserted)?;
@@ -227,11 +121,11 @@ impl Engine {
                     .await
             }
             WorkMessage::Timer { fire_at, .. } => {
-                let now = self.inner.clock.now();
+                let now = self.clock().now();
                 if fire_at > now {
                     // Early: a timer beyond the queue's horizon comes back to be re-armed.
                     for at in self.send_work(std::slice::from_ref(&message)).await? {
-                        self.inner.signal.sent(at);
+                        self.work_signal().sent(at);
                     }
                     return Ok(Executed::Done);
                 }
@@ -256,8 +150,8 @@ impl Engine {
             .map(|event| &event.kind);
         let Some(kind) = recorded else {
             // The turn that sent it has not committed (yet, or ever).
-            let age = self.inner.clock.now() - inserted;
-            if age < self.inner.options.commit_grace {
+            let age = self.clock().now() - inserted;
+            if age < self.options().commit_grace {
                 return Err(EngineError::NotCommitted {
                     instance_id: message.instance().to_owned(),
                     event_id: id,
@@ -300,7 +194,7 @@ impl Engine {
     async fn fire_due_timers(&self, instance_id: &str) -> Result<usize, EngineError> {
         /// The most `TimerFired` events one turn appends; more come with their own messages.
         const MAX_TIMERS_PER_TURN: usize = 64;
-        let now = self.inner.clock.now();
+        let now = self.clock().now();
         let mut fired = 0;
         self.turn(instance_id, true, |loaded| {
             let Some(state) = loaded.state() else {
@@ -345,7 +239,7 @@ impl Engine {
         let run = async {
             // The permit bounds how many activities run here at once; it is not held while the
             // outcome is written.
-            let _slot = self.inner.activity_slots.acquire().await.ok();
+            let _slot = self.activity_slots().acquire().await.ok();
             self.attempt(task, &name, input).await
         };
         let copy = std::sync::Mutex::new(None);
@@ -375,7 +269,7 @@ impl Engine {
     /// One attempt, as the history event that records it: a panic or an error is the attempt's
     /// failure, a result too big for a history row too.
     async fn attempt(&self, task_scheduled_id: i64, name: &str, input: Value) -> EventKind {
-        let outcome = match self.inner.registry.get_activity(name) {
+        let outcome = match self.registry().get_activity(name) {
             None => Err(format!("no activity named {name:?} is registered")),
             Some(activity) => {
                 let attempt = std::panic::catch_unwind(AssertUnwindSafe(|| activity(input)));
@@ -398,7 +292,7 @@ impl Engine {
                 };
                 let size = event_size(&HistoryEvent::new(
                     i64::MAX,
-                    self.inner.clock.now(),
+                    self.clock().now(),
                     event.clone(),
                 ));
                 if size > MAX_EVENT_BYTES {
@@ -460,9 +354,9 @@ impl Engine {
         text: &str,
         copy: &std::sync::Mutex<Option<MessageReceipt>>,
     ) -> std::convert::Infallible {
-        let super::Standby { after, hidden } = self.inner.options.standby;
-        let queue = &self.inner.options.work_queue;
-        let store = &self.inner.store;
+        let super::vocabulary::options::Standby { after, hidden } = self.options().standby;
+        let queue = &self.options().work_queue;
+        let store = &self.store();
         tokio::time::sleep(after).await;
         loop {
             let current = copy.lock().map(|c| c.clone()).unwrap_or_default();
@@ -493,9 +387,8 @@ impl Engine {
 
     async fn withdraw_standby(&self, receipt: &MessageReceipt) {
         match self
-            .inner
-            .store
-            .delete_message(&self.inner.options.work_queue, receipt)
+            .store()
+            .delete_message(&self.options().work_queue, receipt)
             .await
         {
             Ok(()) | Err(StoreError::NotFound) => {}

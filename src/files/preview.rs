@@ -4,6 +4,10 @@
 
 use bytes::Bytes;
 
+use super::FilesError;
+use crate::domain::FileId;
+use crate::store::{ByteStream, StoreError};
+
 /// Images are shown whole or not at all (a cut image does not decode).
 pub const MAX_IMAGE_BYTES: u64 = 4 * 1024 * 1024;
 /// Text is shown up to this many bytes, cut at a character boundary.
@@ -58,6 +62,85 @@ pub fn text_prefix_len(prefix: &[u8], complete: bool) -> Option<usize> {
         Err(e) if !complete && e.error_len().is_none() => Some(e.valid_up_to()),
         Err(_) => None,
     }
+}
+
+/// The preview use case: the pure rule above applied to the file's bytes.
+impl super::Files {
+    /// The first part of a text file, or a small raster image, for a reviewer to look at
+    /// before deciding ([`preview`]): the bytes, not the declared type, say which. The bytes
+    /// of an upload URL's file may still change until its URL expires; what is approved for
+    /// download is what the analysis read after that.
+    pub async fn preview(&self, id: FileId) -> Result<Preview, FilesError> {
+        let view = self.load(id).await?;
+        let name = id.to_string();
+        let head_len = MAX_TEXT_BYTES as u64 + 4;
+        let head = match self
+            .store
+            .get_blob(view.container(), &name, Some(0..head_len))
+            .await
+        {
+            Ok(read) => read,
+            // Not arrived yet, or already deleted (withdrawn, retention).
+            Err(StoreError::NotFound) => {
+                return Err(FilesError::NoPreview(format!(
+                    "file {id} has no bytes to show"
+                )))
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let size = head.properties.size;
+        let prefix = collect(head.body).await?;
+        let complete = prefix.len() as u64 >= size;
+        match kind(&prefix, complete) {
+            Some(Kind::Image(media_type)) if size <= MAX_IMAGE_BYTES => {
+                let bytes = if complete {
+                    prefix
+                } else {
+                    let whole = self
+                        .store
+                        .get_blob(view.container(), &name, Some(0..size))
+                        .await?;
+                    collect(whole.body).await?
+                };
+                Ok(Preview {
+                    media_type,
+                    bytes,
+                    truncated: false,
+                })
+            }
+            Some(Kind::Image(_)) => Err(FilesError::NoPreview(format!(
+                "the image is larger than {} MiB; read its analysis",
+                MAX_IMAGE_BYTES / (1024 * 1024)
+            ))),
+            Some(Kind::Text { valid }) => {
+                let text = std::str::from_utf8(&prefix[..valid]).unwrap_or_default();
+                // Cut at a character boundary at or below the cap.
+                let mut end = text.len().min(MAX_TEXT_BYTES);
+                while !text.is_char_boundary(end) {
+                    end -= 1;
+                }
+                Ok(Preview {
+                    media_type: "text/plain; charset=utf-8",
+                    truncated: (end as u64) < size,
+                    bytes: prefix.slice(..end),
+                })
+            }
+            None => Err(FilesError::NoPreview(
+                "only text and PNG, JPEG, GIF or WebP images have a preview".into(),
+            )),
+        }
+    }
+}
+
+/// A short blob read, whole. A stream that breaks while storage answers is storage being
+/// unavailable: the reader may try again.
+async fn collect(mut body: ByteStream) -> Result<bytes::Bytes, FilesError> {
+    use futures::TryStreamExt;
+    let mut all = bytes::BytesMut::new();
+    while let Some(chunk) = body.try_next().await.map_err(StoreError::Unavailable)? {
+        all.extend_from_slice(&chunk);
+    }
+    Ok(all.freeze())
 }
 
 #[cfg(test)]

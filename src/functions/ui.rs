@@ -32,7 +32,7 @@ fn sign_in_mode(state: &AppState) -> &'static str {
 /// No inline script or style anywhere; scripts may talk to the app and to where upload URLs
 /// point (the storage account, for files sent straight to it), nothing else.
 fn content_security_policy(state: &AppState) -> String {
-    let storage = state.files.store().signed_url_origin();
+    let storage = state.files.signed_url_origin();
     format!(
         "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob:; \
          connect-src 'self' {storage}; base-uri 'none'; form-action 'self'; \

@@ -41,12 +41,7 @@ pub async fn invoke(State(state): State<AppState>, body: Body) -> Response {
         .metadata_str("InsertionTime")
         .and_then(|t| DateTime::parse_from_rfc3339(&t).ok())
         .map_or_else(Utc::now, |t| t.with_timezone(&Utc));
-    match state
-        .files
-        .engine()
-        .execute(&text, inserted, HeldBy::Host)
-        .await
-    {
+    match state.files.run_work(&text, inserted, HeldBy::Host).await {
         Ok(Executed::Done) => logs("work: done".into()),
         Ok(Executed::Dropped(reason)) => logs(format!("work: nothing to do ({reason})")),
         Err(e) => {

@@ -10,6 +10,7 @@ use std::future::Future;
 use std::pin::Pin;
 
 use super::analysis::{analyze_stream, Analysis};
+use super::input::FileInput;
 use super::notify::{self, cloud_event, EventType, Webhook, NOTIFY_ACTIVITY};
 use crate::clock::Clock;
 use crate::domain::{ApprovalStage, Principal, Stage};
@@ -18,100 +19,11 @@ use crate::engine::{
     OrchestrationContext, OrchestrationError, RaiseEvent, Refusal, Registry, RetryPolicy,
     StartOutcome,
 };
-use crate::store::{Storage, StoreError, FILES_CONTAINER, UPLOADS_CONTAINER};
+use crate::store::{Storage, StoreError};
 
 pub const ORCHESTRATION: &str = "FileApproval";
 pub const ANALYZE_ACTIVITY: &str = "AnalyzeFile";
 pub const DELETE_BYTES_ACTIVITY: &str = "DeleteBytes";
-
-/// The orchestration's input: everything it needs about the file, fixed when it starts (so a
-/// later settings change cannot make a running instance replay differently).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct FileInput {
-    pub id: String,
-    pub name: String,
-    pub content_type: String,
-    pub size: u64,
-    pub created_time: DateTime<Utc>,
-    /// Each approval must come within this many seconds, else the file ends `Expired`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub approval_timeout_secs: Option<u64>,
-    /// Set for a file uploaded straight to storage through an upload URL.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub direct: Option<DirectInput>,
-    /// Who uploaded, when the upload said.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub uploader: Option<Principal>,
-    /// The approval rules the file was started under.
-    #[serde(default)]
-    pub rules: ApprovalRules,
-    /// Send notifications (a webhook was configured when the file started).
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub notify: bool,
-    /// Remind this many seconds before a stage's deadline.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reminder_before_secs: Option<u64>,
-    /// Delete the bytes of a file that ends refused (rejected, expired, withdrawn, failed) this
-    /// many seconds after its end; `None` keeps them (files started before this rule).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub retention_secs: Option<u64>,
-}
-
-/// Who may approve, and how many must: fixed when a file's workflow starts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ApprovalRules {
-    /// Nobody approves a file they uploaded; nobody who approved the upload approves the
-    /// download.
-    pub four_eyes: bool,
-    /// Distinct approvals the upload stage needs (any rejection ends the workflow).
-    pub upload_quorum: u32,
-    /// Distinct approvals the download stage needs.
-    pub download_quorum: u32,
-}
-
-impl Default for ApprovalRules {
-    fn default() -> Self {
-        ApprovalRules {
-            four_eyes: true,
-            upload_quorum: 1,
-            download_quorum: 1,
-        }
-    }
-}
-
-impl ApprovalRules {
-    pub fn quorum(&self, stage: ApprovalStage) -> u32 {
-        match stage {
-            ApprovalStage::Upload => self.upload_quorum,
-            ApprovalStage::Download => self.download_quorum,
-        }
-        .max(1)
-    }
-}
-
-/// What a file uploaded through an upload URL adds to the workflow's input.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct DirectInput {
-    /// The size the uploader declared: a blob of another size fails the file before review.
-    pub declared_size: u64,
-    /// From this time on nobody can change the bytes (the upload URL's expiry, plus a margin
-    /// for the storage service's clock): the analysis waits for it, so what is analysed, and
-    /// then approved, is what is downloaded.
-    pub sealed_time: DateTime<Utc>,
-}
-
-impl FileInput {
-    /// The container holding the file's bytes.
-    pub fn container(&self) -> &'static str {
-        match self.direct {
-            Some(_) => UPLOADS_CONTAINER,
-            None => FILES_CONTAINER,
-        }
-    }
-}
 
 /// A reviewer's decision as raised to the instance (and as shown in FileStatus `approvals`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -891,6 +803,8 @@ pub fn summarize(status: &InstanceStatus) -> Result<Summary, EngineError> {
 #[cfg(test)]
 mod tests {
     use chrono::TimeZone;
+
+    use crate::workflow::ApprovalRules;
 
     use super::*;
     use crate::engine::{replay, RuntimeStatus, TurnResult};

@@ -15,11 +15,12 @@
 
 pub mod analysis;
 mod file_approval;
+mod input;
 pub mod notify;
 
 pub use file_approval::{
     decision_event, index_key, registry, stage_index_key, stage_status, start_for_file, summarize,
-    ApprovalRules, DecisionEvent, DirectInput, Failure, FileInput, Summary, ANALYZE_ACTIVITY,
-    ORCHESTRATION, SAME_REVIEWER, SELF_APPROVAL,
+    DecisionEvent, Failure, Summary, ANALYZE_ACTIVITY, ORCHESTRATION, SAME_REVIEWER, SELF_APPROVAL,
 };
 pub use file_approval::{four_eyes_refusal, timeline, Step, NOT_THE_UPLOADER};
+pub use input::{ApprovalRules, DirectInput, FileInput};

@@ -21,7 +21,7 @@ use serde_json::{json, Value};
 use sha2::Sha256;
 use url::Url;
 
-use super::file_approval::FileInput;
+use super::input::FileInput;
 use crate::domain::Stage;
 use crate::engine::{ActivityError, RetryPolicy};
 

@@ -6,7 +6,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::event::{HistoryEvent, RuntimeStatus};
-use super::replay::OpenTimer;
 
 /// An instance as callers see it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -42,4 +41,12 @@ pub struct InstanceState {
     pub index_row: Option<String>,
     /// Its row under its previous key, left for the next change to delete.
     pub stale_index_row: Option<String>,
+}
+
+/// A timer that has been created and will be fired.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OpenTimer {
+    pub timer_id: i64,
+    pub fire_at: DateTime<Utc>,
 }

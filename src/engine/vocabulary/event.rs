@@ -147,6 +147,21 @@ impl HistoryEvent {
     }
 }
 
+/// Activity error messages are cut to this many bytes before they are recorded.
+pub const MAX_REASON_BYTES: usize = 4096;
+
+/// `s` cut to at most `max` bytes at a character boundary, with an ellipsis when cut.
+pub fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_owned();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

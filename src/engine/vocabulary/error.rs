@@ -1,4 +1,4 @@
-//! The engine's three error types: [`EngineError`] for callers of [`super::Engine`],
+//! The engine's three error types: [`EngineError`] for callers of [`crate::engine::Engine`],
 //! [`OrchestrationError`] for orchestration code, [`ActivityError`] for activity code.
 
 use serde_json::Value;
@@ -6,7 +6,14 @@ use serde_json::Value;
 use super::event::RuntimeStatus;
 use crate::store::StoreError;
 
-/// What a call on [`super::Engine`] can fail with.
+/// Why a guard refused an event: a stable code and a message, for the caller to map.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub code: &'static str,
+    pub message: String,
+}
+
+/// What a call on [`crate::engine::Engine`] can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
     /// The id is empty, longer than 1 KiB, or holds a character table keys forbid
@@ -28,7 +35,7 @@ pub enum EngineError {
     UnexpectedCustomStatus { current: Value },
     /// `RaiseEvent::guard` refused the event. Nothing was recorded.
     #[error("{}", .0.message)]
-    Refused(super::client::Refusal),
+    Refused(Refusal),
     /// A payload would not fit in one table property (see `MAX_EVENT_BYTES`).
     #[error("{what} is {size} bytes; at most {limit} fit in one history row")]
     PayloadTooLarge {

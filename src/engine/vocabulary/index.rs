@@ -55,17 +55,17 @@ pub fn by_custom_status() -> IndexKeyFn {
 }
 
 /// The row of `instance` under `key` since `since`.
-pub(super) fn row_key(key: &str, since: DateTime<Utc>, instance: &str) -> String {
+pub(in crate::engine) fn row_key(key: &str, since: DateTime<Utc>, instance: &str) -> String {
     format!("{key}~{}~{instance}", format_time(since))
 }
 
 /// Every row of `key`: its rows start with `key~` and then a time, which sorts below `~`.
-pub(super) fn key_range(key: &str) -> std::ops::Range<String> {
+pub(in crate::engine) fn key_range(key: &str) -> std::ops::Range<String> {
     format!("{key}~")..format!("{key}~~")
 }
 
 /// The key and instance a row key names.
-pub(super) fn parse_row_key(row_key: &str) -> Option<(&str, &str)> {
+pub(in crate::engine) fn parse_row_key(row_key: &str) -> Option<(&str, &str)> {
     let (key, rest) = row_key.split_once('~')?;
     let (_since, instance) = rest.split_once('~')?;
     Some((key, instance))
@@ -74,7 +74,7 @@ pub(super) fn parse_row_key(row_key: &str) -> Option<(&str, &str)> {
 /// What one turn does to the index: `before` goes with (ahead of) the commit, `after` once it
 /// has landed.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub(super) struct IndexChange {
+pub(in crate::engine) struct IndexChange {
     pub insert: Option<String>,
     pub delete_before: Option<String>,
     pub delete_after: Option<String>,

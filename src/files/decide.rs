@@ -1,0 +1,114 @@
+//! A reviewer's decision on a stage, checked inside the workflow's turn.
+
+use super::{FileView, Files, FilesError};
+use crate::domain::{ApprovalStage, Decision, FileId, Principal, Stage};
+use crate::engine::{EngineError, RaiseOutcome};
+use crate::workflow::{self, DecisionEvent};
+
+/// What [`Files::decide`] did.
+#[derive(Debug)]
+pub struct Decided {
+    pub view: FileView,
+    /// False for a repeat of a decision already recorded.
+    pub recorded: bool,
+}
+
+impl Files {
+    /// Records a reviewer's decision for `stage`. Refused with [`FilesError::WrongStage`]
+    /// (saying why) when the workflow is not waiting for it; a repeat of the same decision by
+    /// the same reviewer is answered with `recorded: false` and changes nothing.
+    pub async fn decide(
+        &self,
+        id: FileId,
+        stage: ApprovalStage,
+        reviewer: &Principal,
+        decision: Decision,
+    ) -> Result<Decided, FilesError> {
+        let event = DecisionEvent {
+            stage,
+            approved: decision.approved,
+            reviewer: reviewer.to_string(),
+            reviewer_id: reviewer.id().map(str::to_owned),
+            comment: decision.comment,
+            decided_time: self.clock.now(),
+            withdrawal: false,
+        };
+        let verdict = if event.approved {
+            "approved"
+        } else {
+            "rejected"
+        };
+        let outcome = self
+            .engine
+            .raise_event(&id.to_string(), workflow::decision_event(&event)?)
+            .await;
+        match outcome {
+            Ok(raised) => {
+                if matches!(raised, RaiseOutcome::Recorded(_)) {
+                    tracing::info!(file = %id, %stage, %reviewer, outcome = verdict, "decision recorded");
+                }
+                decided(raised)
+            }
+            Err(EngineError::Refused(refusal)) => {
+                tracing::info!(file = %id, %stage, %reviewer, outcome = verdict, rule = refusal.code, "decision refused: four eyes");
+                Err(match refusal.code {
+                    workflow::SELF_APPROVAL => FilesError::SelfApproval(refusal.message),
+                    workflow::SAME_REVIEWER => FilesError::SameReviewer(refusal.message),
+                    _ => FilesError::Engine(EngineError::Refused(refusal)),
+                })
+            }
+            Err(
+                EngineError::InstanceNotFound(_)
+                | EngineError::UnexpectedCustomStatus { .. }
+                | EngineError::NotRunning { .. },
+            ) => {
+                // A committed upload whose workflow has not started is a real file in the
+                // wrong stage; anything else is not found.
+                let view = self.load(id).await?;
+                let refusal = wrong_stage(id, stage, &view, &event);
+                tracing::info!(file = %id, %stage, %reviewer, outcome = verdict, current = %view.stage(), "decision refused: wrong stage");
+                Err(refusal)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// The refusal of a decision the workflow is not waiting for, saying why.
+pub(super) fn wrong_stage(
+    id: FileId,
+    stage: ApprovalStage,
+    view: &FileView,
+    event: &DecisionEvent,
+) -> FilesError {
+    let current = view.stage();
+    let earlier = view.approvals().iter().find(|d| d.stage == stage);
+    let message = match earlier {
+        Some(d) if d.approved != event.approved || d.reviewer != event.reviewer => format!(
+            "the {stage} stage of file {id} was already decided: {} by {}",
+            if d.approved { "approved" } else { "rejected" },
+            d.reviewer
+        ),
+        _ if stage == ApprovalStage::Download && current == Stage::Analyzing => format!(
+            "file {id} is still being analyzed; download approval opens once the analysis is done"
+        ),
+        _ => format!(
+            "file {id} is {}, not awaiting {stage} approval",
+            current.describe()
+        ),
+    };
+    FilesError::WrongStage { message, current }
+}
+
+/// What a raised decision (or withdrawal) came to: recorded now, or a repeat of one already
+/// recorded (which changed nothing).
+pub(super) fn decided(raised: RaiseOutcome) -> Result<Decided, FilesError> {
+    let (status, recorded) = match raised {
+        RaiseOutcome::Recorded(status) => (status, true),
+        RaiseOutcome::Duplicate(status) => (status, false),
+    };
+    Ok(Decided {
+        view: FileView::from_instance(&status)?,
+        recorded,
+    })
+}

@@ -1,0 +1,68 @@
+//! An uploader withdraws a file still under review.
+
+use super::decide::decided;
+use super::Decided;
+use super::{Files, FilesError};
+use crate::domain::{ApprovalStage, FileId, Principal, Stage};
+use crate::engine::{EngineError, RaiseOutcome};
+use crate::workflow::{self, DecisionEvent};
+
+impl Files {
+    /// The uploader takes a file back while it awaits a decision: it ends `Withdrawn`.
+    /// Refused (`NotTheUploader`) for anyone else, and for files uploaded anonymously.
+    pub async fn withdraw(
+        &self,
+        id: FileId,
+        requester: &Principal,
+        comment: Option<String>,
+    ) -> Result<Decided, FilesError> {
+        let view = self.load(id).await?;
+        let stage = match view.stage() {
+            Stage::AwaitingUploadApproval => ApprovalStage::Upload,
+            Stage::AwaitingDownloadApproval => ApprovalStage::Download,
+            other => {
+                return Err(FilesError::WrongStage {
+                    message: format!(
+                        "file {id} is {}; it can be withdrawn only while it awaits a decision",
+                        other.describe()
+                    ),
+                    current: other,
+                })
+            }
+        };
+        let event = DecisionEvent {
+            stage,
+            approved: false,
+            reviewer: requester.to_string(),
+            reviewer_id: requester.id().map(str::to_owned),
+            comment,
+            decided_time: self.clock.now(),
+            withdrawal: true,
+        };
+        match self
+            .engine
+            .raise_event(&id.to_string(), workflow::decision_event(&event)?)
+            .await
+        {
+            Ok(raised) => {
+                if matches!(raised, RaiseOutcome::Recorded(_)) {
+                    tracing::info!(file = %id, %stage, requester = %requester, "file withdrawn");
+                }
+                decided(raised)
+            }
+            Err(EngineError::Refused(refusal)) => Err(FilesError::NotTheUploader(refusal.message)),
+            // Decided (or analysed) meanwhile: say where it stands now.
+            Err(EngineError::UnexpectedCustomStatus { .. } | EngineError::NotRunning { .. }) => {
+                let current = self.load(id).await?.stage();
+                Err(FilesError::WrongStage {
+                    message: format!(
+                        "file {id} is {}; it can be withdrawn only while it awaits a decision",
+                        current.describe()
+                    ),
+                    current,
+                })
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+}
