@@ -6,10 +6,9 @@ use std::collections::HashMap;
 use std::fmt;
 use std::path::PathBuf;
 
-use crate::domain::{Reviewers, ReviewersError};
-use crate::functions::auth::EasyAuth;
-use crate::store::azure::{IdentityConnection, IdentityEndpoint, ManagedIdentity};
-use crate::workflow::notify::Webhook;
+use url::Url;
+
+use crate::domain::{valid_storage_name, Reviewers, ReviewersError};
 
 /// How the process was started.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,6 +55,79 @@ impl fmt::Debug for StorageSetting {
                 .finish(),
         }
     }
+}
+
+/// The Easy Auth side of the settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EasyAuth {
+    /// The app role that may decide (`FILE_APPROVER_REVIEWER_ROLE`, default `Reviewer`).
+    pub reviewer_role: String,
+    /// The app role that may upload (`FILE_APPROVER_UPLOADER_ROLE`); unset: anyone signed in.
+    pub uploader_role: Option<String>,
+}
+
+/// Where events go and how they are signed.
+#[derive(Clone)]
+pub struct Webhook {
+    pub url: Url,
+    pub secret: Vec<u8>,
+    /// One delivery attempt's limit: a receiver slower than this counts as down.
+    pub timeout: std::time::Duration,
+}
+
+impl fmt::Debug for Webhook {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Webhook")
+            .field("url", &self.url.as_str())
+            .field("secret", &"<redacted>")
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+/// The host's identity-based connection, as its settings gave it: an account name (endpoints
+/// on the public cloud), or the service URIs (other clouds, private endpoints, Azurite), and
+/// the identity whose tokens open them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdentityConnection {
+    /// `AzureWebJobsStorage__accountName`.
+    pub account_name: Option<String>,
+    /// `AzureWebJobsStorage__blobServiceUri` (or `__serviceUri`).
+    pub blob_service_uri: Option<String>,
+    /// `AzureWebJobsStorage__queueServiceUri`.
+    pub queue_service_uri: Option<String>,
+    /// `AzureWebJobsStorage__tableServiceUri`.
+    pub table_service_uri: Option<String>,
+    pub identity: ManagedIdentity,
+    /// The platform's token endpoint (`IDENTITY_ENDPOINT`, `IDENTITY_HEADER`).
+    pub endpoint: IdentityEndpoint,
+}
+
+/// Where tokens come from: the platform's `IDENTITY_ENDPOINT` and `IDENTITY_HEADER`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct IdentityEndpoint {
+    pub url: Url,
+    /// Sent as `X-IDENTITY-HEADER`; it proves the caller runs on the instance.
+    pub header: String,
+}
+
+impl fmt::Debug for IdentityEndpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IdentityEndpoint")
+            .field("url", &self.url.as_str())
+            .field("header", &"<redacted>")
+            .finish()
+    }
+}
+
+/// Which identity to ask for: the app's system-assigned one, or a user-assigned one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ManagedIdentity {
+    SystemAssigned,
+    /// `AzureWebJobsStorage__clientId`.
+    ClientId(String),
+    /// `AzureWebJobsStorage__managedIdentityResourceId`.
+    ResourceId(String),
 }
 
 #[derive(Clone)]
@@ -168,21 +240,8 @@ impl Settings {
         // keys with empty values.
         let get = |name: &str| vars.get(name).map(|v| v.trim()).filter(|v| !v.is_empty());
 
-        let mode = match get("FUNCTIONS_CUSTOMHANDLER_PORT") {
-            Some(p) => RunMode::CustomHandler {
-                port: parse_port("FUNCTIONS_CUSTOMHANDLER_PORT", p)?,
-            },
-            None => RunMode::Local {
-                port: match get("PORT") {
-                    Some(p) => parse_port("PORT", p)?,
-                    None => 7071,
-                },
-            },
-        };
-
+        let mode = run_mode(&get)?;
         let storage = storage(vars, &get, mode)?;
-        let storage_ca_file = get("FILE_APPROVER_STORAGE_CA_FILE").map(PathBuf::from);
-
         let reviewers = match get("FILE_APPROVER_REVIEWERS") {
             Some(raw) => {
                 let r = Reviewers::parse(raw)?;
@@ -213,159 +272,189 @@ impl Settings {
                 uploader_role: get("FILE_APPROVER_UPLOADER_ROLE").map(str::to_owned),
             }),
         };
-        let four_eyes = parse_bool("FILE_APPROVER_FOUR_EYES", get, true)?;
-        let quorum = |name: &'static str| -> Result<u32, ConfigError> {
-            let q = parse_u64(name, get, 1, 1)?;
-            if q > 10 {
-                return Err(invalid(name, "is more than 10 distinct approvals"));
-            }
-            Ok(u32::try_from(q).unwrap_or(1))
-        };
-        let upload_quorum = quorum("FILE_APPROVER_UPLOAD_QUORUM")?;
-        let download_quorum = quorum("FILE_APPROVER_DOWNLOAD_QUORUM")?;
-        if (upload_quorum > 1 || download_quorum > 1) && reviewers.is_empty() && easy_auth.is_none()
-        {
-            return Err(invalid(
-                if upload_quorum > 1 {
-                    "FILE_APPROVER_UPLOAD_QUORUM"
-                } else {
-                    "FILE_APPROVER_DOWNLOAD_QUORUM"
-                },
-                "needs known reviewers (FILE_APPROVER_REVIEWERS or FILE_APPROVER_EASY_AUTH): \
-                 anonymous approvals cannot be told apart",
-            ));
-        }
-
-        let webhook = match get("FILE_APPROVER_WEBHOOK_URL") {
-            None => None,
-            Some(raw) => {
-                let url = url::Url::parse(raw)
-                    .ok()
-                    .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
-                    .ok_or_else(|| {
-                        invalid("FILE_APPROVER_WEBHOOK_URL", "must be an http(s) URL")
-                    })?;
-                let secret = get("FILE_APPROVER_WEBHOOK_SECRET").ok_or_else(|| {
-                    invalid(
-                        "FILE_APPROVER_WEBHOOK_SECRET",
-                        "is required with FILE_APPROVER_WEBHOOK_URL: it signs every event",
-                    )
-                })?;
-                if secret.len() < 16 {
-                    return Err(invalid(
-                        "FILE_APPROVER_WEBHOOK_SECRET",
-                        "must be at least 16 characters",
-                    ));
-                }
-                Some(Webhook {
-                    url,
-                    secret: secret.as_bytes().to_vec(),
-                    timeout: std::time::Duration::from_millis(parse_u64(
-                        "FILE_APPROVER_WEBHOOK_TIMEOUT_MS",
-                        get,
-                        10_000,
-                        1,
-                    )?),
-                })
-            }
-        };
-        let reminder_before_secs = match get("FILE_APPROVER_REMINDER_BEFORE_SECS") {
-            Some(_) => Some(parse_u64("FILE_APPROVER_REMINDER_BEFORE_SECS", get, 0, 1)?),
-            None => None,
-        };
-
-        let retention_secs = parse_u64("FILE_APPROVER_RETENTION_SECS", get, 0, 0)?;
-        let max_upload_bytes = parse_u64("FILE_APPROVER_MAX_UPLOAD_BYTES", get, 104_857_600, 1)?;
-        let max_direct_upload_bytes =
-            parse_u64("FILE_APPROVER_MAX_DIRECT_UPLOAD_BYTES", get, 1 << 40, 1)?;
-        let upload_url_ttl_secs = parse_u64("FILE_APPROVER_UPLOAD_URL_TTL_SECS", get, 900, 60)?;
-        if upload_url_ttl_secs > 7 * 24 * 3600 {
-            return Err(invalid(
-                "FILE_APPROVER_UPLOAD_URL_TTL_SECS",
-                "is longer than 7 days, the longest a service SAS should live",
-            ));
-        }
-        let download_ttl_secs = parse_u64("FILE_APPROVER_DOWNLOAD_TTL_SECS", get, 3600, 1)?;
-        if download_ttl_secs > 7 * 24 * 3600 {
-            return Err(invalid(
-                "FILE_APPROVER_DOWNLOAD_TTL_SECS",
-                "is longer than 7 days, the longest a service SAS should live",
-            ));
-        }
-        let sweep_interval_secs = parse_u64("FILE_APPROVER_SWEEP_INTERVAL_SECS", get, 60, 0)?;
-        let work_queue = get("FILE_APPROVER_WORK_QUEUE")
-            .unwrap_or("workflow-work")
-            .to_owned();
-        crate::store::validate_queue_name(&work_queue)
-            .map_err(|e| invalid("FILE_APPROVER_WORK_QUEUE", e.to_string()))?;
-        let storage_budget = std::time::Duration::from_millis(parse_u64(
-            "FILE_APPROVER_STORAGE_BUDGET_MS",
-            get,
-            5000,
-            1,
-        )?);
-        let header_read_timeout = std::time::Duration::from_millis(parse_u64(
-            "FILE_APPROVER_HEADER_TIMEOUT_MS",
-            get,
-            10_000,
-            1,
-        )?);
-        let approval_timeout_secs = match get("FILE_APPROVER_APPROVAL_TIMEOUT_SECS") {
-            Some(_) => Some(parse_u64("FILE_APPROVER_APPROVAL_TIMEOUT_SECS", get, 0, 1)?),
-            None => None,
-        };
-
-        let public_url = match get("FILE_APPROVER_PUBLIC_URL") {
-            Some(u) => {
-                let parsed = url::Url::parse(u)
-                    .map_err(|e| invalid("FILE_APPROVER_PUBLIC_URL", e.to_string()))?;
-                if !matches!(parsed.scheme(), "http" | "https") || parsed.host().is_none() {
-                    return Err(invalid(
-                        "FILE_APPROVER_PUBLIC_URL",
-                        "must be an http(s) URL such as http://127.0.0.1:7071",
-                    ));
-                }
-                Some(u.trim_end_matches('/').to_owned())
-            }
-            None => None,
-        };
-        let signing_key = match get("FILE_APPROVER_SIGNING_KEY") {
-            Some(k) if k.len() < 32 => {
-                return Err(invalid(
-                    "FILE_APPROVER_SIGNING_KEY",
-                    "must be at least 32 characters",
-                ))
-            }
-            Some(k) => Some(k.as_bytes().to_vec()),
-            None => None,
-        };
+        let (upload_quorum, download_quorum) =
+            quorums(&get, !reviewers.is_empty() || easy_auth.is_some())?;
 
         Ok(Settings {
             mode,
             storage,
-            storage_ca_file,
+            storage_ca_file: get("FILE_APPROVER_STORAGE_CA_FILE").map(PathBuf::from),
             reviewers,
             uploaders,
             easy_auth,
-            four_eyes,
+            four_eyes: parse_bool("FILE_APPROVER_FOUR_EYES", get, true)?,
             upload_quorum,
             download_quorum,
-            webhook,
-            reminder_before_secs,
-            retention_secs,
-            max_upload_bytes,
-            max_direct_upload_bytes,
-            upload_url_ttl_secs,
-            download_ttl_secs,
-            public_url,
-            signing_key,
-            sweep_interval_secs,
-            work_queue,
-            approval_timeout_secs,
-            storage_budget,
-            header_read_timeout,
+            webhook: webhook(&get)?,
+            reminder_before_secs: optional_secs(&get, "FILE_APPROVER_REMINDER_BEFORE_SECS")?,
+            retention_secs: parse_u64("FILE_APPROVER_RETENTION_SECS", get, 0, 0)?,
+            max_upload_bytes: parse_u64("FILE_APPROVER_MAX_UPLOAD_BYTES", get, 104_857_600, 1)?,
+            max_direct_upload_bytes: parse_u64(
+                "FILE_APPROVER_MAX_DIRECT_UPLOAD_BYTES",
+                get,
+                1 << 40,
+                1,
+            )?,
+            upload_url_ttl_secs: sas_ttl(&get, "FILE_APPROVER_UPLOAD_URL_TTL_SECS", 900, 60)?,
+            download_ttl_secs: sas_ttl(&get, "FILE_APPROVER_DOWNLOAD_TTL_SECS", 3600, 1)?,
+            public_url: public_url(&get)?,
+            signing_key: match get("FILE_APPROVER_SIGNING_KEY") {
+                Some(k) if k.len() < 32 => {
+                    return Err(invalid(
+                        "FILE_APPROVER_SIGNING_KEY",
+                        "must be at least 32 characters",
+                    ))
+                }
+                Some(k) => Some(k.as_bytes().to_vec()),
+                None => None,
+            },
+            sweep_interval_secs: parse_u64("FILE_APPROVER_SWEEP_INTERVAL_SECS", get, 60, 0)?,
+            work_queue: work_queue(&get)?,
+            approval_timeout_secs: optional_secs(&get, "FILE_APPROVER_APPROVAL_TIMEOUT_SECS")?,
+            storage_budget: std::time::Duration::from_millis(parse_u64(
+                "FILE_APPROVER_STORAGE_BUDGET_MS",
+                get,
+                5000,
+                1,
+            )?),
+            header_read_timeout: std::time::Duration::from_millis(parse_u64(
+                "FILE_APPROVER_HEADER_TIMEOUT_MS",
+                get,
+                10_000,
+                1,
+            )?),
         })
     }
+}
+
+fn run_mode<'a>(get: &impl Fn(&str) -> Option<&'a str>) -> Result<RunMode, ConfigError> {
+    Ok(match get("FUNCTIONS_CUSTOMHANDLER_PORT") {
+        Some(p) => RunMode::CustomHandler {
+            port: parse_port("FUNCTIONS_CUSTOMHANDLER_PORT", p)?,
+        },
+        None => RunMode::Local {
+            port: match get("PORT") {
+                Some(p) => parse_port("PORT", p)?,
+                None => 7071,
+            },
+        },
+    })
+}
+
+/// The two stages' quorums (1 to 10). More than one approval needs reviewers that can be told
+/// apart (`known_reviewers`).
+fn quorums<'a>(
+    get: &impl Fn(&str) -> Option<&'a str>,
+    known_reviewers: bool,
+) -> Result<(u32, u32), ConfigError> {
+    let quorum = |name: &'static str| -> Result<u32, ConfigError> {
+        let q = parse_u64(name, get, 1, 1)?;
+        if q > 10 {
+            return Err(invalid(name, "is more than 10 distinct approvals"));
+        }
+        Ok(u32::try_from(q).unwrap_or(1))
+    };
+    let upload_quorum = quorum("FILE_APPROVER_UPLOAD_QUORUM")?;
+    let download_quorum = quorum("FILE_APPROVER_DOWNLOAD_QUORUM")?;
+    if (upload_quorum > 1 || download_quorum > 1) && !known_reviewers {
+        return Err(invalid(
+            if upload_quorum > 1 {
+                "FILE_APPROVER_UPLOAD_QUORUM"
+            } else {
+                "FILE_APPROVER_DOWNLOAD_QUORUM"
+            },
+            "needs known reviewers (FILE_APPROVER_REVIEWERS or FILE_APPROVER_EASY_AUTH): \
+             anonymous approvals cannot be told apart",
+        ));
+    }
+    Ok((upload_quorum, download_quorum))
+}
+
+fn webhook<'a>(get: &impl Fn(&str) -> Option<&'a str>) -> Result<Option<Webhook>, ConfigError> {
+    let Some(raw) = get("FILE_APPROVER_WEBHOOK_URL") else {
+        return Ok(None);
+    };
+    let url = Url::parse(raw)
+        .ok()
+        .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+        .ok_or_else(|| invalid("FILE_APPROVER_WEBHOOK_URL", "must be an http(s) URL"))?;
+    let secret = get("FILE_APPROVER_WEBHOOK_SECRET").ok_or_else(|| {
+        invalid(
+            "FILE_APPROVER_WEBHOOK_SECRET",
+            "is required with FILE_APPROVER_WEBHOOK_URL: it signs every event",
+        )
+    })?;
+    if secret.len() < 16 {
+        return Err(invalid(
+            "FILE_APPROVER_WEBHOOK_SECRET",
+            "must be at least 16 characters",
+        ));
+    }
+    Ok(Some(Webhook {
+        url,
+        secret: secret.as_bytes().to_vec(),
+        timeout: std::time::Duration::from_millis(parse_u64(
+            "FILE_APPROVER_WEBHOOK_TIMEOUT_MS",
+            get,
+            10_000,
+            1,
+        )?),
+    }))
+}
+
+/// A number of seconds (at least 1) that may be left unset.
+fn optional_secs<'a>(
+    get: &impl Fn(&str) -> Option<&'a str>,
+    name: &'static str,
+) -> Result<Option<u64>, ConfigError> {
+    match get(name) {
+        Some(_) => Ok(Some(parse_u64(name, get, 0, 1)?)),
+        None => Ok(None),
+    }
+}
+
+/// How long a signed link lives: at most 7 days, the longest a service SAS should live.
+fn sas_ttl<'a>(
+    get: &impl Fn(&str) -> Option<&'a str>,
+    name: &'static str,
+    default: u64,
+    min: u64,
+) -> Result<u64, ConfigError> {
+    let secs = parse_u64(name, get, default, min)?;
+    if secs > 7 * 24 * 3600 {
+        return Err(invalid(
+            name,
+            "is longer than 7 days, the longest a service SAS should live",
+        ));
+    }
+    Ok(secs)
+}
+
+fn work_queue<'a>(get: &impl Fn(&str) -> Option<&'a str>) -> Result<String, ConfigError> {
+    let work_queue = get("FILE_APPROVER_WORK_QUEUE").unwrap_or("workflow-work");
+    if !valid_storage_name(work_queue) {
+        return Err(invalid(
+            "FILE_APPROVER_WORK_QUEUE",
+            format!(
+                "queue name {work_queue:?} must be 3-63 lowercase letters, digits and single hyphens"
+            ),
+        ));
+    }
+    Ok(work_queue.to_owned())
+}
+
+fn public_url<'a>(get: &impl Fn(&str) -> Option<&'a str>) -> Result<Option<String>, ConfigError> {
+    let Some(u) = get("FILE_APPROVER_PUBLIC_URL") else {
+        return Ok(None);
+    };
+    let parsed = Url::parse(u).map_err(|e| invalid("FILE_APPROVER_PUBLIC_URL", e.to_string()))?;
+    if !matches!(parsed.scheme(), "http" | "https") || parsed.host().is_none() {
+        return Err(invalid(
+            "FILE_APPROVER_PUBLIC_URL",
+            "must be an http(s) URL such as http://127.0.0.1:7071",
+        ));
+    }
+    Ok(Some(u.trim_end_matches('/').to_owned()))
 }
 
 /// Where data lives. Under the host a missing `AzureWebJobsStorage` is an error, never a quiet

@@ -25,7 +25,8 @@ const LAYERS: &[&[&str]] = &[
     &["workflow"],
     &["engine"],
     &["store"],
-    &["domain", "clock", "telemetry", "config"],
+    &["config"],
+    &["domain", "clock", "telemetry"],
 ];
 
 /// The engine's rooms, top to bottom (files of `src/engine/`, and its folders). The client

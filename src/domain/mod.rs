@@ -10,6 +10,7 @@ mod json;
 mod principal;
 mod reviewer;
 mod stage;
+mod storage_name;
 
 pub use content_type::{ContentType, ContentTypeError, CONTENT_TYPE_PATTERN};
 pub use decision::{Decision, DecisionError};
@@ -19,6 +20,7 @@ pub use json::{from_json_object, optional_json_object};
 pub use principal::{Principal, PrincipalError};
 pub use reviewer::{Reviewers, ReviewersError};
 pub use stage::{ApprovalStage, Stage, StageError};
+pub use storage_name::valid_storage_name;
 
 /// For the tests that hold a documented pattern to its type's `parse`.
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! terminate, purge). Every change goes through a turn (`turn.rs`); the work a turn commits
 //! goes to the worker (`worker.rs`).
 
+use std::ops::Range;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -15,7 +16,7 @@ use super::vocabulary::event::{EventKind, HistoryEvent};
 use super::vocabulary::index::{key_range, parse_row_key, INDEX_PARTITION};
 use super::vocabulary::instance::{InstanceState, InstanceStatus};
 use super::vocabulary::rows::{self, canonical_json, STATE_ROW};
-use crate::store::{BatchOp, StoreError, TableQuery, MAX_BATCH_OPERATIONS};
+use crate::store::{BatchOp, Page, StoreError, TableQuery, MAX_BATCH_OPERATIONS};
 
 /// What `start` did.
 #[derive(Debug, Clone, PartialEq)]
@@ -253,55 +254,15 @@ impl Engine {
         const READS_IN_FLIGHT: usize = 8;
         use futures::StreamExt;
 
-        /// Store pages read at most when they come back empty but with more to follow.
-        const EMPTY_PAGES: usize = 4;
-
-        let table = &self.options().index_table;
-        let range = match (query.key.as_deref(), query.through_key.as_deref()) {
-            (Some(key), None) => key_range(key),
-            (Some(key), Some(through)) => key_range(key).start..key_range(through).end,
-            (None, _) => String::new().."~~".to_owned(),
-        };
-        // After a position: from the position followed by a space, the smallest character a
-        // row key may hold (keys have no control characters; a position's are dropped).
-        let range = match query.continuation.as_deref() {
-            None => range,
-            Some(after) => {
-                let after: String = after.chars().filter(|c| !c.is_control()).collect();
-                range.start.max(format!("{after} "))..range.end
-            }
-        };
+        let range = list_range(&query);
         if range.start >= range.end {
             return Ok(InstancePage {
                 instances: Vec::new(),
                 continuation: None,
             });
         }
-        let mut store_token = None;
-        let mut page;
-        let mut empty_pages = 0;
-        loop {
-            page = self
-                .store()
-                .query(
-                    table,
-                    &TableQuery {
-                        row_keys: Some(range.clone()),
-                        top: Some(query.top.clamp(1, 1000)),
-                        continuation: store_token.take(),
-                        ..TableQuery::partition(INDEX_PARTITION.to_owned())
-                    },
-                )
-                .await?;
-            empty_pages += 1;
-            if !page.entities.is_empty()
-                || page.continuation.is_none()
-                || empty_pages >= EMPTY_PAGES
-            {
-                break;
-            }
-            store_token = page.continuation.take();
-        }
+        let table = &self.options().index_table;
+        let page = self.index_page(range, query.top).await?;
         let rows: Vec<String> = page
             .entities
             .into_iter()
@@ -357,6 +318,37 @@ impl Engine {
             instances,
             continuation,
         })
+    }
+
+    /// The first non-empty page of the index over `range` (reading on past a few empty pages
+    /// that say more follows).
+    async fn index_page(&self, range: Range<String>, top: u32) -> Result<Page, EngineError> {
+        /// Store pages read at most when they come back empty but with more to follow.
+        const EMPTY_PAGES: usize = 4;
+        let mut store_token = None;
+        let mut empty_pages = 0;
+        loop {
+            let mut page = self
+                .store()
+                .query(
+                    &self.options().index_table,
+                    &TableQuery {
+                        row_keys: Some(range.clone()),
+                        top: Some(top.clamp(1, 1000)),
+                        continuation: store_token.take(),
+                        ..TableQuery::partition(INDEX_PARTITION.to_owned())
+                    },
+                )
+                .await?;
+            empty_pages += 1;
+            if !page.entities.is_empty()
+                || page.continuation.is_none()
+                || empty_pages >= EMPTY_PAGES
+            {
+                return Ok(page);
+            }
+            store_token = page.continuation.take();
+        }
     }
 
     /// Ends a running instance: appends `ExecutionTerminated`; outcomes of its open work are
@@ -463,6 +455,25 @@ impl Engine {
             }
         }
         Ok(())
+    }
+}
+
+/// The index rows a listing reads: one key's, a span of keys', or every key's, after the
+/// continuation's position.
+fn list_range(query: &ListQuery) -> Range<String> {
+    let range = match (query.key.as_deref(), query.through_key.as_deref()) {
+        (Some(key), None) => key_range(key),
+        (Some(key), Some(through)) => key_range(key).start..key_range(through).end,
+        (None, _) => String::new().."~~".to_owned(),
+    };
+    // After a position: from the position followed by a space, the smallest character a row
+    // key may hold (keys have no control characters; a position's are dropped).
+    match query.continuation.as_deref() {
+        None => range,
+        Some(after) => {
+            let after: String = after.chars().filter(|c| !c.is_control()).collect();
+            range.start.max(format!("{after} "))..range.end
+        }
     }
 }
 

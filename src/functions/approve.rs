@@ -22,18 +22,18 @@ pub const MAX_BODY_BYTES: usize = 16 * 1024;
     tag = "review",
     params(
         ("id" = uuid::Uuid, Path, description = "The file id"),
-        ("stage" = super::openapi::ApprovalStageName, Path, description = "Which decision"),
+        ("stage" = super::schema::ApprovalStageName, Path, description = "Which decision"),
     ),
-    request_body(content = Option<super::openapi::DecisionBody>, content_type = "application/json"),
+    request_body(content = Option<super::schema::DecisionBody>, content_type = "application/json"),
     responses(
         (status = 202, description = "Recorded", body = FileStatus),
         (status = 200, description = "The same decision by the same reviewer again: nothing changed", body = FileStatus),
-        (status = 400, description = "InvalidId, InvalidStage, InvalidBody, InvalidQuery, InvalidHeader", body = super::openapi::ErrorBody),
-        (status = 401, description = "Unauthorized", body = super::openapi::ErrorBody, headers(("WWW-Authenticate" = String))),
-        (status = 403, description = "NotAReviewer, SelfApproval, SameReviewer", body = super::openapi::ErrorBody),
-        (status = 404, description = "NotFound", body = super::openapi::ErrorBody),
-        (status = 409, description = "WrongStage (with currentStage)", body = super::openapi::ErrorBody),
-        (status = 503, description = "StorageUnavailable", body = super::openapi::ErrorBody, headers(("Retry-After" = String))),
+        (status = 400, description = "InvalidId, InvalidStage, InvalidBody, InvalidQuery, InvalidHeader", body = super::schema::ErrorBody),
+        (status = 401, description = "Unauthorized", body = super::schema::ErrorBody, headers(("WWW-Authenticate" = String))),
+        (status = 403, description = "NotAReviewer, SelfApproval, SameReviewer", body = super::schema::ErrorBody),
+        (status = 404, description = "NotFound", body = super::schema::ErrorBody),
+        (status = 409, description = "WrongStage (with currentStage)", body = super::schema::ErrorBody),
+        (status = 503, description = "StorageUnavailable", body = super::schema::ErrorBody, headers(("Retry-After" = String))),
     ),
     security(("functionKey" = [], "bearer" = []), ("functionKey" = [], "easyAuth" = []), ("functionKey" = []), ())
 )]

@@ -19,21 +19,13 @@ use axum::http::{header, HeaderMap};
 use base64::Engine as _;
 use serde::Deserialize;
 
+pub use crate::config::EasyAuth;
 use crate::domain::{Principal, Reviewers};
 use crate::error::ApiError;
 
 pub const PRINCIPAL_HEADER: &str = "x-ms-client-principal";
 pub const PRINCIPAL_NAME_HEADER: &str = "x-ms-client-principal-name";
 pub const PRINCIPAL_ID_HEADER: &str = "x-ms-client-principal-id";
-
-/// The Easy Auth side of the settings.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EasyAuth {
-    /// The app role that may decide (`FILE_APPROVER_REVIEWER_ROLE`, default `Reviewer`).
-    pub reviewer_role: String,
-    /// The app role that may upload (`FILE_APPROVER_UPLOADER_ROLE`); unset: anyone signed in.
-    pub uploader_role: Option<String>,
-}
 
 /// Everything the edge needs to tell who is calling.
 #[derive(Debug, Clone, Default)]

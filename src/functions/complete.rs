@@ -18,10 +18,10 @@ use crate::error::ApiError;
     params(("id" = uuid::Uuid, Path, description = "The file id")),
     responses(
         (status = 200, description = "Its workflow started (or was running already)", body = super::FileStatus),
-        (status = 400, description = "InvalidId, InvalidQuery", body = super::openapi::ErrorBody),
-        (status = 404, description = "NotFound", body = super::openapi::ErrorBody),
-        (status = 409, description = "UploadIncomplete: the bytes have not arrived", body = super::openapi::ErrorBody),
-        (status = 503, description = "StorageUnavailable", body = super::openapi::ErrorBody, headers(("Retry-After" = String))),
+        (status = 400, description = "InvalidId, InvalidQuery", body = super::schema::ErrorBody),
+        (status = 404, description = "NotFound", body = super::schema::ErrorBody),
+        (status = 409, description = "UploadIncomplete: the bytes have not arrived", body = super::schema::ErrorBody),
+        (status = 503, description = "StorageUnavailable", body = super::schema::ErrorBody, headers(("Retry-After" = String))),
     )
 )]
 pub async fn complete(

@@ -19,7 +19,7 @@ pub struct Download {
     pub name: String,
     pub content_type: String,
     pub size: u64,
-    #[schema(value_type = Option<super::openapi::AnalysisDoc>)]
+    #[schema(value_type = Option<super::schema::AnalysisDoc>)]
     pub metadata: Option<Value>,
     pub approvals: Vec<DecisionView>,
     pub download_url: String,
@@ -35,10 +35,10 @@ pub struct Download {
     responses(
         (status = 200, description = "The analysis and a read-only link valid for an hour", body = Download,
             headers(("Cache-Control" = String, description = "no-store: the link is a credential"))),
-        (status = 400, description = "InvalidId, InvalidQuery", body = super::openapi::ErrorBody),
-        (status = 404, description = "NotFound", body = super::openapi::ErrorBody),
-        (status = 409, description = "NotApproved (with currentStage)", body = super::openapi::ErrorBody),
-        (status = 503, description = "StorageUnavailable", body = super::openapi::ErrorBody, headers(("Retry-After" = String))),
+        (status = 400, description = "InvalidId, InvalidQuery", body = super::schema::ErrorBody),
+        (status = 404, description = "NotFound", body = super::schema::ErrorBody),
+        (status = 409, description = "NotApproved (with currentStage)", body = super::schema::ErrorBody),
+        (status = 503, description = "StorageUnavailable", body = super::schema::ErrorBody, headers(("Retry-After" = String))),
     )
 )]
 pub async fn download(

@@ -52,9 +52,9 @@ impl From<&Step> for StepView {
     params(("id" = uuid::Uuid, Path, description = "The file id")),
     responses(
         (status = 200, description = "Every step, oldest first", body = History),
-        (status = 400, description = "InvalidId, InvalidQuery", body = super::openapi::ErrorBody),
-        (status = 404, description = "NotFound", body = super::openapi::ErrorBody),
-        (status = 503, description = "StorageUnavailable", body = super::openapi::ErrorBody, headers(("Retry-After" = String))),
+        (status = 400, description = "InvalidId, InvalidQuery", body = super::schema::ErrorBody),
+        (status = 404, description = "NotFound", body = super::schema::ErrorBody),
+        (status = 503, description = "StorageUnavailable", body = super::schema::ErrorBody, headers(("Retry-After" = String))),
     )
 )]
 pub async fn history(

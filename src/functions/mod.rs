@@ -32,6 +32,7 @@ pub mod invocation;
 pub mod openapi;
 pub mod orchestrator;
 pub mod preview;
+pub mod schema;
 pub mod status;
 pub mod sweep;
 pub mod ui;
@@ -227,9 +228,9 @@ pub struct FileStatus {
     pub name: String,
     pub content_type: String,
     pub size: u64,
-    #[schema(value_type = openapi::StageName)]
+    #[schema(value_type = schema::StageName)]
     pub stage: Stage,
-    #[schema(value_type = openapi::RuntimeStatusName)]
+    #[schema(value_type = schema::RuntimeStatusName)]
     pub runtime_status: RuntimeStatus,
     pub created_time: String,
     pub last_updated_time: String,
@@ -242,7 +243,7 @@ pub struct FileStatus {
     /// The approval rules the file's workflow runs under.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rules: Option<RulesView>,
-    #[schema(value_type = Option<openapi::AnalysisDoc>)]
+    #[schema(value_type = Option<schema::AnalysisDoc>)]
     pub analysis: Option<Value>,
     /// Present when the file failed: why.
     #[serde(skip_serializing_if = "Option::is_none")]

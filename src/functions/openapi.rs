@@ -4,163 +4,16 @@
 
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
 use utoipa::openapi::link::LinkBuilder;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{OpenApi as OpenApiDoc, RefOr};
-use utoipa::{Modify, OpenApi, ToSchema};
+use utoipa::{Modify, OpenApi};
 
+use super::schema::*;
 use super::{
     approve, complete, download, history, preview, status, upload, uploads, withdraw, DecisionView,
     FailureView, FileStatus, Links, PrincipalView, RulesView,
 };
-
-/// Where a file's workflow stands: the schema of `domain::Stage`, its names read from
-/// `Stage::ALL` so the list is written once.
-#[derive(Serialize)] // for the schema-only structs that name it; never serialized
-pub struct StageName;
-
-impl utoipa::PartialSchema for StageName {
-    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
-        utoipa::openapi::ObjectBuilder::new()
-            .schema_type(utoipa::openapi::schema::Type::String)
-            .description(Some(
-                "Where a file's workflow stands (docs/API.md, \"Workflow stages\").",
-            ))
-            .enum_values(Some(crate::domain::Stage::ALL.map(|s| s.as_str())))
-            .into()
-    }
-}
-
-impl ToSchema for StageName {}
-
-/// Which decision a reviewer gives.
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-#[allow(dead_code)] // a schema only: the real type is `domain::ApprovalStage`
-pub enum ApprovalStageName {
-    Upload,
-    Download,
-}
-
-/// Whose inbox: the caller's.
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-#[allow(dead_code)] // a schema only
-pub enum Awaiting {
-    Me,
-}
-
-/// The Durable Functions word for the same instance.
-#[derive(Serialize, ToSchema)]
-#[allow(dead_code)] // a schema only: the real type is `engine::RuntimeStatus`
-pub enum RuntimeStatusName {
-    Pending,
-    Running,
-    Completed,
-    Failed,
-    Terminated,
-}
-
-/// What the analysis gathered about the contents (docs/API.md, "Analysis").
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-#[allow(dead_code)] // a schema only: the real type is `workflow::analysis::Analysis`
-pub struct AnalysisDoc {
-    size: u64,
-    /// Lowercase hex.
-    sha256: String,
-    detected_content_type: String,
-    content_type_matches: bool,
-    is_text: bool,
-    line_count: Option<u64>,
-    word_count: Option<u64>,
-    width: Option<u64>,
-    height: Option<u64>,
-    analyzed_time: String,
-    analyzer_version: String,
-}
-
-/// Every error: `{"error": {"code", "message", "currentStage"?}}`.
-#[derive(Serialize, ToSchema)]
-#[allow(dead_code)] // a schema only: `error::ApiError` renders it
-pub struct ErrorBody {
-    error: ErrorDetail,
-}
-
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-#[allow(dead_code)]
-pub struct ErrorDetail {
-    /// A stable code (docs/API.md lists them with their statuses).
-    code: String,
-    message: String,
-    /// With `WrongStage` and `NotApproved`: where the file stands.
-    current_stage: Option<StageName>,
-}
-
-/// A reviewer's decision. An empty body approves.
-#[derive(Serialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-#[allow(dead_code)] // a schema only: `domain::Decision::parse` reads it
-pub struct DecisionBody {
-    /// `false` rejects.
-    #[serde(default)]
-    #[schema(default = true)]
-    approved: bool,
-    /// Up to 2,000 characters; line breaks and tabs are the only control characters.
-    #[serde(default)]
-    #[schema(
-        max_length = 2000,
-        pattern = "^[^\\x00-\\x08\\x0b\\x0c\\x0e-\\x1f\\x7f-\\x9f]*$"
-    )]
-    comment: Option<String>,
-}
-
-/// An upload straight to storage, declared.
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-#[allow(dead_code)] // a schema only: `uploads::Declaration` reads it
-pub struct DeclarationBody {
-    /// The display name: see `uploadFile`'s `name`.
-    name: String,
-    /// Bytes the upload will hold, exactly. The maximum is the default of
-    /// `FILE_APPROVER_MAX_DIRECT_UPLOAD_BYTES` (1 TiB); a deployment may set a lower one (413).
-    #[schema(minimum = 1, maximum = 1_099_511_627_776_u64)]
-    size: u64,
-    /// A media type as HTTP writes it (`type/subtype`, then `; name=value` parameters); blank
-    /// or absent means `application/octet-stream`.
-    #[schema(max_length = 255)]
-    content_type: Option<String>,
-}
-
-/// A file's raw bytes: at least one (an empty file is refused with `EmptyFile`).
-#[derive(Serialize, ToSchema)]
-#[schema(value_type = String, format = Binary)]
-#[allow(dead_code)] // a schema only
-pub struct BinaryBody(Vec<u8>);
-
-/// A form with one file part (its filename is the display name unless `?name=` says).
-#[derive(Serialize, ToSchema)]
-#[allow(dead_code)] // a schema only
-pub struct MultipartUpload {
-    #[schema(value_type = String, format = Binary)]
-    file: Vec<u8>,
-}
-
-/// A withdrawal, with a comment at most.
-#[derive(Serialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-#[allow(dead_code)] // a schema only
-pub struct WithdrawalBody {
-    /// Up to 2,000 characters; line breaks and tabs are the only control characters.
-    #[serde(default)]
-    #[schema(
-        max_length = 2000,
-        pattern = "^[^\\x00-\\x08\\x0b\\x0c\\x0e-\\x1f\\x7f-\\x9f]*$"
-    )]
-    comment: Option<String>,
-}
 
 #[derive(OpenApi)]
 #[openapi(

@@ -18,9 +18,9 @@ use crate::error::ApiError;
     params(("id" = uuid::Uuid, Path, description = "The file id")),
     responses(
         (status = 200, description = "The file as it stands", body = FileStatus),
-        (status = 400, description = "InvalidId, InvalidQuery", body = super::openapi::ErrorBody),
-        (status = 404, description = "NotFound", body = super::openapi::ErrorBody),
-        (status = 503, description = "StorageUnavailable", body = super::openapi::ErrorBody, headers(("Retry-After" = String))),
+        (status = 400, description = "InvalidId, InvalidQuery", body = super::schema::ErrorBody),
+        (status = 404, description = "NotFound", body = super::schema::ErrorBody),
+        (status = 503, description = "StorageUnavailable", body = super::schema::ErrorBody, headers(("Retry-After" = String))),
     )
 )]
 pub async fn get_one(
@@ -105,17 +105,17 @@ fn parse_list_query(raw: Option<&str>) -> Result<ListParams, ApiError> {
     operation_id = "listFiles",
     tag = "files",
     params(
-        ("stage" = Option<super::openapi::StageName>, Query, description = "Only files in this stage"),
-        ("awaiting" = Option<super::openapi::Awaiting>, Query, description = "`me`: the calling reviewer's inbox"),
+        ("stage" = Option<super::schema::StageName>, Query, description = "Only files in this stage"),
+        ("awaiting" = Option<super::schema::Awaiting>, Query, description = "`me`: the calling reviewer's inbox"),
         ("top" = Option<u32>, Query, minimum = 1, maximum = 100, description = "Page size (default 20)"),
         ("continuationToken" = Option<String>, Query, pattern = "^([0-9a-f]{2}){1,512}$", description = "From the previous page: the hex of the position to continue after (any such value is a position)"),
     ),
     responses(
         (status = 200, description = "A page of files", body = FileList),
-        (status = 400, description = "InvalidStage, InvalidQuery", body = super::openapi::ErrorBody),
-        (status = 401, description = "Unauthorized (awaiting=me needs a reviewer)", body = super::openapi::ErrorBody, headers(("WWW-Authenticate" = String))),
-        (status = 403, description = "NotAReviewer", body = super::openapi::ErrorBody),
-        (status = 503, description = "StorageUnavailable", body = super::openapi::ErrorBody, headers(("Retry-After" = String))),
+        (status = 400, description = "InvalidStage, InvalidQuery", body = super::schema::ErrorBody),
+        (status = 401, description = "Unauthorized (awaiting=me needs a reviewer)", body = super::schema::ErrorBody, headers(("WWW-Authenticate" = String))),
+        (status = 403, description = "NotAReviewer", body = super::schema::ErrorBody),
+        (status = 503, description = "StorageUnavailable", body = super::schema::ErrorBody, headers(("Retry-After" = String))),
     ),
     security(("functionKey" = []), ("functionKey" = [], "bearer" = []), ("functionKey" = [], "easyAuth" = []), ())
 )]

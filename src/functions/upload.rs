@@ -87,20 +87,20 @@ fn parse_content_type(raw: Option<&str>) -> Result<ContentType, ApiError> {
     request_body(
         description = "The file's bytes (raw, with Content-Type), or multipart/form-data with one file part",
         content(
-            (super::openapi::BinaryBody = "application/octet-stream"),
-            (super::openapi::MultipartUpload = "multipart/form-data")
+            (super::schema::BinaryBody = "application/octet-stream"),
+            (super::schema::MultipartUpload = "multipart/form-data")
         )
     ),
     responses(
         (status = 201, description = "Stored; its workflow started (local mode) or about to (under the host)", body = FileStatus,
             headers(("Location" = String, description = "The file's status"))),
-        (status = 400, description = "InvalidName, EmptyFile, InvalidBody, InvalidMultipart, InvalidQuery, InvalidHeader", body = super::openapi::ErrorBody),
-        (status = 401, description = "Unauthorized: an unknown token, or none where uploads need one", body = super::openapi::ErrorBody,
+        (status = 400, description = "InvalidName, EmptyFile, InvalidBody, InvalidMultipart, InvalidQuery, InvalidHeader", body = super::schema::ErrorBody),
+        (status = 401, description = "Unauthorized: an unknown token, or none where uploads need one", body = super::schema::ErrorBody,
             headers(("WWW-Authenticate" = String))),
-        (status = 403, description = "NotAnUploader", body = super::openapi::ErrorBody),
-        (status = 413, description = "TooLarge", body = super::openapi::ErrorBody),
-        (status = 503, description = "StorageUnavailable", body = super::openapi::ErrorBody, headers(("Retry-After" = String))),
-        (status = 507, description = "InsufficientStorage", body = super::openapi::ErrorBody),
+        (status = 403, description = "NotAnUploader", body = super::schema::ErrorBody),
+        (status = 413, description = "TooLarge", body = super::schema::ErrorBody),
+        (status = 503, description = "StorageUnavailable", body = super::schema::ErrorBody, headers(("Retry-After" = String))),
+        (status = 507, description = "InsufficientStorage", body = super::schema::ErrorBody),
     ),
     security(("functionKey" = []), ("functionKey" = [], "bearer" = []), ("functionKey" = [], "easyAuth" = []), ())
 )]

@@ -107,15 +107,15 @@ pub struct TicketLinks {
     path = "/api/files/uploads",
     operation_id = "openUpload",
     tag = "files",
-    request_body(content = super::openapi::DeclarationBody, content_type = "application/json"),
+    request_body(content = super::schema::DeclarationBody, content_type = "application/json"),
     responses(
         (status = 201, description = "An upload URL for the file's bytes", body = UploadTicket,
             headers(("Location" = String, description = "The file's status"))),
-        (status = 400, description = "InvalidBody, InvalidName, EmptyFile, DeclaredTooLarge, InvalidQuery, InvalidHeader", body = super::openapi::ErrorBody),
-        (status = 401, description = "Unauthorized", body = super::openapi::ErrorBody, headers(("WWW-Authenticate" = String))),
-        (status = 403, description = "NotAnUploader", body = super::openapi::ErrorBody),
-        (status = 503, description = "StorageUnavailable", body = super::openapi::ErrorBody, headers(("Retry-After" = String))),
-        (status = 507, description = "InsufficientStorage", body = super::openapi::ErrorBody),
+        (status = 400, description = "InvalidBody, InvalidName, EmptyFile, DeclaredTooLarge, InvalidQuery, InvalidHeader", body = super::schema::ErrorBody),
+        (status = 401, description = "Unauthorized", body = super::schema::ErrorBody, headers(("WWW-Authenticate" = String))),
+        (status = 403, description = "NotAnUploader", body = super::schema::ErrorBody),
+        (status = 503, description = "StorageUnavailable", body = super::schema::ErrorBody, headers(("Retry-After" = String))),
+        (status = 507, description = "InsufficientStorage", body = super::schema::ErrorBody),
     ),
     security(("functionKey" = []), ("functionKey" = [], "bearer" = []), ("functionKey" = [], "easyAuth" = []), ())
 )]

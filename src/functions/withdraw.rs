@@ -30,15 +30,15 @@ struct Withdrawal {
     operation_id = "withdraw",
     tag = "review",
     params(("id" = uuid::Uuid, Path, description = "The file id")),
-    request_body(content = Option<super::openapi::WithdrawalBody>, content_type = "application/json"),
+    request_body(content = Option<super::schema::WithdrawalBody>, content_type = "application/json"),
     responses(
         (status = 202, description = "Withdrawn", body = FileStatus),
-        (status = 400, description = "InvalidId, InvalidBody, InvalidQuery, InvalidHeader", body = super::openapi::ErrorBody),
-        (status = 401, description = "Unauthorized", body = super::openapi::ErrorBody, headers(("WWW-Authenticate" = String))),
-        (status = 403, description = "NotTheUploader, NotAnUploader", body = super::openapi::ErrorBody),
-        (status = 404, description = "NotFound", body = super::openapi::ErrorBody),
-        (status = 409, description = "WrongStage (with currentStage)", body = super::openapi::ErrorBody),
-        (status = 503, description = "StorageUnavailable", body = super::openapi::ErrorBody, headers(("Retry-After" = String))),
+        (status = 400, description = "InvalidId, InvalidBody, InvalidQuery, InvalidHeader", body = super::schema::ErrorBody),
+        (status = 401, description = "Unauthorized", body = super::schema::ErrorBody, headers(("WWW-Authenticate" = String))),
+        (status = 403, description = "NotTheUploader, NotAnUploader", body = super::schema::ErrorBody),
+        (status = 404, description = "NotFound", body = super::schema::ErrorBody),
+        (status = 409, description = "WrongStage (with currentStage)", body = super::schema::ErrorBody),
+        (status = 503, description = "StorageUnavailable", body = super::schema::ErrorBody, headers(("Retry-After" = String))),
     ),
     security(("functionKey" = [], "bearer" = []), ("functionKey" = [], "easyAuth" = []), ("bearer" = []), ("easyAuth" = []))
 )]

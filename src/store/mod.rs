@@ -643,14 +643,7 @@ pub fn validate_blob_name(name: &str) -> StoreResult<()> {
 /// than a confusing 400 from the service (or, on disk, a path outside the blob root: the rule
 /// alone keeps the name a single, harmless path component).
 pub fn validate_container_name(name: &str) -> StoreResult<()> {
-    let ok = (3..=63).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !name.starts_with('-')
-        && !name.ends_with('-')
-        && !name.contains("--");
-    if ok {
+    if crate::domain::valid_storage_name(name) {
         Ok(())
     } else {
         Err(StoreError::Invalid(format!(

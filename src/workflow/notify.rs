@@ -12,14 +12,12 @@
 //! Each request carries `X-Signature-256: sha256=<hex HMAC-SHA256 of the raw body>` keyed with
 //! `FILE_APPROVER_WEBHOOK_SECRET`, so receivers can tell it came from this app.
 
-use std::fmt;
-use std::time::Duration as StdDuration;
-
 use chrono::{DateTime, Duration, Utc};
 use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
 use sha2::Sha256;
-use url::Url;
+
+pub use crate::config::Webhook;
 
 use super::input::FileInput;
 use crate::domain::Stage;
@@ -27,25 +25,6 @@ use crate::engine::{ActivityError, RetryPolicy};
 
 pub const NOTIFY_ACTIVITY: &str = "Notify";
 pub const SIGNATURE_HEADER: &str = "X-Signature-256";
-
-/// Where events go and how they are signed.
-#[derive(Clone)]
-pub struct Webhook {
-    pub url: Url,
-    pub secret: Vec<u8>,
-    /// One delivery attempt's limit: a receiver slower than this counts as down.
-    pub timeout: StdDuration,
-}
-
-impl fmt::Debug for Webhook {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Webhook")
-            .field("url", &self.url.as_str())
-            .field("secret", &"<redacted>")
-            .field("timeout", &self.timeout)
-            .finish()
-    }
-}
 
 /// What an event is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -12,7 +12,7 @@ use std::fmt;
 use base64::Engine as _;
 use url::Url;
 
-use super::identity::{IdentityEndpoint, ManagedIdentity};
+use crate::config::{IdentityConnection, IdentityEndpoint, ManagedIdentity};
 use crate::store::StoreError;
 
 /// Azurite's (and the old storage emulator's) fixed account.
@@ -23,24 +23,6 @@ const DEV_KEY: &str =
 const DEV_BLOB_ENDPOINT: &str = "http://127.0.0.1:10000/devstoreaccount1";
 const DEV_QUEUE_ENDPOINT: &str = "http://127.0.0.1:10001/devstoreaccount1";
 const DEV_TABLE_ENDPOINT: &str = "http://127.0.0.1:10002/devstoreaccount1";
-
-/// The host's identity-based connection, as its settings gave it: an account name (endpoints
-/// on the public cloud), or the service URIs (other clouds, private endpoints, Azurite), and
-/// the identity whose tokens open them.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IdentityConnection {
-    /// `AzureWebJobsStorage__accountName`.
-    pub account_name: Option<String>,
-    /// `AzureWebJobsStorage__blobServiceUri` (or `__serviceUri`).
-    pub blob_service_uri: Option<String>,
-    /// `AzureWebJobsStorage__queueServiceUri`.
-    pub queue_service_uri: Option<String>,
-    /// `AzureWebJobsStorage__tableServiceUri`.
-    pub table_service_uri: Option<String>,
-    pub identity: ManagedIdentity,
-    /// The platform's token endpoint (`IDENTITY_ENDPOINT`, `IDENTITY_HEADER`).
-    pub endpoint: IdentityEndpoint,
-}
 
 /// How requests are authorized.
 #[derive(Clone)]
@@ -83,18 +65,22 @@ impl fmt::Debug for ConnectionSettings {
     }
 }
 
-impl ConnectionSettings {
-    /// Parses `UseDevelopmentStorage=true` or a `Key=Value;…` account connection string.
-    pub fn parse(connection_string: &str) -> Result<Self, StoreError> {
-        let mut use_dev = None;
-        let mut protocol = None;
-        let mut account = None;
-        let mut key = None;
-        let mut suffix = None;
-        let mut blob_endpoint = None;
-        let mut queue_endpoint = None;
-        let mut table_endpoint = None;
+/// The settings of a connection string, each at most once, not yet checked together.
+#[derive(Default)]
+struct Parts {
+    use_dev: Option<String>,
+    protocol: Option<String>,
+    account: Option<String>,
+    key: Option<String>,
+    suffix: Option<String>,
+    blob_endpoint: Option<String>,
+    queue_endpoint: Option<String>,
+    table_endpoint: Option<String>,
+}
 
+impl Parts {
+    fn read(connection_string: &str) -> Result<Self, StoreError> {
+        let mut parts = Parts::default();
         for (index, part) in connection_string.split(';').enumerate() {
             let part = part.trim();
             if part.is_empty() {
@@ -108,63 +94,83 @@ impl ConnectionSettings {
                 )));
             };
             let name = name.trim();
-            let value = value.trim().to_owned();
-            // Setting names are case-insensitive in every official SDK.
-            let slot = match name.to_ascii_lowercase().as_str() {
-                "usedevelopmentstorage" => &mut use_dev,
-                "defaultendpointsprotocol" => &mut protocol,
-                "accountname" => &mut account,
-                "accountkey" => &mut key,
-                "endpointsuffix" => &mut suffix,
-                "blobendpoint" => &mut blob_endpoint,
-                "queueendpoint" => &mut queue_endpoint,
-                "tableendpoint" => &mut table_endpoint,
-                // Services this app does not use; portal strings may carry them.
-                "fileendpoint" => continue,
-                "sharedaccesssignature" => {
-                    return Err(invalid(
-                        "SharedAccessSignature is not supported: the app signs download links \
-                         with the account key, so AccountName and AccountKey are required"
-                            .into(),
-                    ))
-                }
-                "developmentstorageproxyuri" => {
-                    return Err(invalid(
-                        "DevelopmentStorageProxyUri is not supported; give BlobEndpoint and \
-                         TableEndpoint instead"
-                            .into(),
-                    ))
-                }
-                // Only a short, letters-only name is echoed: a mistyped `AccountKey` must not
-                // leak the key through its value, nor a pasted key (which holds '=') through
-                // its "name".
-                _ if name.len() <= 32 && name.chars().all(|c| c.is_ascii_alphabetic()) => {
-                    return Err(invalid(format!("unknown setting {name:?}")));
-                }
-                _ => {
-                    return Err(invalid(format!(
-                        "part {} is not a known setting",
-                        index + 1
-                    )));
-                }
+            let Some(slot) = parts.slot(name, index)? else {
+                continue;
             };
-            if slot.replace(value).is_some() {
+            if slot.replace(value.trim().to_owned()).is_some() {
                 return Err(invalid(format!("setting {name:?} appears twice")));
             }
         }
+        Ok(parts)
+    }
 
-        if let Some(flag) = use_dev {
+    /// Where setting `name` goes; `None` for settings of services this app does not use.
+    fn slot(
+        &mut self,
+        name: &str,
+        index: usize,
+    ) -> Result<Option<&mut Option<String>>, StoreError> {
+        // Setting names are case-insensitive in every official SDK.
+        Ok(Some(match name.to_ascii_lowercase().as_str() {
+            "usedevelopmentstorage" => &mut self.use_dev,
+            "defaultendpointsprotocol" => &mut self.protocol,
+            "accountname" => &mut self.account,
+            "accountkey" => &mut self.key,
+            "endpointsuffix" => &mut self.suffix,
+            "blobendpoint" => &mut self.blob_endpoint,
+            "queueendpoint" => &mut self.queue_endpoint,
+            "tableendpoint" => &mut self.table_endpoint,
+            // Services this app does not use; portal strings may carry them.
+            "fileendpoint" => return Ok(None),
+            "sharedaccesssignature" => {
+                return Err(invalid(
+                    "SharedAccessSignature is not supported: the app signs download links \
+                     with the account key, so AccountName and AccountKey are required"
+                        .into(),
+                ))
+            }
+            "developmentstorageproxyuri" => {
+                return Err(invalid(
+                    "DevelopmentStorageProxyUri is not supported; give BlobEndpoint and \
+                     TableEndpoint instead"
+                        .into(),
+                ))
+            }
+            // Only a short, letters-only name is echoed: a mistyped `AccountKey` must not
+            // leak the key through its value, nor a pasted key (which holds '=') through
+            // its "name".
+            _ if name.len() <= 32 && name.chars().all(|c| c.is_ascii_alphabetic()) => {
+                return Err(invalid(format!("unknown setting {name:?}")));
+            }
+            _ => {
+                return Err(invalid(format!(
+                    "part {} is not a known setting",
+                    index + 1
+                )));
+            }
+        }))
+    }
+
+    fn any_but_use_dev(&self) -> bool {
+        self.protocol.is_some()
+            || self.account.is_some()
+            || self.key.is_some()
+            || self.suffix.is_some()
+            || self.blob_endpoint.is_some()
+            || self.queue_endpoint.is_some()
+            || self.table_endpoint.is_some()
+    }
+}
+
+impl ConnectionSettings {
+    /// Parses `UseDevelopmentStorage=true` or a `Key=Value;…` account connection string.
+    pub fn parse(connection_string: &str) -> Result<Self, StoreError> {
+        let parts = Parts::read(connection_string)?;
+        if let Some(flag) = &parts.use_dev {
             if !flag.eq_ignore_ascii_case("true") {
                 return Err(invalid("UseDevelopmentStorage must be \"true\"".into()));
             }
-            if protocol.is_some()
-                || account.is_some()
-                || key.is_some()
-                || suffix.is_some()
-                || blob_endpoint.is_some()
-                || queue_endpoint.is_some()
-                || table_endpoint.is_some()
-            {
+            if parts.any_but_use_dev() {
                 return Err(invalid(
                     "UseDevelopmentStorage=true takes no other settings; for Azurite on other \
                      ports give AccountName, AccountKey, BlobEndpoint, QueueEndpoint and TableEndpoint"
@@ -179,7 +185,21 @@ impl ConnectionSettings {
                 table_endpoint: endpoint(DEV_TABLE_ENDPOINT, "TableEndpoint")?,
             });
         }
+        Self::account(parts)
+    }
 
+    /// An account's connection string: name, key, and endpoints given or made from the suffix.
+    fn account(parts: Parts) -> Result<Self, StoreError> {
+        let Parts {
+            protocol,
+            account,
+            key,
+            suffix,
+            blob_endpoint,
+            queue_endpoint,
+            table_endpoint,
+            ..
+        } = parts;
         let account = account
             .filter(|a| !a.is_empty())
             .ok_or_else(|| invalid("AccountName is missing".into()))?;

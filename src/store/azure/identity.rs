@@ -25,6 +25,7 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use url::Url;
 
+use crate::config::{IdentityEndpoint, ManagedIdentity};
 use crate::store::StoreError;
 
 /// The resource every storage service accepts tokens for.
@@ -34,33 +35,6 @@ const API_VERSION: &str = "2019-08-01";
 const REFRESH_MARGIN: Duration = Duration::from_secs(5 * 60);
 /// The endpoint is on the instance itself; a slow answer means it is broken.
 const TOKEN_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Where tokens come from: the platform's `IDENTITY_ENDPOINT` and `IDENTITY_HEADER`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct IdentityEndpoint {
-    pub url: Url,
-    /// Sent as `X-IDENTITY-HEADER`; it proves the caller runs on the instance.
-    pub header: String,
-}
-
-impl fmt::Debug for IdentityEndpoint {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("IdentityEndpoint")
-            .field("url", &self.url.as_str())
-            .field("header", &"<redacted>")
-            .finish()
-    }
-}
-
-/// Which identity to ask for: the app's system-assigned one, or a user-assigned one.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ManagedIdentity {
-    SystemAssigned,
-    /// `AzureWebJobsStorage__clientId`.
-    ClientId(String),
-    /// `AzureWebJobsStorage__managedIdentityResourceId`.
-    ResourceId(String),
-}
 
 /// A [`TokenCredential`] over the managed-identity endpoint, with its cache.
 pub(crate) struct ManagedIdentityCredential {

@@ -55,10 +55,10 @@ use azure_storage_queues::{QueueServiceClient, QueueServiceClientBuilder};
 use base64::Engine as _;
 
 use self::blob::UploadShape;
-pub use self::connection::IdentityConnection;
 use self::connection::{ConnectionSettings, Credential};
 use self::identity::{DelegationKey, ForgetRefusedToken, ManagedIdentityCredential};
-pub use self::identity::{IdentityEndpoint, ManagedIdentity};
+pub use crate::config::IdentityConnection;
+pub use crate::config::{IdentityEndpoint, ManagedIdentity};
 use crate::store::{
     validate_batch, validate_blob_name, validate_container_name, validate_key, validate_message,
     validate_queue_name, validate_reception, validate_renewal, validate_table_name, BatchOp,
