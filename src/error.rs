@@ -6,7 +6,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Map, Value};
 
-use crate::domain::Stage;
+use crate::domain::{Refusal, RefusalKind};
 use crate::engine::EngineError;
 use crate::files::FilesError;
 use crate::store::{BoxError, StoreError};
@@ -14,52 +14,9 @@ use crate::telemetry::error_chain;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
-    #[error("{0}")]
-    InvalidId(String),
-    #[error("{0}")]
-    InvalidName(String),
-    #[error("the file is empty")]
-    EmptyFile,
-    #[error("{0}")]
-    InvalidStage(String),
-    #[error("{0}")]
-    InvalidBody(String),
-    #[error("{0}")]
-    InvalidQuery(String),
-    #[error("{0}")]
-    InvalidMultipart(String),
-    #[error("{0}")]
-    InvalidHeader(String),
-    #[error("{0}")]
-    Unauthorized(String),
-    #[error("{0}")]
-    NotAReviewer(String),
-    #[error("{0}")]
-    NotAnUploader(String),
-    #[error("{0}")]
-    SelfApproval(String),
-    #[error("{0}")]
-    SameReviewer(String),
-    #[error("{0}")]
-    NotTheUploader(String),
-    #[error("{0}")]
-    NotFound(String),
-    #[error("{0}")]
-    NoPreview(String),
-    #[error("{method} is not allowed here")]
-    MethodNotAllowed { method: String },
-    #[error("{message}")]
-    WrongStage { message: String, current: Stage },
-    #[error("{message}")]
-    NotApproved { message: String, current: Stage },
-    #[error("the upload is larger than the limit of {limit} bytes")]
-    TooLarge { limit: u64 },
-    /// 400, not 413: the request is small; what it declares is out of range (as a schema
-    /// violation is), and a client should not retry it smaller.
-    #[error("the declared size is over the limit of {limit} bytes")]
-    DeclaredTooLarge { limit: u64 },
-    #[error("{0}")]
-    UploadIncomplete(String),
+    /// A refusal from the one list ([`Refusal`]), mapped to its status here and nowhere else.
+    #[error(transparent)]
+    Refused(#[from] Refusal),
     #[error("storage is unavailable; retry later")]
     StorageUnavailable(#[source] BoxError),
     #[error("storage is full; nothing was stored")]
@@ -74,59 +31,29 @@ impl ApiError {
     }
 
     pub fn status(&self) -> StatusCode {
-        use ApiError::*;
         match self {
-            InvalidId(_)
-            | InvalidName(_)
-            | EmptyFile
-            | DeclaredTooLarge { .. }
-            | InvalidStage(_)
-            | InvalidBody(_)
-            | InvalidQuery(_)
-            | InvalidMultipart(_)
-            | InvalidHeader(_) => StatusCode::BAD_REQUEST,
-            Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            NotAReviewer(_) | NotAnUploader(_) | SelfApproval(_) | SameReviewer(_)
-            | NotTheUploader(_) => StatusCode::FORBIDDEN,
-            NotFound(_) | NoPreview(_) => StatusCode::NOT_FOUND,
-            MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
-            WrongStage { .. } | NotApproved { .. } | UploadIncomplete(_) => StatusCode::CONFLICT,
-            TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            StorageUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            InsufficientStorage(_) => StatusCode::INSUFFICIENT_STORAGE,
-            Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Refused(refusal) => match refusal.kind() {
+                RefusalKind::Invalid => StatusCode::BAD_REQUEST,
+                RefusalKind::Unauthenticated => StatusCode::UNAUTHORIZED,
+                RefusalKind::Forbidden => StatusCode::FORBIDDEN,
+                RefusalKind::NotFound => StatusCode::NOT_FOUND,
+                RefusalKind::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+                RefusalKind::Conflict => StatusCode::CONFLICT,
+                RefusalKind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            },
+            ApiError::StorageUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::InsufficientStorage(_) => StatusCode::INSUFFICIENT_STORAGE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
     /// The stable code clients switch on.
     pub fn code(&self) -> &'static str {
-        use ApiError::*;
         match self {
-            InvalidId(_) => "InvalidId",
-            InvalidName(_) => "InvalidName",
-            EmptyFile => "EmptyFile",
-            InvalidStage(_) => "InvalidStage",
-            InvalidBody(_) => "InvalidBody",
-            InvalidQuery(_) => "InvalidQuery",
-            InvalidMultipart(_) => "InvalidMultipart",
-            InvalidHeader(_) => "InvalidHeader",
-            Unauthorized(_) => "Unauthorized",
-            NotAReviewer(_) => "NotAReviewer",
-            NotAnUploader(_) => "NotAnUploader",
-            SelfApproval(_) => "SelfApproval",
-            SameReviewer(_) => "SameReviewer",
-            NotTheUploader(_) => "NotTheUploader",
-            NotFound(_) => "NotFound",
-            NoPreview(_) => "NoPreview",
-            MethodNotAllowed { .. } => "MethodNotAllowed",
-            WrongStage { .. } => "WrongStage",
-            NotApproved { .. } => "NotApproved",
-            TooLarge { .. } => "TooLarge",
-            DeclaredTooLarge { .. } => "DeclaredTooLarge",
-            UploadIncomplete(_) => "UploadIncomplete",
-            StorageUnavailable(_) => "StorageUnavailable",
-            InsufficientStorage(_) => "InsufficientStorage",
-            Internal(_) => "InternalError",
+            ApiError::Refused(refusal) => refusal.code(),
+            ApiError::StorageUnavailable(_) => "StorageUnavailable",
+            ApiError::InsufficientStorage(_) => "InsufficientStorage",
+            ApiError::Internal(_) => "InternalError",
         }
     }
 }
@@ -152,12 +79,11 @@ impl IntoResponse for ApiError {
                 tracing::error!(cause = %error_chain(source.as_ref()), "internal error");
                 error.insert("message".into(), json!("internal error"));
             }
-            ApiError::WrongStage { current, .. } | ApiError::NotApproved { current, .. } => {
+            ApiError::Refused(refusal) => {
                 error.insert("message".into(), json!(self.to_string()));
-                error.insert("currentStage".into(), json!(current.as_str()));
-            }
-            _ => {
-                error.insert("message".into(), json!(self.to_string()));
+                if let Some(current) = refusal.current_stage() {
+                    error.insert("currentStage".into(), json!(current.as_str()));
+                }
             }
         }
         let body = json!({ "error": Value::Object(error) });
@@ -169,7 +95,7 @@ impl IntoResponse for ApiError {
                     HeaderValue::from_static(RETRY_AFTER_SECS),
                 );
             }
-            ApiError::Unauthorized(_) => {
+            ApiError::Refused(Refusal::Unauthorized(_)) => {
                 response.headers_mut().insert(
                     header::WWW_AUTHENTICATE,
                     HeaderValue::from_static("Bearer realm=\"file-approver\""),
@@ -207,25 +133,8 @@ impl From<EngineError> for ApiError {
 impl From<FilesError> for ApiError {
     fn from(e: FilesError) -> Self {
         match e {
-            FilesError::NotFound(id) => ApiError::NotFound(format!("no file {id}")),
-            FilesError::WrongStage { message, current } => {
-                ApiError::WrongStage { message, current }
-            }
-            FilesError::NotApproved { message, current } => {
-                ApiError::NotApproved { message, current }
-            }
-            FilesError::TooLarge { limit } => ApiError::TooLarge { limit },
-            FilesError::DeclaredTooLarge { limit } => ApiError::DeclaredTooLarge { limit },
-            FilesError::SelfApproval(message) => ApiError::SelfApproval(message),
-            FilesError::SameReviewer(message) => ApiError::SameReviewer(message),
-            FilesError::NotTheUploader(message) => ApiError::NotTheUploader(message),
-            FilesError::EmptyFile => ApiError::EmptyFile,
-            FilesError::NoPreview(message) => ApiError::NoPreview(message),
-            e @ FilesError::UploadIncomplete(_) => ApiError::UploadIncomplete(e.to_string()),
-            FilesError::Body(source) => ApiError::InvalidBody(source.to_string()),
-            FilesError::BadContinuation => {
-                ApiError::InvalidQuery("continuationToken is malformed".into())
-            }
+            FilesError::Refused(refusal) => ApiError::Refused(refusal),
+            FilesError::Body(source) => ApiError::Refused(Refusal::InvalidBody(source.to_string())),
             FilesError::Storage(e) => e.into(),
             FilesError::Engine(e) => e.into(),
         }

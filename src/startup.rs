@@ -19,7 +19,7 @@ use crate::config::{Settings, StorageSetting};
 use crate::engine::{DriverOptions, Engine, EngineOptions, WorkDriver};
 use crate::error::ApiError;
 use crate::files::{Files, FilesError, Policy};
-use crate::functions::{self, blobs, uploads, AppState};
+use crate::functions::{self, grant_upload_url, signed_links, AppState};
 use crate::store::azure::{AzureOptions, AzureStore};
 use crate::store::budget::Budgeted;
 use crate::store::embedded::{EmbeddedOptions, EmbeddedStore};
@@ -150,8 +150,8 @@ impl Application {
         };
         let mut router = functions::router(state.clone());
         if let Some(embedded) = embedded {
-            let listener = Arc::new(uploads::StartOnCommit(state.files.clone()));
-            router = router.merge(blobs::router(embedded, clock, Some(listener)));
+            let listener = Arc::new(grant_upload_url::StartOnCommit(state.files.clone()));
+            router = router.merge(signed_links::router(embedded, clock, Some(listener)));
         }
         let router = with_edge_layers(router);
         Ok(Application {

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chrono::Utc;
 use file_approver::clock::ManualClock;
-use file_approver::functions::blobs;
+use file_approver::functions::signed_links;
 use file_approver::store::conformance::{azure_test_connection_string, Fixture, Restart};
 use file_approver::store::embedded::{EmbeddedOptions, EmbeddedStore};
 use file_approver::store::Storage;
@@ -186,7 +186,7 @@ async fn embedded_fixture() -> Option<Fixture> {
     };
     let store =
         Arc::new(EmbeddedStore::open(dir.path(), options.clone()).expect("the store opens"));
-    let app = blobs::router(Arc::clone(&store), Arc::new(clock.clone()), None);
+    let app = signed_links::router(Arc::clone(&store), Arc::new(clock.clone()), None);
     let (stop, stopped) = oneshot::channel::<()>();
     let server = tokio::spawn(async move {
         axum::serve(listener, app)
@@ -204,7 +204,7 @@ async fn embedded_fixture() -> Option<Fixture> {
     };
     let store: Arc<dyn Storage> = store;
     Some(
-        Fixture::with_container(store, blobs::SERVED_CONTAINER)
+        Fixture::with_container(store, signed_links::SERVED_CONTAINER)
             .await
             .with_manual_clock(clock)
             .with_restart(restart)

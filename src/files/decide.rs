@@ -1,7 +1,7 @@
 //! A reviewer's decision on a stage, checked inside the workflow's turn.
 
 use super::{FileView, Files, FilesError};
-use crate::domain::{ApprovalStage, Decision, FileId, Principal, Stage};
+use crate::domain::{ApprovalStage, Decision, FileId, Principal, Refusal, Stage};
 use crate::engine::{EngineError, RaiseOutcome};
 use crate::workflow::{self, DecisionEvent};
 
@@ -14,7 +14,7 @@ pub struct Decided {
 }
 
 impl Files {
-    /// Records a reviewer's decision for `stage`. Refused with [`FilesError::WrongStage`]
+    /// Records a reviewer's decision for `stage`. Refused with [`FilesError::Refused(Refusal::WrongStage)`]
     /// (saying why) when the workflow is not waiting for it; a repeat of the same decision by
     /// the same reviewer is answered with `recorded: false` and changes nothing.
     pub async fn decide(
@@ -52,8 +52,12 @@ impl Files {
             Err(EngineError::Refused(refusal)) => {
                 tracing::info!(file = %id, %stage, %reviewer, outcome = verdict, rule = refusal.code, "decision refused: four eyes");
                 Err(match refusal.code {
-                    workflow::SELF_APPROVAL => FilesError::SelfApproval(refusal.message),
-                    workflow::SAME_REVIEWER => FilesError::SameReviewer(refusal.message),
+                    workflow::SELF_APPROVAL => {
+                        FilesError::Refused(Refusal::SelfApproval(refusal.message))
+                    }
+                    workflow::SAME_REVIEWER => {
+                        FilesError::Refused(Refusal::SameReviewer(refusal.message))
+                    }
                     _ => FilesError::Engine(EngineError::Refused(refusal)),
                 })
             }
@@ -97,7 +101,7 @@ pub(super) fn wrong_stage(
             current.describe()
         ),
     };
-    FilesError::WrongStage { message, current }
+    FilesError::Refused(Refusal::WrongStage { message, current })
 }
 
 /// What a raised decision (or withdrawal) came to: recorded now, or a repeat of one already

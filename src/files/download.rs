@@ -5,7 +5,7 @@ use chrono::Duration;
 use super::audit;
 use super::DownloadGrant;
 use super::{Files, FilesError, FILES_TABLE};
-use crate::domain::{FileId, Principal, Stage};
+use crate::domain::{FileId, Principal, Refusal, Stage};
 use crate::store::SignedUrlRequest;
 
 impl Files {
@@ -19,13 +19,13 @@ impl Files {
         let view = self.load(id).await?;
         let stage = view.stage();
         if stage != Stage::Approved {
-            return Err(FilesError::NotApproved {
+            return Err(FilesError::Refused(Refusal::NotApproved {
                 message: format!(
                     "file {id} is {}; download needs both approvals",
                     stage.describe()
                 ),
                 current: stage,
-            });
+            }));
         }
         // Whole seconds: the SAS `se` field and the response both carry second precision.
         let now = self.clock.now();

@@ -2,7 +2,7 @@
 
 use super::audit;
 use super::{FileView, Files, FilesError};
-use crate::domain::FileId;
+use crate::domain::{FileId, Refusal};
 use crate::workflow::{self};
 
 impl Files {
@@ -20,7 +20,7 @@ impl Files {
                     outcome: None,
                     comment: None,
                 }]),
-                FileView::Workflow { .. } => Err(FilesError::NotFound(id)),
+                FileView::Workflow { .. } => Err(FilesError::Refused(Refusal::no_file(id))),
             };
         };
         let mut steps = workflow::timeline(&status)?;

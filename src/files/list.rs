@@ -2,7 +2,7 @@
 
 use super::FilePage;
 use super::{FileView, Files, FilesError};
-use crate::domain::{ApprovalStage, Principal, Stage};
+use crate::domain::{ApprovalStage, Principal, Refusal, Stage};
 use crate::engine::ListQuery;
 use crate::workflow::{self};
 
@@ -58,7 +58,9 @@ impl Files {
                     .ok()
                     .filter(|bytes| !bytes.is_empty())
                     .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
-                    .ok_or(FilesError::BadContinuation)?,
+                    .ok_or(FilesError::Refused(Refusal::InvalidQuery(
+                        "continuationToken is malformed".into(),
+                    )))?,
             ),
         };
         let mut files = Vec::new();

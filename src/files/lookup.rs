@@ -2,7 +2,7 @@
 //! the file as its workflow sees it.
 
 use super::{FileRecord, FileView, Files, FilesError, FILES_TABLE, OPEN_UPLOADS};
-use crate::domain::FileId;
+use crate::domain::{FileId, Refusal};
 use crate::store::StoreError;
 
 impl Files {
@@ -40,7 +40,7 @@ impl Files {
             return FileView::from_instance(&status);
         }
         let Some(record) = self.record(id).await? else {
-            return Err(FilesError::NotFound(id));
+            return Err(FilesError::Refused(Refusal::no_file(id)));
         };
         match self
             .store
@@ -51,7 +51,7 @@ impl Files {
                 record,
                 size: props.size,
             }),
-            Err(StoreError::NotFound) => Err(FilesError::NotFound(id)),
+            Err(StoreError::NotFound) => Err(FilesError::Refused(Refusal::no_file(id))),
             Err(e) => Err(e.into()),
         }
     }

@@ -5,7 +5,7 @@
 use bytes::Bytes;
 
 use super::FilesError;
-use crate::domain::FileId;
+use crate::domain::{FileId, Refusal};
 use crate::store::{ByteStream, StoreError};
 
 /// Images are shown whole or not at all (a cut image does not decode).
@@ -82,9 +82,9 @@ impl super::Files {
             Ok(read) => read,
             // Not arrived yet, or already deleted (withdrawn, retention).
             Err(StoreError::NotFound) => {
-                return Err(FilesError::NoPreview(format!(
+                return Err(FilesError::Refused(Refusal::NoPreview(format!(
                     "file {id} has no bytes to show"
-                )))
+                ))))
             }
             Err(e) => return Err(e.into()),
         };
@@ -108,10 +108,10 @@ impl super::Files {
                     truncated: false,
                 })
             }
-            Some(Kind::Image(_)) => Err(FilesError::NoPreview(format!(
+            Some(Kind::Image(_)) => Err(FilesError::Refused(Refusal::NoPreview(format!(
                 "the image is larger than {} MiB; read its analysis",
                 MAX_IMAGE_BYTES / (1024 * 1024)
-            ))),
+            )))),
             Some(Kind::Text { valid }) => {
                 let text = std::str::from_utf8(&prefix[..valid]).unwrap_or_default();
                 // Cut at a character boundary at or below the cap.
@@ -125,9 +125,9 @@ impl super::Files {
                     bytes: prefix.slice(..end),
                 })
             }
-            None => Err(FilesError::NoPreview(
+            None => Err(FilesError::Refused(Refusal::NoPreview(
                 "only text and PNG, JPEG, GIF or WebP images have a preview".into(),
-            )),
+            ))),
         }
     }
 }

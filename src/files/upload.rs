@@ -8,7 +8,7 @@ use futures::Stream;
 
 use super::TriggerFacts;
 use super::{FileRecord, FileView, Files, FilesError, FILES_TABLE, OPEN_UPLOADS};
-use crate::domain::{ContentType, FileId, FileName, Principal};
+use crate::domain::{ContentType, FileId, FileName, Principal, Refusal};
 use crate::store::{
     BodyTooLarge, BoxError, ByteStream, PutBlobOptions, StoreError, FILES_CONTAINER,
 };
@@ -112,9 +112,9 @@ pub(super) fn upload_error(e: StoreError, limit: u64) -> FilesError {
     match e {
         StoreError::Body(source) => {
             if source.downcast_ref::<BodyTooLarge>().is_some() {
-                FilesError::TooLarge { limit }
+                FilesError::Refused(Refusal::TooLarge { limit })
             } else if source.downcast_ref::<EmptyBody>().is_some() {
-                FilesError::EmptyFile
+                FilesError::Refused(Refusal::EmptyFile)
             } else {
                 FilesError::Body(source)
             }

@@ -5,7 +5,7 @@ use chrono::{DateTime, Duration, Utc};
 
 use super::{DirectUpload, TriggerFacts};
 use super::{FileRecord, FileView, Files, FilesError, FILES_TABLE};
-use crate::domain::{ContentType, FileId, FileName, Principal};
+use crate::domain::{ContentType, FileId, FileName, Principal, Refusal};
 use crate::store::{SignedWriteRequest, StoreError, UPLOADS_CONTAINER};
 
 /// An upload straight to storage, as the edge parsed its declaration.
@@ -35,10 +35,10 @@ impl Files {
     pub async fn create_upload(&self, upload: NewDirectUpload) -> Result<UploadGrant, FilesError> {
         let limit = self.policy.max_direct_upload_bytes;
         if upload.declared_size == 0 {
-            return Err(FilesError::EmptyFile);
+            return Err(FilesError::Refused(Refusal::EmptyFile));
         }
         if upload.declared_size > limit {
-            return Err(FilesError::DeclaredTooLarge { limit });
+            return Err(FilesError::Refused(Refusal::DeclaredTooLarge { limit }));
         }
         let now = self.clock.now();
         // Whole seconds, as the SAS `se` field carries them.
@@ -92,7 +92,7 @@ impl Files {
         }
         let record = match self.record(id).await? {
             Some(record) if record.direct.is_some() => record,
-            _ => return Err(FilesError::NotFound(id)),
+            _ => return Err(FilesError::Refused(Refusal::no_file(id))),
         };
         let props = match self
             .store
@@ -100,7 +100,11 @@ impl Files {
             .await
         {
             Ok(props) => props,
-            Err(StoreError::NotFound) => return Err(FilesError::UploadIncomplete(id)),
+            Err(StoreError::NotFound) => {
+                return Err(FilesError::Refused(Refusal::UploadIncomplete(format!(
+                    "file {id} has not arrived through its upload URL yet"
+                ))))
+            }
             Err(e) => return Err(e.into()),
         };
         let facts = TriggerFacts {

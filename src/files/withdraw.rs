@@ -3,7 +3,7 @@
 use super::decide::decided;
 use super::Decided;
 use super::{Files, FilesError};
-use crate::domain::{ApprovalStage, FileId, Principal, Stage};
+use crate::domain::{ApprovalStage, FileId, Principal, Refusal, Stage};
 use crate::engine::{EngineError, RaiseOutcome};
 use crate::workflow::{self, DecisionEvent};
 
@@ -21,13 +21,13 @@ impl Files {
             Stage::AwaitingUploadApproval => ApprovalStage::Upload,
             Stage::AwaitingDownloadApproval => ApprovalStage::Download,
             other => {
-                return Err(FilesError::WrongStage {
+                return Err(FilesError::Refused(Refusal::WrongStage {
                     message: format!(
                         "file {id} is {}; it can be withdrawn only while it awaits a decision",
                         other.describe()
                     ),
                     current: other,
-                })
+                }))
             }
         };
         let event = DecisionEvent {
@@ -50,17 +50,19 @@ impl Files {
                 }
                 decided(raised)
             }
-            Err(EngineError::Refused(refusal)) => Err(FilesError::NotTheUploader(refusal.message)),
+            Err(EngineError::Refused(refusal)) => Err(FilesError::Refused(
+                Refusal::NotTheUploader(refusal.message),
+            )),
             // Decided (or analysed) meanwhile: say where it stands now.
             Err(EngineError::UnexpectedCustomStatus { .. } | EngineError::NotRunning { .. }) => {
                 let current = self.load(id).await?.stage();
-                Err(FilesError::WrongStage {
+                Err(FilesError::Refused(Refusal::WrongStage {
                     message: format!(
                         "file {id} is {}; it can be withdrawn only while it awaits a decision",
                         current.describe()
                     ),
                     current,
-                })
+                }))
             }
             Err(e) => Err(e.into()),
         }

@@ -9,6 +9,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 
 use super::{AppState, FileStatus};
+use crate::domain::Refusal;
 use crate::domain::{ApprovalStage, Decision, FileId};
 use crate::error::ApiError;
 
@@ -43,20 +44,23 @@ pub async fn approve(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let Path((raw_id, raw_stage)) = path.map_err(|e| ApiError::InvalidId(e.body_text()))?;
-    let id = FileId::parse(&raw_id).map_err(|e| ApiError::InvalidId(e.to_string()))?;
-    let stage =
-        ApprovalStage::parse(&raw_stage).map_err(|e| ApiError::InvalidStage(e.to_string()))?;
+    let Path((raw_id, raw_stage)) =
+        path.map_err(|e| ApiError::Refused(Refusal::InvalidId(e.body_text())))?;
+    let id =
+        FileId::parse(&raw_id).map_err(|e| ApiError::Refused(Refusal::InvalidId(e.to_string())))?;
+    let stage = ApprovalStage::parse(&raw_stage)
+        .map_err(|e| ApiError::Refused(Refusal::InvalidStage(e.to_string())))?;
     let reviewer = state.access.reviewer(&headers).inspect_err(|e| {
         tracing::info!(file = %id, %stage, reason = %e, "refused a credential");
     })?;
     let body = body.map_err(|e| match e.status() {
-        StatusCode::PAYLOAD_TOO_LARGE => {
-            ApiError::InvalidBody(format!("a decision body is at most {MAX_BODY_BYTES} bytes"))
-        }
-        _ => ApiError::InvalidBody(e.body_text()),
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::Refused(Refusal::InvalidBody(format!(
+            "a decision body is at most {MAX_BODY_BYTES} bytes"
+        ))),
+        _ => ApiError::Refused(Refusal::InvalidBody(e.body_text())),
     })?;
-    let decision = Decision::parse(&body).map_err(|e| ApiError::InvalidBody(e.to_string()))?;
+    let decision = Decision::parse(&body)
+        .map_err(|e| ApiError::Refused(Refusal::InvalidBody(e.to_string())))?;
 
     let decided = state.files.decide(id, stage, &reviewer, decision).await?;
     // A repeat of a decision already recorded changes nothing: 200 instead of 202.

@@ -20,6 +20,7 @@ use base64::Engine as _;
 use serde::Deserialize;
 
 pub use crate::config::EasyAuth;
+use crate::domain::Refusal;
 use crate::domain::{Principal, Reviewers};
 use crate::error::ApiError;
 
@@ -59,10 +60,10 @@ impl Access {
         if let Some(easy) = &self.easy_auth {
             if let Some(signed_in) = signed_in(headers)? {
                 if !signed_in.roles.contains(&easy.reviewer_role) {
-                    return Err(ApiError::NotAReviewer(format!(
+                    return Err(ApiError::Refused(Refusal::NotAReviewer(format!(
                         "{} does not have the app role {:?} that reviewing needs",
                         signed_in.principal, easy.reviewer_role
-                    )));
+                    ))));
                 }
                 return Ok(signed_in.principal);
             }
@@ -73,21 +74,23 @@ impl Access {
                 // Known, but only as an uploader: who they are is settled (not 401), what they
                 // may do is not this.
                 None => match self.uploaders.authenticate(token) {
-                    Some(uploader) => Err(ApiError::NotAReviewer(format!(
+                    Some(uploader) => Err(ApiError::Refused(Refusal::NotAReviewer(format!(
                         "{uploader} may upload but not review"
-                    ))),
-                    None => Err(ApiError::Unauthorized(
+                    )))),
+                    None => Err(ApiError::Refused(Refusal::Unauthorized(
                         "the token belongs to no reviewer".into(),
-                    )),
+                    ))),
                 },
             },
-            None => Err(ApiError::Unauthorized(match self.easy_auth {
-                Some(_) => {
-                    "sign in (App Service Authentication) or send Authorization: Bearer <token>"
-                        .into()
-                }
-                None => "an Authorization: Bearer <token> header is required".into(),
-            })),
+            None => Err(ApiError::Refused(Refusal::Unauthorized(
+                match self.easy_auth {
+                    Some(_) => {
+                        "sign in (App Service Authentication) or send Authorization: Bearer <token>"
+                            .into()
+                    }
+                    None => "an Authorization: Bearer <token> header is required".into(),
+                },
+            ))),
         }
     }
 
@@ -99,10 +102,10 @@ impl Access {
             if let Some(signed_in) = signed_in(headers)? {
                 if let Some(role) = &easy.uploader_role {
                     if !signed_in.roles.contains(role) {
-                        return Err(ApiError::NotAnUploader(format!(
+                        return Err(ApiError::Refused(Refusal::NotAnUploader(format!(
                             "{} does not have the app role {role:?} that uploading needs",
                             signed_in.principal
-                        )));
+                        ))));
                     }
                 }
                 return Ok(Some(signed_in.principal));
@@ -114,13 +117,17 @@ impl Access {
                 .authenticate(token)
                 .or_else(|| self.reviewers.authenticate(token))
                 .map(Some)
-                .ok_or_else(|| ApiError::Unauthorized("the token belongs to nobody known".into())),
-            None if self.easy_auth.is_some() => Err(ApiError::Unauthorized(
+                .ok_or_else(|| {
+                    ApiError::Refused(Refusal::Unauthorized(
+                        "the token belongs to nobody known".into(),
+                    ))
+                }),
+            None if self.easy_auth.is_some() => Err(ApiError::Refused(Refusal::Unauthorized(
                 "sign in (App Service Authentication) or send Authorization: Bearer <token>".into(),
-            )),
-            None if !self.uploaders.is_empty() => Err(ApiError::Unauthorized(
+            ))),
+            None if !self.uploaders.is_empty() => Err(ApiError::Refused(Refusal::Unauthorized(
                 "uploads need an Authorization: Bearer <token> header".into(),
-            )),
+            ))),
             None => Ok(None),
         }
     }
@@ -155,7 +162,9 @@ fn bearer(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
         .filter(|t| !t.is_empty())
         .map(Some)
         .ok_or_else(|| {
-            ApiError::Unauthorized("the Authorization header must be Bearer <token>".into())
+            ApiError::Refused(Refusal::Unauthorized(
+                "the Authorization header must be Bearer <token>".into(),
+            ))
         })
 }
 
@@ -224,7 +233,9 @@ pub fn signed_in(headers: &HeaderMap) -> Result<Option<SignedIn>, ApiError> {
         return Ok(None);
     };
     let unreadable = |why: &str| {
-        ApiError::InvalidHeader(format!("X-MS-CLIENT-PRINCIPAL is not a principal: {why}"))
+        ApiError::Refused(Refusal::InvalidHeader(format!(
+            "X-MS-CLIENT-PRINCIPAL is not a principal: {why}"
+        )))
     };
     let decoded = base64::engine::general_purpose::STANDARD
         .decode(encoded)

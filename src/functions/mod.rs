@@ -2,43 +2,43 @@
 //! input into domain types, makes one call on [`Files`], and maps the answer to a status code;
 //! none holds storage or workflow details.
 //!
-//! | folder          | route                                         | module           |
-//! |-----------------|-----------------------------------------------|------------------|
-//! | `upload/`       | `POST /api/files`                             | [`upload`]       |
-//! | `uploads/`      | `POST /api/files/uploads`                     | [`uploads`]      |
-//! | `complete/`     | `POST /api/files/{id}/complete`               | [`complete`]     |
-//! | `status/`       | `GET /api/files`, `GET /api/files/{id}`       | [`status`]       |
-//! | `approve/`      | `POST /api/files/{id}/approvals/{stage}`      | [`approve`]      |
-//! | `download/`     | `GET /api/files/{id}/download`                | [`download`]     |
-//! | `preview/`      | `GET /api/files/{id}/preview`                 | [`preview`]      |
-//! | `history/`      | `GET /api/files/{id}/history`                 | [`history`]      |
-//! | `withdraw/`     | `POST /api/files/{id}/withdraw`               | [`withdraw`]     |
-//! | `openapi/`      | `GET /api/openapi.json`                       | [`openapi`]      |
-//! | `ui/`           | `GET /api/ui/…` (the reviewers' web page)     | [`ui`]           |
-//! | `orchestrator/` | blob trigger → `POST /orchestrator`           | [`orchestrator`] |
-//! | `uploaded/`     | Event Grid trigger → `POST /uploaded`         | [`uploaded`]     |
-//! | `work/`         | queue trigger → `POST /work`                  | [`work`]         |
-//! | `sweep/`        | timer trigger → `POST /sweep`                 | [`sweep`]        |
-//! | (embedded only) | `GET /api/blobs/{id}?…&sig=…`                 | [`blobs`]        |
-//! | (embedded only) | `PUT /api/uploads/{id}?…&sig=…`               | [`blobs`]        |
+//! | folder                 | route                                            | module                  |
+//! |------------------------|--------------------------------------------------|-------------------------|
+//! | `upload/`              | `POST /api/files`                                | [`upload`]              |
+//! | `grant_upload_url/`    | `POST /api/files/uploads`                        | [`grant_upload_url`]    |
+//! | `complete/`            | `POST /api/files/{id}/complete`                  | [`complete`]            |
+//! | `status/`              | `GET /api/files`, `GET /api/files/{id}`          | [`status`]              |
+//! | `approve/`             | `POST /api/files/{id}/approvals/{stage}`         | [`approve`]             |
+//! | `download/`            | `GET /api/files/{id}/download`                   | [`download`]            |
+//! | `preview/`             | `GET /api/files/{id}/preview`                    | [`preview`]             |
+//! | `history/`             | `GET /api/files/{id}/history`                    | [`history`]             |
+//! | `withdraw/`            | `POST /api/files/{id}/withdraw`                  | [`withdraw`]            |
+//! | `openapi/`             | `GET /api/openapi.json`                          | [`openapi`]             |
+//! | `ui/`                  | `GET /api/ui/…` (the reviewers' web page)        | [`ui`]                  |
+//! | `orchestrator/`        | blob trigger → `POST /orchestrator`              | [`orchestrator`]        |
+//! | `start_direct_upload/` | Event Grid trigger → `POST /start_direct_upload` | [`start_direct_upload`] |
+//! | `work/`                | queue trigger → `POST /work`                     | [`work`]                |
+//! | `sweep/`               | timer trigger → `POST /sweep`                    | [`sweep`]               |
+//! | (embedded only)        | `GET /api/blobs/{id}?…&sig=…`                    | [`signed_links`]        |
+//! | (embedded only)        | `PUT /api/uploads/{id}?…&sig=…`                  | [`signed_links`]        |
 
 pub mod approve;
 pub mod auth;
-pub mod blobs;
 pub mod complete;
 pub mod download;
+pub mod grant_upload_url;
 pub mod history;
 pub mod invocation;
 pub mod openapi;
 pub mod orchestrator;
 pub mod preview;
 pub mod schema;
+pub mod signed_links;
+pub mod start_direct_upload;
 pub mod status;
 pub mod sweep;
 pub mod ui;
 pub mod upload;
-pub mod uploaded;
-pub mod uploads;
 pub mod withdraw;
 pub mod work;
 
@@ -56,6 +56,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::domain::Refusal;
 use crate::domain::{ApprovalStage, FileId, Principal, Stage};
 use crate::engine::RuntimeStatus;
 use crate::error::ApiError;
@@ -80,7 +81,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/files", post(upload::upload).get(status::list))
         .route(
             "/api/files/uploads",
-            post(uploads::create).layer(DefaultBodyLimit::max(uploads::MAX_BODY_BYTES)),
+            post(grant_upload_url::create)
+                .layer(DefaultBodyLimit::max(grant_upload_url::MAX_BODY_BYTES)),
         )
         .route("/api/files/{id}", get(status::get_one))
         .route("/api/files/{id}/complete", post(complete::complete))
@@ -100,7 +102,7 @@ pub fn router(state: AppState) -> Router {
             post(withdraw::withdraw).layer(DefaultBodyLimit::max(withdraw::MAX_BODY_BYTES)),
         )
         .route("/orchestrator", post(orchestrator::invoke))
-        .route("/uploaded", post(uploaded::invoke))
+        .route("/start_direct_upload", post(start_direct_upload::invoke))
         // Every route above answers 503 within the budget when storage stalls. The work and the
         // sweep below run inside the host's invocations, on the backends' own timeouts.
         .route_layer(budget)
@@ -109,11 +111,11 @@ pub fn router(state: AppState) -> Router {
         .route("/sweep", post(sweep::invoke))
         // The host's readiness and health probe: answer at once, touch nothing.
         .route("/", get(|| async { StatusCode::OK }))
-        .fallback(|| async { ApiError::NotFound("no such route".into()) })
+        .fallback(|| async { ApiError::Refused(Refusal::NotFound("no such route".into())) })
         .method_not_allowed_fallback(|method: Method| async move {
-            ApiError::MethodNotAllowed {
+            ApiError::Refused(Refusal::MethodNotAllowed {
                 method: method.to_string(),
-            }
+            })
         })
         .with_state(state)
 }
@@ -172,9 +174,9 @@ async fn known_query_only(request: Request, next: Next) -> Response {
                 } else {
                     format!("this route takes {}", known.join(", "))
                 };
-                return ApiError::InvalidQuery(format!(
+                return ApiError::Refused(Refusal::InvalidQuery(format!(
                     "unknown query parameter {shown:?}: {expected}"
-                ))
+                )))
                 .into_response();
             }
         }
@@ -196,8 +198,8 @@ pub fn api_time(t: DateTime<Utc>) -> String {
 }
 
 pub fn parse_id(path: Result<Path<String>, PathRejection>) -> Result<FileId, ApiError> {
-    let Path(raw) = path.map_err(|e| ApiError::InvalidId(e.body_text()))?;
-    FileId::parse(&raw).map_err(|e| ApiError::InvalidId(e.to_string()))
+    let Path(raw) = path.map_err(|e| ApiError::Refused(Refusal::InvalidId(e.body_text())))?;
+    FileId::parse(&raw).map_err(|e| ApiError::Refused(Refusal::InvalidId(e.to_string())))
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]

@@ -11,8 +11,8 @@ use utoipa::{Modify, OpenApi};
 
 use super::schema::*;
 use super::{
-    approve, complete, download, history, preview, status, upload, uploads, withdraw, DecisionView,
-    FailureView, FileStatus, Links, PrincipalView, RulesView,
+    approve, complete, download, grant_upload_url, history, preview, status, upload, withdraw,
+    DecisionView, FailureView, FileStatus, Links, PrincipalView, RulesView,
 };
 
 #[derive(OpenApi)]
@@ -28,7 +28,7 @@ use super::{
         upload::upload,
         status::list,
         status::get_one,
-        uploads::create,
+        grant_upload_url::create,
         complete::complete,
         approve::approve,
         withdraw::withdraw,

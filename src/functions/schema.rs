@@ -111,7 +111,7 @@ pub struct DecisionBody {
 /// An upload straight to storage, declared.
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-#[allow(dead_code)] // a schema only: `uploads::Declaration` reads it
+#[allow(dead_code)] // a schema only: `grant_upload_url::Declaration` reads it
 pub struct DeclarationBody {
     /// The display name: see `uploadFile`'s `name`.
     name: String,

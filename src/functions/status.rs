@@ -7,6 +7,7 @@ use axum::Json;
 use serde::Serialize;
 
 use super::{parse_id, AppState, FileStatus};
+use crate::domain::Refusal;
 use crate::domain::Stage;
 use crate::error::ApiError;
 
@@ -60,14 +61,16 @@ fn parse_list_query(raw: Option<&str>) -> Result<ListParams, ApiError> {
     for (key, value) in url::form_urlencoded::parse(raw.unwrap_or("").as_bytes()) {
         match key.as_ref() {
             "stage" => {
-                params.stage =
-                    Some(Stage::parse(&value).map_err(|e| ApiError::InvalidStage(e.to_string()))?)
+                params.stage = Some(
+                    Stage::parse(&value)
+                        .map_err(|e| ApiError::Refused(Refusal::InvalidStage(e.to_string())))?,
+                )
             }
             "awaiting" => {
                 if value != "me" {
-                    return Err(ApiError::InvalidQuery(
+                    return Err(ApiError::Refused(Refusal::InvalidQuery(
                         "awaiting takes one value: me (what the caller may decide now)".into(),
-                    ));
+                    )));
                 }
                 params.awaiting_me = true;
             }
@@ -77,16 +80,16 @@ fn parse_list_query(raw: Option<&str>) -> Result<ListParams, ApiError> {
                     .ok()
                     .filter(|t| (1..=MAX_TOP).contains(t))
                     .ok_or_else(|| {
-                        ApiError::InvalidQuery(format!(
+                        ApiError::Refused(Refusal::InvalidQuery(format!(
                             "top must be a whole number from 1 to {MAX_TOP}"
-                        ))
+                        )))
                     })?
             }
             "continuationToken" => {
                 if value.is_empty() || value.len() > 1024 {
-                    return Err(ApiError::InvalidQuery(
+                    return Err(ApiError::Refused(Refusal::InvalidQuery(
                         "continuationToken is malformed".into(),
-                    ));
+                    )));
                 }
                 params.continuation = Some(value.into_owned())
             }

@@ -9,6 +9,7 @@ use axum::http::{header, HeaderName, HeaderValue};
 use axum::response::{IntoResponse, Response};
 
 use super::AppState;
+use crate::domain::Refusal;
 use crate::error::ApiError;
 
 const INDEX: &str = include_str!("ui/index.html");
@@ -80,7 +81,9 @@ pub async fn file(State(state): State<AppState>, Path(path): Path<String>) -> Re
         "app.js" => asset(&state, "text/javascript; charset=utf-8", SCRIPT.to_owned()),
         "app.css" => asset(&state, "text/css; charset=utf-8", STYLE.to_owned()),
         "favicon.svg" => asset(&state, "image/svg+xml", ICON.to_owned()),
-        _ => ApiError::NotFound(format!("no page asset {path:?}")).into_response(),
+        _ => {
+            ApiError::Refused(Refusal::NotFound(format!("no page asset {path:?}"))).into_response()
+        }
     }
 }
 

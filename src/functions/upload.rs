@@ -14,6 +14,7 @@ use futures::{Stream, TryStreamExt};
 use percent_encoding::percent_decode_str;
 
 use super::{AppState, FileStatus};
+use crate::domain::Refusal;
 use crate::domain::{ContentType, FileName};
 use crate::error::ApiError;
 use crate::files::{FilesError, NewUpload};
@@ -41,7 +42,9 @@ fn query_name(raw: Option<&str>) -> Result<Option<String>, ApiError> {
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
         if decode(key).is_ok_and(|k| k == "name") {
             return decode(value).map(Some).map_err(|_| {
-                ApiError::InvalidName("the name parameter is not UTF-8 once decoded".into())
+                ApiError::Refused(Refusal::InvalidName(
+                    "the name parameter is not UTF-8 once decoded".into(),
+                ))
             });
         }
     }
@@ -54,8 +57,11 @@ fn header_name(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
     headers
         .get("x-file-name")
         .map(|v| {
-            std::str::from_utf8(v.as_bytes())
-                .map_err(|_| ApiError::InvalidName("the X-File-Name header is not UTF-8".into()))
+            std::str::from_utf8(v.as_bytes()).map_err(|_| {
+                ApiError::Refused(Refusal::InvalidName(
+                    "the X-File-Name header is not UTF-8".into(),
+                ))
+            })
         })
         .transpose()
 }
@@ -66,14 +72,16 @@ fn header_content_type(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
         .get(header::CONTENT_TYPE)
         .map(|v| {
             v.to_str().map_err(|_| {
-                ApiError::InvalidBody("the Content-Type header is not visible ASCII".into())
+                ApiError::Refused(Refusal::InvalidBody(
+                    "the Content-Type header is not visible ASCII".into(),
+                ))
             })
         })
         .transpose()
 }
 
 fn parse_content_type(raw: Option<&str>) -> Result<ContentType, ApiError> {
-    ContentType::parse(raw).map_err(|e| ApiError::InvalidBody(e.to_string()))
+    ContentType::parse(raw).map_err(|e| ApiError::Refused(Refusal::InvalidBody(e.to_string())))
 }
 
 #[utoipa::path(
@@ -141,13 +149,17 @@ async fn parse(
             v.to_str()
                 .ok()
                 .and_then(|s| s.parse::<u64>().ok())
-                .ok_or_else(|| ApiError::InvalidBody("Content-Length is not a number".into()))?,
+                .ok_or_else(|| {
+                    ApiError::Refused(Refusal::InvalidBody(
+                        "Content-Length is not a number".into(),
+                    ))
+                })?,
         ),
         None => None,
     };
     // Refuse what is known to be too big before reading a byte of it.
     if content_length.is_some_and(|len| len > limit) {
-        return Err(ApiError::TooLarge { limit });
+        return Err(ApiError::Refused(Refusal::TooLarge { limit }));
     }
     let declared_name = match query_name(raw_query)? {
         Some(n) => Some(n),
@@ -175,7 +187,7 @@ async fn multipart_upload(
     body: Body,
 ) -> Result<NewUpload, ApiError> {
     let boundary = multer::parse_boundary(request_type)
-        .map_err(|e| ApiError::InvalidMultipart(e.to_string()))?;
+        .map_err(|e| ApiError::Refused(Refusal::InvalidMultipart(e.to_string())))?;
     // The multipart framing adds a little to the file part; the blob write enforces the
     // exact limit on the file's own bytes.
     let constraints = multer::Constraints::new()
@@ -187,9 +199,9 @@ async fn multipart_upload(
             Ok(Some(field)) if field.file_name().is_some() => break field,
             Ok(Some(_)) => continue,
             Ok(None) => {
-                return Err(ApiError::InvalidMultipart(
+                return Err(ApiError::Refused(Refusal::InvalidMultipart(
                     "the form has no file part (a part with a filename)".into(),
-                ))
+                )))
             }
             Err(e) => return Err(multipart_error(e, limit)),
         }
@@ -198,13 +210,18 @@ async fn multipart_upload(
         Some(n) => n,
         None => field.file_name().unwrap_or_default().to_owned(),
     };
-    let name = Some(FileName::parse(&raw_name).map_err(|e| ApiError::InvalidName(e.to_string()))?);
+    let name = Some(
+        FileName::parse(&raw_name)
+            .map_err(|e| ApiError::Refused(Refusal::InvalidName(e.to_string())))?,
+    );
     // The part's own header, as given: multer drops a type it cannot parse, which would
     // store such a file as octet-stream where a raw upload with that type is refused.
     let part_type = match field.headers().get(header::CONTENT_TYPE) {
         None => None,
         Some(v) => Some(v.to_str().map_err(|_| {
-            ApiError::InvalidBody("the file part's Content-Type is not valid text".into())
+            ApiError::Refused(Refusal::InvalidBody(
+                "the file part's Content-Type is not valid text".into(),
+            ))
         })?),
     };
     let content_type = parse_content_type(part_type)?;
@@ -262,10 +279,13 @@ fn raw_upload(
     // No name at all is taken: the file is named after its id (what `curl --data-binary @f`
     // sends); a name that is given must be a good one.
     let name = declared_name
-        .map(|raw| FileName::parse(&raw).map_err(|e| ApiError::InvalidName(e.to_string())))
+        .map(|raw| {
+            FileName::parse(&raw)
+                .map_err(|e| ApiError::Refused(Refusal::InvalidName(e.to_string())))
+        })
         .transpose()?;
     if content_length == Some(0) {
-        return Err(ApiError::EmptyFile);
+        return Err(ApiError::Refused(Refusal::EmptyFile));
     }
     let content_type = parse_content_type(request_type)?;
     let stream = body
@@ -282,16 +302,16 @@ fn raw_upload(
 fn multipart_error(e: multer::Error, limit: u64) -> ApiError {
     match e {
         multer::Error::StreamSizeExceeded { .. } | multer::Error::FieldSizeExceeded { .. } => {
-            ApiError::TooLarge { limit }
+            ApiError::Refused(Refusal::TooLarge { limit })
         }
-        other => ApiError::InvalidMultipart(other.to_string()),
+        other => ApiError::Refused(Refusal::InvalidMultipart(other.to_string())),
     }
 }
 
 /// The upload's own stream failed: say how, in the words of the stream that failed.
 fn body_error(source: BoxError) -> ApiError {
     match source.downcast_ref::<BadMultipart>() {
-        Some(m) => ApiError::InvalidMultipart(m.to_string()),
-        None => ApiError::InvalidBody(source.to_string()),
+        Some(m) => ApiError::Refused(Refusal::InvalidMultipart(m.to_string())),
+        None => ApiError::Refused(Refusal::InvalidBody(source.to_string())),
     }
 }

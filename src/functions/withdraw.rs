@@ -11,6 +11,7 @@ use axum::Json;
 use serde::Deserialize;
 
 use super::{parse_id, AppState, FileStatus};
+use crate::domain::Refusal;
 use crate::domain::{optional_json_object, Decision};
 use crate::error::ApiError;
 
@@ -50,16 +51,16 @@ pub async fn withdraw(
 ) -> Result<Response, ApiError> {
     let id = parse_id(path)?;
     let requester = state.access.uploader(&headers)?.ok_or_else(|| {
-        ApiError::Unauthorized(
+        ApiError::Refused(Refusal::Unauthorized(
             "withdrawing needs the uploader's identity: Authorization: Bearer <token> or a sign-in"
                 .into(),
-        )
+        ))
     })?;
-    let body = body.map_err(|e| ApiError::InvalidBody(e.body_text()))?;
+    let body = body.map_err(|e| ApiError::Refused(Refusal::InvalidBody(e.body_text())))?;
     let withdrawal: Option<Withdrawal> = optional_json_object(&body)
-        .map_err(|e| ApiError::InvalidBody(format!("a withdrawal: {e}")))?;
+        .map_err(|e| ApiError::Refused(Refusal::InvalidBody(format!("a withdrawal: {e}"))))?;
     let comment = Decision::comment(withdrawal.and_then(|w| w.comment))
-        .map_err(|e| ApiError::InvalidBody(e.to_string()))?;
+        .map_err(|e| ApiError::Refused(Refusal::InvalidBody(e.to_string())))?;
     let done = state.files.withdraw(id, &requester, comment).await?;
     let code = if done.recorded {
         StatusCode::ACCEPTED

@@ -285,13 +285,13 @@ fn event(fixture: &str, name: &str) -> Value {
     serde_json::from_str(&fixture.replace("FILE_ID", name)).unwrap()
 }
 
-/// The host's invocation of `uploaded/` with `event` (one event, or an array for a batch).
+/// The host's invocation of `start_direct_upload/` with `event` (one event, or an array for a batch).
 async fn invoke_uploaded(app: &TestApp, event: Value) -> reqwest::Response {
     let body = json!({
         "Data": { "event": event },
-        "Metadata": { "sys": { "MethodName": "uploaded", "UtcNow": "2026-11-30T22:00:00Z", "RandGuid": "0f8fad5b-d9cb-469f-a165-70867728950e" } }
+        "Metadata": { "sys": { "MethodName": "start_direct_upload", "UtcNow": "2026-11-30T22:00:00Z", "RandGuid": "0f8fad5b-d9cb-469f-a165-70867728950e" } }
     });
-    crate::invocation::invoke_function(app, "uploaded", body.to_string()).await
+    crate::host_protocol::invoke_function(app, "start_direct_upload", body.to_string()).await
 }
 
 async fn logs_of(response: reqwest::Response) -> String {
@@ -352,7 +352,7 @@ async fn events_that_are_not_an_upload_of_ours_are_acknowledged(backend: Backend
     }
     let malformed = app
         .client
-        .post(app.url("/uploaded"))
+        .post(app.url("/start_direct_upload"))
         .body("{not json")
         .send()
         .await

@@ -16,7 +16,7 @@ use file_approver::store::{ReceivedMessage, Storage};
 use serde_json::Value;
 
 use crate::helpers::{spawn_app_on, spawn_app_with, Backend, Mode, Options, TestApp, ALICE, BOB};
-use crate::invocation::{blob_trigger_payload, invoke_function, invoke_ok, record_binding};
+use crate::host_protocol::{blob_trigger_payload, invoke_function, invoke_ok, record_binding};
 use file_approver::functions::invocation::host_queue_invocation;
 
 /// What `host.json`'s `extensions.queues` asks of the host.

@@ -7,7 +7,7 @@ mod bad_input;
 mod direct_upload;
 mod helpers;
 mod host;
-mod invocation;
+mod host_protocol;
 mod keyless;
 mod lifecycle;
 mod notify;

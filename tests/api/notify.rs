@@ -15,7 +15,7 @@ use serde_json::Value;
 use crate::helpers::{
     pass_minutes, spawn_app_with, Backend, Mode, Options, TestApp, ALICE, BOB, CAROL, PLAIN_BYTES,
 };
-use crate::invocation::{blob_trigger_payload, invoke_ok, record_binding};
+use crate::host_protocol::{blob_trigger_payload, invoke_ok, record_binding};
 
 const SECRET: &str = "webhook-secret-0123456789";
 

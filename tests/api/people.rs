@@ -10,7 +10,7 @@ use crate::helpers::{
     assert_error, spawn_app_with, Backend, Mode, Options, TestApp, ALICE, BOB, CAROL, PLAIN_BYTES,
     UMA,
 };
-use crate::invocation::{blob_trigger_payload, invoke_ok, record_binding};
+use crate::host_protocol::{blob_trigger_payload, invoke_ok, record_binding};
 
 fn reviewers() -> (&'static str, String) {
     (

@@ -6,10 +6,10 @@
 pub mod azurite;
 pub mod counting;
 pub mod faults;
-pub mod identity;
+pub mod keyless;
 
 pub use super::layer::Op;
 pub use azurite::PrivateAzurite;
 pub use counting::{BlobRequestModel, CountingStore, RequestCounter, RequestCounts};
 pub use faults::{Faults, FaultyStore};
-pub use identity::{KeylessAzurite, TokenEndpoint, Tokens};
+pub use keyless::{KeylessAzurite, TokenEndpoint, Tokens};

@@ -1,4 +1,4 @@
-//! `uploaded/`: an `eventGridTrigger` for the storage account's `Microsoft.Storage.BlobCreated`
+//! `start_direct_upload/`: an `eventGridTrigger` for the storage account's `Microsoft.Storage.BlobCreated`
 //! events in container `uploads`: a file sent through its upload URL has arrived, so its
 //! workflow starts — through the same call as `complete` and the embedded store's commit. The
 //! event carries no content (unlike the blob trigger, which would load gigabytes into the host).
@@ -18,7 +18,7 @@ use serde_json::Value;
 
 use super::invocation::{decoded, parse_invocation, InvocationLimits, InvocationResponse};
 use super::AppState;
-use crate::domain::FileId;
+use crate::domain::{FileId, Refusal};
 use crate::files::FilesError;
 
 /// The binding name in `uploaded/function.json`.
@@ -62,7 +62,7 @@ pub async fn invoke(State(state): State<AppState>, body: Body) -> Response {
         match state.files.complete(id).await {
             Ok(view) => lines.push(format!("file {id}: {}", view.stage())),
             // No upload URL was opened for it, or it has gone: not ours to start.
-            Err(FilesError::NotFound(_)) => {
+            Err(FilesError::Refused(Refusal::NotFound(_))) => {
                 tracing::warn!(file = %id, "uploaded: a blob no upload was opened for; ignored");
                 lines.push(format!(
                     "uploaded: ignored file {id}: no upload was opened for it"

@@ -1,4 +1,4 @@
-//! `uploads/`: `POST /api/files/uploads` — opens an upload straight to storage for a file of any
+//! `grant_upload_url/`: `POST /api/files/uploads` — opens an upload straight to storage for a file of any
 //! size. The body declares the file (`name`, `size`, `contentType`); the answer carries a
 //! create/write-only `uploadUrl` for that one blob, valid until `expiresAt`, and how to use it.
 //! The bytes never pass through the app (on Azure they go to Blob Storage; locally to the
@@ -13,8 +13,9 @@ use serde::{Deserialize, Serialize};
 
 use std::sync::Arc;
 
-use super::blobs::UploadListener;
+use super::signed_links::UploadListener;
 use super::{api_time, AppState};
+use crate::domain::Refusal;
 use crate::domain::{from_json_object, ContentType, FileId, FileName};
 use crate::error::ApiError;
 use crate::files::{Files, NewDirectUpload};
@@ -125,12 +126,13 @@ pub async fn create(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let uploader = state.access.uploader(&headers)?;
-    let declaration: Declaration = from_json_object(&body)
-        .map_err(|e| ApiError::InvalidBody(format!("the upload declaration: {e}")))?;
-    let name =
-        FileName::parse(&declaration.name).map_err(|e| ApiError::InvalidName(e.to_string()))?;
+    let declaration: Declaration = from_json_object(&body).map_err(|e| {
+        ApiError::Refused(Refusal::InvalidBody(format!("the upload declaration: {e}")))
+    })?;
+    let name = FileName::parse(&declaration.name)
+        .map_err(|e| ApiError::Refused(Refusal::InvalidName(e.to_string())))?;
     let content_type = ContentType::parse(declaration.content_type.as_deref())
-        .map_err(|e| ApiError::InvalidBody(e.to_string()))?;
+        .map_err(|e| ApiError::Refused(Refusal::InvalidBody(e.to_string())))?;
     let grant = state
         .files
         .create_upload(NewDirectUpload {
