@@ -178,8 +178,11 @@ fn strip_test_modules(code: &str) -> String {
     out
 }
 
+/// A path a `use` line names, and the name it binds there.
+type Bound = (Vec<String>, String);
+
 /// `a::{b, c::{d, e as f}, self}` → the paths it names, each with the name it binds.
-fn expand_use(tree: &str, prefix: &[String], out: &mut Vec<(Vec<String>, String)>) {
+fn expand_use(tree: &str, prefix: &[String], out: &mut Vec<Bound>) {
     let tree = tree.trim();
     if tree.is_empty() {
         return;
@@ -229,7 +232,7 @@ fn expand_use(tree: &str, prefix: &[String], out: &mut Vec<(Vec<String>, String)
 }
 
 /// The `use` statements of some code: (is it `pub`, the paths with the names they bind).
-fn use_statements(code: &str) -> Vec<(bool, Vec<(Vec<String>, String)>)> {
+fn use_statements(code: &str) -> Vec<(bool, Vec<Bound>)> {
     let mut found = Vec::new();
     let mut rest = code;
     while let Some(at) = rest.find("use ") {

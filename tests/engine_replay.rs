@@ -2,6 +2,10 @@
 //! clock, no tasks: `engine::replay` is a pure function.
 #![allow(clippy::unwrap_used)]
 
+#[path = "common/approval.rs"]
+mod approval_flow;
+
+use approval_flow::{approval_flow, AnalysisShown, ANALYZE_RETRY};
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use file_approver::engine::{
     replay, Action, EventKind, HistoryEvent, OrchestrationContext, OrchestrationError,
@@ -13,32 +17,9 @@ use serde_json::{json, Value};
 // Orchestrations under test
 // ---------------------------------------------------------------------------------------------
 
-const ANALYZE_RETRY: RetryPolicy = RetryPolicy {
-    max_attempts: 3,
-    first_interval: Duration::seconds(10),
-    backoff_coefficient: 2.0,
-    max_interval: Duration::minutes(1),
-};
-
-/// The shape of the real workflow: approval, analysis, approval with a one-day deadline.
+/// The shared test orchestration (`tests/common/approval.rs`), the analysis shown in the custom status.
 async fn approval(ctx: OrchestrationContext, input: Value) -> Result<Value, OrchestrationError> {
-    ctx.set_custom_status(json!("AwaitingUploadApproval"));
-    let upload: Value = ctx.wait_for_event("Approval").await?;
-    if upload["approved"] != json!(true) {
-        return Ok(json!("Rejected"));
-    }
-    ctx.set_custom_status(json!("Analyzing"));
-    let analysis: Value = ctx.call_activity("Analyze", &input, ANALYZE_RETRY).await?;
-    ctx.set_custom_status(json!({"stage": "AwaitingDownloadApproval", "analysis": analysis}));
-    let deadline = ctx.current_time() + Duration::days(1);
-    match ctx
-        .wait_for_event_until::<Value>("Approval", deadline)
-        .await?
-    {
-        Some(d) if d["approved"] == json!(true) => Ok(json!("Approved")),
-        Some(_) => Ok(json!("Rejected")),
-        None => Ok(json!("Expired")),
-    }
+    approval_flow(ctx, input, AnalysisShown::InStatus).await
 }
 
 /// Version 2 of `approval` that someone deployed under the same name: it waits an hour

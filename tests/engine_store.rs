@@ -8,6 +8,10 @@
 //! redelivery is to the worker.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "common/approval.rs"]
+mod approval_flow;
+
+use approval_flow::{approval_flow, AnalysisShown};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -169,32 +173,9 @@ fn t0() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 11, 24, 9, 0, 0).unwrap()
 }
 
-const ANALYZE_RETRY: RetryPolicy = RetryPolicy {
-    max_attempts: 3,
-    first_interval: Duration::seconds(10),
-    backoff_coefficient: 2.0,
-    max_interval: Duration::minutes(1),
-};
-
-/// The shape of the real workflow: approval, analysis, approval with a one-day deadline.
+/// The shared test orchestration (`tests/common/approval.rs`), the analysis shown in the output.
 async fn approval(ctx: OrchestrationContext, input: Value) -> Result<Value, OrchestrationError> {
-    ctx.set_custom_status(json!("AwaitingUploadApproval"));
-    let upload: Value = ctx.wait_for_event("Approval").await?;
-    if upload["approved"] != json!(true) {
-        return Ok(json!("Rejected"));
-    }
-    ctx.set_custom_status(json!("Analyzing"));
-    let analysis: Value = ctx.call_activity("Analyze", &input, ANALYZE_RETRY).await?;
-    ctx.set_custom_status(json!("AwaitingDownloadApproval"));
-    let deadline = ctx.current_time() + Duration::days(1);
-    match ctx
-        .wait_for_event_until::<Value>("Approval", deadline)
-        .await?
-    {
-        Some(d) if d["approved"] == json!(true) => Ok(json!({"analysis": analysis})),
-        Some(_) => Ok(json!("Rejected")),
-        None => Ok(json!("Expired")),
-    }
+    approval_flow(ctx, input, AnalysisShown::InOutput).await
 }
 
 /// Collects `input` "Vote" events, then completes with them in the order taken.

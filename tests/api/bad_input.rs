@@ -3,7 +3,9 @@
 
 use serde_json::Value;
 
-use crate::helpers::{assert_error, spawn_app, urlencode, TestApp, ALICE, BOB, MAX_UPLOAD};
+use crate::helpers::{
+    assert_error, spawn_app, urlencode, Refused, RefusedResponse, TestApp, ALICE, BOB, MAX_UPLOAD,
+};
 
 const RANDOM_ID: &str = "3f1c9a4e-0b6d-4c1e-9a51-2f8e7d6c5b4a";
 
@@ -37,37 +39,25 @@ async fn malformed_file_id_is_refused() {
         "/api/files/%7B3f1c9a4e-0b6d-4c1e-9a51-2f8e7d6c5b4a%7D",
         "/api/files/not-a-uuid/download",
     ] {
-        assert_error(app.get(path).await, 400, "InvalidId").await;
+        app.get(path).refused(400, "InvalidId").await;
     }
-    assert_error(
-        app.approve("nope", "upload", Some(ALICE), None).await,
-        400,
-        "InvalidId",
-    )
-    .await;
+    app.approve("nope", "upload", Some(ALICE), None)
+        .refused(400, "InvalidId")
+        .await;
 }
 
 #[tokio::test]
 async fn unknown_file_is_not_found_everywhere() {
     let app = spawn_app().await;
-    assert_error(
-        app.get(&format!("/api/files/{RANDOM_ID}")).await,
-        404,
-        "NotFound",
-    )
-    .await;
-    assert_error(
-        app.get(&format!("/api/files/{RANDOM_ID}/download")).await,
-        404,
-        "NotFound",
-    )
-    .await;
-    assert_error(
-        app.approve(RANDOM_ID, "upload", Some(ALICE), None).await,
-        404,
-        "NotFound",
-    )
-    .await;
+    app.get(&format!("/api/files/{RANDOM_ID}"))
+        .refused(404, "NotFound")
+        .await;
+    app.get(&format!("/api/files/{RANDOM_ID}/download"))
+        .refused(404, "NotFound")
+        .await;
+    app.approve(RANDOM_ID, "upload", Some(ALICE), None)
+        .refused(404, "NotFound")
+        .await;
 }
 
 #[tokio::test]
@@ -75,12 +65,9 @@ async fn unknown_approval_stage_is_refused() {
     let app = spawn_app().await;
     let id = app.upload_ok("a.txt", b"a").await;
     for stage in ["publish", "Upload", "UPLOAD", "%20"] {
-        assert_error(
-            app.approve(&id, stage, Some(ALICE), None).await,
-            400,
-            "InvalidStage",
-        )
-        .await;
+        app.approve(&id, stage, Some(ALICE), None)
+            .refused(400, "InvalidStage")
+            .await;
     }
 }
 
@@ -97,20 +84,14 @@ async fn invalid_or_wrong_typed_decision_bodies_are_refused() {
         r#"[true]"#,
         r#"{"comment": 42}"#,
     ] {
-        assert_error(
-            app.approve(&id, "upload", Some(ALICE), Some(body)).await,
-            400,
-            "InvalidBody",
-        )
-        .await;
+        app.approve(&id, "upload", Some(ALICE), Some(body))
+            .refused(400, "InvalidBody")
+            .await;
     }
     let huge = format!(r#"{{"comment": "{}"}}"#, "x".repeat(20_000));
-    assert_error(
-        app.approve(&id, "upload", Some(ALICE), Some(&huge)).await,
-        400,
-        "InvalidBody",
-    )
-    .await;
+    app.approve(&id, "upload", Some(ALICE), Some(&huge))
+        .refused(400, "InvalidBody")
+        .await;
     // None of it was recorded.
     assert_eq!(app.status(&id).await["stage"], "AwaitingUploadApproval");
 }
@@ -119,19 +100,12 @@ async fn invalid_or_wrong_typed_decision_bodies_are_refused() {
 async fn missing_or_wrong_reviewer_tokens_are_unauthorized() {
     let app = spawn_app().await;
     let id = app.upload_ok("a.txt", b"a").await;
-    assert_error(
-        app.approve(&id, "upload", None, None).await,
-        401,
-        "Unauthorized",
-    )
-    .await;
-    assert_error(
-        app.approve(&id, "upload", Some("mallory-0123456789"), None)
-            .await,
-        401,
-        "Unauthorized",
-    )
-    .await;
+    app.approve(&id, "upload", None, None)
+        .refused(401, "Unauthorized")
+        .await;
+    app.approve(&id, "upload", Some("mallory-0123456789"), None)
+        .refused(401, "Unauthorized")
+        .await;
     let basic = app
         .client
         .post(app.url(&format!("/api/files/{id}/approvals/upload")))
@@ -156,12 +130,9 @@ async fn names_are_cut_to_their_last_component_or_refused() {
     assert_eq!(body["name"], "passwd");
 
     for bad in ["a\nb.txt", "tab\there", "dir/", "..", &"n".repeat(256)] {
-        assert_error(
-            app.upload(bad, b"x", "text/plain").await,
-            400,
-            "InvalidName",
-        )
-        .await;
+        app.upload(bad, b"x", "text/plain")
+            .refused(400, "InvalidName")
+            .await;
     }
 }
 
@@ -200,22 +171,16 @@ async fn the_name_may_come_from_the_x_file_name_header() {
 #[tokio::test]
 async fn empty_upload_is_refused_and_leaves_nothing() {
     let app = spawn_app().await;
-    assert_error(
-        app.upload("empty.txt", b"", "text/plain").await,
-        400,
-        "EmptyFile",
-    )
-    .await;
+    app.upload("empty.txt", b"", "text/plain")
+        .refused(400, "EmptyFile")
+        .await;
     // The same without Content-Length (chunked, zero chunks).
     let stream = futures::stream::iter(Vec::<Result<Vec<u8>, std::io::Error>>::new());
-    let response = app
-        .client
+    app.client
         .post(app.url("/api/files?name=empty.txt"))
         .body(reqwest::Body::wrap_stream(stream))
-        .send()
-        .await
-        .unwrap();
-    assert_error(response, 400, "EmptyFile").await;
+        .refused(400, "EmptyFile")
+        .await;
     assert_nothing_stored(&app).await;
 }
 
@@ -223,13 +188,9 @@ async fn empty_upload_is_refused_and_leaves_nothing() {
 async fn oversized_upload_is_refused_from_content_length() {
     let app = spawn_app().await;
     let body = vec![b'x'; MAX_UPLOAD as usize + 1];
-    assert_error(
-        app.upload("big.bin", &body, "application/octet-stream")
-            .await,
-        413,
-        "TooLarge",
-    )
-    .await;
+    app.upload("big.bin", &body, "application/octet-stream")
+        .refused(413, "TooLarge")
+        .await;
     assert_nothing_stored(&app).await;
 }
 
@@ -238,14 +199,11 @@ async fn oversized_chunked_upload_is_refused_while_streaming_and_leaves_nothing(
     let app = spawn_app().await;
     let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
         (0..20).map(|_| Ok(vec![b'x'; 64 * 1024])).collect(); // 1.25 MiB > 1 MiB
-    let response = app
-        .client
+    app.client
         .post(app.url("/api/files?name=big.bin"))
         .body(reqwest::Body::wrap_stream(futures::stream::iter(chunks)))
-        .send()
-        .await
-        .unwrap();
-    assert_error(response, 413, "TooLarge").await;
+        .refused(413, "TooLarge")
+        .await;
     assert_nothing_stored(&app).await;
 }
 
@@ -344,15 +302,12 @@ async fn broken_multipart_is_refused_and_leaves_nothing() {
         ),
     ];
     for (content_type, body) in cases {
-        let response = app
-            .client
+        app.client
             .post(app.url("/api/files"))
             .header("Content-Type", content_type)
             .body(body.to_vec())
-            .send()
-            .await
-            .unwrap();
-        assert_error(response, 400, "InvalidMultipart").await;
+            .refused(400, "InvalidMultipart")
+            .await;
     }
     assert_nothing_stored(&app).await;
 }
@@ -360,12 +315,9 @@ async fn broken_multipart_is_refused_and_leaves_nothing() {
 #[tokio::test]
 async fn a_malformed_content_type_is_refused() {
     let app = spawn_app().await;
-    assert_error(
-        app.upload("a.txt", b"a", "garbage").await,
-        400,
-        "InvalidBody",
-    )
-    .await;
+    app.upload("a.txt", b"a", "garbage")
+        .refused(400, "InvalidBody")
+        .await;
     assert_nothing_stored(&app).await;
 }
 
@@ -373,12 +325,10 @@ async fn a_malformed_content_type_is_refused() {
 async fn download_approval_before_upload_approval_is_refused() {
     let app = spawn_app().await;
     let id = app.upload_ok("a.txt", b"a").await;
-    let error = assert_error(
-        app.approve(&id, "download", Some(BOB), None).await,
-        409,
-        "WrongStage",
-    )
-    .await;
+    let error = app
+        .approve(&id, "download", Some(BOB), None)
+        .refused(409, "WrongStage")
+        .await;
     assert_eq!(error["currentStage"], "AwaitingUploadApproval");
 }
 
@@ -399,13 +349,10 @@ async fn a_contradictory_decision_is_refused() {
     let id = app.upload_ok("a.txt", b"a").await;
     app.approve_ok(&id, "upload", ALICE).await;
     app.idle().await;
-    let error = assert_error(
-        app.approve(&id, "upload", Some(ALICE), Some(r#"{"approved": false}"#))
-            .await,
-        409,
-        "WrongStage",
-    )
-    .await;
+    let error = app
+        .approve(&id, "upload", Some(ALICE), Some(r#"{"approved": false}"#))
+        .refused(409, "WrongStage")
+        .await;
     assert!(
         error["message"]
             .as_str()
@@ -414,33 +361,26 @@ async fn a_contradictory_decision_is_refused() {
         "{error}"
     );
     // Another reviewer deciding a decided stage is refused too.
-    assert_error(
-        app.approve(&id, "upload", Some(BOB), None).await,
-        409,
-        "WrongStage",
-    )
-    .await;
+    app.approve(&id, "upload", Some(BOB), None)
+        .refused(409, "WrongStage")
+        .await;
 }
 
 #[tokio::test]
 async fn download_before_approval_is_refused() {
     let app = spawn_app().await;
     let id = app.upload_ok("a.txt", b"a").await;
-    let error = assert_error(
-        app.get(&format!("/api/files/{id}/download")).await,
-        409,
-        "NotApproved",
-    )
-    .await;
+    let error = app
+        .get(&format!("/api/files/{id}/download"))
+        .refused(409, "NotApproved")
+        .await;
     assert_eq!(error["currentStage"], "AwaitingUploadApproval");
     app.approve(&id, "upload", Some(ALICE), None).await;
     app.idle().await;
-    let error = assert_error(
-        app.get(&format!("/api/files/{id}/download")).await,
-        409,
-        "NotApproved",
-    )
-    .await;
+    let error = app
+        .get(&format!("/api/files/{id}/download"))
+        .refused(409, "NotApproved")
+        .await;
     assert_eq!(error["currentStage"], "AwaitingDownloadApproval");
 }
 
@@ -458,27 +398,26 @@ async fn unsupported_methods_are_refused_with_405() {
         (reqwest::Method::POST, format!("/api/files/{id}/download")),
         (reqwest::Method::PATCH, format!("/api/files/{id}")),
     ] {
-        let response = app
-            .client
+        app.client
             .request(method, app.url(&path))
-            .send()
-            .await
-            .unwrap();
-        assert_error(response, 405, "MethodNotAllowed").await;
+            .refused(405, "MethodNotAllowed")
+            .await;
     }
 }
 
 #[tokio::test]
 async fn unknown_routes_are_json_404s() {
     let app = spawn_app().await;
-    assert_error(app.get("/api/nothing-here").await, 404, "NotFound").await;
-    assert_error(app.get("/api/files/a/b/c/d").await, 404, "NotFound").await;
+    app.get("/api/nothing-here").refused(404, "NotFound").await;
+    app.get("/api/files/a/b/c/d").refused(404, "NotFound").await;
 }
 
 #[tokio::test]
 async fn bad_listing_queries_are_refused() {
     let app = spawn_app().await;
-    assert_error(app.get("/api/files?stage=Done").await, 400, "InvalidStage").await;
+    app.get("/api/files?stage=Done")
+        .refused(400, "InvalidStage")
+        .await;
     for query in [
         "top=0",
         "top=-3",
@@ -486,22 +425,15 @@ async fn bad_listing_queries_are_refused() {
         "top=ten",
         "continuationToken=",
     ] {
-        assert_error(
-            app.get(&format!("/api/files?{query}")).await,
-            400,
-            "InvalidQuery",
-        )
-        .await;
+        app.get(&format!("/api/files?{query}"))
+            .refused(400, "InvalidQuery")
+            .await;
     }
-    assert_error(
-        app.get(&format!(
-            "/api/files?continuationToken={}",
-            urlencode("garbage!")
-        ))
-        .await,
-        400,
-        "InvalidQuery",
-    )
+    app.get(&format!(
+        "/api/files?continuationToken={}",
+        urlencode("garbage!")
+    ))
+    .refused(400, "InvalidQuery")
     .await;
 }
 
@@ -535,45 +467,36 @@ async fn a_utf8_name_in_the_x_file_name_header_is_kept() {
 async fn a_name_that_is_not_utf8_once_decoded_is_refused() {
     let app = spawn_app().await;
     for query in ["name=%FF.txt", "name=a%C3"] {
-        let response = app
-            .client
+        app.client
             .post(app.url(&format!("/api/files?{query}")))
             .body("x")
-            .send()
-            .await
-            .unwrap();
-        assert_error(response, 400, "InvalidName").await;
+            .refused(400, "InvalidName")
+            .await;
     }
-    let response = app
-        .client
+    app.client
         .post(app.url("/api/files"))
         .header(
             "X-File-Name",
             reqwest::header::HeaderValue::from_bytes(b"\xff.txt").unwrap(),
         )
         .body("x")
-        .send()
-        .await
-        .unwrap();
-    assert_error(response, 400, "InvalidName").await;
+        .refused(400, "InvalidName")
+        .await;
     assert_nothing_stored(&app).await;
 }
 
 #[tokio::test]
 async fn an_undecodable_content_type_is_an_invalid_body_not_an_invalid_name() {
     let app = spawn_app().await;
-    let response = app
-        .client
+    app.client
         .post(app.url("/api/files?name=a.txt"))
         .header(
             "Content-Type",
             reqwest::header::HeaderValue::from_bytes(b"text/plain\xff").unwrap(),
         )
         .body("x")
-        .send()
-        .await
-        .unwrap();
-    assert_error(response, 400, "InvalidBody").await;
+        .refused(400, "InvalidBody")
+        .await;
     assert_nothing_stored(&app).await;
 }
 
@@ -582,12 +505,10 @@ async fn a_decision_body_over_16_kib_is_refused_even_when_it_is_valid_json() {
     let app = spawn_app().await;
     let id = app.upload_ok("a.txt", b"a").await;
     let padded = format!(r#"{{"approved": false}}{}"#, " ".repeat(17 * 1024));
-    let error = assert_error(
-        app.approve(&id, "upload", Some(ALICE), Some(&padded)).await,
-        400,
-        "InvalidBody",
-    )
-    .await;
+    let error = app
+        .approve(&id, "upload", Some(ALICE), Some(&padded))
+        .refused(400, "InvalidBody")
+        .await;
     assert!(
         error["message"].as_str().unwrap().contains("16384"),
         "{error}"
@@ -629,31 +550,25 @@ async fn a_name_that_disguises_itself_is_refused_however_it_arrives() {
         let by_query = app.upload(name, b"x", "text/plain").await;
         assert_error(by_query, 400, "InvalidName").await;
 
-        let by_header = app
-            .client
+        app.client
             .post(app.url("/api/files"))
             .header(
                 "X-File-Name",
                 reqwest::header::HeaderValue::from_bytes(name.as_bytes()).unwrap(),
             )
             .body("x")
-            .send()
-            .await
-            .unwrap();
-        assert_error(by_header, 400, "InvalidName").await;
+            .refused(400, "InvalidName")
+            .await;
 
         let form = reqwest::multipart::Form::new().part(
             "file",
             reqwest::multipart::Part::bytes(b"x".to_vec()).file_name(name.to_owned()),
         );
-        let by_form = app
-            .client
+        app.client
             .post(app.url("/api/files"))
             .multipart(form)
-            .send()
-            .await
-            .unwrap();
-        assert_error(by_form, 400, "InvalidName").await;
+            .refused(400, "InvalidName")
+            .await;
     }
     assert_nothing_stored(&app).await;
 }
@@ -670,7 +585,7 @@ async fn unknown_query_parameters_are_refused_except_the_function_key() {
         format!("/api/files/{id}/history?all=true"),
         format!("/api/files/{id}/download?inline=1"),
     ] {
-        let error = assert_error(app.get(&path).await, 400, "InvalidQuery").await;
+        let error = app.get(&path).refused(400, "InvalidQuery").await;
         assert!(
             error["message"]
                 .as_str()
@@ -679,22 +594,16 @@ async fn unknown_query_parameters_are_refused_except_the_function_key() {
             "{error}"
         );
     }
-    let upload = app
-        .client
+    app.client
         .post(app.url("/api/files?name=b.txt&overwrite=yes"))
         .body("b")
-        .send()
-        .await
-        .unwrap();
-    assert_error(upload, 400, "InvalidQuery").await;
-    let approve = app
-        .client
+        .refused(400, "InvalidQuery")
+        .await;
+    app.client
         .post(app.url(&format!("/api/files/{id}/approvals/upload?force=1")))
         .bearer_auth(crate::helpers::ALICE)
-        .send()
-        .await
-        .unwrap();
-    assert_error(approve, 400, "InvalidQuery").await;
+        .refused(400, "InvalidQuery")
+        .await;
     // The function key is every route's.
     assert_eq!(
         app.get(&format!("/api/files/{id}?code=abc")).await.status(),

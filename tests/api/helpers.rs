@@ -337,6 +337,34 @@ pub async fn assert_error(response: reqwest::Response, status: u16, code: &str) 
     body["error"].clone()
 }
 
+/// `request.refused(400, "InvalidBody")`: sends a request (or awaits a response on its way) and
+/// asserts it was refused with that status and code ([`assert_error`]); the error object back.
+pub trait Refused {
+    fn refused(self, status: u16, code: &str) -> impl std::future::Future<Output = Value>;
+}
+
+impl Refused for reqwest::RequestBuilder {
+    async fn refused(self, status: u16, code: &str) -> Value {
+        assert_error(
+            self.send().await.expect("the request is sent"),
+            status,
+            code,
+        )
+        .await
+    }
+}
+
+/// The same on a response still to come (`app.get(path).refused(…)`).
+pub trait RefusedResponse {
+    fn refused(self, status: u16, code: &str) -> impl std::future::Future<Output = Value>;
+}
+
+impl<F: std::future::Future<Output = reqwest::Response>> RefusedResponse for F {
+    async fn refused(self, status: u16, code: &str) -> Value {
+        assert_error(self.await, status, code).await
+    }
+}
+
 /// One test per backend for each listed `async fn name(backend: Backend)`.
 #[macro_export]
 macro_rules! on_every_backend {
