@@ -58,6 +58,14 @@ impl Stage {
         }
     }
 
+    /// A stage the file never leaves: its review is over.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            Stage::Approved | Stage::Rejected | Stage::Expired | Stage::Failed | Stage::Withdrawn
+        )
+    }
+
     /// A human phrase for error messages ("is awaiting upload approval").
     pub fn describe(self) -> &'static str {
         match self {
