@@ -262,8 +262,12 @@ fn the_golden_path_ends_in_a_verified_download(backend: Backend) {
     assert_eq!(rejected["stage"], "Rejected");
     let history = app.json(None, &["history", printed.trim()]);
     assert!(history.to_string().contains("wrong quarter"), "{history}");
-    let words = app.run(None, &["download", &id, "-o", "again.txt"]);
+    let words = app.run(None, &["download", &id, "-o", "fetched/"]);
     assert!(String::from_utf8_lossy(&words.stdout).contains("verified"));
+    assert_eq!(
+        std::fs::read(app.dir.path().join("fetched/report.txt")).unwrap(),
+        report
+    );
 }
 
 fn an_interrupted_large_upload_resumes_sending_only_what_is_missing(backend: Backend) {

@@ -258,43 +258,27 @@ impl Engine {
         state_etag: Option<ETag>,
     ) {
         let mut recent = self.inner.recent.lock().unwrap_or_else(|p| p.into_inner());
-        match state_etag {
-            // A finished instance takes no more turns: it goes to `finished` instead.
-            Some(etag) if !state.status.runtime_status.is_terminal() => {
-                if recent.len() >= RECENT_CAPACITY && !recent.contains_key(instance_id) {
-                    recent.clear();
-                }
-                recent.insert(
-                    instance_id.to_owned(),
-                    Loaded {
-                        state: Some((state.clone(), etag)),
-                        history: history.to_vec(),
-                    },
-                );
-            }
-            Some(etag) => {
-                recent.remove(instance_id);
-                drop(recent);
-                let mut finished = self
-                    .inner
-                    .finished
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner());
-                if finished.len() >= RECENT_CAPACITY && !finished.contains_key(instance_id) {
-                    finished.clear();
-                }
-                finished.insert(
-                    instance_id.to_owned(),
-                    Loaded {
-                        state: Some((state.clone(), etag)),
-                        history: history.to_vec(),
-                    },
-                );
-            }
-            None => {
-                recent.remove(instance_id);
-            }
+        let Some(etag) = state_etag else {
+            recent.remove(instance_id);
+            return;
+        };
+        let loaded = Loaded {
+            state: Some((state.clone(), etag)),
+            history: history.to_vec(),
+        };
+        if !state.status.runtime_status.is_terminal() {
+            insert_bounded(&mut recent, instance_id, loaded);
+            return;
         }
+        // A finished instance takes no more turns: it goes to `finished` instead.
+        recent.remove(instance_id);
+        drop(recent);
+        let mut finished = self
+            .inner
+            .finished
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        insert_bounded(&mut finished, instance_id, loaded);
     }
 
     /// The partition of an instance this process saw finish (see `Inner::finished`).
@@ -381,4 +365,13 @@ impl Engine {
         }
         Ok(loaded)
     }
+}
+
+/// Remembers a partition; past [`RECENT_CAPACITY`] instances the memory starts over (cheaper
+/// than ordering entries, and a forgotten one only costs a read).
+fn insert_bounded(map: &mut HashMap<String, Loaded>, instance_id: &str, loaded: Loaded) {
+    if map.len() >= RECENT_CAPACITY && !map.contains_key(instance_id) {
+        map.clear();
+    }
+    map.insert(instance_id.to_owned(), loaded);
 }

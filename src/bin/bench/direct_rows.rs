@@ -45,7 +45,11 @@ pub async fn direct_upload(ctx: &Context, report: &mut Report) -> Result<()> {
     embedded.and(azure)
 }
 
-fn vars(ctx: &Context, name: &str, azure: Option<&str>) -> Result<Vec<(String, String)>> {
+pub(crate) fn vars(
+    ctx: &Context,
+    name: &str,
+    azure: Option<&str>,
+) -> Result<Vec<(String, String)>> {
     let mut vars = app_vars(&ctx.work.dir(name)?, azure, None);
     vars.push((
         "FILE_APPROVER_UPLOAD_URL_TTL_SECS".into(),
@@ -55,7 +59,7 @@ fn vars(ctx: &Context, name: &str, azure: Option<&str>) -> Result<Vec<(String, S
 }
 
 /// `POST /api/files/uploads`: the file's id and its upload URL.
-async fn declare(api: &Api, name: &str, size: u64) -> Result<(String, String)> {
+pub(crate) async fn declare(api: &Api, name: &str, size: u64) -> Result<(String, String)> {
     let response = api
         .http()
         .post(api.url("/api/files/uploads"))
@@ -171,7 +175,7 @@ async fn embedded(
 }
 
 /// Runs `scripts/bench_sdk_upload.py` and returns the seconds the SDK's upload took.
-async fn sdk_upload(ctx: &Context, args: Vec<String>) -> Result<f64> {
+pub(crate) async fn sdk_upload(ctx: &Context, args: Vec<String>) -> Result<f64> {
     let Some(python) = &ctx.python else {
         return failed("no Python");
     };

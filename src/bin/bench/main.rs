@@ -16,6 +16,7 @@
 //! `workflows`, `requests`, `idle`, `history`, `takeover`.
 
 mod api;
+mod cli_rows;
 mod data;
 mod direct_rows;
 mod error;
@@ -39,12 +40,13 @@ use crate::inproc_rows::Backend;
 use crate::procs::{Azurite, WorkDir};
 use crate::report::{Line, Report};
 
-const ROWS: [&str; 11] = [
+const ROWS: [&str; 12] = [
     "cold",
     "upload",
     "trigger",
     "azure-upload",
     "direct-upload",
+    "cli",
     "approvals",
     "workflows",
     "requests",
@@ -191,7 +193,7 @@ struct Options {
 
 const USAGE: &str = "usage: bench [--quick] [--only ROW,ROW…] [--no-azure] [--workdir DIR] \
                      [--handler PATH] [--azurite PATH]\n\
-                     rows: cold, upload, trigger, azure-upload, direct-upload, approvals, workflows, \
+                     rows: cold, upload, trigger, azure-upload, direct-upload, cli, approvals, workflows, \
                      requests, idle, history, takeover";
 
 impl Options {
@@ -351,6 +353,11 @@ async fn run(options: Options) -> Result<Report> {
     if options.wants("direct-upload") {
         let result = direct_rows::direct_upload(&ctx, &mut report).await;
         record(&mut report, "upload URL", result);
+    }
+
+    if options.wants("cli") && ctx.azurite.is_some() {
+        let result = cli_rows::cli(&ctx, &mut report).await;
+        record(&mut report, "command-line client", result);
     }
 
     if options.wants("takeover") && ctx.azurite.is_some() {

@@ -49,8 +49,16 @@ pub async fn download(
     let name = field(&grant["name"], "name")?;
     let expected = field(&grant["metadata"]["sha256"], "approved SHA-256")?.to_lowercase();
     let size = grant["size"].as_u64().unwrap_or(0);
+    // A directory (one that exists, or any path written with a trailing slash) gets the file
+    // under its display name.
     let path = match output {
         Some(path) if path.is_dir() => path.join(&name),
+        Some(path) if path.as_os_str().to_string_lossy().ends_with('/') => {
+            tokio::fs::create_dir_all(path)
+                .await
+                .map_err(|e| CliError::Other(format!("{}: {e}", path.display())))?;
+            path.join(&name)
+        }
         Some(path) => path.to_owned(),
         None => PathBuf::from(&name),
     };
