@@ -66,6 +66,12 @@ impl Stage {
         )
     }
 
+    /// The app itself is working on the file (its workflow starting, its analysis running):
+    /// nobody needs to act, and the stage changes without anyone's word.
+    pub fn is_in_progress(self) -> bool {
+        matches!(self, Stage::Uploaded | Stage::Analyzing)
+    }
+
     /// A human phrase for error messages ("is awaiting upload approval").
     pub fn describe(self) -> &'static str {
         match self {

@@ -2,7 +2,8 @@
 
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::HeaderMap;
+use axum::http::{header, HeaderMap, HeaderValue};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
 
@@ -18,7 +19,7 @@ use crate::error::ApiError;
     tag = "files",
     params(("id" = uuid::Uuid, Path, description = "The file id")),
     responses(
-        (status = 200, description = "The file as it stands", body = FileStatus),
+        (status = 200, description = "The file as it stands. While the app itself is working on it (stage `Uploaded` or `Analyzing`), `Retry-After` says how many seconds a client that waits for the next stage should wait before asking again", body = FileStatus, headers(("Retry-After" = String, description = "Seconds until the next look is worth it; only while the stage is Uploaded or Analyzing"))),
         (status = 400, description = "InvalidId, InvalidQuery", body = super::schema::ErrorBody),
         (status = 404, description = "NotFound", body = super::schema::ErrorBody),
         (status = 503, description = "StorageUnavailable", body = super::schema::ErrorBody, headers(("Retry-After" = String))),
@@ -27,11 +28,24 @@ use crate::error::ApiError;
 pub async fn get_one(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
-) -> Result<Json<FileStatus>, ApiError> {
+) -> Result<Response, ApiError> {
     let id = parse_id(path)?;
     let view = state.files.load(id).await?;
-    Ok(Json(FileStatus::from(&view)))
+    let mut response = Json(FileStatus::from(&view)).into_response();
+    // A polling hint, as Durable Functions' status endpoints give one: the stage will change
+    // by itself soon. While a person has to act, no hint: how long that takes is theirs.
+    if view.stage().is_in_progress() {
+        response.headers_mut().insert(
+            header::RETRY_AFTER,
+            HeaderValue::from_static(POLL_AFTER_SECS),
+        );
+    }
+    Ok(response)
 }
+
+/// The polling hint while the app works on a file: an analysis of a small file takes well under
+/// this; a large one takes longer, and a client asking every two seconds costs little.
+const POLL_AFTER_SECS: &str = "2";
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]

@@ -193,7 +193,35 @@ async fn files_are_listed_by_stage(backend: Backend) {
         .all(|f| f["stage"] == "Rejected"));
 }
 
+/// While the app itself works on a file, its status says when to look again; while a person
+/// has to act, it says nothing (clients then back off on their own).
+async fn the_status_gives_a_polling_hint_only_while_the_app_is_working(backend: Backend) {
+    let Some(app) = spawn_app_on(backend, Mode::Local).await else {
+        return;
+    };
+    let id = app.upload_ok("a.txt", b"a").await;
+    let hint = |response: &reqwest::Response| {
+        response
+            .headers()
+            .get("retry-after")
+            .map(|v| v.to_str().unwrap().to_owned())
+    };
+    let waiting = app.get(&format!("/api/files/{id}")).await;
+    assert_eq!(waiting.status(), 200);
+    assert_eq!(hint(&waiting), None, "AwaitingUploadApproval");
+    app.approve_ok(&id, "upload", ALICE).await;
+    // The analysis is queued, not run yet (nothing drains the work queue until idle()).
+    let analyzing = app.get(&format!("/api/files/{id}")).await;
+    assert_eq!(hint(&analyzing).as_deref(), Some("2"));
+    let body: Value = analyzing.json().await.unwrap();
+    assert_eq!(body["stage"], "Analyzing");
+    app.idle().await;
+    let analysed = app.get(&format!("/api/files/{id}")).await;
+    assert_eq!(hint(&analysed), None, "AwaitingDownloadApproval");
+}
+
 crate::on_every_backend!(
+    the_status_gives_a_polling_hint_only_while_the_app_is_working,
     golden_path_ends_with_a_working_download_link,
     rejected_upload_ends_the_workflow_and_refuses_download,
     rejected_download_ends_the_workflow,
