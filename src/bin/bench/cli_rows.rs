@@ -28,7 +28,10 @@ pub async fn cli(ctx: &Context, report: &mut Report) -> Result<()> {
         return failed(format!("no client at {}", client.display()));
     }
     let size = ctx.profile.direct_upload_bytes;
-    let file = ctx.work.path().join("cli.bin");
+    // Absolute: the client runs in the work directory.
+    let work =
+        std::fs::canonicalize(ctx.work.path()).context(|| "the work directory".to_owned())?;
+    let file = work.join("cli.bin");
     {
         let file = file.clone();
         blocking(move || data::write_random_file(&file, size)).await?;
@@ -125,7 +128,9 @@ async fn download(
     )
     .await?;
     api.approve(id, "download", &token(1)).await?;
-    let target = ctx.work.path().join("cli.out");
+    let target = std::fs::canonicalize(ctx.work.path())
+        .context(|| "the work directory".to_owned())?
+        .join("cli.out");
     let (mut ours, mut curl) = (Samples::new(), Samples::new());
     for run in 0..ctx.profile.direct_upload_runs {
         eprintln!(
