@@ -18,11 +18,12 @@ use tracing_subscriber::{fmt, EnvFilter, Layer};
 /// SharedKey `Authorization` included, at debug and trace: RUSTSEC-2026-0275, "not planned") or
 /// could: the HTTP stack under it. Capped at warnings whatever `RUST_LOG` asks for, so no
 /// operator chasing a bug can switch on a log that holds the account's credentials.
-const QUIET_TARGETS: [&str; 9] = [
+const QUIET_TARGETS: [&str; 10] = [
     "azure_core",
+    "typespec_client_core",
+    "typespec",
     "azure_storage",
     "azure_storage_blobs",
-    "azure_data_tables",
     "reqwest",
     "hyper",
     "hyper_util",

@@ -200,8 +200,22 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             out.status(&status);
         }
         Command::Inbox => {
-            let page = api.get("/api/files?awaiting=me").await?;
-            out.listing(&page);
+            // Every page: an inbox is read whole, oldest first.
+            let mut files = Vec::new();
+            let mut token: Option<String> = None;
+            loop {
+                let mut path = "/api/files?awaiting=me&top=100".to_owned();
+                if let Some(token) = &token {
+                    path.push_str(&format!("&continuationToken={token}"));
+                }
+                let page = api.get(&path).await?;
+                files.extend(page["files"].as_array().cloned().unwrap_or_default());
+                token = page["continuationToken"].as_str().map(str::to_owned);
+                if token.is_none() {
+                    break;
+                }
+            }
+            out.listing(&json!({ "files": files }));
         }
         Command::Approve { id, stage, comment } => {
             let body = json!({ "approved": true, "comment": comment });

@@ -1,8 +1,10 @@
-//! Azure Blob + Table Storage behind [`Storage`], through the legacy `azure_*` 0.21 crates.
+//! Azure Blob, Queue and Table Storage behind [`Storage`]. Tables run on the official SDK's
+//! pipeline (`azure_core` 1.x) with a thin client of our own (`tables`, `pipeline`); blobs and
+//! queues still go through the legacy `azure_*` 0.21 crates until they move too (issue 25).
 //!
-//! Those crates are unmaintained (README, "Dependencies"), so none of their types leaves this
-//! module: everything is mapped to the storage layer's own types and to [`StoreError`]. What the
-//! crates lack is filled in here:
+//! The legacy crates are unmaintained (README, "Dependencies"), so none of their types leaves
+//! this module: everything is mapped to the storage layer's own types and to [`StoreError`].
+//! What the crates lack is filled in here:
 //!
 //! - clients built from a connection string or from the host's identity-based settings
 //!   (`connection`), sharing one pooled HTTP client with timeouts (the crates' default client
@@ -12,12 +14,9 @@
 //! - streamed block uploads with a bounded number of blocks in memory (`blob`);
 //! - read links with a `Content-Disposition` override, signed locally (`sas`);
 //! - typed entity JSON and OData filters (`table`);
-//! - entity group transactions whose per-operation statuses are checked: a failed batch still
-//!   answers HTTP 202 and the crate returns `Ok`. The crate's transaction response
-//!   does expose each operation's status and ETag (not its error code, which the statuses
-//!   make unnecessary here), so the `$batch` request is not hand-written. The crate joins the
-//!   multipart body with bare `\n`; a per-call policy (`CrlfBatchBody`) turns that into the
-//!   `\r\n` every official SDK sends. Checked against Azurite only (no real account here).
+//! - the Tables client (`tables`): entity group transactions written as the service documents
+//!   them (one change set, CRLF lines) and answered per operation — a failed batch still
+//!   answers HTTP 202, so every operation's status is read from the multipart answer.
 //!
 //! Retries: the SDK pipeline retries I/O errors and 408/429/5xx a few times with backoff, then
 //! the error surfaces as [`StoreError::Unavailable`]. A conditional write whose response was
@@ -27,9 +26,11 @@
 mod blob;
 mod connection;
 mod identity;
+mod pipeline;
 mod queue;
 mod sas;
 mod table;
+mod tables;
 
 use std::fmt;
 use std::sync::Arc;
@@ -37,18 +38,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use futures::StreamExt;
-use serde_json::{Map, Value};
 
 use azure_core::error::ErrorKind;
 use azure_core::{
-    ClientOptions, Context, Etag, ExponentialRetryOptions, Policy, PolicyResult, Request,
-    RetryOptions, TransportOptions,
+    ClientOptions, Context, ExponentialRetryOptions, Policy, PolicyResult, Request, RetryOptions,
+    TransportOptions,
 };
-use azure_data_tables::clients::{
-    EntityClient, TableClient, TableServiceClient, TableServiceClientBuilder,
-};
-use azure_data_tables::prelude::{Filter, IfMatchCondition, Top};
 use azure_storage::{CloudLocation, StorageCredentials};
 use azure_storage_blobs::prelude::{BlobServiceClient, ClientBuilder};
 use azure_storage_queues::{QueueServiceClient, QueueServiceClientBuilder};
@@ -60,7 +55,7 @@ use self::identity::{DelegationKey, ForgetRefusedToken, ManagedIdentityCredentia
 pub use crate::config::IdentityConnection;
 pub use crate::config::{IdentityEndpoint, ManagedIdentity};
 use crate::store::{
-    validate_batch, validate_blob_name, validate_container_name, validate_key, validate_message,
+    validate_batch, validate_blob_name, validate_container_name, validate_message,
     validate_queue_name, validate_reception, validate_renewal, validate_table_name, BatchOp,
     BlobProperties, BlobRead, ByteStream, ETag, Entity, MessageReceipt, NextVisible, Page,
     PutBlobOptions, ReceivedMessage, SignedUrlRequest, SignedWriteRequest, Storage, StoreError,
@@ -89,7 +84,7 @@ pub struct AzureStore {
     settings: Arc<ConnectionSettings>,
     blobs: BlobServiceClient,
     queues: QueueServiceClient,
-    tables: TableServiceClient,
+    tables: tables::TableClient,
     upload: UploadShape,
     /// Without an account key: the identity, and the user-delegation key links are signed
     /// with, once fetched.
@@ -240,6 +235,7 @@ impl AzureStore {
             }
         }
         let http = http.build().map_err(StoreError::internal)?;
+        let http_for_tables = http.clone();
         let transport = TransportOptions::new(Arc::new(http.clone()));
         // A few quick retries absorb a blip; a longer outage is the caller's to handle, as
         // `Unavailable`, instead of stalling a request for the SDK's default minute.
@@ -298,15 +294,7 @@ impl AzureStore {
         )
         .client_options(queue_options)
         .build();
-        let table_options = ClientOptions::new(transport)
-            .retry(retry)
-            .per_call_policies(policies(Arc::new(CrlfBatchBody)));
-        let tables = TableServiceClientBuilder::with_location(
-            location(&settings.table_endpoint),
-            credentials,
-        )
-        .client_options(table_options)
-        .build();
+        let tables = Self::table_client(&settings, http_for_tables, identity.as_deref())?;
         Ok(AzureStore {
             settings: Arc::new(settings),
             blobs,
@@ -321,6 +309,32 @@ impl AzureStore {
         })
     }
 
+    /// The Tables client on the official pipeline, authorized as the connection says.
+    fn table_client(
+        settings: &ConnectionSettings,
+        http: reqwest::Client,
+        identity: Option<&Identity>,
+    ) -> StoreResult<tables::TableClient> {
+        let auth = match (&settings.credential, identity) {
+            (Credential::Key(key), _) => pipeline::Auth::Key {
+                account: settings.account.clone(),
+                key: key.clone(),
+            },
+            (Credential::Identity { .. }, Some(identity)) => {
+                pipeline::Auth::Token(identity.credential.clone())
+            }
+            (Credential::Identity { .. }, None) => {
+                return Err(StoreError::internal(
+                    "an identity connection without a credential",
+                ))
+            }
+        };
+        Ok(tables::TableClient::new(
+            pipeline::pipeline(http, auth),
+            &settings.table_endpoint,
+        ))
+    }
+
     /// Changes how uploads are cut up: blocks of `block_size` bytes (64 KiB to 100 MiB), at
     /// most `in_flight` of them sent at once (1 to 16). Memory per upload is about
     /// `block_size × (in_flight + 1)`.
@@ -331,26 +345,6 @@ impl AzureStore {
             in_flight: in_flight.clamp(1, 16),
         };
         self
-    }
-
-    fn table(&self, table: &str) -> StoreResult<TableClient> {
-        validate_table_name(table)?;
-        Ok(self.tables.table_client(table))
-    }
-
-    /// The client of one entity's URL, with the keys checked and escaped for it.
-    fn entity_client(
-        &self,
-        table: &str,
-        partition_key: &str,
-        row_key: &str,
-    ) -> StoreResult<EntityClient> {
-        validate_key(partition_key)?;
-        validate_key(row_key)?;
-        Ok(self
-            .table(table)?
-            .partition_key_client(url_key(partition_key))
-            .entity_client(url_key(row_key)))
     }
 
     fn blob(
@@ -436,7 +430,8 @@ impl Storage for AzureStore {
     }
 
     async fn ensure_table(&self, table: &str) -> StoreResult<()> {
-        created("create table", self.table(table)?.create().await)
+        validate_table_name(table)?;
+        self.tables.create_table(table).await
     }
 
     async fn get_entity(
@@ -445,24 +440,13 @@ impl Storage for AzureStore {
         partition_key: &str,
         row_key: &str,
     ) -> StoreResult<StoredEntity> {
-        let response = self
-            .entity_client(table, partition_key, row_key)?
-            .get::<Map<String, Value>>()
-            .await
-            .map_err(|e| map_error("get entity", e))?;
-        table::entity_from_json(response.entity, Some(response.etag.to_string()))
+        validate_table_name(table)?;
+        self.tables.get(table, partition_key, row_key).await
     }
 
     async fn insert_entity(&self, table: &str, entity: &Entity) -> StoreResult<ETag> {
-        let json = table::entity_to_json(entity)?;
-        let response = self
-            .table(table)?
-            .insert::<_, Value>(json)
-            .map_err(|e| map_error("insert entity", e))?
-            .return_entity(false)
-            .await
-            .map_err(|e| map_error("insert entity", e))?;
-        Ok(etag(response.etag))
+        validate_table_name(table)?;
+        self.tables.insert(table, entity).await
     }
 
     async fn delete_entity(
@@ -472,43 +456,15 @@ impl Storage for AzureStore {
         row_key: &str,
         if_match: Option<&ETag>,
     ) -> StoreResult<()> {
-        self.entity_client(table, partition_key, row_key)?
-            .delete()
-            .if_match(if_match.map_or(IfMatchCondition::Any, condition))
+        validate_table_name(table)?;
+        self.tables
+            .delete(table, partition_key, row_key, if_match)
             .await
-            .map(drop)
-            .map_err(|e| map_error("delete entity", e))
     }
 
     async fn query(&self, table: &str, query: &TableQuery) -> StoreResult<Page> {
-        let mut builder = self
-            .table(table)?
-            .query()
-            .top(Top::new(table::page_size(query)))
-            .filter(Filter::new(table::filter(query)?));
-        if let Some(token) = &query.continuation {
-            let (next_partition, next_row) = table::decode_continuation(token)?;
-            builder = builder.initial_partition_key(next_partition);
-            if let Some(next_row) = next_row {
-                builder = builder.initial_row_key(next_row);
-            }
-        }
-        let mut pages = builder.into_stream::<Map<String, Value>>();
-        let page = match pages.next().await {
-            Some(page) => page.map_err(|e| map_error("query entities", e))?,
-            None => return Err(StoreError::internal("the query returned no page")),
-        };
-        let continuation = azure_core::Continuable::continuation(&page)
-            .map(|(partition, row)| table::encode_continuation(&partition, row.as_deref()));
-        let entities = page
-            .entities
-            .into_iter()
-            .map(|map| table::entity_from_json(map, None))
-            .collect::<StoreResult<Vec<_>>>()?;
-        Ok(Page {
-            entities,
-            continuation,
-        })
+        validate_table_name(table)?;
+        self.tables.query(table, query).await
     }
 
     async fn ensure_queue(&self, queue: &str) -> StoreResult<()> {
@@ -568,117 +524,9 @@ impl Storage for AzureStore {
     ) -> StoreResult<Vec<Option<ETag>>> {
         // First, and on every backend: Azurite would accept what Azure refuses.
         validate_batch(partition_key, &operations)?;
-        let partition = self
-            .table(table)?
-            .partition_key_client(url_key(partition_key));
-        let mut transaction = partition.transaction();
-        let build = |e| map_error("build batch", e);
-        for op in &operations {
-            transaction = match op {
-                BatchOp::Insert(entity) => transaction
-                    .insert(table::entity_to_json(entity)?)
-                    .map_err(build)?,
-                BatchOp::Update { entity, if_match } => transaction
-                    .update(
-                        url_key(&entity.row_key),
-                        table::entity_to_json(entity)?,
-                        Some(condition(if_match)),
-                    )
-                    .map_err(build)?,
-                BatchOp::Delete { row_key, if_match } => transaction
-                    .delete(url_key(row_key), if_match.as_ref().map(condition))
-                    .map_err(build)?,
-            };
-        }
-        let response = transaction
-            .await
-            .map_err(|e| map_error("entity group transaction", e))?;
-
-        // A failed transaction answers 202 with only the failing operation's response inside:
-        // every status must be looked at, not the HTTP call's.
-        let statuses = response
-            .operation_responses
-            .iter()
-            .map(|r| u16::from(r.status_code))
-            .collect::<Vec<_>>();
-        if let Some(&failed) = statuses.iter().find(|s| !(200..300).contains(*s)) {
-            return Err(batch_failure(failed));
-        }
-        if statuses.len() != operations.len() {
-            return Err(StoreError::internal(format!(
-                "the batch answered {} operation responses for {} operations",
-                statuses.len(),
-                operations.len()
-            )));
-        }
-        operations
-            .iter()
-            .zip(response.operation_responses)
-            .map(|(op, answer)| match op {
-                BatchOp::Delete { .. } => Ok(None),
-                _ => answer
-                    .etag
-                    .map(|e| Some(etag(e)))
-                    .ok_or_else(|| StoreError::internal("a batch operation answered no ETag")),
-            })
-            .collect()
+        validate_table_name(table)?;
+        self.tables.batch(table, partition_key, &operations).await
     }
-}
-
-/// Rewrites the line breaks of an entity group transaction's `multipart/mixed` body from the
-/// crate's bare `\n` to the `\r\n` that MIME and the service's documentation specify (and
-/// every official SDK sends). Azurite accepts either; this removes the doubt for Azure itself.
-/// JSON entity bodies inside never hold a raw line break (serde escapes them), so every `\n` in
-/// the body is framing. Runs per call, before the request is signed; the table service's
-/// SharedKey signature does not cover the body or its length.
-#[derive(Debug)]
-struct CrlfBatchBody;
-
-#[async_trait]
-impl Policy for CrlfBatchBody {
-    async fn send(
-        &self,
-        ctx: &Context,
-        request: &mut Request,
-        next: &[Arc<dyn Policy>],
-    ) -> PolicyResult {
-        if request.url().path().ends_with("/$batch") {
-            if let azure_core::Body::Bytes(body) = request.body() {
-                if let Some(crlf) = to_crlf(body) {
-                    let length = crlf.len();
-                    request.set_body(crlf);
-                    if request
-                        .headers()
-                        .iter()
-                        .any(|(name, _)| name.as_str() == "content-length")
-                    {
-                        request.insert_header("content-length", length.to_string());
-                    }
-                }
-            }
-        }
-        next[0].send(ctx, request, &next[1..]).await
-    }
-}
-
-/// `\n` → `\r\n`, leaving existing `\r\n` alone; `None` when there is nothing to change.
-fn to_crlf(body: &[u8]) -> Option<bytes::Bytes> {
-    let bare = body
-        .iter()
-        .enumerate()
-        .filter(|&(i, &b)| b == b'\n' && (i == 0 || body[i - 1] != b'\r'))
-        .count();
-    if bare == 0 {
-        return None;
-    }
-    let mut out = Vec::with_capacity(body.len() + bare);
-    for (i, &b) in body.iter().enumerate() {
-        if b == b'\n' && (i == 0 || body[i - 1] != b'\r') {
-            out.push(b'\r');
-        }
-        out.push(b);
-    }
-    Some(out.into())
 }
 
 /// Drops the `x-ms-range-get-content-crc64` header that the blob crate adds to every ranged
@@ -724,10 +572,6 @@ impl Policy for NoRangeCrc64 {
 
 /// Entity keys go into the URL as OData string literals (`PartitionKey='…'`), where a quote
 /// is written twice. The crate formats keys in as they are, so they are escaped here.
-fn url_key(key: &str) -> String {
-    key.replace('\'', "''")
-}
-
 /// The `ensure_*` methods are idempotent: a create that finds the resource already there
 /// succeeds.
 fn created<T>(operation: &'static str, result: azure_core::Result<T>) -> StoreResult<()> {
@@ -735,14 +579,6 @@ fn created<T>(operation: &'static str, result: azure_core::Result<T>) -> StoreRe
         Ok(_) | Err(StoreError::AlreadyExists) => Ok(()),
         Err(other) => Err(other),
     }
-}
-
-fn condition(etag: &ETag) -> IfMatchCondition {
-    IfMatchCondition::Etag(Etag::from(etag.as_str()))
-}
-
-fn etag(etag: Etag) -> ETag {
-    ETag::new(etag.to_string())
 }
 
 pub(crate) fn utc(unix_seconds: i64, nanos: u32) -> DateTime<Utc> {
@@ -785,6 +621,52 @@ enum AzureFailure {
         operation: &'static str,
         status: u16,
     },
+    #[error("Azure Storage {operation} answered HTTP {status} {code}")]
+    Answered {
+        operation: &'static str,
+        status: u16,
+        code: String,
+    },
+    #[error("Azure Storage {operation} failed")]
+    Pipeline {
+        operation: &'static str,
+        #[source]
+        source: azure_core_v1::Error,
+    },
+}
+
+impl AzureFailure {
+    /// The official pipeline's kind of failure, for the ones it raised.
+    fn kind(&self) -> Option<&azure_core_v1::error::ErrorKind> {
+        match self {
+            AzureFailure::Pipeline { source, .. } => Some(source.kind()),
+            _ => None,
+        }
+    }
+}
+
+/// What a status the service answered means to a caller, by status and error code.
+fn status_error(operation: &'static str, status: u16, code: &str) -> StoreError {
+    let failure = || AzureFailure::Answered {
+        operation,
+        status,
+        code: code.to_owned(),
+    };
+    match status {
+        404 => StoreError::NotFound,
+        412 => StoreError::PreconditionFailed,
+        409 if code.ends_with("BeingDeleted") => StoreError::unavailable(failure()),
+        409 if code.is_empty() || code.ends_with("AlreadyExists") => StoreError::AlreadyExists,
+        408 | 429 | 500 | 502 | 503 | 504 => StoreError::unavailable(failure()),
+        // The service refused the app's credentials (an expired or foreign token, a missing
+        // role assignment, a rotated key): nothing a caller can fix, and it may pass once an
+        // operator (or a fresh token) has. The log keeps the service's code.
+        401 | 403 => StoreError::unavailable(failure()),
+        400 | 411 | 413 | 414 | 416 => StoreError::Invalid(format!(
+            "{operation}: the service refused the request (HTTP {status} {code})"
+        )),
+        _ => StoreError::internal(failure()),
+    }
 }
 
 pub(crate) fn map_error(operation: &'static str, e: azure_core::Error) -> StoreError {
@@ -807,57 +689,17 @@ pub(crate) fn map_error(operation: &'static str, e: azure_core::Error) -> StoreE
             })
         }
     };
-    match status {
-        404 => StoreError::NotFound,
-        // A queue message received again since (or deleted): the reception is gone.
-        400 if code == "PopReceiptMismatch" => StoreError::NotFound,
-        412 => StoreError::PreconditionFailed,
-        409 if code.ends_with("BeingDeleted") => StoreError::unavailable(AzureFailure::Sdk {
-            operation,
-            source: e,
-        }),
-        409 if code.is_empty() || code.ends_with("AlreadyExists") => StoreError::AlreadyExists,
-        408 | 429 | 500 | 502 | 503 | 504 => StoreError::unavailable(AzureFailure::Sdk {
-            operation,
-            source: e,
-        }),
-        // The service refused the app's credentials (an expired or foreign token, a missing
-        // role assignment, a rotated key): nothing a caller can fix, and it may pass once an
-        // operator (or a fresh token) has. The log keeps the service's code.
-        401 | 403 => StoreError::unavailable(AzureFailure::Sdk {
-            operation,
-            source: e,
-        }),
-        400 | 411 | 413 | 414 | 416 => StoreError::Invalid(format!(
-            "{operation}: the service refused the request (HTTP {status} {code})"
-        )),
-        _ => StoreError::internal(AzureFailure::Sdk {
-            operation,
-            source: e,
-        }),
+    // A queue message received again since (or deleted): the reception is gone.
+    if status == 400 && code == "PopReceiptMismatch" {
+        return StoreError::NotFound;
     }
+    status_error(operation, status, &code)
 }
 
 #[cfg(test)]
 mod tests {
 
-    #[test]
-    fn batch_bodies_get_crlf_line_breaks_once() {
-        let lf = b"--batch_1\nContent-Type: multipart/mixed\n\n{\"a\":\"x\\ny\"}\n--batch_1--\n";
-        let crlf = to_crlf(lf).unwrap();
-        assert_eq!(
-            &crlf[..],
-            &b"--batch_1\r\nContent-Type: multipart/mixed\r\n\r\n{\"a\":\"x\\ny\"}\r\n--batch_1--\r\n"[..]
-        );
-        assert!(to_crlf(&crlf).is_none(), "already CRLF: left alone");
-    }
-
     use super::*;
-
-    #[test]
-    fn quotes_in_keys_are_doubled_for_urls() {
-        assert_eq!(url_key("o'brien"), "o''brien");
-    }
 
     #[test]
     fn batch_statuses_map_to_store_errors() {

@@ -156,7 +156,7 @@ impl BlobSas<'_> {
     }
 }
 
-fn sign(key: &[u8], string_to_sign: &str) -> Result<String, StoreError> {
+pub(super) fn sign(key: &[u8], string_to_sign: &str) -> Result<String, StoreError> {
     let mut mac = Hmac::<Sha256>::new_from_slice(key)
         .map_err(|_| StoreError::Invalid("the signing key cannot be used for HMAC".into()))?;
     mac.update(string_to_sign.as_bytes());
