@@ -246,7 +246,7 @@ const MAX_QUERY_PAGE: u32 = 1000;
 /// The memory of partitions ([`Inner::recent`], [`Inner::finished`]) and the reads that fill it.
 impl Engine {
     pub(super) fn recent(&self, instance_id: &str) -> Option<Loaded> {
-        let recent = self.inner.recent.lock().unwrap_or_else(|p| p.into_inner());
+        let recent = self.recent_map();
         recent.get(instance_id).cloned()
     }
 
@@ -257,7 +257,7 @@ impl Engine {
         history: &[HistoryEvent],
         state_etag: Option<ETag>,
     ) {
-        let mut recent = self.inner.recent.lock().unwrap_or_else(|p| p.into_inner());
+        let mut recent = self.recent_map();
         let Some(etag) = state_etag else {
             recent.remove(instance_id);
             return;
@@ -273,34 +273,28 @@ impl Engine {
         // A finished instance takes no more turns: it goes to `finished` instead.
         recent.remove(instance_id);
         drop(recent);
-        let mut finished = self
-            .inner
+        insert_bounded(&mut self.finished_map(), instance_id, loaded);
+    }
+
+    fn recent_map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Loaded>> {
+        self.inner.recent.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn finished_map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Loaded>> {
+        self.inner
             .finished
             .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        insert_bounded(&mut finished, instance_id, loaded);
+            .unwrap_or_else(|p| p.into_inner())
     }
 
     /// The partition of an instance this process saw finish (see `Inner::finished`).
     pub(super) fn finished(&self, instance_id: &str) -> Option<Loaded> {
-        let finished = self
-            .inner
-            .finished
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        finished.get(instance_id).cloned()
+        self.finished_map().get(instance_id).cloned()
     }
 
     pub(super) fn forget(&self, instance_id: &str) {
-        let mut recent = self.inner.recent.lock().unwrap_or_else(|p| p.into_inner());
-        recent.remove(instance_id);
-        drop(recent);
-        let mut finished = self
-            .inner
-            .finished
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        finished.remove(instance_id);
+        self.recent_map().remove(instance_id);
+        self.finished_map().remove(instance_id);
     }
 
     /// Every page of `query` (at the largest page size) over the engine's table, each fetched
