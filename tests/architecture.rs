@@ -128,7 +128,9 @@ fn code_of(file: &Path) -> String {
             // a character literal such as '{' must not count as a brace
             i += 3;
         } else if c == '\'' && next == Some('\\') {
-            while i < bytes.len() && !(bytes[i] == '\'' && bytes[i - 1] != '\\' && i > 0) {
+            // An escaped character literal ('\'', '\n', '\u{..}'): skip to its closing quote.
+            i += 3;
+            while i < bytes.len() && bytes[i] != '\'' {
                 i += 1;
             }
             i += 1;

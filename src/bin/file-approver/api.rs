@@ -71,15 +71,7 @@ impl CliError {
 
     pub fn network(e: reqwest::Error) -> Self {
         // reqwest's own text names the URL, which may hold a signed link's signature.
-        let e = e.without_url();
-        let mut text = e.to_string();
-        let mut source = std::error::Error::source(&e);
-        while let Some(cause) = source {
-            text.push_str(": ");
-            text.push_str(&cause.to_string());
-            source = cause.source();
-        }
-        CliError::Network(text)
+        CliError::Network(file_approver::telemetry::error_chain(&e.without_url()))
     }
 }
 
@@ -133,10 +125,7 @@ impl Api {
 
     /// Sends a request and reads its JSON answer, or the API's refusal.
     pub async fn json(&self, request: RequestBuilder) -> Result<Value, CliError> {
-        let response = check(request.send().await.map_err(CliError::network)?).await?;
-        let text = response.text().await.map_err(CliError::network)?;
-        serde_json::from_str(&text)
-            .map_err(|e| CliError::Network(format!("the app answered something not JSON: {e}")))
+        json_body(check(request.send().await.map_err(CliError::network)?).await?).await
     }
 
     pub async fn get(&self, path: &str) -> Result<Value, CliError> {
@@ -185,6 +174,13 @@ pub async fn check(response: Response) -> Result<Response, CliError> {
         s if s.is_server_error() => CliError::Network(format!("{code}: {message}")),
         _ => CliError::Refused { code, message },
     })
+}
+
+/// A successful response's JSON body.
+pub async fn json_body(response: Response) -> Result<Value, CliError> {
+    let text = response.text().await.map_err(CliError::network)?;
+    serde_json::from_str(&text)
+        .map_err(|e| CliError::Network(format!("the app answered something not JSON: {e}")))
 }
 
 /// Percent-encodes a query value.

@@ -15,7 +15,7 @@ use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use api::{check, Api, CliError};
+use api::{check, json_body, Api, CliError};
 use file_approver::domain::{ApprovalStage, FileId, Stage};
 use progress::Progress;
 
@@ -301,10 +301,7 @@ async fn wait(api: &Api, id: &str, wanted: &[Stage], timeout: Duration) -> Resul
         if let Ok(response) = response {
             match check(response).await {
                 Ok(response) => {
-                    let text = response.text().await.map_err(CliError::network)?;
-                    let status: Value = serde_json::from_str(&text).map_err(|e| {
-                        CliError::Network(format!("the app answered something not JSON: {e}"))
-                    })?;
+                    let status = json_body(response).await?;
                     let stage = status["stage"].as_str().and_then(|s| Stage::parse(s).ok());
                     if stage.is_some_and(|s| wanted.contains(&s)) {
                         return Ok(status);

@@ -82,6 +82,7 @@ pub async fn upload(
         through_app(
             api,
             request.path,
+            size,
             &name,
             request.content_type.as_deref(),
             progress,
@@ -98,6 +99,7 @@ pub async fn upload(
 async fn through_app(
     api: &Api,
     path: &Path,
+    size: u64,
     name: &str,
     content_type: Option<&str>,
     progress: &Progress,
@@ -105,11 +107,6 @@ async fn through_app(
     let file = tokio::fs::File::open(path)
         .await
         .map_err(|e| CliError::Other(format!("{}: {e}", path.display())))?;
-    let size = file
-        .metadata()
-        .await
-        .map_err(|e| CliError::Other(e.to_string()))?
-        .len();
     let counter = progress.clone();
     let body = tokio_util::io::ReaderStream::new(file).inspect_ok(move |chunk| {
         counter.advance(chunk.len() as u64);
@@ -379,17 +376,13 @@ async fn put_with_retries(
         };
         match outcome {
             Err(CliError::Network(reason)) if attempt < BLOCK_ATTEMPTS => {
-                tracing_line(&format!("retrying after: {reason}"));
+                eprintln!("file-approver: retrying after: {reason}");
                 let pause = Duration::from_millis(500 * 2u64.pow(attempt - 1));
                 tokio::time::sleep(pause.min(Duration::from_secs(10))).await;
             }
             other => return other,
         }
     }
-}
-
-fn tracing_line(line: &str) {
-    eprintln!("file-approver: {line}");
 }
 
 /// Put Block List: the blocks, in order, become the blob (and its content type is set).

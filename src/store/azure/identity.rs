@@ -304,10 +304,7 @@ pub(crate) async fn fetch_delegation_key(
         .post(url)
         .header("Authorization", format!("Bearer {}", token.token.secret()))
         .header("x-ms-version", DELEGATION_API_VERSION)
-        .header(
-            "x-ms-date",
-            Utc::now().format("%a, %d %b %Y %H:%M:%S GMT").to_string(),
-        )
+        .header("x-ms-date", super::now_rfc1123())
         .header("Content-Type", "application/xml")
         .body(body)
         .send()

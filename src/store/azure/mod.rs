@@ -581,6 +581,11 @@ fn created<T>(operation: &'static str, result: azure_core::Result<T>) -> StoreRe
     }
 }
 
+/// `x-ms-date` now, in the RFC 1123 form the services read.
+fn now_rfc1123() -> String {
+    Utc::now().format("%a, %d %b %Y %H:%M:%S GMT").to_string()
+}
+
 pub(crate) fn utc(unix_seconds: i64, nanos: u32) -> DateTime<Utc> {
     DateTime::from_timestamp(unix_seconds, nanos).unwrap_or_default()
 }

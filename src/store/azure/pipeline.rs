@@ -180,13 +180,6 @@ fn method_name(method: Method) -> &'static str {
     }
 }
 
-/// `x-ms-date` now, in the RFC 1123 form the service reads.
-fn now_rfc1123() -> String {
-    chrono::Utc::now()
-        .format("%a, %d %b %Y %H:%M:%S GMT")
-        .to_string()
-}
-
 #[async_trait]
 impl Policy for SharedKeyTable {
     async fn send(
@@ -196,7 +189,7 @@ impl Policy for SharedKeyTable {
         next: &[Arc<dyn Policy>],
     ) -> PolicyResult {
         // Per try: each retry is signed again with its own date.
-        let date = now_rfc1123();
+        let date = super::now_rfc1123();
         request.insert_header("x-ms-date", date.clone());
         let signature = sign(&self.key, &self.string_to_sign(request, &date)).map_err(|e| {
             azure_core_v1::Error::with_error(ErrorKind::Credential, e, "cannot sign")
@@ -230,7 +223,7 @@ impl Policy for Bearer {
         let token = self.0.get_token(&[STORAGE_SCOPE]).await.map_err(|e| {
             azure_core_v1::Error::with_error(ErrorKind::Credential, e, "no storage token")
         })?;
-        request.insert_header("x-ms-date", now_rfc1123());
+        request.insert_header("x-ms-date", super::now_rfc1123());
         request.insert_header("authorization", format!("Bearer {}", token.token.secret()));
         let response = next[0].send(ctx, request, &next[1..]).await?;
         // A refused token is forgotten, so the next request fetches a new one instead of

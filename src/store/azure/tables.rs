@@ -49,21 +49,17 @@ impl TableClient {
         request
     }
 
+    /// Sends a request; a status other than 2xx comes back as the pipeline's error (it checks
+    /// every answer), mapped by `pipeline_error`.
     async fn send(
         &self,
         operation: &'static str,
         mut request: Request,
     ) -> Result<RawResponse, StoreError> {
-        let response = self
-            .pipeline
+        self.pipeline
             .send(&Context::new(), &mut request, None)
             .await
-            .map_err(|e| pipeline_error(operation, e))?;
-        if response.status().is_success() {
-            Ok(response)
-        } else {
-            Err(status_error(operation, &response))
-        }
+            .map_err(|e| pipeline_error(operation, e))
     }
 
     /// Creates the table; one that exists already is no failure.
@@ -390,20 +386,6 @@ fn pipeline_error(operation: &'static str, e: azure_core_v1::Error) -> StoreErro
         }
         _ => StoreError::internal(failure),
     }
-}
-
-/// A refusal or failure the service answered, with its error code (`x-ms-error-code`, or the
-/// OData error in the body).
-fn status_error(operation: &'static str, response: &RawResponse) -> StoreError {
-    let status = u16::from(response.status());
-    let code = header(response, "x-ms-error-code")
-        .or_else(|| {
-            serde_json::from_slice::<Value>(response.body())
-                .ok()
-                .and_then(|v| v["odata.error"]["code"].as_str().map(str::to_owned))
-        })
-        .unwrap_or_default();
-    super::status_error(operation, status, &code)
 }
 
 #[cfg(test)]
