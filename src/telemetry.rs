@@ -14,16 +14,18 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{fmt, EnvFilter, Layer};
 
-/// Crates that log requests with their headers (the legacy `azure_core` 0.21 logs every request,
-/// SharedKey `Authorization` included, at debug and trace: RUSTSEC-2026-0275, "not planned") or
-/// could: the HTTP stack under it. Capped at warnings whatever `RUST_LOG` asks for, so no
-/// operator chasing a bug can switch on a log that holds the account's credentials.
-const QUIET_TARGETS: [&str; 10] = [
+/// Crates that log requests, or could: the Azure SDK (its logging policy redacts every header it
+/// does not know to be harmless, but the legacy 0.21 crates once logged SharedKey
+/// `Authorization` headers at debug — RUSTSEC-2026-0275 — and a second line costs nothing) and
+/// the HTTP stack under it. Capped at warnings whatever `RUST_LOG` asks for, so no operator
+/// chasing a bug can switch on a log that holds the account's credentials.
+const QUIET_TARGETS: [&str; 11] = [
     "azure_core",
     "typespec_client_core",
     "typespec",
-    "azure_storage",
-    "azure_storage_blobs",
+    "azure_storage_blob",
+    "azure_storage_queue",
+    "azure_storage_common",
     "reqwest",
     "hyper",
     "hyper_util",

@@ -1,20 +1,29 @@
-//! Block-blob uploads from a stream, and ranged, streamed reads.
+//! Block-blob uploads from a stream, and ranged, streamed reads, on the official
+//! `azure_storage_blob` clients.
 //!
 //! An upload stages fixed-size blocks (Put Block) with a few in flight and commits them with
 //! one Put Block List. Until that commit nothing under the blob's name changes: staged blocks
 //! that are never committed are garbage-collected by the service, so a failed or oversized
 //! upload leaves an older blob of the same name untouched. A body that fits in one block is
 //! sent as a single Put Blob once it has been read completely, which keeps the same guarantee.
+//! The crate's own managed upload needs the whole body up front (or a seekable file), which an
+//! HTTP request body is not, so the staging loop is ours; the requests are the crate's.
 
+use std::num::NonZero;
+use std::sync::Arc;
+
+use azure_core::http::{Etag, NoFormat, RequestContent};
+use azure_storage_blob::models::{
+    BlobClientDeleteOptions, BlobClientDownloadOptions, BlobClientGetPropertiesResultHeaders,
+    BlockBlobClientCommitBlockListOptions, BlockBlobClientCommitBlockListResultHeaders,
+    BlockBlobClientUploadOptions, BlockLookupList, DeleteSnapshotsOptionType, HttpRange,
+};
+use azure_storage_blob::{BlobClient, BlockBlobClient};
 use bytes::{Bytes, BytesMut};
 use chrono::{DateTime, Utc};
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use md5::{Digest, Md5};
 use tokio::task::JoinSet;
-
-use azure_core::request_options::IfMatchCondition;
-use azure_storage_blobs::blob::{BlobBlockType, BlockList};
-use azure_storage_blobs::prelude::{BlobClient, BlobContentMD5, BlobContentType, BlockId, Hash};
 
 use super::{map_error, utc};
 use crate::store::{
@@ -24,6 +33,11 @@ use crate::store::{
 
 /// Block blobs hold at most 50 000 committed blocks.
 const MAX_BLOCKS: usize = 50_000;
+/// Ranges of one read fetched at once. The crate buffers whole ranges, at most twice this many:
+/// with one, the next range downloads while the consumer reads the last (16 MiB of 8 MiB
+/// ranges). Two in flight grew a 256 MiB read's resident memory by 81 MiB against the 64 MiB
+/// budget of tests/store_conformance.rs; one grows it by 34.
+const READ_PARALLEL: usize = 1;
 
 /// How uploads are cut up; see [`super::AzureStore::with_upload_blocks`].
 #[derive(Debug, Clone, Copy)]
@@ -35,21 +49,35 @@ pub(crate) struct UploadShape {
 /// Block ids must all have the same length within one blob (including other writers' staged
 /// blocks), and concurrent uploads to one name must not reuse each other's ids: a random
 /// 32-hex-digit upload id plus a zero-padded 6-digit index is always 38 bytes.
-fn block_id(upload: &str, index: usize) -> BlockId {
-    BlockId::new(format!("{upload}{index:06}"))
+fn block_id(upload: &str, index: usize) -> Vec<u8> {
+    format!("{upload}{index:06}").into_bytes()
+}
+
+fn content(data: Bytes) -> RequestContent<Bytes, NoFormat> {
+    data.into()
+}
+
+fn time(t: Option<time::OffsetDateTime>) -> DateTime<Utc> {
+    t.map(|t| utc(t.unix_timestamp(), t.nanosecond()))
+        .unwrap_or_default()
+}
+
+fn etag(e: Option<Etag>) -> ETag {
+    ETag::new(e.map(|e| e.to_string()).unwrap_or_default())
 }
 
 pub(crate) async fn upload(
-    client: BlobClient,
+    client: &BlobClient,
     mut body: ByteStream,
     options: &PutBlobOptions,
     shape: UploadShape,
 ) -> StoreResult<BlobProperties> {
+    let client = Arc::new(client.block_blob_client());
     let upload_id = uuid::Uuid::new_v4().simple().to_string();
     let mut md5 = Md5::new();
     let mut total: u64 = 0;
     let mut pending = BytesMut::with_capacity(shape.block_size);
-    let mut staged: Vec<BlockId> = Vec::new();
+    let mut staged: Vec<Vec<u8>> = Vec::new();
     // Dropping the set (on any early return) aborts the Put Block requests still running.
     let mut in_flight: JoinSet<StoreResult<()>> = JoinSet::new();
 
@@ -86,30 +114,33 @@ pub(crate) async fn upload(
         }
     }
     let content_md5: [u8; 16] = md5.finalize().into();
-    let content_type = BlobContentType::from(options.content_type.clone());
-    let committed = |etag: String, last_modified: DateTime<Utc>| BlobProperties {
+    let committed = |etag: ETag, last_modified: DateTime<Utc>| BlobProperties {
         size: total,
         content_type: options.content_type.clone(),
         content_md5: Some(content_md5),
-        etag: ETag::new(etag),
+        etag,
         last_modified,
     };
 
     if staged.is_empty() {
+        let data = pending.freeze();
+        // One partition as large as the body: the crate sends it as one Put Blob.
+        let partition = NonZero::new(data.len() as u64).unwrap_or(NonZero::<u64>::MIN);
         let response = client
-            .put_block_blob(pending.freeze())
-            .content_type(content_type)
-            // Content-MD5 on Put Blob is checked by the service and stored as the blob's MD5.
-            .hash(Hash::MD5(content_md5))
+            .upload(
+                content(data),
+                Some(BlockBlobClientUploadOptions {
+                    blob_content_type: Some(options.content_type.clone()),
+                    // Stored as the blob's Content-MD5.
+                    blob_content_md5: Some(content_md5.to_vec()),
+                    parallel: Some(NonZero::<usize>::MIN),
+                    partition_size: Some(partition),
+                    ..Default::default()
+                }),
+            )
             .await
             .map_err(|e| map_error("put blob", e))?;
-        return Ok(committed(
-            response.etag,
-            utc(
-                response.last_modified.unix_timestamp(),
-                response.last_modified.nanosecond(),
-            ),
-        ));
+        return Ok(committed(etag(response.etag), time(response.last_modified)));
     }
 
     let id = block_id(&upload_id, staged.len());
@@ -118,29 +149,38 @@ pub(crate) async fn upload(
     while !in_flight.is_empty() {
         join_one(&mut in_flight).await?;
     }
-    let block_list = BlockList {
-        blocks: staged.into_iter().map(BlobBlockType::Uncommitted).collect(),
+    let block_list = BlockLookupList {
+        uncommitted: Some(staged),
+        ..Default::default()
     };
+    let block_list =
+        RequestContent::try_from(block_list).map_err(|e| map_error("put block list", e))?;
     let response = client
-        .put_block_list(block_list)
-        .content_type(content_type)
-        // Stored as the blob's Content-MD5, so properties report the MD5 of the whole content
-        // even though it was never sent in one piece.
-        .content_md5(BlobContentMD5::from(content_md5))
+        .commit_block_list(
+            block_list,
+            Some(BlockBlobClientCommitBlockListOptions {
+                blob_content_type: Some(options.content_type.clone()),
+                // Stored as the blob's Content-MD5, so properties report the MD5 of the whole
+                // content even though it was never sent in one piece.
+                blob_content_md5: Some(content_md5.to_vec()),
+                ..Default::default()
+            }),
+        )
         .await
         .map_err(|e| map_error("put block list", e))?;
-    Ok(committed(
-        response.etag,
-        utc(
-            response.last_modified.unix_timestamp(),
-            response.last_modified.nanosecond(),
-        ),
-    ))
+    let last_modified = response
+        .last_modified()
+        .map_err(|e| map_error("put block list", e))?;
+    let tag = response
+        .etag()
+        .map_err(|e| map_error("put block list", e))?;
+    Ok(committed(etag(tag), time(last_modified)))
 }
 
-async fn put_block(client: BlobClient, id: BlockId, data: Bytes) -> StoreResult<()> {
+async fn put_block(client: Arc<BlockBlobClient>, id: Vec<u8>, data: Bytes) -> StoreResult<()> {
+    let length = data.len() as u64;
     client
-        .put_block(id, data)
+        .stage_block(&id, length, content(data), None)
         .await
         .map(drop)
         .map_err(|e| map_error("put block", e))
@@ -156,146 +196,115 @@ async fn join_one(set: &mut JoinSet<StoreResult<()>>) -> StoreResult<()> {
 
 pub(crate) async fn properties(client: &BlobClient) -> StoreResult<BlobProperties> {
     let response = client
-        .get_properties()
+        .get_properties(None)
         .await
         .map_err(|e| map_error("get blob properties", e))?;
-    let p = response.blob.properties;
+    let read = |e| map_error("get blob properties", e);
     Ok(BlobProperties {
-        size: p.content_length,
-        content_type: p.content_type,
-        content_md5: p.content_md5.map(|md5| *md5.as_slice()),
-        etag: ETag::new(p.etag.to_string()),
-        last_modified: utc(
-            p.last_modified.unix_timestamp(),
-            p.last_modified.nanosecond(),
-        ),
+        size: response.content_length().map_err(read)?.unwrap_or(0),
+        content_type: response.content_type().map_err(read)?.unwrap_or_default(),
+        content_md5: response
+            .content_md5()
+            .map_err(read)?
+            .and_then(|md5| <[u8; 16]>::try_from(md5).ok()),
+        etag: etag(response.etag().map_err(read)?),
+        last_modified: time(response.last_modified().map_err(read)?),
     })
 }
 
-/// Streams the bytes in `chunk_size` ranges, every range after the first pinned with If-Match
-/// to the version the first came from: if the blob is replaced mid-read, the stream fails
-/// instead of splicing two versions. A whole read learns the version and the size from its
-/// first range (one request for a file up to `chunk_size`, the analysis's usual case; a blob of
-/// two ranges or more asks for its size); a ranged read, or a whole read of an empty blob
-/// (which has no first range), asks for the properties first.
+pub(crate) async fn delete(client: &BlobClient) -> StoreResult<()> {
+    let options = BlobClientDeleteOptions {
+        delete_snapshots: Some(DeleteSnapshotsOptionType::Include),
+        ..Default::default()
+    };
+    match client.delete(Some(options)).await {
+        Ok(_) => Ok(()),
+        Err(e) => match map_error("delete blob", e) {
+            StoreError::NotFound => Ok(()),
+            other => Err(other),
+        },
+    }
+}
+
+/// Streams the bytes in `chunk_size` ranges, the next fetched while one is read. The crate pins every range
+/// after the first with If-Match to the version the first came from: if the blob is replaced
+/// mid-read, the stream fails instead of splicing two versions. A whole read learns the
+/// version and the size from its first range (one request for a file up to `chunk_size`, the
+/// analysis's usual case); a ranged read asks for the properties first, to check the range
+/// against the size and pin every range to that version.
 pub(crate) async fn read(
     client: BlobClient,
     range: Option<std::ops::Range<u64>>,
     chunk_size: u64,
 ) -> StoreResult<BlobRead> {
-    if range.is_none() {
-        if let Some(read) = read_whole(&client, chunk_size).await? {
-            return Ok(read);
-        }
-    }
-    let properties = properties(&client).await?;
-    let size = properties.size;
-    let (start, end) = match range {
-        None => (0, size),
-        Some(r) if r.start > r.end || r.start > size => {
-            return Err(StoreError::Invalid(format!(
-                "range {}..{} is outside the blob's {size} bytes",
-                r.start, r.end
-            )))
-        }
-        Some(r) => (r.start, r.end.min(size)),
+    let partition = NonZero::new(usize::try_from(chunk_size).unwrap_or(usize::MAX))
+        .unwrap_or(NonZero::<usize>::MIN);
+    let mut options = BlobClientDownloadOptions {
+        parallel: NonZero::new(READ_PARALLEL),
+        partition_size: Some(partition),
+        ..Default::default()
     };
-    if start == end {
-        return Ok(BlobRead {
-            properties,
-            body: Box::pin(futures::stream::empty()),
-        });
-    }
-    let pages = client
-        .get()
-        .range(start..end)
-        .chunk_size(chunk_size)
-        .if_match(IfMatchCondition::Match(properties.etag.as_str().to_owned()))
-        .into_stream();
-    let body = pages.flat_map(|page| match page {
-        Ok(page) => page
-            .data
-            .map(|chunk| chunk.map_err(|e| boxed(map_error("read blob", e))))
-            .left_stream(),
-        Err(e) => futures::stream::once(async move { Err(boxed(map_error("read blob", e))) })
-            .right_stream(),
-    });
+    let pinned = match range {
+        None => None,
+        Some(r) => {
+            let properties = properties(&client).await?;
+            let size = properties.size;
+            if r.start > r.end || r.start > size {
+                return Err(StoreError::Invalid(format!(
+                    "range {}..{} is outside the blob's {size} bytes",
+                    r.start, r.end
+                )));
+            }
+            let end = r.end.min(size);
+            if r.start == end {
+                return Ok(BlobRead {
+                    properties,
+                    body: Box::pin(futures::stream::empty()),
+                });
+            }
+            options.range = Some(HttpRange::from(r.start..end));
+            options.if_match = Some(Etag::from(properties.etag.as_str().to_owned()));
+            Some(properties)
+        }
+    };
+    let download = client
+        .download(Some(options))
+        .await
+        .map_err(|e| map_error("read blob", e))?;
+    let properties = match pinned {
+        Some(properties) => properties,
+        None => {
+            let p = &download.properties;
+            // The first range's Content-Range carries the blob's size; an empty blob (no
+            // range to answer) or a whole answer has only its Content-Length.
+            let size = download
+                .headers
+                .get_optional_str(&azure_core::http::headers::HeaderName::from_static(
+                    "content-range",
+                ))
+                .and_then(|range| range.rsplit_once('/'))
+                .and_then(|(_, total)| total.parse().ok())
+                .or(p.content_length)
+                .unwrap_or(0);
+            BlobProperties {
+                size,
+                content_type: p.content_type.clone().unwrap_or_default(),
+                // A ranged answer carries the whole blob's MD5 in its own header (its
+                // Content-MD5, when there is one, is the range's).
+                content_md5: p
+                    .blob_content_md5
+                    .clone()
+                    .and_then(|md5| <[u8; 16]>::try_from(md5).ok()),
+                etag: etag(p.etag.clone()),
+                last_modified: time(p.last_modified),
+            }
+        }
+    };
+    let body = download.body.map_err(|e| boxed(map_error("read blob", e)));
     Ok(BlobRead {
         properties,
         body: Box::pin(body),
     })
-}
-
-/// A whole read without a properties request; `None` for an empty blob.
-async fn read_whole(client: &BlobClient, chunk_size: u64) -> StoreResult<Option<BlobRead>> {
-    let mut pages = client.get().chunk_size(chunk_size).into_stream();
-    let first = match pages.next().await {
-        Some(Ok(first)) => first,
-        // A range of an empty blob is not satisfiable.
-        Some(Err(e))
-            if e.as_http_error()
-                .is_some_and(|h| u16::from(h.status()) == 416) =>
-        {
-            return Ok(None)
-        }
-        Some(Err(e)) => return Err(map_error("read blob", e)),
-        None => return Ok(None),
-    };
-    // The SDK would read the rest unpinned: the rest is asked for below, pinned.
-    drop(pages);
-    let p = &first.blob.properties;
-    let first_len = p.content_length;
-    // The SDK keeps the Content-Range's total to itself and offers only the next range, which
-    // ends at the blob's end when that is less than a range away; otherwise the properties
-    // tell (the size of the version the first range came from, or the read fails on If-Match).
-    let size = match &first.remaining_range {
-        None => first_len,
-        Some(azure_core::request_options::Range::Range(next))
-            if next.end - next.start < chunk_size =>
-        {
-            next.end
-        }
-        Some(_) => properties(client).await?.size,
-    };
-    let properties = BlobProperties {
-        size,
-        content_type: p.content_type.clone(),
-        // A ranged response carries no whole-blob MD5; `blob_properties` has it.
-        content_md5: None,
-        etag: ETag::new(p.etag.to_string()),
-        last_modified: utc(
-            p.last_modified.unix_timestamp(),
-            p.last_modified.nanosecond(),
-        ),
-    };
-    let head = first
-        .data
-        .map(|chunk| chunk.map_err(|e| boxed(map_error("read blob", e))));
-    let body = if size > first_len {
-        let rest = client
-            .get()
-            .range(first_len..size)
-            .chunk_size(chunk_size)
-            .if_match(IfMatchCondition::Match(properties.etag.as_str().to_owned()))
-            .into_stream()
-            .flat_map(|page| match page {
-                Ok(page) => page
-                    .data
-                    .map(|chunk| chunk.map_err(|e| boxed(map_error("read blob", e))))
-                    .left_stream(),
-                Err(e) => {
-                    futures::stream::once(async move { Err(boxed(map_error("read blob", e))) })
-                        .right_stream()
-                }
-            });
-        head.chain(rest).left_stream()
-    } else {
-        head.right_stream()
-    };
-    Ok(Some(BlobRead {
-        properties,
-        body: Box::pin(body),
-    }))
 }
 
 fn boxed(e: StoreError) -> crate::store::BoxError {

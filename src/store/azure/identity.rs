@@ -1,32 +1,26 @@
-//! Keyless access: bearer tokens from the App Service / Functions managed-identity endpoint,
-//! and the user-delegation keys that sign links without an account key.
+//! Keyless access: bearer tokens from the App Service / Functions managed-identity endpoint.
 //!
 //! The platform puts the endpoint in `IDENTITY_ENDPOINT` and a secret for it in
 //! `IDENTITY_HEADER` (Microsoft Learn, "How to use managed identities for App Service and Azure
 //! Functions", REST protocol, api-version 2019-08-01). Written here rather than taken from
-//! `azure_identity` 0.21: that crate reads the process environment on its own (tests run many
-//! apps in one process, each with its own endpoint), cannot be pointed at a test CA, and would
-//! add a second HTTP client stack for one GET.
+//! `azure_identity` 1.0: its `ManagedIdentityCredential` reads the endpoint and the secret from
+//! the process environment on every use and offers no way to pass them (its environment hook
+//! is compiled for its own tests only), so the app's settings could not decide them and the
+//! tests, which run many apps in one process each with its own endpoint, could not either; and
+//! it cannot be told to drop a token the service refused.
 //!
 //! Tokens are cached and fetched again five minutes before they expire (what the Azure SDKs
-//! do), one fetch at a time. A token the service refuses is forgotten at once
-//! ([`ForgetRefusedToken`]), so a bad token costs one failed request, not an hour.
+//! do), one fetch at a time. A token the service refuses is forgotten at once (the pipeline's
+//! `Bearer` policy calls [`ManagedIdentityCredential::forget`]), so a bad token costs one failed
+//! request, not an hour.
 
 use std::fmt;
-use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
-use azure_core::auth::{AccessToken, Secret, TokenCredential};
-use azure_core::error::ErrorKind;
-use azure_core::{Context, Policy, PolicyResult, Request};
-use base64::Engine as _;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
-use url::Url;
 
 use crate::config::{IdentityEndpoint, ManagedIdentity};
-use crate::store::StoreError;
 
 /// The resource every storage service accepts tokens for.
 const STORAGE_RESOURCE: &str = "https://storage.azure.com/";
@@ -36,7 +30,28 @@ const REFRESH_MARGIN: Duration = Duration::from_secs(5 * 60);
 /// The endpoint is on the instance itself; a slow answer means it is broken.
 const TOKEN_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A [`TokenCredential`] over the managed-identity endpoint, with its cache.
+/// A storage token and when it stops working.
+#[derive(Clone)]
+pub(crate) struct AccessToken {
+    secret: String,
+    pub expires_on: DateTime<Utc>,
+}
+
+impl AccessToken {
+    pub fn secret(&self) -> &str {
+        &self.secret
+    }
+}
+
+/// Why no token came; it names the endpoint and the answer, never a token.
+#[derive(Debug, thiserror::Error)]
+#[error("the managed-identity endpoint {endpoint} gave no storage token: {why}")]
+pub(crate) struct TokenError {
+    endpoint: String,
+    why: String,
+}
+
+/// The managed-identity endpoint, with its token cache.
 pub(crate) struct ManagedIdentityCredential {
     endpoint: IdentityEndpoint,
     identity: ManagedIdentity,
@@ -105,7 +120,7 @@ impl ManagedIdentityCredential {
         *self.cached.lock().await = None;
     }
 
-    async fn fetch(&self) -> azure_core::Result<AccessToken> {
+    async fn fetch(&self) -> Result<AccessToken, TokenError> {
         let mut url = self.endpoint.url.clone();
         {
             let mut query = url.query_pairs_mut();
@@ -122,14 +137,9 @@ impl ManagedIdentityCredential {
                 }
             }
         }
-        let failed = |why: String| {
-            azure_core::Error::message(
-                ErrorKind::Credential,
-                format!(
-                    "the managed-identity endpoint {} gave no storage token: {why}",
-                    self.endpoint.url
-                ),
-            )
+        let failed = |why: String| TokenError {
+            endpoint: self.endpoint.url.to_string(),
+            why,
         };
         let response = self
             .http
@@ -161,26 +171,28 @@ impl ManagedIdentityCredential {
         let expires_on = token
             .expires_on
             .seconds()
-            .and_then(|s| time::OffsetDateTime::from_unix_timestamp(s).ok())
+            .and_then(|s| DateTime::from_timestamp(s, 0))
             .ok_or_else(|| failed("an expires_on that is not a time".into()))?;
-        Ok(AccessToken::new(
-            Secret::new(token.access_token),
+        Ok(AccessToken {
+            secret: token.access_token,
             expires_on,
-        ))
+        })
     }
 }
 
-fn fresh(token: &AccessToken, now: time::OffsetDateTime) -> bool {
-    token.expires_on - now > REFRESH_MARGIN
+fn fresh(token: &AccessToken, now: DateTime<Utc>) -> bool {
+    (token.expires_on - now)
+        .to_std()
+        .is_ok_and(|left| left > REFRESH_MARGIN)
 }
 
-#[async_trait]
-impl TokenCredential for ManagedIdentityCredential {
-    async fn get_token(&self, _scopes: &[&str]) -> azure_core::Result<AccessToken> {
+impl ManagedIdentityCredential {
+    /// A storage token: the cached one while it is fresh, else a new one.
+    pub(crate) async fn token(&self) -> Result<AccessToken, TokenError> {
         // Held across the fetch: concurrent requests wait for one token instead of each
         // asking the endpoint.
         let mut cached = self.cached.lock().await;
-        let now = time::OffsetDateTime::now_utc();
+        let now = Utc::now();
         if let Some(token) = cached.as_ref().filter(|t| fresh(t, now)) {
             return Ok(token.clone());
         }
@@ -201,186 +213,6 @@ impl TokenCredential for ManagedIdentityCredential {
             },
         }
     }
-
-    async fn clear_cache(&self) -> azure_core::Result<()> {
-        self.forget().await;
-        Ok(())
-    }
-}
-
-/// Forgets the cached token when the service refuses it (expired early, revoked, for the wrong
-/// audience), so the next request brings a new one. A 403 that is about permissions (a missing
-/// role assignment) keeps the token: a new one would be refused the same way.
-#[derive(Debug)]
-pub(crate) struct ForgetRefusedToken(pub Arc<ManagedIdentityCredential>);
-
-#[async_trait]
-impl Policy for ForgetRefusedToken {
-    async fn send(
-        &self,
-        ctx: &Context,
-        request: &mut Request,
-        next: &[Arc<dyn Policy>],
-    ) -> PolicyResult {
-        let result = next[0].send(ctx, request, &next[1..]).await;
-        if let Err(e) = &result {
-            if let ErrorKind::HttpResponse { status, error_code } = e.kind() {
-                let code = error_code.as_deref().unwrap_or("");
-                let refused = u16::from(*status) == 401
-                    || (u16::from(*status) == 403
-                        && matches!(code, "AuthenticationFailed" | "InvalidAuthenticationInfo"));
-                if refused {
-                    tracing::warn!(
-                        status = u16::from(*status),
-                        code,
-                        "storage refused the managed identity's token; a new one will be fetched"
-                    );
-                    self.0.forget().await;
-                }
-            }
-        }
-        result
-    }
-}
-
-/// A user-delegation key as the service handed it out. The times are kept as the service wrote
-/// them: they are signed into every link as they are.
-#[derive(Clone)]
-pub(crate) struct DelegationKey {
-    pub object_id: String,
-    pub tenant_id: String,
-    pub start: String,
-    pub expiry: String,
-    pub service: String,
-    pub version: String,
-    /// Decoded from base64: the HMAC key of the links.
-    pub value: Vec<u8>,
-    pub expires_at: DateTime<Utc>,
-}
-
-/// The service's answer to Get User Delegation Key, its times kept as written.
-#[derive(Deserialize)]
-#[serde(rename_all = "PascalCase")]
-struct DelegationKeyAnswer {
-    signed_oid: String,
-    signed_tid: String,
-    signed_start: String,
-    signed_expiry: String,
-    signed_service: String,
-    signed_version: String,
-    value: String,
-}
-
-/// The version of the storage REST API the key is asked under (any from 2018-11-09 lends keys).
-const DELEGATION_API_VERSION: &str = "2022-11-02";
-
-/// Asks the blob service to lend the identity a key for `start..expiry` (Get User Delegation
-/// Key). Sent here rather than through the legacy crate, whose answer parser demands an
-/// `x-ms-request-id` header that Azurite does not send.
-pub(crate) async fn fetch_delegation_key(
-    http: &reqwest::Client,
-    credential: &ManagedIdentityCredential,
-    blob_endpoint: &Url,
-    start: DateTime<Utc>,
-    expiry: DateTime<Utc>,
-) -> Result<DelegationKey, StoreError> {
-    let format = |t: DateTime<Utc>| t.format("%Y-%m-%dT%H:%M:%SZ").to_string();
-    let token = credential
-        .get_token(&[])
-        .await
-        .map_err(|e| StoreError::unavailable(DelegationFailure::Token(e)))?;
-    let mut url = blob_endpoint.clone();
-    if !url.path().ends_with('/') {
-        let path = format!("{}/", url.path());
-        url.set_path(&path);
-    }
-    url.set_query(Some("restype=service&comp=userdelegationkey"));
-    let body = format!(
-        "<?xml version=\"1.0\" encoding=\"utf-8\"?><KeyInfo><Start>{}</Start><Expiry>{}</Expiry></KeyInfo>",
-        format(start),
-        format(expiry)
-    );
-    let response = http
-        .post(url)
-        .header("Authorization", format!("Bearer {}", token.token.secret()))
-        .header("x-ms-version", DELEGATION_API_VERSION)
-        .header("x-ms-date", super::now_rfc1123())
-        .header("Content-Type", "application/xml")
-        .body(body)
-        .send()
-        .await
-        .map_err(|e| StoreError::unavailable(DelegationFailure::Request(e)))?;
-    let status = response.status().as_u16();
-    let code = response
-        .headers()
-        .get("x-ms-error-code")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_owned();
-    let text = response
-        .text()
-        .await
-        .map_err(|e| StoreError::unavailable(DelegationFailure::Request(e)))?;
-    if !(200..300).contains(&status) {
-        let failure = DelegationFailure::Status {
-            status,
-            code: code.clone(),
-        };
-        return Err(match status {
-            401 | 403 => {
-                if status == 401
-                    || matches!(
-                        code.as_str(),
-                        "AuthenticationFailed" | "InvalidAuthenticationInfo"
-                    )
-                {
-                    credential.forget().await;
-                }
-                StoreError::unavailable(failure)
-            }
-            408 | 429 | 500..=599 => StoreError::unavailable(failure),
-            _ => StoreError::internal(failure),
-        });
-    }
-    let answer: DelegationKeyAnswer = azure_core::xml::read_xml_str(&text)
-        .map_err(|e| StoreError::internal(DelegationFailure::Answer(e.to_string())))?;
-    let value = base64::engine::general_purpose::STANDARD
-        .decode(answer.value.trim())
-        .map_err(|_| {
-            StoreError::internal(DelegationFailure::Answer(
-                "a Value that is not base64".into(),
-            ))
-        })?;
-    let expires_at = DateTime::parse_from_rfc3339(&answer.signed_expiry)
-        .map(|t| t.with_timezone(&Utc))
-        .map_err(|_| {
-            StoreError::internal(DelegationFailure::Answer(
-                "a SignedExpiry that is not a time".into(),
-            ))
-        })?;
-    Ok(DelegationKey {
-        object_id: answer.signed_oid,
-        tenant_id: answer.signed_tid,
-        start: answer.signed_start,
-        expiry: answer.signed_expiry,
-        service: answer.signed_service,
-        version: answer.signed_version,
-        value,
-        expires_at,
-    })
-}
-
-/// Why no user-delegation key came (kept inside `Unavailable`/`Internal`, and so in the log).
-#[derive(Debug, thiserror::Error)]
-enum DelegationFailure {
-    #[error("get user delegation key: no token")]
-    Token(#[source] azure_core::Error),
-    #[error("get user delegation key: the request failed")]
-    Request(#[source] reqwest::Error),
-    #[error("get user delegation key answered HTTP {status} {code}")]
-    Status { status: u16, code: String },
-    #[error("get user delegation key: {0}")]
-    Answer(String),
 }
 
 /// How long a requested delegation key lives. Azure allows at most seven days from now; the
@@ -392,15 +224,15 @@ mod tests {
     use super::*;
 
     fn token(expires_in_secs: i64) -> AccessToken {
-        AccessToken::new(
-            Secret::new("t"),
-            time::OffsetDateTime::now_utc() + time::Duration::seconds(expires_in_secs),
-        )
+        AccessToken {
+            secret: "t".into(),
+            expires_on: Utc::now() + chrono::Duration::seconds(expires_in_secs),
+        }
     }
 
     #[test]
     fn a_token_is_renewed_five_minutes_before_it_expires() {
-        let now = time::OffsetDateTime::now_utc();
+        let now = Utc::now();
         assert!(fresh(&token(3600), now));
         assert!(fresh(&token(5 * 60 + 30), now));
         assert!(!fresh(&token(5 * 60 - 30), now));
@@ -423,7 +255,7 @@ mod tests {
     #[test]
     fn the_endpoint_secret_is_not_printed() {
         let endpoint = IdentityEndpoint {
-            url: Url::parse("http://127.0.0.1:41000/msi/token").unwrap(),
+            url: url::Url::parse("http://127.0.0.1:41000/msi/token").unwrap(),
             header: "very-secret".into(),
         };
         assert!(!format!("{endpoint:?}").contains("very-secret"));

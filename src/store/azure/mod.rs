@@ -1,24 +1,24 @@
-//! Azure Blob, Queue and Table Storage behind [`Storage`]. Tables run on the official SDK's
-//! pipeline (`azure_core` 1.x) with a thin client of our own (`tables`, `pipeline`); blobs and
-//! queues still go through the legacy `azure_*` 0.21 crates until they move too (issue 25).
+//! Azure Blob, Queue and Table Storage behind [`Storage`], on the official SDK: blobs and
+//! queues through the `azure_storage_blob` and `azure_storage_queue` clients, tables through a
+//! thin client of our own (`tables`) on the same `azure_core` pipeline (`pipeline`), and
+//! user-delegation links through `azure_storage_sas`.
 //!
-//! The legacy crates are unmaintained (README, "Dependencies"), so none of their types leaves
-//! this module: everything is mapped to the storage layer's own types and to [`StoreError`].
-//! What the crates lack is filled in here:
+//! None of the SDK's types leaves this module: everything is mapped to the storage layer's own
+//! types and to [`StoreError`]. What the SDK lacks is filled in here:
 //!
 //! - clients built from a connection string or from the host's identity-based settings
-//!   (`connection`), sharing one pooled HTTP client with timeouts (the crates' default client
-//!   has neither);
-//! - managed-identity tokens and user-delegation keys for accounts without shared keys
+//!   (`connection`), sharing one pooled HTTP client with timeouts;
+//! - Shared Key request signing and service SAS links, for accounts used with a key
+//!   (`pipeline`, `sas`): the SDK signs with Entra tokens only;
+//! - managed-identity tokens from the platform's endpoint as the app's settings name it
 //!   (`identity`);
 //! - streamed block uploads with a bounded number of blocks in memory (`blob`);
-//! - read links with a `Content-Disposition` override, signed locally (`sas`);
 //! - typed entity JSON and OData filters (`table`);
 //! - the Tables client (`tables`): entity group transactions written as the service documents
 //!   them (one change set, CRLF lines) and answered per operation — a failed batch still
 //!   answers HTTP 202, so every operation's status is read from the multipart answer.
 //!
-//! Retries: the SDK pipeline retries I/O errors and 408/429/5xx a few times with backoff, then
+//! Retries: the pipeline retries I/O errors and 408/429/5xx a few times with backoff, then
 //! the error surfaces as [`StoreError::Unavailable`]. A conditional write whose response was
 //! lost may therefore come back as `PreconditionFailed` (or an insert as `AlreadyExists`) for a
 //! write that did apply; callers of conditional writes already reload and re-check on those.
@@ -37,21 +37,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
-
 use azure_core::error::ErrorKind;
-use azure_core::{
-    ClientOptions, Context, ExponentialRetryOptions, Policy, PolicyResult, Request, RetryOptions,
-    TransportOptions,
-};
-use azure_storage::{CloudLocation, StorageCredentials};
-use azure_storage_blobs::prelude::{BlobServiceClient, ClientBuilder};
-use azure_storage_queues::{QueueServiceClient, QueueServiceClientBuilder};
-use base64::Engine as _;
+use azure_core::http::RequestContent;
+use azure_storage_blob::models::KeyInfo;
+use azure_storage_blob::{BlobClient, BlobServiceClient, BlobServiceClientOptions};
+use azure_storage_common::models::UserDelegationKey;
+use azure_storage_queue::{QueueServiceClient, QueueServiceClientOptions};
+use chrono::{DateTime, Utc};
 
 use self::blob::UploadShape;
 use self::connection::{ConnectionSettings, Credential};
-use self::identity::{DelegationKey, ForgetRefusedToken, ManagedIdentityCredential};
+use self::identity::ManagedIdentityCredential;
+use self::pipeline::{Auth, Service};
 pub use crate::config::IdentityConnection;
 pub use crate::config::{IdentityEndpoint, ManagedIdentity};
 use crate::store::{
@@ -82,21 +79,17 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
 #[derive(Clone)]
 pub struct AzureStore {
     settings: Arc<ConnectionSettings>,
-    blobs: BlobServiceClient,
-    queues: QueueServiceClient,
+    blobs: Arc<BlobServiceClient>,
+    queues: Arc<QueueServiceClient>,
     tables: tables::TableClient,
     upload: UploadShape,
-    /// Without an account key: the identity, and the user-delegation key links are signed
-    /// with, once fetched.
-    identity: Option<Arc<Identity>>,
-    delegation_key: Arc<tokio::sync::Mutex<Option<DelegationKey>>>,
+    /// Without an account key: the user-delegation key links are signed with, once fetched,
+    /// and when it expires.
+    delegation_key: Arc<tokio::sync::Mutex<Option<LentKey>>>,
 }
 
-/// What a keyless store needs besides its clients.
-struct Identity {
-    credential: Arc<ManagedIdentityCredential>,
-    http: reqwest::Client,
-}
+/// A user-delegation key and when it expires.
+type LentKey = (UserDelegationKey, DateTime<Utc>);
 
 /// What a deployment may add to how the store connects.
 #[derive(Debug, Clone, Default)]
@@ -129,10 +122,7 @@ impl AzureStore {
         expires_at: chrono::DateTime<chrono::Utc>,
         grant: sas::Grant<'_>,
     ) -> StoreResult<String> {
-        let blob_url = self
-            .blob(container, name)?
-            .url()
-            .map_err(|e| map_error("blob URL", e))?;
+        let blob_url = self.blob(container, name)?.url().clone();
         let delegation;
         let signer = match &self.settings.credential {
             Credential::Key(key) => sas::Signer::AccountKey(key),
@@ -156,34 +146,40 @@ impl AzureStore {
     /// The cached user-delegation key, or a new one when it would expire before `until` (or
     /// within the hour). Keys are asked for the longest life Azure grants (seven days), so one
     /// request a week or so serves every link.
-    async fn delegation_key(&self, until: DateTime<Utc>) -> StoreResult<DelegationKey> {
+    async fn delegation_key(&self, until: DateTime<Utc>) -> StoreResult<UserDelegationKey> {
         let mut cached = self.delegation_key.lock().await;
         let now = Utc::now();
-        if let Some(key) = cached
-            .as_ref()
-            .filter(|k| k.expires_at >= until && k.expires_at - now > DELEGATION_KEY_HEADROOM)
-        {
+        if let Some((key, _)) = cached.as_ref().filter(|(_, expires_at)| {
+            *expires_at >= until && *expires_at - now > DELEGATION_KEY_HEADROOM
+        }) {
             return Ok(key.clone());
         }
         // Whole seconds, a few minutes back for clock skew; the expiry a little inside the
         // seven days the service allows from its own now.
         let start = now.timestamp() - 5 * 60;
         let expiry = (now + identity::DELEGATION_KEY_LIFETIME).timestamp() - 10 * 60;
-        let Some(identity) = &self.identity else {
-            return Err(StoreError::internal(
-                "a user-delegation key was asked for without an identity",
-            ));
+        let at = |seconds| {
+            time::OffsetDateTime::from_unix_timestamp(seconds).map_err(StoreError::internal)
         };
-        let key = identity::fetch_delegation_key(
-            &identity.http,
-            &identity.credential,
-            &self.settings.blob_endpoint,
-            utc(start, 0),
-            utc(expiry, 0),
-        )
-        .await?;
-        tracing::info!(expires_at = %key.expires_at, "fetched a user-delegation key for signing links");
-        *cached = Some(key.clone());
+        let key_info = RequestContent::try_from(KeyInfo {
+            start: Some(at(start)?),
+            expiry: Some(at(expiry)?),
+            ..Default::default()
+        })
+        .map_err(|e| map_error("get user delegation key", e))?;
+        let key = self
+            .blobs
+            .get_user_delegation_key(key_info, None)
+            .await
+            .map_err(|e| map_error("get user delegation key", e))?
+            .into_model()
+            .map_err(|e| map_error("get user delegation key", e))?;
+        let expires_at = key
+            .signed_expiry
+            .map(|t| utc(t.unix_timestamp(), 0))
+            .ok_or_else(|| StoreError::internal("a user-delegation key without an expiry"))?;
+        tracing::info!(%expires_at, "fetched a user-delegation key for signing links");
+        *cached = Some((key.clone(), expires_at));
         Ok(key)
     }
 
@@ -235,104 +231,51 @@ impl AzureStore {
             }
         }
         let http = http.build().map_err(StoreError::internal)?;
-        let http_for_tables = http.clone();
-        let transport = TransportOptions::new(Arc::new(http.clone()));
-        // A few quick retries absorb a blip; a longer outage is the caller's to handle, as
-        // `Unavailable`, instead of stalling a request for the SDK's default minute.
-        let retry = RetryOptions::exponential(
-            ExponentialRetryOptions::default()
-                .max_retries(3u32)
-                .initial_delay(Duration::from_millis(200))
-                .max_delay(Duration::from_secs(2))
-                .max_total_elapsed(Duration::from_secs(10)),
-        );
-        let (credentials, identity) = match &settings.credential {
-            Credential::Key(key) => {
-                let key = base64::engine::general_purpose::STANDARD.encode(key);
-                (
-                    StorageCredentials::access_key(settings.account.clone(), key),
-                    None,
-                )
-            }
-            Credential::Identity { identity, endpoint } => {
-                let credential = Arc::new(ManagedIdentityCredential::new(
-                    endpoint.clone(),
-                    identity.clone(),
-                    http.clone(),
-                ));
-                (
-                    StorageCredentials::token_credential(credential.clone()),
-                    Some(Arc::new(Identity { credential, http })),
-                )
-            }
+        let auth = match &settings.credential {
+            Credential::Key(key) => Auth::Key {
+                account: settings.account.clone(),
+                key: key.clone(),
+            },
+            Credential::Identity { identity, endpoint } => Auth::Token(Arc::new(
+                ManagedIdentityCredential::new(endpoint.clone(), identity.clone(), http.clone()),
+            )),
         };
-        let identity_policy = identity
-            .as_ref()
-            .map(|i| Arc::new(ForgetRefusedToken(i.credential.clone())) as Arc<dyn Policy>);
-        let policies = |own: Arc<dyn Policy>| -> Vec<Arc<dyn Policy>> {
-            std::iter::once(own)
-                .chain(identity_policy.clone())
-                .collect()
+        let blob_options = BlobServiceClientOptions {
+            client_options: pipeline::client_options(
+                http.clone(),
+                auth.clone(),
+                Service::BlobOrQueue,
+            ),
+            version: pipeline::STORAGE_VERSION.to_owned(),
         };
-        let location = |endpoint: &url::Url| CloudLocation::Custom {
-            account: settings.account.clone(),
-            uri: endpoint.as_str().trim_end_matches('/').to_owned(),
-        };
-        let blob_options = ClientOptions::new(transport.clone())
-            .retry(retry.clone())
-            .per_call_policies(policies(Arc::new(NoRangeCrc64)));
+        // No credential: the clients would add their own bearer policy; ours is in the options.
         let blobs =
-            ClientBuilder::with_location(location(&settings.blob_endpoint), credentials.clone())
-                .client_options(blob_options)
-                .blob_service_client();
-        let queue_options = ClientOptions::new(transport.clone())
-            .retry(retry.clone())
-            .per_call_policies(policies(Arc::new(queue::NeverExpire)));
-        let queues = QueueServiceClientBuilder::with_location(
-            location(&settings.queue_endpoint),
-            credentials.clone(),
-        )
-        .client_options(queue_options)
-        .build();
-        let tables = Self::table_client(&settings, http_for_tables, identity.as_deref())?;
+            BlobServiceClient::new(settings.blob_endpoint.clone(), None, Some(blob_options))
+                .map_err(|e| StoreError::Invalid(format!("the blob endpoint: {e}")))?;
+        let queue_options = QueueServiceClientOptions {
+            client_options: pipeline::client_options(
+                http.clone(),
+                auth.clone(),
+                Service::BlobOrQueue,
+            ),
+            version: pipeline::STORAGE_VERSION.to_owned(),
+        };
+        let queues =
+            QueueServiceClient::new(settings.queue_endpoint.clone(), None, Some(queue_options))
+                .map_err(|e| StoreError::Invalid(format!("the queue endpoint: {e}")))?;
+        let tables =
+            tables::TableClient::new(pipeline::pipeline(http, auth), &settings.table_endpoint);
         Ok(AzureStore {
             settings: Arc::new(settings),
-            blobs,
-            queues,
+            blobs: Arc::new(blobs),
+            queues: Arc::new(queues),
             tables,
             upload: UploadShape {
                 block_size: DEFAULT_BLOCK_SIZE,
                 in_flight: DEFAULT_BLOCKS_IN_FLIGHT,
             },
-            identity,
             delegation_key: Arc::new(tokio::sync::Mutex::new(None)),
         })
-    }
-
-    /// The Tables client on the official pipeline, authorized as the connection says.
-    fn table_client(
-        settings: &ConnectionSettings,
-        http: reqwest::Client,
-        identity: Option<&Identity>,
-    ) -> StoreResult<tables::TableClient> {
-        let auth = match (&settings.credential, identity) {
-            (Credential::Key(key), _) => pipeline::Auth::Key {
-                account: settings.account.clone(),
-                key: key.clone(),
-            },
-            (Credential::Identity { .. }, Some(identity)) => {
-                pipeline::Auth::Token(identity.credential.clone())
-            }
-            (Credential::Identity { .. }, None) => {
-                return Err(StoreError::internal(
-                    "an identity connection without a credential",
-                ))
-            }
-        };
-        Ok(tables::TableClient::new(
-            pipeline::pipeline(http, auth),
-            &settings.table_endpoint,
-        ))
     }
 
     /// Changes how uploads are cut up: blocks of `block_size` bytes (64 KiB to 100 MiB), at
@@ -347,14 +290,10 @@ impl AzureStore {
         self
     }
 
-    fn blob(
-        &self,
-        container: &str,
-        name: &str,
-    ) -> StoreResult<azure_storage_blobs::prelude::BlobClient> {
+    fn blob(&self, container: &str, name: &str) -> StoreResult<BlobClient> {
         validate_container_name(container)?;
         validate_blob_name(name)?;
-        Ok(self.blobs.container_client(container).blob_client(name))
+        Ok(self.blobs.blob_client(container, name))
     }
 }
 
@@ -372,7 +311,10 @@ impl Storage for AzureStore {
         validate_container_name(container)?;
         created(
             "create container",
-            self.blobs.container_client(container).create().await,
+            self.blobs
+                .blob_container_client(container)
+                .create(None)
+                .await,
         )
     }
 
@@ -384,7 +326,7 @@ impl Storage for AzureStore {
         options: &PutBlobOptions,
     ) -> StoreResult<BlobProperties> {
         let client = self.blob(container, name)?;
-        blob::upload(client, body, options, self.upload).await
+        blob::upload(&client, body, options, self.upload).await
     }
 
     async fn get_blob(
@@ -401,18 +343,7 @@ impl Storage for AzureStore {
     }
 
     async fn delete_blob(&self, container: &str, name: &str) -> StoreResult<()> {
-        match self
-            .blob(container, name)?
-            .delete()
-            .delete_snapshots_method(azure_storage_blobs::prelude::DeleteSnapshotsMethod::Include)
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(e) => match map_error("delete blob", e) {
-                StoreError::NotFound => Ok(()),
-                other => Err(other),
-            },
-        }
+        blob::delete(&self.blob(container, name)?).await
     }
 
     async fn signed_read_url(&self, request: &SignedUrlRequest<'_>) -> StoreResult<String> {
@@ -529,49 +460,6 @@ impl Storage for AzureStore {
     }
 }
 
-/// Drops the `x-ms-range-get-content-crc64` header that the blob crate adds to every ranged
-/// read under 4 MiB. Azurite in its default (strict) mode refuses any request carrying it with
-/// 500 FeatureNotSupported, which would break reads of small blobs against a stock Azurite;
-/// the crate never checks the checksum anyway. Runs per call, before the request is signed.
-#[derive(Debug)]
-struct NoRangeCrc64;
-
-#[async_trait]
-impl Policy for NoRangeCrc64 {
-    async fn send(
-        &self,
-        ctx: &Context,
-        request: &mut Request,
-        next: &[Arc<dyn Policy>],
-    ) -> PolicyResult {
-        const CRC64: &str = "x-ms-range-get-content-crc64";
-        if request
-            .headers()
-            .iter()
-            .any(|(name, _)| name.as_str() == CRC64)
-        {
-            // The crate's `Request` cannot remove a header, so it is rebuilt without it.
-            let mut rebuilt = Request::new(request.url().clone(), *request.method());
-            for (name, value) in request.headers().iter() {
-                if name.as_str() != CRC64 {
-                    rebuilt.insert_header(name.clone(), value.clone());
-                }
-            }
-            rebuilt.set_body(request.body().clone());
-            *request = rebuilt;
-        }
-        match next.split_first() {
-            Some((policy, rest)) => policy.send(ctx, request, rest).await,
-            None => Err(azure_core::Error::message(
-                ErrorKind::Other,
-                "the blob pipeline ends without a transport",
-            )),
-        }
-    }
-}
-
-/// Entity keys go into the URL as OData string literals (`PartitionKey='…'`), where a quote
-/// is written twice. The crate formats keys in as they are, so they are escaped here.
 /// The `ensure_*` methods are idempotent: a create that finds the resource already there
 /// succeeds.
 fn created<T>(operation: &'static str, result: azure_core::Result<T>) -> StoreResult<()> {
@@ -612,7 +500,8 @@ fn batch_failure(status: u16) -> StoreError {
 }
 
 /// The cause kept inside `Unavailable`/`Internal`: what was being done, and the SDK's error.
-/// Requests carry SharedKey or bearer headers, never secrets in URLs, so errors hold none.
+/// Requests carry SharedKey or bearer headers, never secrets in URLs (links are signed
+/// locally, not sent), and the transport drops URLs from its errors, so errors hold none.
 #[derive(Debug, thiserror::Error)]
 enum AzureFailure {
     #[error("Azure Storage {operation} failed")]
@@ -632,22 +521,6 @@ enum AzureFailure {
         status: u16,
         code: String,
     },
-    #[error("Azure Storage {operation} failed")]
-    Pipeline {
-        operation: &'static str,
-        #[source]
-        source: azure_core_v1::Error,
-    },
-}
-
-impl AzureFailure {
-    /// The official pipeline's kind of failure, for the ones it raised.
-    fn kind(&self) -> Option<&azure_core_v1::error::ErrorKind> {
-        match self {
-            AzureFailure::Pipeline { source, .. } => Some(source.kind()),
-            _ => None,
-        }
-    }
 }
 
 /// What a status the service answered means to a caller, by status and error code.
@@ -660,6 +533,8 @@ fn status_error(operation: &'static str, status: u16, code: &str) -> StoreError 
     match status {
         404 => StoreError::NotFound,
         412 => StoreError::PreconditionFailed,
+        // A queue message received again since (or deleted): the reception is gone.
+        400 if code == "PopReceiptMismatch" => StoreError::NotFound,
         409 if code.ends_with("BeingDeleted") => StoreError::unavailable(failure()),
         409 if code.is_empty() || code.ends_with("AlreadyExists") => StoreError::AlreadyExists,
         408 | 429 | 500 | 502 | 503 | 504 => StoreError::unavailable(failure()),
@@ -674,31 +549,35 @@ fn status_error(operation: &'static str, status: u16, code: &str) -> StoreError 
     }
 }
 
+/// Maps an error of the SDK (the pipeline raises the service's refusals itself, with their
+/// status and error code).
 pub(crate) fn map_error(operation: &'static str, e: azure_core::Error) -> StoreError {
-    let (status, code) = match e.kind() {
-        ErrorKind::HttpResponse { status, error_code } => {
-            (u16::from(*status), error_code.clone().unwrap_or_default())
-        }
-        // No token from the managed-identity endpoint: the service cannot be reached as
-        // this app, which to a caller is the service being unavailable.
-        ErrorKind::Io | ErrorKind::Credential => {
-            return StoreError::unavailable(AzureFailure::Sdk {
-                operation,
-                source: e,
-            })
-        }
-        _ => {
-            return StoreError::internal(AzureFailure::Sdk {
-                operation,
-                source: e,
-            })
-        }
-    };
-    // A queue message received again since (or deleted): the reception is gone.
-    if status == 400 && code == "PopReceiptMismatch" {
-        return StoreError::NotFound;
+    if let ErrorKind::HttpResponse {
+        status, error_code, ..
+    } = e.kind()
+    {
+        return status_error(
+            operation,
+            u16::from(*status),
+            error_code.as_deref().unwrap_or(""),
+        );
     }
-    status_error(operation, status, &code)
+    let transient = matches!(
+        e.kind(),
+        ErrorKind::Io | ErrorKind::Connection | ErrorKind::Credential
+    );
+    let failure = AzureFailure::Sdk {
+        operation,
+        source: e,
+    };
+    // No connection, a broken one, or no token from the managed-identity endpoint: the
+    // service cannot be reached as this app, which to a caller is the service being
+    // unavailable.
+    if transient {
+        StoreError::unavailable(failure)
+    } else {
+        StoreError::internal(failure)
+    }
 }
 
 #[cfg(test)]

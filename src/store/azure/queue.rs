@@ -1,54 +1,50 @@
-//! Queue Storage through the legacy `azure_storage_queues` 0.21 crate, mapped onto the storage
+//! Queue Storage through the official `azure_storage_queue` client, mapped onto the storage
 //! layer's own message types.
 //!
-//! What the crate lacks is filled in here: a message's time-to-live of `-1` (never expires; the
-//! crate's `MessageTTL` only counts whole seconds up), which a timer message hidden for days
-//! needs — with the service's default of 7 days it would expire the moment it became visible.
-//! A per-call policy adds `messagettl=-1` to every Put Message before the request is signed.
+//! Every message is sent with a time-to-live of `-1` (never expires): a timer message hidden
+//! for days would otherwise, with the service's default of 7 days, expire the moment it became
+//! visible.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
-use azure_core::{Context, Policy, PolicyResult, Request};
-use azure_storage_queues::{NumberOfMessages, PopReceipt, QueueServiceClient, VisibilityTimeout};
+use azure_core::http::headers::HeaderName;
+use azure_core::http::{RequestContent, XmlFormat};
+use azure_storage_queue::models::{
+    QueueClientReceiveMessagesOptions, QueueClientSendMessageOptions,
+    QueueClientUpdateMessageOptions, QueueMessage,
+};
+use azure_storage_queue::{QueueClient, QueueServiceClient};
 use chrono::Utc;
 
 use super::{map_error, utc};
 use crate::store::{MessageReceipt, NextVisible, ReceivedMessage, StoreError, StoreResult};
 
-/// Adds `messagettl=-1` to Put Message requests (`POST …/<queue>/messages`).
-#[derive(Debug)]
-pub(super) struct NeverExpire;
-
-#[async_trait]
-impl Policy for NeverExpire {
-    async fn send(
-        &self,
-        ctx: &Context,
-        request: &mut Request,
-        next: &[Arc<dyn Policy>],
-    ) -> PolicyResult {
-        if *request.method() == azure_core::Method::Post
-            && request.url().path().ends_with("/messages")
-            && !request.url().query_pairs().any(|(k, _)| k == "messagettl")
-        {
-            request
-                .url_mut()
-                .query_pairs_mut()
-                .append_pair("messagettl", "-1");
-        }
-        next[0].send(ctx, request, &next[1..]).await
-    }
-}
-
-fn seconds(d: Duration) -> Duration {
+fn seconds(d: Duration) -> i32 {
     // The service counts whole seconds; round a fraction up so that a delay is never shortened.
-    Duration::from_secs(d.as_secs() + u64::from(d.subsec_nanos() > 0))
+    let whole = d.as_secs() + u64::from(d.subsec_nanos() > 0);
+    i32::try_from(whole).unwrap_or(i32::MAX)
 }
 
-pub(super) async fn ensure(client: &QueueServiceClient, queue: &str) -> StoreResult<()> {
-    match client.queue_client(queue).create().await {
+fn client(service: &QueueServiceClient, queue: &str) -> StoreResult<QueueClient> {
+    service
+        .queue_client(queue)
+        .map_err(|e| map_error("queue URL", e))
+}
+
+fn message(text: &str) -> StoreResult<RequestContent<QueueMessage, XmlFormat>> {
+    RequestContent::try_from(QueueMessage {
+        message_text: Some(text.to_owned()),
+    })
+    .map_err(|e| map_error("queue message", e))
+}
+
+/// A field the service always sends, missing: an answer this app cannot use.
+fn missing(field: &'static str) -> StoreError {
+    StoreError::internal(format!("the queue service's answer has no {field}"))
+}
+
+pub(super) async fn ensure(service: &QueueServiceClient, queue: &str) -> StoreResult<()> {
+    match client(service, queue)?.create(None).await {
         Ok(_) => Ok(()),
         Err(e) => match map_error("create queue", e) {
             StoreError::AlreadyExists => Ok(()),
@@ -58,87 +54,111 @@ pub(super) async fn ensure(client: &QueueServiceClient, queue: &str) -> StoreRes
 }
 
 pub(super) async fn enqueue(
-    client: &QueueServiceClient,
+    service: &QueueServiceClient,
     queue: &str,
     text: &str,
     delay: Duration,
 ) -> StoreResult<MessageReceipt> {
-    let response = client
-        .queue_client(queue)
-        .put_message(text)
-        .visibility_timeout(VisibilityTimeout::new(seconds(delay)))
+    let options = QueueClientSendMessageOptions {
+        visibility_timeout: Some(seconds(delay)),
+        message_time_to_live: Some(-1),
+        ..Default::default()
+    };
+    let sent = client(service, queue)?
+        .send_message(message(text)?, Some(options))
         .await
+        .map_err(|e| map_error("put message", e))?
+        .into_model()
         .map_err(|e| map_error("put message", e))?;
+    let sent = sent
+        .items
+        .and_then(|items| items.into_iter().next())
+        .ok_or_else(|| missing("message"))?;
     Ok(MessageReceipt {
-        id: response.queue_message.message_id,
-        pop_receipt: response.queue_message.pop_receipt,
+        id: sent.message_id.ok_or_else(|| missing("MessageId"))?,
+        pop_receipt: sent.pop_receipt.ok_or_else(|| missing("PopReceipt"))?,
     })
 }
 
 pub(super) async fn dequeue(
-    client: &QueueServiceClient,
+    service: &QueueServiceClient,
     queue: &str,
     max: u32,
     visibility: Duration,
 ) -> StoreResult<Vec<ReceivedMessage>> {
-    let count = u8::try_from(max).map_err(|_| StoreError::Invalid("at most 32 messages".into()))?;
-    let response = client
-        .queue_client(queue)
-        .get_messages()
-        .number_of_messages(NumberOfMessages::new(count))
-        .visibility_timeout(VisibilityTimeout::new(seconds(visibility)))
+    let count =
+        i32::try_from(max).map_err(|_| StoreError::Invalid("at most 32 messages".into()))?;
+    let options = QueueClientReceiveMessagesOptions {
+        number_of_messages: Some(count),
+        visibility_timeout: Some(seconds(visibility)),
+        ..Default::default()
+    };
+    let received = client(service, queue)?
+        .receive_messages(Some(options))
         .await
+        .map_err(|e| map_error("get messages", e))?
+        .into_model()
         .map_err(|e| map_error("get messages", e))?;
-    Ok(response
-        .messages
+    received
+        .items
+        .unwrap_or_default()
         .into_iter()
-        .map(|m| ReceivedMessage {
-            dequeue_count: u32::try_from(m.dequeue_count).unwrap_or(u32::MAX),
-            inserted: utc(
-                m.insertion_time.unix_timestamp(),
-                m.insertion_time.nanosecond(),
-            ),
-            receipt: MessageReceipt {
-                id: m.message_id,
-                pop_receipt: m.pop_receipt,
-            },
-            text: m.message_text,
+        .map(|m| {
+            let inserted = m.insertion_time.ok_or_else(|| missing("InsertionTime"))?;
+            Ok(ReceivedMessage {
+                dequeue_count: m
+                    .dequeue_count
+                    .map_or(1, |n| u32::try_from(n).unwrap_or(u32::MAX)),
+                inserted: utc(inserted.unix_timestamp(), inserted.nanosecond()),
+                receipt: MessageReceipt {
+                    id: m.message_id.ok_or_else(|| missing("MessageId"))?,
+                    pop_receipt: m.pop_receipt.ok_or_else(|| missing("PopReceipt"))?,
+                },
+                text: m.message_text.unwrap_or_default(),
+            })
         })
-        .collect())
-}
-
-fn pop_receipt(receipt: &MessageReceipt) -> PopReceipt {
-    PopReceipt::new(receipt.id.clone(), receipt.pop_receipt.clone())
+        .collect()
 }
 
 pub(super) async fn renew(
-    client: &QueueServiceClient,
+    service: &QueueServiceClient,
     queue: &str,
     receipt: &MessageReceipt,
     text: &str,
     visibility: Duration,
 ) -> StoreResult<MessageReceipt> {
-    let response = client
-        .queue_client(queue)
-        .pop_receipt_client(pop_receipt(receipt))
-        .update(text, VisibilityTimeout::new(seconds(visibility)))
+    let options = QueueClientUpdateMessageOptions {
+        queue_message: Some(message(text)?),
+        ..Default::default()
+    };
+    let response = client(service, queue)?
+        .update_message(
+            &receipt.id,
+            &receipt.pop_receipt,
+            seconds(visibility),
+            Some(options),
+        )
         .await
         .map_err(|e| map_error("update message", e))?;
+    // The new receipt comes only as a header; the crate has no typed accessor for it.
+    let pop_receipt = response
+        .headers()
+        .get_optional_str(&HeaderName::from_static("x-ms-popreceipt"))
+        .ok_or_else(|| missing("x-ms-popreceipt"))?
+        .to_owned();
     Ok(MessageReceipt {
         id: receipt.id.clone(),
-        pop_receipt: response.pop_receipt,
+        pop_receipt,
     })
 }
 
 pub(super) async fn delete(
-    client: &QueueServiceClient,
+    service: &QueueServiceClient,
     queue: &str,
     receipt: &MessageReceipt,
 ) -> StoreResult<()> {
-    client
-        .queue_client(queue)
-        .pop_receipt_client(pop_receipt(receipt))
-        .delete()
+    client(service, queue)?
+        .delete_message(&receipt.id, &receipt.pop_receipt, None)
         .await
         .map(drop)
         .map_err(|e| map_error("delete message", e))
@@ -147,15 +167,16 @@ pub(super) async fn delete(
 /// Queue Storage shows only visible messages: a peek says "now" when one is, and cannot tell
 /// when a hidden one will show.
 pub(super) async fn next_visible(
-    client: &QueueServiceClient,
+    service: &QueueServiceClient,
     queue: &str,
 ) -> StoreResult<NextVisible> {
-    let peeked = client
-        .queue_client(queue)
-        .peek_messages()
+    let peeked = client(service, queue)?
+        .peek_messages(None)
         .await
+        .map_err(|e| map_error("peek messages", e))?
+        .into_model()
         .map_err(|e| map_error("peek messages", e))?;
-    Ok(if peeked.messages.is_empty() {
+    Ok(if peeked.items.unwrap_or_default().is_empty() {
         NextVisible::Unknown
     } else {
         NextVisible::At(Utc::now())

@@ -1,12 +1,23 @@
 //! Single-blob SAS links, signed locally: read-only download links and create/write-only
 //! upload links. With an account key they are service SAS; under a managed identity (no key)
-//! they are user-delegation SAS, signed with a key the service lends for a few days.
+//! they are user-delegation SAS, signed with a key the blob service lends for a few days
+//! (fetched through the official blob client).
 //!
-//! Hand-written because the legacy crate's `BlobSharedAccessSignature` cannot set response
-//! header overrides (`rscd`), and the download must come with
-//! `Content-Disposition: attachment` under the user's file name (the blob itself is named by a
-//! UUID).
+//! Hand-written, both kinds, and the only authorization besides Shared Key request signing
+//! (`pipeline.rs`) that this app writes itself:
+//!
+//! - the official crates build user-delegation SAS only, so a service SAS (connection strings,
+//!   Azurite's default account, teams that still use keys) has no other signer;
+//! - `azure_storage_sas` 1.0 signs user-delegation SAS as version 2026-04-06, whose
+//!   string-to-sign (with signed request headers and query parameters) Azurite 3.35 — the
+//!   newest that runs on the Node 20 these machines and CI have — does not know: it refuses
+//!   every such link with 403, so links made that way could not be tested here. Version
+//!   2022-11-02, signed below, is accepted by Azure and by Azurite alike.
+//!
+//! Either way a download link carries a `Content-Disposition: attachment` override (`rscd`)
+//! under the user's file name, as the blob itself is named by a UUID.
 
+use azure_storage_common::models::UserDelegationKey;
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
 use hmac::{Hmac, Mac};
@@ -14,12 +25,10 @@ use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use sha2::Sha256;
 use url::Url;
 
-use super::identity::DelegationKey;
 use crate::store::{attachment_disposition, StoreError};
 
-/// The service version the signature follows. Any version from 2020-12-06 on uses the
-/// string-to-sign below; 2022-11-02 is also the version the legacy crates send, so Azurite and
-/// Azure already accept it for this account.
+/// The service version the signature follows. Any version from 2020-12-06 to 2025-05-05 uses
+/// the strings-to-sign below; Azure and Azurite 3.35 both accept 2022-11-02.
 const SAS_VERSION: &str = "2022-11-02";
 
 /// RFC 3986 unreserved characters stay as they are; everything else is percent-encoded, so a
@@ -44,7 +53,7 @@ pub(crate) enum Signer<'a> {
     /// A service SAS, with the account key (decoded).
     AccountKey(&'a [u8]),
     /// A user-delegation SAS, with a key lent to the app's identity.
-    Delegation(&'a DelegationKey),
+    Delegation(&'a UserDelegationKey),
 }
 
 /// A SAS for one blob (`sr=b`).
@@ -84,23 +93,27 @@ impl BlobSas<'_> {
         // unused ones. Values are signed decoded, exactly as the service reads them back from
         // the query. No `st`: a start time only adds clock-skew failures.
         let head = [permissions, "", &expiry, &canonical_resource];
+        let lent;
         let (middle, key, delegation): (Vec<&str>, &[u8], _) = match &self.signer {
             Signer::AccountKey(key) => (vec![""], key, None),
-            Signer::Delegation(k) => (
-                vec![
-                    &k.object_id,
-                    &k.tenant_id,
-                    &k.start,
-                    &k.expiry,
-                    &k.service,
-                    &k.version,
-                    "", // signedAuthorizedUserObjectId
-                    "", // signedUnauthorizedUserObjectId
-                    "", // signedCorrelationId
-                ],
-                k.value.as_slice(),
-                Some(*k),
-            ),
+            Signer::Delegation(k) => {
+                lent = LentKey::read(k)?;
+                (
+                    vec![
+                        lent.object_id,
+                        lent.tenant_id,
+                        &lent.start,
+                        &lent.expiry,
+                        lent.service,
+                        lent.version,
+                        "", // signedAuthorizedUserObjectId
+                        "", // signedUnauthorizedUserObjectId
+                        "", // signedCorrelationId
+                    ],
+                    lent.value,
+                    Some(&lent),
+                )
+            }
         };
         let tail = [
             "", // signedIP
@@ -132,12 +145,12 @@ impl BlobSas<'_> {
         ];
         if let Some(k) = delegation {
             query.extend([
-                ("skoid", k.object_id.as_str()),
-                ("sktid", k.tenant_id.as_str()),
+                ("skoid", k.object_id),
+                ("sktid", k.tenant_id),
                 ("skt", k.start.as_str()),
                 ("ske", k.expiry.as_str()),
-                ("sks", k.service.as_str()),
-                ("skv", k.version.as_str()),
+                ("sks", k.service),
+                ("skv", k.version),
             ]);
         }
         if !protocol.is_empty() {
@@ -153,6 +166,40 @@ impl BlobSas<'_> {
             .collect::<Vec<_>>()
             .join("&");
         Ok(format!("{}?{query}", self.blob_url))
+    }
+}
+
+/// The fields of a lent key that a link signs and carries, each one required.
+struct LentKey<'a> {
+    object_id: &'a str,
+    tenant_id: &'a str,
+    start: String,
+    expiry: String,
+    service: &'a str,
+    version: &'a str,
+    value: &'a [u8],
+}
+
+impl<'a> LentKey<'a> {
+    fn read(key: &'a UserDelegationKey) -> Result<Self, StoreError> {
+        fn required<T>(field: Option<T>, name: &str) -> Result<T, StoreError> {
+            field.ok_or_else(|| {
+                StoreError::internal(format!("the lent user-delegation key has no {name}"))
+            })
+        }
+        let when = |t: time::OffsetDateTime| {
+            DateTime::from_timestamp(t.unix_timestamp(), 0)
+                .map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
+        };
+        Ok(LentKey {
+            object_id: required(key.signed_oid.as_deref(), "SignedOid")?,
+            tenant_id: required(key.signed_tid.as_deref(), "SignedTid")?,
+            start: required(key.signed_start.and_then(when), "SignedStart")?,
+            expiry: required(key.signed_expiry.and_then(when), "SignedExpiry")?,
+            service: required(key.signed_service.as_deref(), "SignedService")?,
+            version: required(key.signed_version.as_deref(), "SignedVersion")?,
+            value: required(key.value.as_deref(), "Value")?,
+        })
     }
 }
 
@@ -220,15 +267,15 @@ mod tests {
     /// resource, three empty ones follow them, and the key's fields travel in the query.
     #[test]
     fn delegation_links_sign_with_the_lent_key_and_carry_its_fields() {
-        let key = DelegationKey {
-            object_id: "11111111-1111-1111-1111-111111111111".into(),
-            tenant_id: "22222222-2222-2222-2222-222222222222".into(),
-            start: "2030-01-01T00:00:00Z".into(),
-            expiry: "2030-01-08T00:00:00Z".into(),
-            service: "b".into(),
-            version: "2025-11-05".into(),
-            value: b"lent key".to_vec(),
-            expires_at: Utc.with_ymd_and_hms(2030, 1, 8, 0, 0, 0).unwrap(),
+        let key = UserDelegationKey {
+            signed_oid: Some("11111111-1111-1111-1111-111111111111".into()),
+            signed_tid: Some("22222222-2222-2222-2222-222222222222".into()),
+            signed_start: Some(time::macros::datetime!(2030-01-01 00:00:00 UTC)),
+            signed_expiry: Some(time::macros::datetime!(2030-01-08 00:00:00 UTC)),
+            signed_service: Some("b".into()),
+            signed_version: Some("2025-11-05".into()),
+            value: Some(b"lent key".to_vec()),
+            ..UserDelegationKey::default()
         };
         let sas = BlobSas {
             account: "acme",
@@ -246,10 +293,10 @@ mod tests {
                 .into_owned()
                 .collect();
         assert_eq!(pairs["sp"], "cw");
-        assert_eq!(pairs["skoid"], key.object_id);
-        assert_eq!(pairs["sktid"], key.tenant_id);
-        assert_eq!(pairs["skt"], key.start);
-        assert_eq!(pairs["ske"], key.expiry);
+        assert_eq!(pairs["skoid"], "11111111-1111-1111-1111-111111111111");
+        assert_eq!(pairs["sktid"], "22222222-2222-2222-2222-222222222222");
+        assert_eq!(pairs["skt"], "2030-01-01T00:00:00Z");
+        assert_eq!(pairs["ske"], "2030-01-08T00:00:00Z");
         assert_eq!(pairs["sks"], "b");
         assert_eq!(pairs["skv"], "2025-11-05");
         let expected = sign(

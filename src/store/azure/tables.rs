@@ -5,11 +5,10 @@
 //! multipart answer. Entities travel as JSON with `odata=minimalmetadata` (typed by
 //! `table.rs`); every body is built and read here, none is held longer than its request.
 
-use azure_core_v1::http::{Context, Method, Pipeline, RawResponse, Request, Url};
+use azure_core::http::{Context, Method, Pipeline, RawResponse, Request, Url};
 use serde_json::{json, Map, Value};
 
 use super::table;
-use super::AzureFailure;
 use crate::store::{
     validate_key, BatchOp, ETag, Entity, Page, StoreError, StoredEntity, TableQuery,
 };
@@ -50,7 +49,7 @@ impl TableClient {
     }
 
     /// Sends a request; a status other than 2xx comes back as the pipeline's error (it checks
-    /// every answer), mapped by `pipeline_error`.
+    /// every answer), mapped by `map_error`.
     async fn send(
         &self,
         operation: &'static str,
@@ -59,7 +58,7 @@ impl TableClient {
         self.pipeline
             .send(&Context::new(), &mut request, None)
             .await
-            .map_err(|e| pipeline_error(operation, e))
+            .map_err(|e| super::map_error(operation, e))
     }
 
     /// Creates the table; one that exists already is no failure.
@@ -238,7 +237,7 @@ fn entity_path(table: &str, partition_key: &str, row_key: &str) -> String {
 fn header(response: &RawResponse, name: &'static str) -> Option<String> {
     response
         .headers()
-        .get_optional_str(&azure_core_v1::http::headers::HeaderName::from_static(name))
+        .get_optional_str(&azure_core::http::headers::HeaderName::from_static(name))
         .map(str::to_owned)
 }
 
@@ -358,34 +357,6 @@ fn batch_answers(body: &[u8]) -> Result<Vec<Answer>, StoreError> {
         ));
     }
     Ok(answers)
-}
-
-fn pipeline_error(operation: &'static str, e: azure_core_v1::Error) -> StoreError {
-    use azure_core_v1::error::ErrorKind;
-    // The pipeline raises the service's refusals itself, with their status and error code.
-    if let ErrorKind::HttpResponse {
-        status, error_code, ..
-    } = e.kind()
-    {
-        return super::status_error(
-            operation,
-            u16::from(*status),
-            error_code.as_deref().unwrap_or(""),
-        );
-    }
-    let failure = AzureFailure::Pipeline {
-        operation,
-        source: e,
-    };
-    match failure.kind() {
-        // No connection, a broken one, or no token from the managed-identity endpoint: the
-        // service cannot be reached as this app, which to a caller is the service being
-        // unavailable.
-        Some(ErrorKind::Io | ErrorKind::Connection | ErrorKind::Credential) => {
-            StoreError::unavailable(failure)
-        }
-        _ => StoreError::internal(failure),
-    }
 }
 
 #[cfg(test)]
