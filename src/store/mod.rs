@@ -1,9 +1,9 @@
 //! The storage layer: one narrow trait, [`Storage`], for exactly what File Approver needs from
 //! Blob Storage and Table Storage, and one module per backend.
 //!
-//! - [`azure`]: Azure Blob + Table Storage (Azurite locally and in CI) through the legacy
-//!   `azure_*` 0.21 crates. Those crates are unmaintained, so nothing outside `store::azure`
-//!   may name one of their types.
+//! - [`azure`]: Azure Blob, Queue and Table Storage (Azurite locally and in CI) through the
+//!   official Azure SDK for Rust and a thin Tables client of our own on its pipeline. Nothing
+//!   outside `store::azure` may name one of the SDK's types, so an SDK upgrade stays there.
 //! - [`embedded`]: a real on-disk store (files for blobs, SQLite for tables) with the same
 //!   ETag and batch rules as Table Storage, so local runs do not hide races.
 //!

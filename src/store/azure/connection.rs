@@ -3,9 +3,9 @@
 //! (`AzureWebJobsStorage__accountName` or `__blobServiceUri`/`__queueServiceUri`/
 //! `__tableServiceUri`), which give endpoints and no key at all.
 //!
-//! The legacy `azure_storage` crate parses the keys but builds no clients from them and treats
-//! `UseDevelopmentStorage=true` as a mere flag, so the mapping lives here. Errors name the
-//! offending setting but never repeat a value: a connection string holds the account key.
+//! The official SDK takes neither (its clients take an endpoint URL and an Entra credential),
+//! so the mapping lives here. Errors name the offending setting but never repeat a value: a
+//! connection string holds the account key.
 
 use std::fmt;
 

@@ -384,4 +384,53 @@ mod tests {
         let text = policy.string_to_sign(&request, "d");
         assert!(text.ends_with("\n/acme/t()?comp=acl"), "{text}");
     }
+
+    #[test]
+    fn the_blob_string_to_sign_lists_the_headers_then_every_query_parameter_sorted() {
+        let policy = SharedKey {
+            account: "devstoreaccount1".into(),
+            key: vec![1],
+            service: Service::BlobOrQueue,
+        };
+        let mut request = Request::new(
+            "http://127.0.0.1:10000/devstoreaccount1/files/a%20b?comp=block&blockid=QUJD%3D%3D&Timeout=30"
+                .parse()
+                .expect("a URL"),
+            Method::Put,
+        );
+        request.insert_header("x-ms-version", "2025-11-05");
+        request.insert_header("x-ms-date", "Sun, 06 Dec 2026 15:00:00 GMT");
+        request.insert_header("content-type", "application/octet-stream");
+        request.insert_header("if-match", "\"0x1\"");
+        request.set_body(bytes::Bytes::from_static(b"four"));
+        let text = policy.string_to_sign(&request, "unused");
+        assert_eq!(
+            text,
+            "PUT\n\n\n4\n\napplication/octet-stream\n\n\n\"0x1\"\n\n\n\n\
+             x-ms-date:Sun, 06 Dec 2026 15:00:00 GMT\nx-ms-version:2025-11-05\n\
+             /devstoreaccount1/devstoreaccount1/files/a%20b\n\
+             blockid:QUJD==\ncomp:block\ntimeout:30"
+        );
+    }
+
+    #[test]
+    fn an_empty_body_signs_an_empty_content_length() {
+        let policy = SharedKey {
+            account: "acme".into(),
+            key: vec![1],
+            service: Service::BlobOrQueue,
+        };
+        let request = Request::new(
+            "https://acme.queue.core.windows.net/q/messages?numofmessages=1"
+                .parse()
+                .expect("a URL"),
+            Method::Get,
+        );
+        let text = policy.string_to_sign(&request, "unused");
+        assert!(text.starts_with("GET\n\n\n\n\n"), "{text}");
+        assert!(
+            text.ends_with("\n/acme/q/messages\nnumofmessages:1"),
+            "{text}"
+        );
+    }
 }

@@ -110,7 +110,7 @@ impl PrivateAzurite {
             ])
             .arg("--location")
             .arg(dir)
-            .args(["--silent", "--disableTelemetry", "--skipApiVersionCheck"])
+            .args(["--silent", "--disableTelemetry"])
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
