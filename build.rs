@@ -4,12 +4,16 @@
 //! starts Azurite and sets it.) The deployment package's test (`tests/package.rs`, minutes of
 //! zig-linked release build) is likewise ignored unless `FILE_APPROVER_TEST_PACKAGE` or `CI` is
 //! set (`scripts/test` sets it). The SDK interop tests (`tests/azure_interop.rs`) also need
-//! `FILE_APPROVER_TEST_PYTHON`, a Python with the official SDK (`scripts/test` makes one).
+//! `FILE_APPROVER_TEST_PYTHON`, a Python with the official SDK (`scripts/test` makes one). The
+//! scan tests need `FILE_APPROVER_TEST_CLAMD`, the clamd binary they start (`scripts/test` sets
+//! it to Debian's).
 
 fn main() {
     println!("cargo::rustc-check-cfg=cfg(azure_tests_skipped)");
     println!("cargo::rustc-check-cfg=cfg(package_tests_skipped)");
     println!("cargo::rustc-check-cfg=cfg(interop_tests_skipped)");
+    println!("cargo::rustc-check-cfg=cfg(clamd_tests_skipped)");
+    println!("cargo::rerun-if-env-changed=FILE_APPROVER_TEST_CLAMD");
     println!("cargo::rerun-if-env-changed=FILE_APPROVER_TEST_PYTHON");
     println!("cargo::rerun-if-env-changed=FILE_APPROVER_TEST_PACKAGE");
     println!("cargo::rerun-if-env-changed=FILE_APPROVER_TEST_AZURE_STORAGE");
@@ -26,6 +30,11 @@ fn main() {
     let interop_ready = configured && python;
     if !interop_ready && !ci {
         println!("cargo::rustc-cfg=interop_tests_skipped");
+    }
+    // The scan tests run a real clamd (`scripts/test` names Debian's).
+    let clamd = std::env::var("FILE_APPROVER_TEST_CLAMD").is_ok_and(|v| !v.trim().is_empty());
+    if !clamd && !ci {
+        println!("cargo::rustc-cfg=clamd_tests_skipped");
     }
     let package = std::env::var("FILE_APPROVER_TEST_PACKAGE").is_ok_and(|v| !v.trim().is_empty());
     if !package && !ci {

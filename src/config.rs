@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use url::Url;
 
-use crate::domain::{valid_storage_name, Reviewers, ReviewersError};
+use crate::domain::{valid_storage_name, Reviewers, ReviewersError, UnscannablePolicy};
 
 /// How the process was started.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,6 +130,74 @@ pub enum ManagedIdentity {
     ResourceId(String),
 }
 
+/// Where clamd listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClamdAddress {
+    /// `tcp://host:port`.
+    Tcp(String),
+    /// The path of a unix socket.
+    Unix(PathBuf),
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ClamdAddressError {
+    #[error("must be tcp://host:port or the absolute path of a unix socket, not {0:?}")]
+    Invalid(String),
+}
+
+impl ClamdAddress {
+    pub fn parse(raw: &str) -> Result<Self, ClamdAddressError> {
+        let raw = raw.trim();
+        if let Some(rest) = raw.strip_prefix("tcp://") {
+            let rest = rest.trim_end_matches('/');
+            let valid = rest
+                .rsplit_once(':')
+                .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+            return if valid {
+                Ok(ClamdAddress::Tcp(rest.to_owned()))
+            } else {
+                Err(ClamdAddressError::Invalid(raw.chars().take(200).collect()))
+            };
+        }
+        if raw.starts_with('/') {
+            return Ok(ClamdAddress::Unix(PathBuf::from(raw)));
+        }
+        Err(ClamdAddressError::Invalid(raw.chars().take(200).collect()))
+    }
+}
+
+impl std::fmt::Display for ClamdAddress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ClamdAddress::Tcp(hostport) => write!(f, "tcp://{hostport}"),
+            ClamdAddress::Unix(path) => write!(f, "{}", path.display()),
+        }
+    }
+}
+
+/// Which scanner looks at every file before a person does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ScannerChoice {
+    /// None: files go to review with the verdict `notScanned`.
+    None,
+    /// ClamAV's clamd (`FILE_APPROVER_CLAMD`).
+    ClamAv(ClamdAddress),
+}
+
+/// The content-safety gate's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScanSettings {
+    pub scanner: ScannerChoice,
+    /// `FILE_APPROVER_SCAN_TIMEOUT_SECS` (default 3600): how long a file may wait for a
+    /// verdict before it counts as unscannable.
+    pub timeout_secs: u64,
+    /// `FILE_APPROVER_SCAN_UNSCANNABLE` (default `block`).
+    pub unscannable: UnscannablePolicy,
+    /// `FILE_APPROVER_BLOCKED_FILES=quarantine` (default `delete`): a blocked file's bytes are
+    /// moved to the quarantine container instead of deleted.
+    pub quarantine: bool,
+}
+
 #[derive(Clone)]
 pub struct Settings {
     pub mode: RunMode,
@@ -178,6 +246,7 @@ pub struct Settings {
     pub storage_budget: std::time::Duration,
     /// How long a client may take to send a request's headers.
     pub header_read_timeout: std::time::Duration,
+    pub scan: ScanSettings,
 }
 
 impl fmt::Debug for Settings {
@@ -209,6 +278,7 @@ impl fmt::Debug for Settings {
             .field("approval_timeout_secs", &self.approval_timeout_secs)
             .field("storage_budget", &self.storage_budget)
             .field("header_read_timeout", &self.header_read_timeout)
+            .field("scan", &self.scan)
             .finish()
     }
 }
@@ -323,8 +393,71 @@ impl Settings {
                 10_000,
                 1,
             )?),
+            scan: scan(&get)?,
         })
     }
+}
+
+fn scan<'a>(get: &impl Fn(&str) -> Option<&'a str>) -> Result<ScanSettings, ConfigError> {
+    let clamd = get("FILE_APPROVER_CLAMD")
+        .map(|raw| {
+            ClamdAddress::parse(raw).map_err(|e| invalid("FILE_APPROVER_CLAMD", e.to_string()))
+        })
+        .transpose()?;
+    let scanner = match (
+        get("FILE_APPROVER_SCANNER").map(str::to_ascii_lowercase),
+        clamd,
+    ) {
+        (None, Some(address)) => ScannerChoice::ClamAv(address),
+        (None, None) => ScannerChoice::None,
+        (Some(choice), clamd) => match (choice.as_str(), clamd) {
+            ("clamav", Some(address)) => ScannerChoice::ClamAv(address),
+            ("clamav", None) => {
+                return Err(invalid(
+                    "FILE_APPROVER_CLAMD",
+                    "is required with FILE_APPROVER_SCANNER=clamav: clamd's address, \
+                     tcp://host:port or a unix socket's path",
+                ))
+            }
+            ("none", None) => ScannerChoice::None,
+            ("none", Some(_)) => {
+                return Err(invalid(
+                    "FILE_APPROVER_SCANNER",
+                    "is none, yet FILE_APPROVER_CLAMD names a clamd: remove one of them",
+                ))
+            }
+            ("defender", _) => {
+                return Err(invalid(
+                    "FILE_APPROVER_SCANNER",
+                    "defender is not supported yet (Defender for Storage's results are not \
+                     read); use clamav with FILE_APPROVER_CLAMD",
+                ))
+            }
+            _ => return Err(invalid("FILE_APPROVER_SCANNER", "must be clamav or none")),
+        },
+    };
+    let unscannable = match get("FILE_APPROVER_SCAN_UNSCANNABLE") {
+        Some(raw) => UnscannablePolicy::parse(raw)
+            .map_err(|e| invalid("FILE_APPROVER_SCAN_UNSCANNABLE", e.to_string()))?,
+        None => UnscannablePolicy::Block,
+    };
+    let quarantine = match get("FILE_APPROVER_BLOCKED_FILES").map(str::to_ascii_lowercase) {
+        None => false,
+        Some(v) if v == "delete" => false,
+        Some(v) if v == "quarantine" => true,
+        Some(_) => {
+            return Err(invalid(
+                "FILE_APPROVER_BLOCKED_FILES",
+                "must be delete or quarantine",
+            ))
+        }
+    };
+    Ok(ScanSettings {
+        scanner,
+        timeout_secs: parse_u64("FILE_APPROVER_SCAN_TIMEOUT_SECS", get, 3600, 1)?,
+        unscannable,
+        quarantine,
+    })
 }
 
 fn run_mode<'a>(get: &impl Fn(&str) -> Option<&'a str>) -> Result<RunMode, ConfigError> {
@@ -654,6 +787,79 @@ fn parse_u64<'a>(
 
 #[cfg(test)]
 mod tests {
+    fn scan_settings(pairs: &[(&str, &str)]) -> Result<ScanSettings, ConfigError> {
+        let mut vars: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        vars.insert("FILE_APPROVER_STORAGE".into(), "embedded".into());
+        Settings::from_vars(&vars).map(|s| s.scan)
+    }
+
+    #[test]
+    fn a_clamd_address_turns_scanning_on_with_safe_defaults() {
+        let scan = scan_settings(&[("FILE_APPROVER_CLAMD", "tcp://127.0.0.1:3310")]).unwrap();
+        assert_eq!(
+            scan.scanner,
+            ScannerChoice::ClamAv(ClamdAddress::Tcp("127.0.0.1:3310".into()))
+        );
+        assert_eq!(scan.timeout_secs, 3600);
+        assert_eq!(scan.unscannable, UnscannablePolicy::Block);
+        assert!(!scan.quarantine);
+        assert_eq!(scan_settings(&[]).unwrap().scanner, ScannerChoice::None);
+    }
+
+    #[test]
+    fn scan_settings_that_contradict_or_are_unknown_stop_the_start() {
+        for bad in [
+            vec![("FILE_APPROVER_SCANNER", "clamav")],
+            vec![
+                ("FILE_APPROVER_SCANNER", "none"),
+                ("FILE_APPROVER_CLAMD", "tcp://h:1"),
+            ],
+            vec![("FILE_APPROVER_SCANNER", "defender")],
+            vec![("FILE_APPROVER_SCANNER", "norton")],
+            vec![("FILE_APPROVER_CLAMD", "clamd:3310")],
+            vec![
+                ("FILE_APPROVER_CLAMD", "tcp://h:1"),
+                ("FILE_APPROVER_SCAN_UNSCANNABLE", "allow"),
+            ],
+            vec![
+                ("FILE_APPROVER_CLAMD", "tcp://h:1"),
+                ("FILE_APPROVER_BLOCKED_FILES", "keep"),
+            ],
+            vec![
+                ("FILE_APPROVER_CLAMD", "tcp://h:1"),
+                ("FILE_APPROVER_SCAN_TIMEOUT_SECS", "0"),
+            ],
+        ] {
+            assert!(scan_settings(&bad).is_err(), "{bad:?} was accepted");
+        }
+        let review = scan_settings(&[
+            ("FILE_APPROVER_CLAMD", "/run/clamav/clamd.ctl"),
+            ("FILE_APPROVER_SCAN_UNSCANNABLE", "review"),
+            ("FILE_APPROVER_BLOCKED_FILES", "quarantine"),
+        ])
+        .unwrap();
+        assert_eq!(review.unscannable, UnscannablePolicy::Review);
+        assert!(review.quarantine);
+    }
+
+    #[test]
+    fn addresses_are_tcp_urls_or_socket_paths() {
+        assert_eq!(
+            ClamdAddress::parse("tcp://127.0.0.1:3310"),
+            Ok(ClamdAddress::Tcp("127.0.0.1:3310".into()))
+        );
+        assert_eq!(
+            ClamdAddress::parse("/run/clamav/clamd.ctl"),
+            Ok(ClamdAddress::Unix("/run/clamav/clamd.ctl".into()))
+        );
+        assert!(ClamdAddress::parse("tcp://host").is_err());
+        assert!(ClamdAddress::parse("tcp://:3310").is_err());
+        assert!(ClamdAddress::parse("clamd:3310").is_err());
+    }
+
     use super::*;
 
     fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {

@@ -28,6 +28,8 @@
 //!   in a table, work carried on a storage queue, a status index for listings) in rooms: the
 //!   client and the worker on the turn, the turn on the handle and the orchestration model, all
 //!   on a shared vocabulary. Knows nothing of HTTP or Azure.
+//! - [`scan`]: the malware scanners a deployment may choose (ClamAV's clamd), each turning a
+//!   stream of bytes into a verdict. Knows nothing of HTTP, storage or the workflow.
 //! - [`store`]: the one storage trait (blobs, tables, queues), its backends (Azure Storage,
 //!   embedded on-disk), one decorator mechanism ([`store::layer`]) and the per-request storage
 //!   budget it carries.
@@ -42,6 +44,7 @@ pub mod engine;
 pub mod error;
 pub mod files;
 pub mod functions;
+pub mod scan;
 pub mod startup;
 pub mod store;
 pub mod telemetry;

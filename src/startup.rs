@@ -15,17 +15,18 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::clock::{Clock, SystemClock};
-use crate::config::{Settings, StorageSetting};
+use crate::config::{ScanSettings, ScannerChoice, Settings, StorageSetting};
 use crate::engine::{DriverOptions, Engine, EngineOptions, WorkDriver};
 use crate::error::ApiError;
 use crate::files::{Files, FilesError, Policy};
 use crate::functions::{self, grant_upload_url, signed_links, AppState};
+use crate::scan::Scanner;
 use crate::store::azure::{AzureOptions, AzureStore};
 use crate::store::budget::Budgeted;
 use crate::store::embedded::{EmbeddedOptions, EmbeddedStore};
 use crate::store::layer::Layered;
 use crate::store::{Storage, StoreError};
-use crate::workflow;
+use crate::workflow::{self, ScanRules};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -124,7 +125,12 @@ impl Application {
         // by a test is cut short exactly as a real one would be.
         let store: Arc<dyn Storage> = Arc::new(Layered::wrap(layer(store), Budgeted));
 
-        let registry = workflow::registry(store.clone(), clock.clone(), settings.webhook.clone());
+        let registry = workflow::registry(
+            store.clone(),
+            clock.clone(),
+            settings.webhook.clone(),
+            scanner(&settings.scan),
+        );
         let engine = Engine::new(
             store.clone(),
             clock.clone(),
@@ -257,6 +263,32 @@ async fn serve(
     graceful.shutdown().await;
 }
 
+/// The scanner the settings choose. Sending gives up after 30 s without progress; the verdict
+/// may take up to 15 minutes once the bytes are out (clamd scans a stream when it has all of
+/// it), never longer than the scan deadline itself.
+fn scanner(settings: &ScanSettings) -> Option<Scanner> {
+    match &settings.scanner {
+        ScannerChoice::None => None,
+        ScannerChoice::ClamAv(address) => Some(Scanner::clamav(
+            address.clone(),
+            std::time::Duration::from_secs(30),
+            std::time::Duration::from_secs(settings.timeout_secs.min(15 * 60)),
+        )),
+    }
+}
+
+/// The scan rules files start under, when a scanner is configured.
+fn scan_rules(settings: &ScanSettings) -> Option<ScanRules> {
+    match settings.scanner {
+        ScannerChoice::None => None,
+        ScannerChoice::ClamAv(_) => Some(ScanRules {
+            timeout_secs: settings.timeout_secs,
+            unscannable: settings.unscannable,
+            quarantine: settings.quarantine,
+        }),
+    }
+}
+
 /// The file policy the settings describe. Under the host the blob trigger starts workflows,
 /// so the sweep gives it a minute before stepping in; locally nothing else will.
 fn policy(settings: &Settings) -> Policy {
@@ -271,6 +303,7 @@ fn policy(settings: &Settings) -> Policy {
         notify: settings.webhook.is_some(),
         reminder_before_secs: settings.reminder_before_secs,
         retention_secs: settings.retention_secs,
+        scan: scan_rules(&settings.scan),
         upload_quorum: settings.upload_quorum,
         download_quorum: settings.download_quorum,
         max_direct_upload_bytes: settings.max_direct_upload_bytes,

@@ -23,7 +23,7 @@ const LAYERS: &[&[&str]] = &[
     &["error"],
     &["files"],
     &["workflow"],
-    &["engine"],
+    &["engine", "scan"],
     &["store"],
     &["config"],
     &["domain", "clock", "telemetry"],

@@ -10,6 +10,7 @@ mod json;
 mod principal;
 mod refusal;
 mod reviewer;
+mod scan;
 mod stage;
 mod storage_name;
 
@@ -21,6 +22,10 @@ pub use json::{from_json_object, optional_json_object};
 pub use principal::{Principal, PrincipalError};
 pub use refusal::{Refusal, RefusalKind};
 pub use reviewer::{Reviewers, ReviewersError};
+pub use scan::{
+    ScanReport, ScanVerdict, ScanVerdictError, ScannerInfo, UnscannablePolicy,
+    UnscannablePolicyError,
+};
 pub use stage::{ApprovalStage, Stage, StageError};
 pub use storage_name::valid_storage_name;
 

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Stage {
     Uploaded,
+    Scanning,
     AwaitingUploadApproval,
     Analyzing,
     AwaitingDownloadApproval,
@@ -14,19 +15,21 @@ pub enum Stage {
     Expired,
     Failed,
     Withdrawn,
+    Blocked,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum StageError {
-    #[error("{0:?} is not a stage; expected one of Uploaded, AwaitingUploadApproval, Analyzing, AwaitingDownloadApproval, Approved, Rejected, Expired, Failed, Withdrawn")]
+    #[error("{0:?} is not a stage; expected one of Uploaded, Scanning, AwaitingUploadApproval, Analyzing, AwaitingDownloadApproval, Approved, Rejected, Expired, Failed, Withdrawn, Blocked")]
     UnknownStage(String),
     #[error("{0:?} is not an approval stage; expected \"upload\" or \"download\"")]
     UnknownApprovalStage(String),
 }
 
 impl Stage {
-    pub const ALL: [Stage; 9] = [
+    pub const ALL: [Stage; 11] = [
         Stage::Uploaded,
+        Stage::Scanning,
         Stage::AwaitingUploadApproval,
         Stage::Analyzing,
         Stage::AwaitingDownloadApproval,
@@ -35,6 +38,7 @@ impl Stage {
         Stage::Expired,
         Stage::Failed,
         Stage::Withdrawn,
+        Stage::Blocked,
     ];
 
     pub fn parse(raw: &str) -> Result<Self, StageError> {
@@ -47,6 +51,7 @@ impl Stage {
     pub fn as_str(self) -> &'static str {
         match self {
             Stage::Uploaded => "Uploaded",
+            Stage::Scanning => "Scanning",
             Stage::AwaitingUploadApproval => "AwaitingUploadApproval",
             Stage::Analyzing => "Analyzing",
             Stage::AwaitingDownloadApproval => "AwaitingDownloadApproval",
@@ -55,6 +60,7 @@ impl Stage {
             Stage::Expired => "Expired",
             Stage::Failed => "Failed",
             Stage::Withdrawn => "Withdrawn",
+            Stage::Blocked => "Blocked",
         }
     }
 
@@ -62,20 +68,26 @@ impl Stage {
     pub fn is_final(self) -> bool {
         matches!(
             self,
-            Stage::Approved | Stage::Rejected | Stage::Expired | Stage::Failed | Stage::Withdrawn
+            Stage::Approved
+                | Stage::Rejected
+                | Stage::Expired
+                | Stage::Failed
+                | Stage::Withdrawn
+                | Stage::Blocked
         )
     }
 
-    /// The app itself is working on the file (its workflow starting, its analysis running):
-    /// nobody needs to act, and the stage changes without anyone's word.
+    /// The app itself is working on the file (its workflow starting, its scan or analysis
+    /// running): nobody needs to act, and the stage changes without anyone's word.
     pub fn is_in_progress(self) -> bool {
-        matches!(self, Stage::Uploaded | Stage::Analyzing)
+        matches!(self, Stage::Uploaded | Stage::Scanning | Stage::Analyzing)
     }
 
     /// A human phrase for error messages ("is awaiting upload approval").
     pub fn describe(self) -> &'static str {
         match self {
             Stage::Uploaded => "uploaded but its workflow has not started yet",
+            Stage::Scanning => "being scanned for malware",
             Stage::AwaitingUploadApproval => "awaiting upload approval",
             Stage::Analyzing => "being analyzed",
             Stage::AwaitingDownloadApproval => "awaiting download approval",
@@ -84,6 +96,7 @@ impl Stage {
             Stage::Expired => "expired",
             Stage::Failed => "failed",
             Stage::Withdrawn => "withdrawn by its uploader",
+            Stage::Blocked => "blocked by the malware scan",
         }
     }
 }

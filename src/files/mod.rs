@@ -53,7 +53,8 @@ pub use view::{DownloadGrant, FilePage, FileView};
 
 use crate::clock::Clock;
 use crate::engine::{Engine, Executed, HeldBy};
-use crate::store::{Storage, FILES_CONTAINER, UPLOADS_CONTAINER};
+use crate::store::{Storage, FILES_CONTAINER, QUARANTINE_CONTAINER, UPLOADS_CONTAINER};
+use crate::workflow::ScanRules;
 
 /// How files are handled: limits and timings fixed at start-up.
 #[derive(Debug, Clone)]
@@ -88,6 +89,8 @@ pub struct Policy {
     pub reminder_before_secs: Option<u64>,
     /// Delete a refused file's bytes this many seconds after it ends.
     pub retention_secs: u64,
+    /// Scan every file before review (a scanner is configured).
+    pub scan: Option<ScanRules>,
 }
 
 impl Default for Policy {
@@ -105,6 +108,7 @@ impl Default for Policy {
             notify: false,
             reminder_before_secs: None,
             retention_secs: 0,
+            scan: None,
             upload_url_ttl: Duration::minutes(15),
             max_direct_upload_bytes: 1 << 40,
         }
@@ -138,6 +142,9 @@ impl Files {
     pub async fn ensure_storage(&self) -> Result<(), FilesError> {
         self.store.ensure_container(FILES_CONTAINER).await?;
         self.store.ensure_container(UPLOADS_CONTAINER).await?;
+        if self.policy.scan.is_some_and(|rules| rules.quarantine) {
+            self.store.ensure_container(QUARANTINE_CONTAINER).await?;
+        }
         self.store.ensure_table(FILES_TABLE).await?;
         self.engine.ensure_storage().await?;
         Ok(())

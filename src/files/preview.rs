@@ -4,8 +4,9 @@
 
 use bytes::Bytes;
 
+use super::view::FileView;
 use super::FilesError;
-use crate::domain::{FileId, Refusal};
+use crate::domain::{FileId, Refusal, Stage};
 use crate::store::{ByteStream, StoreError};
 
 /// Images are shown whole or not at all (a cut image does not decode).
@@ -72,6 +73,24 @@ impl super::Files {
     /// download is what the analysis read after that.
     pub async fn preview(&self, id: FileId) -> Result<Preview, FilesError> {
         let view = self.load(id).await?;
+        // Nobody looks at bytes a scanner has not (with a scanner configured), nor at bytes
+        // it blocked.
+        let unscanned = match &view {
+            FileView::Workflow { summary, .. } => {
+                summary.file.scan.is_some() && summary.scan.is_none()
+            }
+            FileView::Uploaded { .. } => self.policy.scan.is_some(),
+        };
+        let stage = view.stage();
+        if unscanned || stage == Stage::Blocked {
+            return Err(FilesError::Refused(Refusal::WrongStage {
+                message: format!(
+                    "file {id} is {}: no preview before a malware scan has passed it",
+                    stage.describe()
+                ),
+                current: stage,
+            }));
+        }
         let name = id.to_string();
         let head_len = MAX_TEXT_BYTES as u64 + 4;
         let head = match self

@@ -76,6 +76,7 @@ impl Files {
             notify: self.policy.notify,
             reminder_before_secs: self.policy.reminder_before_secs,
             retention_secs: Some(self.policy.retention_secs),
+            scan: self.policy.scan,
         };
         let outcome = workflow::start_for_file(&self.engine, &input).await?;
         self.forget_record(id).await;

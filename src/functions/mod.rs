@@ -57,7 +57,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::domain::Refusal;
-use crate::domain::{ApprovalStage, FileId, Principal, Stage};
+use crate::domain::{ApprovalStage, FileId, Principal, ScanReport, Stage};
 use crate::engine::RuntimeStatus;
 use crate::error::ApiError;
 use crate::files::{FileView, Files};
@@ -245,12 +245,58 @@ pub struct FileStatus {
     /// The approval rules the file's workflow runs under.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rules: Option<RulesView>,
+    /// What the malware scanner saw; `null` while the file waits for its scan.
+    pub scan: Option<ScanView>,
     #[schema(value_type = Option<schema::AnalysisDoc>)]
     pub analysis: Option<Value>,
     /// Present when the file failed: why.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub failure: Option<FailureView>,
     pub links: Links,
+}
+
+/// What the malware scanner saw (docs/API.md, "Scanning").
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ScanView {
+    #[schema(value_type = schema::ScanVerdictName)]
+    pub verdict: &'static str,
+    /// The scanner, with its engine and signature versions when it tells them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scanner: Option<ScannerView>,
+    /// The threats found (signature names); empty unless `malicious`.
+    pub threats: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scanned_time: Option<String>,
+    /// Why there is no verdict (`unscannable`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ScannerView {
+    /// `clamav`.
+    pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub engine: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signatures: Option<String>,
+}
+
+impl From<&ScanReport> for ScanView {
+    fn from(r: &ScanReport) -> Self {
+        ScanView {
+            verdict: r.verdict.as_str(),
+            scanner: r.scanner.as_ref().map(|s| ScannerView {
+                name: s.name.clone(),
+                engine: s.engine.clone(),
+                signatures: s.signatures.clone(),
+            }),
+            threats: r.threats.clone(),
+            scanned_time: r.scanned_time.map(api_time),
+            reason: r.reason.clone(),
+        }
+    }
 }
 
 /// A person as shown to clients.
@@ -340,6 +386,7 @@ impl From<&FileView> for FileStatus {
                     upload_quorum: summary.file.rules.quorum(ApprovalStage::Upload),
                     download_quorum: summary.file.rules.quorum(ApprovalStage::Download),
                 }),
+                scan: summary.scan.as_ref().map(ScanView::from),
                 analysis: summary.analysis.clone(),
                 failure: summary.failure.as_ref().map(|f| FailureView {
                     code: f.code,
@@ -360,6 +407,7 @@ impl From<&FileView> for FileStatus {
                 approvals: Vec::new(),
                 deadline: None,
                 rules: None,
+                scan: None,
                 analysis: None,
                 failure: None,
             },

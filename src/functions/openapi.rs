@@ -12,7 +12,7 @@ use utoipa::{Modify, OpenApi};
 use super::schema::*;
 use super::{
     approve, complete, download, grant_upload_url, history, preview, status, upload, withdraw,
-    DecisionView, FailureView, FileStatus, Links, PrincipalView, RulesView,
+    DecisionView, FailureView, FileStatus, Links, PrincipalView, RulesView, ScanView, ScannerView,
 };
 
 #[derive(OpenApi)]
@@ -43,6 +43,9 @@ use super::{
         RulesView,
         DecisionView,
         FailureView,
+        ScanView,
+        ScannerView,
+        ScanVerdictName,
         Links,
         StageName,
         RuntimeStatusName,

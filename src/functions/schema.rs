@@ -25,6 +25,26 @@ impl utoipa::PartialSchema for StageName {
 
 impl ToSchema for StageName {}
 
+/// A scan's outcome: the schema of `domain::ScanVerdict`, its names read from
+/// `ScanVerdict::ALL`.
+#[derive(Serialize)] // for the schema-only structs that name it; never serialized
+pub struct ScanVerdictName;
+
+impl utoipa::PartialSchema for ScanVerdictName {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .description(Some(
+                "What the malware scan concluded (docs/API.md, \"Scanning\"); `notScanned` \
+                 when no scanner is configured, never to be read as clean.",
+            ))
+            .enum_values(Some(crate::domain::ScanVerdict::ALL.map(|v| v.as_str())))
+            .into()
+    }
+}
+
+impl ToSchema for ScanVerdictName {}
+
 /// Which decision a reviewer gives.
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "lowercase")]

@@ -38,6 +38,11 @@ pub const FILES_CONTAINER: &str = "files";
 /// loads these into memory.
 pub const UPLOADS_CONTAINER: &str = "uploads";
 
+/// Where a blocked file's bytes are moved when the deployment keeps them
+/// (`FILE_APPROVER_BLOCKED_FILES=quarantine`), under the file's id. Nothing in the app reads
+/// it: it is for the security team, with the storage account's own access.
+pub const QUARANTINE_CONTAINER: &str = "quarantine";
+
 /// Errors that can be the cause of another error (`#[source]`), boxed so they cross layers.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 

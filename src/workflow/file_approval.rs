@@ -12,13 +12,15 @@ use std::pin::Pin;
 use super::analysis::{analyze_stream, Analysis};
 use super::input::FileInput;
 use super::notify::{self, cloud_event, EventType, Webhook, NOTIFY_ACTIVITY};
+use super::scan::{self as gate, BLOCK_ACTIVITY, SCAN_ACTIVITY};
 use crate::clock::Clock;
-use crate::domain::{ApprovalStage, Principal, Stage};
+use crate::domain::{ApprovalStage, Principal, ScanReport, Stage};
 use crate::engine::{
     ActivityError, Engine, EngineError, EventGuard, EventKind, HistoryEvent, InstanceStatus,
     OrchestrationContext, OrchestrationError, RaiseEvent, Refusal, Registry, RetryPolicy,
     StartOutcome,
 };
+use crate::scan::Scanner;
 use crate::store::{Storage, StoreError};
 
 pub const ORCHESTRATION: &str = "FileApproval";
@@ -165,6 +167,7 @@ pub fn stage_status(stage: Stage) -> Value {
 pub fn stage_index_key(stage: Stage) -> Option<&'static str> {
     match stage {
         Stage::Uploaded => None,
+        Stage::Scanning => Some("0-scanning"),
         Stage::AwaitingUploadApproval => Some("1-awaiting-upload"),
         Stage::Analyzing | Stage::AwaitingDownloadApproval => Some("2-in-review"),
         Stage::Approved => Some("3-approved"),
@@ -172,6 +175,7 @@ pub fn stage_index_key(stage: Stage) -> Option<&'static str> {
         Stage::Expired => Some("5-expired"),
         Stage::Failed => Some("6-failed"),
         Stage::Withdrawn => Some("7-withdrawn"),
+        Stage::Blocked => Some("8-blocked"),
     }
 }
 
@@ -240,6 +244,8 @@ enum Review {
 struct Notifier {
     ctx: OrchestrationContext,
     enabled: bool,
+    /// What the scanner saw, once it has: every later event carries it.
+    scan: Option<ScanReport>,
     seq: u32,
     pending: Vec<Pin<Box<dyn Future<Output = ()>>>>,
 }
@@ -249,6 +255,7 @@ impl Notifier {
         Notifier {
             ctx: ctx.clone(),
             enabled: file.notify,
+            scan: None,
             seq: 0,
             pending: Vec::new(),
         }
@@ -271,6 +278,7 @@ impl Notifier {
             kind,
             stage,
             deadline,
+            self.scan.as_ref(),
             self.ctx.current_time(),
         );
         let ctx = self.ctx.clone();
@@ -464,6 +472,23 @@ async fn run(
         }
     }
 
+    let scanned_etag = match &file.scan {
+        Some(rules) => {
+            set_stage(ctx, Stage::Scanning);
+            let outcome = notifier.alongside(gate::scan(ctx, rules, file)).await?;
+            notifier.scan = Some(outcome.report.clone());
+            if outcome.blocks(rules) {
+                if !ctx.is_replaying() {
+                    tracing::warn!(file = %ctx.instance_id(), verdict = %outcome.report.verdict, threats = ?outcome.report.threats, "file blocked by the scan");
+                }
+                notifier.alongside(gate::block(ctx, rules, file)).await;
+                return finish(ctx, Stage::Blocked);
+            }
+            outcome.etag
+        }
+        None => None,
+    };
+
     set_stage(ctx, Stage::AwaitingUploadApproval);
     match review(ctx, notifier, file, ApprovalStage::Upload).await? {
         Review::Expired => return finish(ctx, Stage::Expired),
@@ -480,11 +505,21 @@ async fn run(
                 .await;
         }
     }
+    let input = AnalyzeInput {
+        file: file.clone(),
+        scanned_etag,
+    };
     let analysis: Result<Value, OrchestrationError> = notifier
-        .alongside(ctx.call_activity(ANALYZE_ACTIVITY, file, analysis_retry()))
+        .alongside(ctx.call_activity(ANALYZE_ACTIVITY, &input, analysis_retry()))
         .await;
     let analysis = match analysis {
         Ok(analysis) => analysis,
+        Err(OrchestrationError::TaskFailed { message, .. })
+            if message.starts_with(REPLACED_AFTER_SCAN) =>
+        {
+            set_stage(ctx, Stage::Failed);
+            return Err(OrchestrationError::failed(message));
+        }
         Err(e) => {
             set_stage(ctx, Stage::Failed);
             if !ctx.is_replaying() {
@@ -518,13 +553,25 @@ async fn run(
     }
 }
 
-/// Reads the file from storage and analyzes it: one streaming pass, bounded memory.
+/// The analysis activity's input: the file, and the version of its bytes the scan read.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct AnalyzeInput {
+    #[serde(flatten)]
+    file: FileInput,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    scanned_etag: Option<String>,
+}
+
+/// Reads the file from storage and analyzes it: one streaming pass, bounded memory. Bytes that
+/// changed since the scan (an upload URL used again before it expired) are refused: what is
+/// approved must be what was scanned.
 async fn analyze_file(
     store: Arc<dyn Storage>,
     clock: Arc<dyn Clock>,
     input: Value,
 ) -> Result<Value, ActivityError> {
-    let file: FileInput = serde_json::from_value(input)
+    let AnalyzeInput { file, scanned_etag } = serde_json::from_value(input)
         .map_err(|e| ActivityError::new(format!("invalid AnalyzeFile input: {e}")))?;
     let blob = store
         .get_blob(file.container(), &file.id, None)
@@ -533,6 +580,13 @@ async fn analyze_file(
             StoreError::NotFound => ActivityError::new(format!("file {} has no blob", file.id)),
             other => ActivityError::new(format!("reading file {}: {other}", file.id)),
         })?;
+    if let Some(scanned) = scanned_etag {
+        if blob.properties.etag.as_str() != scanned {
+            return Err(ActivityError::new(format!(
+                "{REPLACED_AFTER_SCAN}: the upload was replaced after it was scanned, before its URL expired"
+            )));
+        }
+    }
     let analysis: Analysis = analyze_stream(blob.body, &file.content_type, clock.now())
         .await
         .map_err(|e| {
@@ -554,12 +608,22 @@ pub fn registry(
     store: Arc<dyn Storage>,
     clock: Arc<dyn Clock>,
     webhook: Option<Webhook>,
+    scanner: Option<Scanner>,
 ) -> Registry {
     let mut registry = Registry::new();
     registry.orchestration(ORCHESTRATION, file_approval);
     let analysing = store.clone();
+    let analysis_clock = clock.clone();
     registry.activity(ANALYZE_ACTIVITY, move |input| {
-        analyze_file(analysing.clone(), clock.clone(), input)
+        analyze_file(analysing.clone(), analysis_clock.clone(), input)
+    });
+    let scanning = store.clone();
+    registry.activity(SCAN_ACTIVITY, move |input| {
+        gate::scan_file(scanning.clone(), scanner.clone(), clock.clone(), input)
+    });
+    let blocking = store.clone();
+    registry.activity(BLOCK_ACTIVITY, move |input| {
+        gate::block_file(blocking.clone(), input)
     });
     // One pooled client for every delivery; each attempt has the webhook's own timeout.
     let http = reqwest::Client::builder()
@@ -606,6 +670,8 @@ pub struct Summary {
     pub stage: Stage,
     pub approvals: Vec<DecisionEvent>,
     pub analysis: Option<Value>,
+    /// What the scanner saw; `None` while the scan is still running.
+    pub scan: Option<ScanReport>,
     /// Why the file failed, when it did.
     pub failure: Option<Failure>,
     /// When the stage now awaiting decisions expires, if it has a deadline.
@@ -615,6 +681,7 @@ pub struct Summary {
 /// The failure codes the workflow ends with; each failure's text starts with its code.
 const SIZE_MISMATCH: &str = "SizeMismatch";
 const ANALYSIS_FAILED: &str = "AnalysisFailed";
+const REPLACED_AFTER_SCAN: &str = "ReplacedAfterScan";
 
 /// Why a file failed, as clients see it: a stable code, and a message safe to show. An
 /// analysis failure's own text (a storage error, say) stays in the log.
@@ -629,6 +696,10 @@ impl Failure {
         match text.split_once(": ") {
             Some((SIZE_MISMATCH, message)) => Failure {
                 code: SIZE_MISMATCH,
+                message: message.to_owned(),
+            },
+            Some((REPLACED_AFTER_SCAN, message)) => Failure {
+                code: REPLACED_AFTER_SCAN,
                 message: message.to_owned(),
             },
             Some((ANALYSIS_FAILED, _)) => Failure {
@@ -646,9 +717,10 @@ impl Failure {
 /// One step of a file's life, as its history tells it (`GET /api/files/{id}/history`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Step {
-    /// `uploaded`, `decided`, `withdrawn`, `analysisStarted`, `analysisAttemptFailed`,
-    /// `analyzed`, `finished`, `bytesDeleted`, `terminated` (and `linkIssued`, added by the
-    /// application layer).
+    /// `uploaded`, `scanStarted`, `scanAttemptFailed`, `scanned` (its verdict the outcome),
+    /// `bytesRemoved` (a blocked file's), `decided`, `withdrawn`, `analysisStarted`,
+    /// `analysisAttemptFailed`, `analyzed`, `finished`, `bytesDeleted`, `terminated` (and
+    /// `linkIssued`, added by the application layer).
     pub step: &'static str,
     pub time: DateTime<Utc>,
     pub actor: Option<Principal>,
@@ -671,6 +743,46 @@ impl Step {
     }
 }
 
+/// The scan's part of a timeline: the activities it scheduled, followed through history.
+#[derive(Default)]
+struct ScanSteps {
+    scans: Vec<i64>,
+    blocks: Vec<i64>,
+}
+
+impl ScanSteps {
+    /// `Some` when `event` belongs to the scan (with the step it shows, if any).
+    fn step(&mut self, event: &HistoryEvent) -> Option<Option<Step>> {
+        let at = event.timestamp;
+        Some(match &event.kind {
+            EventKind::TaskScheduled { name, .. } if name == SCAN_ACTIVITY => {
+                self.scans.push(event.event_id);
+                // Retries after a failure schedule it again; one step says the scan began.
+                (self.scans.len() == 1).then(|| Step::at("scanStarted", at))
+            }
+            EventKind::TaskScheduled { name, .. } if name == BLOCK_ACTIVITY => {
+                self.blocks.push(event.event_id);
+                None
+            }
+            // The reason (an unreachable scanner, say) stays in the log.
+            EventKind::TaskFailed {
+                task_scheduled_id, ..
+            } if self.scans.contains(task_scheduled_id) => Some(Step::at("scanAttemptFailed", at)),
+            EventKind::TaskCompleted {
+                task_scheduled_id,
+                result,
+            } if self.scans.contains(task_scheduled_id) => Some(Step {
+                outcome: gate::report_of(result).map(|r| r.verdict.as_str().to_owned()),
+                ..Step::at("scanned", at)
+            }),
+            EventKind::TaskCompleted {
+                task_scheduled_id, ..
+            } if self.blocks.contains(task_scheduled_id) => Some(Step::at("bytesRemoved", at)),
+            _ => return None,
+        })
+    }
+}
+
 /// A file's steps from its instance's history (loaded with it), oldest first.
 pub fn timeline(status: &InstanceStatus) -> Result<Vec<Step>, EngineError> {
     let summary = summarize(status)?;
@@ -680,6 +792,7 @@ pub fn timeline(status: &InstanceStatus) -> Result<Vec<Step>, EngineError> {
     }];
     let mut analyze_ids = Vec::new();
     let mut delete_ids = Vec::new();
+    let mut scan = ScanSteps::default();
     for event in status.history.iter().flatten() {
         if let Some(d) = decision_of(event) {
             let (step, outcome) = match (d.withdrawal, d.approved) {
@@ -694,6 +807,10 @@ pub fn timeline(status: &InstanceStatus) -> Result<Vec<Step>, EngineError> {
                 comment: d.comment.clone(),
                 ..Step::at(step, d.decided_time)
             });
+            continue;
+        }
+        if let Some(step) = scan.step(event) {
+            steps.extend(step);
             continue;
         }
         match &event.kind {
@@ -751,6 +868,11 @@ pub fn summarize(status: &InstanceStatus) -> Result<Summary, EngineError> {
     let mut approvals = Vec::new();
     let mut analysis = None;
     let mut analyze_ids = Vec::new();
+    let mut scan_ids = Vec::new();
+    let mut scan = None;
+    let mut scan_failures: u32 = 0;
+    let mut last_scan_error: Option<(String, DateTime<Utc>)> = None;
+    let mut upload_started = None;
     // A stage's deadline is its timeout from the turn that began it (what `review` computes):
     // the first turn for the upload stage, the turn that took the analysis's result for the
     // download stage (a `TaskCompleted` carries that turn's time).
@@ -774,11 +896,40 @@ pub fn summarize(status: &InstanceStatus) -> Result<Summary, EngineError> {
                 analysis = Some(result.clone());
                 download_started = Some(event.timestamp);
             }
+            EventKind::TaskScheduled { name, .. } if name == SCAN_ACTIVITY => {
+                scan_ids.push(event.event_id);
+            }
+            EventKind::TaskCompleted {
+                task_scheduled_id,
+                result,
+            } if scan_ids.contains(task_scheduled_id) => {
+                scan = gate::report_of(result);
+                upload_started = Some(event.timestamp);
+            }
+            EventKind::TaskFailed {
+                task_scheduled_id,
+                reason,
+            } if scan_ids.contains(task_scheduled_id) => {
+                scan_failures += 1;
+                last_scan_error = Some((reason.clone(), event.timestamp));
+                upload_started = Some(event.timestamp);
+            }
             _ => {}
         }
     }
+    // A scan step that ended without a verdict gave up at its deadline, in the turn of its
+    // last failed attempt: the same report the workflow decided on.
+    let scan_over = !matches!(stage, Stage::Uploaded | Stage::Scanning);
+    let scan = match (&file.scan, scan) {
+        (None, _) => Some(ScanReport::not_scanned()),
+        (Some(_), Some(report)) => Some(report),
+        (Some(rules), None) if scan_over => {
+            last_scan_error.map(|(error, at)| gate::gave_up(rules, scan_failures, &error, at))
+        }
+        (Some(_), None) => None,
+    };
     let stage_started = match stage {
-        Stage::AwaitingUploadApproval => started,
+        Stage::AwaitingUploadApproval => upload_started.or(started),
         Stage::AwaitingDownloadApproval => download_started,
         _ => None,
     };
@@ -791,6 +942,7 @@ pub fn summarize(status: &InstanceStatus) -> Result<Summary, EngineError> {
         stage,
         approvals,
         analysis,
+        scan,
         failure: status
             .failure
             .as_deref()
@@ -830,6 +982,7 @@ mod tests {
             notify: false,
             reminder_before_secs: None,
             retention_secs: None,
+            scan: None,
         };
         let started = EventKind::ExecutionStarted {
             name: ORCHESTRATION.into(),
@@ -855,6 +1008,152 @@ mod tests {
         assert_eq!(
             Failure::from_text("invalid FileApproval input: …").code,
             "InternalError"
+        );
+    }
+
+    fn scanned_file(rules: crate::workflow::ScanRules) -> Value {
+        let now = Utc.with_ymd_and_hms(2026, 11, 24, 9, 0, 0).unwrap();
+        serde_json::to_value(FileInput {
+            id: FILE_ID.into(),
+            name: "notes.txt".into(),
+            content_type: "text/plain".into(),
+            size: 3,
+            created_time: now,
+            approval_timeout_secs: None,
+            direct: None,
+            uploader: None,
+            rules: ApprovalRules::default(),
+            notify: false,
+            reminder_before_secs: None,
+            retention_secs: None,
+            scan: Some(rules),
+        })
+        .unwrap()
+    }
+
+    /// The scheduled activity of `name` among `events`.
+    fn scheduled(events: &[HistoryEvent], name: &str) -> i64 {
+        events
+            .iter()
+            .find(|e| matches!(&e.kind, EventKind::TaskScheduled { name: n, .. } if n == name))
+            .map(|e| e.event_id)
+            .unwrap_or_else(|| panic!("no {name} scheduled in {events:?}"))
+    }
+
+    /// A scanner that fails until the deadline: the file waits in `Scanning` on a timer, then
+    /// is unscannable and (by default) blocked, and `summarize` tells the same reason.
+    #[test]
+    fn a_scan_that_keeps_failing_blocks_the_file_at_its_deadline() {
+        let mut registry = Registry::new();
+        registry.orchestration(ORCHESTRATION, file_approval);
+        let orchestration = registry.get_orchestration(ORCHESTRATION).unwrap();
+        let t0 = Utc.with_ymd_and_hms(2026, 11, 24, 9, 0, 0).unwrap();
+        let rules = crate::workflow::ScanRules {
+            timeout_secs: 60,
+            unscannable: crate::domain::UnscannablePolicy::Block,
+            quarantine: false,
+        };
+        let input = scanned_file(rules);
+        let mut history: Vec<HistoryEvent> = Vec::new();
+        let turn = |history: &mut Vec<HistoryEvent>, inbound: Vec<EventKind>, at| {
+            let result = replay(orchestration, FILE_ID, history, inbound, at);
+            history.extend(result.new_events.clone());
+            result
+        };
+        let first = turn(
+            &mut history,
+            vec![EventKind::ExecutionStarted {
+                name: ORCHESTRATION.into(),
+                input: input.clone(),
+            }],
+            t0,
+        );
+        assert_eq!(first.custom_status, json!("Scanning"));
+        let scan = scheduled(&history, SCAN_ACTIVITY);
+
+        // The first failure, well inside the deadline: a timer five seconds on.
+        let second = turn(
+            &mut history,
+            vec![EventKind::TaskFailed {
+                task_scheduled_id: scan,
+                reason: "cannot reach clamd at tcp://127.0.0.1:3310: refused".into(),
+            }],
+            t0 + Duration::seconds(1),
+        );
+        assert_eq!(second.custom_status, json!("Scanning"));
+        assert_eq!(second.open_timers.len(), 1);
+        let timer = second.open_timers[0];
+
+        // It fires; the second attempt fails past the deadline: no verdict, blocked.
+        turn(
+            &mut history,
+            vec![EventKind::TimerFired {
+                timer_id: timer.timer_id,
+                fire_at: timer.fire_at,
+            }],
+            timer.fire_at,
+        );
+        let retried = history
+            .iter()
+            .rev()
+            .find(|e| matches!(&e.kind, EventKind::TaskScheduled { name, .. } if name == SCAN_ACTIVITY))
+            .map(|e| e.event_id)
+            .unwrap();
+        assert_ne!(retried, scan);
+        let late = t0 + Duration::seconds(61);
+        turn(
+            &mut history,
+            vec![EventKind::TaskFailed {
+                task_scheduled_id: retried,
+                reason: "cannot reach clamd at tcp://127.0.0.1:3310: refused".into(),
+            }],
+            late,
+        );
+        let block = scheduled(&history, BLOCK_ACTIVITY);
+        let last = turn(
+            &mut history,
+            vec![EventKind::TaskCompleted {
+                task_scheduled_id: block,
+                result: json!({"removed": true, "quarantined": false}),
+            }],
+            late,
+        );
+        assert_eq!(last.runtime_status, RuntimeStatus::Completed);
+        assert_eq!(last.custom_status, json!("Blocked"));
+
+        let status = InstanceStatus {
+            instance_id: FILE_ID.into(),
+            name: ORCHESTRATION.into(),
+            runtime_status: last.runtime_status,
+            custom_status: last.custom_status.clone(),
+            input,
+            output: last.output.clone(),
+            failure: None,
+            created_time: t0,
+            last_updated_time: late,
+            history: Some(history),
+        };
+        let summary = summarize(&status).unwrap();
+        assert_eq!(summary.stage, Stage::Blocked);
+        let report = summary.scan.unwrap();
+        assert_eq!(report.verdict, crate::domain::ScanVerdict::Unscannable);
+        let reason = report.reason.unwrap();
+        assert!(
+            reason.starts_with("no verdict within 1 min: the scanner failed 2 times"),
+            "{reason}"
+        );
+        assert!(reason.contains("cannot reach clamd"), "{reason}");
+        let steps: Vec<&str> = timeline(&status).unwrap().iter().map(|s| s.step).collect();
+        assert_eq!(
+            steps,
+            [
+                "uploaded",
+                "scanStarted",
+                "scanAttemptFailed",
+                "scanAttemptFailed",
+                "bytesRemoved",
+                "finished"
+            ]
         );
     }
 

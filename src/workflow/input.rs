@@ -5,7 +5,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{ApprovalStage, Principal};
+use crate::domain::{ApprovalStage, Principal, UnscannablePolicy};
 use crate::store::{FILES_CONTAINER, UPLOADS_CONTAINER};
 
 /// The orchestration's input: everything it needs about the file, fixed when it starts (so a
@@ -40,6 +40,23 @@ pub struct FileInput {
     /// many seconds after its end; `None` keeps them (files started before this rule).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retention_secs: Option<u64>,
+    /// Scan the bytes before anyone reviews them; `None` when no scanner was configured
+    /// (files started before the gate, too): the verdict is then `notScanned`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scan: Option<ScanRules>,
+}
+
+/// How a file is scanned: fixed when its workflow starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ScanRules {
+    /// Without a verdict this long after the scan began, the file is unscannable.
+    pub timeout_secs: u64,
+    /// What an unscannable file does: stop, or go on to review with a warning.
+    pub unscannable: UnscannablePolicy,
+    /// A blocked file's bytes are moved to quarantine instead of deleted.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub quarantine: bool,
 }
 
 /// Who may approve, and how many must: fixed when a file's workflow starts.

@@ -2,11 +2,14 @@
 //! orchestration and its analysis activity.
 //!
 //! ```text
-//! AwaitingUploadApproval ──approve──▶ Analyzing ──▶ AwaitingDownloadApproval ──approve──▶ Approved
-//!          │ reject / deadline              │ fails after retries     │ reject / deadline
-//!          ▼                                ▼                         ▼
-//!   Rejected / Expired                    Failed               Rejected / Expired
+//! Scanning ──▶ AwaitingUploadApproval ──approve──▶ Analyzing ──▶ AwaitingDownloadApproval ──approve──▶ Approved
+//!    │ malicious / unscannable (block)   │ reject / deadline     │ fails after retries   │ reject / deadline
+//!    ▼                                   ▼                       ▼                       ▼
+//! Blocked                        Rejected / Expired            Failed           Rejected / Expired
 //! ```
+//!
+//! `Scanning` happens only with a scanner configured (`scan`); without one a file starts in
+//! `AwaitingUploadApproval` and its verdict is `notScanned`.
 //!
 //! The stage is the instance's custom status (a JSON string, [`stage_status`]: the one place
 //! that knows the encoding), so the engine can list instances by stage; decisions and the
@@ -17,10 +20,12 @@ pub mod analysis;
 mod file_approval;
 mod input;
 pub mod notify;
+mod scan;
 
 pub use file_approval::{
     decision_event, index_key, registry, stage_index_key, stage_status, start_for_file, summarize,
     DecisionEvent, Failure, Summary, ANALYZE_ACTIVITY, ORCHESTRATION, SAME_REVIEWER, SELF_APPROVAL,
 };
 pub use file_approval::{four_eyes_refusal, timeline, Step, NOT_THE_UPLOADER};
-pub use input::{ApprovalRules, DirectInput, FileInput};
+pub use input::{ApprovalRules, DirectInput, FileInput, ScanRules};
+pub use scan::{ScanOutcome, BLOCK_ACTIVITY, SCAN_ACTIVITY};

@@ -1,6 +1,7 @@
 //! Telling people: a CloudEvents 1.0 event POSTed to `FILE_APPROVER_WEBHOOK_URL` when a file
 //! needs someone (awaiting upload or download approval, a reminder before a deadline) and when
-//! it ends (approved, rejected, expired, failed, withdrawn).
+//! it ends (approved, rejected, expired, failed, withdrawn, blocked by the malware scan). Once
+//! a file is scanned, every event carries the scan's report (`data.scan`).
 //!
 //! Delivery is the durable activity [`NOTIFY_ACTIVITY`], retried with backoff for hours. The
 //! workflow never waits on it: a notification runs beside the review (see `Notifier` in
@@ -20,7 +21,7 @@ use sha2::Sha256;
 pub use crate::config::Webhook;
 
 use super::input::FileInput;
-use crate::domain::Stage;
+use crate::domain::{ScanReport, Stage};
 use crate::engine::{ActivityError, RetryPolicy};
 
 pub const NOTIFY_ACTIVITY: &str = "Notify";
@@ -47,6 +48,7 @@ impl EventType {
             EventType::Finished(Stage::Rejected) => "FileApprover.Rejected",
             EventType::Finished(Stage::Expired) => "FileApprover.Expired",
             EventType::Finished(Stage::Withdrawn) => "FileApprover.Withdrawn",
+            EventType::Finished(Stage::Blocked) => "FileApprover.Blocked",
             EventType::Finished(_) => "FileApprover.Failed",
         }
     }
@@ -60,6 +62,7 @@ pub fn cloud_event(
     kind: EventType,
     stage: Stage,
     deadline: Option<DateTime<Utc>>,
+    scan: Option<&ScanReport>,
     time: DateTime<Utc>,
 ) -> Value {
     let mut data = json!({
@@ -74,6 +77,9 @@ pub fn cloud_event(
             "history": format!("/api/files/{}/history", file.id),
         },
     });
+    if let Some(scan) = scan {
+        data["scan"] = json!(scan);
+    }
     if let Some(deadline) = deadline {
         data["deadline"] = json!(deadline.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
     }

@@ -14,4 +14,5 @@ mod notify;
 mod people;
 mod review_page;
 mod robustness;
+mod scanning;
 mod workflow;

@@ -489,6 +489,7 @@ async fn preload_finished(app: &InProcessApp, range: std::ops::Range<usize>) -> 
                         notify: false,
                         reminder_before_secs: None,
                         retention_secs: None,
+                        scan: None,
                     };
                     start_for_file(&engine, &file).await?;
                     let rejection = decision_event(&DecisionEvent {

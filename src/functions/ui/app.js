@@ -4,12 +4,17 @@
 
 const SIGN_IN = document.querySelector('meta[name="file-approver-sign-in"]')?.content ?? "token";
 const STAGES = ["AwaitingUploadApproval", "Analyzing", "AwaitingDownloadApproval", "Approved",
-  "Rejected", "Expired", "Failed", "Withdrawn", "Uploaded"];
+  "Rejected", "Expired", "Failed", "Withdrawn", "Blocked", "Scanning", "Uploaded"];
 const STAGE_WORDS = {
-  Uploaded: "Uploaded, starting", AwaitingUploadApproval: "Awaiting upload approval",
+  Uploaded: "Uploaded, starting", Scanning: "Being scanned for malware",
+  AwaitingUploadApproval: "Awaiting upload approval",
   Analyzing: "Being analysed", AwaitingDownloadApproval: "Awaiting download approval",
   Approved: "Approved", Rejected: "Rejected", Expired: "Expired", Failed: "Failed",
-  Withdrawn: "Withdrawn",
+  Withdrawn: "Withdrawn", Blocked: "Blocked by the malware scan",
+};
+const VERDICT_WORDS = {
+  clean: "Clean", malicious: "Malicious", unscannable: "Could not be scanned",
+  notScanned: "Not scanned (no scanner is configured)",
 };
 // Files up to this size go in one request to the app; larger ones straight to storage in blocks.
 const DIRECT_ABOVE = 32 * 1024 * 1024;
@@ -354,6 +359,20 @@ function downloadSection(file) {
 
 let pollTimer = null;
 
+// What the scanner saw, in words: the verdict, the threats or the reason, the scanner.
+function scanFact(scan) {
+  if (!scan) return "Scanning…";
+  const parts = [VERDICT_WORDS[scan.verdict] ?? scan.verdict];
+  if (scan.threats?.length) parts.push(`found ${scan.threats.join(", ")}`);
+  if (scan.reason) parts.push(scan.reason);
+  if (scan.scanner) {
+    const versions = [scan.scanner.engine, scan.scanner.signatures && `signatures ${scan.scanner.signatures}`]
+      .filter(Boolean).join(", ");
+    parts.push(`by ${scan.scanner.name}${versions ? ` (${versions})` : ""}`);
+  }
+  return el("span", { class: `scan scan-${scan.verdict}`, text: parts.join(" — ") });
+}
+
 async function fileView(id, gen) {
   const render = async () => {
     const [file, history] = await Promise.all([api(`/api/files/${id}`), api(`/api/files/${id}/history`)]);
@@ -361,6 +380,7 @@ async function fileView(id, gen) {
       ["Uploaded", when(file.createdTime)], ["Declared type", file.contentType], ["Size", bytes(file.size)]];
     if (file.deadline) facts.push(["Decide by", when(file.deadline)]);
     if (file.failure) facts.push(["Failure", `${file.failure.code}: ${file.failure.message}`]);
+    facts.push(["Malware scan", scanFact(file.scan)]);
     if (gen !== generation) return;
     show(gen, file.name,
       el("dl", { class: "facts", id: "facts" }, facts.map(([k, v]) => [el("dt", { text: k }), el("dd", {}, v)])),
@@ -370,7 +390,7 @@ async function fileView(id, gen) {
       el("h2", { text: "History" }), historyList(history.steps));
     // Work in progress (the analysis, the workflow's start) is shown as it finishes.
     clearTimeout(pollTimer);
-    if (file.stage === "Analyzing" || file.stage === "Uploaded") {
+    if (file.stage === "Analyzing" || file.stage === "Uploaded" || file.stage === "Scanning") {
       pollTimer = setTimeout(() => { if (gen === generation) render().catch(() => {}); }, 1500);
     }
   };

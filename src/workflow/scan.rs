@@ -1,0 +1,266 @@
+//! The content-safety gate: the workflow's `Scanning` step, the `ScanFile` activity that reads
+//! a file's bytes into the configured scanner, and the `BlockFile` activity that deletes (or
+//! quarantines) a blocked file's bytes.
+//!
+//! The step retries a scanner that fails (unreachable, hanging, answering nonsense) with
+//! durable timers, doubling from five seconds up to five minutes, until the file's scan
+//! deadline; only then does the file count as unscannable, and the deployment's policy decides
+//! whether that blocks it. No path passes a file on to review without a scanner's verdict or an
+//! explicit unscannable reason.
+
+use std::sync::Arc;
+
+use chrono::Duration;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use super::input::{FileInput, ScanRules};
+use crate::clock::Clock;
+use crate::domain::{ScanReport, ScanVerdict, UnscannablePolicy};
+use crate::engine::{ActivityError, OrchestrationContext, OrchestrationError, RetryPolicy};
+use crate::scan::Scanner;
+use crate::store::{Storage, StoreError, QUARANTINE_CONTAINER};
+
+pub const SCAN_ACTIVITY: &str = "ScanFile";
+pub const BLOCK_ACTIVITY: &str = "BlockFile";
+
+/// What the scan activity returns: the report, and the version of the bytes it read (the
+/// blob's ETag), so that the analysis can tell whether it still reads the scanned bytes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ScanOutcome {
+    pub report: ScanReport,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etag: Option<String>,
+}
+
+impl ScanOutcome {
+    /// Whether the file stops here under `rules`.
+    pub fn blocks(&self, rules: &ScanRules) -> bool {
+        match self.report.verdict {
+            ScanVerdict::Malicious => true,
+            ScanVerdict::Unscannable => rules.unscannable == UnscannablePolicy::Block,
+            ScanVerdict::Clean | ScanVerdict::NotScanned => false,
+        }
+    }
+}
+
+/// One attempt per activity call: the step itself waits between attempts, on durable timers,
+/// so that the deadline (not an attempt count) decides when to stop.
+fn one_attempt() -> RetryPolicy {
+    RetryPolicy {
+        max_attempts: 1,
+        first_interval: Duration::seconds(5),
+        backoff_coefficient: 2.0,
+        max_interval: Duration::seconds(5),
+    }
+}
+
+/// The pause before attempt `n + 1`: 5 s, doubling, at most 5 min.
+fn pause(failures: u32) -> Duration {
+    let seconds = 5i64.saturating_mul(1i64 << failures.saturating_sub(1).min(6));
+    Duration::seconds(seconds.min(300))
+}
+
+/// Scans the file until a scanner gives a verdict or the deadline passes.
+pub(super) async fn scan(
+    ctx: &OrchestrationContext,
+    rules: &ScanRules,
+    file: &FileInput,
+) -> Result<ScanOutcome, OrchestrationError> {
+    let deadline = i64::try_from(rules.timeout_secs)
+        .ok()
+        .and_then(Duration::try_seconds)
+        .and_then(|t| ctx.current_time().checked_add_signed(t));
+    let mut failures: u32 = 0;
+    loop {
+        let attempt: Result<ScanOutcome, OrchestrationError> =
+            ctx.call_activity(SCAN_ACTIVITY, file, one_attempt()).await;
+        let error = match attempt {
+            Ok(outcome) => return Ok(outcome),
+            Err(OrchestrationError::TaskFailed { message, .. }) => message,
+            Err(other) => return Err(other),
+        };
+        failures += 1;
+        let now = ctx.current_time();
+        let next = now + pause(failures);
+        if !ctx.is_replaying() {
+            tracing::warn!(file = %ctx.instance_id(), failures, error = %error, "the scan gave no verdict; trying again");
+        }
+        match deadline {
+            Some(deadline) if next < deadline => ctx.create_timer(next).await,
+            _ => {
+                return Ok(ScanOutcome {
+                    report: gave_up(rules, failures, &error, now),
+                    etag: None,
+                })
+            }
+        }
+    }
+}
+
+/// The report of a scan step that reached its deadline without a verdict: what the workflow
+/// decides on, and what `summarize` shows (rebuilt from the same history).
+pub(super) fn gave_up(
+    rules: &ScanRules,
+    failures: u32,
+    last_error: &str,
+    at: chrono::DateTime<chrono::Utc>,
+) -> ScanReport {
+    let last: String = last_error.chars().take(300).collect();
+    ScanReport::unscannable(
+        None,
+        format!(
+            "no verdict within {}: the scanner failed {failures} time{} (last: {last})",
+            humane(rules.timeout_secs),
+            if failures == 1 { "" } else { "s" }
+        ),
+        at,
+    )
+}
+
+fn humane(seconds: u64) -> String {
+    match seconds {
+        s if s % 3600 == 0 => format!("{} h", s / 3600),
+        s if s % 60 == 0 => format!("{} min", s / 60),
+        s => format!("{s} s"),
+    }
+}
+
+/// Deletes a blocked file's bytes, or moves them to quarantine; retried a few times, and a
+/// failure is logged, not fatal: a blocked file is never offered for download either way.
+pub(super) async fn block(ctx: &OrchestrationContext, rules: &ScanRules, file: &FileInput) {
+    let target = json!({
+        "container": file.container(),
+        "id": file.id,
+        "quarantine": rules.quarantine,
+    });
+    let retry = RetryPolicy {
+        max_attempts: 5,
+        first_interval: Duration::seconds(5),
+        backoff_coefficient: 2.0,
+        max_interval: Duration::seconds(60),
+    };
+    let done: Result<Value, OrchestrationError> =
+        ctx.call_activity(BLOCK_ACTIVITY, &target, retry).await;
+    if let Err(e) = done {
+        if !ctx.is_replaying() {
+            tracing::error!(file = %ctx.instance_id(), error = %e, "could not remove a blocked file's bytes");
+        }
+    }
+}
+
+/// The scan activity: one pass over the blob into the scanner.
+pub(super) async fn scan_file(
+    store: Arc<dyn Storage>,
+    scanner: Option<Scanner>,
+    clock: Arc<dyn Clock>,
+    input: Value,
+) -> Result<Value, ActivityError> {
+    let file: FileInput = serde_json::from_value(input)
+        .map_err(|e| ActivityError::new(format!("invalid ScanFile input: {e}")))?;
+    let Some(scanner) = scanner else {
+        // The setting was removed while the file waited: no verdict can come from here.
+        return Err(ActivityError::new("no scanner is configured"));
+    };
+    let blob = store
+        .get_blob(file.container(), &file.id, None)
+        .await
+        .map_err(|e| match e {
+            StoreError::NotFound => ActivityError::new(format!("file {} has no blob", file.id)),
+            other => ActivityError::new(format!("reading file {}: {other}", file.id)),
+        })?;
+    let etag = blob.properties.etag.as_str().to_owned();
+    let report = scanner
+        .scan(blob.body, clock.now())
+        .await
+        .map_err(|e| {
+            tracing::warn!(file = %file.id, scanner = scanner.name(), error = %e, "scan attempt failed");
+            ActivityError::new(e.to_string())
+        })?;
+    tracing::info!(
+        file = %file.id,
+        verdict = %report.verdict,
+        threats = ?report.threats,
+        reason = report.reason.as_deref().unwrap_or(""),
+        "scan finished"
+    );
+    serde_json::to_value(ScanOutcome {
+        report,
+        etag: Some(etag),
+    })
+    .map_err(|e| ActivityError::new(e.to_string()))
+}
+
+/// The block activity: the bytes go to quarantine (a streamed copy, then a delete) or away.
+pub(super) async fn block_file(
+    store: Arc<dyn Storage>,
+    input: Value,
+) -> Result<Value, ActivityError> {
+    let container = input["container"].as_str().unwrap_or_default().to_owned();
+    let id = input["id"].as_str().unwrap_or_default().to_owned();
+    let quarantine = input["quarantine"].as_bool().unwrap_or(false);
+    if quarantine {
+        match store.get_blob(&container, &id, None).await {
+            Ok(blob) => {
+                let options = crate::store::PutBlobOptions {
+                    content_type: blob.properties.content_type.clone(),
+                    max_bytes: None,
+                };
+                store
+                    .put_blob(QUARANTINE_CONTAINER, &id, blob.body, &options)
+                    .await
+                    .map_err(|e| ActivityError::new(format!("quarantining file {id}: {e}")))?;
+            }
+            // Already moved by an earlier attempt whose answer was lost.
+            Err(StoreError::NotFound) => {}
+            Err(e) => return Err(ActivityError::new(format!("reading file {id}: {e}"))),
+        }
+    }
+    store
+        .delete_blob(&container, &id)
+        .await
+        .map_err(|e| ActivityError::new(format!("deleting file {id}'s bytes: {e}")))?;
+    tracing::warn!(file = %id, quarantined = quarantine, "a blocked file's bytes were removed");
+    Ok(json!({ "removed": true, "quarantined": quarantine }))
+}
+
+/// The report a completed scan activity recorded.
+pub(super) fn report_of(outcome: &Value) -> Option<ScanReport> {
+    serde_json::from_value::<ScanOutcome>(outcome.clone())
+        .ok()
+        .map(|o| o.report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pauses_double_from_five_seconds_to_five_minutes() {
+        let pauses: Vec<i64> = (1..=9).map(|n| pause(n).num_seconds()).collect();
+        assert_eq!(pauses, vec![5, 10, 20, 40, 80, 160, 300, 300, 300]);
+    }
+
+    #[test]
+    fn malware_always_blocks_and_the_unscannable_follow_the_policy() {
+        let rules = |unscannable| ScanRules {
+            timeout_secs: 60,
+            unscannable,
+            quarantine: false,
+        };
+        let outcome = |verdict| ScanOutcome {
+            report: ScanReport {
+                verdict,
+                ..ScanReport::not_scanned()
+            },
+            etag: None,
+        };
+        let block = rules(UnscannablePolicy::Block);
+        let review = rules(UnscannablePolicy::Review);
+        assert!(outcome(ScanVerdict::Malicious).blocks(&review));
+        assert!(outcome(ScanVerdict::Unscannable).blocks(&block));
+        assert!(!outcome(ScanVerdict::Unscannable).blocks(&review));
+        assert!(!outcome(ScanVerdict::Clean).blocks(&block));
+    }
+}
