@@ -358,3 +358,75 @@ crate::on_every_backend!(
     a_reminder_goes_out_before_the_deadline,
     under_the_host_people_are_told_and_the_history_is_kept,
 );
+
+/// With a scanner, every event after the scan carries what it saw, and a blocked file ends
+/// with `FileApprover.Blocked` naming the threat.
+async fn events_carry_the_scan_and_a_blocked_file_is_announced(backend: Backend) {
+    use file_approver::scan::testing::{ClamdOptions, PrivateClamd, EICAR, EICAR_SIGNATURE};
+    let dir = tempfile::tempdir().unwrap();
+    let bin = PrivateClamd::bin().expect("FILE_APPROVER_TEST_CLAMD names the clamd to start");
+    let clamd = PrivateClamd::start(&bin, dir.path(), &ClamdOptions::default())
+        .await
+        .expect("a private clamd starts");
+    let (receiver, url) = Receiver::start(Behaviour::Accept).await;
+    let Some(app) = app_with_webhook(
+        backend,
+        &url,
+        vec![("FILE_APPROVER_CLAMD", clamd.setting())],
+    )
+    .await
+    else {
+        return;
+    };
+    let clean = app.upload_ok("notes.txt", PLAIN_BYTES).await;
+    let infected = app
+        .upload("eicar.com", EICAR, "application/octet-stream")
+        .await;
+    assert_eq!(infected.status(), 201);
+    app.idle().await;
+    let events = receiver.accepted();
+    let of = |id: &str| -> Vec<Value> {
+        events
+            .iter()
+            .filter(|e| e["data"]["id"] == id)
+            .cloned()
+            .collect()
+    };
+    let clean_events = of(&clean);
+    assert_eq!(clean_events.len(), 1, "{clean_events:?}");
+    assert_eq!(
+        clean_events[0]["type"],
+        "FileApprover.AwaitingUploadApproval"
+    );
+    assert_eq!(clean_events[0]["data"]["scan"]["verdict"], "clean");
+    let blocked: Vec<Value> = events
+        .iter()
+        .filter(|e| e["type"] == "FileApprover.Blocked")
+        .cloned()
+        .collect();
+    assert_eq!(blocked.len(), 1, "{events:?}");
+    assert_eq!(blocked[0]["data"]["stage"], "Blocked");
+    assert_eq!(blocked[0]["data"]["scan"]["verdict"], "malicious");
+    assert_eq!(blocked[0]["data"]["scan"]["threats"][0], EICAR_SIGNATURE);
+}
+
+mod scanned {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[cfg_attr(
+        clamd_tests_skipped,
+        ignore = "needs clamd: FILE_APPROVER_TEST_CLAMD is unset (scripts/test sets it)"
+    )]
+    async fn events_carry_the_scan_and_a_blocked_file_is_announced_on_the_embedded_store() {
+        super::events_carry_the_scan_and_a_blocked_file_is_announced(super::Backend::Embedded)
+            .await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[cfg_attr(
+        any(azure_tests_skipped, clamd_tests_skipped),
+        ignore = "needs Azurite and clamd (scripts/test starts both)"
+    )]
+    async fn events_carry_the_scan_and_a_blocked_file_is_announced_on_azure() {
+        super::events_carry_the_scan_and_a_blocked_file_is_announced(super::Backend::Azure).await;
+    }
+}
