@@ -472,7 +472,7 @@ async fn run(
         }
     }
 
-    let scanned_etag = match &file.scan {
+    let scanned = match &file.scan {
         Some(rules) => {
             set_stage(ctx, Stage::Scanning);
             let outcome = notifier.alongside(gate::scan(ctx, rules, file)).await?;
@@ -484,7 +484,7 @@ async fn run(
                 notifier.alongside(gate::block(ctx, rules, file)).await;
                 return finish(ctx, Stage::Blocked);
             }
-            outcome.etag
+            Some(outcome)
         }
         None => None,
     };
@@ -507,7 +507,8 @@ async fn run(
     }
     let input = AnalyzeInput {
         file: file.clone(),
-        scanned_etag,
+        scanned_etag: scanned.as_ref().and_then(|s| s.etag.clone()),
+        scanned_analysis: scanned.and_then(|s| s.analysis),
     };
     let analysis: Result<Value, OrchestrationError> = notifier
         .alongside(ctx.call_activity(ANALYZE_ACTIVITY, &input, analysis_retry()))
@@ -561,9 +562,14 @@ struct AnalyzeInput {
     file: FileInput,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     scanned_etag: Option<String>,
+    /// The analysis the scan's pass made of those bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    scanned_analysis: Option<Value>,
 }
 
-/// Reads the file from storage and analyzes it: one streaming pass, bounded memory. Bytes that
+/// Reads the file from storage and analyzes it: one streaming pass, bounded memory. A scanned
+/// file was analysed in the scan's own pass: its analysis is handed on once the blob's version
+/// shows it still holds those bytes (one properties request, no second read). Bytes that
 /// changed since the scan (an upload URL used again before it expired) are refused: what is
 /// approved must be what was scanned.
 async fn analyze_file(
@@ -571,8 +577,28 @@ async fn analyze_file(
     clock: Arc<dyn Clock>,
     input: Value,
 ) -> Result<Value, ActivityError> {
-    let AnalyzeInput { file, scanned_etag } = serde_json::from_value(input)
+    let AnalyzeInput {
+        file,
+        scanned_etag,
+        scanned_analysis,
+    } = serde_json::from_value(input)
         .map_err(|e| ActivityError::new(format!("invalid AnalyzeFile input: {e}")))?;
+    if let (Some(scanned), Some(analysis)) = (&scanned_etag, scanned_analysis) {
+        let properties = store
+            .blob_properties(file.container(), &file.id)
+            .await
+            .map_err(|e| match e {
+                StoreError::NotFound => ActivityError::new(format!("file {} has no blob", file.id)),
+                other => ActivityError::new(format!("reading file {}: {other}", file.id)),
+            })?;
+        if properties.etag.as_str() != scanned {
+            return Err(ActivityError::new(format!(
+                "{REPLACED_AFTER_SCAN}: the upload was replaced after it was scanned, before its URL expired"
+            )));
+        }
+        tracing::info!(file = %file.id, "analysis taken from the scan's pass");
+        return Ok(analysis);
+    }
     let blob = store
         .get_blob(file.container(), &file.id, None)
         .await

@@ -14,24 +14,33 @@ use chrono::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use bytes::Bytes;
+use futures::channel::mpsc;
+use futures::{SinkExt, StreamExt};
+
+use super::analysis::analyze_stream;
 use super::input::{FileInput, ScanRules};
 use crate::clock::Clock;
 use crate::domain::{ScanReport, ScanVerdict, UnscannablePolicy};
 use crate::engine::{ActivityError, OrchestrationContext, OrchestrationError, RetryPolicy};
 use crate::scan::Scanner;
-use crate::store::{Storage, StoreError, QUARANTINE_CONTAINER};
+use crate::store::{BoxError, ByteStream, Storage, StoreError, QUARANTINE_CONTAINER};
 
 pub const SCAN_ACTIVITY: &str = "ScanFile";
 pub const BLOCK_ACTIVITY: &str = "BlockFile";
 
-/// What the scan activity returns: the report, and the version of the bytes it read (the
-/// blob's ETag), so that the analysis can tell whether it still reads the scanned bytes.
+/// What the scan activity returns: the report, the version of the bytes it read (the blob's
+/// ETag), and the analysis of those same bytes, made in the same pass. The analysis step after
+/// the upload approval hands that analysis on once it has checked that the blob still holds
+/// those bytes, so a scanned file is read from storage once.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ScanOutcome {
     pub report: ScanReport,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub etag: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analysis: Option<Value>,
 }
 
 impl ScanOutcome {
@@ -93,6 +102,7 @@ pub(super) async fn scan(
                 return Ok(ScanOutcome {
                     report: gave_up(rules, failures, &error, now),
                     etag: None,
+                    analysis: None,
                 })
             }
         }
@@ -150,7 +160,11 @@ pub(super) async fn block(ctx: &OrchestrationContext, rules: &ScanRules, file: &
     }
 }
 
-/// The scan activity: one pass over the blob into the scanner.
+/// How many chunks each reader of the shared pass may fall behind the other.
+const TEE_DEPTH: usize = 4;
+
+/// The scan activity: one pass over the blob, each chunk to the scanner and to the analysis at
+/// once (the slower of the two sets the pace; memory stays at a few chunks).
 pub(super) async fn scan_file(
     store: Arc<dyn Storage>,
     scanner: Option<Scanner>,
@@ -171,13 +185,21 @@ pub(super) async fn scan_file(
             other => ActivityError::new(format!("reading file {}: {other}", file.id)),
         })?;
     let etag = blob.properties.etag.as_str().to_owned();
-    let report = scanner
-        .scan(blob.body, clock.now())
-        .await
-        .map_err(|e| {
-            tracing::warn!(file = %file.id, scanner = scanner.name(), error = %e, "scan attempt failed");
-            ActivityError::new(e.to_string())
-        })?;
+    let now = clock.now();
+    let (to_scanner, for_scanner) = mpsc::channel::<Result<Bytes, String>>(TEE_DEPTH);
+    let (to_analysis, for_analysis) = mpsc::channel::<Result<Bytes, BoxError>>(TEE_DEPTH);
+    let pump = pump(blob.body, to_scanner, to_analysis);
+    let scanning = scanner.scan(for_scanner, now);
+    let analysing = analyze_stream(Box::pin(for_analysis), &file.content_type, now);
+    let ((), scanned, analysed) = futures::join!(pump, scanning, analysing);
+    let report = scanned.map_err(|e| {
+        tracing::warn!(file = %file.id, scanner = scanner.name(), error = %e, "scan attempt failed");
+        ActivityError::new(e.to_string())
+    })?;
+    let analysis = analysed.map_err(|e| {
+        tracing::warn!(file = %file.id, error = %e, "the analysis beside the scan failed");
+        ActivityError::new(format!("analyzing file {}: {e}", file.id))
+    })?;
     tracing::info!(
         file = %file.id,
         verdict = %report.verdict,
@@ -185,11 +207,46 @@ pub(super) async fn scan_file(
         reason = report.reason.as_deref().unwrap_or(""),
         "scan finished"
     );
+    let analysis = serde_json::to_value(analysis).map_err(|e| ActivityError::new(e.to_string()))?;
     serde_json::to_value(ScanOutcome {
         report,
         etag: Some(etag),
+        analysis: Some(analysis),
     })
     .map_err(|e| ActivityError::new(e.to_string()))
+}
+
+/// Reads `body` once, handing every chunk to both readers. A reader that stops (clamd closes
+/// the stream once it passes its size limit) is no longer fed; the other still is. A read
+/// error goes to both.
+async fn pump(
+    mut body: ByteStream,
+    mut to_scanner: mpsc::Sender<Result<Bytes, String>>,
+    mut to_analysis: mpsc::Sender<Result<Bytes, BoxError>>,
+) {
+    let mut scanner_open = true;
+    let mut analysis_open = true;
+    while let Some(chunk) = body.next().await {
+        match chunk {
+            Ok(bytes) => {
+                if scanner_open {
+                    scanner_open = to_scanner.send(Ok(bytes.clone())).await.is_ok();
+                }
+                if analysis_open {
+                    analysis_open = to_analysis.send(Ok(bytes)).await.is_ok();
+                }
+                if !scanner_open && !analysis_open {
+                    return;
+                }
+            }
+            Err(e) => {
+                let text = e.to_string();
+                let _ = to_scanner.send(Err(text)).await;
+                let _ = to_analysis.send(Err(e)).await;
+                return;
+            }
+        }
+    }
 }
 
 /// The block activity: the bytes go to quarantine (a streamed copy, then a delete) or away.
@@ -255,6 +312,7 @@ mod tests {
                 ..ScanReport::not_scanned()
             },
             etag: None,
+            analysis: None,
         };
         let block = rules(UnscannablePolicy::Block);
         let review = rules(UnscannablePolicy::Review);

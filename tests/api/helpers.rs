@@ -9,7 +9,7 @@ use file_approver::config::Settings;
 use file_approver::functions::AppState;
 use file_approver::startup::Application;
 use file_approver::store::conformance::azure_test_connection_string;
-use file_approver::store::testing::FaultyStore;
+use file_approver::store::testing::{BlobRequestModel, FaultyStore, RequestCounter};
 use file_approver::store::Storage;
 use serde_json::Value;
 use tokio::net::TcpListener;
@@ -41,6 +41,8 @@ pub enum Mode {
 pub struct TestApp {
     /// Present when spawned with [`Options::faults`]: storage outages on demand.
     pub faults: Option<Arc<FaultyStore>>,
+    /// Present when spawned with [`Options::count_requests`].
+    pub requests: Option<RequestCounter>,
     pub address: String,
     pub client: reqwest::Client,
     pub state: AppState,
@@ -73,6 +75,8 @@ pub struct Options {
     pub vars: Vec<(&'static str, String)>,
     /// Route every storage request through a [`FaultyStore`] the test can break.
     pub faults: bool,
+    /// Count every storage request by operation ([`TestApp::requests`]).
+    pub count_requests: bool,
     /// Azure only: these storage settings instead of the test account's connection string
     /// (a keyless account's `AzureWebJobsStorage__*`, `IDENTITY_ENDPOINT`, ...).
     pub storage_settings: Option<Vec<(&'static str, String)>>,
@@ -85,6 +89,7 @@ impl Default for Options {
             mode: Mode::Local,
             vars: Vec::new(),
             faults: false,
+            count_requests: false,
             storage_settings: None,
         }
     }
@@ -96,6 +101,7 @@ pub async fn spawn_app_with(options: Options) -> Option<TestApp> {
         mode,
         vars: extra,
         faults: with_faults,
+        count_requests,
         storage_settings,
     } = options;
     let dir = tempfile::tempdir().expect("temp dir");
@@ -144,11 +150,17 @@ pub async fn spawn_app_with(options: Options) -> Option<TestApp> {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let clock = ManualClock::new(Utc::now());
     let mut faults = None;
+    let requests = count_requests.then(|| RequestCounter::new(BlobRequestModel::Calls));
+    let counter = requests.clone();
     let app = Application::build_with_store_layer(
         settings,
         listener,
         Arc::new(clock.clone()),
         |store: Arc<dyn Storage>| -> Arc<dyn Storage> {
+            let store: Arc<dyn Storage> = match &counter {
+                Some(counter) => counter.wrap(store),
+                None => store,
+            };
             if with_faults {
                 let faulty = FaultyStore::new(store);
                 faults = Some(faulty.clone());
@@ -166,6 +178,7 @@ pub async fn spawn_app_with(options: Options) -> Option<TestApp> {
     tokio::spawn(app.run_until_stopped());
     Some(TestApp {
         faults,
+        requests,
         address,
         client: reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())

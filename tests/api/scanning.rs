@@ -8,6 +8,7 @@ use std::io::Write as _;
 
 use base64::Engine as _;
 use file_approver::scan::testing::{ClamdOptions, FakeClamd, PrivateClamd, EICAR, EICAR_SIGNATURE};
+use file_approver::store::testing::Op;
 use serde_json::Value;
 
 use crate::helpers::{
@@ -364,6 +365,99 @@ async fn a_scanner_answering_garbage_never_lets_a_file_through(backend: Backend)
     assert!(reason.contains("not a scan result"), "{reason}");
 }
 
+/// The scan and the analysis share one read of the bytes: a scanned file's blob is read once
+/// on its way to the download stage, and its analysis is there after the upload approval as
+/// before.
+async fn a_scanned_file_is_read_from_storage_once(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(clamd) = clamd(&dir, ClamdOptions::default()).await else {
+        return;
+    };
+    let Some(app) = spawn_app_with(Options {
+        backend,
+        mode: Mode::Local,
+        vars: vec![("FILE_APPROVER_CLAMD", clamd.setting())],
+        count_requests: true,
+        ..Options::default()
+    })
+    .await
+    else {
+        return;
+    };
+    let counter = app.requests.clone().expect("counted");
+    let id = upload(&app, "notes.txt", CLEAN_TEXT, "text/plain").await;
+    app.idle().await;
+    assert_eq!(app.status(&id).await["analysis"], Value::Null);
+    app.approve_ok(&id, "upload", ALICE).await;
+    app.idle().await;
+    let status = app.status(&id).await;
+    assert_eq!(status["stage"], "AwaitingDownloadApproval", "{status}");
+    assert_eq!(status["analysis"]["size"], CLEAN_TEXT.len());
+    assert_eq!(status["analysis"]["lineCount"], 3);
+    let reads = counter.snapshot().calls(Op::GetBlob);
+    assert_eq!(reads, 1, "the blob was read {reads} times");
+}
+
+/// A file sent through an upload URL may be replaced until the URL expires: bytes replaced
+/// after the scan read them never reach the download stage.
+async fn bytes_replaced_after_the_scan_fail_the_file(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(clamd) = clamd(&dir, ClamdOptions::default()).await else {
+        return;
+    };
+    let Some(app) = app(backend, vec![("FILE_APPROVER_CLAMD", clamd.setting())]).await else {
+        return;
+    };
+    const FIRST: &[u8] = b"clean words, first version\n";
+    const SECOND: &[u8] = b"other words, same length!!\n";
+    assert_eq!(FIRST.len(), SECOND.len());
+    let declared = app
+        .client
+        .post(app.url("/api/files/uploads"))
+        .bearer_auth(ALICE)
+        .json(&serde_json::json!({"name": "notes.txt", "size": FIRST.len()}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(declared.status(), 201);
+    let ticket: Value = declared.json().await.unwrap();
+    let url = ticket["uploadUrl"].as_str().unwrap().to_owned();
+    let id = ticket["id"].as_str().unwrap().to_owned();
+    let put = |bytes: &'static [u8]| {
+        let url = url.clone();
+        async move {
+            let answer = reqwest::Client::new()
+                .put(url)
+                .header("x-ms-blob-type", "BlockBlob")
+                .body(bytes)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(answer.status(), 201);
+        }
+    };
+    put(FIRST).await;
+    let completed = app
+        .client
+        .post(app.url(&format!("/api/files/{id}/complete")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(completed.status(), 200);
+    app.idle().await;
+    assert_eq!(app.status(&id).await["scan"]["verdict"], "clean");
+    // The URL is still valid: the same number of other bytes go in after the scan.
+    put(SECOND).await;
+    app.approve_ok(&id, "upload", crate::helpers::BOB).await;
+    // The analysis waits until nobody can change the bytes any more (the URL's expiry).
+    for _ in 0..5 {
+        pass_minutes(&app, &id, backend, 10).await;
+    }
+    let status = app.status(&id).await;
+    assert_eq!(status["stage"], "Failed", "{status}");
+    assert_eq!(status["failure"]["code"], "ReplacedAfterScan", "{status}");
+}
+
 async fn without_a_scanner_files_are_marked_not_scanned(backend: Backend) {
     let Some(app) = app(backend, Vec::new()).await else {
         return;
@@ -409,6 +503,8 @@ on_both_stores!(
     a_file_over_the_scanners_stream_limit_is_unscannable,
     files_wait_in_scanning_while_clamd_is_down_and_go_on_when_it_returns,
     a_scanner_answering_garbage_never_lets_a_file_through,
+    a_scanned_file_is_read_from_storage_once,
+    bytes_replaced_after_the_scan_fail_the_file,
 );
 
 mod unscanned {
