@@ -28,6 +28,9 @@ pub struct ClamdOptions {
     pub stream_max_length: String,
     /// clamd's `AlertEncrypted`: report encrypted archives as `Heuristics.Encrypted.*`.
     pub alert_encrypted: bool,
+    /// clamd's `MaxScanSize` and `MaxFileSize`, when not its defaults (400M and 100M: past
+    /// them clamd stops looking and still answers OK).
+    pub max_scan: Option<String>,
 }
 
 impl Default for ClamdOptions {
@@ -35,6 +38,7 @@ impl Default for ClamdOptions {
         ClamdOptions {
             stream_max_length: "100M".into(),
             alert_encrypted: true,
+            max_scan: None,
         }
     }
 }
@@ -56,8 +60,21 @@ impl PrivateClamd {
             .map(PathBuf::from)
     }
 
+    /// [`PrivateClamd::bin`], else Debian's clamd where it is installed (the benchmark's way).
+    pub fn bin_or_installed() -> Option<PathBuf> {
+        Self::bin().or_else(|| {
+            ["/usr/sbin/clamd", "/usr/bin/clamd"]
+                .into_iter()
+                .map(PathBuf::from)
+                .find(|p| p.exists())
+        })
+    }
+
     /// Writes the database and configuration under `dir` and starts clamd on a free port.
     pub async fn start(bin: &Path, dir: &Path, options: &ClamdOptions) -> std::io::Result<Self> {
+        // clamd reads every path in its configuration as absolute.
+        let dir = std::fs::canonicalize(dir)?;
+        let dir = dir.as_path();
         let db = dir.join("db");
         std::fs::create_dir_all(&db)?;
         std::fs::write(
@@ -78,7 +95,11 @@ impl PrivateClamd {
                 options.stream_max_length,
                 yes(options.alert_encrypted),
                 yes(options.alert_encrypted),
-            ),
+            ) + &options
+                .max_scan
+                .as_ref()
+                .map(|max| format!("MaxScanSize {max}\nMaxFileSize {max}\n"))
+                .unwrap_or_default(),
         )?;
         let mut clamd = PrivateClamd {
             address: ClamdAddress::Tcp(format!("127.0.0.1:{port}")),
@@ -89,6 +110,11 @@ impl PrivateClamd {
         };
         clamd.resume().await?;
         Ok(clamd)
+    }
+
+    /// Its configuration file (what `clamdscan --config-file` reads to find it).
+    pub fn conf(&self) -> &Path {
+        &self.conf
     }
 
     /// The address as the app's setting takes it.

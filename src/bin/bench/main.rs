@@ -13,7 +13,8 @@
 //! ```
 //!
 //! Rows: `cold`, `upload` (with `analysis`), `trigger`, `azure-upload`, `approvals`,
-//! `workflows`, `requests`, `idle`, `history`, `takeover`.
+//! `workflows`, `requests`, `idle`, `history`, `takeover`, `scan` (the malware scan of a big
+//! file against clamd alone, and storage requests with a scanner on).
 
 mod api;
 mod cli_rows;
@@ -25,6 +26,7 @@ mod inproc_rows;
 mod process_rows;
 mod procs;
 mod report;
+mod scan_rows;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -40,7 +42,7 @@ use crate::inproc_rows::Backend;
 use crate::procs::{Azurite, WorkDir};
 use crate::report::{Line, Report};
 
-const ROWS: [&str; 12] = [
+const ROWS: [&str; 13] = [
     "cold",
     "upload",
     "trigger",
@@ -53,6 +55,7 @@ const ROWS: [&str; 12] = [
     "idle",
     "history",
     "takeover",
+    "scan",
 ];
 
 /// How many reviewers the apps know; each concurrent client slot approves as one of them.
@@ -194,7 +197,7 @@ struct Options {
 const USAGE: &str = "usage: bench [--quick] [--only ROW,ROW…] [--no-azure] [--workdir DIR] \
                      [--handler PATH] [--azurite PATH]\n\
                      rows: cold, upload, trigger, azure-upload, direct-upload, cli, approvals, workflows, \
-                     requests, idle, history, takeover";
+                     requests, idle, history, takeover, scan";
 
 impl Options {
     fn parse(mut args: impl Iterator<Item = String>) -> std::result::Result<Self, String> {
@@ -358,6 +361,13 @@ async fn run(options: Options) -> Result<Report> {
     if options.wants("cli") && ctx.azurite.is_some() {
         let result = cli_rows::cli(&ctx, &mut report).await;
         record(&mut report, "command-line client", result);
+    }
+
+    if options.wants("scan") {
+        let result = scan_rows::scan(&ctx, &mut report).await;
+        record(&mut report, "scan, embedded", result);
+        let result = scan_rows::requests(&ctx, &mut report).await;
+        record(&mut report, "storage requests with a scanner", result);
     }
 
     if options.wants("takeover") && ctx.azurite.is_some() {
