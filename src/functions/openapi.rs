@@ -50,6 +50,8 @@ use super::{
         StageName,
         RuntimeStatusName,
         AnalysisDoc,
+        ArchiveDoc,
+        ArchiveEntryDoc,
         ErrorBody,
         ErrorDetail,
         DecisionBody,

@@ -90,6 +90,39 @@ pub struct AnalysisDoc {
     height: Option<u64>,
     analyzed_time: String,
     analyzer_version: String,
+    /// For a zip (and formats built on it: DOCX, XLSX, JAR, ...): its central directory.
+    archive: Option<ArchiveDoc>,
+}
+
+/// What a zip's central directory lists (docs/API.md, "Analysis").
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[allow(dead_code)] // a schema only: the real type is `workflow::archive::ArchiveFacts`
+pub struct ArchiveDoc {
+    /// `zip`.
+    format: String,
+    entry_count: u64,
+    /// The first 100 entries.
+    entries: Vec<ArchiveEntryDoc>,
+    /// More entries exist than are listed.
+    truncated: Option<bool>,
+    encrypted_entries: u64,
+    nested_archives: u64,
+    total_size: u64,
+    /// How many times the entries' compressed bytes expand.
+    compression_ratio: u64,
+    /// More than 100×: how zip bombs look.
+    high_compression_ratio: bool,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[allow(dead_code)] // a schema only
+pub struct ArchiveEntryDoc {
+    name: String,
+    size: u64,
+    compressed_size: u64,
+    encrypted: Option<bool>,
 }
 
 /// Every error: `{"error": {"code", "message", "currentStage"?}}`.

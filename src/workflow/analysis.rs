@@ -35,10 +35,11 @@ use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::archive::ArchiveFacts;
 use crate::store::{BoxError, ByteStream};
 
 /// Bumped whenever a rule above changes, so stored analyses say which rules produced them.
-pub const ANALYZER_VERSION: &str = "1";
+pub const ANALYZER_VERSION: &str = "2";
 
 /// How much of the start of the content is kept for sniffing. 256 KiB leaves room for JPEG
 /// metadata segments (EXIF, ICC profile, XMP) before the frame header that holds the dimensions,
@@ -78,6 +79,9 @@ pub struct Analysis {
     pub height: Option<u64>,
     pub analyzed_time: DateTime<Utc>,
     pub analyzer_version: String,
+    /// For a zip (and the formats built on it): what its central directory lists.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archive: Option<ArchiveFacts>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -200,6 +204,8 @@ impl Analyzer {
             // Whole seconds, like every other time the API shows.
             analyzed_time: chrono::SubsecRound::trunc_subsecs(now, 0),
             analyzer_version: ANALYZER_VERSION.to_owned(),
+            // Read by the activity from the archive's end (`archive::facts_for`).
+            archive: None,
         }
     }
 }

@@ -10,6 +10,7 @@ use std::future::Future;
 use std::pin::Pin;
 
 use super::analysis::{analyze_stream, Analysis};
+use super::archive;
 use super::input::FileInput;
 use super::notify::{self, cloud_event, EventType, Webhook, NOTIFY_ACTIVITY};
 use super::scan::{self as gate, BLOCK_ACTIVITY, SCAN_ACTIVITY};
@@ -613,12 +614,23 @@ async fn analyze_file(
             )));
         }
     }
-    let analysis: Analysis = analyze_stream(blob.body, &file.content_type, clock.now())
+    let mut analysis: Analysis = analyze_stream(blob.body, &file.content_type, clock.now())
         .await
         .map_err(|e| {
             tracing::warn!(file = %file.id, error = %e, "analysis attempt failed");
             ActivityError::new(format!("analyzing file {}: {e}", file.id))
         })?;
+    analysis.archive = archive::facts_for(
+        store.as_ref(),
+        file.container(),
+        &file.id,
+        analysis.size,
+        &analysis.detected_content_type,
+    )
+    .await
+    .map_err(|e| {
+        ActivityError::new(format!("reading file {}'s archive directory: {e}", file.id))
+    })?;
     tracing::info!(
         file = %file.id,
         size = analysis.size,

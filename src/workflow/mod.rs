@@ -17,6 +17,7 @@
 //! [`decision_event`] builds, which also names its idempotency key.
 
 pub mod analysis;
+pub mod archive;
 mod file_approval;
 mod input;
 pub mod notify;

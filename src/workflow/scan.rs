@@ -19,6 +19,7 @@ use futures::channel::mpsc;
 use futures::{SinkExt, StreamExt};
 
 use super::analysis::analyze_stream;
+use super::archive;
 use super::input::{FileInput, ScanRules};
 use crate::clock::Clock;
 use crate::domain::{ScanReport, ScanVerdict, UnscannablePolicy};
@@ -196,9 +197,20 @@ pub(super) async fn scan_file(
         tracing::warn!(file = %file.id, scanner = scanner.name(), error = %e, "scan attempt failed");
         ActivityError::new(e.to_string())
     })?;
-    let analysis = analysed.map_err(|e| {
+    let mut analysis = analysed.map_err(|e| {
         tracing::warn!(file = %file.id, error = %e, "the analysis beside the scan failed");
         ActivityError::new(format!("analyzing file {}: {e}", file.id))
+    })?;
+    analysis.archive = archive::facts_for(
+        store.as_ref(),
+        file.container(),
+        &file.id,
+        analysis.size,
+        &analysis.detected_content_type,
+    )
+    .await
+    .map_err(|e| {
+        ActivityError::new(format!("reading file {}'s archive directory: {e}", file.id))
     })?;
     tracing::info!(
         file = %file.id,

@@ -458,6 +458,60 @@ async fn bytes_replaced_after_the_scan_fail_the_file(backend: Backend) {
     assert_eq!(status["failure"]["code"], "ReplacedAfterScan", "{status}");
 }
 
+/// A zip's entries, its encrypted ones and its nested archives are in the analysis, read
+/// from its central directory (scanned or not).
+async fn an_archives_contents_are_listed_for_reviewers(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(clamd) = clamd(&dir, ClamdOptions::default()).await else {
+        return;
+    };
+    for vars in [vec![], vec![("FILE_APPROVER_CLAMD", clamd.setting())]] {
+        let scanning = !vars.is_empty();
+        let Some(app) = app(
+            backend,
+            vars.into_iter()
+                .chain([("FILE_APPROVER_SCAN_UNSCANNABLE", "review".to_owned())])
+                .collect(),
+        )
+        .await
+        else {
+            return;
+        };
+        let mut out = std::io::Cursor::new(Vec::new());
+        {
+            let mut zip = zip::ZipWriter::new(&mut out);
+            let plain = zip::write::SimpleFileOptions::default()
+                .compression_method(zip::CompressionMethod::Stored);
+            zip.start_file("report.txt", plain).unwrap();
+            zip.write_all(CLEAN_TEXT).unwrap();
+            zip.start_file("inner.zip", plain).unwrap();
+            zip.write_all(&zip_of("a.txt", b"a", None)).unwrap();
+            zip.start_file(
+                "secret.txt",
+                plain.with_aes_encryption(zip::AesMode::Aes256, "hunter2"),
+            )
+            .unwrap();
+            zip.write_all(b"classified").unwrap();
+            zip.finish().unwrap();
+        }
+        let id = upload(&app, "bundle.zip", &out.into_inner(), "application/zip").await;
+        app.idle().await;
+        app.approve_ok(&id, "upload", ALICE).await;
+        app.idle().await;
+        let status = app.status(&id).await;
+        assert_eq!(status["stage"], "AwaitingDownloadApproval", "{status}");
+        let archive = &status["analysis"]["archive"];
+        assert_eq!(archive["format"], "zip", "scanning={scanning}: {status}");
+        assert_eq!(archive["entryCount"], 3);
+        assert_eq!(archive["entries"][0]["name"], "report.txt");
+        assert_eq!(archive["entries"][0]["size"], CLEAN_TEXT.len());
+        assert_eq!(archive["encryptedEntries"], 1);
+        assert_eq!(archive["entries"][2]["encrypted"], true);
+        assert_eq!(archive["nestedArchives"], 1);
+        assert_eq!(archive["highCompressionRatio"], false);
+    }
+}
+
 async fn without_a_scanner_files_are_marked_not_scanned(backend: Backend) {
     let Some(app) = app(backend, Vec::new()).await else {
         return;
@@ -505,6 +559,7 @@ on_both_stores!(
     a_scanner_answering_garbage_never_lets_a_file_through,
     a_scanned_file_is_read_from_storage_once,
     bytes_replaced_after_the_scan_fail_the_file,
+    an_archives_contents_are_listed_for_reviewers,
 );
 
 mod unscanned {

@@ -276,6 +276,27 @@ function analysisFacts(file) {
     a.contentTypeMatches ? null : el("p", { class: "warning", role: "note", id: "type-warning",
       text: `Warning: the file says it is ${file.contentType}, but its contents look like ${a.detectedContentType}.` }),
     el("dl", { class: "facts", id: "analysis" }, rows.map(([k, v]) => [el("dt", { text: k }), el("dd", {}, v)])),
+    ...archiveFacts(a.archive),
+  ];
+}
+
+// An archive's contents as its directory lists them, with what should make a reviewer pause.
+function archiveFacts(archive) {
+  if (!archive) return [];
+  const warnings = [];
+  if (archive.encryptedEntries) warnings.push(`${archive.encryptedEntries} encrypted ${archive.encryptedEntries === 1 ? "entry" : "entries"}: nobody can see inside them`);
+  if (archive.nestedArchives) warnings.push(`${archive.nestedArchives} nested ${archive.nestedArchives === 1 ? "archive" : "archives"}`);
+  if (archive.highCompressionRatio) warnings.push(`expands ${archive.compressionRatio}× (to ${bytes(archive.totalSize)}): how zip bombs look`);
+  const rows = archive.entries.map((e) => el("tr", {},
+    el("td", { text: e.name }), el("td", { text: bytes(e.size) }), el("td", { text: bytes(e.compressedSize) }),
+    el("td", { text: e.encrypted ? "encrypted" : "" })));
+  const more = archive.truncated ? ` (the first ${archive.entries.length} shown)` : "";
+  return [
+    el("h3", { text: `Archive: ${archive.entryCount} ${archive.entryCount === 1 ? "entry" : "entries"}${more}` }),
+    warnings.length ? el("p", { class: "warning", role: "note", id: "archive-warning", text: `Warning: ${warnings.join("; ")}.` }) : null,
+    el("table", { id: "archive" },
+      el("thead", {}, el("tr", {}, ["Name", "Size", "Compressed", "Note"].map((h) => el("th", { scope: "col", text: h })))),
+      el("tbody", {}, rows)),
   ];
 }
 
@@ -359,6 +380,13 @@ function downloadSection(file) {
 
 let pollTimer = null;
 
+// A file that goes to review without a scanner's verdict says so before anything else.
+function scanWarning(file) {
+  if (file.scan?.verdict !== "unscannable" || file.stage === "Blocked") return null;
+  return el("p", { class: "warning", role: "note", id: "scan-warning",
+    text: `Warning: this file could not be scanned for malware (${file.scan.reason}). Nobody has checked its contents: review it with care.` });
+}
+
 // What the scanner saw, in words: the verdict, the threats or the reason, the scanner.
 function scanFact(scan) {
   if (!scan) return "Scanning…";
@@ -383,6 +411,7 @@ async function fileView(id, gen) {
     facts.push(["Malware scan", scanFact(file.scan)]);
     if (gen !== generation) return;
     show(gen, file.name,
+      scanWarning(file),
       el("dl", { class: "facts", id: "facts" }, facts.map(([k, v]) => [el("dt", { text: k }), el("dd", {}, v)])),
       decisionForm(file, render), downloadSection(file),
       el("h2", { text: "Analysis" }), ...analysisFacts(file),
