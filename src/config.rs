@@ -182,6 +182,9 @@ pub enum ScannerChoice {
     None,
     /// ClamAV's clamd (`FILE_APPROVER_CLAMD`).
     ClamAv(ClamdAddress),
+    /// Microsoft Defender for Storage's on-upload malware scanning: its results arrive as
+    /// Event Grid events (`scan_result/`).
+    Defender,
 }
 
 /// The content-safety gate's settings.
@@ -426,14 +429,19 @@ fn scan<'a>(get: &impl Fn(&str) -> Option<&'a str>) -> Result<ScanSettings, Conf
                     "is none, yet FILE_APPROVER_CLAMD names a clamd: remove one of them",
                 ))
             }
-            ("defender", _) => {
+            ("defender", None) => ScannerChoice::Defender,
+            ("defender", Some(_)) => {
                 return Err(invalid(
                     "FILE_APPROVER_SCANNER",
-                    "defender is not supported yet (Defender for Storage's results are not \
-                     read); use clamav with FILE_APPROVER_CLAMD",
+                    "is defender, yet FILE_APPROVER_CLAMD names a clamd: choose one scanner",
                 ))
             }
-            _ => return Err(invalid("FILE_APPROVER_SCANNER", "must be clamav or none")),
+            _ => {
+                return Err(invalid(
+                    "FILE_APPROVER_SCANNER",
+                    "must be clamav, defender or none",
+                ))
+            }
         },
     };
     let unscannable = match get("FILE_APPROVER_SCAN_UNSCANNABLE") {
@@ -817,7 +825,10 @@ mod tests {
                 ("FILE_APPROVER_SCANNER", "none"),
                 ("FILE_APPROVER_CLAMD", "tcp://h:1"),
             ],
-            vec![("FILE_APPROVER_SCANNER", "defender")],
+            vec![
+                ("FILE_APPROVER_SCANNER", "defender"),
+                ("FILE_APPROVER_CLAMD", "tcp://h:1"),
+            ],
             vec![("FILE_APPROVER_SCANNER", "norton")],
             vec![("FILE_APPROVER_CLAMD", "clamd:3310")],
             vec![
@@ -843,6 +854,12 @@ mod tests {
         .unwrap();
         assert_eq!(review.unscannable, UnscannablePolicy::Review);
         assert!(review.quarantine);
+        assert_eq!(
+            scan_settings(&[("FILE_APPROVER_SCANNER", "Defender")])
+                .unwrap()
+                .scanner,
+            ScannerChoice::Defender
+        );
     }
 
     #[test]

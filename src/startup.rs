@@ -26,7 +26,7 @@ use crate::store::budget::Budgeted;
 use crate::store::embedded::{EmbeddedOptions, EmbeddedStore};
 use crate::store::layer::Layered;
 use crate::store::{Storage, StoreError};
-use crate::workflow::{self, ScanRules};
+use crate::workflow::{self, ScanRules, ScanVia};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -268,7 +268,8 @@ async fn serve(
 /// it), never longer than the scan deadline itself.
 fn scanner(settings: &ScanSettings) -> Option<Scanner> {
     match &settings.scanner {
-        ScannerChoice::None => None,
+        // Defender for Storage scans on its own; its verdicts come as events.
+        ScannerChoice::None | ScannerChoice::Defender => None,
         ScannerChoice::ClamAv(address) => Some(Scanner::clamav(
             address.clone(),
             std::time::Duration::from_secs(30),
@@ -279,14 +280,17 @@ fn scanner(settings: &ScanSettings) -> Option<Scanner> {
 
 /// The scan rules files start under, when a scanner is configured.
 fn scan_rules(settings: &ScanSettings) -> Option<ScanRules> {
-    match settings.scanner {
-        ScannerChoice::None => None,
-        ScannerChoice::ClamAv(_) => Some(ScanRules {
-            timeout_secs: settings.timeout_secs,
-            unscannable: settings.unscannable,
-            quarantine: settings.quarantine,
-        }),
-    }
+    let via = match settings.scanner {
+        ScannerChoice::None => return None,
+        ScannerChoice::ClamAv(_) => ScanVia::App,
+        ScannerChoice::Defender => ScanVia::Defender,
+    };
+    Some(ScanRules {
+        via,
+        timeout_secs: settings.timeout_secs,
+        unscannable: settings.unscannable,
+        quarantine: settings.quarantine,
+    })
 }
 
 /// The file policy the settings describe. Under the host the blob trigger starts workflows,

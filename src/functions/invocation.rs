@@ -247,6 +247,38 @@ impl IntoResponse for InvocationResponse {
 /// In an axum route, take the raw `axum::body::Body` and pass `body.into_data_stream()`: the
 /// buffering extractors (`Bytes`, `Json`) would hold the whole blob and stop at axum's 2 MB
 /// default body limit.
+/// The events an `eventGridTrigger` invocation carries under `binding`: one, or a batch.
+pub fn events_of(invocation: &Invocation, binding: &str) -> Option<Vec<Value>> {
+    match invocation.data.get(binding).map(decoded) {
+        Some(Value::Array(events)) => Some(events),
+        Some(event @ Value::Object(_)) => Some(vec![event]),
+        _ => None,
+    }
+}
+
+/// An event as a log can carry it: its id and subject, cut short.
+pub fn event_summary(event: &Value) -> String {
+    let field = |k: &str| {
+        event
+            .get(k)
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .chars()
+            .take(200)
+            .collect::<String>()
+    };
+    format!("id={} subject={}", field("id"), field("subject"))
+}
+
+/// A 200 answer whose `Logs` are `lines` (for the host's log).
+pub fn logged(lines: Vec<String>) -> axum::response::Response {
+    let mut response = InvocationResponse::new();
+    for line in lines {
+        response.log(line);
+    }
+    axum::response::IntoResponse::into_response(response)
+}
+
 pub async fn parse_invocation<S, E>(
     body: S,
     skip: &[&str],

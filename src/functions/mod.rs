@@ -17,6 +17,7 @@
 //! | `ui/`                  | `GET /api/ui/…` (the reviewers' web page)        | [`ui`]                  |
 //! | `orchestrator/`        | blob trigger → `POST /orchestrator`              | [`orchestrator`]        |
 //! | `start_direct_upload/` | Event Grid trigger → `POST /start_direct_upload` | [`start_direct_upload`] |
+//! | `scan_result/` | Event Grid trigger (Defender for Storage's results) → `POST /scan_result` | [`scan_result`] |
 //! | `work/`                | queue trigger → `POST /work`                     | [`work`]                |
 //! | `sweep/`               | timer trigger → `POST /sweep`                    | [`sweep`]               |
 //! | (embedded only)        | `GET /api/blobs/{id}?…&sig=…`                    | [`signed_links`]        |
@@ -32,6 +33,7 @@ pub mod invocation;
 pub mod openapi;
 pub mod orchestrator;
 pub mod preview;
+pub mod scan_result;
 pub mod schema;
 pub mod signed_links;
 pub mod start_direct_upload;
@@ -103,6 +105,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/orchestrator", post(orchestrator::invoke))
         .route("/start_direct_upload", post(start_direct_upload::invoke))
+        .route("/scan_result", post(scan_result::invoke))
         // Every route above answers 503 within the budget when storage stalls. The work and the
         // sweep below run inside the host's invocations, on the backends' own timeouts.
         .route_layer(budget)

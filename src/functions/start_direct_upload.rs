@@ -16,7 +16,10 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 
-use super::invocation::{decoded, parse_invocation, InvocationLimits, InvocationResponse};
+use super::invocation::{
+    event_summary, events_of, logged as logs, parse_invocation, InvocationLimits,
+    InvocationResponse,
+};
 use super::AppState;
 use crate::domain::{FileId, Refusal};
 use crate::files::FilesError;
@@ -38,10 +41,9 @@ pub async fn invoke(State(state): State<AppState>, body: Body) -> Response {
                 )]);
             }
         };
-    let events = match invocation.data.get(EVENT_BINDING).map(decoded) {
-        Some(Value::Array(events)) => events,
-        Some(event @ Value::Object(_)) => vec![event],
-        _ => {
+    let events = match events_of(&invocation, EVENT_BINDING) {
+        Some(events) => events,
+        None => {
             tracing::error!("uploaded: an invocation without an event ignored");
             return logs(vec![
                 "uploaded: ignored an invocation without an event".into()
@@ -54,7 +56,7 @@ pub async fn invoke(State(state): State<AppState>, body: Body) -> Response {
         let id = match blob_created(event) {
             Ok(found) => found,
             Err(why) => {
-                tracing::warn!(event = %short(event), why, "uploaded: event ignored");
+                tracing::warn!(event = %event_summary(event), why, "uploaded: event ignored");
                 lines.push(format!("uploaded: ignored an event: {why}"));
                 continue;
             }
@@ -103,26 +105,4 @@ fn blob_created(event: &Value) -> Result<FileId, &'static str> {
         .and_then(|s| s.strip_prefix(UPLOADS_SUBJECT))
         .ok_or("not a blob of container uploads")?;
     FileId::parse(name).map_err(|_| "the blob's name is not a file id")
-}
-
-/// An event as a log can carry it: its id and subject, cut short.
-fn short(event: &Value) -> String {
-    let field = |k: &str| {
-        event
-            .get(k)
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .chars()
-            .take(200)
-            .collect::<String>()
-    };
-    format!("id={} subject={}", field("id"), field("subject"))
-}
-
-fn logs(lines: Vec<String>) -> Response {
-    let mut response = InvocationResponse::new();
-    for line in lines {
-        response.log(line);
-    }
-    response.into_response()
 }

@@ -13,7 +13,7 @@ use super::analysis::{analyze_stream, Analysis};
 use super::archive;
 use super::input::FileInput;
 use super::notify::{self, cloud_event, EventType, Webhook, NOTIFY_ACTIVITY};
-use super::scan::{self as gate, BLOCK_ACTIVITY, SCAN_ACTIVITY};
+use super::scan::{self as gate, DefenderResult, BLOCK_ACTIVITY, SCAN_ACTIVITY, SCAN_RESULT_EVENT};
 use crate::clock::Clock;
 use crate::domain::{ApprovalStage, Principal, ScanReport, Stage};
 use crate::engine::{
@@ -213,6 +213,24 @@ pub fn decision_event(decision: &DecisionEvent) -> Result<RaiseEvent, EngineErro
             .map_err(|e| EngineError::Corrupt(format!("a decision event: {e}")))?,
         expect_custom_status: Some(stage_status(decision.stage.awaited_in())),
         guard: Some(four_eyes_guard(decision)),
+    })
+}
+
+/// The event that hands a matched Defender result to the file's workflow: recorded once per
+/// result (a redelivery is a duplicate), and only while the file waits in `Scanning`.
+pub fn scan_result_event(result: &DefenderResult, etag: &str) -> Result<RaiseEvent, EngineError> {
+    let outcome = gate::ScanOutcome {
+        report: result.report.clone(),
+        etag: Some(etag.to_owned()),
+        analysis: None,
+    };
+    Ok(RaiseEvent {
+        name: SCAN_RESULT_EVENT.to_owned(),
+        event_id: format!("defender:{}", result.correlation_id),
+        payload: serde_json::to_value(outcome)
+            .map_err(|e| EngineError::Corrupt(format!("a scan result: {e}")))?,
+        expect_custom_status: Some(stage_status(Stage::Scanning)),
+        guard: None,
     })
 }
 
@@ -802,6 +820,11 @@ impl ScanSteps {
                 self.blocks.push(event.event_id);
                 None
             }
+            // Defender's result, raised to the workflow.
+            EventKind::EventRaised { name, input, .. } if name == SCAN_RESULT_EVENT => Some(Step {
+                outcome: gate::report_of(input).map(|r| r.verdict.as_str().to_owned()),
+                ..Step::at("scanned", at)
+            }),
             // The reason (an unreachable scanner, say) stays in the log.
             EventKind::TaskFailed {
                 task_scheduled_id, ..
@@ -906,11 +929,6 @@ pub fn summarize(status: &InstanceStatus) -> Result<Summary, EngineError> {
     let mut approvals = Vec::new();
     let mut analysis = None;
     let mut analyze_ids = Vec::new();
-    let mut scan_ids = Vec::new();
-    let mut scan = None;
-    let mut scan_failures: u32 = 0;
-    let mut last_scan_error: Option<(String, DateTime<Utc>)> = None;
-    let mut upload_started = None;
     // A stage's deadline is its timeout from the turn that began it (what `review` computes):
     // the first turn for the upload stage, the turn that took the analysis's result for the
     // download stage (a `TaskCompleted` carries that turn's time).
@@ -934,38 +952,13 @@ pub fn summarize(status: &InstanceStatus) -> Result<Summary, EngineError> {
                 analysis = Some(result.clone());
                 download_started = Some(event.timestamp);
             }
-            EventKind::TaskScheduled { name, .. } if name == SCAN_ACTIVITY => {
-                scan_ids.push(event.event_id);
-            }
-            EventKind::TaskCompleted {
-                task_scheduled_id,
-                result,
-            } if scan_ids.contains(task_scheduled_id) => {
-                scan = gate::report_of(result);
-                upload_started = Some(event.timestamp);
-            }
-            EventKind::TaskFailed {
-                task_scheduled_id,
-                reason,
-            } if scan_ids.contains(task_scheduled_id) => {
-                scan_failures += 1;
-                last_scan_error = Some((reason.clone(), event.timestamp));
-                upload_started = Some(event.timestamp);
-            }
             _ => {}
         }
     }
-    // A scan step that ended without a verdict gave up at its deadline, in the turn of its
-    // last failed attempt: the same report the workflow decided on.
-    let scan_over = !matches!(stage, Stage::Uploaded | Stage::Scanning);
-    let scan = match (&file.scan, scan) {
-        (None, _) => Some(ScanReport::not_scanned()),
-        (Some(_), Some(report)) => Some(report),
-        (Some(rules), None) if scan_over => {
-            last_scan_error.map(|(error, at)| gate::gave_up(rules, scan_failures, &error, at))
-        }
-        (Some(_), None) => None,
-    };
+    let gate::ScanRead {
+        report: scan,
+        finished: upload_started,
+    } = gate::read_scan(&file, stage, status.history.iter().flatten());
     let stage_started = match stage {
         Stage::AwaitingUploadApproval => upload_started.or(started),
         Stage::AwaitingDownloadApproval => download_started,
@@ -1087,6 +1080,7 @@ mod tests {
         let orchestration = registry.get_orchestration(ORCHESTRATION).unwrap();
         let t0 = Utc.with_ymd_and_hms(2026, 11, 24, 9, 0, 0).unwrap();
         let rules = crate::workflow::ScanRules {
+            via: crate::workflow::ScanVia::App,
             timeout_secs: 60,
             unscannable: crate::domain::UnscannablePolicy::Block,
             quarantine: false,

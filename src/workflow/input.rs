@@ -46,10 +46,22 @@ pub struct FileInput {
     pub scan: Option<ScanRules>,
 }
 
+/// Who scans: the app itself, streaming the bytes to a scanner (ClamAV), or Microsoft Defender
+/// for Storage, whose verdict arrives as an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub enum ScanVia {
+    #[default]
+    App,
+    Defender,
+}
+
 /// How a file is scanned: fixed when its workflow starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ScanRules {
+    #[serde(default, skip_serializing_if = "is_app")]
+    pub via: ScanVia,
     /// Without a verdict this long after the scan began, the file is unscannable.
     pub timeout_secs: u64,
     /// What an unscannable file does: stop, or go on to review with a warning.
@@ -102,6 +114,10 @@ pub struct DirectInput {
     /// for the storage service's clock): the analysis waits for it, so what is analysed, and
     /// then approved, is what is downloaded.
     pub sealed_time: DateTime<Utc>,
+}
+
+fn is_app(via: &ScanVia) -> bool {
+    *via == ScanVia::App
 }
 
 impl FileInput {

@@ -23,10 +23,14 @@ mod input;
 pub mod notify;
 mod scan;
 
+pub use file_approval::scan_result_event;
 pub use file_approval::{
     decision_event, index_key, registry, stage_index_key, stage_status, start_for_file, summarize,
     DecisionEvent, Failure, Summary, ANALYZE_ACTIVITY, ORCHESTRATION, SAME_REVIEWER, SELF_APPROVAL,
 };
 pub use file_approval::{four_eyes_refusal, timeline, Step, NOT_THE_UPLOADER};
-pub use input::{ApprovalRules, DirectInput, FileInput, ScanRules};
-pub use scan::{ScanOutcome, BLOCK_ACTIVITY, SCAN_ACTIVITY};
+pub use input::{ApprovalRules, DirectInput, FileInput, ScanRules, ScanVia};
+pub use scan::{
+    defender_result, DefenderResult, ScanOutcome, BLOCK_ACTIVITY, DEFENDER_RESULT_TYPE,
+    SCAN_ACTIVITY, SCAN_RESULT_EVENT,
+};

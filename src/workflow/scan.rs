@@ -10,7 +10,7 @@
 
 use std::sync::Arc;
 
-use chrono::Duration;
+use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -20,15 +20,19 @@ use futures::{SinkExt, StreamExt};
 
 use super::analysis::analyze_stream;
 use super::archive;
-use super::input::{FileInput, ScanRules};
+use super::input::{FileInput, ScanRules, ScanVia};
 use crate::clock::Clock;
-use crate::domain::{ScanReport, ScanVerdict, UnscannablePolicy};
-use crate::engine::{ActivityError, OrchestrationContext, OrchestrationError, RetryPolicy};
+use crate::domain::{ScanReport, ScanVerdict, ScannerInfo, Stage, UnscannablePolicy};
+use crate::engine::{
+    ActivityError, EventKind, HistoryEvent, OrchestrationContext, OrchestrationError, RetryPolicy,
+};
 use crate::scan::Scanner;
 use crate::store::{BoxError, ByteStream, Storage, StoreError, QUARANTINE_CONTAINER};
 
 pub const SCAN_ACTIVITY: &str = "ScanFile";
 pub const BLOCK_ACTIVITY: &str = "BlockFile";
+/// The event that brings Microsoft Defender for Storage's verdict to a file in `Scanning`.
+pub const SCAN_RESULT_EVENT: &str = "ScanResult";
 
 /// What the scan activity returns: the report, the version of the bytes it read (the blob's
 /// ETag), and the analysis of those same bytes, made in the same pass. The analysis step after
@@ -72,16 +76,24 @@ fn pause(failures: u32) -> Duration {
     Duration::seconds(seconds.min(300))
 }
 
+/// When a scan that begins at `start` must have its verdict.
+pub(super) fn deadline_of(rules: &ScanRules, start: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    i64::try_from(rules.timeout_secs)
+        .ok()
+        .and_then(Duration::try_seconds)
+        .and_then(|t| start.checked_add_signed(t))
+}
+
 /// Scans the file until a scanner gives a verdict or the deadline passes.
 pub(super) async fn scan(
     ctx: &OrchestrationContext,
     rules: &ScanRules,
     file: &FileInput,
 ) -> Result<ScanOutcome, OrchestrationError> {
-    let deadline = i64::try_from(rules.timeout_secs)
-        .ok()
-        .and_then(Duration::try_seconds)
-        .and_then(|t| ctx.current_time().checked_add_signed(t));
+    let deadline = deadline_of(rules, ctx.current_time());
+    if rules.via == ScanVia::Defender {
+        return defender(ctx, rules, deadline).await;
+    }
     let mut failures: u32 = 0;
     loop {
         let attempt: Result<ScanOutcome, OrchestrationError> =
@@ -108,6 +120,223 @@ pub(super) async fn scan(
             }
         }
     }
+}
+
+/// Waits for Defender for Storage's verdict, which the `scan_result` function raises once it
+/// has matched it to this file's bytes. None before the deadline (Defender skips blobs over
+/// its size limit, and some under load): unscannable.
+async fn defender(
+    ctx: &OrchestrationContext,
+    rules: &ScanRules,
+    deadline: Option<DateTime<Utc>>,
+) -> Result<ScanOutcome, OrchestrationError> {
+    let result: Option<ScanOutcome> = match deadline {
+        Some(deadline) => {
+            ctx.wait_for_event_until(SCAN_RESULT_EVENT, deadline)
+                .await?
+        }
+        None => Some(ctx.wait_for_event(SCAN_RESULT_EVENT).await?),
+    };
+    Ok(result.unwrap_or_else(|| ScanOutcome {
+        report: defender_silent(rules, ctx.current_time()),
+        etag: None,
+        analysis: None,
+    }))
+}
+
+/// The report of a Defender scan whose result never came.
+pub(super) fn defender_silent(rules: &ScanRules, at: DateTime<Utc>) -> ScanReport {
+    ScanReport::unscannable(
+        Some(defender_info()),
+        format!(
+            "no result from Microsoft Defender for Storage within {} (it does not scan blobs \
+             over its size limit, and may skip some under load)",
+            humane(rules.timeout_secs)
+        ),
+        at,
+    )
+}
+
+pub(super) fn defender_info() -> ScannerInfo {
+    ScannerInfo {
+        name: "defender".into(),
+        engine: None,
+        signatures: None,
+    }
+}
+
+/// The Event Grid type of Defender for Storage's malware-scanning results.
+pub const DEFENDER_RESULT_TYPE: &str = "Microsoft.Security.MalwareScanningResult";
+
+/// A Defender for Storage result, read from its event (either Event Grid schema).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DefenderResult {
+    /// The blob's URL, as Defender names it.
+    pub blob_uri: String,
+    /// The version of the bytes Defender scanned.
+    pub etag: String,
+    /// Unique per scan: the result's idempotency key.
+    pub correlation_id: String,
+    pub report: ScanReport,
+}
+
+/// Reads a `Microsoft.Security.MalwareScanningResult` event (`data`: `blobUri`, `eTag`,
+/// `correlationId`, `scanResultType`, `scanResultDetails.malwareNamesFound`,
+/// `scanFinishedTimeUtc`), in the Event Grid schema (`eventType`) or as a CloudEvent
+/// (`type`). Errors say why an event is not one.
+pub fn defender_result(event: &Value) -> Result<DefenderResult, &'static str> {
+    let kind = event
+        .get("eventType")
+        .and_then(Value::as_str)
+        .or_else(|| event.get("type").and_then(Value::as_str));
+    if kind != Some(DEFENDER_RESULT_TYPE) {
+        return Err("not a Microsoft.Security.MalwareScanningResult event");
+    }
+    let data = event.get("data").ok_or("an event without data")?;
+    let text = |key: &str| data.get(key).and_then(Value::as_str).map(str::to_owned);
+    let blob_uri = text("blobUri").ok_or("a result without blobUri")?;
+    let etag = text("eTag").ok_or("a result without eTag")?;
+    let correlation_id = text("correlationId")
+        .or_else(|| event.get("id").and_then(Value::as_str).map(str::to_owned))
+        .ok_or("a result without correlationId")?;
+    let at = text("scanFinishedTimeUtc")
+        .and_then(|t| DateTime::parse_from_rfc3339(&t).ok())
+        .map(|t| t.with_timezone(&Utc));
+    let threats: Vec<String> = data
+        .pointer("/scanResultDetails/malwareNamesFound")
+        .and_then(Value::as_array)
+        .map(|names| {
+            names
+                .iter()
+                .filter_map(Value::as_str)
+                .map(|n| n.chars().take(200).collect())
+                .take(50)
+                .collect()
+        })
+        .unwrap_or_default();
+    let result_type = text("scanResultType").ok_or("a result without scanResultType")?;
+    let unscannable = |reason: String| ScanReport {
+        verdict: ScanVerdict::Unscannable,
+        scanner: Some(defender_info()),
+        threats: Vec::new(),
+        scanned_time: at,
+        reason: Some(reason),
+    };
+    let report = match result_type.as_str() {
+        "No threats found" => ScanReport {
+            verdict: ScanVerdict::Clean,
+            scanner: Some(defender_info()),
+            threats: Vec::new(),
+            scanned_time: at,
+            reason: None,
+        },
+        "Malicious" => ScanReport {
+            verdict: ScanVerdict::Malicious,
+            scanner: Some(defender_info()),
+            threats: if threats.is_empty() {
+                vec!["(Defender named no threat)".into()]
+            } else {
+                threats
+            },
+            scanned_time: at,
+            reason: None,
+        },
+        "Not Scanned" => unscannable(
+            "Microsoft Defender for Storage did not scan it (Not Scanned: over its size limit, \
+             or skipped)"
+                .into(),
+        ),
+        "Error" => unscannable("Microsoft Defender for Storage failed to scan it (Error)".into()),
+        _ => return Err("an unknown scanResultType"),
+    };
+    Ok(DefenderResult {
+        blob_uri,
+        etag,
+        correlation_id,
+        report,
+    })
+}
+
+/// What a file's history says of its scan.
+pub(super) struct ScanRead {
+    /// The scan's report; `None` while it runs.
+    pub report: Option<ScanReport>,
+    /// When the scan step ended (the upload stage's start).
+    pub finished: Option<DateTime<Utc>>,
+}
+
+/// Reads the scan from a file's history: the scan activity's report, Defender's raised result,
+/// or — for a step that ended without a verdict — the report the workflow decided on, rebuilt
+/// from the same events (the last failed attempt's turn, or Defender's deadline timer).
+pub(super) fn read_scan<'h>(
+    file: &FileInput,
+    stage: Stage,
+    history: impl Iterator<Item = &'h HistoryEvent>,
+) -> ScanRead {
+    let Some(rules) = file.scan else {
+        return ScanRead {
+            report: Some(ScanReport::not_scanned()),
+            finished: None,
+        };
+    };
+    let mut history = history.peekable();
+    // A Defender scan's deadline timer: it fires without a result when none came.
+    let deadline = history
+        .peek()
+        .and_then(|first| deadline_of(&rules, first.timestamp))
+        .filter(|_| rules.via == ScanVia::Defender);
+    let (mut scans, mut failures) = (Vec::new(), 0u32);
+    let mut last_error: Option<(String, DateTime<Utc>)> = None;
+    let mut timed_out = None;
+    let mut read = ScanRead {
+        report: None,
+        finished: None,
+    };
+    for event in history {
+        let at = event.timestamp;
+        match &event.kind {
+            // Only the first result is the verdict: a later one came after the step ended.
+            EventKind::EventRaised { name, input, .. }
+                if name == SCAN_RESULT_EVENT && read.report.is_none() =>
+            {
+                read.report = report_of(input);
+                read.finished = Some(at);
+            }
+            EventKind::TimerFired { fire_at, .. }
+                if deadline == Some(*fire_at) && timed_out.is_none() =>
+            {
+                timed_out = Some(at);
+                read.finished.get_or_insert(at);
+            }
+            EventKind::TaskScheduled { name, .. } if name == SCAN_ACTIVITY => {
+                scans.push(event.event_id);
+            }
+            EventKind::TaskCompleted {
+                task_scheduled_id,
+                result,
+            } if scans.contains(task_scheduled_id) => {
+                read.report = report_of(result);
+                read.finished = Some(at);
+            }
+            EventKind::TaskFailed {
+                task_scheduled_id,
+                reason,
+            } if scans.contains(task_scheduled_id) => {
+                failures += 1;
+                last_error = Some((reason.clone(), at));
+                read.finished = Some(at);
+            }
+            _ => {}
+        }
+    }
+    let over = !matches!(stage, Stage::Uploaded | Stage::Scanning);
+    if read.report.is_none() && over {
+        read.report = match rules.via {
+            ScanVia::Defender => timed_out.map(|at| defender_silent(&rules, at)),
+            ScanVia::App => last_error.map(|(error, at)| gave_up(&rules, failures, &error, at)),
+        };
+    }
+    read
 }
 
 /// The report of a scan step that reached its deadline without a verdict: what the workflow
@@ -314,6 +543,7 @@ mod tests {
     #[test]
     fn malware_always_blocks_and_the_unscannable_follow_the_policy() {
         let rules = |unscannable| ScanRules {
+            via: ScanVia::App,
             timeout_secs: 60,
             unscannable,
             quarantine: false,
@@ -332,5 +562,45 @@ mod tests {
         assert!(outcome(ScanVerdict::Unscannable).blocks(&block));
         assert!(!outcome(ScanVerdict::Unscannable).blocks(&review));
         assert!(!outcome(ScanVerdict::Clean).blocks(&block));
+    }
+
+    fn event(result_type: &str, names: &[&str]) -> Value {
+        serde_json::json!({
+            "id": "e1",
+            "eventType": DEFENDER_RESULT_TYPE,
+            "data": {
+                "correlationId": "c-1",
+                "blobUri": "https://acct.blob.core.windows.net/files/3f1c0e1e-7d5c-4b8e-9a39-0c5d2b1f6a11",
+                "eTag": "0x8DC1234567890AB",
+                "scanFinishedTimeUtc": "2026-12-06T10:00:00.1234567Z",
+                "scanResultType": result_type,
+                "scanResultDetails": { "malwareNamesFound": names, "sha256": "ab" }
+            }
+        })
+    }
+
+    #[test]
+    fn defender_results_map_to_verdicts() {
+        let clean = defender_result(&event("No threats found", &[])).unwrap();
+        assert_eq!(clean.report.verdict, ScanVerdict::Clean);
+        assert_eq!(clean.report.scanner.unwrap().name, "defender");
+        assert_eq!(clean.etag, "0x8DC1234567890AB");
+        let bad = defender_result(&event("Malicious", &["EICAR-Test-File"])).unwrap();
+        assert_eq!(bad.report.verdict, ScanVerdict::Malicious);
+        assert_eq!(bad.report.threats, vec!["EICAR-Test-File".to_owned()]);
+        for kind in ["Not Scanned", "Error"] {
+            let r = defender_result(&event(kind, &[])).unwrap();
+            assert_eq!(r.report.verdict, ScanVerdict::Unscannable, "{kind}");
+            assert!(r.report.reason.unwrap().contains(kind), "{kind}");
+        }
+        assert!(defender_result(&event("Maybe", &[])).is_err());
+        let mut cloud = event("No threats found", &[]);
+        let kind = cloud.as_object_mut().unwrap().remove("eventType").unwrap();
+        cloud["type"] = kind;
+        assert!(defender_result(&cloud).is_ok());
+        assert!(defender_result(
+            &serde_json::json!({"eventType": "Microsoft.Storage.BlobCreated"})
+        )
+        .is_err());
     }
 }
