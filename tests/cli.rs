@@ -242,7 +242,15 @@ fn the_golden_path_ends_in_a_verified_download(backend: Backend) {
     assert!(steps.starts_with(&["uploaded", "decided"]), "{steps:?}");
     assert!(steps.contains(&"linkIssued"), "{steps:?}");
 
-    // For people: the id alone from an upload, words from a download.
+    // For people: the status in words, the scan's verdict among them.
+    let words = app.run(None, &["status", &id]);
+    assert!(words.status.success());
+    let words = String::from_utf8(words.stdout).unwrap();
+    assert!(
+        words.contains("scan      notScanned (no scanner is configured)"),
+        "{words}"
+    );
+    // The id alone from an upload, words from a download.
     let second = app.file("second.txt", b"more");
     let printed = app.run(Some(UMA), &["upload", second.to_str().unwrap()]);
     assert!(printed.status.success());

@@ -334,6 +334,62 @@ struct Output {
     json: bool,
 }
 
+/// The scan in one line: the verdict, then what was found or why there is none, then who
+/// scanned.
+fn scan_line(scan: &Value) -> Option<String> {
+    let verdict = scan["verdict"].as_str()?;
+    let mut line = match verdict {
+        "notScanned" => "notScanned (no scanner is configured)".to_owned(),
+        other => other.to_owned(),
+    };
+    let threats: Vec<&str> = scan["threats"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    if !threats.is_empty() {
+        line.push_str(&format!(": {}", threats.join(", ")));
+    }
+    if let Some(reason) = scan["reason"].as_str() {
+        line.push_str(&format!(": {reason}"));
+    }
+    if let Some(name) = scan["scanner"]["name"].as_str() {
+        let engine = scan["scanner"]["engine"]
+            .as_str()
+            .map(|e| format!(" {e}"))
+            .unwrap_or_default();
+        line.push_str(&format!(" ({name}{engine})"));
+    }
+    Some(line)
+}
+
+/// An archive's contents in one line: how many entries, and what deserves a look.
+fn archive_line(archive: &Value) -> Option<String> {
+    let count = archive["entryCount"].as_u64()?;
+    let mut notes = Vec::new();
+    match archive["encryptedEntries"].as_u64() {
+        Some(n) if n > 0 => notes.push(format!("{n} encrypted")),
+        _ => {}
+    }
+    match archive["nestedArchives"].as_u64() {
+        Some(n) if n > 0 => notes.push(format!("{n} nested archives")),
+        _ => {}
+    }
+    if archive["highCompressionRatio"] == json!(true) {
+        notes.push(format!(
+            "expands {}x",
+            archive["compressionRatio"].as_u64().unwrap_or(0)
+        ));
+    }
+    let notes = if notes.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", notes.join(", "))
+    };
+    Some(format!("{count} entries{notes}"))
+}
+
 impl Output {
     fn value(&self, value: &Value) {
         let mut stdout = std::io::stdout().lock();
@@ -353,8 +409,14 @@ impl Output {
         if let Some(uploader) = status["uploader"]["name"].as_str() {
             println!("  uploader  {uploader}");
         }
+        if let Some(scan) = scan_line(&status["scan"]) {
+            println!("  scan      {scan}");
+        }
         if let Some(sha) = status["analysis"]["sha256"].as_str() {
             println!("  sha256    {sha}");
+        }
+        if let Some(archive) = archive_line(&status["analysis"]["archive"]) {
+            println!("  archive   {archive}");
         }
         if let Some(detected) = status["analysis"]["detectedContentType"].as_str() {
             println!("  detected  {detected}");
@@ -426,5 +488,37 @@ impl Output {
             }
             println!("{line}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_scan_reads_as_verdict_finding_and_scanner() {
+        let malicious = json!({"verdict": "malicious", "threats": ["Eicar-Test-Signature"],
+            "scanner": {"name": "clamav", "engine": "1.4.3"}});
+        assert_eq!(
+            scan_line(&malicious).unwrap(),
+            "malicious: Eicar-Test-Signature (clamav 1.4.3)"
+        );
+        let unscannable = json!({"verdict": "unscannable", "threats": [],
+            "reason": "an encrypted archive", "scanner": {"name": "defender"}});
+        assert_eq!(
+            scan_line(&unscannable).unwrap(),
+            "unscannable: an encrypted archive (defender)"
+        );
+        assert_eq!(scan_line(&Value::Null), None);
+    }
+
+    #[test]
+    fn an_archive_reads_as_its_count_and_its_warnings() {
+        let archive = json!({"entryCount": 3, "encryptedEntries": 1, "nestedArchives": 0,
+            "highCompressionRatio": true, "compressionRatio": 1000});
+        assert_eq!(
+            archive_line(&archive).unwrap(),
+            "3 entries (1 encrypted, expands 1000x)"
+        );
     }
 }
