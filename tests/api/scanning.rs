@@ -512,6 +512,69 @@ async fn an_archives_contents_are_listed_for_reviewers(backend: Backend) {
     }
 }
 
+/// Under the Functions host the blob trigger starts the workflow, and the scan runs as queued
+/// work like any activity.
+async fn under_the_host_the_scan_runs_as_queued_work(backend: Backend) {
+    use crate::host_protocol::{blob_trigger_payload, invoke_ok, record_binding};
+    let dir = tempfile::tempdir().unwrap();
+    let Some(clamd) = clamd(&dir, ClamdOptions::default()).await else {
+        return;
+    };
+    let Some(app) = spawn_app_with(Options {
+        backend,
+        mode: Mode::CustomHandler,
+        vars: vec![("FILE_APPROVER_CLAMD", clamd.setting())],
+        ..Options::default()
+    })
+    .await
+    else {
+        return;
+    };
+    for (name, bytes, verdict, stage) in [
+        ("notes.txt", CLEAN_TEXT, "clean", "AwaitingUploadApproval"),
+        ("eicar.com", EICAR, "malicious", "Blocked"),
+    ] {
+        let id = upload(&app, name, bytes, "application/octet-stream").await;
+        assert_eq!(app.status(&id).await["stage"], "Uploaded");
+        let record = record_binding(&app, &id).await;
+        invoke_ok(&app, blob_trigger_payload(&id, bytes, record)).await;
+        app.idle().await;
+        let status = app.status(&id).await;
+        assert_eq!(status["stage"], stage, "{name}: {status}");
+        assert_eq!(status["scan"]["verdict"], verdict, "{name}");
+    }
+}
+
+/// With clamd's `AlertEncrypted` off, an encrypted archive passes clamd as clean: the
+/// deployment's choice, shown as clamd's verdict, with the archive's facts telling reviewers
+/// what is encrypted.
+async fn without_clamds_encryption_alert_an_encrypted_archive_passes_as_clean(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let options = ClamdOptions {
+        alert_encrypted: false,
+        ..ClamdOptions::default()
+    };
+    let Some(clamd) = clamd(&dir, options).await else {
+        return;
+    };
+    let Some(app) = app(backend, vec![("FILE_APPROVER_CLAMD", clamd.setting())]).await else {
+        return;
+    };
+    let archive = zip_of("secret.txt", CLEAN_TEXT, Some("hunter2"));
+    let id = upload(&app, "secret.zip", &archive, "application/zip").await;
+    app.idle().await;
+    let status = app.status(&id).await;
+    assert_eq!(status["stage"], "AwaitingUploadApproval", "{status}");
+    assert_eq!(status["scan"]["verdict"], "clean");
+    app.approve_ok(&id, "upload", ALICE).await;
+    app.idle().await;
+    let status = app.status(&id).await;
+    assert_eq!(
+        status["analysis"]["archive"]["encryptedEntries"], 1,
+        "{status}"
+    );
+}
+
 async fn without_a_scanner_files_are_marked_not_scanned(backend: Backend) {
     let Some(app) = app(backend, Vec::new()).await else {
         return;
@@ -560,6 +623,8 @@ on_both_stores!(
     a_scanned_file_is_read_from_storage_once,
     bytes_replaced_after_the_scan_fail_the_file,
     an_archives_contents_are_listed_for_reviewers,
+    under_the_host_the_scan_runs_as_queued_work,
+    without_clamds_encryption_alert_an_encrypted_archive_passes_as_clean,
 );
 
 mod unscanned {
