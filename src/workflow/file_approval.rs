@@ -10,7 +10,6 @@ use std::future::Future;
 use std::pin::Pin;
 
 use super::analysis::{analyze_stream, Analysis};
-use super::archive;
 use super::input::FileInput;
 use super::notify::{self, cloud_event, EventType, Webhook, NOTIFY_ACTIVITY};
 use super::scan::{self as gate, DefenderResult, BLOCK_ACTIVITY, SCAN_ACTIVITY, SCAN_RESULT_EVENT};
@@ -638,17 +637,7 @@ async fn analyze_file(
             tracing::warn!(file = %file.id, error = %e, "analysis attempt failed");
             ActivityError::new(format!("analyzing file {}: {e}", file.id))
         })?;
-    analysis.archive = archive::facts_for(
-        store.as_ref(),
-        file.container(),
-        &file.id,
-        analysis.size,
-        &analysis.detected_content_type,
-    )
-    .await
-    .map_err(|e| {
-        ActivityError::new(format!("reading file {}'s archive directory: {e}", file.id))
-    })?;
+    gate::with_archive_facts(store.as_ref(), &file, &mut analysis).await?;
     tracing::info!(
         file = %file.id,
         size = analysis.size,
@@ -1001,19 +990,8 @@ mod tests {
         let orchestration = registry.get_orchestration(ORCHESTRATION).unwrap();
         let now = Utc.with_ymd_and_hms(2026, 11, 24, 9, 0, 0).unwrap();
         let file = FileInput {
-            id: FILE_ID.into(),
-            name: "report.pdf".into(),
-            content_type: "application/pdf".into(),
-            size: 3,
-            created_time: now,
             approval_timeout_secs,
-            direct: None,
-            uploader: None,
-            rules: ApprovalRules::default(),
-            notify: false,
-            reminder_before_secs: None,
-            retention_secs: None,
-            scan: None,
+            ..test_file(now, None)
         };
         let started = EventKind::ExecutionStarted {
             name: ORCHESTRATION.into(),
@@ -1042,11 +1020,11 @@ mod tests {
         );
     }
 
-    fn scanned_file(rules: crate::workflow::ScanRules) -> Value {
-        let now = Utc.with_ymd_and_hms(2026, 11, 24, 9, 0, 0).unwrap();
-        serde_json::to_value(FileInput {
+    /// A 3-byte file uploaded at `now`, scanned under `scan`.
+    fn test_file(now: DateTime<Utc>, scan: Option<crate::workflow::ScanRules>) -> FileInput {
+        FileInput {
             id: FILE_ID.into(),
-            name: "notes.txt".into(),
+            name: "report.txt".into(),
             content_type: "text/plain".into(),
             size: 3,
             created_time: now,
@@ -1057,9 +1035,13 @@ mod tests {
             notify: false,
             reminder_before_secs: None,
             retention_secs: None,
-            scan: Some(rules),
-        })
-        .unwrap()
+            scan,
+        }
+    }
+
+    fn scanned_file(rules: crate::workflow::ScanRules) -> Value {
+        let now = Utc.with_ymd_and_hms(2026, 11, 24, 9, 0, 0).unwrap();
+        serde_json::to_value(test_file(now, Some(rules))).unwrap()
     }
 
     /// The scheduled activity of `name` among `events`.

@@ -18,7 +18,7 @@ use bytes::Bytes;
 use futures::channel::mpsc;
 use futures::{SinkExt, StreamExt};
 
-use super::analysis::analyze_stream;
+use super::analysis::{analyze_stream, Analysis};
 use super::archive;
 use super::input::{FileInput, ScanRules, ScanVia};
 use crate::clock::Clock;
@@ -430,17 +430,7 @@ pub(super) async fn scan_file(
         tracing::warn!(file = %file.id, error = %e, "the analysis beside the scan failed");
         ActivityError::new(format!("analyzing file {}: {e}", file.id))
     })?;
-    analysis.archive = archive::facts_for(
-        store.as_ref(),
-        file.container(),
-        &file.id,
-        analysis.size,
-        &analysis.detected_content_type,
-    )
-    .await
-    .map_err(|e| {
-        ActivityError::new(format!("reading file {}'s archive directory: {e}", file.id))
-    })?;
+    with_archive_facts(store.as_ref(), &file, &mut analysis).await?;
     tracing::info!(
         file = %file.id,
         verdict = %report.verdict,
@@ -455,6 +445,26 @@ pub(super) async fn scan_file(
         analysis: Some(analysis),
     })
     .map_err(|e| ActivityError::new(e.to_string()))
+}
+
+/// Adds what a zip's directory lists to its analysis (the file's end, read by range).
+pub(super) async fn with_archive_facts(
+    store: &dyn Storage,
+    file: &FileInput,
+    analysis: &mut Analysis,
+) -> Result<(), ActivityError> {
+    analysis.archive = archive::facts_for(
+        store,
+        file.container(),
+        &file.id,
+        analysis.size,
+        &analysis.detected_content_type,
+    )
+    .await
+    .map_err(|e| {
+        ActivityError::new(format!("reading file {}'s archive directory: {e}", file.id))
+    })?;
+    Ok(())
 }
 
 /// Reads `body` once, handing every chunk to both readers. A reader that stops (clamd closes

@@ -31,6 +31,24 @@ async fn clamd(dir: &tempfile::TempDir, options: ClamdOptions) -> Option<Private
     )
 }
 
+/// An app scanning with a clamd of its own, and what must outlive the test's use of them.
+struct Scanned {
+    app: TestApp,
+    clamd: PrivateClamd,
+    _dir: tempfile::TempDir,
+}
+
+async fn scanned_app(backend: Backend, options: ClamdOptions) -> Option<Scanned> {
+    let dir = tempfile::tempdir().unwrap();
+    let clamd = clamd(&dir, options).await?;
+    let app = app(backend, vec![("FILE_APPROVER_CLAMD", clamd.setting())]).await?;
+    Some(Scanned {
+        app,
+        clamd,
+        _dir: dir,
+    })
+}
+
 async fn app(backend: Backend, vars: Vec<(&'static str, String)>) -> Option<TestApp> {
     spawn_app_with(Options {
         backend,
@@ -84,11 +102,13 @@ fn steps(history: &Value) -> Vec<String> {
 }
 
 async fn an_infected_file_is_blocked_before_anyone_sees_it(backend: Backend) {
-    let dir = tempfile::tempdir().unwrap();
-    let Some(clamd) = clamd(&dir, ClamdOptions::default()).await else {
-        return;
-    };
-    let Some(app) = app(backend, vec![("FILE_APPROVER_CLAMD", clamd.setting())]).await else {
+    // Bound, not `..`: the clamd and its directory must live as long as the test.
+    let Some(Scanned {
+        app,
+        clamd: _clamd,
+        _dir,
+    }) = scanned_app(backend, ClamdOptions::default()).await
+    else {
         return;
     };
     let id = upload(&app, "eicar.com", EICAR, "application/octet-stream").await;
@@ -158,11 +178,13 @@ async fn an_infected_file_is_blocked_before_anyone_sees_it(backend: Backend) {
 }
 
 async fn eicar_inside_a_zip_is_blocked_too(backend: Backend) {
-    let dir = tempfile::tempdir().unwrap();
-    let Some(clamd) = clamd(&dir, ClamdOptions::default()).await else {
-        return;
-    };
-    let Some(app) = app(backend, vec![("FILE_APPROVER_CLAMD", clamd.setting())]).await else {
+    // Bound, not `..`: the clamd and its directory must live as long as the test.
+    let Some(Scanned {
+        app,
+        clamd: _clamd,
+        _dir,
+    }) = scanned_app(backend, ClamdOptions::default()).await
+    else {
         return;
     };
     let id = upload(
@@ -179,11 +201,13 @@ async fn eicar_inside_a_zip_is_blocked_too(backend: Backend) {
 }
 
 async fn clean_files_go_on_to_review_with_the_scanners_verdict(backend: Backend) {
-    let dir = tempfile::tempdir().unwrap();
-    let Some(clamd) = clamd(&dir, ClamdOptions::default()).await else {
-        return;
-    };
-    let Some(app) = app(backend, vec![("FILE_APPROVER_CLAMD", clamd.setting())]).await else {
+    // Bound, not `..`: the clamd and its directory must live as long as the test.
+    let Some(Scanned {
+        app,
+        clamd: _clamd,
+        _dir,
+    }) = scanned_app(backend, ClamdOptions::default()).await
+    else {
         return;
     };
     let png = base64::engine::general_purpose::STANDARD
@@ -212,11 +236,13 @@ async fn clean_files_go_on_to_review_with_the_scanners_verdict(backend: Backend)
 }
 
 async fn an_encrypted_archive_is_unscannable_and_blocked_by_default(backend: Backend) {
-    let dir = tempfile::tempdir().unwrap();
-    let Some(clamd) = clamd(&dir, ClamdOptions::default()).await else {
-        return;
-    };
-    let Some(app) = app(backend, vec![("FILE_APPROVER_CLAMD", clamd.setting())]).await else {
+    // Bound, not `..`: the clamd and its directory must live as long as the test.
+    let Some(Scanned {
+        app,
+        clamd: _clamd,
+        _dir,
+    }) = scanned_app(backend, ClamdOptions::default()).await
+    else {
         return;
     };
     let archive = zip_of("secret.txt", CLEAN_TEXT, Some("hunter2"));
@@ -293,11 +319,12 @@ async fn a_file_over_the_scanners_stream_limit_is_unscannable(backend: Backend) 
 }
 
 async fn files_wait_in_scanning_while_clamd_is_down_and_go_on_when_it_returns(backend: Backend) {
-    let dir = tempfile::tempdir().unwrap();
-    let Some(mut clamd) = clamd(&dir, ClamdOptions::default()).await else {
-        return;
-    };
-    let Some(app) = app(backend, vec![("FILE_APPROVER_CLAMD", clamd.setting())]).await else {
+    let Some(Scanned {
+        app,
+        mut clamd,
+        _dir,
+    }) = scanned_app(backend, ClamdOptions::default()).await
+    else {
         return;
     };
     clamd.stop().await;
@@ -401,11 +428,13 @@ async fn a_scanned_file_is_read_from_storage_once(backend: Backend) {
 /// A file sent through an upload URL may be replaced until the URL expires: bytes replaced
 /// after the scan read them never reach the download stage.
 async fn bytes_replaced_after_the_scan_fail_the_file(backend: Backend) {
-    let dir = tempfile::tempdir().unwrap();
-    let Some(clamd) = clamd(&dir, ClamdOptions::default()).await else {
-        return;
-    };
-    let Some(app) = app(backend, vec![("FILE_APPROVER_CLAMD", clamd.setting())]).await else {
+    // Bound, not `..`: the clamd and its directory must live as long as the test.
+    let Some(Scanned {
+        app,
+        clamd: _clamd,
+        _dir,
+    }) = scanned_app(backend, ClamdOptions::default()).await
+    else {
         return;
     };
     const FIRST: &[u8] = b"clean words, first version\n";
