@@ -38,6 +38,7 @@ pub const TRUNCATED_HEADER: &str = "x-preview-truncated";
         (status = 401, description = "Unauthorized", body = super::schema::ErrorBody, headers(("WWW-Authenticate" = String))),
         (status = 403, description = "NotAReviewer", body = super::schema::ErrorBody),
         (status = 404, description = "NotFound, NoPreview (not text or a small raster image, or no bytes any more)", body = super::schema::ErrorBody),
+        (status = 409, description = "WrongStage: with a scanner configured, the file waits for its malware scan, or the scan blocked it", body = super::schema::ErrorBody),
         (status = 503, description = "StorageUnavailable", body = super::schema::ErrorBody, headers(("Retry-After" = String))),
     ),
     security(("functionKey" = [], "bearer" = []), ("functionKey" = [], "easyAuth" = []), ("bearer" = []), ("easyAuth" = []))
