@@ -12,6 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Router;
 use tokio::net::TcpListener;
 use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::clock::{Clock, SystemClock};
@@ -368,12 +369,18 @@ pub fn app(state: AppState) -> Router {
     with_edge_layers(functions::router(state))
 }
 
-/// Panics become JSON 500s and every request gets a span. Applied after the signed-link route
-/// is merged in: layers only wrap the routes that exist when they are added.
+/// Panics become JSON 500s, every request gets a span, and every answer says `nosniff` (the
+/// JSON included: a browser must never read an answer that echoes a file's name or comment
+/// as anything but its declared type). Applied after the signed-link route is merged in:
+/// layers only wrap the routes that exist when they are added.
 fn with_edge_layers(router: Router) -> Router {
     router
         .layer(axum::middleware::from_fn(
             functions::newline_terminated_json,
+        ))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            axum::http::header::X_CONTENT_TYPE_OPTIONS,
+            axum::http::HeaderValue::from_static("nosniff"),
         ))
         .layer(CatchPanicLayer::custom(|_| -> Response {
             ApiError::internal("a handler panicked").into_response()

@@ -406,6 +406,12 @@ async fn serve(
                 header::X_CONTENT_TYPE_OPTIONS,
                 HeaderValue::from_static("nosniff"),
             );
+            // Served on the app's own origin: an uploaded HTML or SVG file must never run as
+            // the app, even in a browser that ignores the attachment.
+            h.insert(
+                header::CONTENT_SECURITY_POLICY,
+                HeaderValue::from_static("sandbox"),
+            );
             h.insert(header::CACHE_CONTROL, HeaderValue::from_static("private"));
             let length = match &signed.range {
                 Some(range) => {
@@ -655,6 +661,10 @@ mod tests {
         assert_eq!(
             header_of(&response, header::X_CONTENT_TYPE_OPTIONS),
             "nosniff"
+        );
+        assert_eq!(
+            header_of(&response, header::CONTENT_SECURITY_POLICY),
+            "sandbox"
         );
         assert_eq!(body(response).await.as_ref(), CONTENT);
     }

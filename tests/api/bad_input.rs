@@ -30,6 +30,28 @@ async fn assert_nothing_stored(app: &TestApp) {
     assert_eq!(listed["files"].as_array().unwrap().len(), 0);
 }
 
+/// A browser must never read an answer (one that echoes a file's name, say) as anything but
+/// its declared type: every answer, errors included, says `nosniff`.
+#[tokio::test]
+async fn every_answer_says_nosniff() {
+    let app = spawn_app().await;
+    let id = app.upload_ok("<script>.txt", b"hello").await;
+    for path in [
+        format!("/api/files/{id}"),
+        format!("/api/files/{RANDOM_ID}"),
+        "/api/files/not-a-uuid".to_owned(),
+        "/api/openapi.json".to_owned(),
+        "/api/files".to_owned(),
+    ] {
+        let response = app.get(&path).await;
+        assert_eq!(
+            response.headers()["x-content-type-options"],
+            "nosniff",
+            "{path}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn malformed_file_id_is_refused() {
     let app = spawn_app().await;
