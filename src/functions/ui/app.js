@@ -267,7 +267,7 @@ function analysisFacts(file) {
   }
   const rows = [
     ["Declared type", file.contentType], ["Detected type", a.detectedContentType],
-    ["Size", `${bytes(a.size)} (${a.size} bytes)`], ["SHA-256", el("span", { class: "hash", text: a.sha256 })],
+    ["Size", a.size >= 1024 ? `${bytes(a.size)} (${a.size} bytes)` : bytes(a.size)], ["SHA-256", el("span", { class: "hash", text: a.sha256 })],
   ];
   if (a.isText) rows.push(["Lines", String(a.lineCount)], ["Words", String(a.wordCount)]);
   if (a.width) rows.push(["Image size", `${a.width} × ${a.height} pixels`]);
@@ -322,13 +322,20 @@ async function previewOf(file) {
 }
 
 function historyList(steps) {
-  // "analysisStarted" reads "analysis started"; a decision names its stage.
-  const step = (name) => name.replace(/([a-z])([A-Z])/g, "$1 $2").toLowerCase();
+  // "analysisStarted" reads "analysis started", spelled as the rest of the page ("analysed");
+  // a decision names its stage.
+  const step = (name) => name.replace(/([a-z])([A-Z])/g, "$1 $2").toLowerCase().replace("analyz", "analys");
+  // Outcomes in the page's words: the final stage as a person reads it, times in local time.
+  const outcome = (s) => {
+    if (!s.outcome) return "";
+    if (s.step === "finished") return `— ${(STAGE_WORDS[s.outcome] ?? s.outcome).toLowerCase()}`;
+    return `— ${s.outcome.replace(/valid until (\S+)/, (_, iso) => `valid until ${when(iso)}`)}`;
+  };
   const words = (s) => [s.stage ? `${s.stage}` : "", step(s.step), s.actor ? `by ${s.actor.name}` : "",
-    s.outcome ? `— ${s.outcome}` : ""].filter(Boolean).join(" ");
+    outcome(s)].filter(Boolean).join(" ");
   return el("ol", { class: "history", id: "history" }, steps.map((s) => el("li", {},
     el("time", { datetime: s.time, text: when(s.time) }), " ", words(s),
-    s.comment ? el("q", { text: s.comment }) : null)));
+    s.comment ? [": ", el("q", { text: s.comment })] : null)));
 }
 
 function decisionForm(file, refresh) {
