@@ -197,6 +197,9 @@ uiTest("a rejection ends the file and its comment is in the history", async () =
   await openFile(bob.page, id);
   await decide(bob.page, "Reject", "upload", "contains personal data");
   await stageShown(bob.page, "Rejected");
+  // How it ended comes first, in words, with the reason; the evidence it never got says so.
+  await bob.page.locator("#outcome").getByText(/^Rejected by bob on .*“contains personal data”/).waitFor();
+  await bob.page.getByText("No analysis: the file ended before it was analysed.").waitFor();
   await bob.page.locator("#history").getByText("contains personal data").waitFor();
   await shot(bob.page, "file-rejected");
   // The uploader sees it too, and no decision or download is offered.

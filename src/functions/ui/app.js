@@ -262,7 +262,10 @@ async function inboxView(gen) {
 function analysisFacts(file) {
   const a = file.analysis;
   if (!a) {
-    const why = file.stage === "Analyzing" ? "The analysis is running." : "No analysis yet: it runs after the upload is approved.";
+    const ended = ["Approved", "Rejected", "Expired", "Withdrawn", "Blocked", "Failed"].includes(file.stage);
+    const why = file.stage === "Analyzing" ? "The analysis is running."
+      : ended ? "No analysis: the file ended before it was analysed."
+        : "No analysis yet: it runs after the upload is approved.";
     return [el("p", { class: "muted", text: why })];
   }
   const rows = [
@@ -387,6 +390,23 @@ function downloadSection(file) {
 
 let pollTimer = null;
 
+// A file that has ended says how, by whom, when and why, before anything else.
+function outcomeBanner(file) {
+  const last = (approved) => [...(file.approvals ?? [])].reverse().find((d) => d.approved === approved);
+  const by = (d) => (d ? ` by ${d.reviewer} on ${when(d.decidedTime)}${d.comment ? `: “${d.comment}”` : ""}` : "");
+  const text = {
+    Approved: () => `Approved${by(last(true))}.`,
+    Rejected: () => `Rejected${by(last(false))}.`,
+    Expired: () => "Expired: nobody decided before the deadline.",
+    Withdrawn: () => "Withdrawn by its uploader.",
+    Blocked: () => `Blocked by the malware scan: ${file.scan?.threats?.length ? `found ${file.scan.threats.join(", ")}` : file.scan?.reason ?? "no verdict"}.`,
+    Failed: () => `Failed: ${file.failure?.message ?? "the workflow failed"}.`,
+  }[file.stage];
+  if (!text) return null;
+  const kind = file.stage === "Approved" ? "notice" : "warning";
+  return el("p", { class: `${kind} outcome`, role: "note", id: "outcome", text: text() });
+}
+
 // A file that goes to review without a scanner's verdict says so before anything else.
 function scanWarning(file) {
   if (file.scan?.verdict !== "unscannable" || file.stage === "Blocked") return null;
@@ -417,13 +437,15 @@ async function fileView(id, gen) {
     if (file.failure) facts.push(["Failure", `${file.failure.code}: ${file.failure.message}`]);
     facts.push(["Malware scan", scanFact(file.scan)]);
     if (gen !== generation) return;
+    // In the order a reviewer decides: what happened, the evidence, then the decision last.
     show(gen, file.name,
-      scanWarning(file),
+      outcomeBanner(file), scanWarning(file),
       el("dl", { class: "facts", id: "facts" }, facts.map(([k, v]) => [el("dt", { text: k }), el("dd", {}, v)])),
-      decisionForm(file, render), downloadSection(file),
+      downloadSection(file),
       el("h2", { text: "Analysis" }), ...analysisFacts(file),
       ...((await previewOf(file)) ?? []),
-      el("h2", { text: "History" }), historyList(history.steps));
+      el("h2", { text: "History" }), historyList(history.steps),
+      decisionForm(file, render));
     // Work in progress (the analysis, the workflow's start) is shown as it finishes.
     clearTimeout(pollTimer);
     if (file.stage === "Analyzing" || file.stage === "Uploaded" || file.stage === "Scanning") {
