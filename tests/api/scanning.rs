@@ -39,9 +39,19 @@ struct Scanned {
 }
 
 async fn scanned_app(backend: Backend, options: ClamdOptions) -> Option<Scanned> {
+    scanned_app_with(backend, options, Vec::new()).await
+}
+
+/// [`scanned_app`] with more settings.
+async fn scanned_app_with(
+    backend: Backend,
+    options: ClamdOptions,
+    mut vars: Vec<(&'static str, String)>,
+) -> Option<Scanned> {
     let dir = tempfile::tempdir().unwrap();
     let clamd = clamd(&dir, options).await?;
-    let app = app(backend, vec![("FILE_APPROVER_CLAMD", clamd.setting())]).await?;
+    vars.push(("FILE_APPROVER_CLAMD", clamd.setting()));
+    let app = app(backend, vars).await?;
     Some(Scanned {
         app,
         clamd,
@@ -264,16 +274,14 @@ async fn an_encrypted_archive_is_unscannable_and_blocked_by_default(backend: Bac
 async fn with_the_review_policy_an_unscannable_file_goes_to_review_with_its_reason(
     backend: Backend,
 ) {
-    let dir = tempfile::tempdir().unwrap();
-    let Some(clamd) = clamd(&dir, ClamdOptions::default()).await else {
-        return;
-    };
-    let Some(app) = app(
+    let Some(Scanned {
+        app,
+        clamd: _clamd,
+        _dir,
+    }) = scanned_app_with(
         backend,
-        vec![
-            ("FILE_APPROVER_CLAMD", clamd.setting()),
-            ("FILE_APPROVER_SCAN_UNSCANNABLE", "review".into()),
-        ],
+        ClamdOptions::default(),
+        vec![("FILE_APPROVER_SCAN_UNSCANNABLE", "review".into())],
     )
     .await
     else {
@@ -292,15 +300,16 @@ async fn with_the_review_policy_an_unscannable_file_goes_to_review_with_its_reas
 }
 
 async fn a_file_over_the_scanners_stream_limit_is_unscannable(backend: Backend) {
-    let dir = tempfile::tempdir().unwrap();
     let options = ClamdOptions {
         stream_max_length: "1K".into(),
         ..ClamdOptions::default()
     };
-    let Some(clamd) = clamd(&dir, options).await else {
-        return;
-    };
-    let Some(app) = app(backend, vec![("FILE_APPROVER_CLAMD", clamd.setting())]).await else {
+    let Some(Scanned {
+        app,
+        clamd: _clamd,
+        _dir,
+    }) = scanned_app(backend, options).await
+    else {
         return;
     };
     let big = vec![b'a'; 64 * 1024];
@@ -578,15 +587,16 @@ async fn under_the_host_the_scan_runs_as_queued_work(backend: Backend) {
 /// deployment's choice, shown as clamd's verdict, with the archive's facts telling reviewers
 /// what is encrypted.
 async fn without_clamds_encryption_alert_an_encrypted_archive_passes_as_clean(backend: Backend) {
-    let dir = tempfile::tempdir().unwrap();
     let options = ClamdOptions {
         alert_encrypted: false,
         ..ClamdOptions::default()
     };
-    let Some(clamd) = clamd(&dir, options).await else {
-        return;
-    };
-    let Some(app) = app(backend, vec![("FILE_APPROVER_CLAMD", clamd.setting())]).await else {
+    let Some(Scanned {
+        app,
+        clamd: _clamd,
+        _dir,
+    }) = scanned_app(backend, options).await
+    else {
         return;
     };
     let archive = zip_of("secret.txt", CLEAN_TEXT, Some("hunter2"));
