@@ -270,6 +270,18 @@ pub fn event_summary(event: &Value) -> String {
     format!("id={} subject={}", field("id"), field("subject"))
 }
 
+/// The answer to an event the app could not take now: 503 when storage is unavailable (the
+/// trigger's sender retries), else 500.
+pub fn retry_later(e: &crate::files::FilesError) -> axum::response::Response {
+    let status = match e {
+        crate::files::FilesError::Storage(s) if s.is_transient() => {
+            axum::http::StatusCode::SERVICE_UNAVAILABLE
+        }
+        _ => axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    axum::response::IntoResponse::into_response((status, InvocationResponse::new()))
+}
+
 /// A 200 answer whose `Logs` are `lines` (for the host's log).
 pub fn logged(lines: Vec<String>) -> axum::response::Response {
     let mut response = InvocationResponse::new();

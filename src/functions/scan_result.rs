@@ -11,11 +11,10 @@
 
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 
 use super::invocation::{
-    event_summary, events_of, logged, parse_invocation, InvocationLimits, InvocationResponse,
+    event_summary, events_of, logged, parse_invocation, retry_later, InvocationLimits,
 };
 use super::AppState;
 use crate::files::{FilesError, ScanResultOutcome};
@@ -71,12 +70,6 @@ pub async fn invoke(State(state): State<AppState>, body: Body) -> Response {
     }
     match retry {
         None => logged(lines),
-        Some(e) => {
-            let status = match e {
-                FilesError::Storage(ref s) if s.is_transient() => StatusCode::SERVICE_UNAVAILABLE,
-                _ => StatusCode::INTERNAL_SERVER_ERROR,
-            };
-            (status, InvocationResponse::new()).into_response()
-        }
+        Some(e) => retry_later(&e),
     }
 }

@@ -12,13 +12,11 @@
 
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use serde_json::Value;
 
 use super::invocation::{
-    event_summary, events_of, logged as logs, parse_invocation, InvocationLimits,
-    InvocationResponse,
+    event_summary, events_of, logged as logs, parse_invocation, retry_later, InvocationLimits,
 };
 use super::AppState;
 use crate::domain::{FileId, Refusal};
@@ -78,13 +76,7 @@ pub async fn invoke(State(state): State<AppState>, body: Body) -> Response {
     }
     match retry {
         None => logs(lines),
-        Some(e) => {
-            let status = match e {
-                FilesError::Storage(ref s) if s.is_transient() => StatusCode::SERVICE_UNAVAILABLE,
-                _ => StatusCode::INTERNAL_SERVER_ERROR,
-            };
-            (status, InvocationResponse::new()).into_response()
-        }
+        Some(e) => retry_later(&e),
     }
 }
 

@@ -25,7 +25,7 @@ use futures::{StreamExt, TryStreamExt};
 use md5::{Digest, Md5};
 use tokio::task::JoinSet;
 
-use super::{map_error, utc};
+use super::{from_sdk_time, map_error};
 use crate::store::{
     BlobProperties, BlobRead, BodyTooLarge, ByteStream, ETag, PutBlobOptions, StoreError,
     StoreResult,
@@ -57,9 +57,9 @@ fn content(data: Bytes) -> RequestContent<Bytes, NoFormat> {
     data.into()
 }
 
-fn time(t: Option<time::OffsetDateTime>) -> DateTime<Utc> {
-    t.map(|t| utc(t.unix_timestamp(), t.nanosecond()))
-        .unwrap_or_default()
+/// A time the service may leave out; the epoch when it did.
+fn time_or_epoch(t: Option<time::OffsetDateTime>) -> DateTime<Utc> {
+    t.map(from_sdk_time).unwrap_or_default()
 }
 
 fn etag(e: Option<Etag>) -> ETag {
@@ -140,7 +140,10 @@ pub(crate) async fn upload(
             )
             .await
             .map_err(|e| map_error("put blob", e))?;
-        return Ok(committed(etag(response.etag), time(response.last_modified)));
+        return Ok(committed(
+            etag(response.etag),
+            time_or_epoch(response.last_modified),
+        ));
     }
 
     let id = block_id(&upload_id, staged.len());
@@ -174,7 +177,7 @@ pub(crate) async fn upload(
     let tag = response
         .etag()
         .map_err(|e| map_error("put block list", e))?;
-    Ok(committed(etag(tag), time(last_modified)))
+    Ok(committed(etag(tag), time_or_epoch(last_modified)))
 }
 
 async fn put_block(client: Arc<BlockBlobClient>, id: Vec<u8>, data: Bytes) -> StoreResult<()> {
@@ -208,7 +211,7 @@ pub(crate) async fn properties(client: &BlobClient) -> StoreResult<BlobPropertie
             .map_err(read)?
             .and_then(|md5| <[u8; 16]>::try_from(md5).ok()),
         etag: etag(response.etag().map_err(read)?),
-        last_modified: time(response.last_modified().map_err(read)?),
+        last_modified: time_or_epoch(response.last_modified().map_err(read)?),
     })
 }
 
@@ -296,7 +299,7 @@ pub(crate) async fn read(
                     .clone()
                     .and_then(|md5| <[u8; 16]>::try_from(md5).ok()),
                 etag: etag(p.etag.clone()),
-                last_modified: time(p.last_modified),
+                last_modified: time_or_epoch(p.last_modified),
             }
         }
     };

@@ -215,10 +215,6 @@ impl ManagedIdentityCredential {
     }
 }
 
-/// How long a requested delegation key lives. Azure allows at most seven days from now; the
-/// key must outlive every link signed with it, and upload links may live up to seven days.
-pub(crate) const DELEGATION_KEY_LIFETIME: chrono::Duration = chrono::Duration::days(7);
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -99,6 +99,10 @@ pub struct AzureOptions {
     pub extra_root_certificates: Option<Vec<u8>>,
 }
 
+/// How long a requested delegation key lives. Azure allows at most seven days from now; the
+/// key must outlive every link signed with it, and upload links may live up to seven days.
+const DELEGATION_KEY_LIFETIME: chrono::Duration = chrono::Duration::days(7);
+
 /// A user-delegation key is fetched again when less than this is left of it, so that the links
 /// signed with it stay valid for their whole life.
 const DELEGATION_KEY_HEADROOM: chrono::Duration = chrono::Duration::hours(1);
@@ -157,7 +161,7 @@ impl AzureStore {
         // Whole seconds, a few minutes back for clock skew; the expiry a little inside the
         // seven days the service allows from its own now.
         let start = now.timestamp() - 5 * 60;
-        let expiry = (now + identity::DELEGATION_KEY_LIFETIME).timestamp() - 10 * 60;
+        let expiry = (now + DELEGATION_KEY_LIFETIME).timestamp() - 10 * 60;
         let at = |seconds| {
             time::OffsetDateTime::from_unix_timestamp(seconds).map_err(StoreError::internal)
         };
@@ -176,7 +180,7 @@ impl AzureStore {
             .map_err(|e| map_error("get user delegation key", e))?;
         let expires_at = key
             .signed_expiry
-            .map(|t| utc(t.unix_timestamp(), 0))
+            .map(from_sdk_time)
             .ok_or_else(|| StoreError::internal("a user-delegation key without an expiry"))?;
         tracing::info!(%expires_at, "fetched a user-delegation key for signing links");
         *cached = Some((key.clone(), expires_at));
@@ -474,8 +478,9 @@ fn now_rfc1123() -> String {
     Utc::now().format("%a, %d %b %Y %H:%M:%S GMT").to_string()
 }
 
-pub(crate) fn utc(unix_seconds: i64, nanos: u32) -> DateTime<Utc> {
-    DateTime::from_timestamp(unix_seconds, nanos).unwrap_or_default()
+/// A time as the SDK gives it (`time`), as the rest of the app keeps it (`chrono`).
+pub(crate) fn from_sdk_time(t: time::OffsetDateTime) -> DateTime<Utc> {
+    DateTime::from_timestamp(t.unix_timestamp(), t.nanosecond()).unwrap_or_default()
 }
 
 /// Maps an operation's status inside a batch; the crate keeps no error code there, but in a

@@ -16,7 +16,7 @@ use azure_storage_queue::models::{
 use azure_storage_queue::{QueueClient, QueueServiceClient};
 use chrono::Utc;
 
-use super::{map_error, utc};
+use super::{from_sdk_time, map_error};
 use crate::store::{MessageReceipt, NextVisible, ReceivedMessage, StoreError, StoreResult};
 
 fn seconds(d: Duration) -> i32 {
@@ -109,7 +109,7 @@ pub(super) async fn dequeue(
                 dequeue_count: m
                     .dequeue_count
                     .map_or(1, |n| u32::try_from(n).unwrap_or(u32::MAX)),
-                inserted: utc(inserted.unix_timestamp(), inserted.nanosecond()),
+                inserted: from_sdk_time(inserted),
                 receipt: MessageReceipt {
                     id: m.message_id.ok_or_else(|| missing("MessageId"))?,
                     pop_receipt: m.pop_receipt.ok_or_else(|| missing("PopReceipt"))?,

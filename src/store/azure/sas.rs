@@ -187,9 +187,13 @@ impl<'a> LentKey<'a> {
                 StoreError::internal(format!("the lent user-delegation key has no {name}"))
             })
         }
+        // Whole seconds, as the service wrote them and as the signature covers them.
         let when = |t: time::OffsetDateTime| {
-            DateTime::from_timestamp(t.unix_timestamp(), 0)
-                .map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
+            Some(
+                super::from_sdk_time(t)
+                    .format("%Y-%m-%dT%H:%M:%SZ")
+                    .to_string(),
+            )
         };
         Ok(LentKey {
             object_id: required(key.signed_oid.as_deref(), "SignedOid")?,
