@@ -217,6 +217,7 @@ async fn blob_with_link(
         .unwrap();
     let url = store
         .signed_read_url(&SignedUrlRequest {
+            snapshot: None,
             container: &container,
             name: &name,
             expires_at: Utc::now() + expires_in,

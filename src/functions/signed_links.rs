@@ -590,6 +590,7 @@ mod tests {
             let url = self
                 .store
                 .signed_read_url(&SignedUrlRequest {
+                    snapshot: None,
                     container,
                     name,
                     expires_at: self.clock.now() + Duration::hours(1),

@@ -520,6 +520,7 @@ pub async fn blob_names_follow_one_rule_everywhere(fx: Fixture) {
         assert_invalid(
             fx.store
                 .signed_read_url(&SignedUrlRequest {
+                    snapshot: None,
                     container: &fx.container,
                     name: bad,
                     expires_at: Utc::now() + Duration::hours(1),
@@ -529,6 +530,136 @@ pub async fn blob_names_follow_one_rule_everywhere(fx: Fixture) {
             &format!("link to {bad:?}"),
         );
     }
+}
+
+/// A snapshot keeps the bytes it was taken of: later writes change the blob, never the
+/// snapshot; reads, ranges and properties of the snapshot say so.
+pub async fn a_snapshot_keeps_its_bytes_when_the_blob_is_replaced(fx: Fixture) {
+    let first = put(&fx, "pinned", b"the version that was approved").await;
+    let snapshot = fx
+        .store
+        .snapshot_blob(&fx.container, "pinned", Some(&first.etag))
+        .await
+        .expect("snapshot of the current version");
+    assert_eq!(snapshot.etag, first.etag);
+    put(&fx, "pinned", b"a replacement sent later").await;
+    assert_eq!(get(&fx, "pinned").await, b"a replacement sent later");
+
+    let at = super::BlobAt {
+        container: &fx.container,
+        name: "pinned",
+        snapshot: Some(&snapshot.id),
+    };
+    let read = fx.store.read_blob(at, None).await.expect("snapshot read");
+    assert_eq!(read_all(read.body).await, b"the version that was approved");
+    let props = fx
+        .store
+        .properties_at(at)
+        .await
+        .expect("snapshot properties");
+    assert_eq!(props.size, 29);
+    assert_eq!(props.etag, first.etag);
+    let read = fx.store.read_blob(at, Some(4..11)).await.expect("range");
+    assert_eq!(read_all(read.body).await, b"version");
+
+    let second = fx
+        .store
+        .snapshot_blob(&fx.container, "pinned", None)
+        .await
+        .expect("a second snapshot");
+    assert_ne!(second.id, snapshot.id);
+    let again = fx
+        .store
+        .read_blob(
+            super::BlobAt {
+                snapshot: Some(&second.id),
+                ..at
+            },
+            None,
+        )
+        .await
+        .expect("second snapshot read");
+    assert_eq!(read_all(again.body).await, b"a replacement sent later");
+}
+
+/// A snapshot is taken of the version named, or not at all; of a missing blob, never.
+pub async fn a_snapshot_of_a_stale_version_or_a_missing_blob_is_refused(fx: Fixture) {
+    let first = put(&fx, "moving", b"one").await;
+    put(&fx, "moving", b"two").await;
+    assert_precondition_failed(
+        fx.store
+            .snapshot_blob(&fx.container, "moving", Some(&first.etag))
+            .await,
+        "snapshot of a replaced version",
+    );
+    assert_not_found(
+        fx.store.snapshot_blob(&fx.container, "absent", None).await,
+        "snapshot of a missing blob",
+    );
+}
+
+/// Deleting a blob deletes its snapshots with it.
+pub async fn deleting_a_blob_deletes_its_snapshots(fx: Fixture) {
+    put(&fx, "gone", b"bytes").await;
+    let snapshot = fx
+        .store
+        .snapshot_blob(&fx.container, "gone", None)
+        .await
+        .expect("snapshot");
+    fx.store
+        .delete_blob(&fx.container, "gone")
+        .await
+        .expect("delete");
+    let at = super::BlobAt {
+        container: &fx.container,
+        name: "gone",
+        snapshot: Some(&snapshot.id),
+    };
+    assert_not_found(
+        fx.store.properties_at(at).await,
+        "a deleted blob's snapshot",
+    );
+}
+
+/// A download link to a snapshot serves the snapshot's bytes, whatever the blob holds now.
+pub async fn a_signed_url_to_a_snapshot_serves_the_snapshot(fx: Fixture) {
+    put(&fx, "linked", b"pinned bytes").await;
+    let snapshot = fx
+        .store
+        .snapshot_blob(&fx.container, "linked", None)
+        .await
+        .expect("snapshot");
+    put(&fx, "linked", b"replaced bytes, longer").await;
+    let url = fx
+        .store
+        .signed_read_url(&SignedUrlRequest {
+            snapshot: Some(&snapshot.id),
+            container: &fx.container,
+            name: "linked",
+            expires_at: fx.clock.now() + Duration::minutes(5),
+            download_name: "pinned.txt",
+        })
+        .await
+        .expect("signed_read_url");
+    let response = fx.http.get(&url).send().await.expect("the URL answers");
+    assert_eq!(response.status(), reqwest::StatusCode::OK, "{url}");
+    assert_eq!(
+        response.bytes().await.expect("body").as_ref(),
+        b"pinned bytes"
+    );
+    // The same link without its snapshot is another link: its signature does not cover it.
+    let (base, query) = url.split_once('?').expect("a query");
+    let without: Vec<&str> = query
+        .split('&')
+        .filter(|pair| !pair.starts_with("snapshot="))
+        .collect();
+    let stripped = format!("{base}?{}", without.join("&"));
+    let response = fx.http.get(&stripped).send().await.expect("answers");
+    assert_eq!(
+        response.status(),
+        reqwest::StatusCode::FORBIDDEN,
+        "{stripped}"
+    );
 }
 
 /// A stream error mid-upload commits nothing: no new blob, no change to an older one.
@@ -1244,6 +1375,7 @@ const DISPLAY_NAME: &str = "Quarterly report «final» \"v2\".txt";
 async fn signed_url(fx: &Fixture, name: &str, valid_for: Duration) -> String {
     fx.store
         .signed_read_url(&SignedUrlRequest {
+            snapshot: None,
             container: &fx.container,
             name,
             expires_at: fx.clock.now() + valid_for,

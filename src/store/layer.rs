@@ -14,9 +14,9 @@ use async_trait::async_trait;
 use futures::future::BoxFuture;
 
 use super::{
-    BatchOp, BlobProperties, BlobRead, ByteStream, ETag, Entity, MessageReceipt, NextVisible, Page,
-    PutBlobOptions, ReceivedMessage, SignedUrlRequest, SignedWriteRequest, Storage, StoreResult,
-    StoredEntity, TableQuery,
+    BatchOp, BlobAt, BlobProperties, BlobRead, ByteStream, ETag, Entity, MessageReceipt,
+    NextVisible, Page, PutBlobOptions, ReceivedMessage, SignedUrlRequest, SignedWriteRequest,
+    Snapshot, Storage, StoreResult, StoredEntity, TableQuery,
 };
 
 /// The operations of [`Storage`], as layers see them.
@@ -26,6 +26,7 @@ pub enum Op {
     PutBlob,
     GetBlob,
     BlobProperties,
+    SnapshotBlob,
     DeleteBlob,
     SignedReadUrl,
     SignedWriteUrl,
@@ -44,11 +45,12 @@ pub enum Op {
 }
 
 impl Op {
-    pub const ALL: [Op; 19] = [
+    pub const ALL: [Op; 20] = [
         Op::EnsureContainer,
         Op::PutBlob,
         Op::GetBlob,
         Op::BlobProperties,
+        Op::SnapshotBlob,
         Op::DeleteBlob,
         Op::SignedReadUrl,
         Op::SignedWriteUrl,
@@ -72,6 +74,7 @@ impl Op {
             Op::PutBlob => "put_blob",
             Op::GetBlob => "get_blob",
             Op::BlobProperties => "blob_properties",
+            Op::SnapshotBlob => "snapshot_blob",
             Op::DeleteBlob => "delete_blob",
             Op::SignedReadUrl => "signed_read_url",
             Op::SignedWriteUrl => "signed_write_url",
@@ -207,22 +210,36 @@ impl<L: Layer> Storage for Layered<L> {
             .await
     }
 
-    async fn get_blob(
+    async fn read_blob(
         &self,
-        container: &str,
-        name: &str,
+        blob: BlobAt<'_>,
         range: Option<Range<u64>>,
     ) -> StoreResult<BlobRead> {
-        let call = self.inner.get_blob(container, name, range.clone());
-        self.layer.get_blob(container, range, call).await
+        let call = self.inner.read_blob(blob, range.clone());
+        self.layer.get_blob(blob.container, range, call).await
     }
 
-    async fn blob_properties(&self, container: &str, name: &str) -> StoreResult<BlobProperties> {
+    async fn properties_at(&self, blob: BlobAt<'_>) -> StoreResult<BlobProperties> {
         self.layer
             .around(
                 Op::BlobProperties,
+                blob.container,
+                self.inner.properties_at(blob),
+            )
+            .await
+    }
+
+    async fn snapshot_blob(
+        &self,
+        container: &str,
+        name: &str,
+        if_match: Option<&ETag>,
+    ) -> StoreResult<Snapshot> {
+        self.layer
+            .around(
+                Op::SnapshotBlob,
                 container,
-                self.inner.blob_properties(container, name),
+                self.inner.snapshot_blob(container, name, if_match),
             )
             .await
     }

@@ -158,11 +158,42 @@ pub struct BlobProperties {
     pub last_modified: DateTime<Utc>,
 }
 
+/// One blob as it is now, or one of its snapshots: the read-only copy of its bytes at an
+/// instant, which later writes to the blob never change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlobAt<'a> {
+    pub container: &'a str,
+    pub name: &'a str,
+    /// The snapshot's id, as [`Storage::snapshot_blob`] returned it; `None` for the blob as
+    /// it is now.
+    pub snapshot: Option<&'a str>,
+}
+
+impl<'a> BlobAt<'a> {
+    /// The blob as it is now.
+    pub fn current(container: &'a str, name: &'a str) -> Self {
+        BlobAt {
+            container,
+            name,
+            snapshot: None,
+        }
+    }
+}
+
+/// A snapshot just taken: its id, and the version of the blob it holds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Snapshot {
+    pub id: String,
+    pub etag: ETag,
+}
+
 /// A read-only link to one blob that anyone holding it may fetch until it expires.
 #[derive(Debug, Clone)]
 pub struct SignedUrlRequest<'a> {
     pub container: &'a str,
     pub name: &'a str,
+    /// The link reads this snapshot of the blob, not the blob as it is when fetched.
+    pub snapshot: Option<&'a str>,
     pub expires_at: DateTime<Utc>,
     /// The browser saves the download under this name (`Content-Disposition: attachment`).
     pub download_name: &'a str,
@@ -420,19 +451,42 @@ pub trait Storage: Send + Sync + 'static {
         options: &PutBlobOptions,
     ) -> StoreResult<BlobProperties>;
 
-    /// Reads a blob as a stream, all of it or `range` (byte offsets, end exclusive).
-    /// Errors: [`StoreError::NotFound`].
+    /// Reads a blob or one of its snapshots as a stream, all of it or `range` (byte offsets,
+    /// end exclusive). Errors: [`StoreError::NotFound`].
+    async fn read_blob(&self, blob: BlobAt<'_>, range: Option<Range<u64>>)
+        -> StoreResult<BlobRead>;
+
+    /// Reads a blob as it is now; see [`Storage::read_blob`].
     async fn get_blob(
         &self,
         container: &str,
         name: &str,
         range: Option<Range<u64>>,
-    ) -> StoreResult<BlobRead>;
+    ) -> StoreResult<BlobRead> {
+        self.read_blob(BlobAt::current(container, name), range)
+            .await
+    }
+
+    /// A blob's or a snapshot's properties. Errors: [`StoreError::NotFound`].
+    async fn properties_at(&self, blob: BlobAt<'_>) -> StoreResult<BlobProperties>;
 
     /// Errors: [`StoreError::NotFound`].
-    async fn blob_properties(&self, container: &str, name: &str) -> StoreResult<BlobProperties>;
+    async fn blob_properties(&self, container: &str, name: &str) -> StoreResult<BlobProperties> {
+        self.properties_at(BlobAt::current(container, name)).await
+    }
 
-    /// Deletes a blob. Idempotent: a blob that is not there is already deleted.
+    /// Takes a read-only snapshot of a blob: O(1), no copy of the bytes. With `if_match`, only
+    /// of that version ([`StoreError::PreconditionFailed`] otherwise). Errors:
+    /// [`StoreError::NotFound`].
+    async fn snapshot_blob(
+        &self,
+        container: &str,
+        name: &str,
+        if_match: Option<&ETag>,
+    ) -> StoreResult<Snapshot>;
+
+    /// Deletes a blob and its snapshots. Idempotent: a blob that is not there is already
+    /// deleted.
     async fn delete_blob(&self, container: &str, name: &str) -> StoreResult<()>;
 
     /// A read-only URL for exactly one blob, valid until `expires_at`, that makes a browser save

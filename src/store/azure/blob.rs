@@ -14,9 +14,11 @@ use std::sync::Arc;
 
 use azure_core::http::{Etag, NoFormat, RequestContent};
 use azure_storage_blob::models::{
-    BlobClientDeleteOptions, BlobClientDownloadOptions, BlobClientGetPropertiesResultHeaders,
-    BlockBlobClientCommitBlockListOptions, BlockBlobClientCommitBlockListResultHeaders,
-    BlockBlobClientUploadOptions, BlockLookupList, DeleteSnapshotsOptionType, HttpRange,
+    BlobClientCreateSnapshotOptions, BlobClientCreateSnapshotResultHeaders,
+    BlobClientDeleteOptions, BlobClientDownloadOptions, BlobClientGetPropertiesOptions,
+    BlobClientGetPropertiesResultHeaders, BlockBlobClientCommitBlockListOptions,
+    BlockBlobClientCommitBlockListResultHeaders, BlockBlobClientUploadOptions, BlockLookupList,
+    DeleteSnapshotsOptionType, HttpRange,
 };
 use azure_storage_blob::{BlobClient, BlockBlobClient};
 use bytes::{Bytes, BytesMut};
@@ -27,7 +29,7 @@ use tokio::task::JoinSet;
 
 use super::{from_sdk_time, map_error};
 use crate::store::{
-    BlobProperties, BlobRead, BodyTooLarge, ByteStream, ETag, PutBlobOptions, StoreError,
+    BlobProperties, BlobRead, BodyTooLarge, ByteStream, ETag, PutBlobOptions, Snapshot, StoreError,
     StoreResult,
 };
 
@@ -197,9 +199,16 @@ async fn join_one(set: &mut JoinSet<StoreResult<()>>) -> StoreResult<()> {
     }
 }
 
-pub(crate) async fn properties(client: &BlobClient) -> StoreResult<BlobProperties> {
+pub(crate) async fn properties(
+    client: &BlobClient,
+    snapshot: Option<&str>,
+) -> StoreResult<BlobProperties> {
+    let options = BlobClientGetPropertiesOptions {
+        snapshot: snapshot.map(str::to_owned),
+        ..Default::default()
+    };
     let response = client
-        .get_properties(None)
+        .get_properties(Some(options))
         .await
         .map_err(|e| map_error("get blob properties", e))?;
     let read = |e| map_error("get blob properties", e);
@@ -212,6 +221,30 @@ pub(crate) async fn properties(client: &BlobClient) -> StoreResult<BlobPropertie
             .and_then(|md5| <[u8; 16]>::try_from(md5).ok()),
         etag: etag(response.etag().map_err(read)?),
         last_modified: time_or_epoch(response.last_modified().map_err(read)?),
+    })
+}
+
+/// Snapshot Blob: the service keeps the blob's current blocks under a new snapshot id.
+pub(crate) async fn snapshot(
+    client: &BlobClient,
+    if_match: Option<&ETag>,
+) -> StoreResult<Snapshot> {
+    let options = BlobClientCreateSnapshotOptions {
+        if_match: if_match.map(|etag| Etag::from(etag.as_str().to_owned())),
+        ..Default::default()
+    };
+    let response = client
+        .create_snapshot(Some(options))
+        .await
+        .map_err(|e| map_error("snapshot blob", e))?;
+    let read = |e| map_error("snapshot blob", e);
+    let id = response
+        .snapshot()
+        .map_err(read)?
+        .ok_or_else(|| StoreError::internal("Snapshot Blob answered without x-ms-snapshot"))?;
+    Ok(Snapshot {
+        id,
+        etag: etag(response.etag().map_err(read)?),
     })
 }
 
@@ -237,6 +270,7 @@ pub(crate) async fn delete(client: &BlobClient) -> StoreResult<()> {
 /// against the size and pin every range to that version.
 pub(crate) async fn read(
     client: BlobClient,
+    snapshot: Option<&str>,
     range: Option<std::ops::Range<u64>>,
     chunk_size: u64,
 ) -> StoreResult<BlobRead> {
@@ -245,12 +279,13 @@ pub(crate) async fn read(
     let mut options = BlobClientDownloadOptions {
         parallel: NonZero::new(READ_PARALLEL),
         partition_size: Some(partition),
+        snapshot: snapshot.map(str::to_owned),
         ..Default::default()
     };
     let pinned = match range {
         None => None,
         Some(r) => {
-            let properties = properties(&client).await?;
+            let properties = properties(&client, snapshot).await?;
             let size = properties.size;
             if r.start > r.end || r.start > size {
                 return Err(StoreError::Invalid(format!(

@@ -42,8 +42,12 @@ const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC
 
 /// What one link grants.
 pub(crate) enum Grant<'a> {
-    /// Read, answered with `Content-Disposition: attachment` under `download_name`.
-    Read { download_name: &'a str },
+    /// Read, answered with `Content-Disposition: attachment` under `download_name`; of one
+    /// snapshot of the blob (`sr=bs`) when `snapshot` names one.
+    Read {
+        download_name: &'a str,
+        snapshot: Option<&'a str>,
+    },
     /// Create and write (Put Blob, Put Block, Put Block List): no read, no delete, no list.
     Write,
 }
@@ -72,10 +76,14 @@ impl BlobSas<'_> {
     /// The blob URL with the SAS query appended.
     pub fn url(&self) -> Result<String, StoreError> {
         let expiry = self.expires_at.format("%Y-%m-%dT%H:%M:%SZ").to_string();
-        let (permissions, disposition) = match self.grant {
-            Grant::Read { download_name } => ("r", attachment_disposition(download_name)),
-            Grant::Write => ("cw", String::new()),
+        let (permissions, disposition, snapshot) = match self.grant {
+            Grant::Read {
+                download_name,
+                snapshot,
+            } => ("r", attachment_disposition(download_name), snapshot),
+            Grant::Write => ("cw", String::new(), None),
         };
+        let resource = if snapshot.is_some() { "bs" } else { "b" };
         let disposition = disposition.as_str();
         // Over https the link refuses plain http; over http (Azurite) it cannot.
         let protocol = if self.blob_url.scheme() == "https" {
@@ -119,10 +127,10 @@ impl BlobSas<'_> {
             "", // signedIP
             protocol,
             SAS_VERSION,
-            "b",
-            "", // signedSnapshotTime
-            "", // signedEncryptionScope
-            "", // rscc
+            resource,
+            snapshot.unwrap_or(""), // signedSnapshotTime
+            "",                     // signedEncryptionScope
+            "",                     // rscc
             disposition,
             "", // rsce
             "", // rscl
@@ -140,7 +148,7 @@ impl BlobSas<'_> {
         let mut query = vec![
             ("sv", SAS_VERSION),
             ("sp", permissions),
-            ("sr", "b"),
+            ("sr", resource),
             ("se", &expiry),
         ];
         if let Some(k) = delegation {
@@ -160,6 +168,10 @@ impl BlobSas<'_> {
             query.push(("rscd", disposition));
         }
         query.push(("sig", &signature));
+        // The snapshot is a query parameter of the blob URL itself, beside the SAS's own.
+        if let Some(snapshot) = snapshot {
+            query.push(("snapshot", snapshot));
+        }
         let query = query
             .iter()
             .map(|(name, value)| format!("{name}={}", utf8_percent_encode(value, QUERY_VALUE)))
@@ -233,6 +245,7 @@ mod tests {
             expires_at: Utc.with_ymd_and_hms(2030, 1, 2, 3, 4, 5).unwrap(),
             grant: Grant::Read {
                 download_name: "a b.txt",
+                snapshot: None,
             },
         };
         let url = sas.url().unwrap();
@@ -323,7 +336,10 @@ mod tests {
             container: "files",
             blob: "abc",
             expires_at: Utc.with_ymd_and_hms(2030, 1, 1, 0, 0, 0).unwrap(),
-            grant: Grant::Read { download_name: "x" },
+            grant: Grant::Read {
+                download_name: "x",
+                snapshot: None,
+            },
         };
         assert!(sas.url().unwrap().contains("&spr=https&"));
     }

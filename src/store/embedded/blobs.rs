@@ -41,7 +41,9 @@ use tokio::io::AsyncSeekExt;
 use tokio_util::io::ReaderStream;
 
 use super::{io_error, sql_error, tables::next_seq};
-use crate::store::{BlobProperties, BodyTooLarge, ByteStream, ETag, StoreError, StoreResult};
+use crate::store::{
+    BlobProperties, BodyTooLarge, ByteStream, ETag, Snapshot, StoreError, StoreResult,
+};
 
 /// Prefix of the files of writes in progress. Blob names cannot start with `.`.
 const TMP_PREFIX: &str = ".tmp-";
@@ -326,23 +328,107 @@ pub(super) fn recover(conn: &mut Connection, root: &Path) -> StoreResult<()> {
 
 /// Deletes a blob: its row first (from then on it is gone for readers), then its file. A crash
 /// between the two leaves a file without a row, which `recover` removes at the next open.
+/// Its snapshots go with it, as Blob Storage's delete with `include` snapshots does.
 pub(super) fn delete(
     conn: &mut Connection,
     root: &Path,
     container: &str,
     name: &str,
 ) -> StoreResult<()> {
+    let mut names = snapshot_names(conn, container, name)?;
+    names.push(name.to_owned());
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(sql_error)?;
+    for name in &names {
+        tx.execute(
+            "DELETE FROM blobs WHERE container = ?1 AND name = ?2",
+            params![container, name],
+        )
+        .map_err(sql_error)?;
+    }
+    tx.commit().map_err(sql_error)?;
+    for name in &names {
+        let path = root.join(container).join(name);
+        match fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_error("remove", &path, e)),
+        }
+    }
+    Ok(())
+}
+
+/// The name a snapshot's row and file are kept under: the leading `.` no blob name may have
+/// keeps it apart from every blob, and the `@` after the blob's name keeps a blob's snapshots
+/// together (see [`snapshot_names`]).
+pub(super) fn snapshot_name(name: &str, snapshot: &str) -> String {
+    format!(".{name}@{snapshot}")
+}
+
+/// The names of blob `name`'s snapshots: rows from `.{name}@` up to (not including)
+/// `.{name}A`, the next character after `@`.
+fn snapshot_names(conn: &Connection, container: &str, name: &str) -> StoreResult<Vec<String>> {
+    let mut statement = conn
+        .prepare("SELECT name FROM blobs WHERE container = ?1 AND name >= ?2 AND name < ?3")
+        .map_err(sql_error)?;
+    let rows = statement
+        .query_map(
+            params![container, format!(".{name}@"), format!(".{name}A")],
+            |r| r.get(0),
+        )
+        .map_err(sql_error)?;
+    rows.collect::<Result<_, _>>().map_err(sql_error)
+}
+
+/// Takes a snapshot of blob `container/name`: a hard link to the file of its current
+/// version (a later write renames a new file over the name and leaves the link alone), then a
+/// row with the same properties. A crash between the two leaves a file without a row, which
+/// [`recover`] removes.
+pub(super) fn snapshot(
+    conn: &mut Connection,
+    root: &Path,
+    container: &str,
+    name: &str,
+    if_match: Option<&ETag>,
+) -> StoreResult<Snapshot> {
+    let properties = properties_row(conn, container, name)?;
+    if if_match.is_some_and(|etag| *etag != properties.etag) {
+        return Err(StoreError::PreconditionFailed);
+    }
+    // Blob Storage's form (seven fractional digits), unique per blob: a second snapshot in
+    // the same tick moves on by one.
+    let mut at = Utc::now();
+    let id = loop {
+        let id = format!(
+            "{}.{:07}Z",
+            at.format("%Y-%m-%dT%H:%M:%S"),
+            at.timestamp_subsec_nanos() / 100
+        );
+        if properties_row(conn, container, &snapshot_name(name, &id)).is_err() {
+            break id;
+        }
+        at += chrono::Duration::nanoseconds(100);
+    };
+    let dir = root.join(container);
+    let (source, target) = (dir.join(name), dir.join(snapshot_name(name, &id)));
+    if let Err(e) = fs::hard_link(&source, &target) {
+        // A file system without hard links gets a copy: slower, the same guarantee.
+        tracing::debug!(error = %e, "hard link refused; copying the snapshot");
+        fs::copy(&source, &target).map_err(|e| io_error("copy", &target, e))?;
+    }
+    sync_dir(&dir)?;
     conn.execute(
-        "DELETE FROM blobs WHERE container = ?1 AND name = ?2",
-        params![container, name],
+        "INSERT INTO blobs (container, name, size, content_type, md5, etag, modified_us)
+         SELECT container, ?3, size, content_type, md5, etag, modified_us
+         FROM blobs WHERE container = ?1 AND name = ?2",
+        params![container, name, snapshot_name(name, &id)],
     )
     .map_err(sql_error)?;
-    let path = root.join(container).join(name);
-    match fs::remove_file(&path) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(io_error("remove", &path, e)),
-    }
+    Ok(Snapshot {
+        id,
+        etag: properties.etag,
+    })
 }
 
 fn properties_row(conn: &Connection, container: &str, name: &str) -> StoreResult<BlobProperties> {

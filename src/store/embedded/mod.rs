@@ -38,9 +38,9 @@ use crate::clock::{Clock, SystemClock};
 use super::{
     validate_batch, validate_blob_name, validate_container_name, validate_message,
     validate_queue_name, validate_reception, validate_renewal, validate_table_name, BatchOp,
-    BlobProperties, BlobRead, ByteStream, ETag, Entity, MessageReceipt, NextVisible, Page,
-    PutBlobOptions, ReceivedMessage, SignedUrlRequest, SignedWriteRequest, Storage, StoreError,
-    StoreResult, StoredEntity, TableQuery,
+    BlobAt, BlobProperties, BlobRead, ByteStream, ETag, Entity, MessageReceipt, NextVisible, Page,
+    PutBlobOptions, ReceivedMessage, SignedUrlRequest, SignedWriteRequest, Snapshot, Storage,
+    StoreError, StoreResult, StoredEntity, TableQuery,
 };
 
 pub use blocks::parse_block_list;
@@ -167,7 +167,12 @@ impl EmbeddedStore {
         range: Option<ByteRangeSpec>,
     ) -> Result<SignedRead, SignedUrlError> {
         let content_disposition = self.inner.signer.verify(container, name, query, now)?;
-        let (properties, file) = self.open_blob_file(container, name).await?;
+        let blob = BlobAt {
+            container,
+            name,
+            snapshot: query.snapshot.as_deref(),
+        };
+        let (properties, file) = self.open_blob_file(blob).await?;
         let range = match range {
             None => None,
             Some(spec) => Some(spec.resolve(properties.size).ok_or(
@@ -268,15 +273,36 @@ impl EmbeddedStore {
     /// The blob's properties and an open handle on exactly the file they describe.
     async fn open_blob_file(
         &self,
-        container: &str,
-        name: &str,
+        blob: BlobAt<'_>,
     ) -> StoreResult<(BlobProperties, std::fs::File)> {
-        validate_container_name(container)?;
-        validate_blob_name(name)?;
-        let (container, name) = (container.to_owned(), name.to_owned());
+        let (container, name) = stored_name(blob)?;
         self.with_db(move |conn, root| blobs::open(conn, root, &container, &name))
             .await
     }
+}
+
+/// The container and the name a blob or snapshot is stored under, once both are checked.
+fn stored_name(blob: BlobAt<'_>) -> StoreResult<(String, String)> {
+    validate_container_name(blob.container)?;
+    validate_blob_name(blob.name)?;
+    let name = match blob.snapshot {
+        None => blob.name.to_owned(),
+        Some(snapshot) => {
+            // Snapshot ids are times; anything else could step outside the container.
+            let valid = !snapshot.is_empty()
+                && snapshot.len() <= 40
+                && snapshot
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || matches!(b, b'-' | b':' | b'.' | b'T' | b'Z'));
+            if !valid {
+                return Err(StoreError::Invalid(format!(
+                    "{snapshot:?} is not a snapshot id"
+                )));
+            }
+            blobs::snapshot_name(blob.name, snapshot)
+        }
+    };
+    Ok((blob.container.to_owned(), name))
 }
 
 #[async_trait]
@@ -317,10 +343,9 @@ impl Storage for EmbeddedStore {
         .await
     }
 
-    async fn get_blob(
+    async fn read_blob(
         &self,
-        container: &str,
-        name: &str,
+        blob: BlobAt<'_>,
         range: Option<Range<u64>>,
     ) -> StoreResult<BlobRead> {
         if let Some(r) = &range {
@@ -331,7 +356,7 @@ impl Storage for EmbeddedStore {
                 )));
             }
         }
-        let (properties, file) = self.open_blob_file(container, name).await?;
+        let (properties, file) = self.open_blob_file(blob).await?;
         let range = match range {
             None => None,
             Some(r) if r.start >= properties.size => {
@@ -347,12 +372,26 @@ impl Storage for EmbeddedStore {
         Ok(BlobRead { properties, body })
     }
 
-    async fn blob_properties(&self, container: &str, name: &str) -> StoreResult<BlobProperties> {
+    async fn properties_at(&self, blob: BlobAt<'_>) -> StoreResult<BlobProperties> {
+        let (container, name) = stored_name(blob)?;
+        self.with_db(move |conn, _| blobs::properties(conn, &container, &name))
+            .await
+    }
+
+    async fn snapshot_blob(
+        &self,
+        container: &str,
+        name: &str,
+        if_match: Option<&ETag>,
+    ) -> StoreResult<Snapshot> {
         validate_container_name(container)?;
         validate_blob_name(name)?;
         let (container, name) = (container.to_owned(), name.to_owned());
-        self.with_db(move |conn, _| blobs::properties(conn, &container, &name))
-            .await
+        let if_match = if_match.cloned();
+        self.with_db(move |conn, root| {
+            blobs::snapshot(conn, root, &container, &name, if_match.as_ref())
+        })
+        .await
     }
 
     async fn delete_blob(&self, container: &str, name: &str) -> StoreResult<()> {

@@ -70,6 +70,8 @@ pub struct SignedQuery {
     pub sp: Option<String>,
     pub rscd: Option<String>,
     pub sig: Option<String>,
+    /// The snapshot a download link reads, when it reads one.
+    pub snapshot: Option<String>,
 }
 
 impl SignedQuery {
@@ -83,6 +85,7 @@ impl SignedQuery {
                 "sp" => &mut query.sp,
                 "rscd" => &mut query.rscd,
                 "sig" => &mut query.sig,
+                "snapshot" => &mut query.snapshot,
                 _ => continue,
             };
             if slot.replace(value.into_owned()).is_some() {
@@ -159,12 +162,17 @@ impl Signer {
     pub(super) fn url(&self, request: &SignedUrlRequest<'_>) -> String {
         let expiry = request.expires_at.timestamp();
         let disposition = attachment_disposition(request.download_name);
+        let signed_name = signed_name(request.name, request.snapshot);
         let signature = hex::encode(
-            self.mac(READ, request.container, request.name, expiry, &disposition)
+            self.mac(READ, request.container, &signed_name, expiry, &disposition)
                 .finalize()
                 .into_bytes(),
         );
-        let query = url::form_urlencoded::Serializer::new(String::new())
+        let mut query = url::form_urlencoded::Serializer::new(String::new());
+        if let Some(snapshot) = request.snapshot {
+            query.append_pair("snapshot", snapshot);
+        }
+        let query = query
             .append_pair("se", &expiry.to_string())
             .append_pair("rscd", &disposition)
             .append_pair("sig", &signature)
@@ -196,7 +204,8 @@ impl Signer {
                 "se, rscd and sig are all required",
             ));
         };
-        self.check(READ, container, name, se, rscd, sig, now)?;
+        let name = signed_name(name, query.snapshot.as_deref());
+        self.check(READ, container, &name, se, rscd, sig, now)?;
         Ok(rscd.clone())
     }
 
@@ -292,6 +301,15 @@ impl Signer {
     }
 }
 
+/// What a read link signs as its blob: the name, and on a line of its own the snapshot it
+/// reads (names hold no newline, so the two never run together).
+fn signed_name(name: &str, snapshot: Option<&str>) -> String {
+    match snapshot {
+        None => name.to_owned(),
+        Some(snapshot) => format!("{name}\nsnapshot={snapshot}"),
+    }
+}
+
 /// Checks the base URL once, at open, and keeps it without a trailing slash.
 pub(super) fn parse_base_url(raw: &str) -> StoreResult<String> {
     let invalid = |why: &str| StoreError::Invalid(format!("public_base_url {raw:?} {why}"));
@@ -364,6 +382,7 @@ mod tests {
         expires_at: DateTime<Utc>,
     ) -> SignedQuery {
         let url = signer.url(&SignedUrlRequest {
+            snapshot: None,
             container,
             name,
             expires_at,
@@ -495,6 +514,7 @@ mod tests {
     #[test]
     fn names_are_percent_encoded_in_the_path() {
         let url = signer().url(&SignedUrlRequest {
+            snapshot: None,
             container: "files",
             name: "a b?c",
             expires_at: now(),

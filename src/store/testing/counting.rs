@@ -433,6 +433,7 @@ mod tests {
             .expect("delete entity");
         store
             .signed_read_url(&SignedUrlRequest {
+                snapshot: None,
                 container: "files",
                 name: "a",
                 expires_at: Utc::now() + Duration::hours(1),
@@ -581,6 +582,7 @@ mod tests {
 
         store
             .signed_read_url(&SignedUrlRequest {
+                snapshot: None,
                 container: "files",
                 name: "a",
                 expires_at: Utc::now() + Duration::hours(1),
