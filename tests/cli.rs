@@ -199,7 +199,7 @@ on_both_stores!(
     the_golden_path_ends_in_a_verified_download,
     an_interrupted_large_upload_resumes_sending_only_what_is_missing,
     a_download_resumes_from_a_partial_file,
-    bytes_changed_after_approval_fail_the_integrity_check_and_nothing_is_kept,
+    approved_bytes_changed_in_storage_never_reach_the_output,
     refusals_unknown_files_and_a_server_that_is_down_have_their_exit_codes,
 );
 
@@ -328,8 +328,7 @@ fn an_interrupted_large_upload_resumes_sending_only_what_is_missing(backend: Bac
     let id = out["file"]["id"].as_str().unwrap().to_owned();
     assert_eq!(out["file"]["size"], bytes.len());
 
-    // What arrived is the file, whole and in order. (Read from storage: the analysis of a
-    // file sent through an upload URL waits for the URL to expire.)
+    // What arrived is the file, whole and in order.
     assert_eq!(stored_blob_sha256(&app, "uploads", &id), sha256(&bytes));
     // The journal is gone once the upload is complete.
     let left = std::fs::read_dir(&journals).unwrap().count();
@@ -351,7 +350,7 @@ fn a_download_resumes_from_a_partial_file(backend: Backend) {
     assert!(!app.dir.path().join("data.out.part").exists());
 }
 
-fn bytes_changed_after_approval_fail_the_integrity_check_and_nothing_is_kept(backend: Backend) {
+fn approved_bytes_changed_in_storage_never_reach_the_output(backend: Backend) {
     let app = start(backend);
     let bytes = content(64 * 1024);
     let id = app.upload(&app.file("ledger.bin", &bytes));
@@ -361,10 +360,20 @@ fn bytes_changed_after_approval_fail_the_integrity_check_and_nothing_is_kept(bac
     changed[1000] ^= 0xff;
     match app.backend {
         Backend::Embedded => {
+            // In place, on disk: the pinned snapshot shares the file's inode.
             let blob = app.dir.path().join("data/blobs/files").join(&id);
             std::fs::write(&blob, &changed).unwrap();
         }
-        Backend::Azure => overwrite_azure_blob(&id, changed),
+        Backend::Azure => {
+            // Through the service the blob can be replaced, but never its snapshot: the
+            // download still gives the approved bytes.
+            overwrite_azure_blob(&id, changed.clone());
+            let done = app.json(None, &["download", &id, "-o", "ledger.kept"]);
+            assert_eq!(done["bytesReceived"], bytes.len());
+            assert!(std::fs::read(app.dir.path().join("ledger.kept")).unwrap() == bytes);
+            // A snapshot is immutable: the test can only corrupt it in Azurite's own files.
+            return;
+        }
     }
     let output = app.run(None, &["--json", "download", &id, "-o", "ledger.out"]);
     assert_eq!(output.status.code(), Some(7), "{output:?}");

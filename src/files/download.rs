@@ -35,7 +35,7 @@ impl Files {
         let url = self
             .store
             .signed_read_url(&SignedUrlRequest {
-                snapshot: None,
+                snapshot: view.snapshot(),
                 container: view.container(),
                 name: &id_text,
                 expires_at,

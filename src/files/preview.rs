@@ -7,7 +7,7 @@ use bytes::Bytes;
 use super::view::FileView;
 use super::FilesError;
 use crate::domain::{FileId, Refusal, Stage};
-use crate::store::{ByteStream, StoreError};
+use crate::store::{BlobAt, ByteStream, StoreError};
 
 /// Images are shown whole or not at all (a cut image does not decode).
 pub const MAX_IMAGE_BYTES: u64 = 4 * 1024 * 1024;
@@ -68,9 +68,9 @@ pub fn text_prefix_len(prefix: &[u8], complete: bool) -> Option<usize> {
 /// The preview use case: the pure rule above applied to the file's bytes.
 impl super::Files {
     /// The first part of a text file, or a small raster image, for a reviewer to look at
-    /// before deciding ([`preview`]): the bytes, not the declared type, say which. The bytes
-    /// of an upload URL's file may still change until its URL expires; what is approved for
-    /// download is what the analysis read after that.
+    /// before deciding ([`preview`]): the bytes, not the declared type, say which. They are
+    /// the bytes the workflow pinned when it started, the ones scanned, analysed and
+    /// downloaded.
     pub async fn preview(&self, id: FileId) -> Result<Preview, FilesError> {
         let view = self.load(id).await?;
         // Nobody looks at bytes a scanner has not (with a scanner configured), nor at bytes
@@ -92,12 +92,13 @@ impl super::Files {
             }));
         }
         let name = id.to_string();
+        let bytes = BlobAt {
+            container: view.container(),
+            name: &name,
+            snapshot: view.snapshot(),
+        };
         let head_len = MAX_TEXT_BYTES as u64 + 4;
-        let head = match self
-            .store
-            .get_blob(view.container(), &name, Some(0..head_len))
-            .await
-        {
+        let head = match self.store.read_blob(bytes, Some(0..head_len)).await {
             Ok(read) => read,
             // Not arrived yet, or already deleted (withdrawn, retention).
             Err(StoreError::NotFound) => {
@@ -115,10 +116,7 @@ impl super::Files {
                 let bytes = if complete {
                     prefix
                 } else {
-                    let whole = self
-                        .store
-                        .get_blob(view.container(), &name, Some(0..size))
-                        .await?;
+                    let whole = self.store.read_blob(bytes, Some(0..size)).await?;
                     collect(whole.body).await?
                 };
                 Ok(Preview {

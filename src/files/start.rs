@@ -6,7 +6,7 @@ use chrono::{DateTime, Duration, Utc};
 use super::{FileRecord, FileView, Files, FilesError, FILES_TABLE};
 use crate::domain::{ContentType, FileId, FileName};
 use crate::engine::StartOutcome;
-use crate::store::{StoreError, FILES_CONTAINER};
+use crate::store::{BlobAt, ETag, StoreError, FILES_CONTAINER};
 use crate::workflow::{self, ApprovalRules, DirectInput, FileInput};
 
 /// The margin past an upload URL's expiry after which the bytes are taken as sealed: the
@@ -20,6 +20,9 @@ pub struct TriggerFacts {
     pub record: Option<FileRecord>,
     pub blob_size: Option<u64>,
     pub blob_created: Option<DateTime<Utc>>,
+    /// The version `blob_size` was read from, when the caller knows it (the host's trigger
+    /// does not): the bytes are then pinned without reading their properties again.
+    pub blob_etag: Option<ETag>,
 }
 
 /// What [`Files::start`] did.
@@ -47,15 +50,8 @@ impl Files {
                 None => (self.record_from_blob(id, facts.blob_created).await?, true),
             },
         };
-        let size = match facts.blob_size {
-            Some(size) => size,
-            None => {
-                self.store
-                    .blob_properties(record.container(), &id.to_string())
-                    .await?
-                    .size
-            }
-        };
+        let known = facts.blob_etag.zip(facts.blob_size);
+        let (pinned, size) = self.pin(record.container(), id, known).await?;
         let input = FileInput {
             id: id.to_string(),
             name: record.name.to_string(),
@@ -77,6 +73,7 @@ impl Files {
             reminder_before_secs: self.policy.reminder_before_secs,
             retention_secs: Some(self.policy.retention_secs),
             scan: self.policy.scan,
+            pinned: Some(pinned),
         };
         let outcome = workflow::start_for_file(&self.engine, &input).await?;
         self.forget_record(id).await;
@@ -95,6 +92,43 @@ impl Files {
                 record_created,
             }),
         }
+    }
+
+    /// Pins the bytes the workflow will look at: a snapshot of the blob, taken before the
+    /// workflow exists, so that nothing written afterwards (an upload URL used again) reaches
+    /// the scan, the review, the analysis or the download. Returns the snapshot and its size.
+    /// With the version and size the caller read, one request; otherwise two.
+    ///
+    /// A repeated trigger takes a snapshot that its start then ignores (the workflow exists):
+    /// it shares its blocks with the first one, costs next to nothing, and is deleted with the
+    /// blob.
+    async fn pin(
+        &self,
+        container: &str,
+        id: FileId,
+        known: Option<(ETag, u64)>,
+    ) -> Result<(String, u64), FilesError> {
+        let name = id.to_string();
+        if let Some((etag, size)) = known {
+            match self
+                .store
+                .snapshot_blob(container, &name, Some(&etag))
+                .await
+            {
+                Ok(snapshot) => return Ok((snapshot.id, size)),
+                // Replaced since it was read: pin whatever is there now, and size that.
+                Err(StoreError::PreconditionFailed) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let snapshot = self.store.snapshot_blob(container, &name, None).await?;
+        let pinned = BlobAt {
+            container,
+            name: &name,
+            snapshot: Some(&snapshot.id),
+        };
+        let size = self.store.properties_at(pinned).await?.size;
+        Ok((snapshot.id, size))
     }
 
     /// A blob that arrived without a record (dropped into the container by other means) gets a

@@ -92,6 +92,7 @@ impl Files {
                     record: Some(record.clone()),
                     blob_size: Some(props.size),
                     blob_created: None,
+                    blob_etag: Some(props.etag.clone()),
                 };
                 self.start(id, facts).await?;
                 Ok(Some(true))

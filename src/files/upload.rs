@@ -94,6 +94,7 @@ impl Files {
             record: Some(record.clone()),
             blob_size: Some(props.size),
             blob_created: None,
+            blob_etag: Some(props.etag.clone()),
         };
         match self.start(id, facts).await {
             Ok(started) => Ok(started.view),

@@ -111,6 +111,7 @@ impl Files {
             record: Some(record),
             blob_size: Some(props.size),
             blob_created: None,
+            blob_etag: Some(props.etag.clone()),
         };
         Ok(self.start(id, facts).await?.view)
     }

@@ -58,6 +58,15 @@ impl FileView {
         }
     }
 
+    /// The snapshot the workflow pinned its bytes to; `None` before the workflow starts (and
+    /// for files started before pinning).
+    pub fn snapshot(&self) -> Option<&str> {
+        match self {
+            FileView::Workflow { summary, .. } => summary.file.pinned.as_deref(),
+            FileView::Uploaded { .. } => None,
+        }
+    }
+
     /// The decisions so far, oldest first.
     pub fn approvals(&self) -> &[DecisionEvent] {
         match self {

@@ -87,6 +87,7 @@ async fn handle(state: &AppState, invocation: &Invocation) -> Result<Vec<String>
         record,
         blob_size: properties.as_ref().and_then(|p| p.content_length),
         blob_created: properties.as_ref().and_then(|p| p.created_on),
+        blob_etag: None,
     };
     let started = state.files.start(id, facts).await?;
     if started.record_created {

@@ -12,7 +12,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::store::{Storage, StoreError};
+use crate::store::{BlobAt, Storage, StoreError};
 
 /// Entries listed by name; the counts cover them all.
 pub const MAX_LISTED: usize = 100;
@@ -84,33 +84,31 @@ pub fn is_zip_family(detected: &str) -> bool {
 /// The archive facts of a file the analysis detected as `detected`, when it is a zip.
 pub async fn facts_for(
     store: &dyn Storage,
-    container: &str,
-    name: &str,
+    blob: BlobAt<'_>,
     size: u64,
     detected: &str,
 ) -> Result<Option<ArchiveFacts>, StoreError> {
     if size < 22 || !is_zip_family(detected) {
         return Ok(None);
     }
-    zip_facts(store, container, name, size).await
+    zip_facts(store, blob, size).await
 }
 
-/// The facts of the zip archive stored as `container/name` (`size` bytes), or `None` when its
+/// The facts of the zip archive stored as `blob` (`size` bytes), or `None` when its
 /// directory cannot be read as one.
 pub async fn zip_facts(
     store: &dyn Storage,
-    container: &str,
-    name: &str,
+    blob: BlobAt<'_>,
     size: u64,
 ) -> Result<Option<ArchiveFacts>, StoreError> {
     let tail_len = size.min(65_535 + 22);
-    let tail = read(store, container, name, size - tail_len..size).await?;
+    let tail = read(store, blob, size - tail_len..size).await?;
     let Some(end) = find_end(&tail) else {
         return Ok(None);
     };
     let end = match end.zip64_locator {
         Some(offset) if offset + 56 <= size => {
-            let record = read(store, container, name, offset..offset + 56).await?;
+            let record = read(store, blob, offset..offset + 56).await?;
             match parse_zip64_end(&record) {
                 Some(end) => end,
                 None => return Ok(None),
@@ -127,18 +125,17 @@ pub async fn zip_facts(
         return Ok(None);
     }
     let want = end.size.min(MAX_DIRECTORY_BYTES);
-    let directory = read(store, container, name, end.offset..end.offset + want).await?;
+    let directory = read(store, blob, end.offset..end.offset + want).await?;
     Ok(Some(facts(&directory, end.entries, want < end.size, size)))
 }
 
 async fn read(
     store: &dyn Storage,
-    container: &str,
-    name: &str,
+    blob: BlobAt<'_>,
     range: std::ops::Range<u64>,
 ) -> Result<Vec<u8>, StoreError> {
     use futures::StreamExt;
-    let mut read = store.get_blob(container, name, Some(range)).await?;
+    let mut read = store.read_blob(blob, Some(range)).await?;
     let mut bytes = Vec::new();
     while let Some(chunk) = read.body.next().await {
         bytes.extend_from_slice(&chunk.map_err(StoreError::Body)?);

@@ -516,7 +516,9 @@ async fn run(
     }
 
     set_stage(ctx, Stage::Analyzing);
-    if let Some(direct) = file.direct {
+    // A file started before pinning reads the blob itself, which its upload URL could replace
+    // until it expired: its analysis still waits for that.
+    if let (Some(direct), None) = (file.direct, &file.pinned) {
         if direct.sealed_time > ctx.current_time() {
             notifier
                 .alongside(ctx.create_timer(direct.sealed_time))
@@ -603,7 +605,7 @@ async fn analyze_file(
         .map_err(|e| ActivityError::new(format!("invalid AnalyzeFile input: {e}")))?;
     if let (Some(scanned), Some(analysis)) = (&scanned_etag, scanned_analysis) {
         let properties = store
-            .blob_properties(file.container(), &file.id)
+            .properties_at(file.bytes())
             .await
             .map_err(|e| match e {
                 StoreError::NotFound => ActivityError::new(format!("file {} has no blob", file.id)),
@@ -618,7 +620,7 @@ async fn analyze_file(
         return Ok(analysis);
     }
     let blob = store
-        .get_blob(file.container(), &file.id, None)
+        .read_blob(file.bytes(), None)
         .await
         .map_err(|e| match e {
             StoreError::NotFound => ActivityError::new(format!("file {} has no blob", file.id)),
@@ -1036,6 +1038,7 @@ mod tests {
             reminder_before_secs: None,
             retention_secs: None,
             scan,
+            pinned: None,
         }
     }
 

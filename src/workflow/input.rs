@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::domain::{ApprovalStage, Principal, UnscannablePolicy};
-use crate::store::{FILES_CONTAINER, UPLOADS_CONTAINER};
+use crate::store::{BlobAt, FILES_CONTAINER, UPLOADS_CONTAINER};
 
 /// The orchestration's input: everything it needs about the file, fixed when it starts (so a
 /// later settings change cannot make a running instance replay differently).
@@ -44,6 +44,11 @@ pub struct FileInput {
     /// (files started before the gate, too): the verdict is then `notScanned`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scan: Option<ScanRules>,
+    /// The snapshot of the bytes taken when the workflow started: what is scanned, previewed,
+    /// analysed and downloaded, whatever is written to the blob afterwards. `None` for files
+    /// started before pinning, which read the blob itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pinned: Option<String>,
 }
 
 /// Who scans: the app itself, streaming the bytes to a scanner (ClamAV), or Microsoft Defender
@@ -126,6 +131,16 @@ impl FileInput {
         match self.direct {
             Some(_) => UPLOADS_CONTAINER,
             None => FILES_CONTAINER,
+        }
+    }
+
+    /// The bytes the workflow looks at: the pinned snapshot, or the blob itself for a file
+    /// started before pinning.
+    pub fn bytes(&self) -> BlobAt<'_> {
+        BlobAt {
+            container: self.container(),
+            name: &self.id,
+            snapshot: self.pinned.as_deref(),
         }
     }
 }

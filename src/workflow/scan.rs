@@ -27,7 +27,7 @@ use crate::engine::{
     ActivityError, EventKind, HistoryEvent, OrchestrationContext, OrchestrationError, RetryPolicy,
 };
 use crate::scan::Scanner;
-use crate::store::{BoxError, ByteStream, Storage, StoreError, QUARANTINE_CONTAINER};
+use crate::store::{BlobAt, BoxError, ByteStream, Storage, StoreError, QUARANTINE_CONTAINER};
 
 pub const SCAN_ACTIVITY: &str = "ScanFile";
 pub const BLOCK_ACTIVITY: &str = "BlockFile";
@@ -373,6 +373,7 @@ pub(super) async fn block(ctx: &OrchestrationContext, rules: &ScanRules, file: &
     let target = json!({
         "container": file.container(),
         "id": file.id,
+        "snapshot": file.pinned,
         "quarantine": rules.quarantine,
     });
     let retry = RetryPolicy {
@@ -408,7 +409,7 @@ pub(super) async fn scan_file(
         return Err(ActivityError::new("no scanner is configured"));
     };
     let blob = store
-        .get_blob(file.container(), &file.id, None)
+        .read_blob(file.bytes(), None)
         .await
         .map_err(|e| match e {
             StoreError::NotFound => ActivityError::new(format!("file {} has no blob", file.id)),
@@ -455,8 +456,7 @@ pub(super) async fn with_archive_facts(
 ) -> Result<(), ActivityError> {
     analysis.archive = archive::facts_for(
         store,
-        file.container(),
-        &file.id,
+        file.bytes(),
         analysis.size,
         &analysis.detected_content_type,
     )
@@ -507,9 +507,16 @@ pub(super) async fn block_file(
 ) -> Result<Value, ActivityError> {
     let container = input["container"].as_str().unwrap_or_default().to_owned();
     let id = input["id"].as_str().unwrap_or_default().to_owned();
+    let snapshot = input["snapshot"].as_str();
     let quarantine = input["quarantine"].as_bool().unwrap_or(false);
     if quarantine {
-        match store.get_blob(&container, &id, None).await {
+        // What was scanned goes to quarantine: the pinned bytes, not what the blob holds now.
+        let scanned = BlobAt {
+            container: &container,
+            name: &id,
+            snapshot,
+        };
+        match store.read_blob(scanned, None).await {
             Ok(blob) => {
                 let options = crate::store::PutBlobOptions {
                     content_type: blob.properties.content_type.clone(),

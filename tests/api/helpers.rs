@@ -297,6 +297,16 @@ impl TestApp {
         self.client.get(self.url(path)).send().await.expect("get")
     }
 
+    /// A file's preview, asked for by the reviewer `token` names.
+    pub async fn preview(&self, id: &str, token: &str) -> reqwest::Response {
+        self.client
+            .get(self.url(&format!("/api/files/{id}/preview")))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("preview")
+    }
+
     pub async fn status(&self, id: &str) -> Value {
         let response = self.get(&format!("/api/files/{id}")).await;
         assert_eq!(response.status(), 200);

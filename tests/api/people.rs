@@ -591,19 +591,18 @@ async fn the_uploader_withdraws_a_file_awaiting_a_decision(backend: Backend) {
     assert_eq!(steps[1]["comment"], "wrong file");
     assert_eq!(steps[3]["outcome"], "Withdrawn");
 
-    // Not while it is being analysed: a file sent through an upload URL waits in `Analyzing`
-    // until its URL has expired, which this test's clock never lets happen.
-    let direct = &app.upload_direct("direct.txt", b"12345", ALICE).await;
-    app.approve_ok(direct, "upload", BOB).await;
+    // Not once its review is over: an approved file is no longer the uploader's to take back.
+    let approved = app.upload_as(ALICE).await;
+    app.approve_ok(&approved, "upload", BOB).await;
     app.idle().await;
-    assert_eq!(app.status(direct).await["stage"], "Analyzing");
+    app.approve_ok(&approved, "download", CAROL).await;
     let refused = assert_error(
-        withdraw(&app, direct, &bearer(ALICE), "").await,
+        withdraw(&app, &approved, &bearer(ALICE), "").await,
         409,
         "WrongStage",
     )
     .await;
-    assert_eq!(refused["currentStage"], "Analyzing");
+    assert_eq!(refused["currentStage"], "Approved");
 
     // At the download stage too.
     let id = app.upload_as(ALICE).await;

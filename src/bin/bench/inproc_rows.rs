@@ -490,6 +490,7 @@ async fn preload_finished(app: &InProcessApp, range: std::ops::Range<usize>) -> 
                         reminder_before_secs: None,
                         retention_secs: None,
                         scan: None,
+                        pinned: None,
                     };
                     start_for_file(&engine, &file).await?;
                     let rejection = decision_event(&DecisionEvent {

@@ -172,13 +172,17 @@ impl BlobSas<'_> {
         if let Some(snapshot) = snapshot {
             query.push(("snapshot", snapshot));
         }
-        let query = query
-            .iter()
-            .map(|(name, value)| format!("{name}={}", utf8_percent_encode(value, QUERY_VALUE)))
-            .collect::<Vec<_>>()
-            .join("&");
-        Ok(format!("{}?{query}", self.blob_url))
+        Ok(format!("{}?{}", self.blob_url, encode_query(&query)))
     }
+}
+
+/// `name=value&…`, each value percent-encoded (see [`QUERY_VALUE`]).
+fn encode_query(pairs: &[(&str, &str)]) -> String {
+    pairs
+        .iter()
+        .map(|(name, value)| format!("{name}={}", utf8_percent_encode(value, QUERY_VALUE)))
+        .collect::<Vec<_>>()
+        .join("&")
 }
 
 /// The fields of a lent key that a link signs and carries, each one required.

@@ -396,6 +396,10 @@ mod tests {
         let _ = read.body.collect::<Vec<_>>().await;
         store.blob_properties("files", "a").await.expect("props");
         store
+            .snapshot_blob("files", "a", None)
+            .await
+            .expect("snapshot");
+        store
             .delete_blob("files", "gone")
             .await
             .expect("delete blob");
@@ -471,7 +475,7 @@ mod tests {
             assert_eq!(counts.calls(op), 1, "{op}");
         }
         assert_eq!(counts.calls(Op::SignedReadUrl), 1);
-        assert_eq!(counts.total(), 17);
+        assert_eq!(counts.total(), 18);
         assert_eq!(counts.bytes_written, 10);
         assert_eq!(counts.bytes_read, 10);
     }
