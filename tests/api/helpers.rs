@@ -252,38 +252,6 @@ impl TestApp {
         request.send().await.expect("approve request")
     }
 
-    /// A file sent straight to storage as the holder of `token`: declared, put through its
-    /// upload URL, completed (what Event Grid does under the host). Returns its id.
-    pub async fn upload_direct(&self, name: &str, bytes: &'static [u8], token: &str) -> String {
-        let declared = self
-            .client
-            .post(self.url("/api/files/uploads"))
-            .bearer_auth(token)
-            .json(&serde_json::json!({"name": name, "size": bytes.len()}))
-            .send()
-            .await
-            .expect("declare");
-        assert_eq!(declared.status(), 201, "declaring {name}");
-        let ticket: Value = declared.json().await.expect("json");
-        let put = reqwest::Client::new()
-            .put(ticket["uploadUrl"].as_str().expect("uploadUrl"))
-            .header("x-ms-blob-type", "BlockBlob")
-            .body(bytes)
-            .send()
-            .await
-            .expect("the upload URL answers");
-        assert_eq!(put.status(), 201, "putting {name}");
-        let id = ticket["id"].as_str().expect("id").to_owned();
-        let started = self
-            .client
-            .post(self.url(&format!("/api/files/{id}/complete")))
-            .send()
-            .await
-            .expect("complete");
-        assert_eq!(started.status(), 200, "completing {name}");
-        id
-    }
-
     /// A decision that must be recorded (202), as the holder of `token`; on anything else the
     /// failure shows the answer.
     pub async fn approve_ok(&self, id: &str, stage: &str, token: &str) {
