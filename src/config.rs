@@ -64,6 +64,9 @@ pub struct EasyAuth {
     pub reviewer_role: String,
     /// The app role that may upload (`FILE_APPROVER_UPLOADER_ROLE`); unset: anyone signed in.
     pub uploader_role: Option<String>,
+    /// The app role that may revoke an approved file besides reviewing
+    /// (`FILE_APPROVER_REVOKER_ROLE`); unset: any reviewer.
+    pub revoker_role: Option<String>,
 }
 
 /// Where events go and how they are signed.
@@ -234,6 +237,12 @@ pub struct Settings {
     /// How long an upload URL stays valid.
     pub upload_url_ttl_secs: u64,
     pub download_ttl_secs: u64,
+    /// `FILE_APPROVER_MAX_DOWNLOADS`: how many downloads of one file its links allow in all;
+    /// unset, no limit.
+    pub max_downloads: Option<u64>,
+    /// `FILE_APPROVER_BIND_DOWNLOAD_LINKS` (default false): a link asked for by a signed-in
+    /// person or a token's holder works for them alone.
+    pub bind_download_links: bool,
     /// Embedded store only: the base of the signed download links it hands out.
     pub public_url: Option<String>,
     /// Embedded store only: the link-signing secret (else a key file in the data dir).
@@ -271,6 +280,8 @@ impl fmt::Debug for Settings {
             .field("max_direct_upload_bytes", &self.max_direct_upload_bytes)
             .field("upload_url_ttl_secs", &self.upload_url_ttl_secs)
             .field("download_ttl_secs", &self.download_ttl_secs)
+            .field("max_downloads", &self.max_downloads)
+            .field("bind_download_links", &self.bind_download_links)
             .field("public_url", &self.public_url)
             .field(
                 "signing_key",
@@ -343,6 +354,7 @@ impl Settings {
                     .unwrap_or("Reviewer")
                     .to_owned(),
                 uploader_role: get("FILE_APPROVER_UPLOADER_ROLE").map(str::to_owned),
+                revoker_role: get("FILE_APPROVER_REVOKER_ROLE").map(str::to_owned),
             }),
         };
         let (upload_quorum, download_quorum) =
@@ -370,6 +382,11 @@ impl Settings {
             )?,
             upload_url_ttl_secs: sas_ttl(&get, "FILE_APPROVER_UPLOAD_URL_TTL_SECS", 900, 60)?,
             download_ttl_secs: sas_ttl(&get, "FILE_APPROVER_DOWNLOAD_TTL_SECS", 3600, 1)?,
+            max_downloads: match get("FILE_APPROVER_MAX_DOWNLOADS") {
+                None => None,
+                Some(_) => Some(parse_u64("FILE_APPROVER_MAX_DOWNLOADS", get, 0, 1)?),
+            },
+            bind_download_links: parse_bool("FILE_APPROVER_BIND_DOWNLOAD_LINKS", get, false)?,
             public_url: public_url(&get)?,
             signing_key: match get("FILE_APPROVER_SIGNING_KEY") {
                 Some(k) if k.len() < 32 => {

@@ -40,6 +40,7 @@ impl ApiError {
                 RefusalKind::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
                 RefusalKind::Conflict => StatusCode::CONFLICT,
                 RefusalKind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+                RefusalKind::Gone => StatusCode::GONE,
             },
             ApiError::StorageUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::InsufficientStorage(_) => StatusCode::INSUFFICIENT_STORAGE,

@@ -236,7 +236,7 @@ async fn serve(
     loop {
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _peer)) => stream,
+                Ok(accepted) => accepted,
                 Err(e) => {
                     // Out of file descriptors, say: wait a moment rather than spin.
                     tracing::warn!(error = %e, "could not accept a connection");
@@ -246,13 +246,22 @@ async fn serve(
             },
             () = &mut shutdown => break,
         };
+        let (stream, peer) = stream;
+        // The peer's address, for the download audit (`ConnectInfo`, as axum's own server
+        // would give it).
+        let service = tower::util::MapRequest::new(
+            router.clone(),
+            move |mut request: Request<hyper::body::Incoming>| {
+                request
+                    .extensions_mut()
+                    .insert(axum::extract::ConnectInfo(peer));
+                request
+            },
+        );
         let connection = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(header_read_timeout)
-            .serve_connection(
-                TokioIo::new(stream),
-                TowerToHyperService::new(router.clone()),
-            );
+            .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
             if let Err(e) = connection.await {
@@ -303,6 +312,8 @@ fn policy(settings: &Settings) -> Policy {
         download_ttl: chrono::Duration::seconds(
             i64::try_from(settings.download_ttl_secs).unwrap_or(3600),
         ),
+        max_downloads: settings.max_downloads,
+        bind_download_links: settings.bind_download_links,
         approval_timeout_secs: settings.approval_timeout_secs,
         four_eyes: settings.four_eyes,
         notify: settings.webhook.is_some(),

@@ -61,6 +61,25 @@ pub enum Refusal {
     UploadIncomplete(String),
     #[error("the upload is larger than the limit of {limit} bytes")]
     TooLarge { limit: u64 },
+    /// A revocation (or refusal) without the comment that says why.
+    #[error("{0}")]
+    ReasonRequired(String),
+    /// A download link that is not one of ours for this file: malformed, tampered with, or
+    /// another file's.
+    #[error("{0}")]
+    LinkInvalid(String),
+    /// A download link bound to somebody else.
+    #[error("{0}")]
+    LinkNotYours(String),
+    /// A genuine download link whose hour is up.
+    #[error("{0}")]
+    LinkExpired(String),
+    /// A genuine download link to a file that is no longer approved (revoked, or its bytes gone).
+    #[error("{message}")]
+    FileRevoked { message: String, current: Stage },
+    /// The file was downloaded as many times as the deployment allows.
+    #[error("{0}")]
+    DownloadLimitReached(String),
 }
 
 /// What sort of refusal it is: the edge turns each into one HTTP status.
@@ -80,6 +99,8 @@ pub enum RefusalKind {
     Conflict,
     /// The body is larger than allowed (413).
     TooLarge,
+    /// It was here and is gone for good: a download link past its life (410).
+    Gone,
 }
 
 impl Refusal {
@@ -114,6 +135,12 @@ impl Refusal {
             NotApproved { .. } => "NotApproved",
             UploadIncomplete(_) => "UploadIncomplete",
             TooLarge { .. } => "TooLarge",
+            ReasonRequired(_) => "ReasonRequired",
+            LinkInvalid(_) => "LinkInvalid",
+            LinkNotYours(_) => "LinkNotYours",
+            LinkExpired(_) => "LinkExpired",
+            FileRevoked { .. } => "FileRevoked",
+            DownloadLimitReached(_) => "DownloadLimitReached",
         }
     }
 
@@ -128,23 +155,25 @@ impl Refusal {
             | InvalidQuery(_)
             | InvalidMultipart(_)
             | InvalidHeader(_)
-            | DeclaredTooLarge { .. } => RefusalKind::Invalid,
+            | DeclaredTooLarge { .. }
+            | ReasonRequired(_) => RefusalKind::Invalid,
             Unauthorized(_) => RefusalKind::Unauthenticated,
             NotAReviewer(_) | NotAnUploader(_) | SelfApproval(_) | SameReviewer(_)
-            | NotTheUploader(_) => RefusalKind::Forbidden,
+            | NotTheUploader(_) | LinkInvalid(_) | LinkNotYours(_) => RefusalKind::Forbidden,
             NotFound(_) | NoPreview(_) => RefusalKind::NotFound,
             MethodNotAllowed { .. } => RefusalKind::MethodNotAllowed,
             WrongStage { .. } | NotApproved { .. } | UploadIncomplete(_) => RefusalKind::Conflict,
             TooLarge { .. } => RefusalKind::TooLarge,
+            LinkExpired(_) | FileRevoked { .. } | DownloadLimitReached(_) => RefusalKind::Gone,
         }
     }
 
     /// The file's stage, for the refusals that depend on it.
     pub fn current_stage(&self) -> Option<Stage> {
         match self {
-            Refusal::WrongStage { current, .. } | Refusal::NotApproved { current, .. } => {
-                Some(*current)
-            }
+            Refusal::WrongStage { current, .. }
+            | Refusal::NotApproved { current, .. }
+            | Refusal::FileRevoked { current, .. } => Some(*current),
             _ => None,
         }
     }

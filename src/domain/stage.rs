@@ -16,18 +16,19 @@ pub enum Stage {
     Failed,
     Withdrawn,
     Blocked,
+    Revoked,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum StageError {
-    #[error("{0:?} is not a stage; expected one of Uploaded, Scanning, AwaitingUploadApproval, Analyzing, AwaitingDownloadApproval, Approved, Rejected, Expired, Failed, Withdrawn, Blocked")]
+    #[error("{0:?} is not a stage; expected one of Uploaded, Scanning, AwaitingUploadApproval, Analyzing, AwaitingDownloadApproval, Approved, Rejected, Expired, Failed, Withdrawn, Blocked, Revoked")]
     UnknownStage(String),
     #[error("{0:?} is not an approval stage; expected \"upload\" or \"download\"")]
     UnknownApprovalStage(String),
 }
 
 impl Stage {
-    pub const ALL: [Stage; 11] = [
+    pub const ALL: [Stage; 12] = [
         Stage::Uploaded,
         Stage::Scanning,
         Stage::AwaitingUploadApproval,
@@ -39,6 +40,7 @@ impl Stage {
         Stage::Failed,
         Stage::Withdrawn,
         Stage::Blocked,
+        Stage::Revoked,
     ];
 
     pub fn parse(raw: &str) -> Result<Self, StageError> {
@@ -61,10 +63,12 @@ impl Stage {
             Stage::Failed => "Failed",
             Stage::Withdrawn => "Withdrawn",
             Stage::Blocked => "Blocked",
+            Stage::Revoked => "Revoked",
         }
     }
 
-    /// A stage the file never leaves: its review is over.
+    /// A stage after the review: the file never goes back to review. (An approved file may
+    /// still be revoked.)
     pub fn is_final(self) -> bool {
         matches!(
             self,
@@ -74,6 +78,7 @@ impl Stage {
                 | Stage::Failed
                 | Stage::Withdrawn
                 | Stage::Blocked
+                | Stage::Revoked
         )
     }
 
@@ -97,6 +102,7 @@ impl Stage {
             Stage::Failed => "failed",
             Stage::Withdrawn => "withdrawn by its uploader",
             Stage::Blocked => "blocked by the malware scan",
+            Stage::Revoked => "revoked after its approval",
         }
     }
 }

@@ -6,11 +6,11 @@ use super::audit;
 use super::DownloadGrant;
 use super::{Files, FilesError, FILES_TABLE};
 use crate::domain::{FileId, Principal, Refusal, Stage};
-use crate::store::SignedUrlRequest;
 
 impl Files {
-    /// The analysis and a read-only link valid for [`Policy::download_ttl`], once both
-    /// approvals are in.
+    /// The analysis and a read-only link valid for [`super::Policy::download_ttl`], once both
+    /// approvals are in. The link is the app's own (path and query; the edge makes it
+    /// absolute), checked each time it is followed ([`Files::follow_link`]).
     pub async fn download(
         &self,
         id: FileId,
@@ -31,17 +31,9 @@ impl Files {
         let now = self.clock.now();
         let expires_at = now + self.policy.download_ttl
             - Duration::nanoseconds(i64::from(now.timestamp_subsec_nanos()));
-        let id_text = id.to_string();
-        let url = self
-            .store
-            .signed_read_url(&SignedUrlRequest {
-                snapshot: view.snapshot(),
-                container: view.container(),
-                name: &id_text,
-                expires_at,
-                download_name: view.name(),
-            })
-            .await?;
+        // An app link, checked at each use (see `links`), not a storage link.
+        let bound_to = requester.filter(|_| self.policy.bind_download_links);
+        let url = self.mint_link(id, expires_at, bound_to).await?;
         // The audit keeps who asked for a link and when, before the link is handed out.
         let row = audit::LinkIssued {
             issued_time: now,

@@ -27,10 +27,12 @@ mod decide;
 mod download;
 mod error;
 mod history;
+mod links;
 mod list;
 mod lookup;
 pub mod preview;
 pub mod record;
+mod revoke;
 mod scan_result;
 mod start;
 mod sweep;
@@ -45,6 +47,7 @@ use chrono::{DateTime, Duration, Utc};
 
 pub use decide::Decided;
 pub use error::FilesError;
+pub use links::{Followed, LinkUse};
 pub use record::{DirectUpload, FileRecord, FILES_TABLE, OPEN_UPLOADS};
 pub use scan_result::ScanResultOutcome;
 pub use start::{Started, TriggerFacts};
@@ -65,6 +68,14 @@ pub struct Policy {
     pub max_upload_bytes: u64,
     /// How long a download link stays valid.
     pub download_ttl: Duration,
+    /// How long the storage link a followed download link redirects to stays valid: long
+    /// enough to start the transfer (a transfer under way outlives it), short enough that a
+    /// revocation stops the next one within minutes.
+    pub fetch_ttl: Duration,
+    /// Downloads of one file its links allow in all; `None`, no limit.
+    pub max_downloads: Option<u64>,
+    /// A link asked for by a known person works for them alone.
+    pub bind_download_links: bool,
     /// Each approval must come within this many seconds, else the file ends `Expired`.
     pub approval_timeout_secs: Option<u64>,
     /// Start a file's workflow as soon as its upload commits (local mode, where no blob
@@ -100,6 +111,9 @@ impl Default for Policy {
         Policy {
             max_upload_bytes: 100 * 1024 * 1024,
             download_ttl: Duration::hours(1),
+            fetch_ttl: Duration::minutes(5),
+            max_downloads: None,
+            bind_download_links: false,
             approval_timeout_secs: None,
             start_on_upload: true,
             start_grace: Duration::zero(),
@@ -123,6 +137,8 @@ pub struct Files {
     engine: Engine,
     clock: Arc<dyn Clock>,
     policy: Policy,
+    /// The key download links are signed with, read (or made) once.
+    link_key: tokio::sync::OnceCell<links::LinkKey>,
 }
 
 impl Files {
@@ -137,6 +153,7 @@ impl Files {
             engine,
             clock,
             policy,
+            link_key: tokio::sync::OnceCell::new(),
         }
     }
 
@@ -162,6 +179,11 @@ impl Files {
 
     pub fn policy(&self) -> &Policy {
         &self.policy
+    }
+
+    /// How many times file `id` was downloaded through its links (resumes not counted).
+    pub async fn downloads(&self, id: crate::domain::FileId) -> Result<u64, FilesError> {
+        audit::downloads(self.store.as_ref(), id).await
     }
 
     /// Runs one message of the workflows' work queue (an activity to run or a timer to fire),

@@ -42,6 +42,14 @@ impl FileView {
         }
     }
 
+    /// The size of the bytes under review, in bytes.
+    pub fn size(&self) -> u64 {
+        match self {
+            FileView::Workflow { summary, .. } => summary.file.size,
+            FileView::Uploaded { size, .. } => *size,
+        }
+    }
+
     /// The display name.
     pub fn name(&self) -> &str {
         match self {

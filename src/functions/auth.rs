@@ -94,6 +94,27 @@ impl Access {
         }
     }
 
+    /// A reviewer who may revoke an approval: any reviewer, and under Easy Auth with
+    /// `FILE_APPROVER_REVOKER_ROLE` set, only one who also has that role.
+    pub fn revoker(&self, headers: &HeaderMap) -> Result<Principal, ApiError> {
+        let reviewer = self.reviewer(headers)?;
+        if let Some(role) = self
+            .easy_auth
+            .as_ref()
+            .and_then(|e| e.revoker_role.as_ref())
+        {
+            if let Some(signed_in) = signed_in(headers)? {
+                if !signed_in.roles.contains(role) {
+                    return Err(ApiError::Refused(Refusal::NotAReviewer(format!(
+                        "{} does not have the app role {role:?} that revoking needs",
+                        signed_in.principal
+                    ))));
+                }
+            }
+        }
+        Ok(reviewer)
+    }
+
     /// The uploader: a signed-in principal (with the uploader role, if one is set), or the
     /// holder of an uploader's or reviewer's token; `None` for an anonymous upload where those
     /// are allowed (no Easy Auth, no uploaders' list).

@@ -9,7 +9,7 @@ use axum::Json;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::{api_time, parse_id, AppState, DecisionView, FileStatus};
+use super::{api_time, parse_id, public_url, AppState, DecisionView, FileStatus};
 use crate::error::ApiError;
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -58,7 +58,7 @@ pub async fn download(
         size: status.size,
         metadata: status.analysis,
         approvals: status.approvals,
-        download_url: grant.url,
+        download_url: public_url(&headers, &grant.url),
         expires_at: api_time(grant.expires_at),
     };
     // The link is a bearer credential for an hour: keep it out of shared caches.

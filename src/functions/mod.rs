@@ -27,12 +27,14 @@ pub mod approve;
 pub mod auth;
 pub mod complete;
 pub mod download;
+pub mod fetch;
 pub mod grant_upload_url;
 pub mod history;
 pub mod invocation;
 pub mod openapi;
 pub mod orchestrator;
 pub mod preview;
+pub mod revoke;
 pub mod scan_result;
 pub mod schema;
 pub mod signed_links;
@@ -93,6 +95,11 @@ pub fn router(state: AppState) -> Router {
             post(approve::approve).layer(DefaultBodyLimit::max(approve::MAX_BODY_BYTES)),
         )
         .route("/api/files/{id}/download", get(download::download))
+        .route("/api/files/{id}/content", get(fetch::fetch))
+        .route(
+            "/api/files/{id}/revoke",
+            post(revoke::revoke).layer(DefaultBodyLimit::max(revoke::MAX_BODY_BYTES)),
+        )
         .route("/api/openapi.json", get(openapi::openapi_json))
         .route("/api/files/{id}/history", get(history::history))
         .route("/api/files/{id}/preview", get(preview::preview))
@@ -156,6 +163,7 @@ pub(crate) fn query_parameters(method: &Method, path: &str) -> &'static [&'stati
     match (method, path) {
         (&Method::POST, "/api/files") => &["name"],
         (&Method::GET, "/api/files") => &["stage", "top", "continuationToken", "awaiting"],
+        (&Method::GET | &Method::HEAD, p) if p.ends_with("/content") => &["se", "sig", "bound"],
         _ => &[],
     }
 }
@@ -255,7 +263,41 @@ pub struct FileStatus {
     /// Present when the file failed: why.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub failure: Option<FailureView>,
+    /// How often an approved (or revoked) file was downloaded through its links, and the
+    /// limit, if the deployment sets one. Only in the answer for one file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub downloads: Option<DownloadsView>,
     pub links: Links,
+}
+
+/// Downloads through a file's links (docs/API.md, "Download links").
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DownloadsView {
+    /// Downloads started from the first byte (resumes are in the history, not here).
+    pub count: u64,
+    /// `FILE_APPROVER_MAX_DOWNLOADS`; absent: no limit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u64>,
+}
+
+/// `path` (of this app) as an absolute URL, on the origin the request came to: its `Host`,
+/// and `https` where the platform's front end says so (`X-Forwarded-Proto`). Relative when
+/// the request names no host.
+pub fn public_url(headers: &axum::http::HeaderMap, path: &str) -> String {
+    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let Some(host) = text("host").filter(|h| {
+        !h.is_empty()
+            && h.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'))
+    }) else {
+        return path.to_owned();
+    };
+    let scheme = match text("x-forwarded-proto").and_then(|p| p.split(',').next()) {
+        Some(p) if p.trim().eq_ignore_ascii_case("https") => "https",
+        _ => "http",
+    };
+    format!("{scheme}://{host}{path}")
 }
 
 /// What the malware scanner saw (docs/API.md, "Scanning").
@@ -371,6 +413,7 @@ impl From<&FileView> for FileStatus {
                 created_time,
                 last_updated_time,
             } => FileStatus {
+                downloads: None,
                 links: Links::new(&summary.file.id),
                 id: summary.file.id.clone(),
                 name: summary.file.name.clone(),
@@ -397,6 +440,7 @@ impl From<&FileView> for FileStatus {
                 }),
             },
             FileView::Uploaded { record, size } => FileStatus {
+                downloads: None,
                 links: Links::new(&record.id.to_string()),
                 id: record.id.to_string(),
                 name: record.name.to_string(),

@@ -11,8 +11,9 @@ use utoipa::{Modify, OpenApi};
 
 use super::schema::*;
 use super::{
-    approve, complete, download, grant_upload_url, history, preview, status, upload, withdraw,
-    DecisionView, FailureView, FileStatus, Links, PrincipalView, RulesView, ScanView, ScannerView,
+    approve, complete, download, fetch, grant_upload_url, history, preview, revoke, status, upload,
+    withdraw, DecisionView, DownloadsView, FailureView, FileStatus, Links, PrincipalView,
+    RulesView, ScanView, ScannerView,
 };
 
 #[derive(OpenApi)]
@@ -35,6 +36,8 @@ use super::{
         history::history,
         preview::preview,
         download::download,
+        fetch::fetch,
+        revoke::revoke,
         openapi_json,
     ),
     components(schemas(
@@ -42,6 +45,7 @@ use super::{
         PrincipalView,
         RulesView,
         DecisionView,
+        DownloadsView,
         FailureView,
         ScanView,
         ScannerView,
@@ -57,6 +61,7 @@ use super::{
         DecisionBody,
         DeclarationBody,
         WithdrawalBody,
+        RevocationBody,
         BinaryBody,
         MultipartUpload,
         ApprovalStageName,
@@ -153,6 +158,7 @@ impl Modify for OperationLinks {
                         .build(),
                 ),
                 ("Withdraw", by_id("withdraw", from)),
+                ("Revoke", by_id("revoke", from)),
                 ("Download", by_id("download", from)),
             ]
         };

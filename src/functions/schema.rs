@@ -205,3 +205,18 @@ pub struct WithdrawalBody {
     )]
     comment: Option<String>,
 }
+
+/// A revocation: why the approval is taken back.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)] // a schema only
+pub struct RevocationBody {
+    /// Required, 1 to 2,000 characters, not only spaces; line breaks and tabs are the only
+    /// control characters.
+    #[schema(
+        min_length = 1,
+        max_length = 2000,
+        pattern = "^[^\\x00-\\x08\\x0b\\x0c\\x0e-\\x1f\\x7f-\\x9f]*\\S[^\\x00-\\x08\\x0b\\x0c\\x0e-\\x1f\\x7f-\\x9f]*$"
+    )]
+    comment: String,
+}

@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
 
-use super::{parse_id, AppState, FileStatus};
+use super::{parse_id, AppState, DownloadsView, FileStatus};
 use crate::domain::Refusal;
 use crate::domain::Stage;
 use crate::error::ApiError;
@@ -31,7 +31,14 @@ pub async fn get_one(
 ) -> Result<Response, ApiError> {
     let id = parse_id(path)?;
     let view = state.files.load(id).await?;
-    let mut response = Json(FileStatus::from(&view)).into_response();
+    let mut status = FileStatus::from(&view);
+    if matches!(view.stage(), Stage::Approved | Stage::Revoked) {
+        status.downloads = Some(DownloadsView {
+            count: state.files.downloads(id).await?,
+            limit: state.files.policy().max_downloads,
+        });
+    }
+    let mut response = Json(status).into_response();
     // A polling hint, as Durable Functions' status endpoints give one: the stage will change
     // by itself soon. While a person has to act, no hint: how long that takes is theirs.
     if view.stage().is_in_progress() {

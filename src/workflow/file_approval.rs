@@ -26,6 +26,47 @@ use crate::store::{Storage, StoreError};
 pub const ORCHESTRATION: &str = "FileApproval";
 pub const ANALYZE_ACTIVITY: &str = "AnalyzeFile";
 pub const DELETE_BYTES_ACTIVITY: &str = "DeleteBytes";
+/// The event that takes an approved file's approval back.
+pub const REVOCATION_EVENT: &str = "Revocation";
+
+/// A reviewer takes an approval back: raised to an approved file's workflow, which waits for
+/// it once the file is approved.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RevocationEvent {
+    pub reviewer: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reviewer_id: Option<String>,
+    pub comment: String,
+    pub revoked_time: DateTime<Utc>,
+}
+
+impl RevocationEvent {
+    pub fn principal(&self) -> Principal {
+        Principal::parse(&self.reviewer, self.reviewer_id.as_deref())
+            .unwrap_or_else(|_| Principal::anonymous())
+    }
+}
+
+/// The event that revokes a file, accepted only while it is `Approved` (checked inside the
+/// turn that records it). The first revocation wins; the same reviewer saying it again raises
+/// the same event id, recorded once.
+pub fn revocation_event(revocation: &RevocationEvent) -> Result<RaiseEvent, EngineError> {
+    Ok(RaiseEvent {
+        name: REVOCATION_EVENT.to_owned(),
+        event_id: format!(
+            "revoke:{}",
+            revocation
+                .reviewer_id
+                .as_deref()
+                .unwrap_or(&revocation.reviewer)
+        ),
+        payload: serde_json::to_value(revocation)
+            .map_err(|e| EngineError::Corrupt(format!("a revocation: {e}")))?,
+        expect_custom_status: Some(stage_status(Stage::Approved)),
+        guard: None,
+    })
+}
 
 /// A reviewer's decision as raised to the instance (and as shown in FileStatus `approvals`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -176,6 +217,7 @@ pub fn stage_index_key(stage: Stage) -> Option<&'static str> {
         Stage::Failed => Some("6-failed"),
         Stage::Withdrawn => Some("7-withdrawn"),
         Stage::Blocked => Some("8-blocked"),
+        Stage::Revoked => Some("9-revoked"),
     }
 }
 
@@ -443,11 +485,12 @@ async fn file_approval(
     result
 }
 
-/// Whether a file ended without being approved: its bytes are no longer anyone's business.
+/// Whether a file ended without being approved (or had its approval taken back): its bytes
+/// are no longer anyone's business.
 fn refused(stage: Stage) -> bool {
     matches!(
         stage,
-        Stage::Rejected | Stage::Expired | Stage::Withdrawn | Stage::Failed
+        Stage::Rejected | Stage::Expired | Stage::Withdrawn | Stage::Failed | Stage::Revoked
     )
 }
 
@@ -570,8 +613,28 @@ async fn run(
         Review::Expired => finish(ctx, Stage::Expired),
         Review::Rejected => finish(ctx, Stage::Rejected),
         Review::Withdrawn => finish(ctx, Stage::Withdrawn),
-        Review::Approved => finish(ctx, Stage::Approved),
+        Review::Approved => approved(ctx, notifier, file).await,
     }
+}
+
+/// Approved is final for the review, but the workflow stays to hear a revocation: an idle
+/// wait, no timer, nothing polled. The approval is announced at once.
+async fn approved(
+    ctx: &OrchestrationContext,
+    notifier: &mut Notifier,
+    file: &FileInput,
+) -> Result<Value, OrchestrationError> {
+    finish(ctx, Stage::Approved)?;
+    notifier.send(
+        file,
+        EventType::Finished(Stage::Approved),
+        Stage::Approved,
+        None,
+    );
+    let _: RevocationEvent = notifier
+        .alongside(ctx.wait_for_event(REVOCATION_EVENT))
+        .await?;
+    finish(ctx, Stage::Revoked)
 }
 
 /// The analysis activity's input: the file, and the version of its bytes the scan read.
@@ -766,8 +829,8 @@ impl Failure {
 pub struct Step {
     /// `uploaded`, `scanStarted`, `scanAttemptFailed`, `scanned` (its verdict the outcome),
     /// `bytesRemoved` (a blocked file's), `decided`, `withdrawn`, `analysisStarted`,
-    /// `analysisAttemptFailed`, `analyzed`, `finished`, `bytesDeleted`, `terminated` (and
-    /// `linkIssued`, added by the application layer).
+    /// `analysisAttemptFailed`, `analyzed`, `finished`, `revoked`, `bytesDeleted`, `terminated`
+    /// (and `linkIssued` and `downloaded`, added by the application layer).
     pub step: &'static str,
     pub time: DateTime<Utc>,
     pub actor: Option<Principal>,
@@ -835,6 +898,43 @@ impl ScanSteps {
     }
 }
 
+/// Where a timeline shows a file's approval. An approved workflow stays to hear a revocation,
+/// so its approval is not the instance's end: the step goes where the download's quorum was
+/// reached.
+struct ApprovalMark {
+    approved: bool,
+    quorum: usize,
+    approvers: Vec<Principal>,
+    shown: bool,
+}
+
+impl ApprovalMark {
+    fn new(summary: &Summary) -> Self {
+        ApprovalMark {
+            approved: matches!(summary.stage, Stage::Approved | Stage::Revoked),
+            quorum: summary.file.rules.quorum(ApprovalStage::Download) as usize,
+            approvers: Vec::new(),
+            shown: false,
+        }
+    }
+
+    /// Whether decision `d` completed the approval (true once, at that decision).
+    fn reached_by(&mut self, d: &DecisionEvent) -> bool {
+        if !self.approved || self.shown || d.stage != ApprovalStage::Download {
+            return false;
+        }
+        if !d.approved || d.withdrawal {
+            return false;
+        }
+        let who = d.principal();
+        if !self.approvers.iter().any(|a| a.same_person(&who)) {
+            self.approvers.push(who);
+        }
+        self.shown = self.approvers.len() >= self.quorum;
+        self.shown
+    }
+}
+
 /// A file's steps from its instance's history (loaded with it), oldest first.
 pub fn timeline(status: &InstanceStatus) -> Result<Vec<Step>, EngineError> {
     let summary = summarize(status)?;
@@ -845,8 +945,10 @@ pub fn timeline(status: &InstanceStatus) -> Result<Vec<Step>, EngineError> {
     let mut analyze_ids = Vec::new();
     let mut delete_ids = Vec::new();
     let mut scan = ScanSteps::default();
+    let mut approval = ApprovalMark::new(&summary);
     for event in status.history.iter().flatten() {
         if let Some(d) = decision_of(event) {
+            let reached = approval.reached_by(&d);
             let (step, outcome) = match (d.withdrawal, d.approved) {
                 (true, _) => ("withdrawn", None),
                 (false, true) => ("decided", Some("approved")),
@@ -859,6 +961,12 @@ pub fn timeline(status: &InstanceStatus) -> Result<Vec<Step>, EngineError> {
                 comment: d.comment.clone(),
                 ..Step::at(step, d.decided_time)
             });
+            if reached {
+                steps.push(Step {
+                    outcome: Some(Stage::Approved.as_str().to_owned()),
+                    ..Step::at("finished", event.timestamp)
+                });
+            }
             continue;
         }
         if let Some(step) = scan.step(event) {
@@ -866,6 +974,15 @@ pub fn timeline(status: &InstanceStatus) -> Result<Vec<Step>, EngineError> {
             continue;
         }
         match &event.kind {
+            EventKind::EventRaised { name, input, .. } if name == REVOCATION_EVENT => {
+                if let Ok(r) = serde_json::from_value::<RevocationEvent>(input.clone()) {
+                    steps.push(Step {
+                        actor: Some(r.principal()),
+                        comment: Some(r.comment.clone()),
+                        ..Step::at("revoked", r.revoked_time)
+                    });
+                }
+            }
             EventKind::TaskScheduled { name, .. } if name == ANALYZE_ACTIVITY => {
                 analyze_ids.push(event.event_id);
                 steps.push(Step::at("analysisStarted", event.timestamp));
@@ -889,6 +1006,9 @@ pub fn timeline(status: &InstanceStatus) -> Result<Vec<Step>, EngineError> {
             } if analyze_ids.contains(task_scheduled_id) => {
                 steps.push(Step::at("analyzed", event.timestamp));
             }
+            // Shown already, for a file approved before workflows stayed for revocations.
+            EventKind::ExecutionCompleted { .. }
+                if approval.shown && summary.stage == Stage::Approved => {}
             EventKind::ExecutionCompleted { .. } => {
                 let outcome = match &summary.failure {
                     Some(failure) => format!("{}: {}", summary.stage, failure.code),

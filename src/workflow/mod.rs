@@ -29,6 +29,7 @@ pub use file_approval::{
     DecisionEvent, Failure, Summary, ANALYZE_ACTIVITY, ORCHESTRATION, SAME_REVIEWER, SELF_APPROVAL,
 };
 pub use file_approval::{four_eyes_refusal, timeline, Step, NOT_THE_UPLOADER};
+pub use file_approval::{revocation_event, RevocationEvent, REVOCATION_EVENT};
 pub use input::{ApprovalRules, DirectInput, FileInput, ScanRules, ScanVia};
 pub use scan::{
     defender_result, DefenderResult, ScanOutcome, BLOCK_ACTIVITY, DEFENDER_RESULT_TYPE,

@@ -49,6 +49,7 @@ impl EventType {
             EventType::Finished(Stage::Expired) => "FileApprover.Expired",
             EventType::Finished(Stage::Withdrawn) => "FileApprover.Withdrawn",
             EventType::Finished(Stage::Blocked) => "FileApprover.Blocked",
+            EventType::Finished(Stage::Revoked) => "FileApprover.Revoked",
             EventType::Finished(_) => "FileApprover.Failed",
         }
     }

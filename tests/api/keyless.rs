@@ -92,9 +92,24 @@ pub async fn a_file_goes_its_whole_way_on_an_account_without_keys() {
         .json()
         .await
         .unwrap();
-    let url = download["downloadUrl"].as_str().unwrap();
-    // A user-delegation SAS: the lent key's fields, no account key behind it.
-    for field in ["skoid=", "sktid=", "skt=", "ske=", "sks=b", "skv=", "sp=r"] {
+    // The app's link leads to a user-delegation SAS for the pinned snapshot: the lent key's
+    // fields, no account key behind it.
+    let link = download["downloadUrl"].as_str().unwrap();
+    let followed = app.client.get(link).send().await.unwrap();
+    assert_eq!(followed.status(), 307);
+    let url = followed.headers()["location"].to_str().unwrap().to_owned();
+    let url = url.as_str();
+    for field in [
+        "skoid=",
+        "sktid=",
+        "skt=",
+        "ske=",
+        "sks=b",
+        "skv=",
+        "sp=r",
+        "sr=bs",
+        "snapshot=",
+    ] {
         assert!(url.contains(field), "{field} missing from {url}");
     }
     let http = keyless.http_client();

@@ -170,6 +170,21 @@ async fn people_are_told_when_a_file_needs_them_and_when_it_ends(backend: Backen
     let approved = &receiver.accepted()[2];
     assert_eq!(approved["data"]["stage"], "Approved");
     assert_eq!(approved["data"]["uploader"]["name"], "alice");
+    // An approved file's workflow stays to hear a revocation, which is announced too.
+    assert_eq!(app.status(&id).await["runtimeStatus"], "Running");
+    let revoked = app
+        .client
+        .post(app.url(&format!("/api/files/{id}/revoke")))
+        .bearer_auth(BOB)
+        .json(&serde_json::json!({"comment": "released by mistake"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoked.status(), 202);
+    app.idle().await;
+    assert_eq!(receiver.types().last().unwrap(), "FileApprover.Revoked");
+    let event = receiver.accepted().last().unwrap().clone();
+    assert_eq!(event["data"]["stage"], "Revoked");
     let status = app.status(&id).await;
     assert_eq!(status["runtimeStatus"], "Completed");
 }

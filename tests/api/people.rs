@@ -4,7 +4,7 @@
 
 use base64::Engine as _;
 use chrono::SubsecRound;
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use crate::helpers::{
     assert_error, spawn_app_with, Backend, Mode, Options, TestApp, ALICE, BOB, CAROL, PLAIN_BYTES,
@@ -826,7 +826,93 @@ async fn four_eyes_and_quorums_hold_across_two_instances_racing() {
     }
 }
 
+/// `fixture`'s principal with one more app role.
+fn signed_in_with_role(fixture: &str, role: &str) -> Vec<(String, String)> {
+    let mut headers = signed_in(fixture);
+    let encoded = headers
+        .iter_mut()
+        .find(|(k, _)| k == "X-MS-CLIENT-PRINCIPAL")
+        .unwrap();
+    let mut principal: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::STANDARD
+            .decode(&encoded.1)
+            .unwrap(),
+    )
+    .unwrap();
+    principal["claims"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"typ": "roles", "val": role}));
+    encoded.1 = base64::engine::general_purpose::STANDARD.encode(principal.to_string());
+    headers
+}
+
+/// Under Easy Auth a deployment may keep revocation to a role of its own; reviewers without it
+/// are refused, and the refusal changes nothing.
+async fn revoking_may_need_a_role_of_its_own(backend: Backend) {
+    let Some(app) = app_with(
+        backend,
+        Mode::Local,
+        vec![
+            ("FILE_APPROVER_EASY_AUTH", "true".into()),
+            ("FILE_APPROVER_REVOKER_ROLE", "Revoker".into()),
+        ],
+    )
+    .await
+    else {
+        return;
+    };
+    let response = upload_with(&app, "signed.txt", &signed_in("aad-uploader")).await;
+    let id = started(&app, Mode::Local, response).await;
+    assert_eq!(
+        decide(&app, &id, "upload", &signed_in("aad-reviewer"), true)
+            .await
+            .status(),
+        202
+    );
+    app.idle().await;
+    assert_eq!(
+        decide(
+            &app,
+            &id,
+            "download",
+            &signed_in("aad-second-reviewer"),
+            true
+        )
+        .await
+        .status(),
+        202
+    );
+    let revoke = |headers: Vec<(String, String)>| {
+        let mut request = app
+            .client
+            .post(app.url(&format!("/api/files/{id}/revoke")))
+            .json(&json!({"comment": "the contract was cancelled"}));
+        for (k, v) in headers {
+            request = request.header(k.as_str(), v.as_str());
+        }
+        request.send()
+    };
+    let refused = assert_error(
+        revoke(signed_in("aad-reviewer")).await.unwrap(),
+        403,
+        "NotAReviewer",
+    )
+    .await;
+    assert!(refused["message"].as_str().unwrap().contains("Revoker"));
+    assert_eq!(app.status(&id).await["stage"], "Approved");
+    let done = revoke(signed_in_with_role("aad-reviewer", "Revoker"))
+        .await
+        .unwrap();
+    assert_eq!(done.status(), 202);
+    let steps = history(&app, &id).await;
+    let revoked = steps.iter().find(|s| s["step"] == "revoked").unwrap();
+    assert_eq!(revoked["actor"]["name"], "dana@contoso.com");
+    assert_eq!(revoked["comment"], "the contract was cancelled");
+}
+
 crate::on_every_backend!(
+    revoking_may_need_a_role_of_its_own,
     an_upload_with_a_known_token_records_its_uploader,
     an_uploaders_list_makes_uploads_need_a_token,
     nobody_approves_their_own_upload_or_both_stages,

@@ -61,7 +61,8 @@ async fn golden_path_ends_with_a_working_download_link(backend: Backend) {
     assert_eq!(response.status(), 202);
     let done: Value = response.json().await.unwrap();
     assert_eq!(done["stage"], "Approved");
-    assert_eq!(done["runtimeStatus"], "Completed");
+    // The workflow stays to hear a revocation: an idle wait, no timer.
+    assert_eq!(done["runtimeStatus"], "Running");
 
     let response = app.get(&format!("/api/files/{id}/download")).await;
     assert_eq!(response.status(), 200);
