@@ -187,6 +187,20 @@ uiTest("a file goes from upload through both approvals to a download of the same
   assert.deepEqual(fs.readFileSync(saved), bytes);
   assert.equal(download.suggestedFilename(), "numbers.txt");
   await alice.page.locator("#history").getByText("ok to share").waitFor();
+
+  // The fetch is counted and in the history; then a reviewer takes the approval back, with a
+  // reason, and the page says so first.
+  await openFile(alice.page, id);
+  await alice.page.locator("#facts").getByText("1 time").waitFor();
+  await alice.page.locator("#history").getByText(/downloaded — 37 bytes \(127.0.0.1/).waitFor();
+  await alice.page.getByRole("button", { name: "Revoke approval" }).click();
+  await alice.page.getByRole("alert").getByText("a reason is required").waitFor();
+  await alice.page.getByLabel(/^Reason/).fill("shared with the wrong team");
+  await alice.page.getByRole("button", { name: "Revoke approval" }).click();
+  await stageShown(alice.page, "Revoked after approval");
+  await alice.page.locator("#outcome").getByText(/Approval revoked by alice .*shared with the wrong team/).waitFor();
+  assert.equal(await alice.page.getByRole("button", { name: "Download" }).count(), 0);
+  await shot(alice.page, "file-revoked");
   for (const p of [alice, bob, carol]) await p.context.close();
 });
 

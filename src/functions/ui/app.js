@@ -4,13 +4,13 @@
 
 const SIGN_IN = document.querySelector('meta[name="file-approver-sign-in"]')?.content ?? "token";
 const STAGES = ["AwaitingUploadApproval", "Analyzing", "AwaitingDownloadApproval", "Approved",
-  "Rejected", "Expired", "Failed", "Withdrawn", "Blocked", "Scanning", "Uploaded"];
+  "Revoked", "Rejected", "Expired", "Failed", "Withdrawn", "Blocked", "Scanning", "Uploaded"];
 const STAGE_WORDS = {
   Uploaded: "Uploaded, starting", Scanning: "Being scanned for malware",
   AwaitingUploadApproval: "Awaiting upload approval",
   Analyzing: "Being analysed", AwaitingDownloadApproval: "Awaiting download approval",
   Approved: "Approved", Rejected: "Rejected", Expired: "Expired", Failed: "Failed",
-  Withdrawn: "Withdrawn", Blocked: "Blocked by the malware scan",
+  Withdrawn: "Withdrawn", Blocked: "Blocked by the malware scan", Revoked: "Revoked after approval",
 };
 const VERDICT_WORDS = {
   clean: "Clean", malicious: "Malicious", unscannable: "Could not be scanned",
@@ -82,6 +82,12 @@ function explain(error) {
         : `This file is not waiting for that decision.${stage}`;
     case "NotApproved": return `The file cannot be downloaded before both approvals.${stage}`;
     case "NotTheUploader": return "Only the person who uploaded the file may withdraw it.";
+    case "ReasonRequired": return "Say why: a reason is required, and it is kept in the history.";
+    case "FileRevoked": return `The file's approval was taken back: its links no longer give it.${stage}`;
+    case "LinkExpired": return "The download link has expired; ask for a new one.";
+    case "DownloadLimitReached": return "The file was downloaded as many times as this deployment allows.";
+    case "LinkNotYours": return "This download link was asked for by someone else.";
+    case "LinkInvalid": return "This is not a valid download link for this file.";
     case "NotFound": return "There is no such file (or it was removed).";
     case "TooLarge": case "DeclaredTooLarge": return "The file is larger than this deployment accepts.";
     case "EmptyFile": return "The file is empty.";
@@ -262,7 +268,7 @@ async function inboxView(gen) {
 function analysisFacts(file) {
   const a = file.analysis;
   if (!a) {
-    const ended = ["Approved", "Rejected", "Expired", "Withdrawn", "Blocked", "Failed"].includes(file.stage);
+    const ended = ["Approved", "Revoked", "Rejected", "Expired", "Withdrawn", "Blocked", "Failed"].includes(file.stage);
     const why = file.stage === "Analyzing" ? "The analysis is running."
       : ended ? "No analysis: the file ended before it was analysed."
         : "No analysis yet: it runs after the upload is approved.";
@@ -388,10 +394,40 @@ function downloadSection(file) {
   return el("section", {}, el("h2", { text: "Download" }), button, result);
 }
 
+// Taking an approval back: for reviewers, on an approved file, with a reason; every link
+// handed out stops giving the file at once.
+function revokeForm(file, refresh) {
+  if (file.stage !== "Approved" || !mayDecide()) return null;
+  const reason = el("textarea", { id: "revoke-reason", maxlength: "2000", required: true });
+  const result = el("div", { "aria-live": "assertive" });
+  const button = el("button", { type: "button", class: "danger", text: "Revoke approval", onclick: async () => {
+    if (!reason.value.trim()) {
+      result.replaceChildren(message("error", explain({ code: "ReasonRequired" })));
+      reason.focus();
+      return;
+    }
+    button.disabled = true;
+    try {
+      await api(`/api/files/${file.id}/revoke`, { method: "POST", body: { comment: reason.value.trim() } });
+      await refresh();
+    } catch (error) {
+      result.replaceChildren(message("error", explain(error)));
+      button.disabled = false;
+    }
+  } });
+  return el("section", { "aria-labelledby": "revoke-title" },
+    el("h2", { id: "revoke-title", text: "Revoke the approval" }),
+    el("p", { class: "muted", text: "Every download link handed out stops working at once; a download already under way may finish." }),
+    el("form", { class: "decide", onsubmit: (e) => e.preventDefault() },
+      el("label", { for: "revoke-reason", text: "Reason (required, shown in the history)" }), reason,
+      el("div", { class: "buttons" }, button)),
+    result);
+}
+
 let pollTimer = null;
 
 // A file that has ended says how, by whom, when and why, before anything else.
-function outcomeBanner(file) {
+function outcomeBanner(file, steps) {
   const last = (approved) => [...(file.approvals ?? [])].reverse().find((d) => d.approved === approved);
   const by = (d) => (d ? ` by ${d.reviewer} on ${when(d.decidedTime)}${d.comment ? `: “${d.comment}”` : ""}` : "");
   const text = {
@@ -399,6 +435,10 @@ function outcomeBanner(file) {
     Rejected: () => `Rejected${by(last(false))}.`,
     Expired: () => "Expired: nobody decided before the deadline.",
     Withdrawn: () => "Withdrawn by its uploader.",
+    Revoked: () => {
+      const r = [...(steps ?? [])].reverse().find((s) => s.step === "revoked");
+      return r ? `Approval revoked by ${r.actor?.name ?? "a reviewer"} on ${when(r.time)}: “${r.comment}”.` : "Approval revoked.";
+    },
     Blocked: () => `Blocked by the malware scan: ${file.scan?.threats?.length ? `found ${file.scan.threats.join(", ")}` : file.scan?.reason ?? "no verdict"}.`,
     Failed: () => `Failed: ${file.failure?.message ?? "the workflow failed"}.`,
   }[file.stage];
@@ -435,17 +475,21 @@ async function fileView(id, gen) {
       ["Uploaded", when(file.createdTime)], ["Declared type", file.contentType], ["Size", bytes(file.size)]];
     if (file.deadline) facts.push(["Decide by", when(file.deadline)]);
     if (file.failure) facts.push(["Failure", `${file.failure.code}: ${file.failure.message}`]);
+    if (file.downloads) {
+      const { count, limit } = file.downloads;
+      facts.push(["Downloads", `${count} ${count === 1 ? "time" : "times"}${limit ? ` of ${limit} allowed` : ""}`]);
+    }
     facts.push(["Malware scan", scanFact(file.scan)]);
     if (gen !== generation) return;
     // In the order a reviewer decides: what happened, the evidence, then the decision last.
     show(gen, file.name,
-      outcomeBanner(file), scanWarning(file),
+      outcomeBanner(file, history.steps), scanWarning(file),
       el("dl", { class: "facts", id: "facts" }, facts.map(([k, v]) => [el("dt", { text: k }), el("dd", {}, v)])),
       downloadSection(file),
       el("h2", { text: "Analysis" }), ...analysisFacts(file),
       ...((await previewOf(file)) ?? []),
       el("h2", { text: "History" }), historyList(history.steps),
-      decisionForm(file, render));
+      decisionForm(file, render), revokeForm(file, render));
     // Work in progress (the analysis, the workflow's start) is shown as it finishes.
     clearTimeout(pollTimer);
     if (file.stage === "Analyzing" || file.stage === "Uploaded" || file.stage === "Scanning") {
