@@ -199,6 +199,7 @@ on_both_stores!(
     the_golden_path_ends_in_a_verified_download,
     an_interrupted_large_upload_resumes_sending_only_what_is_missing,
     a_download_resumes_from_a_partial_file,
+    a_revoked_file_can_no_longer_be_downloaded,
     approved_bytes_changed_in_storage_never_reach_the_output,
     refusals_unknown_files_and_a_server_that_is_down_have_their_exit_codes,
 );
@@ -333,6 +334,28 @@ fn an_interrupted_large_upload_resumes_sending_only_what_is_missing(backend: Bac
     // The journal is gone once the upload is complete.
     let left = std::fs::read_dir(&journals).unwrap().count();
     assert_eq!(left, 0);
+}
+
+fn a_revoked_file_can_no_longer_be_downloaded(backend: Backend) {
+    let app = start(backend);
+    let id = app.upload(&app.file("memo.txt", b"for the board only\n"));
+    app.approve_both(&id);
+    app.json(None, &["download", &id, "-o", "memo.out"]);
+    let refused = app.run(Some(ALICE), &["--json", "revoke", &id]);
+    assert!(
+        !refused.status.success(),
+        "a reason is required: {refused:?}"
+    );
+    let revoked = app.json(
+        Some(ALICE),
+        &["revoke", &id, "--comment", "sent before the board met"],
+    );
+    assert_eq!(revoked["stage"], "Revoked");
+    let output = app.run(None, &["--json", "download", &id, "-o", "again.out"]);
+    assert!(!output.status.success());
+    let error: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(error["error"]["code"], "NotApproved");
+    assert!(!app.dir.path().join("again.out").exists());
 }
 
 fn a_download_resumes_from_a_partial_file(backend: Backend) {

@@ -107,6 +107,13 @@ enum Command {
         #[arg(long)]
         comment: String,
     },
+    /// Take an approved file's approval back: every download link stops working at once.
+    Revoke {
+        id: String,
+        /// Why (required; kept in the history).
+        #[arg(long)]
+        comment: String,
+    },
     /// Every step of a file's life: who, when, what came of it.
     History { id: String },
     /// Fetch an approved file and check its SHA-256 against the approved analysis.
@@ -224,6 +231,10 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Reject { id, stage, comment } => {
             let body = json!({ "approved": false, "comment": comment });
             out.status(&decide(&api, &id, stage, &body).await?);
+        }
+        Command::Revoke { id, comment } => {
+            let path = format!("/api/files/{}/revoke", file_id(&id)?);
+            out.status(&api.post_json(&path, &json!({ "comment": comment })).await?);
         }
         Command::History { id } => {
             let history = api
