@@ -14,7 +14,9 @@
 //!
 //! Rows: `cold`, `upload` (with `analysis`), `trigger`, `azure-upload`, `approvals`,
 //! `workflows`, `requests`, `idle`, `history`, `takeover`, `scan` (the malware scan of a big
-//! file against clamd alone, and storage requests with a scanner on).
+//! file against clamd alone, and storage requests with a scanner on), `direct-upload` (with
+//! the upload approval → analysed time), `links` (a big file through the app's download link
+//! against the bare SAS it leads to).
 
 mod api;
 mod cli_rows;
@@ -23,6 +25,7 @@ mod direct_rows;
 mod error;
 mod inproc;
 mod inproc_rows;
+mod link_rows;
 mod process_rows;
 mod procs;
 mod report;
@@ -42,7 +45,7 @@ use crate::inproc_rows::Backend;
 use crate::procs::{Azurite, WorkDir};
 use crate::report::{Line, Report};
 
-const ROWS: [&str; 13] = [
+const ROWS: [&str; 14] = [
     "cold",
     "upload",
     "trigger",
@@ -56,6 +59,7 @@ const ROWS: [&str; 13] = [
     "history",
     "takeover",
     "scan",
+    "links",
 ];
 
 /// How many reviewers the apps know; each concurrent client slot approves as one of them.
@@ -123,6 +127,9 @@ pub struct Profile {
     /// The file sent through upload URLs (the issue asks for 5 GiB).
     pub direct_upload_bytes: u64,
     pub direct_upload_runs: usize,
+    /// The file fetched through download links (the issue asks for 1 GiB), and how often.
+    pub link_bytes: u64,
+    pub link_runs: usize,
     pub cold_starts: usize,
 }
 
@@ -146,6 +153,8 @@ impl Profile {
             takeover_bytes: 1 << 30,
             direct_upload_bytes: 5 << 30,
             direct_upload_runs: 2,
+            link_bytes: 1 << 30,
+            link_runs: 3,
             cold_starts: 10,
         }
     }
@@ -166,6 +175,8 @@ impl Profile {
             history_sizes_azure: vec![1_000],
             direct_upload_bytes: 512 << 20,
             direct_upload_runs: 1,
+            link_bytes: 256 << 20,
+            link_runs: 2,
             cold_starts: 5,
             ..Profile::full()
         }
@@ -368,6 +379,11 @@ async fn run(options: Options) -> Result<Report> {
         record(&mut report, "scan, embedded", result);
         let result = scan_rows::requests(&ctx, &mut report).await;
         record(&mut report, "storage requests with a scanner", result);
+    }
+
+    if options.wants("links") && ctx.azurite.is_some() {
+        let result = link_rows::links(&ctx, &mut report).await;
+        record(&mut report, "download links, Azurite", result);
     }
 
     if options.wants("takeover") && ctx.azurite.is_some() {
