@@ -78,7 +78,8 @@ impl Files {
                 summary.stage
             ));
         }
-        let properties = match self.store.blob_properties(container, &id.to_string()).await {
+        // The version the workflow pinned: a result for bytes written later is not its.
+        let properties = match self.store.properties_at(summary.file.bytes()).await {
             Ok(p) => p,
             Err(StoreError::NotFound) => return ignored(format!("file {id} has no bytes")),
             Err(e) => return Err(e.into()),
