@@ -247,8 +247,10 @@ fn tail(log: &Path) -> String {
 pub struct Azurite(PrivateAzurite);
 
 impl Azurite {
+    /// Started for the official Python SDK too, which sends newer service versions than
+    /// Azurite knows.
     pub fn start(bin: &Path, dir: &Path) -> Result<Self> {
-        PrivateAzurite::start(bin, dir)
+        PrivateAzurite::start_for_newer_sdks(bin, dir)
             .map(Azurite)
             .map_err(|e| BenchError::Failed(chain(&e)))
     }

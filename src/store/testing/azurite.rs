@@ -65,11 +65,27 @@ impl PrivateAzurite {
         Self::start_with(bin, dir, None)
     }
 
+    /// [`PrivateAzurite::start`] for clients newer than Azurite (the Python and JavaScript
+    /// SDKs send service versions it does not know): `--skipApiVersionCheck`. The app's own
+    /// requests pin a version Azurite knows and never need it.
+    pub fn start_for_newer_sdks(bin: &Path, dir: &Path) -> Result<Self, AzuriteError> {
+        Self::start_args(bin, dir, None, &["--skipApiVersionCheck"])
+    }
+
     /// [`PrivateAzurite::start`], over https with OAuth when `oauth` is given.
     pub fn start_with(
         bin: &Path,
         dir: &Path,
         oauth: Option<OAuthHttps<'_>>,
+    ) -> Result<Self, AzuriteError> {
+        Self::start_args(bin, dir, oauth, &[])
+    }
+
+    fn start_args(
+        bin: &Path,
+        dir: &Path,
+        oauth: Option<OAuthHttps<'_>>,
+        extra: &[&str],
     ) -> Result<Self, AzuriteError> {
         let port = || -> Result<u16, AzuriteError> {
             TcpListener::bind("127.0.0.1:0")
@@ -111,6 +127,7 @@ impl PrivateAzurite {
             .arg("--location")
             .arg(dir)
             .args(["--silent", "--disableTelemetry"])
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
