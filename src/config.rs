@@ -243,6 +243,9 @@ pub struct Settings {
     /// `FILE_APPROVER_BIND_DOWNLOAD_LINKS` (default false): a link asked for by a signed-in
     /// person or a token's holder works for them alone.
     pub bind_download_links: bool,
+    /// `FILE_APPROVER_REQUIRE_REASON` (default true): a rejection or a change request needs a
+    /// comment.
+    pub require_reason: bool,
     /// Embedded store only: the base of the signed download links it hands out.
     pub public_url: Option<String>,
     /// Embedded store only: the link-signing secret (else a key file in the data dir).
@@ -282,6 +285,7 @@ impl fmt::Debug for Settings {
             .field("download_ttl_secs", &self.download_ttl_secs)
             .field("max_downloads", &self.max_downloads)
             .field("bind_download_links", &self.bind_download_links)
+            .field("require_reason", &self.require_reason)
             .field("public_url", &self.public_url)
             .field(
                 "signing_key",
@@ -387,6 +391,7 @@ impl Settings {
                 Some(_) => Some(parse_u64("FILE_APPROVER_MAX_DOWNLOADS", get, 0, 1)?),
             },
             bind_download_links: parse_bool("FILE_APPROVER_BIND_DOWNLOAD_LINKS", get, false)?,
+            require_reason: parse_bool("FILE_APPROVER_REQUIRE_REASON", get, true)?,
             public_url: public_url(&get)?,
             signing_key: match get("FILE_APPROVER_SIGNING_KEY") {
                 Some(k) if k.len() < 32 => {

@@ -314,6 +314,7 @@ fn policy(settings: &Settings) -> Policy {
         ),
         max_downloads: settings.max_downloads,
         bind_download_links: settings.bind_download_links,
+        require_reason: settings.require_reason,
         approval_timeout_secs: settings.approval_timeout_secs,
         four_eyes: settings.four_eyes,
         notify: settings.webhook.is_some(),

@@ -3,8 +3,40 @@ use serde::Deserialize;
 /// A reviewer's decision as posted to `/approvals/{stage}`: an empty body approves.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decision {
-    pub approved: bool,
+    pub verdict: Verdict,
     pub comment: Option<String>,
+}
+
+/// What a reviewer decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Approve,
+    Reject,
+    /// Return the file to its uploader for a new version.
+    RequestChanges,
+}
+
+impl Verdict {
+    /// The word of `{"decision": …}`.
+    pub fn parse(raw: &str) -> Result<Self, DecisionError> {
+        match raw {
+            "approve" => Ok(Verdict::Approve),
+            "reject" => Ok(Verdict::Reject),
+            "requestChanges" => Ok(Verdict::RequestChanges),
+            other => Err(DecisionError::Malformed(format!(
+                "{:?} is not a decision; expected \"approve\", \"reject\" or \"requestChanges\"",
+                other.chars().take(40).collect::<String>()
+            ))),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Approve => "approve",
+            Verdict::Reject => "reject",
+            Verdict::RequestChanges => "requestChanges",
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -26,7 +58,15 @@ struct Body {
     /// serialises an unset field as `null` cannot approve by accident.
     #[serde(default, deserialize_with = "present_bool")]
     approved: Option<bool>,
+    /// `approve`, `reject` or `requestChanges`: the other way to say it, and the only way to
+    /// ask for changes.
+    #[serde(default, deserialize_with = "present_string")]
+    decision: Option<String>,
     comment: Option<String>,
+}
+
+fn present_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    String::deserialize(d).map(Some)
 }
 
 fn present_bool<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
@@ -63,15 +103,26 @@ impl Decision {
         else {
             // No fields is a plain approval.
             return Ok(Decision {
-                approved: true,
+                verdict: Verdict::Approve,
                 comment: None,
             });
         };
         let comment = Self::comment(parsed.comment)?;
-        Ok(Decision {
-            approved: parsed.approved.unwrap_or(true),
-            comment,
-        })
+        let verdict = match (parsed.approved, parsed.decision.as_deref()) {
+            (Some(_), Some(_)) => {
+                return Err(DecisionError::Malformed(
+                    "give either \"approved\" or \"decision\", not both".into(),
+                ))
+            }
+            (_, Some(word)) => Verdict::parse(word)?,
+            (Some(false), None) => Verdict::Reject,
+            (Some(true) | None, None) => Verdict::Approve,
+        };
+        Ok(Decision { verdict, comment })
+    }
+
+    pub fn approves(&self) -> bool {
+        self.verdict == Verdict::Approve
     }
 }
 
@@ -84,24 +135,54 @@ mod tests {
         assert_eq!(
             Decision::parse(b"").unwrap(),
             Decision {
-                approved: true,
+                verdict: Verdict::Approve,
                 comment: None
             }
         );
-        assert!(Decision::parse(b" null\n").unwrap().approved);
+        assert!(Decision::parse(b" null\n").unwrap().approves());
         // White space alone is neither nothing nor JSON (found by Schemathesis).
         assert!(Decision::parse(b"\r").is_err());
         assert!(Decision::parse(b"  \n").is_err());
         // A JSON null is no fields at all, like an empty body (not `"approved": null`).
-        assert!(Decision::parse(b"null").unwrap().approved);
+        assert!(Decision::parse(b"null").unwrap().approves());
         assert!(Decision::parse(br#"{"approved": null}"#).is_err());
     }
 
     #[test]
     fn approved_false_rejects_with_its_comment() {
         let d = Decision::parse(br#"{"approved": false, "comment": "contains PII"}"#).unwrap();
-        assert!(!d.approved);
+        assert_eq!(d.verdict, Verdict::Reject);
         assert_eq!(d.comment.as_deref(), Some("contains PII"));
+    }
+
+    #[test]
+    fn a_decision_word_says_the_same_or_asks_for_changes() {
+        for (body, verdict) in [
+            (&br#"{"decision": "approve"}"#[..], Verdict::Approve),
+            (
+                br#"{"decision": "reject", "comment": "no"}"#,
+                Verdict::Reject,
+            ),
+            (
+                br#"{"decision": "requestChanges", "comment": "page 3"}"#,
+                Verdict::RequestChanges,
+            ),
+            (br#"{"approved": true}"#, Verdict::Approve),
+        ] {
+            assert_eq!(Decision::parse(body).unwrap().verdict, verdict);
+        }
+        for body in [
+            &br#"{"decision": "maybe"}"#[..],
+            br#"{"decision": null}"#,
+            br#"{"decision": true}"#,
+            br#"{"decision": "approve", "approved": true}"#,
+        ] {
+            assert!(
+                matches!(Decision::parse(body), Err(DecisionError::Malformed(_))),
+                "{:?} was accepted",
+                String::from_utf8_lossy(body)
+            );
+        }
     }
 
     #[test]

@@ -15,7 +15,7 @@ mod stage;
 mod storage_name;
 
 pub use content_type::{ContentType, ContentTypeError, CONTENT_TYPE_PATTERN};
-pub use decision::{Decision, DecisionError};
+pub use decision::{Decision, DecisionError, Verdict};
 pub use file_id::{FileId, FileIdError};
 pub use file_name::{file_name_pattern, FileName, FileNameError};
 pub use json::{from_json_object, optional_json_object};

@@ -10,6 +10,8 @@ pub enum Stage {
     AwaitingUploadApproval,
     Analyzing,
     AwaitingDownloadApproval,
+    /// A reviewer asked for changes: the uploader's turn to send a new version.
+    ChangesRequested,
     Approved,
     Rejected,
     Expired,
@@ -21,19 +23,20 @@ pub enum Stage {
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum StageError {
-    #[error("{0:?} is not a stage; expected one of Uploaded, Scanning, AwaitingUploadApproval, Analyzing, AwaitingDownloadApproval, Approved, Rejected, Expired, Failed, Withdrawn, Blocked, Revoked")]
+    #[error("{0:?} is not a stage; expected one of Uploaded, Scanning, AwaitingUploadApproval, Analyzing, AwaitingDownloadApproval, ChangesRequested, Approved, Rejected, Expired, Failed, Withdrawn, Blocked, Revoked")]
     UnknownStage(String),
     #[error("{0:?} is not an approval stage; expected \"upload\" or \"download\"")]
     UnknownApprovalStage(String),
 }
 
 impl Stage {
-    pub const ALL: [Stage; 12] = [
+    pub const ALL: [Stage; 13] = [
         Stage::Uploaded,
         Stage::Scanning,
         Stage::AwaitingUploadApproval,
         Stage::Analyzing,
         Stage::AwaitingDownloadApproval,
+        Stage::ChangesRequested,
         Stage::Approved,
         Stage::Rejected,
         Stage::Expired,
@@ -57,6 +60,7 @@ impl Stage {
             Stage::AwaitingUploadApproval => "AwaitingUploadApproval",
             Stage::Analyzing => "Analyzing",
             Stage::AwaitingDownloadApproval => "AwaitingDownloadApproval",
+            Stage::ChangesRequested => "ChangesRequested",
             Stage::Approved => "Approved",
             Stage::Rejected => "Rejected",
             Stage::Expired => "Expired",
@@ -96,6 +100,7 @@ impl Stage {
             Stage::AwaitingUploadApproval => "awaiting upload approval",
             Stage::Analyzing => "being analyzed",
             Stage::AwaitingDownloadApproval => "awaiting download approval",
+            Stage::ChangesRequested => "waiting for its uploader's new version",
             Stage::Approved => "approved",
             Stage::Rejected => "rejected",
             Stage::Expired => "expired",

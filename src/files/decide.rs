@@ -1,7 +1,7 @@
 //! A reviewer's decision on a stage, checked inside the workflow's turn.
 
 use super::{FileView, Files, FilesError};
-use crate::domain::{ApprovalStage, Decision, FileId, Principal, Refusal, Stage};
+use crate::domain::{ApprovalStage, Decision, FileId, Principal, Refusal, Stage, Verdict};
 use crate::engine::{EngineError, RaiseOutcome};
 use crate::workflow::{self, DecisionEvent};
 
@@ -17,6 +17,10 @@ impl Files {
     /// Records a reviewer's decision for `stage`. Refused with [`FilesError::Refused(Refusal::WrongStage)`]
     /// (saying why) when the workflow is not waiting for it; a repeat of the same decision by
     /// the same reviewer is answered with `recorded: false` and changes nothing.
+    ///
+    /// A rejection or a change request needs a comment that says why (`ReasonRequired`) unless
+    /// the deployment turned that off. The decision is on the version under review when the
+    /// file is loaded; a new version arriving before the decision is recorded refuses it.
     pub async fn decide(
         &self,
         id: FileId,
@@ -24,20 +28,34 @@ impl Files {
         reviewer: &Principal,
         decision: Decision,
     ) -> Result<Decided, FilesError> {
+        if self.policy.require_reason
+            && decision.verdict != Verdict::Approve
+            && decision.comment.is_none()
+        {
+            return Err(FilesError::Refused(Refusal::ReasonRequired(format!(
+                "a {} needs a comment that says why",
+                match decision.verdict {
+                    Verdict::RequestChanges => "change request",
+                    _ => "rejection",
+                }
+            ))));
+        }
+        let version = match self.load(id).await? {
+            FileView::Workflow { summary, .. } => summary.file.version,
+            FileView::Uploaded { .. } => 1,
+        };
         let event = DecisionEvent {
             stage,
-            approved: decision.approved,
+            approved: decision.verdict == Verdict::Approve,
             reviewer: reviewer.to_string(),
             reviewer_id: reviewer.id().map(str::to_owned),
             comment: decision.comment,
             decided_time: self.clock.now(),
             withdrawal: false,
+            changes_requested: decision.verdict == Verdict::RequestChanges,
+            version,
         };
-        let verdict = if event.approved {
-            "approved"
-        } else {
-            "rejected"
-        };
+        let verdict = decision.verdict.as_str();
         let outcome = self
             .engine
             .raise_event(&id.to_string(), workflow::decision_event(&event)?)
@@ -57,6 +75,13 @@ impl Files {
                     }
                     workflow::SAME_REVIEWER => {
                         FilesError::Refused(Refusal::SameReviewer(refusal.message))
+                    }
+                    workflow::STALE_VERSION => {
+                        let current = self.load(id).await?.stage();
+                        FilesError::Refused(Refusal::WrongStage {
+                            message: refusal.message,
+                            current,
+                        })
                     }
                     _ => FilesError::Engine(EngineError::Refused(refusal)),
                 })
@@ -90,7 +115,13 @@ pub(super) fn wrong_stage(
     let message = match earlier {
         Some(d) if d.approved != event.approved || d.reviewer != event.reviewer => format!(
             "the {stage} stage of file {id} was already decided: {} by {}",
-            if d.approved { "approved" } else { "rejected" },
+            if d.approved {
+                "approved"
+            } else if d.changes_requested {
+                "changes requested"
+            } else {
+                "rejected"
+            },
             d.reviewer
         ),
         _ if stage == ApprovalStage::Download && current == Stage::Analyzing => format!(

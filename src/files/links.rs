@@ -248,7 +248,7 @@ impl Files {
             };
             audit::record_fetch(self.store.as_ref(), id, &fetch, self.policy.max_downloads).await?;
         }
-        let name = id.to_string();
+        let name = view.blob_name();
         let url = self
             .store
             .signed_read_url(&SignedUrlRequest {

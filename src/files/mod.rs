@@ -38,6 +38,7 @@ mod start;
 mod sweep;
 mod upload;
 mod upload_url;
+mod versions;
 mod view;
 mod withdraw;
 
@@ -58,7 +59,9 @@ pub use view::{DownloadGrant, FilePage, FileView};
 
 use crate::clock::Clock;
 use crate::engine::{Engine, Executed, HeldBy};
-use crate::store::{Storage, FILES_CONTAINER, QUARANTINE_CONTAINER, UPLOADS_CONTAINER};
+use crate::store::{
+    Storage, FILES_CONTAINER, QUARANTINE_CONTAINER, UPLOADS_CONTAINER, VERSIONS_CONTAINER,
+};
 use crate::workflow::ScanRules;
 
 /// How files are handled: limits and timings fixed at start-up.
@@ -76,6 +79,8 @@ pub struct Policy {
     pub max_downloads: Option<u64>,
     /// A link asked for by a known person works for them alone.
     pub bind_download_links: bool,
+    /// A rejection or a change request needs a comment.
+    pub require_reason: bool,
     /// Each approval must come within this many seconds, else the file ends `Expired`.
     pub approval_timeout_secs: Option<u64>,
     /// Start a file's workflow as soon as its upload commits (local mode, where no blob
@@ -114,6 +119,7 @@ impl Default for Policy {
             fetch_ttl: Duration::minutes(5),
             max_downloads: None,
             bind_download_links: false,
+            require_reason: true,
             approval_timeout_secs: None,
             start_on_upload: true,
             start_grace: Duration::zero(),
@@ -161,6 +167,7 @@ impl Files {
     pub async fn ensure_storage(&self) -> Result<(), FilesError> {
         self.store.ensure_container(FILES_CONTAINER).await?;
         self.store.ensure_container(UPLOADS_CONTAINER).await?;
+        self.store.ensure_container(VERSIONS_CONTAINER).await?;
         if self.policy.scan.is_some_and(|rules| rules.quarantine) {
             self.store.ensure_container(QUARANTINE_CONTAINER).await?;
         }

@@ -91,7 +91,7 @@ impl super::Files {
                 current: stage,
             }));
         }
-        let name = id.to_string();
+        let name = view.blob_name();
         let bytes = BlobAt {
             container: view.container(),
             name: &name,

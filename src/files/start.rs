@@ -74,6 +74,8 @@ impl Files {
             retention_secs: Some(self.policy.retention_secs),
             scan: self.policy.scan,
             pinned: Some(pinned),
+            blob: None,
+            version: 1,
         };
         let outcome = workflow::start_for_file(&self.engine, &input).await?;
         self.forget_record(id).await;

@@ -131,9 +131,9 @@ struct EmptyBody;
 
 /// Fails the stream at its end if it carried no bytes, so that an empty upload is refused
 /// before anything is committed instead of being committed and deleted again.
-struct NonEmpty {
-    inner: ByteStream,
-    seen: bool,
+pub(super) struct NonEmpty {
+    pub inner: ByteStream,
+    pub seen: bool,
 }
 
 impl Stream for NonEmpty {

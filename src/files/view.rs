@@ -58,11 +58,19 @@ impl FileView {
         }
     }
 
-    /// The container holding the file's bytes.
-    pub fn container(&self) -> &'static str {
+    /// The container holding the bytes under review (the current version's).
+    pub fn container(&self) -> &str {
         match self {
             FileView::Workflow { summary, .. } => summary.file.container(),
             FileView::Uploaded { record, .. } => record.container(),
+        }
+    }
+
+    /// The name of the blob holding the bytes under review: the file id, or a new version's.
+    pub fn blob_name(&self) -> String {
+        match self {
+            FileView::Workflow { summary, .. } => summary.file.blob_name().to_owned(),
+            FileView::Uploaded { record, .. } => record.id.to_string(),
         }
     }
 

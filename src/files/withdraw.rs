@@ -20,10 +20,22 @@ impl Files {
         let stage = match view.stage() {
             Stage::AwaitingUploadApproval => ApprovalStage::Upload,
             Stage::AwaitingDownloadApproval => ApprovalStage::Download,
+            // The uploader's own turn: taking the file back is the other answer to it.
+            Stage::ChangesRequested => {
+                let turn = workflow::UploaderTurnEvent {
+                    uploader: requester.to_string(),
+                    uploader_id: requester.id().map(str::to_owned),
+                    time: self.clock.now(),
+                    version: None,
+                    comment,
+                };
+                let event = workflow::uploader_turn_event(&turn)?;
+                return self.uploaders_turn(id, requester, event, "withdrawn").await;
+            }
             other => {
                 return Err(FilesError::Refused(Refusal::WrongStage {
                     message: format!(
-                        "file {id} is {}; it can be withdrawn only while it awaits a decision",
+                        "file {id} is {}; it can be withdrawn only while it awaits a decision or changes",
                         other.describe()
                     ),
                     current: other,
@@ -38,6 +50,8 @@ impl Files {
             comment,
             decided_time: self.clock.now(),
             withdrawal: true,
+            changes_requested: false,
+            version: 1,
         };
         match self
             .engine

@@ -43,6 +43,7 @@ pub mod status;
 pub mod sweep;
 pub mod ui;
 pub mod upload;
+pub mod versions;
 pub mod withdraw;
 pub mod work;
 
@@ -65,7 +66,7 @@ use crate::domain::{ApprovalStage, FileId, Principal, ScanReport, Stage};
 use crate::engine::RuntimeStatus;
 use crate::error::ApiError;
 use crate::files::{FileView, Files};
-use crate::workflow::DecisionEvent;
+use crate::workflow::{DecisionEvent, VersionSummary};
 
 /// What every handler may use.
 #[derive(Clone)]
@@ -96,6 +97,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/api/files/{id}/download", get(download::download))
         .route("/api/files/{id}/content", get(fetch::fetch))
+        .route("/api/files/{id}/versions", post(versions::new_version))
         .route(
             "/api/files/{id}/revoke",
             post(revoke::revoke).layer(DefaultBodyLimit::max(revoke::MAX_BODY_BYTES)),
@@ -263,11 +265,55 @@ pub struct FileStatus {
     /// Present when the file failed: why.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub failure: Option<FailureView>,
+    /// The version under review: 1 for the upload, one more for each new version sent after
+    /// a change request.
+    pub version: u32,
+    /// Every version, oldest first, once there is more than one.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub versions: Vec<VersionView>,
     /// How often an approved (or revoked) file was downloaded through its links, and the
     /// limit, if the deployment sets one. Only in the answer for one file.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub downloads: Option<DownloadsView>,
     pub links: Links,
+}
+
+/// One version of a file (docs/API.md, "Versions").
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VersionView {
+    pub number: u32,
+    pub size: u64,
+    pub content_type: String,
+    pub uploaded_time: String,
+    /// The SHA-256 of its bytes, once analysed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    /// Its analysis's line and word counts, for text (what changed between versions).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub line_count: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub word_count: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detected_content_type: Option<String>,
+}
+
+impl From<&VersionSummary> for VersionView {
+    fn from(v: &VersionSummary) -> Self {
+        let field = |name: &str| v.analysis.as_ref().and_then(|a| a.get(name));
+        VersionView {
+            number: v.number,
+            size: v.size,
+            content_type: v.content_type.clone(),
+            uploaded_time: api_time(v.uploaded_time),
+            sha256: field("sha256").and_then(Value::as_str).map(str::to_owned),
+            line_count: field("lineCount").and_then(Value::as_u64),
+            word_count: field("wordCount").and_then(Value::as_u64),
+            detected_content_type: field("detectedContentType")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+        }
+    }
 }
 
 /// Downloads through a file's links (docs/API.md, "Download links").
@@ -383,6 +429,8 @@ pub struct FailureView {
 pub struct DecisionView {
     pub stage: &'static str,
     pub approved: bool,
+    /// `approve`, `reject` or `requestChanges` (`approved` is false for the last two).
+    pub decision: &'static str,
     pub reviewer: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reviewer_id: Option<String>,
@@ -396,6 +444,13 @@ impl From<&DecisionEvent> for DecisionView {
         DecisionView {
             stage: d.stage.as_str(),
             approved: d.approved,
+            decision: if d.approved {
+                "approve"
+            } else if d.changes_requested {
+                "requestChanges"
+            } else {
+                "reject"
+            },
             reviewer: d.reviewer.clone(),
             reviewer_id: d.reviewer_id.clone(),
             comment: d.comment.clone(),
@@ -413,6 +468,12 @@ impl From<&FileView> for FileStatus {
                 created_time,
                 last_updated_time,
             } => FileStatus {
+                version: summary.file.version,
+                versions: if summary.versions.len() > 1 {
+                    summary.versions.iter().map(VersionView::from).collect()
+                } else {
+                    Vec::new()
+                },
                 downloads: None,
                 links: Links::new(&summary.file.id),
                 id: summary.file.id.clone(),
@@ -440,6 +501,8 @@ impl From<&FileView> for FileStatus {
                 }),
             },
             FileView::Uploaded { record, size } => FileStatus {
+                version: 1,
+                versions: Vec::new(),
                 downloads: None,
                 links: Links::new(&record.id.to_string()),
                 id: record.id.to_string(),

@@ -12,8 +12,8 @@ use utoipa::{Modify, OpenApi};
 use super::schema::*;
 use super::{
     approve, complete, download, fetch, grant_upload_url, history, preview, revoke, status, upload,
-    withdraw, DecisionView, DownloadsView, FailureView, FileStatus, Links, PrincipalView,
-    RulesView, ScanView, ScannerView,
+    versions, withdraw, DecisionView, DownloadsView, FailureView, FileStatus, Links, PrincipalView,
+    RulesView, ScanView, ScannerView, VersionView,
 };
 
 #[derive(OpenApi)]
@@ -38,6 +38,7 @@ use super::{
         download::download,
         fetch::fetch,
         revoke::revoke,
+        versions::new_version,
         openapi_json,
     ),
     components(schemas(
@@ -46,6 +47,7 @@ use super::{
         RulesView,
         DecisionView,
         DownloadsView,
+        VersionView,
         FailureView,
         ScanView,
         ScannerView,
@@ -159,6 +161,7 @@ impl Modify for OperationLinks {
                 ),
                 ("Withdraw", by_id("withdraw", from)),
                 ("Revoke", by_id("revoke", from)),
+                ("NewVersion", by_id("newVersion", from)),
                 ("Download", by_id("download", from)),
             ]
         };
@@ -187,6 +190,32 @@ impl Modify for OperationLinks {
     }
 }
 
+/// A comment: no control characters but line breaks and tabs.
+const COMMENT_PATTERN: &str = "^[^\\x00-\\x08\\x0b\\x0c\\x0e-\\x1f\\x7f-\\x9f]*$";
+/// A reason: a comment with at least one character that is not white space (what Rust's
+/// `trim` removes) in it.
+const REASON_PATTERN: &str = "^[^\\x00-\\x08\\x0b\\x0c\\x0e-\\x1f\\x7f-\\x9f]*[^\\x00-\\x20\\x7f-\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000][^\\x00-\\x08\\x0b\\x0c\\x0e-\\x1f\\x7f-\\x9f]*$";
+
+fn decision_body_schema() -> serde_json::Value {
+    let comment = serde_json::json!({"type": ["string", "null"], "maxLength": 2000, "pattern": COMMENT_PATTERN,
+        "description": "Up to 2,000 characters; line breaks and tabs are the only control characters."});
+    let reason = serde_json::json!({"type": "string", "minLength": 1, "maxLength": 2000, "pattern": REASON_PATTERN,
+        "description": "Why: required (unless FILE_APPROVER_REQUIRE_REASON=false), more than white space."});
+    serde_json::json!({
+        "description": "A reviewer's decision. An empty body approves. `{\"approved\": false}` and `{\"decision\": \"reject\"}` reject, `{\"decision\": \"requestChanges\"}` returns the file to its uploader; both need a comment that says why.",
+        "oneOf": [
+            {"type": "object", "additionalProperties": false,
+             "properties": {"approved": {"const": true}, "comment": comment}},
+            {"type": "object", "additionalProperties": false, "required": ["approved", "comment"],
+             "properties": {"approved": {"const": false}, "comment": reason}},
+            {"type": "object", "additionalProperties": false, "required": ["decision"],
+             "properties": {"decision": {"const": "approve"}, "comment": comment}},
+            {"type": "object", "additionalProperties": false, "required": ["decision", "comment"],
+             "properties": {"decision": {"enum": ["reject", "requestChanges"]}, "comment": reason}}
+        ]
+    })
+}
+
 /// The document, as served and as checked into `docs/openapi.json` (pretty, newline-ended).
 /// Built once per process: it depends on nothing but the code, and building it walks every
 /// Unicode scalar value for the file-name pattern.
@@ -201,6 +230,17 @@ fn build_document() -> String {
         Err(e) => return format!("{{\"error\": \"{e}\"}}\n"),
     };
     spec_link_keys(&mut doc);
+    // A decision's body, exactly as `domain::Decision::parse` and the reason rule take it: an
+    // approval (by `approved` or by `decision`, a comment optional), or a rejection or change
+    // request, which needs a comment with more than white space in it. One form or the other,
+    // never both words.
+    if let Some(body) = doc.pointer_mut("/components/schemas/DecisionBody") {
+        *body = decision_body_schema();
+    }
+    if let Some(comment) = doc.pointer_mut("/components/schemas/RevocationBody/properties/comment")
+    {
+        comment["pattern"] = serde_json::Value::from(REASON_PATTERN);
+    }
     // The media-type and file-name rules live once, in the domain types that enforce them.
     if let Some(content_type) =
         doc.pointer_mut("/components/schemas/DeclarationBody/properties/contentType")

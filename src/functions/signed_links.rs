@@ -338,7 +338,8 @@ async fn serve_blob(
     serve(state, SERVED_CONTAINER, name, query, headers).await
 }
 
-/// A download link to a file uploaded through an upload URL (container `uploads`).
+/// A download link to a file uploaded through an upload URL (container `uploads`) or to a
+/// new version (container `versions`).
 async fn serve_other_blob(
     State(state): State<BlobsState>,
     path: Result<Path<(String, String)>, axum::extract::rejection::PathRejection>,
@@ -350,10 +351,13 @@ async fn serve_other_blob(
             "the blob name is not valid UTF-8",
         ));
     };
-    if container != UPLOAD_CONTAINER {
-        return refused(SignedUrlError::BadSignature);
-    }
-    serve(state, UPLOAD_CONTAINER, name, query, headers).await
+    // Only the containers whose blobs are files' bytes: direct uploads and new versions.
+    let container = match container.as_str() {
+        UPLOAD_CONTAINER => UPLOAD_CONTAINER,
+        crate::store::VERSIONS_CONTAINER => crate::store::VERSIONS_CONTAINER,
+        _ => return refused(SignedUrlError::BadSignature),
+    };
+    serve(state, container, name, query, headers).await
 }
 
 async fn serve(

@@ -138,7 +138,7 @@ pub async fn upload(
 }
 
 /// The upload a request describes: a multipart form's file part, or the raw body.
-async fn parse(
+pub(super) async fn parse(
     limit: u64,
     raw_query: Option<&str>,
     headers: &HeaderMap,
@@ -309,7 +309,7 @@ fn multipart_error(e: multer::Error, limit: u64) -> ApiError {
 }
 
 /// The upload's own stream failed: say how, in the words of the stream that failed.
-fn body_error(source: BoxError) -> ApiError {
+pub(super) fn body_error(source: BoxError) -> ApiError {
     match source.downcast_ref::<BadMultipart>() {
         Some(m) => ApiError::Refused(Refusal::InvalidMultipart(m.to_string())),
         None => ApiError::Refused(Refusal::InvalidBody(source.to_string())),

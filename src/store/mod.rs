@@ -43,6 +43,10 @@ pub const UPLOADS_CONTAINER: &str = "uploads";
 /// it: it is for the security team, with the storage account's own access.
 pub const QUARANTINE_CONTAINER: &str = "quarantine";
 
+/// The blob container new versions are written to (`{id}-v{n}`), when a reviewer asked for
+/// changes. No trigger watches it: the version's own request hands it to the workflow.
+pub const VERSIONS_CONTAINER: &str = "versions";
+
 /// Errors that can be the cause of another error (`#[source]`), boxed so they cross layers.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 

@@ -10,9 +10,11 @@ use std::future::Future;
 use std::pin::Pin;
 
 use super::analysis::{analyze_stream, Analysis};
-use super::input::FileInput;
+use super::input::{BlobRef, FileInput};
 use super::notify::{self, cloud_event, EventType, Webhook, NOTIFY_ACTIVITY};
 use super::scan::{self as gate, DefenderResult, BLOCK_ACTIVITY, SCAN_ACTIVITY, SCAN_RESULT_EVENT};
+pub use super::stages::stage_status;
+use super::versions::{self, UploaderTurnEvent, VersionSummary, UPLOADER_TURN_EVENT};
 use crate::clock::Clock;
 use crate::domain::{ApprovalStage, Principal, ScanReport, Stage};
 use crate::engine::{
@@ -85,6 +87,20 @@ pub struct DecisionEvent {
     /// review's wait sees it); `approved` is false.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub withdrawal: bool,
+    /// The reviewer asked for a new version instead of deciding; `approved` is false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub changes_requested: bool,
+    /// The version decided on (1, the upload, for decisions made before versions).
+    #[serde(default = "version_one", skip_serializing_if = "is_version_one")]
+    pub version: u32,
+}
+
+fn version_one() -> u32 {
+    1
+}
+
+fn is_version_one(v: &u32) -> bool {
+    *v == 1
 }
 
 impl DecisionEvent {
@@ -98,6 +114,14 @@ impl DecisionEvent {
 pub const SELF_APPROVAL: &str = "SelfApproval";
 pub const NOT_THE_UPLOADER: &str = "NotTheUploader";
 pub const SAME_REVIEWER: &str = "SameReviewer";
+pub const STALE_VERSION: &str = "StaleVersion";
+
+/// The version under review after `history`: 1, and one more for each new version.
+pub fn current_version(history: &[HistoryEvent]) -> u32 {
+    versions::new_versions(history)
+        .last()
+        .map_or(1, |(_, _, v)| v.number)
+}
 
 /// The four-eyes rules, as a guard the engine checks inside the turn that would record the
 /// decision: the uploader cannot approve, and nobody approves the download who approved the
@@ -107,6 +131,18 @@ fn four_eyes_guard(decision: &DecisionEvent) -> EventGuard {
     let decision = decision.clone();
     EventGuard(Arc::new(
         move |status: &InstanceStatus, history: &[HistoryEvent]| {
+            // A decision made on a version that is no longer the one under review.
+            let current = current_version(history);
+            if !decision.withdrawal && decision.version != current {
+                return Err(Refusal {
+                    code: STALE_VERSION,
+                    message: format!(
+                        "version {} is no longer under review: version {current} is",
+                        decision.version
+                    ),
+                });
+            }
+            // Rejections and change requests pass: anyone may stop a file or send it back.
             if !decision.approved && !decision.withdrawal {
                 return Ok(());
             }
@@ -127,7 +163,10 @@ fn four_eyes_guard(decision: &DecisionEvent) -> EventGuard {
                     }),
                 };
             }
-            let earlier: Vec<DecisionEvent> = decisions(history).collect();
+            // Decisions on earlier versions no longer count.
+            let earlier: Vec<DecisionEvent> = decisions(history)
+                .filter(|d| d.version == decision.version)
+                .collect();
             match four_eyes_refusal(&file, &earlier, decision.stage, &decision.principal()) {
                 Some(refusal) => Err(refusal),
                 None => Ok(()),
@@ -196,12 +235,6 @@ fn event_name(stage: ApprovalStage) -> &'static str {
     }
 }
 
-/// How a stage is written as the instance's custom status: what the orchestration sets, what
-/// a decision expects, what a listing filters on.
-pub fn stage_status(stage: Stage) -> Value {
-    json!(stage.as_str())
-}
-
 /// The key of the status index a stage is listed under. Stages are grouped by what people do
 /// next, so the analysis finishing (`Analyzing` → `AwaitingDownloadApproval`, both "in review")
 /// writes no index row; keys sort in the workflow's order, for listings of every file.
@@ -210,6 +243,7 @@ pub fn stage_index_key(stage: Stage) -> Option<&'static str> {
         Stage::Uploaded => None,
         Stage::Scanning => Some("0-scanning"),
         Stage::AwaitingUploadApproval => Some("1-awaiting-upload"),
+        Stage::ChangesRequested => Some("1-changes-requested"),
         Stage::Analyzing | Stage::AwaitingDownloadApproval => Some("2-in-review"),
         Stage::Approved => Some("3-approved"),
         Stage::Rejected => Some("4-rejected"),
@@ -236,14 +270,21 @@ pub fn decision_event(decision: &DecisionEvent) -> Result<RaiseEvent, EngineErro
         "withdraw"
     } else if decision.approved {
         "approve"
+    } else if decision.changes_requested {
+        "changes"
     } else {
         "reject"
+    };
+    // Version 1 keeps the ids decisions had before versions, so a repeat still matches.
+    let version = match decision.version {
+        1 => String::new(),
+        n => format!("v{n}:"),
     };
     Ok(RaiseEvent {
         name: event_name(decision.stage).to_owned(),
         // By id where the sign-in gives one: two people may share a display name.
         event_id: format!(
-            "{}:{}:{verdict}",
+            "{version}{}:{}:{verdict}",
             decision.stage,
             decision
                 .reviewer_id
@@ -295,6 +336,75 @@ enum Review {
     Rejected,
     Expired,
     Withdrawn,
+    ChangesRequested,
+}
+
+/// How one version's review ended: the workflow's end, its approval, or a change request.
+enum Reviewed {
+    Ended(Value),
+    Approved,
+    ChangesRequested,
+}
+
+/// A stage's deadline and its reminder: waits for the stage's events until the deadline,
+/// sending the reminder the configured time before it (once) while the stage still waits.
+struct Waiting {
+    deadline: Option<DateTime<Utc>>,
+    remind_at: Option<DateTime<Utc>>,
+    stage: Stage,
+}
+
+impl Waiting {
+    fn new(
+        ctx: &OrchestrationContext,
+        notifier: &Notifier,
+        file: &FileInput,
+        stage: Stage,
+    ) -> Self {
+        let deadline = stage_deadline(ctx, file.approval_timeout_secs);
+        let remind_at = match (deadline, file.reminder_before_secs) {
+            (Some(deadline), Some(before)) if notifier.enabled => i64::try_from(before)
+                .ok()
+                .and_then(Duration::try_seconds)
+                .and_then(|before| deadline.checked_sub_signed(before))
+                .filter(|at| *at > ctx.current_time()),
+            _ => None,
+        };
+        Waiting {
+            deadline,
+            remind_at,
+            stage,
+        }
+    }
+
+    /// The next event named `event`, or `None` once the deadline passed.
+    async fn next<T: serde::de::DeserializeOwned>(
+        &mut self,
+        ctx: &OrchestrationContext,
+        notifier: &mut Notifier,
+        file: &FileInput,
+        event: &str,
+    ) -> Result<Option<T>, OrchestrationError> {
+        loop {
+            let until = self.remind_at.or(self.deadline);
+            let raised: Option<T> = notifier
+                .alongside(async {
+                    match until {
+                        Some(until) => ctx.wait_for_event_until(event, until).await,
+                        None => ctx.wait_for_event(event).await.map(Some),
+                    }
+                })
+                .await?;
+            if raised.is_some() {
+                return Ok(raised);
+            }
+            if self.remind_at.take().is_some() {
+                notifier.send(file, EventType::Reminder, self.stage, self.deadline);
+                continue;
+            }
+            return Ok(None);
+        }
+    }
 }
 
 /// The notifications a workflow has in flight. Each runs as its own retried activity beside
@@ -354,6 +464,12 @@ impl Notifier {
         }));
     }
 
+    /// Runs `work` beside whatever the workflow waits for, like a notification: the workflow's
+    /// end waits for it.
+    fn beside(&mut self, work: impl Future<Output = ()> + 'static) {
+        self.pending.push(Box::pin(work));
+    }
+
     /// Runs `main` while the notifications in flight make progress beside it.
     async fn alongside<T>(&mut self, main: impl Future<Output = T>) -> T {
         let mut main = std::pin::pin!(main);
@@ -391,41 +507,30 @@ async fn review(
     stage: ApprovalStage,
 ) -> Result<Review, OrchestrationError> {
     let awaiting = stage.awaited_in();
-    let deadline = stage_deadline(ctx, file.approval_timeout_secs);
+    let mut waiting = Waiting::new(ctx, notifier, file, awaiting);
     let announcement = match stage {
         ApprovalStage::Upload => EventType::AwaitingUploadApproval,
         ApprovalStage::Download => EventType::AwaitingDownloadApproval,
     };
-    notifier.send(file, announcement, awaiting, deadline);
-    let mut remind_at = match (deadline, file.reminder_before_secs) {
-        (Some(deadline), Some(before)) if notifier.enabled => i64::try_from(before)
-            .ok()
-            .and_then(Duration::try_seconds)
-            .and_then(|before| deadline.checked_sub_signed(before))
-            .filter(|at| *at > ctx.current_time()),
-        _ => None,
-    };
+    notifier.send(file, announcement, awaiting, waiting.deadline);
     let quorum = file.rules.quorum(stage);
     let mut approvers: Vec<Principal> = Vec::new();
     loop {
-        let until = remind_at.or(deadline);
-        let decision: Option<DecisionEvent> = notifier
-            .alongside(async {
-                match until {
-                    Some(until) => ctx.wait_for_event_until(event_name(stage), until).await,
-                    None => ctx.wait_for_event(event_name(stage)).await.map(Some),
-                }
-            })
-            .await?;
+        let decision: Option<DecisionEvent> =
+            waiting.next(ctx, notifier, file, event_name(stage)).await?;
         let Some(decision) = decision else {
-            if remind_at.take().is_some() {
-                notifier.send(file, EventType::Reminder, awaiting, deadline);
-                continue;
-            }
             return Ok(Review::Expired);
         };
+        // A decision on another version (raised before a new one arrived) is not this
+        // review's; the engine's stage check keeps such races rare.
+        if !decision.withdrawal && decision.version != file.version {
+            continue;
+        }
         if decision.withdrawal {
             return Ok(Review::Withdrawn);
+        }
+        if decision.changes_requested {
+            return Ok(Review::ChangesRequested);
         }
         if !decision.approved {
             return Ok(Review::Rejected);
@@ -466,7 +571,11 @@ async fn file_approval(
     let file: FileInput = serde_json::from_value(input)
         .map_err(|e| OrchestrationError::failed(format!("invalid FileApproval input: {e}")))?;
     let mut notifier = Notifier::new(&ctx, &file);
-    let result = run(&ctx, &mut notifier, &file).await;
+    let mut blobs = vec![BlobRef {
+        container: file.container().to_owned(),
+        name: file.blob_name().to_owned(),
+    }];
+    let result = run(&ctx, &mut notifier, &file, &mut blobs).await;
     // A failure's reason is shown at once, not only when the instance completes after its
     // clean-up: it rides in the custom status beside the stage.
     if let Err(e) = &result {
@@ -478,7 +587,7 @@ async fn file_approval(
     notifier.send(&file, EventType::Finished(stage), stage, None);
     if let Some(retention) = file.retention_secs.filter(|_| refused(stage)) {
         notifier
-            .alongside(delete_bytes_after(&ctx, &file, retention))
+            .alongside(delete_bytes_after(ctx.clone(), blobs, retention))
             .await;
     }
     notifier.flush().await;
@@ -494,9 +603,10 @@ fn refused(stage: Stage) -> bool {
     )
 }
 
-/// Deletes a refused file's bytes once its retention has passed (a durable timer per file, so
-/// nothing ever scans for old files). Its record, history and audit stay.
-async fn delete_bytes_after(ctx: &OrchestrationContext, file: &FileInput, retention_secs: u64) {
+/// Deletes a refused file's bytes (every version's blob, with its snapshots) once its
+/// retention has passed (a durable timer per file, so nothing ever scans for old files). Its
+/// record, history and audit stay.
+async fn delete_bytes_after(ctx: OrchestrationContext, blobs: Vec<BlobRef>, retention_secs: u64) {
     let at = i64::try_from(retention_secs)
         .ok()
         .and_then(Duration::try_seconds)
@@ -507,22 +617,66 @@ async fn delete_bytes_after(ctx: &OrchestrationContext, file: &FileInput, retent
         // A retention beyond the calendar keeps the bytes.
         None => return,
     }
-    let target = json!({"container": file.container(), "id": file.id});
-    let deleted: Result<Value, OrchestrationError> = ctx
-        .call_activity(DELETE_BYTES_ACTIVITY, &target, analysis_retry())
-        .await;
-    if let Err(e) = deleted {
-        if !ctx.is_replaying() {
-            tracing::warn!(file = %ctx.instance_id(), error = %e, "could not delete a refused file's bytes");
+    for blob in blobs {
+        // `id` is the blob's name: the upload's own is the file id.
+        let target = json!({"container": blob.container, "id": blob.name});
+        let deleted: Result<Value, OrchestrationError> = ctx
+            .call_activity(DELETE_BYTES_ACTIVITY, &target, analysis_retry())
+            .await;
+        if let Err(e) = deleted {
+            if !ctx.is_replaying() {
+                tracing::warn!(file = %ctx.instance_id(), error = %e, "could not delete a refused file's bytes");
+            }
         }
     }
 }
 
+/// The file's whole review: each version through the gate until one is approved or the file
+/// ends; a change request hands the turn to the uploader, whose new version starts over.
+/// `blobs` collects every blob the versions were written to, for the clean-up at the end.
 async fn run(
     ctx: &OrchestrationContext,
     notifier: &mut Notifier,
-    file: &FileInput,
+    first: &FileInput,
+    blobs: &mut Vec<BlobRef>,
 ) -> Result<Value, OrchestrationError> {
+    let mut file = first.clone();
+    loop {
+        match review_version(ctx, notifier, &file).await? {
+            Reviewed::Ended(value) => return Ok(value),
+            Reviewed::Approved => return approved(ctx, notifier, &file, blobs).await,
+            Reviewed::ChangesRequested => {}
+        }
+        set_stage(ctx, Stage::ChangesRequested);
+        let mut waiting = Waiting::new(ctx, notifier, &file, Stage::ChangesRequested);
+        notifier.send(
+            &file,
+            EventType::ChangesRequested,
+            Stage::ChangesRequested,
+            waiting.deadline,
+        );
+        let turn: Option<UploaderTurnEvent> = waiting
+            .next(ctx, notifier, &file, UPLOADER_TURN_EVENT)
+            .await?;
+        let Some(turn) = turn else {
+            return finish(ctx, Stage::Expired);
+        };
+        let Some(version) = turn.version else {
+            return finish(ctx, Stage::Withdrawn);
+        };
+        file = file.with_version(&version);
+        blobs.push(version.blob);
+        notifier.send(&file, EventType::NewVersion, Stage::ChangesRequested, None);
+    }
+}
+
+/// One version's way through the gate: its scan, the upload review, the analysis and the
+/// download review.
+async fn review_version(
+    ctx: &OrchestrationContext,
+    notifier: &mut Notifier,
+    file: &FileInput,
+) -> Result<Reviewed, OrchestrationError> {
     if let Some(direct) = file.direct {
         if direct.declared_size != file.size {
             set_stage(ctx, Stage::Failed);
@@ -543,7 +697,7 @@ async fn run(
                     tracing::warn!(file = %ctx.instance_id(), verdict = %outcome.report.verdict, threats = ?outcome.report.threats, "file blocked by the scan");
                 }
                 notifier.alongside(gate::block(ctx, rules, file)).await;
-                return finish(ctx, Stage::Blocked);
+                return finish(ctx, Stage::Blocked).map(Reviewed::Ended);
             }
             Some(outcome)
         }
@@ -552,9 +706,10 @@ async fn run(
 
     set_stage(ctx, Stage::AwaitingUploadApproval);
     match review(ctx, notifier, file, ApprovalStage::Upload).await? {
-        Review::Expired => return finish(ctx, Stage::Expired),
-        Review::Rejected => return finish(ctx, Stage::Rejected),
-        Review::Withdrawn => return finish(ctx, Stage::Withdrawn),
+        Review::Expired => return finish(ctx, Stage::Expired).map(Reviewed::Ended),
+        Review::Rejected => return finish(ctx, Stage::Rejected).map(Reviewed::Ended),
+        Review::Withdrawn => return finish(ctx, Stage::Withdrawn).map(Reviewed::Ended),
+        Review::ChangesRequested => return Ok(Reviewed::ChangesRequested),
         Review::Approved => {}
     }
 
@@ -610,10 +765,11 @@ async fn run(
 
     set_stage(ctx, Stage::AwaitingDownloadApproval);
     match review(ctx, notifier, file, ApprovalStage::Download).await? {
-        Review::Expired => finish(ctx, Stage::Expired),
-        Review::Rejected => finish(ctx, Stage::Rejected),
-        Review::Withdrawn => finish(ctx, Stage::Withdrawn),
-        Review::Approved => approved(ctx, notifier, file).await,
+        Review::Expired => finish(ctx, Stage::Expired).map(Reviewed::Ended),
+        Review::Rejected => finish(ctx, Stage::Rejected).map(Reviewed::Ended),
+        Review::Withdrawn => finish(ctx, Stage::Withdrawn).map(Reviewed::Ended),
+        Review::ChangesRequested => Ok(Reviewed::ChangesRequested),
+        Review::Approved => Ok(Reviewed::Approved),
     }
 }
 
@@ -623,6 +779,7 @@ async fn approved(
     ctx: &OrchestrationContext,
     notifier: &mut Notifier,
     file: &FileInput,
+    blobs: &[BlobRef],
 ) -> Result<Value, OrchestrationError> {
     finish(ctx, Stage::Approved)?;
     notifier.send(
@@ -631,6 +788,15 @@ async fn approved(
         Stage::Approved,
         None,
     );
+    // Earlier versions' bytes were refused: they follow the refused files' retention.
+    let earlier: Vec<BlobRef> = blobs
+        .iter()
+        .filter(|b| b.container != file.container() || b.name != file.blob_name())
+        .cloned()
+        .collect();
+    if let (Some(retention), false) = (file.retention_secs, earlier.is_empty()) {
+        notifier.beside(delete_bytes_after(ctx.clone(), earlier, retention));
+    }
     let _: RevocationEvent = notifier
         .alongside(ctx.wait_for_event(REVOCATION_EVENT))
         .await?;
@@ -786,6 +952,8 @@ pub struct Summary {
     pub failure: Option<Failure>,
     /// When the stage now awaiting decisions expires, if it has a deadline.
     pub deadline: Option<DateTime<Utc>>,
+    /// Every version, oldest first: the upload, then each new version after a change request.
+    pub versions: Vec<VersionSummary>,
 }
 
 /// The failure codes the workflow ends with; each failure's text starts with its code.
@@ -828,7 +996,8 @@ impl Failure {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Step {
     /// `uploaded`, `scanStarted`, `scanAttemptFailed`, `scanned` (its verdict the outcome),
-    /// `bytesRemoved` (a blocked file's), `decided`, `withdrawn`, `analysisStarted`,
+    /// `bytesRemoved` (a blocked file's), `decided` (`approved`, `rejected` or
+    /// `changesRequested`), `newVersion`, `withdrawn`, `analysisStarted`,
     /// `analysisAttemptFailed`, `analyzed`, `finished`, `revoked`, `bytesDeleted`, `terminated`
     /// (and `linkIssued` and `downloaded`, added by the application layer).
     pub step: &'static str,
@@ -903,6 +1072,8 @@ impl ScanSteps {
 /// reached.
 struct ApprovalMark {
     approved: bool,
+    /// The approved version: decisions on others never approved the file.
+    version: u32,
     quorum: usize,
     approvers: Vec<Principal>,
     shown: bool,
@@ -912,6 +1083,7 @@ impl ApprovalMark {
     fn new(summary: &Summary) -> Self {
         ApprovalMark {
             approved: matches!(summary.stage, Stage::Approved | Stage::Revoked),
+            version: summary.file.version,
             quorum: summary.file.rules.quorum(ApprovalStage::Download) as usize,
             approvers: Vec::new(),
             shown: false,
@@ -920,7 +1092,11 @@ impl ApprovalMark {
 
     /// Whether decision `d` completed the approval (true once, at that decision).
     fn reached_by(&mut self, d: &DecisionEvent) -> bool {
-        if !self.approved || self.shown || d.stage != ApprovalStage::Download {
+        if !self.approved
+            || self.shown
+            || d.stage != ApprovalStage::Download
+            || d.version != self.version
+        {
             return false;
         }
         if !d.approved || d.withdrawal {
@@ -933,6 +1109,37 @@ impl ApprovalMark {
         self.shown = self.approvers.len() >= self.quorum;
         self.shown
     }
+}
+
+/// The step an event raised by a person shows, besides decisions: the uploader's turn (a new
+/// version, or the file taken back) and a revocation.
+fn raised_step(name: &str, input: &Value) -> Option<Step> {
+    if name == UPLOADER_TURN_EVENT {
+        let turn: UploaderTurnEvent = serde_json::from_value(input.clone()).ok()?;
+        let step = if turn.version.is_some() {
+            "newVersion"
+        } else {
+            "withdrawn"
+        };
+        return Some(Step {
+            actor: Some(turn.principal()),
+            outcome: turn
+                .version
+                .as_ref()
+                .map(|v| format!("version {}, {} bytes", v.number, v.size)),
+            comment: turn.comment.clone(),
+            ..Step::at(step, turn.time)
+        });
+    }
+    if name == REVOCATION_EVENT {
+        let r: RevocationEvent = serde_json::from_value(input.clone()).ok()?;
+        return Some(Step {
+            actor: Some(r.principal()),
+            comment: Some(r.comment.clone()),
+            ..Step::at("revoked", r.revoked_time)
+        });
+    }
+    None
 }
 
 /// A file's steps from its instance's history (loaded with it), oldest first.
@@ -949,10 +1156,11 @@ pub fn timeline(status: &InstanceStatus) -> Result<Vec<Step>, EngineError> {
     for event in status.history.iter().flatten() {
         if let Some(d) = decision_of(event) {
             let reached = approval.reached_by(&d);
-            let (step, outcome) = match (d.withdrawal, d.approved) {
-                (true, _) => ("withdrawn", None),
-                (false, true) => ("decided", Some("approved")),
-                (false, false) => ("decided", Some("rejected")),
+            let (step, outcome) = match (d.withdrawal, d.approved, d.changes_requested) {
+                (true, _, _) => ("withdrawn", None),
+                (false, true, _) => ("decided", Some("approved")),
+                (false, false, true) => ("decided", Some("changesRequested")),
+                (false, false, false) => ("decided", Some("rejected")),
             };
             steps.push(Step {
                 actor: Some(d.principal()),
@@ -974,14 +1182,8 @@ pub fn timeline(status: &InstanceStatus) -> Result<Vec<Step>, EngineError> {
             continue;
         }
         match &event.kind {
-            EventKind::EventRaised { name, input, .. } if name == REVOCATION_EVENT => {
-                if let Ok(r) = serde_json::from_value::<RevocationEvent>(input.clone()) {
-                    steps.push(Step {
-                        actor: Some(r.principal()),
-                        comment: Some(r.comment.clone()),
-                        ..Step::at("revoked", r.revoked_time)
-                    });
-                }
+            EventKind::EventRaised { name, input, .. } => {
+                steps.extend(raised_step(name, input));
             }
             EventKind::TaskScheduled { name, .. } if name == ANALYZE_ACTIVITY => {
                 analyze_ids.push(event.event_id);
@@ -1031,27 +1233,11 @@ pub fn timeline(status: &InstanceStatus) -> Result<Vec<Step>, EngineError> {
     Ok(steps)
 }
 
-/// Derives stage, decisions and analysis from an instance status loaded with its history.
-pub fn summarize(status: &InstanceStatus) -> Result<Summary, EngineError> {
-    let file: FileInput = serde_json::from_value(status.input.clone())
-        .map_err(|e| EngineError::Corrupt(format!("instance {} input: {e}", status.instance_id)))?;
-    // Before the first turn wrote a custom status the file is waiting to be picked up.
-    let stage = stage_of(&status.custom_status).unwrap_or(Stage::Uploaded);
-    let mut approvals = Vec::new();
-    let mut analysis = None;
+/// The analysis the events record, if one completed, with the time of the turn that took it.
+fn analysis_in(events: &[HistoryEvent]) -> (Option<Value>, Option<DateTime<Utc>>) {
     let mut analyze_ids = Vec::new();
-    // A stage's deadline is its timeout from the turn that began it (what `review` computes):
-    // the first turn for the upload stage, the turn that took the analysis's result for the
-    // download stage (a `TaskCompleted` carries that turn's time).
-    let started = status.history.iter().flatten().next().map(|e| e.timestamp);
-    let mut download_started = None;
-    for event in status.history.iter().flatten() {
-        if let Some(d) = decision_of(event) {
-            if !d.withdrawal {
-                approvals.push(d);
-            }
-            continue;
-        }
+    let mut found = (None, None);
+    for event in events {
         match &event.kind {
             EventKind::TaskScheduled { name, .. } if name == ANALYZE_ACTIVITY => {
                 analyze_ids.push(event.event_id);
@@ -1060,19 +1246,74 @@ pub fn summarize(status: &InstanceStatus) -> Result<Summary, EngineError> {
                 task_scheduled_id,
                 result,
             } if analyze_ids.contains(task_scheduled_id) => {
-                analysis = Some(result.clone());
-                download_started = Some(event.timestamp);
+                found = (Some(result.clone()), Some(event.timestamp));
             }
             _ => {}
         }
     }
+    found
+}
+
+/// Derives stage, decisions and analysis from an instance status loaded with its history.
+/// `file` is the version under review (the upload, or the latest new version); `approvals`
+/// are the decisions on it; `versions` every version, oldest first.
+pub fn summarize(status: &InstanceStatus) -> Result<Summary, EngineError> {
+    let first: FileInput = serde_json::from_value(status.input.clone())
+        .map_err(|e| EngineError::Corrupt(format!("instance {} input: {e}", status.instance_id)))?;
+    // Before the first turn wrote a custom status the file is waiting to be picked up.
+    let stage = stage_of(&status.custom_status).unwrap_or(Stage::Uploaded);
+    let all: &[HistoryEvent] = status.history.as_deref().unwrap_or(&[]);
+    let new = versions::new_versions(all);
+    // Each version's events run from its arrival to the next one's.
+    let mut bounds: Vec<usize> = vec![0];
+    bounds.extend(new.iter().map(|(at, _, _)| at + 1));
+    bounds.push(all.len());
+    let mut versions = vec![VersionSummary {
+        number: 1,
+        size: first.size,
+        content_type: first.content_type.clone(),
+        uploaded_time: first.created_time,
+        analysis: analysis_in(&all[bounds[0]..bounds[1]]).0,
+    }];
+    for (i, (_, turn, v)) in new.iter().enumerate() {
+        versions.push(VersionSummary {
+            number: v.number,
+            size: v.size,
+            content_type: v.content_type.clone(),
+            uploaded_time: turn.time,
+            analysis: analysis_in(&all[bounds[i + 1]..bounds[i + 2]]).0,
+        });
+    }
+    let (file, from) = match new.last() {
+        Some((at, _, v)) => (first.with_version(v), at + 1),
+        None => (first, 0),
+    };
+    let current = &all[from..];
+    let approvals: Vec<DecisionEvent> = decisions(all)
+        .filter(|d| !d.withdrawal && d.version == file.version)
+        .collect();
+    let (analysis, download_started) = analysis_in(current);
+    // A stage's deadline is its timeout from the turn that began it (what `Waiting` computes):
+    // the version's arrival (the first turn, or its event) or its scan's end for the upload
+    // stage, the turn that took the analysis's result for the download stage, the change
+    // request's turn for the uploader's.
+    let arrived = match from {
+        0 => all.first().map(|e| e.timestamp),
+        at => all.get(at - 1).map(|e| e.timestamp),
+    };
     let gate::ScanRead {
         report: scan,
         finished: upload_started,
-    } = gate::read_scan(&file, stage, status.history.iter().flatten());
+    } = gate::read_scan(&file, stage, current.iter());
+    let changes_requested = current
+        .iter()
+        .rev()
+        .find(|e| decision_of(e).is_some_and(|d| d.changes_requested))
+        .map(|e| e.timestamp);
     let stage_started = match stage {
-        Stage::AwaitingUploadApproval => upload_started.or(started),
+        Stage::AwaitingUploadApproval => upload_started.or(arrived),
         Stage::AwaitingDownloadApproval => download_started,
+        Stage::ChangesRequested => changes_requested,
         _ => None,
     };
     let deadline = stage_started.and_then(|start| {
@@ -1091,6 +1332,7 @@ pub fn summarize(status: &InstanceStatus) -> Result<Summary, EngineError> {
             .or_else(|| status.custom_status.get("failure")?.as_str())
             .map(Failure::from_text),
         deadline,
+        versions,
     })
 }
 
@@ -1159,6 +1401,8 @@ mod tests {
             retention_secs: None,
             scan,
             pinned: None,
+            blob: None,
+            version: 1,
         }
     }
 

@@ -49,6 +49,29 @@ pub struct FileInput {
     /// started before pinning, which read the blob itself.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pinned: Option<String>,
+    /// Where the bytes under review were written, when not the upload's own blob (a new
+    /// version's, `versions/{id}-v{n}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blob: Option<BlobRef>,
+    /// The version under review: 1 for the upload, then one more for each new version.
+    #[serde(default = "first_version", skip_serializing_if = "is_first_version")]
+    pub version: u32,
+}
+
+/// A blob, by container and name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BlobRef {
+    pub container: String,
+    pub name: String,
+}
+
+fn first_version() -> u32 {
+    1
+}
+
+fn is_first_version(v: &u32) -> bool {
+    *v == 1
 }
 
 /// Who scans: the app itself, streaming the bytes to a scanner (ClamAV), or Microsoft Defender
@@ -126,11 +149,20 @@ fn is_app(via: &ScanVia) -> bool {
 }
 
 impl FileInput {
-    /// The container holding the file's bytes.
-    pub fn container(&self) -> &'static str {
-        match self.direct {
-            Some(_) => UPLOADS_CONTAINER,
-            None => FILES_CONTAINER,
+    /// The container holding the bytes under review.
+    pub fn container(&self) -> &str {
+        match (&self.blob, self.direct) {
+            (Some(blob), _) => &blob.container,
+            (None, Some(_)) => UPLOADS_CONTAINER,
+            (None, None) => FILES_CONTAINER,
+        }
+    }
+
+    /// The name of the blob holding the bytes under review.
+    pub fn blob_name(&self) -> &str {
+        match &self.blob {
+            Some(blob) => &blob.name,
+            None => &self.id,
         }
     }
 
@@ -139,7 +171,7 @@ impl FileInput {
     pub fn bytes(&self) -> BlobAt<'_> {
         BlobAt {
             container: self.container(),
-            name: &self.id,
+            name: self.blob_name(),
             snapshot: self.pinned.as_deref(),
         }
     }

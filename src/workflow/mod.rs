@@ -22,16 +22,22 @@ mod file_approval;
 mod input;
 pub mod notify;
 mod scan;
+mod stages;
+mod versions;
 
 pub use file_approval::scan_result_event;
 pub use file_approval::{
     decision_event, index_key, registry, stage_index_key, stage_status, start_for_file, summarize,
     DecisionEvent, Failure, Summary, ANALYZE_ACTIVITY, ORCHESTRATION, SAME_REVIEWER, SELF_APPROVAL,
+    STALE_VERSION,
 };
 pub use file_approval::{four_eyes_refusal, timeline, Step, NOT_THE_UPLOADER};
 pub use file_approval::{revocation_event, RevocationEvent, REVOCATION_EVENT};
-pub use input::{ApprovalRules, DirectInput, FileInput, ScanRules, ScanVia};
+pub use input::{ApprovalRules, BlobRef, DirectInput, FileInput, ScanRules, ScanVia};
 pub use scan::{
     defender_result, DefenderResult, ScanOutcome, BLOCK_ACTIVITY, DEFENDER_RESULT_TYPE,
     SCAN_ACTIVITY, SCAN_RESULT_EVENT,
+};
+pub use versions::{
+    uploader_turn_event, UploaderTurnEvent, VersionInput, VersionSummary, UPLOADER_TURN_EVENT,
 };

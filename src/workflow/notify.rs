@@ -34,6 +34,10 @@ pub enum EventType {
     AwaitingDownloadApproval,
     /// A stage's deadline is near and it still awaits decisions.
     Reminder,
+    /// A reviewer asked for changes: the uploader's turn.
+    ChangesRequested,
+    /// The uploader sent a new version; its review starts again.
+    NewVersion,
     /// The file ended; its stage says how.
     Finished(Stage),
 }
@@ -44,6 +48,8 @@ impl EventType {
             EventType::AwaitingUploadApproval => "FileApprover.AwaitingUploadApproval",
             EventType::AwaitingDownloadApproval => "FileApprover.AwaitingDownloadApproval",
             EventType::Reminder => "FileApprover.Reminder",
+            EventType::ChangesRequested => "FileApprover.ChangesRequested",
+            EventType::NewVersion => "FileApprover.NewVersion",
             EventType::Finished(Stage::Approved) => "FileApprover.Approved",
             EventType::Finished(Stage::Rejected) => "FileApprover.Rejected",
             EventType::Finished(Stage::Expired) => "FileApprover.Expired",

@@ -372,7 +372,12 @@ async fn a_contradictory_decision_is_refused() {
     app.approve_ok(&id, "upload", ALICE).await;
     app.idle().await;
     let error = app
-        .approve(&id, "upload", Some(ALICE), Some(r#"{"approved": false}"#))
+        .approve(
+            &id,
+            "upload",
+            Some(ALICE),
+            Some(r#"{"approved": false, "comment": "not this one"}"#),
+        )
         .refused(409, "WrongStage")
         .await;
     assert!(

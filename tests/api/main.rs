@@ -14,6 +14,7 @@ mod keyless;
 mod lifecycle;
 mod notify;
 mod people;
+mod review_loop;
 mod review_page;
 mod robustness;
 mod scanning;

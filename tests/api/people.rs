@@ -63,7 +63,11 @@ async fn decide(
         .client
         .post(app.url(&format!("/api/files/{id}/approvals/{stage}")))
         .header("Content-Type", "application/json")
-        .body(format!("{{\"approved\": {approve}}}"));
+        .body(if approve {
+            r#"{"approved": true}"#
+        } else {
+            r#"{"approved": false, "comment": "not this one"}"#
+        });
     for (k, v) in headers {
         request = request.header(k.as_str(), v.as_str());
     }

@@ -125,7 +125,12 @@ async fn previews_are_for_reviewers_and_only_of_what_can_be_shown(backend: Backe
     assert_error(preview(&app, nobody, Some(BOB)).await, 404, "NotFound").await;
     // A rejected file's bytes are deleted: nothing to show any more.
     let rejected = app
-        .approve(&id, "upload", Some(BOB), Some(r#"{"approved": false}"#))
+        .approve(
+            &id,
+            "upload",
+            Some(BOB),
+            Some(r#"{"approved": false, "comment": "not this one"}"#),
+        )
         .await;
     assert_eq!(rejected.status(), 202);
     app.idle().await;

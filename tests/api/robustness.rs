@@ -117,7 +117,12 @@ async fn racing_contradictory_decisions_have_exactly_one_winner(backend: Backend
         let id = app.upload_ok("contested.txt", b"approve me, or not").await;
         let (approve, reject) = tokio::join!(
             app.approve(&id, "upload", Some(ALICE), None),
-            app.approve(&id, "upload", Some(BOB), Some(r#"{"approved": false}"#)),
+            app.approve(
+                &id,
+                "upload",
+                Some(BOB),
+                Some(r#"{"approved": false, "comment": "not this one"}"#)
+            ),
         );
         let codes = [approve.status().as_u16(), reject.status().as_u16()];
         assert!(

@@ -145,7 +145,12 @@ async fn rejected_download_ends_the_workflow(backend: Backend) {
     app.approve_ok(&id, "upload", ALICE).await;
     app.idle().await;
     let response = app
-        .approve(&id, "download", Some(BOB), Some(r#"{"approved": false}"#))
+        .approve(
+            &id,
+            "download",
+            Some(BOB),
+            Some(r#"{"approved": false, "comment": "not this one"}"#),
+        )
         .await;
     assert_eq!(response.status(), 202);
     let body: Value = response.json().await.unwrap();
@@ -172,7 +177,7 @@ async fn files_are_listed_by_stage(backend: Backend) {
         &rejected,
         "upload",
         Some(ALICE),
-        Some(r#"{"approved": false}"#),
+        Some(r#"{"approved": false, "comment": "not this one"}"#),
     )
     .await;
 

@@ -491,6 +491,8 @@ async fn preload_finished(app: &InProcessApp, range: std::ops::Range<usize>) -> 
                         retention_secs: None,
                         scan: None,
                         pinned: None,
+                        blob: None,
+                        version: 1,
                     };
                     start_for_file(&engine, &file).await?;
                     let rejection = decision_event(&DecisionEvent {
@@ -501,6 +503,8 @@ async fn preload_finished(app: &InProcessApp, range: std::ops::Range<usize>) -> 
                         comment: None,
                         decided_time: now,
                         withdrawal: false,
+                        changes_requested: false,
+                        version: 1,
                     })?;
                     engine.raise_event(&file.id, rejection).await?;
                     Ok::<_, file_approver::engine::EngineError>(())

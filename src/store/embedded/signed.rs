@@ -7,7 +7,7 @@
 //! `cw`), the container, the name, the expiry and the disposition (empty for writes). Changing
 //! any of them, or using the query on another blob or for the other permission, breaks the
 //! signature. The container is signed, so a link never verifies under another container's
-//! route; the routes (`crate::functions::blobs`) serve reads of `files` and `uploads` and
+//! route; the routes (`crate::functions::blobs`) serve reads of `files`, `uploads` and `versions` and
 //! writes of `uploads` only.
 
 use std::io::Write as _;

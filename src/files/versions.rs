@@ -1,0 +1,130 @@
+//! The uploader's turn: a new version after a change request.
+
+use super::decide::decided;
+use super::upload::{upload_error, NonEmpty};
+use super::{Decided, FileView, Files, FilesError};
+use crate::domain::{ContentType, FileId, Principal, Refusal, Stage};
+use crate::engine::{EngineError, RaiseEvent, RaiseOutcome};
+use crate::store::{ByteStream, PutBlobOptions, VERSIONS_CONTAINER};
+use crate::workflow::{self, BlobRef, UploaderTurnEvent, VersionInput};
+
+impl Files {
+    /// Takes a new version of file `id` from its uploader, while a reviewer's change request
+    /// waits for one: the bytes into blob `versions/{id}-v{n}` (bounded like an upload), pinned
+    /// to a snapshot, then handed to the workflow, which scans, analyses and reviews them from
+    /// the upload stage again. Refused before a byte is stored when the file is not waiting for
+    /// a version (`WrongStage`) or the caller is not its uploader (`NotTheUploader`); a version
+    /// that loses a race (a deadline, another version) is refused the same way and its bytes
+    /// are never reviewed.
+    pub async fn new_version(
+        &self,
+        id: FileId,
+        uploader: &Principal,
+        content_type: ContentType,
+        body: ByteStream,
+    ) -> Result<Decided, FilesError> {
+        let view = self.load(id).await?;
+        let FileView::Workflow { summary, .. } = &view else {
+            return Err(not_waiting(id, view.stage()));
+        };
+        if summary.stage != Stage::ChangesRequested {
+            return Err(not_waiting(id, summary.stage));
+        }
+        if !summary
+            .file
+            .uploader
+            .as_ref()
+            .is_some_and(|u| u.same_person(uploader))
+        {
+            return Err(FilesError::Refused(Refusal::NotTheUploader(format!(
+                "only the file's uploader may send a new version, not {uploader}"
+            ))));
+        }
+        let number = summary.file.version + 1;
+        let name = format!("{id}-v{number}");
+        let limit = self.policy.max_upload_bytes;
+        let props = self
+            .store
+            .put_blob(
+                VERSIONS_CONTAINER,
+                &name,
+                Box::pin(NonEmpty {
+                    inner: body,
+                    seen: false,
+                }),
+                &PutBlobOptions {
+                    content_type: content_type.to_string(),
+                    max_bytes: Some(limit),
+                },
+            )
+            .await
+            .map_err(|e| upload_error(e, limit))?;
+        let snapshot = self
+            .store
+            .snapshot_blob(VERSIONS_CONTAINER, &name, Some(&props.etag))
+            .await?;
+        let turn = UploaderTurnEvent {
+            uploader: uploader.to_string(),
+            uploader_id: uploader.id().map(str::to_owned),
+            time: self.clock.now(),
+            version: Some(VersionInput {
+                number,
+                size: props.size,
+                content_type: content_type.to_string(),
+                blob: BlobRef {
+                    container: VERSIONS_CONTAINER.to_owned(),
+                    name,
+                },
+                pinned: snapshot.id,
+            }),
+            comment: None,
+        };
+        let event = workflow::uploader_turn_event(&turn)?;
+        let done = self
+            .uploaders_turn(id, uploader, event, "new version")
+            .await?;
+        tracing::info!(file = %id, version = number, size = props.size, "new version received");
+        Ok(done)
+    }
+
+    /// Records the uploader's answer to a change request (a new version, or the file taken
+    /// back), refused when the file no longer waits for it.
+    pub(super) async fn uploaders_turn(
+        &self,
+        id: FileId,
+        uploader: &Principal,
+        event: RaiseEvent,
+        what: &str,
+    ) -> Result<Decided, FilesError> {
+        match self.engine.raise_event(&id.to_string(), event).await {
+            Ok(raised) => {
+                if matches!(raised, RaiseOutcome::Recorded(_)) {
+                    tracing::info!(file = %id, uploader = %uploader, "uploader's turn: {what}");
+                }
+                decided(raised)
+            }
+            Err(EngineError::Refused(refusal)) => Err(FilesError::Refused(
+                Refusal::NotTheUploader(refusal.message),
+            )),
+            Err(
+                EngineError::InstanceNotFound(_)
+                | EngineError::UnexpectedCustomStatus { .. }
+                | EngineError::NotRunning { .. },
+            ) => {
+                let current = self.load(id).await?.stage();
+                Err(not_waiting(id, current))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+fn not_waiting(id: FileId, current: Stage) -> FilesError {
+    FilesError::Refused(Refusal::WrongStage {
+        message: format!(
+            "file {id} is {}: no change was requested, so it takes no new version",
+            current.describe()
+        ),
+        current,
+    })
+}

@@ -1,0 +1,402 @@
+//! Review as a conversation: a reviewer asks for changes, the uploader sends a new version, and
+//! its review starts again from the upload stage; reasons are required for refusals and change
+//! requests; the uploader's turn has a deadline and may end in a withdrawal.
+
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+use crate::helpers::{
+    assert_error, pass_minutes, spawn_app_with, Backend, Mode, Options, TestApp, ALICE, BOB, CAROL,
+    UMA,
+};
+
+const FIRST: &[u8] = b"draft one\nnumbers for the board\n";
+const SECOND: &[u8] = b"draft two\nnumbers for the board, with the totals fixed\n";
+
+async fn app_with(
+    backend: Backend,
+    mode: Mode,
+    mut vars: Vec<(&'static str, String)>,
+) -> Option<TestApp> {
+    vars.push((
+        "FILE_APPROVER_REVIEWERS",
+        format!("alice:{ALICE},bob:{BOB},carol:{CAROL}"),
+    ));
+    vars.push(("FILE_APPROVER_UPLOADERS", format!("uma:{UMA}")));
+    spawn_app_with(Options {
+        backend,
+        mode,
+        vars,
+        ..Options::default()
+    })
+    .await
+}
+
+/// Uma uploads `bytes`; under the host the blob trigger starts it. Returns the file's id.
+async fn uploaded(app: &TestApp, mode: Mode, bytes: &'static [u8]) -> String {
+    let response = app
+        .client
+        .post(app.url("/api/files?name=board.txt"))
+        .header("Content-Type", "text/plain")
+        .bearer_auth(UMA)
+        .body(bytes)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let id = response.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    if mode == Mode::CustomHandler {
+        let record = crate::host_protocol::record_binding(app, &id).await;
+        let trigger = crate::host_protocol::blob_trigger_payload(&id, bytes, record);
+        crate::host_protocol::invoke_ok(app, trigger).await;
+    }
+    id
+}
+
+async fn decide(
+    app: &TestApp,
+    id: &str,
+    stage: &str,
+    token: &str,
+    body: Value,
+) -> reqwest::Response {
+    app.client
+        .post(app.url(&format!("/api/files/{id}/approvals/{stage}")))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn new_version(
+    app: &TestApp,
+    id: &str,
+    token: Option<&str>,
+    bytes: &'static [u8],
+) -> reqwest::Response {
+    let mut request = app
+        .client
+        .post(app.url(&format!("/api/files/{id}/versions")))
+        .header("Content-Type", "text/plain")
+        .body(bytes);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    request.send().await.unwrap()
+}
+
+async fn steps(app: &TestApp, id: &str) -> Vec<Value> {
+    let history: Value = app
+        .get(&format!("/api/files/{id}/history"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    history["steps"].as_array().unwrap().clone()
+}
+
+fn sha256(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+async fn changes_then_a_new_version_is_reviewed_and_downloaded(backend: Backend, mode: Mode) {
+    let Some(app) = app_with(backend, mode, vec![]).await else {
+        return;
+    };
+    let id = uploaded(&app, mode, FIRST).await;
+    app.approve_ok(&id, "upload", ALICE).await;
+    app.idle().await;
+    let asked = decide(
+        &app,
+        &id,
+        "download",
+        BOB,
+        json!({"decision": "requestChanges", "comment": "the totals on page 2 are wrong"}),
+    )
+    .await;
+    assert_eq!(asked.status(), 202);
+    let status: Value = asked.json().await.unwrap();
+    assert_eq!(status["stage"], "ChangesRequested");
+    assert_eq!(status["approvals"][1]["decision"], "requestChanges");
+    assert_eq!(status["version"], 1);
+
+    let sent = new_version(&app, &id, Some(UMA), SECOND).await;
+    assert_eq!(sent.status(), 202);
+    let status: Value = sent.json().await.unwrap();
+    assert_eq!(status["version"], 2);
+    assert_eq!(status["size"], SECOND.len());
+    assert_eq!(
+        status["approvals"],
+        json!([]),
+        "v1's decisions no longer count"
+    );
+    app.idle().await;
+    let status = app.status(&id).await;
+    assert_eq!(status["stage"], "AwaitingUploadApproval");
+    let versions = status["versions"].as_array().unwrap();
+    assert_eq!(versions.len(), 2);
+    assert_eq!(versions[0]["sha256"], sha256(FIRST));
+    assert_eq!(versions[0]["lineCount"], 2);
+    assert_eq!(versions[1]["number"], 2);
+    assert_eq!(versions[1]["size"], SECOND.len());
+
+    // The same people may decide again: four eyes count this version's decisions only.
+    app.approve_ok(&id, "upload", ALICE).await;
+    app.idle().await;
+    let status = app.status(&id).await;
+    assert_eq!(status["stage"], "AwaitingDownloadApproval");
+    assert_eq!(status["analysis"]["sha256"], sha256(SECOND));
+    app.approve_ok(&id, "download", BOB).await;
+    let download: Value = app
+        .get(&format!("/api/files/{id}/download"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(download["metadata"]["sha256"], sha256(SECOND));
+    let fetched = reqwest::get(download["downloadUrl"].as_str().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(fetched.bytes().await.unwrap().as_ref(), SECOND);
+
+    let steps = steps(&app, &id).await;
+    let asked = steps
+        .iter()
+        .find(|s| s["outcome"] == "changesRequested")
+        .unwrap();
+    assert_eq!(asked["actor"]["name"], "bob");
+    assert_eq!(asked["comment"], "the totals on page 2 are wrong");
+    let sent = steps.iter().find(|s| s["step"] == "newVersion").unwrap();
+    assert_eq!(sent["actor"]["name"], "uma");
+    assert_eq!(
+        sent["outcome"],
+        format!("version 2, {} bytes", SECOND.len())
+    );
+}
+
+async fn a_new_version_is_reviewed_on_either_store(backend: Backend) {
+    changes_then_a_new_version_is_reviewed_and_downloaded(backend, Mode::Local).await;
+}
+
+async fn a_new_version_is_reviewed_under_the_host(backend: Backend) {
+    changes_then_a_new_version_is_reviewed_and_downloaded(backend, Mode::CustomHandler).await;
+}
+
+async fn refusals_and_change_requests_need_a_reason(backend: Backend) {
+    let Some(app) = app_with(backend, Mode::Local, vec![]).await else {
+        return;
+    };
+    let id = uploaded(&app, Mode::Local, FIRST).await;
+    for body in [
+        json!({"approved": false}),
+        json!({"approved": false, "comment": "  \n "}),
+        json!({"decision": "reject"}),
+        json!({"decision": "requestChanges", "comment": null}),
+    ] {
+        assert_error(
+            decide(&app, &id, "upload", ALICE, body).await,
+            400,
+            "ReasonRequired",
+        )
+        .await;
+    }
+    for body in [
+        json!({"decision": "maybe", "comment": "x"}),
+        json!({"decision": "reject", "approved": false, "comment": "x"}),
+        json!({"decision": 1}),
+    ] {
+        assert_error(
+            decide(&app, &id, "upload", ALICE, body).await,
+            400,
+            "InvalidBody",
+        )
+        .await;
+    }
+    assert_eq!(app.status(&id).await["stage"], "AwaitingUploadApproval");
+    let approved = decide(&app, &id, "upload", ALICE, json!({"decision": "approve"})).await;
+    assert_eq!(approved.status(), 202);
+
+    // A team that does not want reasons turns the rule off.
+    let Some(app) = app_with(
+        backend,
+        Mode::Local,
+        vec![("FILE_APPROVER_REQUIRE_REASON", "false".into())],
+    )
+    .await
+    else {
+        return;
+    };
+    let id = uploaded(&app, Mode::Local, FIRST).await;
+    let rejected = decide(&app, &id, "upload", ALICE, json!({"approved": false})).await;
+    assert_eq!(rejected.status(), 202);
+}
+
+async fn a_new_version_comes_from_the_uploader_when_asked(backend: Backend) {
+    let Some(app) = app_with(backend, Mode::Local, vec![]).await else {
+        return;
+    };
+    let id = uploaded(&app, Mode::Local, FIRST).await;
+    let early = assert_error(
+        new_version(&app, &id, Some(UMA), SECOND).await,
+        409,
+        "WrongStage",
+    )
+    .await;
+    assert_eq!(early["currentStage"], "AwaitingUploadApproval");
+    let asked = decide(
+        &app,
+        &id,
+        "upload",
+        ALICE,
+        json!({"decision": "requestChanges", "comment": "wrong quarter"}),
+    )
+    .await;
+    assert_eq!(asked.status(), 202);
+    assert_error(
+        new_version(&app, &id, None, SECOND).await,
+        401,
+        "Unauthorized",
+    )
+    .await;
+    assert_error(
+        new_version(&app, &id, Some(ALICE), SECOND).await,
+        403,
+        "NotTheUploader",
+    )
+    .await;
+    assert_error(
+        new_version(&app, &id, Some(UMA), b"").await,
+        400,
+        "EmptyFile",
+    )
+    .await;
+    assert_error(
+        new_version(&app, "not-an-id", Some(UMA), SECOND).await,
+        400,
+        "InvalidId",
+    )
+    .await;
+    let missing = uuid::Uuid::new_v4().to_string();
+    assert_error(
+        new_version(&app, &missing, Some(UMA), SECOND).await,
+        404,
+        "NotFound",
+    )
+    .await;
+    let unknown = app
+        .client
+        .post(app.url(&format!("/api/files/{id}/versions?name=x.txt")))
+        .bearer_auth(UMA)
+        .body(SECOND)
+        .send()
+        .await
+        .unwrap();
+    assert_error(unknown, 400, "InvalidQuery").await;
+    // None of that changed anything; the uploader's version is taken once.
+    assert_eq!(app.status(&id).await["stage"], "ChangesRequested");
+    assert_eq!(
+        new_version(&app, &id, Some(UMA), SECOND).await.status(),
+        202
+    );
+    let twice = assert_error(
+        new_version(&app, &id, Some(UMA), SECOND).await,
+        409,
+        "WrongStage",
+    )
+    .await;
+    assert_ne!(twice["currentStage"], "ChangesRequested");
+}
+
+async fn the_uploaders_turn_expires_or_ends_in_a_withdrawal(backend: Backend) {
+    let vars = vec![("FILE_APPROVER_APPROVAL_TIMEOUT_SECS", "600".into())];
+    let Some(app) = app_with(backend, Mode::Local, vars).await else {
+        return;
+    };
+    let ask = |id: String| {
+        let app = &app;
+        async move {
+            let asked = decide(
+                app,
+                &id,
+                "upload",
+                ALICE,
+                json!({"decision": "requestChanges", "comment": "needs a cover page"}),
+            )
+            .await;
+            assert_eq!(asked.status(), 202);
+            let status: Value = asked.json().await.unwrap();
+            assert!(status["deadline"].is_string(), "{status}");
+        }
+    };
+    let expiring = uploaded(&app, Mode::Local, FIRST).await;
+    ask(expiring.clone()).await;
+    let withdrawn = uploaded(&app, Mode::Local, FIRST).await;
+    ask(withdrawn.clone()).await;
+
+    let taken_back = app
+        .client
+        .post(app.url(&format!("/api/files/{withdrawn}/withdraw")))
+        .bearer_auth(UMA)
+        .json(&json!({"comment": "sending a different file instead"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(taken_back.status(), 202);
+    assert_eq!(app.status(&withdrawn).await["stage"], "Withdrawn");
+    let steps = steps(&app, &withdrawn).await;
+    let step = steps.iter().find(|s| s["step"] == "withdrawn").unwrap();
+    assert_eq!(step["comment"], "sending a different file instead");
+
+    pass_minutes(&app, &expiring, backend, 11).await;
+    assert_eq!(app.status(&expiring).await["stage"], "Expired");
+}
+
+async fn decisions_on_an_earlier_version_no_longer_count(backend: Backend) {
+    let vars = vec![("FILE_APPROVER_UPLOAD_QUORUM", "2".into())];
+    let Some(app) = app_with(backend, Mode::Local, vars).await else {
+        return;
+    };
+    let id = uploaded(&app, Mode::Local, FIRST).await;
+    app.approve_ok(&id, "upload", ALICE).await;
+    let asked = decide(
+        &app,
+        &id,
+        "upload",
+        BOB,
+        json!({"decision": "requestChanges", "comment": "attach the appendix"}),
+    )
+    .await;
+    assert_eq!(asked.status(), 202);
+    assert_eq!(
+        new_version(&app, &id, Some(UMA), SECOND).await.status(),
+        202
+    );
+    app.approve_ok(&id, "upload", ALICE).await;
+    // Alice's approval of version 1 does not make a quorum with her approval of version 2.
+    let status = app.status(&id).await;
+    assert_eq!(status["stage"], "AwaitingUploadApproval");
+    assert_eq!(status["approvals"].as_array().unwrap().len(), 1);
+    app.approve_ok(&id, "upload", CAROL).await;
+    app.idle().await;
+    assert_eq!(app.status(&id).await["stage"], "AwaitingDownloadApproval");
+    // The history keeps every decision, on every version.
+    let decided = steps(&app, &id)
+        .await
+        .into_iter()
+        .filter(|s| s["step"] == "decided")
+        .count();
+    assert_eq!(decided, 4);
+}
+
+crate::on_every_backend!(
+    a_new_version_is_reviewed_on_either_store,
+    a_new_version_is_reviewed_under_the_host,
+    refusals_and_change_requests_need_a_reason,
+    a_new_version_comes_from_the_uploader_when_asked,
+    the_uploaders_turn_expires_or_ends_in_a_withdrawal,
+    decisions_on_an_earlier_version_no_longer_count,
+);
