@@ -224,6 +224,37 @@ uiTest("a rejection ends the file and its comment is in the history", async () =
   await uma.context.close();
 });
 
+uiTest("a reviewer asks for changes, the uploader sends a new version, and its review starts again", async () => {
+  const uma = await personWith(UPLOADER);
+  const id = await uploadThroughPage(uma.page, writeFile("budget.txt", "budget\ntotal 10\n"));
+  const bob = await personWith(BOB);
+  await openFile(bob.page, id);
+  // A change request needs a reason, said before anything is sent.
+  await bob.page.getByRole("button", { name: "Request changes" }).click();
+  await bob.page.getByRole("alert").getByText("a reason is required").waitFor();
+  await decide(bob.page, "Request", "changes", "the total is wrong");
+  await stageShown(bob.page, "Changes requested");
+  await bob.page.locator("#outcome").getByText(/Changes requested by bob .*“the total is wrong”/).waitFor();
+  await bob.page.locator("#history").getByText(/changes requested/).waitFor();
+
+  await openFile(uma.page, id);
+  await uma.page.getByLabel("Choose the new version").setInputFiles(writeFile("budget-2.txt", "budget\ntotal 12\nchecked twice\n"));
+  await stageShown(uma.page, "Awaiting upload approval");
+  await uma.page.locator("#versions").getByText("2 (current)").waitFor();
+  await uma.page.locator("#facts").getByText(/^2 \(after 1 change request\)/).waitFor();
+  await uma.page.locator("#history").getByText(/new version by uma — version 2/).waitFor();
+  await shot(uma.page, "file-new-version");
+
+  // The same reviewer decides the new version afresh; what changed is in the table.
+  await openFile(bob.page, id);
+  await decide(bob.page, "Approve", "upload");
+  await stageShown(bob.page, "Awaiting download approval");
+  // Asked at the upload stage, version 1 was never analysed: only its size compares.
+  await bob.page.locator("#versions").getByText("+14 bytes").waitFor();
+  await bob.context.close();
+  await uma.context.close();
+});
+
 uiTest("contents that are not what the name says show a warning and an image preview", async () => {
   // A 1×1 PNG named .txt: declared text/plain by the browser, detected image/png.
   const png = Buffer.from("89504e470d0a1a0a0000000d4948445200000001000000010806000000"
@@ -255,13 +286,16 @@ uiTest("a reviewer signs in, finds a file and rejects it with the keyboard alone
   await page.locator("#who").getByText("Signed in").waitFor();
   await page.goto(`${base}/api/ui/#/files/${id}`);
   await page.locator("#facts").waitFor();
-  // Tab to the comment box, type, Tab past Approve to Reject, and press Enter.
+  // Tab to the comment box, type, Tab past Approve and Request changes to Reject, and press
+  // Enter.
   const focused = () => page.evaluate(() => document.activeElement?.id || document.activeElement?.textContent);
   for (let i = 0; i < 30 && (await focused()) !== "comment"; i += 1) await page.keyboard.press("Tab");
   assert.equal(await focused(), "comment", "the comment box is reachable by Tab");
   await page.keyboard.type("rejected from the keyboard");
   await page.keyboard.press("Tab");
   assert.equal(await focused(), "Approve upload");
+  await page.keyboard.press("Tab");
+  assert.equal(await focused(), "Request changes");
   await page.keyboard.press("Tab");
   assert.equal(await focused(), "Reject upload");
   await page.keyboard.press("Enter");

@@ -3,12 +3,13 @@
 // through textContent, never as HTML; the page's Content-Security-Policy forbids inline script.
 
 const SIGN_IN = document.querySelector('meta[name="file-approver-sign-in"]')?.content ?? "token";
-const STAGES = ["AwaitingUploadApproval", "Analyzing", "AwaitingDownloadApproval", "Approved",
+const STAGES = ["AwaitingUploadApproval", "Analyzing", "AwaitingDownloadApproval", "ChangesRequested", "Approved",
   "Revoked", "Rejected", "Expired", "Failed", "Withdrawn", "Blocked", "Scanning", "Uploaded"];
 const STAGE_WORDS = {
   Uploaded: "Uploaded, starting", Scanning: "Being scanned for malware",
   AwaitingUploadApproval: "Awaiting upload approval",
   Analyzing: "Being analysed", AwaitingDownloadApproval: "Awaiting download approval",
+  ChangesRequested: "Changes requested",
   Approved: "Approved", Rejected: "Rejected", Expired: "Expired", Failed: "Failed",
   Withdrawn: "Withdrawn", Blocked: "Blocked by the malware scan", Revoked: "Revoked after approval",
 };
@@ -20,7 +21,7 @@ const VERDICT_WORDS = {
 const DIRECT_ABOVE = 32 * 1024 * 1024;
 const BLOCK_BYTES = 8 * 1024 * 1024;
 // Stages whose bytes are still kept (a rejected, expired or withdrawn file's are deleted).
-const PREVIEWABLE = new Set(["AwaitingUploadApproval", "Analyzing", "AwaitingDownloadApproval", "Approved"]);
+const PREVIEWABLE = new Set(["AwaitingUploadApproval", "Analyzing", "AwaitingDownloadApproval", "ChangesRequested", "Approved"]);
 
 // ---- credentials: kept for this tab only (sessionStorage), sent as headers, never in a URL ----
 
@@ -338,7 +339,7 @@ function historyList(steps) {
   const outcome = (s) => {
     if (!s.outcome) return "";
     if (s.step === "finished") return `— ${(STAGE_WORDS[s.outcome] ?? s.outcome).toLowerCase()}`;
-    return `— ${s.outcome.replace(/valid until (\S+)/, (_, iso) => `valid until ${when(iso)}`)}`;
+    return `— ${s.outcome.replace("changesRequested", "changes requested").replace(/valid until (\S+)/, (_, iso) => `valid until ${when(iso)}`)}`;
   };
   const words = (s) => [s.stage ? `${s.stage}` : "", step(s.step), s.actor ? `by ${s.actor.name}` : "",
     outcome(s)].filter(Boolean).join(" ");
@@ -353,12 +354,20 @@ function decisionForm(file, refresh) {
   if (!stage || !mayDecide()) return null;
   const comment = el("textarea", { id: "comment", maxlength: "2000" });
   const result = el("div", { "aria-live": "assertive" });
-  const decide = (approved) => async () => {
+  const done = { approve: "Approved.", reject: "Rejected.", requestChanges: "Changes requested: the file went back to its uploader." };
+  const decide = (decision) => async () => {
+    const text = comment.value.trim();
+    // A refusal or a change request says why; the server holds the same rule.
+    if (decision !== "approve" && !text) {
+      result.replaceChildren(message("error", explain({ code: "ReasonRequired" })));
+      comment.focus();
+      return;
+    }
     for (const b of buttons) b.disabled = true;
     try {
       await api(`/api/files/${file.id}/approvals/${stage}`, { method: "POST",
-        body: comment.value.trim() ? { approved, comment: comment.value.trim() } : { approved } });
-      result.replaceChildren(message("notice", approved ? "Approved." : "Rejected."));
+        body: text ? { decision, comment: text } : { decision } });
+      result.replaceChildren(message("notice", done[decision]));
       await refresh();
     } catch (error) {
       result.replaceChildren(message("error", explain(error)));
@@ -366,13 +375,14 @@ function decisionForm(file, refresh) {
     }
   };
   const buttons = [
-    el("button", { type: "button", class: "primary", onclick: decide(true), text: `Approve ${stage}` }),
-    el("button", { type: "button", class: "danger", onclick: decide(false), text: `Reject ${stage}` }),
+    el("button", { type: "button", class: "primary", onclick: decide("approve"), text: `Approve ${stage}` }),
+    el("button", { type: "button", onclick: decide("requestChanges"), text: "Request changes" }),
+    el("button", { type: "button", class: "danger", onclick: decide("reject"), text: `Reject ${stage}` }),
   ];
   return el("section", { "aria-labelledby": "decide-title" },
     el("h2", { id: "decide-title", text: stage === "upload" ? "Decide on the upload" : "Decide on the download" }),
     el("form", { class: "decide", onsubmit: (e) => e.preventDefault() },
-      el("label", { for: "comment", text: "Comment (optional, shown in the history)" }), comment,
+      el("label", { for: "comment", text: "Comment (required to reject or request changes; shown in the history)" }), comment,
       el("div", { class: "buttons" }, buttons)),
     result);
 }
@@ -424,6 +434,63 @@ function revokeForm(file, refresh) {
     result);
 }
 
+// Every version of a file, and what changed from one to the next: size, hash, type, lines,
+// words.
+function versionsSection(file) {
+  if (!file.versions?.length) return null;
+  const change = (v, prev) => {
+    if (!prev) return "the upload";
+    const parts = [];
+    const delta = v.size - prev.size;
+    parts.push(delta === 0 ? "same size" : `${delta > 0 ? "+" : "−"}${bytes(Math.abs(delta))}`);
+    if (v.sha256 && prev.sha256) parts.push(v.sha256 === prev.sha256 ? "same bytes" : "other bytes");
+    if (v.detectedContentType && prev.detectedContentType && v.detectedContentType !== prev.detectedContentType) {
+      parts.push(`type ${prev.detectedContentType} → ${v.detectedContentType}`);
+    }
+    const count = (name, n, p) => (n !== undefined && p !== undefined && n !== p ? `${n - p > 0 ? "+" : ""}${n - p} ${name}` : null);
+    parts.push(count("lines", v.lineCount, prev.lineCount), count("words", v.wordCount, prev.wordCount));
+    return parts.filter(Boolean).join(", ");
+  };
+  const rows = file.versions.map((v, i) => el("tr", { class: v.number === file.version ? "current" : null },
+    el("td", { text: `${v.number}${v.number === file.version ? " (current)" : ""}` }),
+    el("td", { text: when(v.uploadedTime) }), el("td", { text: bytes(v.size) }),
+    el("td", {}, v.sha256 ? el("span", { class: "hash", text: v.sha256.slice(0, 12) }) : "not analysed"),
+    el("td", { text: change(v, file.versions[i - 1]) })));
+  return el("section", { "aria-labelledby": "versions-title" },
+    el("h2", { id: "versions-title", text: `Versions (${file.versions.length})` }),
+    el("table", { id: "versions" },
+      el("thead", {}, el("tr", {}, ["Version", "Sent", "Size", "SHA-256", "What changed"].map((h) => el("th", { scope: "col", text: h })))),
+      el("tbody", {}, rows)));
+}
+
+// The uploader's turn: a new version after a change request (or the file taken back).
+function newVersionForm(file, refresh) {
+  if (file.stage !== "ChangesRequested" || me.state === "signedOut") return null;
+  const input = el("input", { id: "new-version", type: "file" });
+  const result = el("div", { "aria-live": "assertive" });
+  const bar = el("progress", { max: "100", value: "0", "aria-label": "Upload progress", hidden: true });
+  input.addEventListener("change", async () => {
+    const chosen = input.files[0];
+    if (!chosen) return;
+    input.disabled = true;
+    bar.hidden = false;
+    try {
+      await sendWithProgress({ method: "POST", url: `/api/files/${file.id}/versions`,
+        headers: { ...authHeaders(), "Content-Type": chosen.type || "application/octet-stream" }, body: chosen,
+        onProgress: (sent) => { bar.value = chosen.size ? Math.min(100, (100 * sent) / chosen.size) : 100; } });
+      await refresh();
+    } catch (error) {
+      result.replaceChildren(message("error", error.code === "NotTheUploader"
+        ? "Only the person who uploaded the file may send a new version." : explain(error)));
+      input.disabled = false;
+    }
+  });
+  return el("section", { "aria-labelledby": "new-version-title" },
+    el("h2", { id: "new-version-title", text: "Send a new version" }),
+    el("p", { class: "muted", text: "For the uploader: the new version is scanned and analysed, and its review starts again." }),
+    el("p", {}, el("label", { for: "new-version", text: "Choose the new version" }), " ", input), bar, result);
+}
+
 let pollTimer = null;
 
 // A file that has ended says how, by whom, when and why, before anything else.
@@ -435,6 +502,10 @@ function outcomeBanner(file, steps) {
     Rejected: () => `Rejected${by(last(false))}.`,
     Expired: () => "Expired: nobody decided before the deadline.",
     Withdrawn: () => "Withdrawn by its uploader.",
+    ChangesRequested: () => {
+      const asked = [...(file.approvals ?? [])].reverse().find((d) => d.decision === "requestChanges");
+      return `Changes requested${by(asked)}. Waiting for the uploader's new version${file.deadline ? ` (by ${when(file.deadline)})` : ""}.`;
+    },
     Revoked: () => {
       const r = [...(steps ?? [])].reverse().find((s) => s.step === "revoked");
       return r ? `Approval revoked by ${r.actor?.name ?? "a reviewer"} on ${when(r.time)}: “${r.comment}”.` : "Approval revoked.";
@@ -473,6 +544,7 @@ async function fileView(id, gen) {
     const [file, history] = await Promise.all([api(`/api/files/${id}`), api(`/api/files/${id}/history`)]);
     const facts = [["Stage", stageBadge(file.stage)], ["Uploader", file.uploader?.name ?? "anonymous"],
       ["Uploaded", when(file.createdTime)], ["Declared type", file.contentType], ["Size", bytes(file.size)]];
+    if (file.version > 1) facts.push(["Version", `${file.version} (after ${file.version - 1} change ${file.version === 2 ? "request" : "requests"})`]);
     if (file.deadline) facts.push(["Decide by", when(file.deadline)]);
     if (file.failure) facts.push(["Failure", `${file.failure.code}: ${file.failure.message}`]);
     if (file.downloads) {
@@ -488,8 +560,9 @@ async function fileView(id, gen) {
       downloadSection(file),
       el("h2", { text: "Analysis" }), ...analysisFacts(file),
       ...((await previewOf(file)) ?? []),
+      versionsSection(file),
       el("h2", { text: "History" }), historyList(history.steps),
-      decisionForm(file, render), revokeForm(file, render));
+      decisionForm(file, render), newVersionForm(file, render), revokeForm(file, render));
     // Work in progress (the analysis, the workflow's start) is shown as it finishes.
     clearTimeout(pollTimer);
     if (file.stage === "Analyzing" || file.stage === "Uploaded" || file.stage === "Scanning") {
