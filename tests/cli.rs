@@ -200,6 +200,7 @@ on_both_stores!(
     an_interrupted_large_upload_resumes_sending_only_what_is_missing,
     a_download_resumes_from_a_partial_file,
     a_revoked_file_can_no_longer_be_downloaded,
+    changes_requested_then_a_new_version_from_the_command_line,
     approved_bytes_changed_in_storage_never_reach_the_output,
     refusals_unknown_files_and_a_server_that_is_down_have_their_exit_codes,
 );
@@ -334,6 +335,43 @@ fn an_interrupted_large_upload_resumes_sending_only_what_is_missing(backend: Bac
     // The journal is gone once the upload is complete.
     let left = std::fs::read_dir(&journals).unwrap().count();
     assert_eq!(left, 0);
+}
+
+fn changes_requested_then_a_new_version_from_the_command_line(backend: Backend) {
+    let app = start(backend);
+    let id = app.upload(&app.file("plan.txt", b"plan, first draft\n"));
+    let asked = app.json(
+        Some(ALICE),
+        &[
+            "request-changes",
+            &id,
+            "upload",
+            "--comment",
+            "add the timeline",
+        ],
+    );
+    assert_eq!(asked["stage"], "ChangesRequested");
+    let second = app.file("plan-2.txt", b"plan, second draft, with the timeline\n");
+    let sent = app.json(
+        Some(UMA),
+        &[
+            "new-version",
+            &id,
+            second.to_str().unwrap(),
+            "--type",
+            "text/plain",
+        ],
+    );
+    assert_eq!(sent["version"], 2);
+    assert_eq!(sent["contentType"], "text/plain");
+    // Once the version is in, another is refused, in JSON, with the API's code.
+    let output = app.run(
+        Some(ALICE),
+        &["--json", "new-version", &id, second.to_str().unwrap()],
+    );
+    assert!(!output.status.success());
+    let error: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(error["error"]["code"], "WrongStage");
 }
 
 fn a_revoked_file_can_no_longer_be_downloaded(backend: Backend) {

@@ -107,6 +107,21 @@ enum Command {
         #[arg(long)]
         comment: String,
     },
+    /// Send a file back to its uploader for a new version; the comment says what to change.
+    RequestChanges {
+        id: String,
+        stage: StageArg,
+        #[arg(long)]
+        comment: String,
+    },
+    /// As the uploader, send a new version of a file whose reviewer asked for changes.
+    NewVersion {
+        id: String,
+        file: PathBuf,
+        /// The declared media type (default: application/octet-stream).
+        #[arg(long = "type", value_name = "MEDIA_TYPE")]
+        content_type: Option<String>,
+    },
     /// Take an approved file's approval back: every download link stops working at once.
     Revoke {
         id: String,
@@ -231,6 +246,21 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Reject { id, stage, comment } => {
             let body = json!({ "approved": false, "comment": comment });
             out.status(&decide(&api, &id, stage, &body).await?);
+        }
+        Command::RequestChanges { id, stage, comment } => {
+            let body = json!({ "decision": "requestChanges", "comment": comment });
+            out.status(&decide(&api, &id, stage, &body).await?);
+        }
+        Command::NewVersion {
+            id,
+            file,
+            content_type,
+        } => {
+            let progress = Progress::new(cli.json);
+            let id = file_id(&id)?;
+            let status =
+                upload::new_version(&api, &id, &file, content_type.as_deref(), &progress).await?;
+            out.status(&status);
         }
         Command::Revoke { id, comment } => {
             let path = format!("/api/files/{}/revoke", file_id(&id)?);

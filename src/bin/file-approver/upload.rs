@@ -96,6 +96,39 @@ pub async fn upload(
     result
 }
 
+/// Sends `path` as a new version of file `id` (after a change request), in one streamed
+/// request; answers the file's status.
+pub async fn new_version(
+    api: &Api,
+    id: &str,
+    path: &Path,
+    content_type: Option<&str>,
+    progress: &Progress,
+) -> Result<Value, CliError> {
+    let size = std::fs::metadata(path)
+        .map_err(|e| CliError::Other(format!("{}: {e}", path.display())))?
+        .len();
+    let file = tokio::fs::File::open(path)
+        .await
+        .map_err(|e| CliError::Other(format!("{}: {e}", path.display())))?;
+    progress.start(size, "sending the new version");
+    let counter = progress.clone();
+    let body = tokio_util::io::ReaderStream::new(file).inspect_ok(move |chunk| {
+        counter.advance(chunk.len() as u64);
+    });
+    let request = api
+        .request(Method::POST, &format!("/api/files/{id}/versions"))
+        .header("Content-Length", size)
+        .header(
+            "Content-Type",
+            content_type.unwrap_or("application/octet-stream"),
+        )
+        .body(reqwest::Body::wrap_stream(body));
+    let status = api.json(request).await;
+    progress.finish();
+    status
+}
+
 async fn through_app(
     api: &Api,
     path: &Path,
