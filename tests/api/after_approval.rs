@@ -5,8 +5,7 @@
 use serde_json::{json, Value};
 
 use crate::helpers::{
-    assert_error, pass_minutes, spawn_app_with, Backend, Mode, Options, TestApp, ALICE, BOB, CAROL,
-    UMA,
+    assert_error, pass_minutes, spawn_team, Backend, Mode, TestApp, ALICE, BOB, CAROL, UMA,
 };
 
 const CONTENT: &[u8] = b"0123456789 the approved bytes, all of them\n";
@@ -14,38 +13,16 @@ const CONTENT: &[u8] = b"0123456789 the approved bytes, all of them\n";
 async fn app_with(
     backend: Backend,
     mode: Mode,
-    mut vars: Vec<(&'static str, String)>,
+    vars: Vec<(&'static str, String)>,
 ) -> Option<TestApp> {
-    vars.push((
-        "FILE_APPROVER_REVIEWERS",
-        format!("alice:{ALICE},bob:{BOB},carol:{CAROL}"),
-    ));
-    vars.push(("FILE_APPROVER_UPLOADERS", format!("uma:{UMA}")));
-    spawn_app_with(Options {
-        backend,
-        mode,
-        vars,
-        ..Options::default()
-    })
-    .await
+    spawn_team(backend, mode, vars).await
 }
 
 /// Uploads [`CONTENT`] as Uma and has Alice and Bob approve it; returns its id.
 async fn approved_file(app: &TestApp) -> String {
-    let response = app
-        .client
-        .post(app.url("/api/files?name=numbers.txt"))
-        .header("Content-Type", "text/plain")
-        .bearer_auth(UMA)
-        .body(CONTENT)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 201);
-    let id = response.json::<Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = app
+        .upload_by(UMA, Mode::Local, "numbers.txt", CONTENT)
+        .await;
     app.approve_ok(&id, "upload", ALICE).await;
     app.idle().await;
     app.approve_ok(&id, "download", BOB).await;
@@ -87,16 +64,6 @@ async fn revoke(app: &TestApp, id: &str, token: Option<&str>, body: Value) -> re
     request.send().await.unwrap()
 }
 
-async fn steps(app: &TestApp, id: &str) -> Vec<Value> {
-    let history: Value = app
-        .get(&format!("/api/files/{id}/history"))
-        .await
-        .json()
-        .await
-        .unwrap();
-    history["steps"].as_array().unwrap().clone()
-}
-
 async fn a_link_is_checked_recorded_and_leads_to_the_pinned_bytes(backend: Backend) {
     let Some(app) = app_with(backend, Mode::Local, vec![]).await else {
         return;
@@ -130,7 +97,7 @@ async fn a_link_is_checked_recorded_and_leads_to_the_pinned_bytes(backend: Backe
     let status = app.status(&id).await;
     assert_eq!(status["downloads"]["count"], 2, "{status}");
     assert!(status["downloads"].get("limit").is_none());
-    let steps = steps(&app, &id).await;
+    let steps = app.steps(&id).await;
     let downloads: Vec<&Value> = steps.iter().filter(|s| s["step"] == "downloaded").collect();
     assert_eq!(downloads.len(), 2, "{steps:?}");
     for step in &downloads {
@@ -178,7 +145,7 @@ async fn revoking_stops_every_link_at_once(backend: Backend) {
     )
     .await;
 
-    let steps = steps(&app, &id).await;
+    let steps = app.steps(&id).await;
     let revocation = steps.iter().find(|s| s["step"] == "revoked").unwrap();
     assert_eq!(revocation["actor"]["name"], "carol");
     assert_eq!(revocation["comment"], "sent to the wrong partner");
@@ -186,7 +153,7 @@ async fn revoking_stops_every_link_at_once(backend: Backend) {
     // clock never moves): approved, then revoked; the bytes of a revoked file follow the
     // refused files' retention (0 s here: at once).
     app.idle().await;
-    let steps = self::steps(&app, &id).await;
+    let steps = app.steps(&id).await;
     let workflow: Vec<(&str, &str)> = steps
         .iter()
         .filter(|s| !matches!(s["step"].as_str(), Some("linkIssued" | "downloaded")))
@@ -327,7 +294,7 @@ async fn ranges_and_resumes_go_through_the_link(backend: Backend) {
     // A resume is recorded, not counted; a HEAD is neither.
     let status = app.status(&id).await;
     assert_eq!(status["downloads"]["count"], 0, "{status}");
-    let steps = steps(&app, &id).await;
+    let steps = app.steps(&id).await;
     let resumed = steps.iter().find(|s| s["step"] == "downloaded").unwrap();
     assert!(
         resumed["outcome"]
@@ -430,7 +397,7 @@ async fn a_bound_link_works_for_its_asker_alone(backend: Backend) {
         .await
         .unwrap();
     assert_error(theirs, 403, "LinkNotYours").await;
-    let steps = steps(&app, &id).await;
+    let steps = app.steps(&id).await;
     let fetched = steps.iter().find(|s| s["step"] == "downloaded").unwrap();
     assert_eq!(fetched["actor"]["name"], "carol");
     // Somebody known to nobody gets an open link.
@@ -483,22 +450,9 @@ async fn under_the_host_a_link_answers_with_a_redirect_only(backend: Backend) {
     let Some(app) = app_with(backend, Mode::CustomHandler, vec![]).await else {
         return;
     };
-    let response = app
-        .client
-        .post(app.url("/api/files?name=hosted.txt"))
-        .header("Content-Type", "text/plain")
-        .bearer_auth(UMA)
-        .body(CONTENT)
-        .send()
-        .await
-        .unwrap();
-    let id = response.json::<Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let record = crate::host_protocol::record_binding(&app, &id).await;
-    let trigger = crate::host_protocol::blob_trigger_payload(&id, CONTENT, record);
-    crate::host_protocol::invoke_ok(&app, trigger).await;
+    let id = app
+        .upload_by(UMA, Mode::CustomHandler, "hosted.txt", CONTENT)
+        .await;
     app.approve_ok(&id, "upload", ALICE).await;
     app.idle().await;
     app.approve_ok(&id, "download", BOB).await;

@@ -57,6 +57,27 @@ pub async fn spawn_app() -> TestApp {
         .expect("embedded app")
 }
 
+/// An app with a team: reviewers alice, bob and carol, and uma, who may only upload; plus
+/// `vars`. `None` when the backend is unavailable here.
+pub async fn spawn_team(
+    backend: Backend,
+    mode: Mode,
+    mut vars: Vec<(&'static str, String)>,
+) -> Option<TestApp> {
+    vars.push((
+        "FILE_APPROVER_REVIEWERS",
+        format!("alice:{ALICE},bob:{BOB},carol:{CAROL}"),
+    ));
+    vars.push(("FILE_APPROVER_UPLOADERS", format!("uma:{UMA}")));
+    spawn_app_with(Options {
+        backend,
+        mode,
+        vars,
+        ..Options::default()
+    })
+    .await
+}
+
 /// `None` when the backend is unavailable here (Azure without Azurite, outside CI).
 pub async fn spawn_app_on(backend: Backend, mode: Mode) -> Option<TestApp> {
     spawn_app_with(Options {
@@ -263,6 +284,46 @@ impl TestApp {
 
     pub async fn get(&self, path: &str) -> reqwest::Response {
         self.client.get(self.url(path)).send().await.expect("get")
+    }
+
+    /// Uploads `bytes` as `text/plain` named `name`, as the holder of `token`, and returns the
+    /// new file's id. Under the host (`mode`), the blob trigger's invocation follows, as the
+    /// host would send it.
+    pub async fn upload_by(
+        &self,
+        token: &str,
+        mode: Mode,
+        name: &str,
+        bytes: &'static [u8],
+    ) -> String {
+        let response = self
+            .client
+            .post(self.url(&format!("/api/files?name={}", urlencode(name))))
+            .header("Content-Type", "text/plain")
+            .bearer_auth(token)
+            .body(bytes)
+            .send()
+            .await
+            .expect("upload request");
+        assert_eq!(response.status(), 201, "uploading {name}");
+        let id = response.json::<Value>().await.expect("json")["id"]
+            .as_str()
+            .expect("id")
+            .to_owned();
+        if mode == Mode::CustomHandler {
+            let record = crate::host_protocol::record_binding(self, &id).await;
+            let trigger = crate::host_protocol::blob_trigger_payload(&id, bytes, record);
+            crate::host_protocol::invoke_ok(self, trigger).await;
+        }
+        id
+    }
+
+    /// A file's history as the API tells it: its steps, oldest first.
+    pub async fn steps(&self, id: &str) -> Vec<Value> {
+        let response = self.get(&format!("/api/files/{id}/history")).await;
+        assert_eq!(response.status(), 200);
+        let history: Value = response.json().await.expect("json");
+        history["steps"].as_array().expect("steps").clone()
     }
 
     /// A file's preview, asked for by the reviewer `token` names.

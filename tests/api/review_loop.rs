@@ -6,8 +6,7 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use crate::helpers::{
-    assert_error, pass_minutes, spawn_app_with, Backend, Mode, Options, TestApp, ALICE, BOB, CAROL,
-    UMA,
+    assert_error, pass_minutes, spawn_team, Backend, Mode, TestApp, ALICE, BOB, CAROL, UMA,
 };
 
 const FIRST: &[u8] = b"draft one\nnumbers for the board\n";
@@ -16,44 +15,14 @@ const SECOND: &[u8] = b"draft two\nnumbers for the board, with the totals fixed\
 async fn app_with(
     backend: Backend,
     mode: Mode,
-    mut vars: Vec<(&'static str, String)>,
+    vars: Vec<(&'static str, String)>,
 ) -> Option<TestApp> {
-    vars.push((
-        "FILE_APPROVER_REVIEWERS",
-        format!("alice:{ALICE},bob:{BOB},carol:{CAROL}"),
-    ));
-    vars.push(("FILE_APPROVER_UPLOADERS", format!("uma:{UMA}")));
-    spawn_app_with(Options {
-        backend,
-        mode,
-        vars,
-        ..Options::default()
-    })
-    .await
+    spawn_team(backend, mode, vars).await
 }
 
-/// Uma uploads `bytes`; under the host the blob trigger starts it. Returns the file's id.
+/// Uma uploads `bytes`. Returns the file's id.
 async fn uploaded(app: &TestApp, mode: Mode, bytes: &'static [u8]) -> String {
-    let response = app
-        .client
-        .post(app.url("/api/files?name=board.txt"))
-        .header("Content-Type", "text/plain")
-        .bearer_auth(UMA)
-        .body(bytes)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 201);
-    let id = response.json::<Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    if mode == Mode::CustomHandler {
-        let record = crate::host_protocol::record_binding(app, &id).await;
-        let trigger = crate::host_protocol::blob_trigger_payload(&id, bytes, record);
-        crate::host_protocol::invoke_ok(app, trigger).await;
-    }
-    id
+    app.upload_by(UMA, mode, "board.txt", bytes).await
 }
 
 async fn decide(
@@ -87,16 +56,6 @@ async fn new_version(
         request = request.bearer_auth(token);
     }
     request.send().await.unwrap()
-}
-
-async fn steps(app: &TestApp, id: &str) -> Vec<Value> {
-    let history: Value = app
-        .get(&format!("/api/files/{id}/history"))
-        .await
-        .json()
-        .await
-        .unwrap();
-    history["steps"].as_array().unwrap().clone()
 }
 
 fn sha256(bytes: &[u8]) -> String {
@@ -163,7 +122,7 @@ async fn changes_then_a_new_version_is_reviewed_and_downloaded(backend: Backend,
         .unwrap();
     assert_eq!(fetched.bytes().await.unwrap().as_ref(), SECOND);
 
-    let steps = steps(&app, &id).await;
+    let steps = app.steps(&id).await;
     let asked = steps
         .iter()
         .find(|s| s["outcome"] == "changesRequested")
@@ -347,7 +306,7 @@ async fn the_uploaders_turn_expires_or_ends_in_a_withdrawal(backend: Backend) {
         .unwrap();
     assert_eq!(taken_back.status(), 202);
     assert_eq!(app.status(&withdrawn).await["stage"], "Withdrawn");
-    let steps = steps(&app, &withdrawn).await;
+    let steps = app.steps(&withdrawn).await;
     let step = steps.iter().find(|s| s["step"] == "withdrawn").unwrap();
     assert_eq!(step["comment"], "sending a different file instead");
 
@@ -384,7 +343,8 @@ async fn decisions_on_an_earlier_version_no_longer_count(backend: Backend) {
     app.idle().await;
     assert_eq!(app.status(&id).await["stage"], "AwaitingDownloadApproval");
     // The history keeps every decision, on every version.
-    let decided = steps(&app, &id)
+    let decided = app
+        .steps(&id)
         .await
         .into_iter()
         .filter(|s| s["step"] == "decided")
