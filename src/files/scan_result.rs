@@ -6,7 +6,7 @@ use super::view::FileView;
 use super::{Files, FilesError};
 use crate::domain::{FileId, Refusal, Stage};
 use crate::engine::{EngineError, RaiseOutcome};
-use crate::store::{StoreError, FILES_CONTAINER, UPLOADS_CONTAINER};
+use crate::store::{StoreError, FILES_CONTAINER, UPLOADS_CONTAINER, VERSIONS_CONTAINER};
 use crate::workflow::{self, DefenderResult, ScanVia};
 
 /// What became of a result.
@@ -29,9 +29,22 @@ fn file_of(blob_uri: &str) -> Option<(&'static str, FileId)> {
     let container = match segments.pop()? {
         c if c == FILES_CONTAINER => FILES_CONTAINER,
         c if c == UPLOADS_CONTAINER => UPLOADS_CONTAINER,
+        // A new version's blob, `{id}-v{n}`.
+        c if c == VERSIONS_CONTAINER => {
+            let (id, number) = name.rsplit_once("-v")?;
+            number.parse::<u32>().ok()?;
+            return Some((VERSIONS_CONTAINER, FileId::parse(id).ok()?));
+        }
         _ => return None,
     };
     Some((container, FileId::parse(name).ok()?))
+}
+
+/// The blob name a result's URL ends with.
+fn blob_name_of(blob_uri: &str) -> Option<String> {
+    let url = url::Url::parse(blob_uri).ok()?;
+    let name = url.path_segments()?.rfind(|s| !s.is_empty())?;
+    Some(name.to_owned())
 }
 
 /// ETags compare without their quotes and case: Defender writes `0x8DC…`, the blob service
@@ -69,9 +82,11 @@ impl Files {
             .file
             .scan
             .is_some_and(|rules| rules.via == ScanVia::Defender);
+        let scanned_name = blob_name_of(&result.blob_uri);
         if !via_defender
             || summary.stage != Stage::Scanning
             || summary.file.container() != container
+            || scanned_name.as_deref() != Some(summary.file.blob_name())
         {
             return ignored(format!(
                 "file {id} is not waiting for a Defender result (stage {})",
@@ -126,6 +141,16 @@ mod tests {
         assert!(file_of(&format!("https://acct.blob.core.windows.net/other/{id}")).is_none());
         assert!(file_of("https://acct.blob.core.windows.net/files/not-an-id").is_none());
         assert!(file_of("not a url").is_none());
+        let (container, found) = file_of(&format!(
+            "https://acct.blob.core.windows.net/versions/{id}-v2"
+        ))
+        .unwrap();
+        assert_eq!(container, VERSIONS_CONTAINER);
+        assert_eq!(found.to_string(), id);
+        assert!(file_of(&format!(
+            "https://acct.blob.core.windows.net/versions/{id}-vx"
+        ))
+        .is_none());
     }
 
     #[test]

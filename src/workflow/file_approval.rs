@@ -666,7 +666,12 @@ async fn run(
         };
         file = file.with_version(&version);
         blobs.push(version.blob);
-        notifier.send(&file, EventType::NewVersion, Stage::ChangesRequested, None);
+        // Where the new version goes next.
+        let next = match file.scan {
+            Some(_) => Stage::Scanning,
+            None => Stage::AwaitingUploadApproval,
+        };
+        notifier.send(&file, EventType::NewVersion, next, None);
     }
 }
 

@@ -487,6 +487,48 @@ async fn an_infected_file_written_after_the_start_never_reaches_the_review(backe
     );
 }
 
+/// A new version is scanned like an upload: one that carries malware is blocked before anyone
+/// sees it, whatever its first version was.
+async fn an_infected_new_version_is_blocked_too(backend: Backend) {
+    let Some(Scanned {
+        app,
+        clamd: _clamd,
+        _dir,
+    }) = scanned_app(backend, ClamdOptions::default()).await
+    else {
+        return;
+    };
+    let id = app
+        .upload_by(ALICE, Mode::Local, "notes.txt", CLEAN_TEXT)
+        .await;
+    app.idle().await;
+    assert_eq!(app.status(&id).await["scan"]["verdict"], "clean");
+    let asked = app
+        .client
+        .post(app.url(&format!("/api/files/{id}/approvals/upload")))
+        .bearer_auth(crate::helpers::BOB)
+        .json(&serde_json::json!({"decision": "requestChanges", "comment": "add the totals"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(asked.status(), 202);
+    let sent = app
+        .client
+        .post(app.url(&format!("/api/files/{id}/versions")))
+        .bearer_auth(ALICE)
+        .body(EICAR)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sent.status(), 202);
+    app.idle().await;
+    let status = app.status(&id).await;
+    assert_eq!(status["stage"], "Blocked", "{status}");
+    assert_eq!(status["version"], 2);
+    assert_eq!(status["scan"]["threats"][0], EICAR_SIGNATURE);
+    assert_error(preview(&app, &id).await, 409, "WrongStage").await;
+}
+
 /// A zip's entries, its encrypted ones and its nested archives are in the analysis, read
 /// from its central directory (scanned or not).
 async fn an_archives_contents_are_listed_for_reviewers(backend: Backend) {
@@ -648,6 +690,7 @@ on_both_stores!(
     a_scanner_answering_garbage_never_lets_a_file_through,
     a_scanned_file_is_read_from_storage_once,
     an_infected_file_written_after_the_start_never_reaches_the_review,
+    an_infected_new_version_is_blocked_too,
     an_archives_contents_are_listed_for_reviewers,
     under_the_host_the_scan_runs_as_queued_work,
     without_clamds_encryption_alert_an_encrypted_archive_passes_as_clean,
