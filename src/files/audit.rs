@@ -95,6 +95,23 @@ impl Fetched {
     }
 }
 
+/// A reviewer's private note: for reviewers' eyes only, never the uploader's.
+pub(super) struct Note {
+    pub time: DateTime<Utc>,
+    pub reviewer: Principal,
+    pub text: String,
+}
+
+impl Note {
+    pub fn to_entity(&self, id: FileId) -> Entity {
+        let entity = Entity::new(partition(id), row_key(self.time))
+            .with("Kind", "Note")
+            .with("IssuedTime", self.time.to_rfc3339())
+            .with("Text", self.text.as_str());
+        with_requester(entity, Some(&self.reviewer))
+    }
+}
+
 /// How many conditional attempts a fetch makes before it gives up to a storm of others.
 const COUNT_ATTEMPTS: usize = 8;
 
@@ -181,6 +198,16 @@ fn step_of(entity: &Entity, time: DateTime<Utc>) -> Step {
     let actor = entity
         .str("RequesterName")
         .and_then(|name| Principal::parse(name, entity.str("RequesterId")).ok());
+    if entity.str("Kind") == Some("Note") {
+        return Step {
+            step: "note",
+            time,
+            actor,
+            stage: None,
+            outcome: None,
+            comment: entity.str("Text").map(str::to_owned),
+        };
+    }
     if entity.str("Kind") == Some("Fetched") {
         let size = u64::try_from(entity.i64("Size").unwrap_or(0)).unwrap_or(0);
         let how = match entity.i64("RangeStart") {
@@ -217,8 +244,13 @@ fn step_of(entity: &Entity, time: DateTime<Utc>) -> Step {
     }
 }
 
-/// The links issued for file `id` and their fetches, as history steps, oldest first.
-pub(super) async fn steps(store: &dyn Storage, id: FileId) -> Result<Vec<Step>, FilesError> {
+/// The links issued for file `id`, their fetches and (for a reviewer, `notes`) reviewers'
+/// private notes, as history steps, oldest first.
+pub(super) async fn steps(
+    store: &dyn Storage,
+    id: FileId,
+    notes: bool,
+) -> Result<Vec<Step>, FilesError> {
     let mut steps = Vec::new();
     let mut continuation = None;
     loop {
@@ -238,7 +270,7 @@ pub(super) async fn steps(store: &dyn Storage, id: FileId) -> Result<Vec<Step>, 
         };
         for stored in &page.entities {
             let entity = &stored.entity;
-            if entity.row_key == DOWNLOADS_ROW {
+            if entity.row_key == DOWNLOADS_ROW || (!notes && entity.str("Kind") == Some("Note")) {
                 continue;
             }
             let Some(time) = entity

@@ -7,8 +7,13 @@ use crate::workflow::{self};
 
 impl Files {
     /// Every step of a file's life, oldest first: its workflow's history, the download links
-    /// handed out (who asked, when) and every time one was followed.
-    pub async fn history(&self, id: FileId) -> Result<Vec<workflow::Step>, FilesError> {
+    /// handed out (who asked, when) and every time one was followed; for a reviewer
+    /// (`reviewer`), the reviewers' private notes too.
+    pub async fn history(
+        &self,
+        id: FileId,
+        reviewer: bool,
+    ) -> Result<Vec<workflow::Step>, FilesError> {
         let Some(status) = self.engine.status(&id.to_string(), true).await? else {
             // An upload whose workflow has not started has one step so far.
             return match self.load(id).await? {
@@ -24,7 +29,7 @@ impl Files {
             };
         };
         let mut steps = workflow::timeline(&status)?;
-        steps.extend(audit::steps(self.store.as_ref(), id).await?);
+        steps.extend(audit::steps(self.store.as_ref(), id, reviewer).await?);
         // Stable: steps of the same instant keep the workflow's order.
         steps.sort_by_key(|s| s.time);
         Ok(steps)

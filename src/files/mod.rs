@@ -30,6 +30,7 @@ mod history;
 mod links;
 mod list;
 mod lookup;
+mod notes;
 pub mod preview;
 pub mod record;
 mod revoke;

@@ -3,6 +3,7 @@
 
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
+use axum::http::HeaderMap;
 use axum::Json;
 use serde::Serialize;
 
@@ -60,9 +61,13 @@ impl From<&Step> for StepView {
 pub async fn history(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
 ) -> Result<Json<History>, ApiError> {
     let id = parse_id(path)?;
-    let steps = state.files.history(id).await?;
+    // Reviewers' private notes go to reviewers only: whoever the request does not show to be
+    // one (an uploader, a caller known by the function key alone) never receives them.
+    let reviewer = state.access.reviewer(&headers).is_ok();
+    let steps = state.files.history(id, reviewer).await?;
     Ok(Json(History {
         id: id.to_string(),
         steps: steps.iter().map(StepView::from).collect(),

@@ -31,6 +31,7 @@ pub mod fetch;
 pub mod grant_upload_url;
 pub mod history;
 pub mod invocation;
+pub mod notes;
 pub mod openapi;
 pub mod orchestrator;
 pub mod preview;
@@ -98,6 +99,10 @@ pub fn router(state: AppState) -> Router {
         .route("/api/files/{id}/download", get(download::download))
         .route("/api/files/{id}/content", get(fetch::fetch))
         .route("/api/files/{id}/versions", post(versions::new_version))
+        .route(
+            "/api/files/{id}/notes",
+            post(notes::add_note).layer(DefaultBodyLimit::max(notes::MAX_BODY_BYTES)),
+        )
         .route(
             "/api/files/{id}/revoke",
             post(revoke::revoke).layer(DefaultBodyLimit::max(revoke::MAX_BODY_BYTES)),

@@ -11,9 +11,9 @@ use utoipa::{Modify, OpenApi};
 
 use super::schema::*;
 use super::{
-    approve, complete, download, fetch, grant_upload_url, history, preview, revoke, status, upload,
-    versions, withdraw, DecisionView, DownloadsView, FailureView, FileStatus, Links, PrincipalView,
-    RulesView, ScanView, ScannerView, VersionView,
+    approve, complete, download, fetch, grant_upload_url, history, notes, preview, revoke, status,
+    upload, versions, withdraw, DecisionView, DownloadsView, FailureView, FileStatus, Links,
+    PrincipalView, RulesView, ScanView, ScannerView, VersionView,
 };
 
 #[derive(OpenApi)]
@@ -39,6 +39,7 @@ use super::{
         fetch::fetch,
         revoke::revoke,
         versions::new_version,
+        notes::add_note,
         openapi_json,
     ),
     components(schemas(
@@ -64,6 +65,7 @@ use super::{
         DeclarationBody,
         WithdrawalBody,
         RevocationBody,
+        NoteBodyDoc,
         BinaryBody,
         MultipartUpload,
         ApprovalStageName,
@@ -162,6 +164,7 @@ impl Modify for OperationLinks {
                 ("Withdraw", by_id("withdraw", from)),
                 ("Revoke", by_id("revoke", from)),
                 ("NewVersion", by_id("newVersion", from)),
+                ("AddNote", by_id("addNote", from)),
                 ("Download", by_id("download", from)),
             ]
         };
@@ -237,9 +240,13 @@ fn build_document() -> String {
     if let Some(body) = doc.pointer_mut("/components/schemas/DecisionBody") {
         *body = decision_body_schema();
     }
-    if let Some(comment) = doc.pointer_mut("/components/schemas/RevocationBody/properties/comment")
-    {
-        comment["pattern"] = serde_json::Value::from(REASON_PATTERN);
+    for pointer in [
+        "/components/schemas/RevocationBody/properties/comment",
+        "/components/schemas/NoteBody/properties/note",
+    ] {
+        if let Some(text) = doc.pointer_mut(pointer) {
+            text["pattern"] = serde_json::Value::from(REASON_PATTERN);
+        }
     }
     // The media-type and file-name rules live once, in the domain types that enforce them.
     if let Some(content_type) =

@@ -220,3 +220,15 @@ pub struct RevocationBody {
     )]
     comment: String,
 }
+
+/// A reviewer's private note.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)] // a schema only: `notes::NoteBody` reads it
+#[schema(as = NoteBody)]
+pub struct NoteBodyDoc {
+    /// 1 to 2,000 characters, more than white space; line breaks and tabs are the only
+    /// control characters.
+    #[schema(min_length = 1, max_length = 2000)]
+    note: String,
+}

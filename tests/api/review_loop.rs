@@ -1,6 +1,7 @@
 //! Review as a conversation: a reviewer asks for changes, the uploader sends a new version, and
 //! its review starts again from the upload stage; reasons are required for refusals and change
-//! requests; the uploader's turn has a deadline and may end in a withdrawal.
+//! requests; the uploader's turn has a deadline and may end in a withdrawal; reviewers' private
+//! notes reach reviewers only.
 
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -352,6 +353,126 @@ async fn decisions_on_an_earlier_version_no_longer_count(backend: Backend) {
     assert_eq!(decided, 4);
 }
 
+async fn history_as(app: &TestApp, id: &str, token: Option<&str>) -> String {
+    let mut request = app.client.get(app.url(&format!("/api/files/{id}/history")));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    response.text().await.unwrap()
+}
+
+async fn note(app: &TestApp, id: &str, token: Option<&str>, body: Value) -> reqwest::Response {
+    let mut request = app
+        .client
+        .post(app.url(&format!("/api/files/{id}/notes")))
+        .json(&body);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    request.send().await.unwrap()
+}
+
+/// Reviewers' private notes reach reviewers only: the uploader, and a caller the request does
+/// not show to be a reviewer, never receive them on any route; a decision's comment stays
+/// visible to the uploader.
+async fn private_notes_reach_reviewers_only(backend: Backend) {
+    let Some(app) = app_with(backend, Mode::Local, vec![]).await else {
+        return;
+    };
+    const SECRET: &str = "the author asked for this twice before";
+    let id = uploaded(&app, Mode::Local, FIRST).await;
+    let added = note(&app, &id, Some(ALICE), json!({"note": SECRET})).await;
+    assert_eq!(added.status(), 201);
+    let step: Value = added.json().await.unwrap();
+    assert_eq!(step["step"], "note");
+    assert_eq!(step["actor"]["name"], "alice");
+    let asked = decide(
+        &app,
+        &id,
+        "upload",
+        BOB,
+        json!({"decision": "requestChanges", "comment": "fix the totals"}),
+    )
+    .await;
+    assert_eq!(asked.status(), 202);
+
+    for reviewer in [ALICE, BOB] {
+        let seen = history_as(&app, &id, Some(reviewer)).await;
+        assert!(seen.contains(SECRET), "{seen}");
+    }
+    for outsider in [Some(UMA), None] {
+        let seen = history_as(&app, &id, outsider).await;
+        assert!(!seen.contains(SECRET), "{outsider:?}: {seen}");
+        assert!(!seen.contains("\"note\""), "{outsider:?}: {seen}");
+        assert!(
+            seen.contains("fix the totals"),
+            "the decision's comment: {seen}"
+        );
+    }
+    for token in [Some(UMA), Some(ALICE), None] {
+        let mut request = app.client.get(app.url(&format!("/api/files/{id}")));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let status = request.send().await.unwrap().text().await.unwrap();
+        assert!(!status.contains(SECRET), "{status}");
+    }
+
+    // Who may write one, and what a note is.
+    assert_error(
+        note(&app, &id, None, json!({"note": "x"})).await,
+        401,
+        "Unauthorized",
+    )
+    .await;
+    assert_error(
+        note(&app, &id, Some(UMA), json!({"note": "x"})).await,
+        403,
+        "NotAReviewer",
+    )
+    .await;
+    for body in [
+        json!({}),
+        json!({"note": ""}),
+        json!({"note": "   "}),
+        json!({"note": 5}),
+        json!({"note": "x", "also": 1}),
+        json!(["x"]),
+        json!({"note": "x".repeat(2001)}),
+    ] {
+        assert_error(note(&app, &id, Some(ALICE), body).await, 400, "InvalidBody").await;
+    }
+    let missing = uuid::Uuid::new_v4().to_string();
+    assert_error(
+        note(&app, &missing, Some(ALICE), json!({"note": "x"})).await,
+        404,
+        "NotFound",
+    )
+    .await;
+    // At any stage, the end included.
+    let withdrawn = app
+        .client
+        .post(app.url(&format!("/api/files/{id}/withdraw")))
+        .bearer_auth(UMA)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(withdrawn.status(), 202);
+    assert_eq!(
+        note(
+            &app,
+            &id,
+            Some(BOB),
+            json!({"note": "withdrawn, as expected"})
+        )
+        .await
+        .status(),
+        201
+    );
+}
+
 crate::on_every_backend!(
     a_new_version_is_reviewed_on_either_store,
     a_new_version_is_reviewed_under_the_host,
@@ -359,4 +480,5 @@ crate::on_every_backend!(
     a_new_version_comes_from_the_uploader_when_asked,
     the_uploaders_turn_expires_or_ends_in_a_withdrawal,
     decisions_on_an_earlier_version_no_longer_count,
+    private_notes_reach_reviewers_only,
 );

@@ -236,6 +236,9 @@ uiTest("a reviewer asks for changes, the uploader sends a new version, and its r
   await stageShown(bob.page, "Changes requested");
   await bob.page.locator("#outcome").getByText(/Changes requested by bob .*“the total is wrong”/).waitFor();
   await bob.page.locator("#history").getByText(/changes requested/).waitFor();
+  await bob.page.getByLabel(/^Note for reviewers/).fill("third time this month");
+  await bob.page.getByRole("button", { name: "Add private note" }).click();
+  await bob.page.locator("#history").getByText(/private note \(reviewers only\) by bob/).waitFor();
 
   await openFile(uma.page, id);
   await uma.page.getByLabel("Choose the new version").setInputFiles(writeFile("budget-2.txt", "budget\ntotal 12\nchecked twice\n"));
@@ -243,6 +246,8 @@ uiTest("a reviewer asks for changes, the uploader sends a new version, and its r
   await uma.page.locator("#versions").getByText("2 (current)").waitFor();
   await uma.page.locator("#facts").getByText(/^2 \(after 1 change request\)/).waitFor();
   await uma.page.locator("#history").getByText(/new version by uma — version 2/).waitFor();
+  // The uploader never sees a reviewer's private note.
+  assert.equal(await uma.page.locator("#history").getByText("third time this month").count(), 0);
   await shot(uma.page, "file-new-version");
 
   // The same reviewer decides the new version afresh; what changed is in the table.

@@ -341,7 +341,7 @@ function historyList(steps) {
     if (s.step === "finished") return `— ${(STAGE_WORDS[s.outcome] ?? s.outcome).toLowerCase()}`;
     return `— ${s.outcome.replace("changesRequested", "changes requested").replace(/valid until (\S+)/, (_, iso) => `valid until ${when(iso)}`)}`;
   };
-  const words = (s) => [s.stage ? `${s.stage}` : "", step(s.step), s.actor ? `by ${s.actor.name}` : "",
+  const words = (s) => [s.stage ? `${s.stage}` : "", s.step === "note" ? "private note (reviewers only)" : step(s.step), s.actor ? `by ${s.actor.name}` : "",
     outcome(s)].filter(Boolean).join(" ");
   return el("ol", { class: "history", id: "history" }, steps.map((s) => el("li", {},
     el("time", { datetime: s.time, text: when(s.time) }), " ", words(s),
@@ -402,6 +402,30 @@ function downloadSection(file) {
     } finally { button.disabled = false; }
   } });
   return el("section", {}, el("h2", { text: "Download" }), button, result);
+}
+
+// A reviewer's private note, at any stage: reviewers see it in the history, uploaders never.
+function noteForm(file, refresh) {
+  if (!mayDecide()) return null;
+  const text = el("textarea", { id: "note", maxlength: "2000" });
+  const result = el("div", { "aria-live": "assertive" });
+  const button = el("button", { type: "button", text: "Add private note", onclick: async () => {
+    if (!text.value.trim()) { text.focus(); return; }
+    button.disabled = true;
+    try {
+      await api(`/api/files/${file.id}/notes`, { method: "POST", body: { note: text.value.trim() } });
+      await refresh();
+    } catch (error) {
+      result.replaceChildren(message("error", explain(error)));
+      button.disabled = false;
+    }
+  } });
+  return el("section", { "aria-labelledby": "note-title" },
+    el("h2", { id: "note-title", text: "Private note" }),
+    el("form", { class: "decide", onsubmit: (e) => e.preventDefault() },
+      el("label", { for: "note", text: "Note for reviewers (the uploader never sees it)" }), text,
+      el("div", { class: "buttons" }, button)),
+    result);
 }
 
 // Taking an approval back: for reviewers, on an approved file, with a reason; every link
@@ -562,7 +586,8 @@ async function fileView(id, gen) {
       ...((await previewOf(file)) ?? []),
       versionsSection(file),
       el("h2", { text: "History" }), historyList(history.steps),
-      decisionForm(file, render), newVersionForm(file, render), revokeForm(file, render));
+      decisionForm(file, render), newVersionForm(file, render), revokeForm(file, render),
+      noteForm(file, render));
     // Work in progress (the analysis, the workflow's start) is shown as it finishes.
     clearTimeout(pollTimer);
     if (file.stage === "Analyzing" || file.stage === "Uploaded" || file.stage === "Scanning") {
