@@ -353,6 +353,50 @@ async fn decisions_on_an_earlier_version_no_longer_count(backend: Backend) {
     assert_eq!(decided, 4);
 }
 
+/// Two new versions racing for one change request: exactly one is taken, the other is told the
+/// file moved on; and a change request racing an approval: exactly one is recorded.
+async fn racing_versions_and_decisions_have_one_winner(backend: Backend) {
+    let Some(app) = app_with(backend, Mode::Local, vec![]).await else {
+        return;
+    };
+    let id = uploaded(&app, Mode::Local, FIRST).await;
+    let asked = decide(
+        &app,
+        &id,
+        "upload",
+        ALICE,
+        json!({"decision": "requestChanges", "comment": "again please"}),
+    )
+    .await;
+    assert_eq!(asked.status(), 202);
+    let (a, b) = tokio::join!(
+        new_version(&app, &id, Some(UMA), SECOND),
+        new_version(&app, &id, Some(UMA), FIRST)
+    );
+    let mut codes = [a.status().as_u16(), b.status().as_u16()];
+    codes.sort_unstable();
+    assert_eq!(codes, [202, 409]);
+    let status = app.status(&id).await;
+    assert_eq!(status["version"], 2);
+    assert_eq!(status["versions"].as_array().unwrap().len(), 2);
+
+    let (approve, changes) = tokio::join!(
+        decide(&app, &id, "upload", BOB, json!({"decision": "approve"})),
+        decide(
+            &app,
+            &id,
+            "upload",
+            CAROL,
+            json!({"decision": "requestChanges", "comment": "one more thing"})
+        )
+    );
+    let mut codes = [approve.status().as_u16(), changes.status().as_u16()];
+    codes.sort_unstable();
+    assert_eq!(codes, [202, 409], "exactly one decision wins");
+    let decided = app.status(&id).await["approvals"].as_array().unwrap().len();
+    assert_eq!(decided, 1);
+}
+
 async fn history_as(app: &TestApp, id: &str, token: Option<&str>) -> String {
     let mut request = app.client.get(app.url(&format!("/api/files/{id}/history")));
     if let Some(token) = token {
@@ -481,4 +525,5 @@ crate::on_every_backend!(
     the_uploaders_turn_expires_or_ends_in_a_withdrawal,
     decisions_on_an_earlier_version_no_longer_count,
     private_notes_reach_reviewers_only,
+    racing_versions_and_decisions_have_one_winner,
 );
