@@ -5,7 +5,7 @@ use super::upload::{upload_error, NonEmpty};
 use super::{Decided, FileView, Files, FilesError};
 use crate::domain::{ContentType, FileId, Principal, Refusal, Stage};
 use crate::engine::{EngineError, RaiseEvent, RaiseOutcome};
-use crate::store::{ByteStream, PutBlobOptions, VERSIONS_CONTAINER};
+use crate::store::{ByteStream, PutBlobOptions, StoreError, VERSIONS_CONTAINER};
 use crate::workflow::{self, BlobRef, UploaderTurnEvent, VersionInput};
 
 impl Files {
@@ -59,10 +59,26 @@ impl Files {
             )
             .await
             .map_err(|e| upload_error(e, limit))?;
-        let snapshot = self
+        let snapshot = match self
             .store
             .snapshot_blob(VERSIONS_CONTAINER, &name, Some(&props.etag))
-            .await?;
+            .await
+        {
+            Ok(snapshot) => snapshot,
+            // Another version for the same request was written over this one meanwhile: one
+            // of the two is taken, and it is not this one.
+            Err(StoreError::PreconditionFailed) => {
+                let current = self.load(id).await?.stage();
+                return Err(FilesError::Refused(Refusal::WrongStage {
+                    message: format!(
+                        "another new version of file {id} arrived at the same time; it is {}",
+                        current.describe()
+                    ),
+                    current,
+                }));
+            }
+            Err(e) => return Err(e.into()),
+        };
         let turn = UploaderTurnEvent {
             uploader: uploader.to_string(),
             uploader_id: uploader.id().map(str::to_owned),
