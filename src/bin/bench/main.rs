@@ -16,7 +16,8 @@
 //! `workflows`, `requests`, `idle`, `history`, `takeover`, `scan` (the malware scan of a big
 //! file against clamd alone, and storage requests with a scanner on), `direct-upload` (with
 //! the upload approval → analysed time), `links` (a big file through the app's download link
-//! against the bare SAS it leads to).
+//! against the bare SAS it leads to), `changes` (storage requests of a workflow with one round
+//! of changes against one without).
 
 mod api;
 mod cli_rows;
@@ -29,6 +30,7 @@ mod link_rows;
 mod process_rows;
 mod procs;
 mod report;
+mod review_rows;
 mod scan_rows;
 
 use std::collections::HashMap;
@@ -45,7 +47,7 @@ use crate::inproc_rows::Backend;
 use crate::procs::{Azurite, WorkDir};
 use crate::report::{Line, Report};
 
-const ROWS: [&str; 14] = [
+const ROWS: [&str; 15] = [
     "cold",
     "upload",
     "trigger",
@@ -60,6 +62,7 @@ const ROWS: [&str; 14] = [
     "takeover",
     "scan",
     "links",
+    "changes",
 ];
 
 /// How many reviewers the apps know; each concurrent client slot approves as one of them.
@@ -379,6 +382,11 @@ async fn run(options: Options) -> Result<Report> {
         record(&mut report, "scan, embedded", result);
         let result = scan_rows::requests(&ctx, &mut report).await;
         record(&mut report, "storage requests with a scanner", result);
+    }
+
+    if options.wants("changes") {
+        let result = review_rows::change_round(&ctx, &mut report).await;
+        record(&mut report, "storage requests with a round of changes", result);
     }
 
     if options.wants("links") && ctx.azurite.is_some() {
