@@ -39,13 +39,9 @@ async fn post(api: &Api, path: &str, who: &str, body: reqwest::Body, kind: &str)
         .body(body)
         .send()
         .await?;
-    expect(
-        response,
-        &[StatusCode::CREATED, StatusCode::ACCEPTED],
-        path,
-    )
-    .await
-    .map(drop)
+    expect(response, &[StatusCode::CREATED, StatusCode::ACCEPTED], path)
+        .await
+        .map(drop)
 }
 
 /// One workflow from upload to download link; with `round`, a change request at the download
@@ -72,7 +68,14 @@ async fn one(app: &InProcessApp, api: &Api, i: usize, round: bool) -> Result<Req
     if round {
         let asked = json!({"decision": "requestChanges", "comment": "fix the totals"});
         let path = format!("/api/files/{id}/approvals/download");
-        post(api, &path, &token(1), asked.to_string().into(), "application/json").await?;
+        post(
+            api,
+            &path,
+            &token(1),
+            asked.to_string().into(),
+            "application/json",
+        )
+        .await?;
         let path = format!("/api/files/{id}/versions");
         let body = data::text_file(i + 1000, SMALL_FILE).into();
         post(api, &path, &uploader, body, "text/plain").await?;
