@@ -386,7 +386,11 @@ async fn run(options: Options) -> Result<Report> {
 
     if options.wants("changes") {
         let result = review_rows::change_round(&ctx, &mut report).await;
-        record(&mut report, "storage requests with a round of changes", result);
+        record(
+            &mut report,
+            "storage requests with a round of changes",
+            result,
+        );
     }
 
     if options.wants("links") && ctx.azurite.is_some() {
