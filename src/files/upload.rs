@@ -42,6 +42,7 @@ impl Files {
             uploader: upload.uploader,
         };
         let id = record.id;
+        self.index_uploader(&record).await?;
         let record_etag = self
             .store
             .insert_entity(FILES_TABLE, &record.to_entity())

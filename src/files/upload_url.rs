@@ -64,6 +64,7 @@ impl Files {
                 expires_at,
             })
             .await?;
+        self.index_uploader(&record).await?;
         self.store
             .insert_entity(FILES_TABLE, &record.to_entity())
             .await?;

@@ -35,6 +35,7 @@ pub mod notes;
 pub mod openapi;
 pub mod orchestrator;
 pub mod preview;
+pub mod related;
 pub mod revoke;
 pub mod scan_result;
 pub mod schema;
@@ -99,6 +100,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/files/{id}/download", get(download::download))
         .route("/api/files/{id}/content", get(fetch::fetch))
         .route("/api/files/{id}/versions", post(versions::new_version))
+        .route("/api/files/{id}/related", get(related::related))
         .route(
             "/api/files/{id}/notes",
             post(notes::add_note).layer(DefaultBodyLimit::max(notes::MAX_BODY_BYTES)),
@@ -171,6 +173,7 @@ pub(crate) fn query_parameters(method: &Method, path: &str) -> &'static [&'stati
         (&Method::POST, "/api/files") => &["name"],
         (&Method::GET, "/api/files") => &["stage", "top", "continuationToken", "awaiting"],
         (&Method::GET | &Method::HEAD, p) if p.ends_with("/content") => &["se", "sig", "bound"],
+        (&Method::GET, p) if p.ends_with("/related") => &["continuationToken"],
         _ => &[],
     }
 }

@@ -11,9 +11,9 @@ use utoipa::{Modify, OpenApi};
 
 use super::schema::*;
 use super::{
-    approve, complete, download, fetch, grant_upload_url, history, notes, preview, revoke, status,
-    upload, versions, withdraw, DecisionView, DownloadsView, FailureView, FileStatus, Links,
-    PrincipalView, RulesView, ScanView, ScannerView, VersionView,
+    approve, complete, download, fetch, grant_upload_url, history, notes, preview, related, revoke,
+    status, upload, versions, withdraw, DecisionView, DownloadsView, FailureView, FileStatus,
+    Links, PrincipalView, RulesView, ScanView, ScannerView, VersionView,
 };
 
 #[derive(OpenApi)]
@@ -40,6 +40,7 @@ use super::{
         revoke::revoke,
         versions::new_version,
         notes::add_note,
+        related::related,
         openapi_json,
     ),
     components(schemas(
@@ -165,6 +166,7 @@ impl Modify for OperationLinks {
                 ("Revoke", by_id("revoke", from)),
                 ("NewVersion", by_id("newVersion", from)),
                 ("AddNote", by_id("addNote", from)),
+                ("GetRelated", by_id("getRelated", from)),
                 ("Download", by_id("download", from)),
             ]
         };

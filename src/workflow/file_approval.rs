@@ -874,6 +874,9 @@ async fn analyze_file(
             ActivityError::new(format!("analyzing file {}: {e}", file.id))
         })?;
     gate::with_archive_facts(store.as_ref(), &file, &mut analysis).await?;
+    super::related::record_hash(store.as_ref(), &file, &analysis.sha256)
+        .await
+        .map_err(|e| ActivityError::new(format!("indexing file {}: {e}", file.id)))?;
     tracing::info!(
         file = %file.id,
         size = analysis.size,

@@ -21,6 +21,7 @@ pub mod archive;
 mod file_approval;
 mod input;
 pub mod notify;
+pub mod related;
 mod scan;
 mod stages;
 mod versions;

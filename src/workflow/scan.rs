@@ -432,6 +432,9 @@ pub(super) async fn scan_file(
         ActivityError::new(format!("analyzing file {}: {e}", file.id))
     })?;
     with_archive_facts(store.as_ref(), &file, &mut analysis).await?;
+    super::related::record_hash(store.as_ref(), &file, &analysis.sha256)
+        .await
+        .map_err(|e| ActivityError::new(format!("indexing file {}: {e}", file.id)))?;
     tracing::info!(
         file = %file.id,
         verdict = %report.verdict,

@@ -7,7 +7,8 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use crate::helpers::{
-    assert_error, pass_minutes, spawn_team, Backend, Mode, TestApp, ALICE, BOB, CAROL, UMA,
+    assert_error, pass_minutes, spawn_app_with, spawn_team, Backend, Mode, Options, TestApp, ALICE,
+    BOB, CAROL, UMA,
 };
 
 const FIRST: &[u8] = b"draft one\nnumbers for the board\n";
@@ -397,6 +398,138 @@ async fn racing_versions_and_decisions_have_one_winner(backend: Backend) {
     assert_eq!(decided, 1);
 }
 
+async fn related(app: &TestApp, id: &str, token: Option<&str>, query: &str) -> reqwest::Response {
+    let mut request = app
+        .client
+        .get(app.url(&format!("/api/files/{id}/related{query}")));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    request.send().await.unwrap()
+}
+
+/// A reviewer sees earlier files with the same bytes and how each ended ("the same bytes were
+/// rejected: reason …"), paged, and the uploader's recent files; uploaders see none of it.
+async fn related_files_show_the_same_bytes_and_the_uploaders_files(backend: Backend) {
+    // An uploader and bytes of this test's own: on a shared Azurite the index partitions of
+    // "uma" and of the usual test bytes hold other tests' files.
+    let run = uuid::Uuid::new_v4().simple().to_string();
+    let uploader_token: &'static str = Box::leak(format!("una-{run}").into_boxed_str());
+    let content: &'static [u8] = Box::leak(
+        format!("the same bytes, run {run}\n")
+            .into_bytes()
+            .into_boxed_slice(),
+    );
+    let Some(app) = spawn_app_with(Options {
+        backend,
+        mode: Mode::Local,
+        vars: vec![
+            (
+                "FILE_APPROVER_REVIEWERS",
+                format!("alice:{ALICE},bob:{BOB},carol:{CAROL}"),
+            ),
+            (
+                "FILE_APPROVER_UPLOADERS",
+                format!("una-{run}:{uploader_token}"),
+            ),
+        ],
+        ..Options::default()
+    })
+    .await
+    else {
+        return;
+    };
+    let uploaded =
+        |bytes: &'static [u8]| app.upload_by(uploader_token, Mode::Local, "a.txt", bytes);
+    // Eleven earlier files with these bytes, the last of them rejected with a reason.
+    // A second apart each, so that "newest first" has an order to keep.
+    let tick = || app.clock.advance(chrono::Duration::seconds(1));
+    let mut earlier = Vec::new();
+    for _ in 0..11 {
+        tick();
+        earlier.push(uploaded(content).await);
+    }
+    for id in &earlier {
+        app.approve_ok(id, "upload", ALICE).await;
+    }
+    app.idle().await;
+    let rejected = earlier.last().unwrap().clone();
+    let refused = decide(
+        &app,
+        &rejected,
+        "download",
+        BOB,
+        json!({"approved": false, "comment": "contains the old salaries"}),
+    )
+    .await;
+    assert_eq!(refused.status(), 202);
+    tick();
+    let other = uploaded(SECOND).await;
+    tick();
+    let id = uploaded(content).await;
+    app.approve_ok(&id, "upload", ALICE).await;
+    app.idle().await;
+
+    let first: Value = related(&app, &id, Some(BOB), "")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let same = first["sameBytes"].as_array().unwrap();
+    assert!(!same.iter().any(|f| f["id"] == id.as_str()), "not itself");
+    assert!(
+        !same.iter().any(|f| f["id"] == other.as_str()),
+        "other bytes"
+    );
+    // Newest first: the rejected one leads, with its reason.
+    assert_eq!(same[0]["id"], rejected.as_str());
+    assert_eq!(same[0]["stage"], "Rejected");
+    assert_eq!(same[0]["reason"], "contains the old salaries");
+    assert_eq!(same[0]["decidedBy"]["name"], "bob");
+    let token = first["continuationToken"].as_str().expect("a second page");
+    let second: Value = related(&app, &id, Some(BOB), &format!("?continuationToken={token}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let mut listed: Vec<String> = same
+        .iter()
+        .chain(second["sameBytes"].as_array().unwrap())
+        .map(|f| f["id"].as_str().unwrap().to_owned())
+        .collect();
+    listed.sort();
+    let mut want = earlier.clone();
+    want.sort();
+    assert_eq!(listed, want, "every earlier file once, over the pages");
+    assert_eq!(second["byUploader"], json!([]), "first page only");
+    let by_uploader = first["byUploader"].as_array().unwrap();
+    // A page of ten, the file itself left out.
+    assert_eq!(by_uploader.len(), 9, "a page of the uploader's files");
+    assert_eq!(by_uploader[0]["id"], other.as_str(), "newest first");
+
+    // Reviewers only; bad tokens are refused.
+    assert_error(
+        related(&app, &id, Some(uploader_token), "").await,
+        403,
+        "NotAReviewer",
+    )
+    .await;
+    assert_error(related(&app, &id, None, "").await, 401, "Unauthorized").await;
+    assert_error(
+        related(&app, &id, Some(BOB), "?continuationToken=zz").await,
+        400,
+        "InvalidQuery",
+    )
+    .await;
+    let missing = uuid::Uuid::new_v4().to_string();
+    assert_error(
+        related(&app, &missing, Some(BOB), "").await,
+        404,
+        "NotFound",
+    )
+    .await;
+}
+
 async fn history_as(app: &TestApp, id: &str, token: Option<&str>) -> String {
     let mut request = app.client.get(app.url(&format!("/api/files/{id}/history")));
     if let Some(token) = token {
@@ -526,4 +659,5 @@ crate::on_every_backend!(
     decisions_on_an_earlier_version_no_longer_count,
     private_notes_reach_reviewers_only,
     racing_versions_and_decisions_have_one_winner,
+    related_files_show_the_same_bytes_and_the_uploaders_files,
 );

@@ -184,9 +184,11 @@ crate::on_every_backend!(
     the_page_is_served_with_a_strict_content_security_policy,
 );
 
-/// The whole page (HTML, script, style, icon) stays small: no framework crept in.
+/// The whole page (HTML, script, style, icon) stays small: no framework crept in. Uncompressed
+/// and commented, it grew past 40 KiB with revocation, versions, notes and related files;
+/// 64 KiB still keeps it far under the 100 KiB compressed that issue 23 allows.
 #[test]
-fn the_page_weighs_under_40_kib() {
+fn the_page_weighs_under_64_kib() {
     let weight = file_approver::functions::ui::weight_bytes();
-    assert!(weight < 40 * 1024, "{weight} bytes");
+    assert!(weight < 64 * 1024, "{weight} bytes");
 }

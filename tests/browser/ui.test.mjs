@@ -256,6 +256,8 @@ uiTest("a reviewer asks for changes, the uploader sends a new version, and its r
   await stageShown(bob.page, "Awaiting download approval");
   // Asked at the upload stage, version 1 was never analysed: only its size compares.
   await bob.page.locator("#versions").getByText("+14 bytes").waitFor();
+  // The uploader's other files are listed for reviewers.
+  await bob.page.locator("#related").getByText(/recent files/).waitFor();
   await bob.context.close();
   await uma.context.close();
 });

@@ -487,6 +487,29 @@ function versionsSection(file) {
       el("tbody", {}, rows)));
 }
 
+// For reviewers: earlier files with the same bytes and how each ended, and the uploader's
+// recent files.
+async function relatedSection(file) {
+  if (!mayDecide() || file.stage === "Uploaded") return null;
+  let related;
+  try { related = await api(`/api/files/${file.id}/related`); } catch { return null; }
+  const item = (f) => {
+    const how = (STAGE_WORDS[f.stage] ?? f.stage).toLowerCase();
+    const who = f.decidedBy ? ` by ${f.decidedBy.name}${f.decidedTime ? ` on ${when(f.decidedTime)}` : ""}` : "";
+    return el("li", {}, el("a", { href: `#/files/${f.id}`, text: f.name }),
+      ` — ${how}${who}`, f.reason ? [": ", el("q", { text: f.reason })] : null);
+  };
+  const parts = [el("h2", { text: "Related files" })];
+  parts.push(el("h3", { text: "The same bytes before" }), related.sameBytes.length
+    ? el("ul", { id: "same-bytes" }, related.sameBytes.map(item))
+    : el("p", { class: "muted", text: "No earlier file had these bytes." }));
+  if (related.byUploader.length) {
+    parts.push(el("h3", { text: `${file.uploader?.name ?? "The uploader"}'s recent files` }),
+      el("ul", { id: "by-uploader" }, related.byUploader.map(item)));
+  }
+  return el("section", { id: "related" }, parts);
+}
+
 // The uploader's turn: a new version after a change request (or the file taken back).
 function newVersionForm(file, refresh) {
   if (file.stage !== "ChangesRequested" || me.state === "signedOut") return null;
@@ -584,7 +607,7 @@ async function fileView(id, gen) {
       downloadSection(file),
       el("h2", { text: "Analysis" }), ...analysisFacts(file),
       ...((await previewOf(file)) ?? []),
-      versionsSection(file),
+      versionsSection(file), await relatedSection(file),
       el("h2", { text: "History" }), historyList(history.steps),
       decisionForm(file, render), newVersionForm(file, render), revokeForm(file, render),
       noteForm(file, render));

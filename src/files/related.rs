@@ -1,0 +1,176 @@
+//! Related files, for reviewers: earlier files with the same bytes (and how each ended), and
+//! the uploader's recent files. Each list is one partition of the related-files index
+//! ([`crate::workflow::related`]), read newest first; the same-bytes list is paged.
+
+use chrono::{DateTime, Utc};
+
+use super::{FileRecord, FileView, Files, FilesError};
+use crate::domain::{FileId, Principal, Refusal, Stage};
+use crate::store::{Entity, StoreError, TableQuery};
+use crate::workflow::related::{self, RELATED_TABLE};
+
+/// How many files one page of a list holds.
+const PAGE: u32 = 10;
+
+/// One related file as a reviewer sees it.
+#[derive(Debug, Clone)]
+pub struct RelatedFile {
+    pub id: FileId,
+    pub name: String,
+    /// The version that held the same bytes (1 for the uploader's list).
+    pub version: u32,
+    pub uploaded_time: DateTime<Utc>,
+    pub stage: Stage,
+    /// Who decided it last, when and why: a rejection's or change request's reason, say.
+    pub decided_by: Option<Principal>,
+    pub decided_time: Option<DateTime<Utc>>,
+    pub reason: Option<String>,
+}
+
+/// What [`Files::related`] found.
+#[derive(Debug, Clone, Default)]
+pub struct Related {
+    /// Other files whose bytes were the same as this one's current version, newest first.
+    pub same_bytes: Vec<RelatedFile>,
+    /// Where the same-bytes list goes on, if it does.
+    pub continuation: Option<String>,
+    /// The uploader's most recent other files (the first page only).
+    pub by_uploader: Vec<RelatedFile>,
+}
+
+impl Files {
+    /// Records an upload in its uploader's list, before its record and bytes (a row whose
+    /// upload never committed names no file; listings skip it).
+    pub(super) async fn index_uploader(&self, record: &FileRecord) -> Result<(), FilesError> {
+        let Some(uploader) = &record.uploader else {
+            return Ok(());
+        };
+        let row = Entity::new(
+            related::by_uploader_partition(uploader),
+            format!(
+                "{}-{}",
+                related::newest_first(record.created_time),
+                record.id
+            ),
+        )
+        .with("FileId", record.id.to_string())
+        .with("Version", 1i64)
+        .with("Name", record.name.as_str());
+        match self.store.insert_entity(RELATED_TABLE, &row).await {
+            Ok(_) | Err(StoreError::AlreadyExists) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The files related to file `id`: the same bytes (paged by `continuation`) and, on the
+    /// first page, the uploader's recent files. Two partition reads, then one read per file
+    /// listed for where it stands now.
+    pub async fn related(
+        &self,
+        id: FileId,
+        continuation: Option<String>,
+    ) -> Result<Related, FilesError> {
+        // The token is the hex of the position to continue after, as listings write theirs.
+        let continuation = match continuation {
+            None => None,
+            Some(token) => Some(
+                hex::decode(&token)
+                    .ok()
+                    .filter(|bytes| !bytes.is_empty())
+                    .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+                    .ok_or(FilesError::Refused(Refusal::InvalidQuery(
+                        "continuationToken is malformed".into(),
+                    )))?,
+            ),
+        };
+        let view = self.load(id).await?;
+        let FileView::Workflow { summary, .. } = &view else {
+            return Ok(Related::default());
+        };
+        let mut found = Related::default();
+        let sha = summary
+            .analysis
+            .as_ref()
+            .and_then(|a| a.get("sha256"))
+            .and_then(|s| s.as_str());
+        if let Some(sha) = sha {
+            let (rows, next) = self
+                .index_page(related::by_hash_partition(sha), continuation.clone())
+                .await?;
+            found.continuation = next.map(|p| hex::encode(p.as_bytes()));
+            found.same_bytes = self.describe(rows, id).await?;
+        }
+        if let (None, Some(uploader)) = (continuation, &summary.file.uploader) {
+            let (rows, _) = self
+                .index_page(related::by_uploader_partition(uploader), None)
+                .await?;
+            found.by_uploader = self.describe(rows, id).await?;
+        }
+        Ok(found)
+    }
+
+    async fn index_page(
+        &self,
+        partition: String,
+        continuation: Option<String>,
+    ) -> Result<(Vec<Entity>, Option<String>), FilesError> {
+        let query = TableQuery {
+            top: Some(PAGE),
+            continuation,
+            ..TableQuery::partition(partition)
+        };
+        match self.store.query(RELATED_TABLE, &query).await {
+            Ok(page) => Ok((
+                page.entities.into_iter().map(|s| s.entity).collect(),
+                page.continuation,
+            )),
+            Err(StoreError::NotFound) => Ok((Vec::new(), None)),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Each row's file as it stands now; the file itself, and rows naming no file, are left out.
+    async fn describe(
+        &self,
+        rows: Vec<Entity>,
+        this: FileId,
+    ) -> Result<Vec<RelatedFile>, FilesError> {
+        let mut files = Vec::new();
+        for row in rows {
+            let Some(id) = row.str("FileId").and_then(|s| FileId::parse(s).ok()) else {
+                continue;
+            };
+            if id == this {
+                continue;
+            }
+            let view = match self.load(id).await {
+                Ok(view) => view,
+                Err(FilesError::Refused(_)) => continue,
+                Err(e) => return Err(e),
+            };
+            let (uploaded_time, last) = match &view {
+                FileView::Workflow { summary, .. } => (
+                    summary.file.created_time,
+                    summary
+                        .approvals
+                        .iter()
+                        .rev()
+                        .find(|d| !d.approved)
+                        .cloned(),
+                ),
+                FileView::Uploaded { record, .. } => (record.created_time, None),
+            };
+            files.push(RelatedFile {
+                id,
+                name: row.str("Name").unwrap_or_default().to_owned(),
+                version: u32::try_from(row.i64("Version").unwrap_or(1)).unwrap_or(1),
+                uploaded_time,
+                stage: view.stage(),
+                decided_by: last.as_ref().map(|d| d.principal()),
+                decided_time: last.as_ref().map(|d| d.decided_time),
+                reason: last.and_then(|d| d.comment),
+            });
+        }
+        Ok(files)
+    }
+}
