@@ -58,6 +58,7 @@ pub use start::{Started, TriggerFacts};
 pub use sweep::SweepReport;
 pub use upload::NewUpload;
 pub use upload_url::{NewDirectUpload, UploadGrant};
+pub use versions::VersionGrant;
 pub use view::{DownloadGrant, FilePage, FileView};
 
 use crate::clock::Clock;

@@ -57,7 +57,7 @@ struct Declaration {
 
 /// A size as JSON may write a whole number: `231` or `231.0` (JSON Schema counts both as an
 /// integer); a fraction or a negative number is refused.
-fn whole_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+pub(super) fn whole_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     let number = serde_json::Number::deserialize(d)?;
     if let Some(n) = number.as_u64() {
         return Ok(n);

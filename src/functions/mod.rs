@@ -100,6 +100,15 @@ pub fn router(state: AppState) -> Router {
         .route("/api/files/{id}/download", get(download::download))
         .route("/api/files/{id}/content", get(fetch::fetch))
         .route("/api/files/{id}/versions", post(versions::new_version))
+        .route(
+            "/api/files/{id}/versions/uploads",
+            post(versions::new_version_upload)
+                .layer(DefaultBodyLimit::max(versions::MAX_DECLARATION_BYTES)),
+        )
+        .route(
+            "/api/files/{id}/versions/{version}/complete",
+            post(versions::complete_version),
+        )
         .route("/api/files/{id}/related", get(related::related))
         .route(
             "/api/files/{id}/notes",

@@ -232,3 +232,13 @@ pub struct NoteBodyDoc {
     #[schema(min_length = 1, max_length = 2000)]
     note: String,
 }
+
+/// A new version declared, for an upload URL.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[allow(dead_code)] // a schema only: `versions::VersionDeclaration` reads it
+pub struct VersionDeclarationBody {
+    /// The new version's size in bytes (1 to `FILE_APPROVER_MAX_DIRECT_UPLOAD_BYTES`).
+    #[schema(minimum = 1)]
+    size: u64,
+}

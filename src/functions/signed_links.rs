@@ -52,13 +52,15 @@ struct BlobsState {
     store: Arc<EmbeddedStore>,
     clock: Arc<dyn Clock>,
     listener: Option<Arc<dyn UploadListener>>,
+    /// The container this route's upload links write.
+    container: &'static str,
 }
 
 impl BlobsState {
     /// The upload link a request to blob `name` presents, checked against the clock's now.
     fn link<'a>(&self, name: &'a str, query: &'a SignedQuery) -> UploadLink<'a> {
         UploadLink {
-            container: UPLOAD_CONTAINER,
+            container: self.container,
             name,
             query,
             now: self.clock.now(),
@@ -101,10 +103,26 @@ pub fn router(
             put(take_upload).fallback(upload_method_not_allowed),
         )
         .with_state(BlobsState {
-            store,
-            clock,
+            store: store.clone(),
+            clock: clock.clone(),
             listener,
+            container: UPLOAD_CONTAINER,
         })
+        // New versions' upload links: the uploader completes them through the API, so no
+        // listener hears of their commits.
+        .merge(
+            Router::new()
+                .route(
+                    "/api/uploads/versions/{name}",
+                    put(take_upload).fallback(upload_method_not_allowed),
+                )
+                .with_state(BlobsState {
+                    store,
+                    clock,
+                    listener: None,
+                    container: crate::store::VERSIONS_CONTAINER,
+                }),
+        )
 }
 
 /// A Put Blob through an upload link. Like Blob Storage it wants `x-ms-blob-type: BlockBlob`

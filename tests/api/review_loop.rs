@@ -530,6 +530,101 @@ async fn related_files_show_the_same_bytes_and_the_uploaders_files(backend: Back
     .await;
 }
 
+/// A new version too large for one request goes straight to storage through an upload URL,
+/// and is taken once the uploader says it is complete.
+async fn a_large_new_version_goes_through_an_upload_url(backend: Backend) {
+    let Some(app) = app_with(backend, Mode::Local, vec![]).await else {
+        return;
+    };
+    let id = uploaded(&app, Mode::Local, FIRST).await;
+    let asked = decide(
+        &app,
+        &id,
+        "upload",
+        ALICE,
+        json!({"decision": "requestChanges", "comment": "the full data set, please"}),
+    )
+    .await;
+    assert_eq!(asked.status(), 202);
+    let declare = |body: Value, token: &str| {
+        app.client
+            .post(app.url(&format!("/api/files/{id}/versions/uploads")))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+    };
+    for body in [
+        json!({}),
+        json!({"size": -1}),
+        json!({"size": 1, "name": "x"}),
+        json!([1]),
+    ] {
+        assert_error(declare(body, UMA).await.unwrap(), 400, "InvalidBody").await;
+    }
+    assert_error(
+        declare(json!({"size": 0}), UMA).await.unwrap(),
+        400,
+        "EmptyFile",
+    )
+    .await;
+    assert_error(
+        declare(json!({"size": 10}), ALICE).await.unwrap(),
+        403,
+        "NotTheUploader",
+    )
+    .await;
+    let ticket: Value = declare(json!({"size": SECOND.len()}), UMA)
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ticket["version"], 2);
+    let complete = ticket["links"]["complete"].as_str().unwrap().to_owned();
+    let finish = |path: String| app.client.post(app.url(&path)).bearer_auth(UMA).send();
+    assert_error(
+        finish(complete.clone()).await.unwrap(),
+        409,
+        "UploadIncomplete",
+    )
+    .await;
+    assert_error(
+        finish(format!("/api/files/{id}/versions/3/complete"))
+            .await
+            .unwrap(),
+        409,
+        "WrongStage",
+    )
+    .await;
+    assert_error(
+        finish(format!("/api/files/{id}/versions/x/complete"))
+            .await
+            .unwrap(),
+        400,
+        "InvalidStage",
+    )
+    .await;
+    let put = reqwest::Client::new()
+        .put(ticket["uploadUrl"].as_str().unwrap())
+        .header("x-ms-blob-type", "BlockBlob")
+        .header("content-type", "text/plain")
+        .body(SECOND)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 201);
+    let done = finish(complete.clone()).await.unwrap();
+    assert_eq!(done.status(), 202);
+    let status: Value = done.json().await.unwrap();
+    assert_eq!(status["version"], 2);
+    assert_eq!(status["size"], SECOND.len());
+    assert_eq!(status["contentType"], "text/plain");
+    app.idle().await;
+    assert_eq!(app.status(&id).await["stage"], "AwaitingUploadApproval");
+    // Said again, once taken: the file no longer waits for it.
+    assert_error(finish(complete).await.unwrap(), 409, "WrongStage").await;
+}
+
 async fn history_as(app: &TestApp, id: &str, token: Option<&str>) -> String {
     let mut request = app.client.get(app.url(&format!("/api/files/{id}/history")));
     if let Some(token) = token {
@@ -660,4 +755,5 @@ crate::on_every_backend!(
     private_notes_reach_reviewers_only,
     racing_versions_and_decisions_have_one_winner,
     related_files_show_the_same_bytes_and_the_uploaders_files,
+    a_large_new_version_goes_through_an_upload_url,
 );

@@ -222,11 +222,22 @@ impl Signer {
             .append_pair("sp", WRITE)
             .append_pair("sig", &signature)
             .finish();
-        format!(
-            "{}/api/uploads/{}?{query}",
-            self.base_url,
-            utf8_percent_encode(request.name, PATH_SEGMENT)
-        )
+        // Direct uploads keep their short form; another container (new versions') names
+        // itself.
+        if request.container == crate::store::UPLOADS_CONTAINER {
+            format!(
+                "{}/api/uploads/{}?{query}",
+                self.base_url,
+                utf8_percent_encode(request.name, PATH_SEGMENT)
+            )
+        } else {
+            format!(
+                "{}/api/uploads/{}/{}?{query}",
+                self.base_url,
+                utf8_percent_encode(request.container, PATH_SEGMENT),
+                utf8_percent_encode(request.name, PATH_SEGMENT)
+            )
+        }
     }
 
     /// Checks an upload link like [`verify`](Self::verify) checks a download link.
