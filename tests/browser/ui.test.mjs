@@ -262,6 +262,23 @@ uiTest("a reviewer asks for changes, the uploader sends a new version, and its r
   await uma.context.close();
 });
 
+uiTest("a new version too large for one request goes to storage in blocks", async () => {
+  const uma = await personWith(UPLOADER);
+  const id = await uploadThroughPage(uma.page, writeFile("dataset.csv", "a,b\n1,2\n"));
+  const bob = await personWith(BOB);
+  await openFile(bob.page, id);
+  await decide(bob.page, "Request", "changes", "the whole data set, please");
+  await stageShown(bob.page, "Changes requested");
+  // 33 MiB: over the page's one-request limit, so an upload URL and blocks.
+  const big = Buffer.alloc(33 * 1024 * 1024, "x");
+  await openFile(uma.page, id);
+  await uma.page.getByLabel("Choose the new version").setInputFiles(writeFile("dataset-full.csv", big));
+  await stageShown(uma.page, "Awaiting upload approval");
+  await uma.page.locator("#facts").getByText("33.0 MiB").waitFor();
+  await bob.context.close();
+  await uma.context.close();
+});
+
 uiTest("contents that are not what the name says show a warning and an image preview", async () => {
   // A 1×1 PNG named .txt: declared text/plain by the browser, detected image/png.
   const png = Buffer.from("89504e470d0a1a0a0000000d4948445200000001000000010806000000"

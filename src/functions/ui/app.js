@@ -521,10 +521,18 @@ function newVersionForm(file, refresh) {
     if (!chosen) return;
     input.disabled = true;
     bar.hidden = false;
+    const type = chosen.type || "application/octet-stream";
+    const progress = (sent) => { bar.value = chosen.size ? Math.min(100, (100 * sent) / chosen.size) : 100; };
     try {
-      await sendWithProgress({ method: "POST", url: `/api/files/${file.id}/versions`,
-        headers: { ...authHeaders(), "Content-Type": chosen.type || "application/octet-stream" }, body: chosen,
-        onProgress: (sent) => { bar.value = chosen.size ? Math.min(100, (100 * sent) / chosen.size) : 100; } });
+      if (chosen.size > DIRECT_ABOVE) {
+        // Too large for one request: straight to storage, then the word that it is in.
+        const ticket = await api(`/api/files/${file.id}/versions/uploads`, { method: "POST", body: { size: chosen.size } });
+        await sendBlocks(ticket.uploadUrl, chosen, type, progress, (text) => { result.replaceChildren(message("notice", text)); });
+        await api(ticket.links.complete, { method: "POST" });
+      } else {
+        await sendWithProgress({ method: "POST", url: `/api/files/${file.id}/versions`,
+          headers: { ...authHeaders(), "Content-Type": type }, body: chosen, onProgress: progress });
+      }
       await refresh();
     } catch (error) {
       result.replaceChildren(message("error", error.code === "NotTheUploader"
@@ -647,6 +655,16 @@ const transient = (e) => e.status === 0 || e.status === 408 || e.status === 429 
 async function uploadDirect(file, type, progress, say) {
   const ticket = await api("/api/files/uploads", { method: "POST",
     body: { name: file.name, size: file.size, contentType: type } });
+  await sendBlocks(ticket.uploadUrl, file, type, progress, say);
+  // Where no storage event starts the workflow (local mode on Azure Storage); harmless elsewhere.
+  await api(ticket.links.complete, { method: "POST" });
+  return ticket.id;
+}
+
+// A file to an upload URL in blocks (Put Block, then Put Block List), each block sent again on
+// a dropped connection.
+async function sendBlocks(uploadUrl, file, type, progress, say) {
+  const ticket = { uploadUrl };
   const blocks = [];
   let done = 0;
   for (let offset = 0, n = 0; offset < file.size; offset += BLOCK_BYTES, n += 1) {
@@ -681,9 +699,6 @@ async function uploadDirect(file, type, progress, say) {
       await sleep(Math.min(1000 * 2 ** (attempt - 1), 10000));
     }
   }
-  // Where no storage event starts the workflow (local mode on Azure Storage); harmless elsewhere.
-  await api(ticket.links.complete, { method: "POST" });
-  return ticket.id;
 }
 
 async function uploadSmall(file, type, progress) {
