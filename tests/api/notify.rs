@@ -189,6 +189,50 @@ async fn people_are_told_when_a_file_needs_them_and_when_it_ends(backend: Backen
     assert_eq!(status["runtimeStatus"], "Completed");
 }
 
+/// A change request and the new version that answers it reach the webhook too; the uploader's
+/// turn has its deadline in the event.
+async fn a_change_request_and_a_new_version_are_announced(backend: Backend) {
+    let (receiver, url) = Receiver::start(Behaviour::Accept).await;
+    let extra = vec![("FILE_APPROVER_APPROVAL_TIMEOUT_SECS", "3600".to_owned())];
+    let Some(app) = app_with_webhook(backend, &url, extra).await else {
+        return;
+    };
+    let id = app.upload_as(ALICE).await;
+    let asked = app
+        .client
+        .post(app.url(&format!("/api/files/{id}/approvals/upload")))
+        .bearer_auth(BOB)
+        .json(&serde_json::json!({"decision": "requestChanges", "comment": "sign it"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(asked.status(), 202);
+    let sent = app
+        .client
+        .post(app.url(&format!("/api/files/{id}/versions")))
+        .bearer_auth(ALICE)
+        .body("signed this time")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sent.status(), 202);
+    app.idle().await;
+    assert_eq!(
+        receiver.types(),
+        [
+            "FileApprover.AwaitingUploadApproval",
+            "FileApprover.ChangesRequested",
+            "FileApprover.NewVersion",
+            "FileApprover.AwaitingUploadApproval"
+        ]
+    );
+    let events = receiver.accepted();
+    assert_eq!(events[1]["data"]["stage"], "ChangesRequested");
+    assert!(events[1]["data"]["deadline"].is_string(), "{}", events[1]);
+    assert_eq!(events[2]["data"]["stage"], "AwaitingUploadApproval");
+    assert_eq!(events[2]["data"]["size"], "signed this time".len());
+}
+
 /// A receiver that fails at first gets every event once it recovers, each under the id it
 /// first had; the file went on meanwhile without waiting.
 async fn a_receiver_that_fails_first_gets_each_event_under_one_id(backend: Backend) {
@@ -368,6 +412,7 @@ async fn under_the_host_people_are_told_and_the_history_is_kept(backend: Backend
 
 crate::on_every_backend!(
     people_are_told_when_a_file_needs_them_and_when_it_ends,
+    a_change_request_and_a_new_version_are_announced,
     a_receiver_that_fails_first_gets_each_event_under_one_id,
     a_receiver_that_hangs_never_holds_a_file_up,
     a_reminder_goes_out_before_the_deadline,

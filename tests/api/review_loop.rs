@@ -123,6 +123,18 @@ async fn changes_then_a_new_version_is_reviewed_and_downloaded(backend: Backend,
         .await
         .unwrap();
     assert_eq!(fetched.bytes().await.unwrap().as_ref(), SECOND);
+    // Version 1 was refused: its bytes follow the refused files' retention (0 s here).
+    app.idle().await;
+    let first_bytes = app
+        .state
+        .files
+        .store()
+        .blob_properties(file_approver::store::FILES_CONTAINER, &id)
+        .await;
+    assert!(
+        matches!(first_bytes, Err(file_approver::store::StoreError::NotFound)),
+        "{first_bytes:?}"
+    );
 
     let steps = app.steps(&id).await;
     let asked = steps
