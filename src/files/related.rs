@@ -114,6 +114,7 @@ impl Files {
         partition: String,
         continuation: Option<String>,
     ) -> Result<(Vec<Entity>, Option<String>), FilesError> {
+        let resumed = continuation.is_some();
         let query = TableQuery {
             top: Some(PAGE),
             continuation,
@@ -125,6 +126,10 @@ impl Files {
                 page.continuation,
             )),
             Err(StoreError::NotFound) => Ok((Vec::new(), None)),
+            // A token the store never issued (the embedded store checks its own).
+            Err(StoreError::Invalid(_)) if resumed => Err(FilesError::Refused(
+                Refusal::InvalidQuery("continuationToken is not one this listing issued".into()),
+            )),
             Err(e) => Err(e.into()),
         }
     }
