@@ -109,29 +109,35 @@ impl Files {
         Ok(found)
     }
 
+    /// A page of an index partition, newest first, after `position` (the row key a page
+    /// ended on; any string is a position, as listings' tokens are). The next page's position
+    /// comes back when the page was full.
     async fn index_page(
         &self,
         partition: String,
-        continuation: Option<String>,
+        position: Option<String>,
     ) -> Result<(Vec<Entity>, Option<String>), FilesError> {
-        let resumed = continuation.is_some();
+        // Row keys are digits and ids: "~" sorts after all of them.
+        let start = position.clone().unwrap_or_default();
         let query = TableQuery {
-            top: Some(PAGE),
-            continuation,
+            row_keys: Some(start.."~".to_owned()),
+            // One more, for the row at the position itself, which the previous page showed.
+            top: Some(PAGE + 1),
             ..TableQuery::partition(partition)
         };
-        match self.store.query(RELATED_TABLE, &query).await {
-            Ok(page) => Ok((
-                page.entities.into_iter().map(|s| s.entity).collect(),
-                page.continuation,
-            )),
-            Err(StoreError::NotFound) => Ok((Vec::new(), None)),
-            // A token the store never issued (the embedded store checks its own).
-            Err(StoreError::Invalid(_)) if resumed => Err(FilesError::Refused(
-                Refusal::InvalidQuery("continuationToken is not one this listing issued".into()),
-            )),
-            Err(e) => Err(e.into()),
+        let mut rows: Vec<Entity> = match self.store.query(RELATED_TABLE, &query).await {
+            Ok(page) => page.entities.into_iter().map(|s| s.entity).collect(),
+            Err(StoreError::NotFound) => Vec::new(),
+            Err(e) => return Err(e.into()),
+        };
+        if let Some(position) = &position {
+            rows.retain(|row| &row.row_key != position);
         }
+        rows.truncate(PAGE as usize);
+        let next = (rows.len() == PAGE as usize)
+            .then(|| rows.last().map(|row| row.row_key.clone()))
+            .flatten();
+        Ok((rows, next))
     }
 
     /// Each row's file as it stands now; the file itself, and rows naming no file, are left out.

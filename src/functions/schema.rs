@@ -238,7 +238,8 @@ pub struct NoteBodyDoc {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[allow(dead_code)] // a schema only: `versions::VersionDeclaration` reads it
 pub struct VersionDeclarationBody {
-    /// The new version's size in bytes (1 to `FILE_APPROVER_MAX_DIRECT_UPLOAD_BYTES`).
-    #[schema(minimum = 1)]
+    /// The new version's size in bytes. The maximum is the default of
+    /// `FILE_APPROVER_MAX_DIRECT_UPLOAD_BYTES` (1 TiB); a deployment may set a lower one.
+    #[schema(minimum = 1, maximum = 1_099_511_627_776_u64)]
     size: u64,
 }

@@ -527,13 +527,24 @@ async fn related_files_show_the_same_bytes_and_the_uploaders_files(backend: Back
     )
     .await;
     assert_error(related(&app, &id, None, "").await, 401, "Unauthorized").await;
-    for token in ["zz", "00", "6162"] {
-        assert_error(
-            related(&app, &id, Some(BOB), &format!("?continuationToken={token}")).await,
-            400,
-            "InvalidQuery",
-        )
-        .await;
+    assert_error(
+        related(&app, &id, Some(BOB), "?continuationToken=zz").await,
+        400,
+        "InvalidQuery",
+    )
+    .await;
+    // Any hex is a position: before every file, or after them all.
+    for (token, listed) in [("00", 10), ("7e7e", 0), ("2f23", 10)] {
+        let page: Value = related(&app, &id, Some(BOB), &format!("?continuationToken={token}"))
+            .await
+            .json()
+            .await
+            .unwrap();
+        let same = page["sameBytes"].as_array().unwrap().len();
+        assert!(
+            same == listed || (listed == 10 && same == 9),
+            "{token}: {page}"
+        );
     }
     let missing = uuid::Uuid::new_v4().to_string();
     assert_error(
