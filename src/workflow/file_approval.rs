@@ -837,6 +837,13 @@ async fn analyze_file(
         scanned_analysis,
     } = serde_json::from_value(input)
         .map_err(|e| ActivityError::new(format!("invalid AnalyzeFile input: {e}")))?;
+    // Pinned bytes are a snapshot, which nothing can replace: only a file started before
+    // pinning reads a blob that its upload URL may have changed since the scan.
+    let scanned_etag = scanned_etag.filter(|_| file.pinned.is_none());
+    if let (Some(analysis), true) = (&scanned_analysis, file.pinned.is_some()) {
+        tracing::info!(file = %file.id, "analysis taken from the scan's pass");
+        return Ok(analysis.clone());
+    }
     if let (Some(scanned), Some(analysis)) = (&scanned_etag, scanned_analysis) {
         let properties = store
             .properties_at(file.bytes())

@@ -424,6 +424,9 @@ async fn a_scanned_file_is_read_from_storage_once(backend: Backend) {
     assert_eq!(status["analysis"]["lineCount"], 3);
     let reads = counter.snapshot().calls(Op::GetBlob);
     assert_eq!(reads, 1, "the blob was read {reads} times");
+    // Its bytes were pinned: nothing asks again whether they are still the ones scanned.
+    let looks = counter.snapshot().calls(Op::BlobProperties);
+    assert_eq!(looks, 0, "the blob's properties were read {looks} times");
 }
 
 /// A file sent through an upload URL may be replaced until the URL expires, but its workflow
