@@ -227,6 +227,28 @@ pub fn api_time(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
+/// A request body that must be one JSON object of type `T`; `shape` shows it in the refusal
+/// (`400 InvalidBody`), as in `{"comment": "why"}`.
+pub(crate) fn json_object_body<T: serde::de::DeserializeOwned>(
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
+    what: &str,
+    shape: &str,
+) -> Result<T, ApiError> {
+    let body = body.map_err(|e| ApiError::Refused(Refusal::InvalidBody(e.body_text())))?;
+    crate::domain::from_json_object(&body).map_err(|e| {
+        ApiError::Refused(Refusal::InvalidBody(format!(
+            "{what} is a JSON object {shape}: {e}"
+        )))
+    })
+}
+
+/// A comment, reason or note as people write them ([`crate::domain::Decision::comment`]):
+/// blank is none; too long or with control characters is `400 InvalidBody`.
+pub(crate) fn comment_text(raw: Option<String>) -> Result<Option<String>, ApiError> {
+    crate::domain::Decision::comment(raw)
+        .map_err(|e| ApiError::Refused(Refusal::InvalidBody(e.to_string())))
+}
+
 pub fn parse_id(path: Result<Path<String>, PathRejection>) -> Result<FileId, ApiError> {
     let Path(raw) = path.map_err(|e| ApiError::Refused(Refusal::InvalidId(e.body_text())))?;
     FileId::parse(&raw).map_err(|e| ApiError::Refused(Refusal::InvalidId(e.to_string())))

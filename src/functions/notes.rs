@@ -11,8 +11,8 @@ use axum::Json;
 use serde::Deserialize;
 
 use super::history::StepView;
-use super::{parse_id, AppState};
-use crate::domain::{from_json_object, Decision, Refusal};
+use super::{comment_text, json_object_body, parse_id, AppState};
+use crate::domain::Refusal;
 use crate::error::ApiError;
 
 /// A note's body is its text.
@@ -49,14 +49,8 @@ pub async fn add_note(
 ) -> Result<Response, ApiError> {
     let id = parse_id(path)?;
     let reviewer = state.access.reviewer(&headers)?;
-    let body = body.map_err(|e| ApiError::Refused(Refusal::InvalidBody(e.body_text())))?;
-    let note: NoteBody = from_json_object(&body).map_err(|e| {
-        ApiError::Refused(Refusal::InvalidBody(format!(
-            "a note is a JSON object {{\"note\": \"…\"}}: {e}"
-        )))
-    })?;
-    let text = Decision::comment(Some(note.note))
-        .map_err(|e| ApiError::Refused(Refusal::InvalidBody(e.to_string())))?
+    let note: NoteBody = json_object_body(body, "a note", r#"{"note": "…"}"#)?;
+    let text = comment_text(Some(note.note))?
         .ok_or_else(|| ApiError::Refused(Refusal::InvalidBody("the note is empty".into())))?;
     let step = state.files.add_note(id, &reviewer, text).await?;
     Ok((StatusCode::CREATED, Json(StepView::from(&step))).into_response())

@@ -9,8 +9,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 
-use super::{parse_id, AppState, FileStatus};
-use crate::domain::{from_json_object, Decision, Refusal};
+use super::{comment_text, json_object_body, parse_id, AppState, FileStatus};
+use crate::domain::Refusal;
 use crate::error::ApiError;
 
 /// A revocation's body is its reason.
@@ -50,19 +50,12 @@ pub async fn revoke(
 ) -> Result<Response, ApiError> {
     let id = parse_id(path)?;
     let reviewer = state.access.revoker(&headers)?;
-    let body = body.map_err(|e| ApiError::Refused(Refusal::InvalidBody(e.body_text())))?;
-    let revocation: Revocation = from_json_object(&body).map_err(|e| {
-        ApiError::Refused(Refusal::InvalidBody(format!(
-            "a revocation is a JSON object {{\"comment\": \"why\"}}: {e}"
-        )))
+    let revocation: Revocation = json_object_body(body, "a revocation", r#"{"comment": "why"}"#)?;
+    let comment = comment_text(revocation.comment)?.ok_or_else(|| {
+        ApiError::Refused(Refusal::ReasonRequired(
+            "a revocation needs a comment that says why".into(),
+        ))
     })?;
-    let comment = Decision::comment(revocation.comment)
-        .map_err(|e| ApiError::Refused(Refusal::InvalidBody(e.to_string())))?
-        .ok_or_else(|| {
-            ApiError::Refused(Refusal::ReasonRequired(
-                "a revocation needs a comment that says why".into(),
-            ))
-        })?;
     let done = state.files.revoke(id, &reviewer, comment).await?;
     let code = if done.recorded {
         StatusCode::ACCEPTED

@@ -124,12 +124,8 @@ pub async fn new_version_upload(
 ) -> Result<Response, ApiError> {
     let id = parse_id(path)?;
     let uploader = uploader_of(&state, &headers)?;
-    let body = body.map_err(|e| ApiError::Refused(Refusal::InvalidBody(e.body_text())))?;
-    let declaration: VersionDeclaration = crate::domain::from_json_object(&body).map_err(|e| {
-        ApiError::Refused(Refusal::InvalidBody(format!(
-            "a new version's declaration is {{\"size\": bytes}}: {e}"
-        )))
-    })?;
+    let declaration: VersionDeclaration =
+        super::json_object_body(body, "a new version's declaration", r#"{"size": bytes}"#)?;
     let grant = state
         .files
         .version_upload(id, &uploader, declaration.size)

@@ -11,8 +11,8 @@ use axum::Json;
 use serde::Deserialize;
 
 use super::{parse_id, AppState, FileStatus};
+use crate::domain::optional_json_object;
 use crate::domain::Refusal;
-use crate::domain::{optional_json_object, Decision};
 use crate::error::ApiError;
 
 /// A withdrawal's body is a comment at most.
@@ -59,8 +59,7 @@ pub async fn withdraw(
     let body = body.map_err(|e| ApiError::Refused(Refusal::InvalidBody(e.body_text())))?;
     let withdrawal: Option<Withdrawal> = optional_json_object(&body)
         .map_err(|e| ApiError::Refused(Refusal::InvalidBody(format!("a withdrawal: {e}"))))?;
-    let comment = Decision::comment(withdrawal.and_then(|w| w.comment))
-        .map_err(|e| ApiError::Refused(Refusal::InvalidBody(e.to_string())))?;
+    let comment = super::comment_text(withdrawal.and_then(|w| w.comment))?;
     let done = state.files.withdraw(id, &requester, comment).await?;
     let code = if done.recorded {
         StatusCode::ACCEPTED
