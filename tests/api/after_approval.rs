@@ -31,13 +31,9 @@ async fn approved_file(app: &TestApp) -> String {
 
 /// The download link handed out to the holder of `token` (anonymous when `None`).
 async fn link(app: &TestApp, id: &str, token: Option<&str>) -> String {
-    let mut request = app
-        .client
-        .get(app.url(&format!("/api/files/{id}/download")));
-    if let Some(token) = token {
-        request = request.bearer_auth(token);
-    }
-    let response = request.send().await.unwrap();
+    let response = app
+        .get_as(&format!("/api/files/{id}/download"), token)
+        .await;
     assert_eq!(response.status(), 200);
     let body: Value = response.json().await.unwrap();
     body["downloadUrl"].as_str().unwrap().to_owned()
@@ -54,14 +50,8 @@ async fn follow_once(app: &TestApp, url: &str) -> reqwest::Response {
 }
 
 async fn revoke(app: &TestApp, id: &str, token: Option<&str>, body: Value) -> reqwest::Response {
-    let mut request = app
-        .client
-        .post(app.url(&format!("/api/files/{id}/revoke")))
-        .json(&body);
-    if let Some(token) = token {
-        request = request.bearer_auth(token);
-    }
-    request.send().await.unwrap()
+    app.post_json_as(&format!("/api/files/{id}/revoke"), token, &body)
+        .await
 }
 
 async fn a_link_is_checked_recorded_and_leads_to_the_pinned_bytes(backend: Backend) {

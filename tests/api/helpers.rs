@@ -318,6 +318,44 @@ impl TestApp {
         id
     }
 
+    /// `GET path` as the holder of `token`, or with no identity at all.
+    pub async fn get_as(&self, path: &str, token: Option<&str>) -> reqwest::Response {
+        let mut request = self.client.get(self.url(path));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send().await.expect("get")
+    }
+
+    /// `POST path` with a JSON body, as the holder of `token`, or with no identity at all.
+    pub async fn post_json_as(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        body: &Value,
+    ) -> reqwest::Response {
+        let mut request = self.client.post(self.url(path)).json(body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send().await.expect("post")
+    }
+
+    /// A change request on `stage` by the holder of `token`, with its reason `why`, that must be
+    /// recorded (202); the file's status after it.
+    pub async fn ask_changes(&self, id: &str, stage: &str, token: &str, why: &str) -> Value {
+        let response = self
+            .client
+            .post(self.url(&format!("/api/files/{id}/approvals/{stage}")))
+            .bearer_auth(token)
+            .json(&serde_json::json!({"decision": "requestChanges", "comment": why}))
+            .send()
+            .await
+            .expect("change request");
+        assert_eq!(response.status(), 202, "asking for changes to {id}");
+        response.json().await.expect("json")
+    }
+
     /// A file's history as the API tells it: its steps, oldest first.
     pub async fn steps(&self, id: &str) -> Vec<Value> {
         let response = self.get(&format!("/api/files/{id}/history")).await;

@@ -198,15 +198,7 @@ async fn a_change_request_and_a_new_version_are_announced(backend: Backend) {
         return;
     };
     let id = app.upload_as(ALICE).await;
-    let asked = app
-        .client
-        .post(app.url(&format!("/api/files/{id}/approvals/upload")))
-        .bearer_auth(BOB)
-        .json(&serde_json::json!({"decision": "requestChanges", "comment": "sign it"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(asked.status(), 202);
+    app.ask_changes(&id, "upload", BOB, "sign it").await;
     let sent = app
         .client
         .post(app.url(&format!("/api/files/{id}/versions")))

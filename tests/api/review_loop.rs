@@ -34,13 +34,12 @@ async fn decide(
     token: &str,
     body: Value,
 ) -> reqwest::Response {
-    app.client
-        .post(app.url(&format!("/api/files/{id}/approvals/{stage}")))
-        .bearer_auth(token)
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
+    app.post_json_as(
+        &format!("/api/files/{id}/approvals/{stage}"),
+        Some(token),
+        &body,
+    )
+    .await
 }
 
 async fn new_version(
@@ -71,16 +70,9 @@ async fn changes_then_a_new_version_is_reviewed_and_downloaded(backend: Backend,
     let id = uploaded(&app, mode, FIRST).await;
     app.approve_ok(&id, "upload", ALICE).await;
     app.idle().await;
-    let asked = decide(
-        &app,
-        &id,
-        "download",
-        BOB,
-        json!({"decision": "requestChanges", "comment": "the totals on page 2 are wrong"}),
-    )
-    .await;
-    assert_eq!(asked.status(), 202);
-    let status: Value = asked.json().await.unwrap();
+    let status = app
+        .ask_changes(&id, "download", BOB, "the totals on page 2 are wrong")
+        .await;
     assert_eq!(status["stage"], "ChangesRequested");
     assert_eq!(status["approvals"][1]["decision"], "requestChanges");
     assert_eq!(status["version"], 1);
@@ -220,15 +212,7 @@ async fn a_new_version_comes_from_the_uploader_when_asked(backend: Backend) {
     )
     .await;
     assert_eq!(early["currentStage"], "AwaitingUploadApproval");
-    let asked = decide(
-        &app,
-        &id,
-        "upload",
-        ALICE,
-        json!({"decision": "requestChanges", "comment": "wrong quarter"}),
-    )
-    .await;
-    assert_eq!(asked.status(), 202);
+    app.ask_changes(&id, "upload", ALICE, "wrong quarter").await;
     assert_error(
         new_version(&app, &id, None, SECOND).await,
         401,
@@ -292,16 +276,9 @@ async fn the_uploaders_turn_expires_or_ends_in_a_withdrawal(backend: Backend) {
     let ask = |id: String| {
         let app = &app;
         async move {
-            let asked = decide(
-                app,
-                &id,
-                "upload",
-                ALICE,
-                json!({"decision": "requestChanges", "comment": "needs a cover page"}),
-            )
-            .await;
-            assert_eq!(asked.status(), 202);
-            let status: Value = asked.json().await.unwrap();
+            let status = app
+                .ask_changes(&id, "upload", ALICE, "needs a cover page")
+                .await;
             assert!(status["deadline"].is_string(), "{status}");
         }
     };
@@ -335,15 +312,8 @@ async fn decisions_on_an_earlier_version_no_longer_count(backend: Backend) {
     };
     let id = uploaded(&app, Mode::Local, FIRST).await;
     app.approve_ok(&id, "upload", ALICE).await;
-    let asked = decide(
-        &app,
-        &id,
-        "upload",
-        BOB,
-        json!({"decision": "requestChanges", "comment": "attach the appendix"}),
-    )
-    .await;
-    assert_eq!(asked.status(), 202);
+    app.ask_changes(&id, "upload", BOB, "attach the appendix")
+        .await;
     assert_eq!(
         new_version(&app, &id, Some(UMA), SECOND).await.status(),
         202
@@ -373,15 +343,7 @@ async fn racing_versions_and_decisions_have_one_winner(backend: Backend) {
         return;
     };
     let id = uploaded(&app, Mode::Local, FIRST).await;
-    let asked = decide(
-        &app,
-        &id,
-        "upload",
-        ALICE,
-        json!({"decision": "requestChanges", "comment": "again please"}),
-    )
-    .await;
-    assert_eq!(asked.status(), 202);
+    app.ask_changes(&id, "upload", ALICE, "again please").await;
     let (a, b) = tokio::join!(
         new_version(&app, &id, Some(UMA), SECOND),
         new_version(&app, &id, Some(UMA), FIRST)
@@ -411,13 +373,8 @@ async fn racing_versions_and_decisions_have_one_winner(backend: Backend) {
 }
 
 async fn related(app: &TestApp, id: &str, token: Option<&str>, query: &str) -> reqwest::Response {
-    let mut request = app
-        .client
-        .get(app.url(&format!("/api/files/{id}/related{query}")));
-    if let Some(token) = token {
-        request = request.bearer_auth(token);
-    }
-    request.send().await.unwrap()
+    app.get_as(&format!("/api/files/{id}/related{query}"), token)
+        .await
 }
 
 /// A reviewer sees earlier files with the same bytes and how each ended ("the same bytes were
@@ -562,15 +519,8 @@ async fn a_large_new_version_goes_through_an_upload_url(backend: Backend) {
         return;
     };
     let id = uploaded(&app, Mode::Local, FIRST).await;
-    let asked = decide(
-        &app,
-        &id,
-        "upload",
-        ALICE,
-        json!({"decision": "requestChanges", "comment": "the full data set, please"}),
-    )
-    .await;
-    assert_eq!(asked.status(), 202);
+    app.ask_changes(&id, "upload", ALICE, "the full data set, please")
+        .await;
     let declare = |body: Value, token: &str| {
         app.client
             .post(app.url(&format!("/api/files/{id}/versions/uploads")))
@@ -651,24 +601,14 @@ async fn a_large_new_version_goes_through_an_upload_url(backend: Backend) {
 }
 
 async fn history_as(app: &TestApp, id: &str, token: Option<&str>) -> String {
-    let mut request = app.client.get(app.url(&format!("/api/files/{id}/history")));
-    if let Some(token) = token {
-        request = request.bearer_auth(token);
-    }
-    let response = request.send().await.unwrap();
+    let response = app.get_as(&format!("/api/files/{id}/history"), token).await;
     assert_eq!(response.status(), 200);
     response.text().await.unwrap()
 }
 
 async fn note(app: &TestApp, id: &str, token: Option<&str>, body: Value) -> reqwest::Response {
-    let mut request = app
-        .client
-        .post(app.url(&format!("/api/files/{id}/notes")))
-        .json(&body);
-    if let Some(token) = token {
-        request = request.bearer_auth(token);
-    }
-    request.send().await.unwrap()
+    app.post_json_as(&format!("/api/files/{id}/notes"), token, &body)
+        .await
 }
 
 /// Reviewers' private notes reach reviewers only: the uploader, and a caller the request does
@@ -685,15 +625,7 @@ async fn private_notes_reach_reviewers_only(backend: Backend) {
     let step: Value = added.json().await.unwrap();
     assert_eq!(step["step"], "note");
     assert_eq!(step["actor"]["name"], "alice");
-    let asked = decide(
-        &app,
-        &id,
-        "upload",
-        BOB,
-        json!({"decision": "requestChanges", "comment": "fix the totals"}),
-    )
-    .await;
-    assert_eq!(asked.status(), 202);
+    app.ask_changes(&id, "upload", BOB, "fix the totals").await;
 
     for reviewer in [ALICE, BOB] {
         let seen = history_as(&app, &id, Some(reviewer)).await;
@@ -709,11 +641,12 @@ async fn private_notes_reach_reviewers_only(backend: Backend) {
         );
     }
     for token in [Some(UMA), Some(ALICE), None] {
-        let mut request = app.client.get(app.url(&format!("/api/files/{id}")));
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
-        }
-        let status = request.send().await.unwrap().text().await.unwrap();
+        let status = app
+            .get_as(&format!("/api/files/{id}"), token)
+            .await
+            .text()
+            .await
+            .unwrap();
         assert!(!status.contains(SECRET), "{status}");
     }
 

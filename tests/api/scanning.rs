@@ -506,15 +506,8 @@ async fn an_infected_new_version_is_blocked_too(backend: Backend) {
         .await;
     app.idle().await;
     assert_eq!(app.status(&id).await["scan"]["verdict"], "clean");
-    let asked = app
-        .client
-        .post(app.url(&format!("/api/files/{id}/approvals/upload")))
-        .bearer_auth(crate::helpers::BOB)
-        .json(&serde_json::json!({"decision": "requestChanges", "comment": "add the totals"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(asked.status(), 202);
+    app.ask_changes(&id, "upload", crate::helpers::BOB, "add the totals")
+        .await;
     let sent = app
         .client
         .post(app.url(&format!("/api/files/{id}/versions")))
