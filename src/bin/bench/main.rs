@@ -448,10 +448,12 @@ async fn run(options: Options) -> Result<Report> {
     Ok(report)
 }
 
-/// Starts the in-process app on the embedded store and, when Azurite runs, on Azure storage.
-async fn start_backends(ctx: &Context, report: &mut Report) -> Vec<Backend> {
-    let mut wanted: Vec<(&'static str, Option<String>, BlobRequestModel)> =
-        vec![("embedded", None, BlobRequestModel::Calls)];
+/// The stores the in-process rows count requests on: the embedded store and, when Azurite
+/// runs, Azure storage, each with the name, connection string and request model to count with.
+pub(crate) fn counted_stores(
+    ctx: &Context,
+) -> Vec<(&'static str, Option<String>, BlobRequestModel)> {
+    let mut wanted = vec![("embedded", None, BlobRequestModel::Calls)];
     if let Some(azurite) = &ctx.azurite {
         // AzureStore's upload and read shape: blocks, and ranges after a properties request.
         // Workflow files are 4 KiB, so each blob call is one request (two for reads).
@@ -464,8 +466,13 @@ async fn start_backends(ctx: &Context, report: &mut Report) -> Vec<Backend> {
             },
         ));
     }
+    wanted
+}
+
+/// Starts the in-process app on the embedded store and, when Azurite runs, on Azure storage.
+async fn start_backends(ctx: &Context, report: &mut Report) -> Vec<Backend> {
     let mut backends = Vec::new();
-    for (name, azure, model) in wanted {
+    for (name, azure, model) in counted_stores(ctx) {
         let started = async {
             let data = ctx.work.dir(&format!("inproc-{name}"))?;
             let vars: HashMap<String, String> = app_vars(&data, azure.as_deref(), None)

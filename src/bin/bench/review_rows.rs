@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use file_approver::store::testing::{BlobRequestModel, Op, RequestCounts};
+use file_approver::store::testing::{Op, RequestCounts};
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE};
 use reqwest::StatusCode;
 use serde_json::json;
@@ -93,20 +93,8 @@ async fn one(app: &InProcessApp, api: &Api, i: usize, round: bool) -> Result<Req
 }
 
 pub async fn change_round(ctx: &Context, report: &mut Report) -> Result<()> {
-    let mut wanted: Vec<(&'static str, Option<String>, BlobRequestModel)> =
-        vec![("embedded", None, BlobRequestModel::Calls)];
-    if let Some(azurite) = &ctx.azurite {
-        wanted.push((
-            "Azurite",
-            Some(azurite.connection_string.clone()),
-            BlobRequestModel::Blocks {
-                block_bytes: file_approver::store::azure::DEFAULT_BLOCK_SIZE as u64,
-                read_range_bytes: file_approver::store::azure::READ_CHUNK,
-            },
-        ));
-    }
     let w = ctx.profile.request_workflows;
-    for (index, (name, azure, model)) in wanted.into_iter().enumerate() {
+    for (index, (name, azure, model)) in crate::counted_stores(ctx).into_iter().enumerate() {
         let data_dir: PathBuf = ctx.work.dir(&format!("round-requests-{index}"))?;
         let vars: HashMap<String, String> = app_vars(&data_dir, azure.as_deref(), None)
             .into_iter()

@@ -8,7 +8,6 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use file_approver::scan::testing::{ClamdOptions, PrivateClamd};
-use file_approver::store::testing::BlobRequestModel;
 
 use crate::api::{Api, AWAITING_UPLOAD};
 use crate::data;
@@ -150,19 +149,11 @@ pub async fn requests(ctx: &Context, report: &mut Report) -> Result<()> {
         report.note("scan: no clamd here: storage requests with a scanner are not counted");
         return Ok(());
     };
-    let mut wanted: Vec<(&'static str, Option<String>, BlobRequestModel)> =
-        vec![("embedded, clamd scanning", None, BlobRequestModel::Calls)];
-    if let Some(azurite) = &ctx.azurite {
-        wanted.push((
-            "Azurite, clamd scanning",
-            Some(azurite.connection_string.clone()),
-            BlobRequestModel::Blocks {
-                block_bytes: file_approver::store::azure::DEFAULT_BLOCK_SIZE as u64,
-                read_range_bytes: file_approver::store::azure::READ_CHUNK,
-            },
-        ));
-    }
-    for (index, (name, azure, model)) in wanted.into_iter().enumerate() {
+    for (index, (store, azure, model)) in crate::counted_stores(ctx).into_iter().enumerate() {
+        let name = match store {
+            "embedded" => "embedded, clamd scanning",
+            _ => "Azurite, clamd scanning",
+        };
         let data: PathBuf = ctx.work.dir(&format!("scan-requests-{index}"))?;
         let mut vars: HashMap<String, String> = app_vars(&data, azure.as_deref(), None)
             .into_iter()
