@@ -2,10 +2,12 @@
 //! recorded in the file's history, redirecting to a short-lived storage link to the pinned
 //! bytes; and revocation, which stops every link handed out before at once.
 
+use file_approver::store::testing::Op;
 use serde_json::{json, Value};
 
 use crate::helpers::{
-    assert_error, pass_minutes, spawn_team, Backend, Mode, TestApp, ALICE, BOB, CAROL, UMA,
+    assert_error, pass_minutes, spawn_app_with, spawn_team, Backend, Mode, Options, TestApp, ALICE,
+    BOB, CAROL, UMA,
 };
 
 const CONTENT: &[u8] = b"0123456789 the approved bytes, all of them\n";
@@ -454,6 +456,43 @@ async fn under_the_host_a_link_answers_with_a_redirect_only(backend: Backend) {
     assert_eq!(fetched.bytes().await.unwrap().as_ref(), CONTENT);
 }
 
+/// What following a link costs storage, before the redirect: the file's stage (one read),
+/// the download counter (one read) and the fetch recorded with its count (one batch). The
+/// storage link is signed locally; the key that signs app links was read when the link was
+/// minted.
+async fn following_a_link_costs_three_storage_requests(backend: Backend) {
+    let Some(app) = spawn_app_with(Options {
+        backend,
+        mode: Mode::Local,
+        vars: vec![
+            (
+                "FILE_APPROVER_REVIEWERS",
+                format!("alice:{ALICE},bob:{BOB},carol:{CAROL}"),
+            ),
+            ("FILE_APPROVER_UPLOADERS", format!("uma:{UMA}")),
+        ],
+        count_requests: true,
+        ..Options::default()
+    })
+    .await
+    else {
+        return;
+    };
+    let id = approved_file(&app).await;
+    let url = link(&app, &id, None).await;
+    app.idle().await;
+    let counter = app.requests.clone().expect("counted");
+    counter.take();
+    assert_eq!(follow_once(&app, &url).await.status(), 307);
+    let counts = counter.take();
+    // The local work driver may look at its queue meanwhile: that is not the link's cost.
+    let driver = counts.requests(Op::Dequeue) + counts.requests(Op::NextVisible);
+    assert_eq!(counts.total() - driver, 3, "{counts}");
+    for op in [Op::Query, Op::GetEntity, Op::Batch] {
+        assert_eq!(counts.requests(op), 1, "{op}: {counts}");
+    }
+}
+
 crate::on_every_backend!(
     a_link_is_checked_recorded_and_leads_to_the_pinned_bytes,
     revoking_stops_every_link_at_once,
@@ -464,4 +503,5 @@ crate::on_every_backend!(
     a_bound_link_works_for_its_asker_alone,
     a_download_in_flight_finishes_after_a_revocation,
     under_the_host_a_link_answers_with_a_redirect_only,
+    following_a_link_costs_three_storage_requests,
 );
