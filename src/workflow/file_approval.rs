@@ -521,11 +521,6 @@ async fn review(
         let Some(decision) = decision else {
             return Ok(Review::Expired);
         };
-        // A decision on another version (raised before a new one arrived) is not this
-        // review's; the engine's stage check keeps such races rare.
-        if !decision.withdrawal && decision.version != file.version {
-            continue;
-        }
         if decision.withdrawal {
             return Ok(Review::Withdrawn);
         }

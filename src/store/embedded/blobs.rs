@@ -405,8 +405,10 @@ pub(super) fn snapshot(
             at.format("%Y-%m-%dT%H:%M:%S"),
             at.timestamp_subsec_nanos() / 100
         );
-        if properties_row(conn, container, &snapshot_name(name, &id)).is_err() {
-            break id;
+        match properties_row(conn, container, &snapshot_name(name, &id)) {
+            Err(StoreError::NotFound) => break id,
+            Ok(_) => {}
+            Err(e) => return Err(e),
         }
         at += chrono::Duration::nanoseconds(100);
     };
