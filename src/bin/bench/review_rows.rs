@@ -44,9 +44,25 @@ async fn post(api: &Api, path: &str, who: &str, body: reqwest::Body, kind: &str)
         .map(drop)
 }
 
+/// The phases of a round of changes, in order, as [`one`] records them.
+const PHASES: [&str; 5] = [
+    "change request",
+    "new version",
+    "upload approval",
+    "analysis",
+    "rest of the life",
+];
+
 /// One workflow from upload to download link; with `round`, a change request at the download
 /// stage and a new version first. The uploader is reviewer 2, so reviewers 0 and 1 may decide.
-async fn one(app: &InProcessApp, api: &Api, i: usize, round: bool) -> Result<RequestCounts> {
+/// Returns the whole life's counts and, for a round, the requests counted in each of
+/// [`PHASES`] (each phase waits for the engine to go idle, so a phase owns its turns).
+async fn one(
+    app: &InProcessApp,
+    api: &Api,
+    i: usize,
+    round: bool,
+) -> Result<(RequestCounts, Vec<u64>)> {
     let uploader = token(2);
     app.counter.take();
     let response = api
@@ -65,7 +81,14 @@ async fn one(app: &InProcessApp, api: &Api, i: usize, round: bool) -> Result<Req
     app.idle().await?;
     api.wait_for_stage(&id, AWAITING_DOWNLOAD, POLL, WAIT)
         .await?;
+    let mut phases = Vec::new();
     if round {
+        let mut mark = app.counter.snapshot();
+        let mut phase_end = |phases: &mut Vec<u64>| {
+            let now = app.counter.snapshot();
+            phases.push(counted(&now.since(&mark)));
+            mark = now;
+        };
         let asked = json!({"decision": "requestChanges", "comment": "fix the totals"});
         let path = format!("/api/files/{id}/approvals/download");
         post(
@@ -76,20 +99,32 @@ async fn one(app: &InProcessApp, api: &Api, i: usize, round: bool) -> Result<Req
             "application/json",
         )
         .await?;
+        app.idle().await?;
+        phase_end(&mut phases);
         let path = format!("/api/files/{id}/versions");
         let body = data::text_file(i + 1000, SMALL_FILE).into();
         post(api, &path, &uploader, body, "text/plain").await?;
         app.idle().await?;
         api.wait_for_stage(&id, AWAITING_UPLOAD, POLL, WAIT).await?;
+        phase_end(&mut phases);
         api.approve(&id, "upload", &token(0)).await?;
+        // The approval's own requests end where the analysis activity is taken from the
+        // queue: the turn that schedules it runs inside the approval's request.
+        phase_end(&mut phases);
         app.idle().await?;
         api.wait_for_stage(&id, AWAITING_DOWNLOAD, POLL, WAIT)
             .await?;
+        phase_end(&mut phases);
     }
     api.approve(&id, "download", &token(1)).await?;
     app.idle().await?;
     api.download(&id, POLL, WAIT).await?;
-    Ok(app.counter.take())
+    let all = app.counter.take();
+    if round {
+        let phased: u64 = phases.iter().sum();
+        phases.push(counted(&all).saturating_sub(phased));
+    }
+    Ok((all, phases))
 }
 
 pub async fn change_round(ctx: &Context, report: &mut Report) -> Result<()> {
@@ -103,9 +138,18 @@ pub async fn change_round(ctx: &Context, report: &mut Report) -> Result<()> {
         let api = Api::new(app.base.clone())?;
         app.idle().await?;
         let (mut plain, mut round) = (0u64, 0u64);
+        let (mut plain_ops, mut round_ops) = (RequestCounts::default(), RequestCounts::default());
+        let mut by_phase = [0u64; PHASES.len()];
         for i in 0..w {
-            plain += counted(&one(&app, &api, 2 * i, false).await?);
-            round += counted(&one(&app, &api, 2 * i + 1, true).await?);
+            let (counts, _) = one(&app, &api, 2 * i, false).await?;
+            plain += counted(&counts);
+            plain_ops = plain_ops.plus(&counts);
+            let (counts, phases) = one(&app, &api, 2 * i + 1, true).await?;
+            round += counted(&counts);
+            round_ops = round_ops.plus(&counts);
+            for (sum, n) in by_phase.iter_mut().zip(phases) {
+                *sum += n;
+            }
         }
         let (plain, round) = (plain as f64 / w as f64, round as f64 / w as f64);
         let ratio = round / plain;
@@ -118,6 +162,25 @@ pub async fn change_round(ctx: &Context, report: &mut Report) -> Result<()> {
             .ratio(ratio)
             .target("≤ 1.6×", ratio <= 1.6),
         );
+        // Where the round's extra requests go.
+        let extra: Vec<String> = round_ops
+            .nonzero()
+            .map(|(op, count)| {
+                let before = plain_ops.requests(op) as f64 / w as f64;
+                format!("{op} {before:.1}→{:.1}", count as f64 / w as f64)
+            })
+            .collect();
+        let phases: Vec<String> = PHASES
+            .iter()
+            .zip(by_phase)
+            .map(|(phase, n)| format!("{phase} {:.1}", n as f64 / w as f64))
+            .collect();
+        report.note(format!(
+            "one round of changes, {name}: requests by phase: {}; by operation, without → with \
+             (polling included): {}",
+            phases.join(", "),
+            extra.join(", ")
+        ));
     }
     Ok(())
 }
