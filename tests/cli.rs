@@ -214,6 +214,14 @@ fn the_golden_path_ends_in_a_verified_download(backend: Backend) {
     let status = app.json(None, &["status", &id]);
     assert_eq!(status["stage"], "AwaitingUploadApproval");
     assert_eq!(status["uploader"]["name"], "uma");
+    // The server tells each caller what they may do; the words say it too.
+    let words = app.run(Some(UMA), &["status", &id]);
+    let words = String::from_utf8(words.stdout).unwrap();
+    assert!(words.contains("  you may   withdraw\n"), "{words}");
+    assert!(
+        words.contains("  not you   approveUpload: uma may upload but not review"),
+        "{words}"
+    );
     let inbox = app.json(Some(ALICE), &["inbox"]);
     assert!(
         inbox["files"]

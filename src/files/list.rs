@@ -2,7 +2,7 @@
 
 use super::FilePage;
 use super::{FileView, Files, FilesError};
-use crate::domain::{ApprovalStage, Principal, Refusal, Stage};
+use crate::domain::{Principal, Refusal, Stage};
 use crate::engine::ListQuery;
 use crate::workflow::{self};
 
@@ -115,20 +115,8 @@ impl Files {
     }
 }
 
-/// Whether `reviewer` may decide `view` now (see [`Files::inbox`]).
+/// Whether `reviewer` may decide `view` now (see [`Files::inbox`]): the approval the page
+/// would offer them ([`super::actions`]).
 pub(super) fn may_decide(view: &FileView, reviewer: &Principal) -> bool {
-    let FileView::Workflow { summary, .. } = view else {
-        return false;
-    };
-    let stage = match summary.stage {
-        Stage::AwaitingUploadApproval => ApprovalStage::Upload,
-        Stage::AwaitingDownloadApproval => ApprovalStage::Download,
-        _ => return false,
-    };
-    let decided_here = summary
-        .approvals
-        .iter()
-        .any(|d| d.stage == stage && d.principal().same_person(reviewer));
-    !decided_here
-        && workflow::four_eyes_refusal(&summary.file, &summary.approvals, stage, reviewer).is_none()
+    super::actions::may_approve(view, reviewer)
 }

@@ -22,6 +22,7 @@
 //! [`withdraw`], [`list`] (by stage, and the inbox), [`history`], [`preview`], [`download`] and
 //! [`sweep`]. What they share — finding a file's record and loading the file — is in [`lookup`].
 
+pub mod actions;
 mod audit;
 mod decide;
 mod download;

@@ -153,6 +153,17 @@ impl Access {
         }
     }
 
+    /// What the request's credential lets its holder do, without refusing anyone (for a
+    /// file's `allowedActions`): an unknown or unreadable credential is nobody in particular.
+    pub fn rights(&self, headers: &HeaderMap) -> crate::files::actions::Caller {
+        let reviewer = self.reviewer(headers).ok();
+        crate::files::actions::Caller {
+            person: self.caller(headers),
+            revoker: reviewer.is_some() && self.revoker(headers).is_ok(),
+            reviewer,
+        }
+    }
+
     /// Whoever the request names, if anyone (for the record of who asked for a link): the
     /// signed-in principal, or a known token's holder. Never refuses.
     pub fn caller(&self, headers: &HeaderMap) -> Option<Principal> {

@@ -314,7 +314,47 @@ pub struct FileStatus {
     /// limit, if the deployment sets one. Only in the answer for one file.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub downloads: Option<DownloadsView>,
+    /// What the caller may do with the file now. Only in the answer for one file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<schema::ActionName>>)]
+    pub allowed_actions: Option<Vec<&'static str>>,
+    /// What the file's stage offers that the caller may not do, and why. Only in the answer
+    /// for one file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub withheld_actions: Option<Vec<WithheldView>>,
     pub links: Links,
+}
+
+/// An action the file's stage offers that the caller may not take (docs/API.md, "What the
+/// caller may do").
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WithheldView {
+    #[schema(value_type = schema::ActionName)]
+    pub action: &'static str,
+    /// The error code the API would refuse it with (`AlreadyDecided`: a repeat that would
+    /// change nothing).
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl FileStatus {
+    /// Adds what `caller` may do and what is withheld from them (the answer for one file).
+    pub fn with_actions(mut self, view: &FileView, caller: &crate::files::actions::Caller) -> Self {
+        let (allowed, withheld) = crate::files::actions::actions(view, caller);
+        self.allowed_actions = Some(allowed.iter().map(|a| a.as_str()).collect());
+        self.withheld_actions = Some(
+            withheld
+                .into_iter()
+                .map(|w| WithheldView {
+                    action: w.action.as_str(),
+                    code: w.code,
+                    message: w.message,
+                })
+                .collect(),
+        );
+        self
+    }
 }
 
 /// One version of a file (docs/API.md, "Versions").
@@ -514,6 +554,8 @@ impl From<&FileView> for FileStatus {
                     Vec::new()
                 },
                 downloads: None,
+                allowed_actions: None,
+                withheld_actions: None,
                 links: Links::new(&summary.file.id),
                 id: summary.file.id.clone(),
                 name: summary.file.name.clone(),
@@ -543,6 +585,8 @@ impl From<&FileView> for FileStatus {
                 version: 1,
                 versions: Vec::new(),
                 downloads: None,
+                allowed_actions: None,
+                withheld_actions: None,
                 links: Links::new(&record.id.to_string()),
                 id: record.id.to_string(),
                 name: record.name.to_string(),

@@ -13,7 +13,7 @@ use super::schema::*;
 use super::{
     approve, complete, download, fetch, grant_upload_url, history, notes, preview, related, revoke,
     status, upload, versions, withdraw, DecisionView, DownloadsView, FailureView, FileStatus,
-    Links, PrincipalView, RulesView, ScanView, ScannerView, VersionView,
+    Links, PrincipalView, RulesView, ScanView, ScannerView, VersionView, WithheldView,
 };
 
 #[derive(OpenApi)]
@@ -51,6 +51,8 @@ use super::{
         RulesView,
         DecisionView,
         DownloadsView,
+        WithheldView,
+        ActionName,
         VersionView,
         FailureView,
         ScanView,

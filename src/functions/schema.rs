@@ -45,6 +45,25 @@ impl utoipa::PartialSchema for ScanVerdictName {
 
 impl ToSchema for ScanVerdictName {}
 
+/// Something a person can do to a file: the schema of `files::actions::Action`, its names read
+/// from `Action::ALL`.
+#[derive(Serialize)] // for the schema-only structs that name it; never serialized
+pub struct ActionName;
+
+impl utoipa::PartialSchema for ActionName {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .description(Some(
+                "An action on a file (docs/API.md, \"What the caller may do\").",
+            ))
+            .enum_values(Some(crate::files::actions::Action::ALL.map(|a| a.as_str())))
+            .into()
+    }
+}
+
+impl ToSchema for ActionName {}
+
 /// Which decision a reviewer gives.
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "lowercase")]

@@ -19,19 +19,21 @@ use crate::error::ApiError;
     tag = "files",
     params(("id" = uuid::Uuid, Path, description = "The file id")),
     responses(
-        (status = 200, description = "The file as it stands. While the app itself is working on it (stage `Uploaded` or `Analyzing`), `Retry-After` says how many seconds a client that waits for the next stage should wait before asking again", body = FileStatus, headers(("Retry-After" = String, description = "Seconds until the next look is worth it; only while the stage is Uploaded or Analyzing"))),
+        (status = 200, description = "The file as it stands, with what the caller may do now (`allowedActions`, `withheldActions`: who the caller is comes from the same credential the actions need; an unknown one is nobody in particular, never refused here). While the app itself is working on it (stage `Uploaded` or `Analyzing`), `Retry-After` says how many seconds a client that waits for the next stage should wait before asking again", body = FileStatus, headers(("Retry-After" = String, description = "Seconds until the next look is worth it; only while the stage is Uploaded or Analyzing"))),
         (status = 400, description = "InvalidId, InvalidQuery", body = super::schema::ErrorBody),
         (status = 404, description = "NotFound", body = super::schema::ErrorBody),
         (status = 503, description = "StorageUnavailable", body = super::schema::ErrorBody, headers(("Retry-After" = String))),
-    )
+    ),
+    security(("functionKey" = []), ("functionKey" = [], "bearer" = []), ("functionKey" = [], "easyAuth" = []), ())
 )]
 pub async fn get_one(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let id = parse_id(path)?;
     let view = state.files.load(id).await?;
-    let mut status = FileStatus::from(&view);
+    let mut status = FileStatus::from(&view).with_actions(&view, &state.access.rights(&headers));
     if matches!(view.stage(), Stage::Approved | Stage::Revoked) {
         status.downloads = Some(DownloadsView {
             count: state.files.downloads(id).await?,

@@ -150,9 +150,11 @@ uiTest("a file goes from upload through both approvals to a download of the same
   await stageShown(alice.page, "Awaiting upload approval");
   await alice.page.locator("#preview pre").getByText("revenue 12").waitFor();
 
-  // Four eyes: the uploader may not approve her own upload; the page says why.
-  await decide(alice.page, "Approve", "upload");
-  await alice.page.getByRole("alert").getByText("someone else must approve it (four-eyes rule)").waitFor();
+  // Four eyes: the uploader is not offered the approval of her own upload, and the page says
+  // why before any click; she may still stop it.
+  await alice.page.locator("#decision-withheld").getByText("uploaded this file, so cannot approve it").waitFor();
+  assert.equal(await alice.page.getByRole("button", { name: "Approve upload" }).count(), 0);
+  assert.equal(await alice.page.getByRole("button", { name: "Reject upload" }).count(), 1);
   await shot(alice.page, "refused-four-eyes");
 
   const bob = await personWith(BOB);
@@ -161,14 +163,15 @@ uiTest("a file goes from upload through both approvals to a download of the same
   await openFile(bob.page, id);
   await shot(bob.page, "file-awaiting-upload-approval");
   await decide(bob.page, "Approve", "upload", "fine to analyse");
-  // The analysis is shown as soon as it is done.
+  // The analysis is shown as soon as it is done, and the confirmation outlasts the redraws.
   await stageShown(bob.page, "Awaiting download approval");
+  await bob.page.getByRole("status").getByText("Approved.", { exact: true }).waitFor();
   await bob.page.locator("#analysis").getByText("text/plain").first().waitFor();
   const sha = createHash("sha256").update(bytes).digest("hex");
   await bob.page.locator("#analysis").getByText(sha).waitFor();
-  // Bob approved the upload, so the download needs someone else.
-  await decide(bob.page, "Approve", "download");
-  await bob.page.getByRole("alert").getByText("a different reviewer must approve the download").waitFor();
+  // Bob approved the upload, so the download needs someone else: not offered, said why.
+  await bob.page.locator("#decision-withheld").getByText("someone else must approve the download").waitFor();
+  assert.equal(await bob.page.getByRole("button", { name: "Approve download" }).count(), 0);
 
   const carol = await personWith(CAROL);
   await openFile(carol.page, id);
@@ -202,6 +205,27 @@ uiTest("a file goes from upload through both approvals to a download of the same
   assert.equal(await alice.page.getByRole("button", { name: "Download" }).count(), 0);
   await shot(alice.page, "file-revoked");
   for (const p of [alice, bob, carol]) await p.context.close();
+});
+
+uiTest("an uploader is offered only what she may do, and withdraws her file", async () => {
+  const uma = await personWith(UPLOADER);
+  const id = await uploadThroughPage(uma.page, writeFile("draft.txt", "a draft\n"));
+  await stageShown(uma.page, "Awaiting upload approval");
+  // Not a reviewer: no decision, no note; what she may do is take the file back.
+  for (const name of ["Approve upload", "Reject upload", "Request changes", "Add private note"]) {
+    assert.equal(await uma.page.getByRole("button", { name }).count(), 0, `${name} is not offered`);
+  }
+  await uma.page.locator("#decision-withheld").getByText("may upload but not review").waitFor();
+  await uma.page.getByLabel(/^Why/).fill("sent the wrong draft");
+  await uma.page.getByRole("button", { name: "Withdraw the file" }).click();
+  await stageShown(uma.page, "Withdrawn");
+  await uma.page.locator("#outcome").getByText("Withdrawn by its uploader").waitFor();
+  await uma.page.getByRole("status").getByText("Withdrawn: the review has ended.").waitFor();
+  await uma.page.locator("#history").getByText("sent the wrong draft").waitFor();
+  assert.equal(await uma.page.getByRole("button", { name: "Withdraw the file" }).count(), 0);
+  await shot(uma.page, "file-withdrawn");
+  assert.ok(id);
+  await uma.context.close();
 });
 
 uiTest("a rejection ends the file and its comment is in the history", async () => {

@@ -469,10 +469,10 @@ impl Output {
             println!(
                 "  {} {} by {}{}",
                 text(&approval["stage"]),
-                if approval["approved"] == json!(true) {
-                    "approved"
-                } else {
-                    "rejected"
+                match approval["decision"].as_str() {
+                    Some("requestChanges") => "changes requested",
+                    _ if approval["approved"] == json!(true) => "approved",
+                    _ => "rejected",
                 },
                 approval["reviewer"]["name"]
                     .as_str()
@@ -482,6 +482,23 @@ impl Output {
                     .as_str()
                     .map(|c| format!(": {c}"))
                     .unwrap_or_default()
+            );
+        }
+        // What the caller may do next, as the server decided it for them.
+        if let Some(allowed) = status["allowedActions"].as_array() {
+            let names: Vec<&str> = allowed.iter().filter_map(Value::as_str).collect();
+            let shown = if names.is_empty() {
+                "nothing now".to_owned()
+            } else {
+                names.join(", ")
+            };
+            println!("  you may   {shown}");
+        }
+        for withheld in status["withheldActions"].as_array().into_iter().flatten() {
+            println!(
+                "  not you   {}: {}",
+                text(&withheld["action"]),
+                text(&withheld["message"])
             );
         }
     }

@@ -121,6 +121,10 @@ const main = () => document.getElementById("main");
 // then a click on Upload) must not replace the newer view.
 let generation = 0;
 
+// The confirmation of what the reader just did: it stays through the redraws that follow
+// (the new stage, the analysis arriving) until the reader moves to another view.
+let lasting = null;
+
 function show(gen, title, ...content) {
   if (gen !== generation) return;
   document.title = `${title} · File Approver`;
@@ -348,10 +352,25 @@ function historyList(steps) {
     s.comment ? [": ", el("q", { text: s.comment })] : null)));
 }
 
+// What the server says the reader may do with this file now, and why the rest is withheld:
+// the page offers only the first and explains the second before any click.
+const may = (file, action) => file.allowedActions?.includes(action) ?? false;
+const withheld = (file, action) => file.withheldActions?.find((w) => w.action === action);
+
 function decisionForm(file, refresh) {
   const stage = file.stage === "AwaitingUploadApproval" ? "upload"
     : file.stage === "AwaitingDownloadApproval" ? "download" : null;
-  if (!stage || !mayDecide()) return null;
+  if (!stage) return null;
+  const approve = stage === "upload" ? "approveUpload" : "approveDownload";
+  const offered = [approve, "requestChanges", "reject"].filter((a) => may(file, a));
+  const held = [approve, "requestChanges", "reject"].map((a) => withheld(file, a)).filter(Boolean);
+  if (!offered.length && !held.length) return null;
+  const title = el("h2", { id: "decide-title", text: stage === "upload" ? "Decide on the upload" : "Decide on the download" });
+  // Why a decision is not the reader's, said once: the approval's reason is the specific one.
+  const why = held.length
+    ? el("p", { class: "muted", id: "decision-withheld", text: held.find((w) => w.action === approve)?.message ?? held[0].message })
+    : null;
+  if (!offered.length) return el("section", { "aria-labelledby": "decide-title" }, title, why);
   const comment = el("textarea", { id: "comment", maxlength: "2000" });
   const result = el("div", { "aria-live": "assertive" });
   const done = { approve: "Approved.", reject: "Rejected.", requestChanges: "Changes requested: the file went back to its uploader." };
@@ -367,7 +386,7 @@ function decisionForm(file, refresh) {
     try {
       await api(`/api/files/${file.id}/approvals/${stage}`, { method: "POST",
         body: text ? { decision, comment: text } : { decision } });
-      result.replaceChildren(message("notice", done[decision]));
+      lasting = message("notice", done[decision]);
       await refresh();
     } catch (error) {
       result.replaceChildren(message("error", explain(error)));
@@ -375,20 +394,46 @@ function decisionForm(file, refresh) {
     }
   };
   const buttons = [
-    el("button", { type: "button", class: "primary", onclick: decide("approve"), text: `Approve ${stage}` }),
-    el("button", { type: "button", onclick: decide("requestChanges"), text: "Request changes" }),
-    el("button", { type: "button", class: "danger", onclick: decide("reject"), text: `Reject ${stage}` }),
-  ];
-  return el("section", { "aria-labelledby": "decide-title" },
-    el("h2", { id: "decide-title", text: stage === "upload" ? "Decide on the upload" : "Decide on the download" }),
+    may(file, approve) ? el("button", { type: "button", class: "primary", onclick: decide("approve"), text: `Approve ${stage}` }) : null,
+    may(file, "requestChanges") ? el("button", { type: "button", onclick: decide("requestChanges"), text: "Request changes" }) : null,
+    may(file, "reject") ? el("button", { type: "button", class: "danger", onclick: decide("reject"), text: `Reject ${stage}` }) : null,
+  ].filter(Boolean);
+  const label = may(file, approve) ? "Comment (required to reject or request changes; shown in the history)"
+    : "Reason (required; shown in the history)";
+  return el("section", { "aria-labelledby": "decide-title" }, title, why,
     el("form", { class: "decide", onsubmit: (e) => e.preventDefault() },
-      el("label", { for: "comment", text: "Comment (required to reject or request changes; shown in the history)" }), comment,
+      el("label", { for: "comment", text: label }), comment,
       el("div", { class: "buttons" }, buttons)),
     result);
 }
 
+// The uploader takes the file back while it is reviewed or while it is their turn.
+function withdrawForm(file, refresh) {
+  if (!may(file, "withdraw")) return null;
+  const comment = el("textarea", { id: "withdraw-comment", maxlength: "2000" });
+  const result = el("div", { "aria-live": "assertive" });
+  const button = el("button", { type: "button", class: "danger", text: "Withdraw the file", onclick: async () => {
+    button.disabled = true;
+    try {
+      const text = comment.value.trim();
+      await api(`/api/files/${file.id}/withdraw`, { method: "POST", body: text ? { comment: text } : {} });
+      lasting = message("notice", "Withdrawn: the review has ended.");
+      await refresh();
+    } catch (error) {
+      result.replaceChildren(message("error", explain(error)));
+      button.disabled = false;
+    }
+  } });
+  return el("section", { "aria-labelledby": "withdraw-title" },
+    el("h2", { id: "withdraw-title", text: "Withdraw" }),
+    el("form", { class: "decide", onsubmit: (e) => e.preventDefault() },
+      el("label", { for: "withdraw-comment", text: "Why (optional, shown in the history)" }), comment,
+      el("div", { class: "buttons" }, button)),
+    result);
+}
+
 function downloadSection(file) {
-  if (file.stage !== "Approved") return null;
+  if (!may(file, "download")) return null;
   const result = el("div", { "aria-live": "polite" });
   const button = el("button", { type: "button", class: "primary", id: "download", text: "Download", onclick: async () => {
     button.disabled = true;
@@ -406,7 +451,7 @@ function downloadSection(file) {
 
 // A reviewer's private note, at any stage: reviewers see it in the history, uploaders never.
 function noteForm(file, refresh) {
-  if (!mayDecide()) return null;
+  if (!may(file, "addNote")) return null;
   const text = el("textarea", { id: "note", maxlength: "2000" });
   const result = el("div", { "aria-live": "assertive" });
   const button = el("button", { type: "button", text: "Add private note", onclick: async () => {
@@ -414,6 +459,7 @@ function noteForm(file, refresh) {
     button.disabled = true;
     try {
       await api(`/api/files/${file.id}/notes`, { method: "POST", body: { note: text.value.trim() } });
+      lasting = message("notice", "Note added: reviewers see it in the history.");
       await refresh();
     } catch (error) {
       result.replaceChildren(message("error", explain(error)));
@@ -431,7 +477,7 @@ function noteForm(file, refresh) {
 // Taking an approval back: for reviewers, on an approved file, with a reason; every link
 // handed out stops giving the file at once.
 function revokeForm(file, refresh) {
-  if (file.stage !== "Approved" || !mayDecide()) return null;
+  if (!may(file, "revoke")) return null;
   const reason = el("textarea", { id: "revoke-reason", maxlength: "2000", required: true });
   const result = el("div", { "aria-live": "assertive" });
   const button = el("button", { type: "button", class: "danger", text: "Revoke approval", onclick: async () => {
@@ -443,6 +489,7 @@ function revokeForm(file, refresh) {
     button.disabled = true;
     try {
       await api(`/api/files/${file.id}/revoke`, { method: "POST", body: { comment: reason.value.trim() } });
+      lasting = message("notice", "Approval revoked: every download link has stopped working.");
       await refresh();
     } catch (error) {
       result.replaceChildren(message("error", explain(error)));
@@ -512,7 +559,7 @@ async function relatedSection(file) {
 
 // The uploader's turn: a new version after a change request (or the file taken back).
 function newVersionForm(file, refresh) {
-  if (file.stage !== "ChangesRequested" || me.state === "signedOut") return null;
+  if (!may(file, "sendNewVersion")) return null;
   const input = el("input", { id: "new-version", type: "file" });
   const result = el("div", { "aria-live": "assertive" });
   const bar = el("progress", { max: "100", value: "0", "aria-label": "Upload progress", hidden: true });
@@ -533,6 +580,7 @@ function newVersionForm(file, refresh) {
         await sendWithProgress({ method: "POST", url: `/api/files/${file.id}/versions`,
           headers: { ...authHeaders(), "Content-Type": type }, body: chosen, onProgress: progress });
       }
+      lasting = message("notice", "New version sent: it is checked again, then its review starts over.");
       await refresh();
     } catch (error) {
       result.replaceChildren(message("error", error.code === "NotTheUploader"
@@ -609,7 +657,7 @@ async function fileView(id, gen) {
     facts.push(["Malware scan", scanFact(file.scan)]);
     if (gen !== generation) return;
     // In the order a reviewer decides: what happened, the evidence, then the decision last.
-    show(gen, file.name,
+    show(gen, file.name, lasting,
       outcomeBanner(file, history.steps), scanWarning(file),
       el("dl", { class: "facts", id: "facts" }, facts.map(([k, v]) => [el("dt", { text: k }), el("dd", {}, v)])),
       downloadSection(file),
@@ -617,8 +665,8 @@ async function fileView(id, gen) {
       ...((await previewOf(file)) ?? []),
       versionsSection(file), await relatedSection(file),
       el("h2", { text: "History" }), historyList(history.steps),
-      decisionForm(file, render), newVersionForm(file, render), revokeForm(file, render),
-      noteForm(file, render));
+      decisionForm(file, render), newVersionForm(file, render), withdrawForm(file, render),
+      revokeForm(file, render), noteForm(file, render));
     // Work in progress (the analysis, the workflow's start) is shown as it finishes.
     clearTimeout(pollTimer);
     if (file.stage === "Analyzing" || file.stage === "Uploaded" || file.stage === "Scanning") {
@@ -745,6 +793,7 @@ function uploadView(gen) {
 async function route() {
   clearTimeout(pollTimer);
   generation += 1;
+  lasting = null;
   const gen = generation;
   try {
     await whoAmI();
