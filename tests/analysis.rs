@@ -22,7 +22,7 @@ fn now() -> DateTime<Utc> {
 fn analyze(bytes: &[u8], declared: &str) -> Analysis {
     let mut analyzer = Analyzer::new();
     analyzer.update(bytes);
-    analyzer.finish(declared, now())
+    analyzer.finish(Some(declared), now())
 }
 
 fn analyze_in_chunks(bytes: &[u8], declared: &str, rng: &mut StdRng, max_chunk: usize) -> Analysis {
@@ -33,7 +33,18 @@ fn analyze_in_chunks(bytes: &[u8], declared: &str, rng: &mut StdRng, max_chunk: 
         analyzer.update(&rest[..n]);
         rest = &rest[n..];
     }
-    analyzer.finish(declared, now())
+    analyzer.finish(Some(declared), now())
+}
+
+#[test]
+fn a_file_whose_type_was_not_declared_cannot_mismatch() {
+    let mut analyzer = Analyzer::new();
+    analyzer.update(b"col1,col2\n1,2\n");
+    let analysis = analyzer.finish(None, now());
+    assert!(analysis.content_type_matches);
+    assert_eq!(analysis.detected_content_type, "text/plain");
+    // Declared as unknown binary, the same text is a mismatch the reviewer should see.
+    assert!(!analyze(b"col1,col2\n1,2\n", "application/octet-stream").content_type_matches);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -277,7 +288,7 @@ fn utf8_split_across_every_chunk_boundary_is_still_text() {
         analyzer.update(&text[..split]);
         analyzer.update(&text[split..]);
         assert_eq!(
-            analyzer.finish("text/plain", now()),
+            analyzer.finish(Some("text/plain"), now()),
             whole,
             "split at {split}"
         );
@@ -287,7 +298,7 @@ fn utf8_split_across_every_chunk_boundary_is_still_text() {
         analyzer.update(std::slice::from_ref(byte));
     }
     assert_eq!(
-        analyzer.finish("text/plain", now()),
+        analyzer.finish(Some("text/plain"), now()),
         whole,
         "one byte at a time"
     );
@@ -506,7 +517,7 @@ async fn analyzing_a_stream_gives_the_same_result_as_feeding_the_analyzer() {
         .chunks(1000)
         .map(|c| Ok(Bytes::copy_from_slice(c)))
         .collect();
-    let a = analyze_stream(byte_stream(chunks), "image/jpeg", now())
+    let a = analyze_stream(byte_stream(chunks), Some("image/jpeg"), now())
         .await
         .unwrap();
     assert_eq!(a, analyze(&content, "image/jpeg"));
@@ -519,7 +530,7 @@ async fn a_failing_stream_fails_the_analysis_and_says_how_far_it_got() {
         Err::<Bytes, BoxError>("connection reset".into()),
         Ok(Bytes::from_static(b"never read")),
     ];
-    match analyze_stream(byte_stream(chunks), "text/plain", now()).await {
+    match analyze_stream(byte_stream(chunks), Some("text/plain"), now()).await {
         Err(AnalysisError::Read { bytes_read, .. }) => assert_eq!(bytes_read, 10),
         other => panic!("expected a read error, got {other:?}"),
     }
@@ -550,7 +561,7 @@ fn throughput_report() {
         }
         analyzer.update(&buf[..n]);
     }
-    let a = analyzer.finish("application/octet-stream", now());
+    let a = analyzer.finish(Some("application/octet-stream"), now());
     let secs = started.elapsed().as_secs_f64();
     eprintln!(
         "analyzer over {path}: {} bytes in {secs:.3} s = {:.0} MiB/s (isText {}, {})",
@@ -594,7 +605,7 @@ fn throughput_report() {
                 .map(|chunk| chunk.map_err(|e| Box::new(e) as BoxError)),
         );
         let started = Instant::now();
-        let a = analyze_stream(stream, "application/octet-stream", now())
+        let a = analyze_stream(stream, Some("application/octet-stream"), now())
             .await
             .unwrap();
         let secs = started.elapsed().as_secs_f64();
@@ -618,7 +629,7 @@ fn throughput_report() {
     for chunk in text.chunks(4 * 1024 * 1024) {
         analyzer.update(chunk);
     }
-    let a = analyzer.finish("text/plain", now());
+    let a = analyzer.finish(Some("text/plain"), now());
     let secs = started.elapsed().as_secs_f64();
     eprintln!(
         "analyzer over 256 MiB of ASCII text in memory: {:.0} MiB/s ({} lines, {} words)",

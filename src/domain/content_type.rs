@@ -1,9 +1,14 @@
 use std::fmt;
 
-/// A declared content type, kept as given (parameters included) but at least shaped like
+/// A file's content type, kept as given (parameters included) but at least shaped like
 /// `type/subtype`: it travels on as an HTTP header of the stored blob and of every download.
+/// An upload that said nothing about its type is stored as `application/octet-stream` but is
+/// *not declared*: the analysis has no claim to check it against, so it cannot mismatch.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ContentType(String);
+pub struct ContentType {
+    value: String,
+    declared: bool,
+}
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("{0:?} is not a content type (type/subtype)")]
@@ -13,33 +18,90 @@ impl ContentType {
     /// What an upload without a declared type is stored as.
     pub const DEFAULT: &'static str = "application/octet-stream";
 
-    /// `None` or blank (spaces and tabs only) means [`ContentType::DEFAULT`]; anything else
-    /// must be a media type as HTTP writes it — `type/subtype` tokens, then `; name=value`
-    /// parameters (a token or a quoted string) — at most 255 characters, exactly as
-    /// [`CONTENT_TYPE_PATTERN`] says (the API document states the same rule).
+    /// What curl sends with `--data-binary` unless told otherwise, and what an HTML form's
+    /// fields are: on a raw upload it says how the request was made, not what the file is.
+    const FORM_FIELDS: &'static str = "application/x-www-form-urlencoded";
+
+    /// `None` or blank (spaces and tabs only) means not declared (stored as
+    /// [`ContentType::DEFAULT`]); anything else must be a media type as HTTP writes it —
+    /// `type/subtype` tokens, then `; name=value` parameters (a token or a quoted string) — at
+    /// most 255 characters, exactly as [`CONTENT_TYPE_PATTERN`] says (the API document states
+    /// the same rule).
     pub fn parse(raw: Option<&str>) -> Result<Self, ContentTypeError> {
         let Some(raw) = raw.filter(|r| !r.chars().all(|c| c == ' ' || c == '\t')) else {
-            return Ok(Self::octet_stream());
+            return Ok(Self::undeclared());
         };
         if raw.chars().count() <= 255 && media_type(raw) {
-            Ok(ContentType(raw.to_owned()))
+            Ok(ContentType {
+                value: raw.to_owned(),
+                declared: true,
+            })
         } else {
             Err(ContentTypeError(raw.chars().take(64).collect()))
         }
     }
 
-    pub fn octet_stream() -> Self {
-        ContentType(Self::DEFAULT.to_owned())
+    /// The `Content-Type` of a request whose body is the file itself: as [`ContentType::parse`],
+    /// except that `application/x-www-form-urlencoded` (curl's default for `--data-binary`)
+    /// is not declared.
+    pub fn of_raw_body(raw: Option<&str>) -> Result<Self, ContentTypeError> {
+        let parsed = Self::parse(raw)?;
+        if parsed.essence() == Self::FORM_FIELDS {
+            return Ok(Self::undeclared());
+        }
+        Ok(parsed)
     }
 
+    /// A type an uploader declared, as stored before declarations were told apart: `false`
+    /// turns it into a file whose type was not declared.
+    pub fn with_declared(self, declared: bool) -> Self {
+        if declared {
+            self
+        } else {
+            Self::undeclared()
+        }
+    }
+
+    /// Nothing said: stored as [`ContentType::DEFAULT`], checked against nothing.
+    pub fn undeclared() -> Self {
+        ContentType {
+            value: Self::DEFAULT.to_owned(),
+            declared: false,
+        }
+    }
+
+    /// `application/octet-stream`, declared as such ("unknown binary").
+    pub fn octet_stream() -> Self {
+        ContentType {
+            value: Self::DEFAULT.to_owned(),
+            declared: true,
+        }
+    }
+
+    /// What the blob is stored and served as.
     pub fn as_str(&self) -> &str {
-        &self.0
+        &self.value
+    }
+
+    /// Whether the uploader said what the file is.
+    pub fn is_declared(&self) -> bool {
+        self.declared
+    }
+
+    /// `type/subtype`, lower case, without parameters.
+    fn essence(&self) -> String {
+        self.value
+            .split(';')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_ascii_lowercase()
     }
 }
 
 impl fmt::Display for ContentType {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.value)
     }
 }
 
@@ -107,14 +169,35 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_missing_or_blank_type_is_octet_stream() {
-        assert_eq!(
-            ContentType::parse(None).unwrap().as_str(),
-            ContentType::DEFAULT
-        );
-        assert_eq!(
-            ContentType::parse(Some("  ")).unwrap().as_str(),
-            ContentType::DEFAULT
+    fn a_missing_or_blank_type_is_stored_as_octet_stream_but_not_declared() {
+        for raw in [None, Some("  ")] {
+            let parsed = ContentType::parse(raw).unwrap();
+            assert_eq!(parsed.as_str(), ContentType::DEFAULT);
+            assert!(!parsed.is_declared());
+        }
+        assert!(ContentType::parse(Some("application/octet-stream"))
+            .unwrap()
+            .is_declared());
+    }
+
+    #[test]
+    fn curls_default_type_on_a_raw_body_is_not_declared() {
+        for raw in [
+            "application/x-www-form-urlencoded",
+            "Application/X-WWW-Form-Urlencoded; charset=utf-8",
+        ] {
+            let parsed = ContentType::of_raw_body(Some(raw)).unwrap();
+            assert!(!parsed.is_declared(), "{raw}");
+            assert_eq!(parsed.as_str(), ContentType::DEFAULT);
+        }
+        let csv = ContentType::of_raw_body(Some("text/csv")).unwrap();
+        assert!(csv.is_declared());
+        assert_eq!(csv.as_str(), "text/csv");
+        // In a declaration (an upload URL's JSON) it is a claim like any other.
+        assert!(
+            ContentType::parse(Some("application/x-www-form-urlencoded"))
+                .unwrap()
+                .is_declared()
         );
     }
 

@@ -47,6 +47,11 @@ impl FileRecord {
             .with("Name", self.name.as_str())
             .with("ContentType", self.content_type.as_str())
             .with("CreatedTime", self.created_time.to_rfc3339());
+        // Written only when false: rows from before the distinction read as declared.
+        let entity = match self.content_type.is_declared() {
+            true => entity,
+            false => entity.with("ContentTypeDeclared", false),
+        };
         let entity = match &self.uploader {
             None => entity,
             Some(uploader) => {
@@ -92,7 +97,8 @@ impl FileRecord {
                 .and_then(|n| FileName::parse(n).ok())
                 .ok_or_else(|| corrupt("Name"))?,
             content_type: ContentType::parse(entity.str("ContentType"))
-                .map_err(|_| corrupt("ContentType"))?,
+                .map_err(|_| corrupt("ContentType"))?
+                .with_declared(entity.bool("ContentTypeDeclared").unwrap_or(true)),
             created_time: entity
                 .str("CreatedTime")
                 .and_then(parse_time)

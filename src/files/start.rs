@@ -56,6 +56,7 @@ impl Files {
             id: id.to_string(),
             name: record.name.to_string(),
             content_type: record.content_type.to_string(),
+            content_type_declared: record.content_type.is_declared(),
             size,
             created_time: record.created_time,
             approval_timeout_secs: self.policy.approval_timeout_secs,

@@ -198,6 +198,7 @@ impl Files {
                 number,
                 size: props.size,
                 content_type: content_type.to_string(),
+                content_type_declared: content_type.is_declared(),
                 blob: BlobRef {
                     container: VERSIONS_CONTAINER.to_owned(),
                     name,

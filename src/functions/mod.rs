@@ -280,7 +280,13 @@ impl Links {
 pub struct FileStatus {
     pub id: String,
     pub name: String,
+    /// As declared at upload; `application/octet-stream` when nothing was declared.
     pub content_type: String,
+    /// `false` when the upload said nothing about the file's type (no `Content-Type`, or curl's
+    /// default `application/x-www-form-urlencoded` on a raw upload): the analysis then has
+    /// no claim to check, so `contentTypeMatches` is true. Absent when declared.
+    #[serde(skip_serializing_if = "is_true")]
+    pub content_type_declared: bool,
     pub size: u64,
     #[schema(value_type = schema::StageName)]
     pub stage: Stage,
@@ -355,6 +361,10 @@ impl FileStatus {
         );
         self
     }
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
 }
 
 /// One version of a file (docs/API.md, "Versions").
@@ -560,6 +570,7 @@ impl From<&FileView> for FileStatus {
                 id: summary.file.id.clone(),
                 name: summary.file.name.clone(),
                 content_type: summary.file.content_type.clone(),
+                content_type_declared: summary.file.content_type_declared,
                 size: summary.file.size,
                 stage: summary.stage,
                 runtime_status: *runtime_status,
@@ -591,6 +602,7 @@ impl From<&FileView> for FileStatus {
                 id: record.id.to_string(),
                 name: record.name.to_string(),
                 content_type: record.content_type.to_string(),
+                content_type_declared: record.content_type.is_declared(),
                 size: *size,
                 stage: Stage::Uploaded,
                 runtime_status: RuntimeStatus::Pending,

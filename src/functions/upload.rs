@@ -287,7 +287,9 @@ fn raw_upload(
     if content_length == Some(0) {
         return Err(ApiError::Refused(Refusal::EmptyFile));
     }
-    let content_type = parse_content_type(request_type)?;
+    // The request's own type is the file's, except curl's default (not declared).
+    let content_type = ContentType::of_raw_body(request_type)
+        .map_err(|e| ApiError::Refused(Refusal::InvalidBody(e.to_string())))?;
     let stream = body
         .into_data_stream()
         .map_err(|e| -> BoxError { Box::new(Interrupted(e.to_string())) });

@@ -163,9 +163,10 @@ impl Analyzer {
         self.last_byte = data.last().copied();
     }
 
-    /// The analysis of everything fed so far, compared against the type the uploader declared.
-    /// `now` comes from the injected clock.
-    pub fn finish(self, declared_content_type: &str, now: DateTime<Utc>) -> Analysis {
+    /// The analysis of everything fed so far, compared against the type the uploader declared
+    /// (`None`: nothing was declared, so nothing can mismatch). `now` comes from the injected
+    /// clock.
+    pub fn finish(self, declared_content_type: Option<&str>, now: DateTime<Utc>) -> Analysis {
         let sha256 = hex::encode(self.hasher.finalize());
         let is_text = self.utf8.is_complete_and_valid();
         let magic = infer::get(&self.prefix).map(|kind| kind.mime_type());
@@ -195,7 +196,7 @@ impl Analyzer {
             sha256,
             detected_content_type: detected.to_owned(),
             content_type_matches: self.size == 0
-                || content_types_match(declared_content_type, detected),
+                || declared_content_type.is_none_or(|d| content_types_match(d, detected)),
             is_text,
             line_count,
             word_count,
@@ -217,7 +218,7 @@ impl Analyzer {
 /// answer the host's health probes, and reading the next chunks overlaps with hashing this one.
 pub async fn analyze_stream(
     mut stream: ByteStream,
-    declared_content_type: &str,
+    declared_content_type: Option<&str>,
     now: DateTime<Utc>,
 ) -> Result<Analysis, AnalysisError> {
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(PIPELINE_DEPTH);

@@ -869,12 +869,13 @@ async fn analyze_file(
             )));
         }
     }
-    let mut analysis: Analysis = analyze_stream(blob.body, &file.content_type, clock.now())
-        .await
-        .map_err(|e| {
-            tracing::warn!(file = %file.id, error = %e, "analysis attempt failed");
-            ActivityError::new(format!("analyzing file {}: {e}", file.id))
-        })?;
+    let mut analysis: Analysis =
+        analyze_stream(blob.body, file.declared_content_type(), clock.now())
+            .await
+            .map_err(|e| {
+                tracing::warn!(file = %file.id, error = %e, "analysis attempt failed");
+                ActivityError::new(format!("analyzing file {}: {e}", file.id))
+            })?;
     gate::with_archive_facts(store.as_ref(), &file, &mut analysis).await?;
     super::related::record_hash(store.as_ref(), &file, &analysis.sha256)
         .await
@@ -1400,6 +1401,7 @@ mod tests {
             id: FILE_ID.into(),
             name: "report.txt".into(),
             content_type: "text/plain".into(),
+            content_type_declared: true,
             size: 3,
             created_time: now,
             approval_timeout_secs: None,

@@ -16,6 +16,10 @@ pub struct FileInput {
     pub id: String,
     pub name: String,
     pub content_type: String,
+    /// False when the uploader said nothing about the type: `content_type` is then only what
+    /// the bytes are stored as, and the analysis has no claim to check them against.
+    #[serde(default = "declared", skip_serializing_if = "is_declared")]
+    pub content_type_declared: bool,
     pub size: u64,
     pub created_time: DateTime<Utc>,
     /// Each approval must come within this many seconds, else the file ends `Expired`.
@@ -149,6 +153,13 @@ fn is_app(via: &ScanVia) -> bool {
 }
 
 impl FileInput {
+    /// The type the uploader declared, to check the bytes against; `None` when they said
+    /// nothing.
+    pub fn declared_content_type(&self) -> Option<&str> {
+        self.content_type_declared
+            .then_some(self.content_type.as_str())
+    }
+
     /// The container holding the bytes under review.
     pub fn container(&self) -> &str {
         match (&self.blob, self.direct) {
@@ -175,4 +186,12 @@ impl FileInput {
             snapshot: self.pinned.as_deref(),
         }
     }
+}
+
+pub(super) fn declared() -> bool {
+    true
+}
+
+pub(super) fn is_declared(declared: &bool) -> bool {
+    *declared
 }

@@ -421,7 +421,7 @@ pub(super) async fn scan_file(
     let (to_analysis, for_analysis) = mpsc::channel::<Result<Bytes, BoxError>>(TEE_DEPTH);
     let pump = pump(blob.body, to_scanner, to_analysis);
     let scanning = scanner.scan(for_scanner, now);
-    let analysing = analyze_stream(Box::pin(for_analysis), &file.content_type, now);
+    let analysing = analyze_stream(Box::pin(for_analysis), file.declared_content_type(), now);
     let ((), scanned, analysed) = futures::join!(pump, scanning, analysing);
     let report = scanned.map_err(|e| {
         tracing::warn!(file = %file.id, scanner = scanner.name(), error = %e, "scan attempt failed");

@@ -25,6 +25,12 @@ pub struct VersionInput {
     pub number: u32,
     pub size: u64,
     pub content_type: String,
+    /// False when the uploader said nothing about its type (see [`FileInput`]).
+    #[serde(
+        default = "super::input::declared",
+        skip_serializing_if = "super::input::is_declared"
+    )]
+    pub content_type_declared: bool,
     /// Where its bytes were written.
     pub blob: BlobRef,
     /// The snapshot its bytes were pinned to, before the workflow heard of it.
@@ -98,6 +104,7 @@ impl FileInput {
         FileInput {
             size: v.size,
             content_type: v.content_type.clone(),
+            content_type_declared: v.content_type_declared,
             direct: None,
             blob: Some(v.blob.clone()),
             pinned: Some(v.pinned.clone()),

@@ -6,6 +6,7 @@
 mod actions;
 mod after_approval;
 mod bad_input;
+mod content_types;
 mod defender;
 mod direct_upload;
 mod helpers;

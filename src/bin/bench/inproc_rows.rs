@@ -480,6 +480,7 @@ async fn preload_finished(app: &InProcessApp, range: std::ops::Range<usize>) -> 
                         id: uuid::Uuid::new_v4().to_string(),
                         name: format!("history-{i}.txt"),
                         content_type: "text/plain".into(),
+                        content_type_declared: true,
                         size: SMALL_FILE as u64,
                         created_time: now,
                         approval_timeout_secs: None,

@@ -75,7 +75,7 @@ enum Command {
         /// The display name (default: the file's own name).
         #[arg(long)]
         name: Option<String>,
-        /// The declared media type (default: application/octet-stream).
+        /// The declared media type (default: none declared; the analysis says what it is).
         #[arg(long = "type", value_name = "MEDIA_TYPE")]
         content_type: Option<String>,
     },
@@ -118,7 +118,7 @@ enum Command {
     NewVersion {
         id: String,
         file: PathBuf,
-        /// The declared media type (default: application/octet-stream).
+        /// The declared media type (default: none declared; the analysis says what it is).
         #[arg(long = "type", value_name = "MEDIA_TYPE")]
         content_type: Option<String>,
     },

@@ -116,14 +116,14 @@ pub async fn new_version(
     let body = tokio_util::io::ReaderStream::new(file).inspect_ok(move |chunk| {
         counter.advance(chunk.len() as u64);
     });
-    let request = api
+    let mut request = api
         .request(Method::POST, &format!("/api/files/{id}/versions"))
-        .header("Content-Length", size)
-        .header(
-            "Content-Type",
-            content_type.unwrap_or("application/octet-stream"),
-        )
-        .body(reqwest::Body::wrap_stream(body));
+        .header("Content-Length", size);
+    // Without --content-type nothing is declared; the analysis says what the bytes are.
+    if let Some(content_type) = content_type {
+        request = request.header("Content-Type", content_type);
+    }
+    let request = request.body(reqwest::Body::wrap_stream(body));
     let status = api.json(request).await;
     progress.finish();
     status

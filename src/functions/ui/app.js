@@ -270,6 +270,8 @@ async function inboxView(gen) {
 
 // ---- one file ----
 
+const declaredType = (file) => (file.contentTypeDeclared === false ? "not declared" : file.contentType);
+
 function analysisFacts(file) {
   const a = file.analysis;
   if (!a) {
@@ -280,7 +282,7 @@ function analysisFacts(file) {
     return [el("p", { class: "muted", text: why })];
   }
   const rows = [
-    ["Declared type", file.contentType], ["Detected type", a.detectedContentType],
+    ["Declared type", declaredType(file)], ["Detected type", a.detectedContentType],
     ["Size", a.size >= 1024 ? `${bytes(a.size)} (${a.size} bytes)` : bytes(a.size)], ["SHA-256", el("span", { class: "hash", text: a.sha256 })],
   ];
   if (a.isText) rows.push(["Lines", String(a.lineCount)], ["Words", String(a.wordCount)]);
@@ -568,7 +570,7 @@ function newVersionForm(file, refresh) {
     if (!chosen) return;
     input.disabled = true;
     bar.hidden = false;
-    const type = chosen.type || "application/octet-stream";
+    const type = chosen.type || null;
     const progress = (sent) => { bar.value = chosen.size ? Math.min(100, (100 * sent) / chosen.size) : 100; };
     try {
       if (chosen.size > DIRECT_ABOVE) {
@@ -578,7 +580,7 @@ function newVersionForm(file, refresh) {
         await api(ticket.links.complete, { method: "POST" });
       } else {
         await sendWithProgress({ method: "POST", url: `/api/files/${file.id}/versions`,
-          headers: { ...authHeaders(), "Content-Type": type }, body: chosen, onProgress: progress });
+          headers: { ...authHeaders(), ...(type ? { "Content-Type": type } : {}) }, body: chosen, onProgress: progress });
       }
       lasting = message("notice", "New version sent: it is checked again, then its review starts over.");
       await refresh();
@@ -646,7 +648,7 @@ async function fileView(id, gen) {
   const render = async () => {
     const [file, history] = await Promise.all([api(`/api/files/${id}`), api(`/api/files/${id}/history`)]);
     const facts = [["Stage", stageBadge(file.stage)], ["Uploader", file.uploader?.name ?? "anonymous"],
-      ["Uploaded", when(file.createdTime)], ["Declared type", file.contentType], ["Size", bytes(file.size)]];
+      ["Uploaded", when(file.createdTime)], ["Declared type", declaredType(file)], ["Size", bytes(file.size)]];
     if (file.version > 1) facts.push(["Version", `${file.version} (after ${file.version - 1} change ${file.version === 2 ? "request" : "requests"})`]);
     if (file.deadline) facts.push(["Decide by", when(file.deadline)]);
     if (file.failure) facts.push(["Failure", `${file.failure.code}: ${file.failure.message}`]);
@@ -702,7 +704,7 @@ const transient = (e) => e.status === 0 || e.status === 408 || e.status === 429 
 
 async function uploadDirect(file, type, progress, say) {
   const ticket = await api("/api/files/uploads", { method: "POST",
-    body: { name: file.name, size: file.size, contentType: type } });
+    body: type ? { name: file.name, size: file.size, contentType: type } : { name: file.name, size: file.size } });
   await sendBlocks(ticket.uploadUrl, file, type, progress, say);
   // Where no storage event starts the workflow (local mode on Azure Storage); harmless elsewhere.
   await api(ticket.links.complete, { method: "POST" });
@@ -740,7 +742,7 @@ async function sendBlocks(uploadUrl, file, type, progress, say) {
   for (let attempt = 1; ; attempt += 1) {
     try {
       await sendWithProgress({ method: "PUT", url: `${ticket.uploadUrl}&comp=blocklist`,
-        headers: { "x-ms-blob-content-type": type, "Content-Type": "application/xml" }, body: list });
+        headers: { ...(type ? { "x-ms-blob-content-type": type } : {}), "Content-Type": "application/xml" }, body: list });
       break;
     } catch (error) {
       if (!transient(error) || attempt >= 30) throw error;
@@ -751,7 +753,7 @@ async function sendBlocks(uploadUrl, file, type, progress, say) {
 
 async function uploadSmall(file, type, progress) {
   const status = await sendWithProgress({ method: "POST", url: `/api/files?name=${encodeURIComponent(file.name)}`,
-    headers: { ...authHeaders(), "Content-Type": type }, body: file, onProgress: progress });
+    headers: { ...authHeaders(), ...(type ? { "Content-Type": type } : {}) }, body: file, onProgress: progress });
   return status.id;
 }
 
@@ -764,7 +766,8 @@ function uploadView(gen) {
   const start = async (file) => {
     if (!file) return;
     input.disabled = true;
-    const type = file.type || "application/octet-stream";
+    // A type the browser does not know is left undeclared, not claimed as "unknown binary".
+    const type = file.type || null;
     const progress = (sent) => { bar.value = file.size ? Math.min(100, (100 * sent) / file.size) : 100; };
     const say = (text) => { status.textContent = text; };
     say(`Uploading ${file.name} (${bytes(file.size)})…`);
