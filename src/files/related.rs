@@ -4,7 +4,7 @@
 
 use chrono::{DateTime, Utc};
 
-use super::{FileRecord, FileView, Files, FilesError};
+use super::{FilePage, FileRecord, FileView, Files, FilesError};
 use crate::domain::{FileId, Principal, Refusal, Stage};
 use crate::store::{Entity, StoreError, TableQuery};
 use crate::workflow::related::{self, RELATED_TABLE};
@@ -70,19 +70,7 @@ impl Files {
         id: FileId,
         continuation: Option<String>,
     ) -> Result<Related, FilesError> {
-        // The token is the hex of the position to continue after, as listings write theirs.
-        let continuation = match continuation {
-            None => None,
-            Some(token) => Some(
-                hex::decode(&token)
-                    .ok()
-                    .filter(|bytes| !bytes.is_empty())
-                    .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
-                    .ok_or(FilesError::Refused(Refusal::InvalidQuery(
-                        "continuationToken is malformed".into(),
-                    )))?,
-            ),
-        };
+        let continuation = position_of(continuation)?;
         let view = self.load(id).await?;
         let FileView::Workflow { summary, .. } = &view else {
             return Ok(Related::default());
@@ -117,12 +105,22 @@ impl Files {
         partition: String,
         position: Option<String>,
     ) -> Result<(Vec<Entity>, Option<String>), FilesError> {
+        self.index_page_of(partition, position, PAGE).await
+    }
+
+    /// [`Files::index_page`] with pages of `size` rows.
+    async fn index_page_of(
+        &self,
+        partition: String,
+        position: Option<String>,
+        size: u32,
+    ) -> Result<(Vec<Entity>, Option<String>), FilesError> {
         // Row keys are digits and ids: "~" sorts after all of them.
         let start = position.clone().unwrap_or_default();
         let query = TableQuery {
             row_keys: Some(start.."~".to_owned()),
             // One more, for the row at the position itself, which the previous page showed.
-            top: Some(PAGE + 1),
+            top: Some(size + 1),
             ..TableQuery::partition(partition)
         };
         let mut rows: Vec<Entity> = match self.store.query(RELATED_TABLE, &query).await {
@@ -133,11 +131,41 @@ impl Files {
         if let Some(position) = &position {
             rows.retain(|row| &row.row_key != position);
         }
-        rows.truncate(PAGE as usize);
-        let next = (rows.len() == PAGE as usize)
+        rows.truncate(size as usize);
+        let next = (rows.len() == size as usize)
             .then(|| rows.last().map(|row| row.row_key.clone()))
             .flatten();
         Ok((rows, next))
+    }
+
+    /// `uploader`'s files, newest first: one partition read of their list, then one read per
+    /// file for where it stands now. A row whose upload never committed names no file and is
+    /// left out, so a page may hold fewer than `top` files with a continuation to follow.
+    pub async fn uploads(
+        &self,
+        uploader: &Principal,
+        top: u32,
+        continuation: Option<String>,
+    ) -> Result<FilePage, FilesError> {
+        let position = position_of(continuation)?;
+        let (rows, next) = self
+            .index_page_of(related::by_uploader_partition(uploader), position, top)
+            .await?;
+        let mut files = Vec::new();
+        for row in rows {
+            let Some(id) = row.str("FileId").and_then(|s| FileId::parse(s).ok()) else {
+                continue;
+            };
+            match self.load(id).await {
+                Ok(view) => files.push(view),
+                Err(FilesError::Refused(_)) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(FilePage {
+            files,
+            continuation: next.map(|p| hex::encode(p.as_bytes())),
+        })
     }
 
     /// Each row's file as it stands now; the file itself, and rows naming no file, are left out.
@@ -184,4 +212,20 @@ impl Files {
         }
         Ok(files)
     }
+}
+
+/// The position a continuation token names: the hex of the row key to continue after, as
+/// listings write theirs.
+fn position_of(token: Option<String>) -> Result<Option<String>, FilesError> {
+    token
+        .map(|token| {
+            hex::decode(&token)
+                .ok()
+                .filter(|bytes| !bytes.is_empty())
+                .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+                .ok_or(FilesError::Refused(Refusal::InvalidQuery(
+                    "continuationToken is malformed".into(),
+                )))
+        })
+        .transpose()
 }

@@ -31,6 +31,7 @@ pub mod fetch;
 pub mod grant_upload_url;
 pub mod history;
 pub mod invocation;
+pub mod me;
 pub mod notes;
 pub mod openapi;
 pub mod orchestrator;
@@ -110,6 +111,7 @@ pub fn router(state: AppState) -> Router {
             post(versions::complete_version),
         )
         .route("/api/files/{id}/related", get(related::related))
+        .route("/api/me", get(me::me))
         .route(
             "/api/files/{id}/notes",
             post(notes::add_note).layer(DefaultBodyLimit::max(notes::MAX_BODY_BYTES)),
@@ -180,7 +182,13 @@ pub async fn newline_terminated_json(request: Request, next: Next) -> Response {
 pub(crate) fn query_parameters(method: &Method, path: &str) -> &'static [&'static str] {
     match (method, path) {
         (&Method::POST, "/api/files") => &["name"],
-        (&Method::GET, "/api/files") => &["stage", "top", "continuationToken", "awaiting"],
+        (&Method::GET, "/api/files") => &[
+            "stage",
+            "top",
+            "continuationToken",
+            "awaiting",
+            "uploadedBy",
+        ],
         (&Method::GET | &Method::HEAD, p) if p.ends_with("/content") => &["se", "sig", "bound"],
         (&Method::GET, p) if p.ends_with("/related") => &["continuationToken"],
         _ => &[],

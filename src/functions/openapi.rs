@@ -11,9 +11,9 @@ use utoipa::{Modify, OpenApi};
 
 use super::schema::*;
 use super::{
-    approve, complete, download, fetch, grant_upload_url, history, notes, preview, related, revoke,
-    status, upload, versions, withdraw, DecisionView, DownloadsView, FailureView, FileStatus,
-    Links, PrincipalView, RulesView, ScanView, ScannerView, VersionView, WithheldView,
+    approve, complete, download, fetch, grant_upload_url, history, me, notes, preview, related,
+    revoke, status, upload, versions, withdraw, DecisionView, DownloadsView, FailureView,
+    FileStatus, Links, PrincipalView, RulesView, ScanView, ScannerView, VersionView, WithheldView,
 };
 
 #[derive(OpenApi)]
@@ -43,6 +43,7 @@ use super::{
         versions::complete_version,
         notes::add_note,
         related::related,
+        me::me,
         openapi_json,
     ),
     components(schemas(

@@ -70,6 +70,8 @@ struct ListParams {
     stage: Option<Stage>,
     /// `awaiting=me`: the caller's inbox.
     awaiting_me: bool,
+    /// `uploadedBy=me`: the caller's own uploads.
+    uploaded_by_me: bool,
     top: u32,
     continuation: Option<String>,
 }
@@ -78,6 +80,7 @@ fn parse_list_query(raw: Option<&str>) -> Result<ListParams, ApiError> {
     let mut params = ListParams {
         stage: None,
         awaiting_me: false,
+        uploaded_by_me: false,
         top: DEFAULT_TOP,
         continuation: None,
     };
@@ -96,6 +99,14 @@ fn parse_list_query(raw: Option<&str>) -> Result<ListParams, ApiError> {
                     )));
                 }
                 params.awaiting_me = true;
+            }
+            "uploadedBy" => {
+                if value != "me" {
+                    return Err(ApiError::Refused(Refusal::InvalidQuery(
+                        "uploadedBy takes one value: me (the caller's own uploads)".into(),
+                    )));
+                }
+                params.uploaded_by_me = true;
             }
             "top" => {
                 params.top = value
@@ -133,13 +144,14 @@ fn parse_list_query(raw: Option<&str>) -> Result<ListParams, ApiError> {
     params(
         ("stage" = Option<super::schema::StageName>, Query, description = "Only files in this stage"),
         ("awaiting" = Option<super::schema::Awaiting>, Query, description = "`me`: the calling reviewer's inbox"),
+        ("uploadedBy" = Option<super::schema::Awaiting>, Query, description = "`me`: the caller's own uploads, newest first, whatever their stage (not with `stage` or `awaiting`)"),
         ("top" = Option<u32>, Query, minimum = 1, maximum = 100, description = "Page size (default 20)"),
         ("continuationToken" = Option<String>, Query, pattern = "^([0-9a-f]{2}){1,512}$", description = "From the previous page: the hex of the position to continue after (any such value is a position)"),
     ),
     responses(
         (status = 200, description = "A page of files", body = FileList),
         (status = 400, description = "InvalidStage, InvalidQuery", body = super::schema::ErrorBody),
-        (status = 401, description = "Unauthorized (awaiting=me needs a reviewer)", body = super::schema::ErrorBody, headers(("WWW-Authenticate" = String))),
+        (status = 401, description = "Unauthorized (awaiting=me needs a reviewer, uploadedBy=me a credential)", body = super::schema::ErrorBody, headers(("WWW-Authenticate" = String))),
         (status = 403, description = "NotAReviewer", body = super::schema::ErrorBody),
         (status = 503, description = "StorageUnavailable", body = super::schema::ErrorBody, headers(("Retry-After" = String))),
     ),
@@ -151,7 +163,23 @@ pub async fn list(
     headers: HeaderMap,
 ) -> Result<Json<FileList>, ApiError> {
     let params = parse_list_query(raw.as_deref())?;
-    let page = if params.awaiting_me {
+    if params.uploaded_by_me && (params.awaiting_me || params.stage.is_some()) {
+        return Err(ApiError::Refused(Refusal::InvalidQuery(
+            "uploadedBy=me lists the caller's uploads whatever their stage: it takes neither stage nor awaiting".into(),
+        )));
+    }
+    let page = if params.uploaded_by_me {
+        // Whose uploads comes from the credential; without one there is nobody to ask about.
+        let Some(uploader) = state.access.caller(&headers) else {
+            return Err(ApiError::Refused(Refusal::Unauthorized(
+                "uploadedBy=me needs a credential that names you (a token or a sign-in)".into(),
+            )));
+        };
+        state
+            .files
+            .uploads(&uploader, params.top, params.continuation)
+            .await?
+    } else if params.awaiting_me {
         // An inbox is a reviewer's: who they are decides what is in it.
         let reviewer = state.access.reviewer(&headers)?;
         state
