@@ -62,7 +62,9 @@ uiTest("a signed-in reviewer sees the inbox and signs out through the platform",
   const context = await browser.newContext({ extraHTTPHeaders: platformHeaders("aad-reviewer") });
   const page = await context.newPage();
   await page.goto(`${base}/api/ui/`);
-  await page.locator("#who").getByText("Signed in as a reviewer").waitFor();
+  // Greeted by name, with what they are.
+  await page.locator("#who-name").getByText("dana@contoso.com").waitFor();
+  await page.locator("#who").getByText("(reviewer)").waitFor();
   await page.locator("h1").getByText("Inbox").waitFor();
   assert.equal(await page.getByRole("link", { name: "Sign out" }).getAttribute("href"), "/.auth/logout");
   await context.close();
@@ -72,8 +74,12 @@ uiTest("a signed-in uploader without the reviewer role uploads and sees no decis
   const context = await browser.newContext({ extraHTTPHeaders: platformHeaders("aad-uploader") });
   const page = await context.newPage();
   await page.goto(`${base}/api/ui/`);
-  await page.locator("#who").getByText("Signed in (uploads only)").waitFor();
-  await page.getByRole("link", { name: "Upload" }).click();
+  await page.locator("#who-name").getByText("uma@contoso.com").waitFor();
+  await page.locator("#who").getByText("(uploads only)").waitFor();
+  // No inbox for someone who does not review: their own files, and what to do first.
+  await page.locator("h1").getByText("My files").waitFor();
+  await page.locator("#mine").getByText("You have not uploaded anything yet.").waitFor();
+  await page.getByRole("link", { name: "Upload", exact: true }).click();
   const file = path.join(work, "from-easy-auth.txt");
   fs.writeFileSync(file, "signed in by the platform\n");
   await page.getByLabel("Choose a file").setInputFiles(file);

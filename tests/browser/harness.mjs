@@ -49,3 +49,35 @@ export function launchChromium() {
       "--disable-background-networking", "--disable-component-update", "--disable-sync"],
   });
 }
+
+// axe-core (pinned in package.json), evaluated in the page through the debugging protocol, which
+// the page's Content-Security-Policy does not govern (an injected <script> would be refused).
+const AXE = fs.readFileSync(new URL("../../node_modules/axe-core/axe.min.js", import.meta.url), "utf8");
+
+/// The page's accessibility violations of impact serious or critical, as `rule: target` lines.
+export async function seriousViolations(page) {
+  if (!(await page.evaluate(() => typeof window.axe !== "undefined"))) await page.evaluate(AXE);
+  const violations = await page.evaluate(async () => {
+    const result = await window.axe.run(document, { resultTypes: ["violations"] });
+    return result.violations.map((v) => ({ id: v.id, impact: v.impact, help: v.help,
+      targets: v.nodes.map((n) => n.target.join(" ")) }));
+  });
+  return violations.filter((v) => v.impact === "serious" || v.impact === "critical")
+    .map((v) => `${v.id} (${v.impact}: ${v.help}) at ${v.targets.slice(0, 3).join(", ")}`);
+}
+
+/// How far the page scrolls sideways at its current width (0: not at all), and the elements
+/// that reach past its right edge (the innermost few, to say what to fix).
+export function sidewaysOverflow(page) {
+  return page.evaluate(() => {
+    const width = document.documentElement.clientWidth;
+    const by = document.documentElement.scrollWidth - width;
+    if (by <= 0) return { by: 0, culprits: [] };
+    // Boxes that reach past the edge, and boxes whose own text spills out of them.
+    const past = [...document.querySelectorAll("body *")].filter((e) => e.getBoundingClientRect().right > width + 0.5
+      || (e.scrollWidth > e.clientWidth + 1 && getComputedStyle(e).overflowX === "visible" && e.clientWidth > 0));
+    const innermost = past.filter((e) => !past.some((other) => other !== e && e.contains(other)));
+    const name = (e) => `${e.tagName.toLowerCase()}${e.id ? `#${e.id}` : ""}${e.className && typeof e.className === "string" ? `.${e.className.split(" ").join(".")}` : ""}`;
+    return { by, culprits: innermost.slice(0, 4).map((e) => `${name(e)} "${(e.textContent ?? "").trim().slice(0, 30)}"`) };
+  });
+}

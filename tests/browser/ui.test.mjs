@@ -11,7 +11,7 @@ import { createHash } from "node:crypto";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { CHROMIUM, STORE, launchChromium, startHandler, waitFor } from "./harness.mjs";
+import { CHROMIUM, STORE, launchChromium, seriousViolations, sidewaysOverflow, startHandler, waitFor } from "./harness.mjs";
 
 const SHOTS = path.resolve(process.env.UI_TEST_SCREENSHOTS ?? "target/ui-screenshots", STORE);
 const ALICE = "alice-token-0123456789";
@@ -105,7 +105,7 @@ function writeFile(name, contents) {
 }
 
 async function uploadThroughPage(page, file) {
-  await page.getByRole("link", { name: "Upload" }).click();
+  await page.getByRole("link", { name: "Upload", exact: true }).click();
   await page.getByLabel("Choose a file").setInputFiles(file);
   await page.waitForURL(/#\/files\/[0-9a-f-]{36}$/, { timeout: 180_000 });
   return page.url().split("#/files/")[1];
@@ -114,7 +114,7 @@ async function uploadThroughPage(page, file) {
 async function openFile(page, id) {
   // By way of the inbox: a page already showing the file would not load it again.
   await page.goto(`${base}/api/ui/#/`);
-  await page.locator("h1").getByText(/Inbox|Files/).waitFor();
+  await page.locator("h1").getByText(/Inbox|My files/).waitFor();
   await page.goto(`${base}/api/ui/#/files/${id}`);
   await page.locator("#facts").waitFor();
 }
@@ -226,6 +226,98 @@ uiTest("an uploader is offered only what she may do, and withdraws her file", as
   await shot(uma.page, "file-withdrawn");
   assert.ok(id);
   await uma.context.close();
+});
+
+// The API as a client would call it, as the holder of `token`.
+async function apiAs(token, path, { method = "GET", body, type } = {}) {
+  const headers = { Authorization: `Bearer ${token}` };
+  if (type) headers["Content-Type"] = type;
+  const response = await fetch(`${base}${path}`, { method, headers,
+    body: body === undefined ? undefined : (type === "application/json" ? JSON.stringify(body) : body) });
+  assert.ok(response.ok, `${method} ${path}: ${response.status} ${await response.clone().text()}`);
+  return response.json();
+}
+
+async function untilStage(id, stage) {
+  await waitFor(async () => (await apiAs(ALICE, `/api/files/${id}`)).stage === stage, `file ${id} to be ${stage}`, 60_000);
+}
+
+// A file by uma, taken to `stage` through the API.
+async function fileAt(stage, name) {
+  const { id } = await apiAs(UPLOADER, `/api/files?name=${name}`, { method: "POST", type: "text/plain",
+    // Long enough for its preview to scroll inside its box.
+    body: Array.from({ length: 80 }, (_, i) => `line ${i + 1} of the board pack, with totals`).join("\n") });
+  await untilStage(id, "AwaitingUploadApproval");
+  const decide = (token, on, body) => apiAs(token, `/api/files/${id}/approvals/${on}`, { method: "POST", type: "application/json", body });
+  if (stage === "Rejected") await decide(ALICE, "upload", { decision: "reject", comment: "wrong quarter" });
+  if (stage === "ChangesRequested") await decide(ALICE, "upload", { decision: "requestChanges", comment: "add the totals" });
+  if (stage === "AwaitingDownloadApproval" || stage === "Approved") {
+    await decide(ALICE, "upload", { decision: "approve" });
+    await untilStage(id, "AwaitingDownloadApproval");
+  }
+  if (stage === "Approved") await decide(BOB, "download", { decision: "approve", comment: "fine to share" });
+  await untilStage(id, stage);
+  return id;
+}
+
+uiTest("every view fits every width from 320 px and has no serious accessibility violation", async () => {
+  const files = {};
+  for (const stage of ["AwaitingUploadApproval", "AwaitingDownloadApproval", "Approved", "Rejected", "ChangesRequested"]) {
+    files[stage] = await fileAt(stage, `board-pack-with-a-long-name-${stage}.txt`);
+  }
+  const alice = await personWith(ALICE);
+  const uma = await personWith(UPLOADER);
+  const nobody = await browser.newContext();
+  const signIn = await nobody.newPage();
+  await signIn.goto(`${base}/api/ui/`);
+  await signIn.getByLabel("Your reviewer or uploader token").waitFor();
+  const views = [
+    ["inbox", alice.page, `${base}/api/ui/#/`, "#awaiting"],
+    ["my-files", uma.page, `${base}/api/ui/#/`, "#mine"],
+    ["upload", alice.page, `${base}/api/ui/#/upload`, "#drop"],
+    ["sign-in", signIn, `${base}/api/ui/`, "form.signin"],
+    ...Object.entries(files).map(([stage, id]) => [`file-${stage}`, alice.page, `${base}/api/ui/#/files/${id}`, "#history"]),
+    ["file-uploader-view", uma.page, `${base}/api/ui/#/files/${files.ChangesRequested}`, "#history"],
+  ];
+  const problems = [];
+  for (const [name, page, url, ready] of views) {
+    // Through another route first, so the view is drawn afresh.
+    if (name !== "sign-in") await page.goto(`${base}/api/ui/#/blank`);
+    await page.goto(url);
+    await page.locator(ready).first().waitFor();
+    for (const width of [320, 390, 768, 1280]) {
+      await page.setViewportSize({ width, height: 900 });
+      const overflow = await sidewaysOverflow(page);
+      if (overflow.by > 0) problems.push(`${name} at ${width} px scrolls ${overflow.by} px sideways: ${overflow.culprits.join("; ")}`);
+      if (width === 390 || width === 1280) {
+        for (const v of await seriousViolations(page)) problems.push(`${name} at ${width} px: ${v}`);
+        await shot(page, `view-${name}-${width}`);
+      }
+    }
+  }
+  assert.deepEqual(problems, []);
+  await alice.context.close();
+  await uma.context.close();
+  await nobody.close();
+});
+
+uiTest("a lost connection keeps the view, says so and recovers by itself", async () => {
+  const id = await fileAt("AwaitingUploadApproval", "offline.txt");
+  const alice = await personWith(ALICE);
+  await openFile(alice.page, id);
+  await alice.context.setOffline(true);
+  await alice.page.getByRole("link", { name: "Inbox", exact: true }).click();
+  const banner = alice.page.locator("#connection");
+  await banner.getByText("The connection dropped").waitFor();
+  await banner.getByRole("button", { name: "Retry now" }).waitFor();
+  // What the reader was looking at stays.
+  await alice.page.locator("#facts").waitFor();
+  await shot(alice.page, "connection-lost");
+  await alice.context.setOffline(false);
+  // Back by itself, without a click.
+  await alice.page.locator("h1").getByText("Inbox").waitFor({ timeout: 30_000 });
+  await waitFor(async () => await banner.isHidden(), "the banner to go");
+  await alice.context.close();
 });
 
 uiTest("a rejection ends the file and its comment is in the history", async () => {
@@ -378,7 +470,7 @@ uiTest("a 300 MB upload goes to storage in blocks with a moving progress bar, th
   }
   fs.closeSync(fd);
   const uma = await personWith(UPLOADER);
-  await uma.page.getByRole("link", { name: "Upload" }).click();
+  await uma.page.getByRole("link", { name: "Upload", exact: true }).click();
   await uma.page.getByLabel("Choose a file").setInputFiles(big);
   const seen = new Set();
   let dropped = false;

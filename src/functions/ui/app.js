@@ -154,24 +154,29 @@ function age(iso) {
 }
 
 const when = (iso) => (iso ? new Date(iso).toLocaleString() : "");
-const stageBadge = (stage) => el("span", { class: "stage", text: STAGE_WORDS[stage] ?? stage });
+// A stage's colour says what it means: done well, ended badly, waiting on a person, or the
+// app at work; the words say it too, for anyone who cannot tell the colours apart.
+const TONE = {
+  Approved: "ok", Rejected: "bad", Blocked: "bad", Failed: "bad", Revoked: "bad", Expired: "bad",
+  AwaitingUploadApproval: "wait", AwaitingDownloadApproval: "wait", ChangesRequested: "wait",
+  Uploaded: "work", Scanning: "work", Analyzing: "work",
+};
+const stageBadge = (stage) => el("span", { class: `stage tone-${TONE[stage] ?? "plain"}`, text: STAGE_WORDS[stage] ?? stage });
 
 // ---- who is signed in ----
 
-let me = { state: "unknown" }; // "reviewer" | "uploader" | "signedOut" | "open"
+let me = { state: "unknown" }; // state: "signedIn" | "signedOut" | "open"; name, reviewer, uploader
 
-// With no tokens and no Easy Auth configured, anyone may decide (recorded as anonymous).
-const mayDecide = () => me.state === "reviewer" || me.state === "open";
+// Reviewers decide; with nothing authenticated anyone may (recorded as anonymous).
+const mayDecide = () => me.reviewer === true;
 
 async function whoAmI() {
-  if (SIGN_IN === "open") { me = { state: "open" }; return me; }
   if (SIGN_IN === "token" && !session.token) { me = { state: "signedOut" }; return me; }
   try {
-    await api("/api/files?awaiting=me&top=1");
-    me = { state: "reviewer" };
+    const who = await api("/api/me");
+    me = { state: who.name === null ? "open" : "signedIn", ...who };
   } catch (error) {
-    if (error.code === "NotAReviewer") me = { state: "uploader" };
-    else if (error.code === "Unauthorized") me = { state: "signedOut", error };
+    if (error.code === "Unauthorized") me = { state: "signedOut", error };
     else throw error;
   }
   return me;
@@ -180,13 +185,14 @@ async function whoAmI() {
 function renderWho() {
   const who = document.getElementById("who");
   const parts = [];
-  if (me.state === "reviewer") parts.push(el("span", { text: "Signed in as a reviewer" }));
-  if (me.state === "uploader") parts.push(el("span", { text: "Signed in (uploads only)" }));
-  if (me.state === "reviewer" || me.state === "uploader") {
+  if (me.state === "signedIn") {
+    const role = me.reviewer ? "reviewer" : "uploads only";
+    parts.push(el("span", {}, "Signed in as ", el("strong", { id: "who-name", text: me.name }), ` (${role})`));
     parts.push(SIGN_IN === "easyAuth"
       ? el("a", { href: "/.auth/logout", text: "Sign out" })
       : el("button", { type: "button", onclick: () => { session.clear(); route(); }, text: "Sign out" }));
   }
+  if (me.state === "open") parts.push(el("span", { text: "Open deployment: nobody signs in" }));
   who.replaceChildren(...parts);
 }
 
@@ -214,58 +220,79 @@ function signInView(problem, gen) {
 
 // ---- inbox ----
 
-function fileTable(files, { caption }) {
-  if (files.length === 0) return el("p", { class: "muted", text: "Nothing here." });
-  return el("table", {},
-    el("caption", { class: "muted", text: caption }),
+function fileTable(files, { caption, empty }) {
+  if (files.length === 0) return el("p", { class: "muted empty" }, empty);
+  const cell = (label, attrs, ...content) => el("td", { "data-label": label, ...attrs }, ...content);
+  return el("table", { class: "files" },
+    el("caption", { class: "visually-hidden", text: caption }),
     el("thead", {}, el("tr", {}, ["Name", "Size", "Uploader", "Stage", "Age", "Deadline"]
       .map((h) => el("th", { scope: "col", text: h })))),
     el("tbody", {}, files.map((f) => el("tr", {},
-      el("td", {}, el("a", { href: `#/files/${f.id}`, text: f.name })),
-      el("td", { class: "num", text: bytes(f.size) }),
-      el("td", { text: f.uploader?.name ?? "anonymous" }),
-      el("td", {}, stageBadge(f.stage)),
-      el("td", { text: age(f.createdTime), title: when(f.createdTime) }),
-      el("td", { text: f.deadline ? when(f.deadline) : "—" })))));
+      cell("Name", { class: "name" }, el("a", { href: `#/files/${f.id}`, text: f.name })),
+      cell("Size", { class: "num", text: bytes(f.size) }),
+      cell("Uploader", { text: f.uploader?.name ?? "anonymous" }),
+      cell("Stage", {}, stageBadge(f.stage)),
+      cell("Age", { class: "num", text: age(f.createdTime), title: when(f.createdTime) }),
+      cell("Deadline", { class: "num", text: f.deadline ? when(f.deadline) : "—" })))));
 }
 
-async function listing(query, caption) {
+// A titled, paged list of files: its heading counts what is shown ("50+" while more pages
+// follow), and "More" appends the next page.
+async function listSection({ id, title, query, caption, empty }) {
+  const heading = el("h2", { id: `${id}-title` });
   const holder = el("div");
-  let token = null;
   const more = el("button", { type: "button", text: "More", hidden: true });
+  let token = null;
+  let count = 0;
   const load = async () => {
     more.disabled = true;
-    const page = await api(`/api/files?${query}&top=50${token ? `&continuationToken=${token}` : ""}`);
-    holder.append(fileTable(page.files, { caption }));
-    token = page.continuationToken ?? null;
+    let files = [];
+    // A page may be empty with more to follow (docs/API.md, "Inbox"): read on a little.
+    for (let pages = 0; pages < 5; pages += 1) {
+      const page = await api(`/api/files?${query}&top=50${token ? `&continuationToken=${token}` : ""}`);
+      files = files.concat(page.files);
+      token = page.continuationToken ?? null;
+      if (files.length || !token) break;
+    }
+    count += files.length;
+    if (files.length || count === 0) holder.append(fileTable(files, { caption, empty }));
+    heading.textContent = `${title} (${count}${token ? "+" : ""})`;
     more.hidden = !token;
     more.disabled = false;
   };
   more.addEventListener("click", () => load().catch((e) => holder.append(message("error", explain(e)))));
   await load();
-  return el("div", {}, holder, more);
+  return el("section", { id, "aria-labelledby": `${id}-title` }, heading, holder, more);
 }
 
 async function inboxView(gen) {
   const sections = [];
-  if (me.state === "reviewer") {
-    sections.push(el("h2", { text: "Awaiting your decision (oldest first)" }),
-      await listing("awaiting=me", "Files you may decide now"));
+  if (mayDecide()) {
+    sections.push(await listSection({ id: "awaiting", title: "Awaiting you", query: "awaiting=me",
+      caption: "Files you may decide now, oldest first",
+      empty: "Nothing awaits your decision. Files that need you appear here as soon as they are ready." }));
   }
-  const select = el("select", { id: "stage" },
+  if (me.state === "signedIn") {
+    sections.push(await listSection({ id: "mine", title: "My uploads", query: "uploadedBy=me",
+      caption: "Files you uploaded, newest first",
+      empty: ["You have not uploaded anything yet. ", el("a", { href: "#/upload", text: "Upload a file" }), " to start a review."] }));
+  }
+  // Every file in one stage, on demand: not a repeat of the lists above.
+  const select = el("select", { id: "stage" }, el("option", { value: "", text: "Choose a stage…" }),
     STAGES.map((s) => el("option", { value: s, text: STAGE_WORDS[s] })));
   const byStage = el("div");
-  const loadStage = async () => {
+  select.addEventListener("change", async () => {
+    if (!select.value) { byStage.replaceChildren(); return; }
     byStage.replaceChildren(message("muted", "Loading…"));
     try {
-      byStage.replaceChildren(await listing(`stage=${select.value}`, `Files ${STAGE_WORDS[select.value].toLowerCase()}`));
+      const words = STAGE_WORDS[select.value];
+      byStage.replaceChildren(await listSection({ id: "by-stage", title: words, query: `stage=${select.value}`,
+        caption: `Files ${words.toLowerCase()}`, empty: `No file is ${words.toLowerCase()}.` }));
     } catch (error) { byStage.replaceChildren(message("error", explain(error))); }
-  };
-  select.addEventListener("change", loadStage);
-  sections.push(el("h2", { text: "Files by stage" }),
+  });
+  sections.push(el("h2", { text: "All files by stage" }),
     el("p", {}, el("label", { for: "stage", text: "Stage " }), select), byStage);
-  show(gen, me.state === "reviewer" ? "Inbox" : "Files", ...sections);
-  await loadStage();
+  show(gen, mayDecide() ? "Inbox" : "My files", ...sections);
 }
 
 // ---- one file ----
@@ -310,7 +337,7 @@ function archiveFacts(archive) {
   return [
     el("h3", { text: `Archive: ${archive.entryCount} ${archive.entryCount === 1 ? "entry" : "entries"}${more}` }),
     warnings.length ? el("p", { class: "warning", role: "note", id: "archive-warning", text: `Warning: ${warnings.join("; ")}.` }) : null,
-    el("table", { id: "archive" },
+    el("table", { id: "archive", tabindex: "0" },
       el("thead", {}, el("tr", {}, ["Name", "Size", "Compressed", "Note"].map((h) => el("th", { scope: "col", text: h })))),
       el("tbody", {}, rows)),
   ];
@@ -326,7 +353,8 @@ async function previewOf(file) {
       const url = URL.createObjectURL(await response.blob());
       box.append(el("img", { class: "preview", src: url, alt: `Preview of ${file.name}` }));
     } else {
-      box.append(el("pre", { class: "preview", text: await response.text() }));
+      // A long preview scrolls inside its box: keyboard users reach it too.
+      box.append(el("pre", { class: "preview", tabindex: "0", "aria-label": `Preview of ${file.name}`, text: await response.text() }));
       if (response.headers.get("x-preview-truncated") === "true") {
         box.append(el("p", { class: "muted", text: "Only the beginning of the file is shown." }));
       }
@@ -349,9 +377,10 @@ function historyList(steps) {
   };
   const words = (s) => [s.stage ? `${s.stage}` : "", s.step === "note" ? "private note (reviewers only)" : step(s.step), s.actor ? `by ${s.actor.name}` : "",
     outcome(s)].filter(Boolean).join(" ");
-  return el("ol", { class: "history", id: "history" }, steps.map((s) => el("li", {},
+  // A timeline: each event on its line, what people wrote set apart beneath it.
+  return el("ol", { class: "history", id: "history" }, steps.map((s) => el("li", { class: s.comment ? "has-comment" : null },
     el("time", { datetime: s.time, text: when(s.time) }), " ", words(s),
-    s.comment ? [": ", el("q", { text: s.comment })] : null)));
+    s.comment ? el("blockquote", { class: "comment" }, el("q", { text: s.comment })) : null)));
 }
 
 // What the server says the reader may do with this file now, and why the rest is withheld:
@@ -672,7 +701,9 @@ async function fileView(id, gen) {
     // Work in progress (the analysis, the workflow's start) is shown as it finishes.
     clearTimeout(pollTimer);
     if (file.stage === "Analyzing" || file.stage === "Uploaded" || file.stage === "Scanning") {
-      pollTimer = setTimeout(() => { if (gen === generation) render().catch(() => {}); }, 1500);
+      pollTimer = setTimeout(() => {
+        if (gen === generation) render().catch((e) => { if (unreachable(e)) connectionLost(e, render); });
+      }, 1500);
     }
   };
   await render();
@@ -793,6 +824,46 @@ function uploadView(gen) {
 
 // ---- routing ----
 
+// ---- a lost connection ----
+
+// Worth waiting out: the network, the app or its storage briefly away.
+const unreachable = (e) => e.code === "NetworkError" || e.status === 502 || e.status === 503 || e.status === 504;
+let reconnectTimer = null;
+// Counts losses: a retry whose redraw lost the connection again leaves the new banner up.
+let losses = 0;
+
+// The view stays as it was, under a banner that says what happened, retries by itself with a
+// growing pause, and offers to retry now; `again` redraws the view once the app answers.
+function connectionLost(error, again, attempt = 1) {
+  clearTimeout(reconnectTimer);
+  losses += 1;
+  const loss = losses;
+  const banner = document.getElementById("connection");
+  const wait = Math.min(1000 * 2 ** (attempt - 1), 15000);
+  const retry = async () => {
+    clearTimeout(reconnectTimer);
+    try {
+      await again();
+      if (loss === losses) reconnected();
+    } catch (e) {
+      if (unreachable(e)) connectionLost(e, again, attempt + 1);
+      else { banner.hidden = true; show(generation, "Something went wrong", message("error", explain(e))); }
+    }
+  };
+  banner.replaceChildren(
+    el("span", { text: `${explain(error)} Trying again in ${Math.round(wait / 1000)} s…` }),
+    el("button", { type: "button", onclick: retry, text: "Retry now" }));
+  banner.hidden = false;
+  reconnectTimer = setTimeout(retry, wait);
+}
+
+function reconnected() {
+  clearTimeout(reconnectTimer);
+  const banner = document.getElementById("connection");
+  banner.hidden = true;
+  banner.replaceChildren();
+}
+
 async function route() {
   clearTimeout(pollTimer);
   generation += 1;
@@ -801,9 +872,12 @@ async function route() {
   try {
     await whoAmI();
   } catch (error) {
+    // The page already shows something: keep it, and come back when the app does.
+    if (unreachable(error) && main().childElementCount) { connectionLost(error, routeOrThrow); return; }
     show(gen, "File Approver", message("error", explain(error)));
     return;
   }
+  reconnected();
   renderWho();
   if (me.state === "signedOut") { signInView(me.error, gen); return; }
   const hash = location.hash || "#/";
@@ -814,8 +888,15 @@ async function route() {
     else await inboxView(gen);
   } catch (error) {
     if (error.code === "Unauthorized") { signInView(error, gen); return; }
+    if (unreachable(error)) { connectionLost(error, routeOrThrow); return; }
     show(gen, "Something went wrong", message("error", explain(error)));
   }
+}
+
+// The route again, failing (for the retry to see) when the app is still away.
+async function routeOrThrow() {
+  await whoAmI();
+  await route();
 }
 
 window.addEventListener("hashchange", route);
