@@ -594,22 +594,25 @@ function newVersionForm(file, refresh) {
   const input = el("input", { id: "new-version", type: "file" });
   const result = el("div", { "aria-live": "assertive" });
   const bar = el("progress", { max: "100", value: "0", "aria-label": "Upload progress", hidden: true });
+  const numbers = el("p", { class: "meter", hidden: true });
   input.addEventListener("change", async () => {
     const chosen = input.files[0];
     if (!chosen) return;
     input.disabled = true;
     bar.hidden = false;
+    numbers.hidden = false;
     const type = chosen.type || null;
-    const progress = (sent) => { bar.value = chosen.size ? Math.min(100, (100 * sent) / chosen.size) : 100; };
+    const meter = transferMeter(chosen.size, bar, numbers);
     try {
       if (chosen.size > DIRECT_ABOVE) {
         // Too large for one request: straight to storage, then the word that it is in.
         const ticket = await api(`/api/files/${file.id}/versions/uploads`, { method: "POST", body: { size: chosen.size } });
-        await sendBlocks(ticket.uploadUrl, chosen, type, progress, (text) => { result.replaceChildren(message("notice", text)); });
+        await sendBlocks(ticket.uploadUrl, chosen, type, meter, (text) => { result.replaceChildren(message("notice", text)); });
         await api(ticket.links.complete, { method: "POST" });
       } else {
         await sendWithProgress({ method: "POST", url: `/api/files/${file.id}/versions`,
-          headers: { ...authHeaders(), ...(type ? { "Content-Type": type } : {}) }, body: chosen, onProgress: progress });
+          headers: { ...authHeaders(), ...(type ? { "Content-Type": type } : {}) }, body: chosen,
+          onProgress: (sent) => meter.partial("body", sent) });
       }
       lasting = message("notice", "New version sent: it is checked again, then its review starts over.");
       await refresh();
@@ -622,7 +625,7 @@ function newVersionForm(file, refresh) {
   return el("section", { "aria-labelledby": "new-version-title" },
     el("h2", { id: "new-version-title", text: "Send a new version" }),
     el("p", { class: "muted", text: "For the uploader: the new version is scanned and analysed, and its review starts again." }),
-    el("p", {}, el("label", { for: "new-version", text: "Choose the new version" }), " ", input), bar, result);
+    el("p", {}, el("label", { for: "new-version", text: "Choose the new version" }), " ", input), bar, numbers, result);
 }
 
 let pollTimer = null;
@@ -711,20 +714,37 @@ async function fileView(id, gen) {
 
 // ---- upload ----
 
-function sendWithProgress({ method, url, headers, body, onProgress }) {
+// Blocks of one large upload sent at once (measured: docs/performance.md, "The page's uploads").
+const BLOCKS_IN_FLIGHT = 4;
+
+class Cancelled extends Error {}
+
+// What a transfer under way can be asked to do: stop. Every request it started is aborted.
+function transferControl() {
+  const requests = new Set();
+  return {
+    cancelled: false,
+    track(xhr) { requests.add(xhr); return () => requests.delete(xhr); },
+    cancel() { this.cancelled = true; for (const xhr of requests) xhr.abort(); },
+  };
+}
+
+function sendWithProgress({ method, url, headers, body, onProgress, control }) {
   return new Promise((resolve, reject) => {
     const xhr = new XMLHttpRequest();
+    const untrack = control?.track(xhr) ?? (() => {});
     xhr.open(method, url);
     for (const [k, v] of Object.entries(headers ?? {})) xhr.setRequestHeader(k, v);
     xhr.upload.addEventListener("progress", (e) => onProgress?.(e.loaded));
     xhr.addEventListener("load", () => {
+      untrack();
       let parsed = null;
-      try { parsed = JSON.parse(xhr.responseText); } catch { /* storage answers XML or nothing */ }
+      try { parsed = JSON.parse(xhr.responseText); } catch { /* not JSON */ }
       if (xhr.status >= 200 && xhr.status < 300) resolve(parsed);
       else reject(new ApiError(xhr.status, parsed));
     });
-    xhr.addEventListener("error", () => reject(new ApiError(0, null)));
-    xhr.addEventListener("abort", () => reject(new ApiError(0, null)));
+    xhr.addEventListener("error", () => { untrack(); reject(new ApiError(0, null)); });
+    xhr.addEventListener("abort", () => { untrack(); reject(control?.cancelled ? new Cancelled() : new ApiError(0, null)); });
     xhr.send(body);
   });
 }
@@ -733,84 +753,172 @@ const sleep = (ms) => new Promise((r) => { setTimeout(r, ms); });
 // Worth another try: the connection dropped, or storage or the app is briefly unavailable.
 const transient = (e) => e.status === 0 || e.status === 408 || e.status === 429 || e.status >= 500;
 
-async function uploadDirect(file, type, progress, say) {
-  const ticket = await api("/api/files/uploads", { method: "POST",
-    body: type ? { name: file.name, size: file.size, contentType: type } : { name: file.name, size: file.size } });
-  await sendBlocks(ticket.uploadUrl, file, type, progress, say);
-  // Where no storage event starts the workflow (local mode on Azure Storage); harmless elsewhere.
-  await api(ticket.links.complete, { method: "POST" });
-  return ticket.id;
+// How far a transfer is, in numbers: percentage, bytes, speed (of this session's bytes: blocks
+// stored before a resume are counted as done, not as speed).
+function transferMeter(total, bar, line) {
+  const started = performance.now();
+  let stored = 0;
+  let resumed = 0;
+  const partial = new Map();
+  const draw = () => {
+    const sent = Math.min(total, stored + [...partial.values()].reduce((a, b) => a + b, 0));
+    bar.value = total ? (100 * sent) / total : 100;
+    const secs = (performance.now() - started) / 1000;
+    const speed = secs > 0.5 && sent > resumed ? ` · ${bytes((sent - resumed) / secs)}/s` : "";
+    line.textContent = `${total ? Math.floor((100 * sent) / total) : 100} % · ${bytes(sent)} of ${bytes(total)}${speed}`;
+  };
+  return {
+    resumedFrom(n) { stored += n; resumed = n; draw(); },
+    partial(key, n) { partial.set(key, n); draw(); },
+    stored(key, n) { partial.delete(key); stored += n; draw(); },
+  };
 }
 
-// A file to an upload URL in blocks (Put Block, then Put Block List), each block sent again on
-// a dropped connection.
-async function sendBlocks(uploadUrl, file, type, progress, say) {
-  const ticket = { uploadUrl };
-  const blocks = [];
-  let done = 0;
-  for (let offset = 0, n = 0; offset < file.size; offset += BLOCK_BYTES, n += 1) {
-    const id = btoa(`block-${String(n).padStart(6, "0")}`);
-    const chunk = file.slice(offset, Math.min(offset + BLOCK_BYTES, file.size));
-    // A block that fails on a dropped connection is sent again (only that block), with a
-    // growing pause; the blocks already stored stay stored.
-    for (let attempt = 1; ; attempt += 1) {
+// A large upload's journal: the blocks storage acknowledged, so that a reload, a closed tab or
+// a lost connection resumes from there. Storage itself cannot be asked: Get Block List needs
+// read permission, which an upload URL never carries. Kept in this browser, keyed by the
+// file's name, size and modification time, until the upload completes or its URL expires.
+const journals = {
+  key: (file) => `fa.upload.${file.name}|${file.size}|${file.lastModified}`,
+  load(file) {
+    try {
+      const j = JSON.parse(localStorage.getItem(this.key(file)) ?? "null");
+      // A URL about to expire is not worth resuming with: the commit would be refused.
+      return j && Date.parse(j.expiresAt) > Date.now() + 60_000 ? j : null;
+    } catch { return null; }
+  },
+  save(file, journal) { try { localStorage.setItem(this.key(file), JSON.stringify(journal)); } catch { /* full or off: no resume */ } },
+  drop(file) { localStorage.removeItem(this.key(file)); },
+  // Uploads interrupted in this browser whose URLs still work: their names and how far they got.
+  pending() {
+    const found = [];
+    for (let i = 0; i < localStorage.length; i += 1) {
+      const key = localStorage.key(i);
+      if (!key?.startsWith("fa.upload.")) continue;
       try {
-        await sendWithProgress({ method: "PUT", url: `${ticket.uploadUrl}&comp=block&blockid=${encodeURIComponent(id)}`,
-          body: chunk, onProgress: (sent) => progress(done + sent) });
-        break;
-      } catch (error) {
-        if (!transient(error) || attempt >= 30) throw error;
-        say(`Connection lost; retrying block ${n + 1} (attempt ${attempt + 1})…`);
-        await sleep(Math.min(1000 * 2 ** (attempt - 1), 10000));
-      }
+        const j = JSON.parse(localStorage.getItem(key));
+        if (Date.parse(j.expiresAt) > Date.now() + 60_000) found.push(j);
+        else localStorage.removeItem(key);
+      } catch { localStorage.removeItem(key); }
     }
-    done += chunk.size;
-    progress(done);
-    say(`Sent ${bytes(done)} of ${bytes(file.size)}`);
-    blocks.push(id);
-  }
-  const list = `<?xml version="1.0" encoding="utf-8"?><BlockList>${blocks.map((b) => `<Latest>${b}</Latest>`).join("")}</BlockList>`;
+    return found;
+  },
+};
+
+const blockId = (n) => btoa(`block-${String(n).padStart(6, "0")}`);
+
+// A file to an upload URL in blocks (Put Block, then Put Block List): a few at a time, each
+// sent again on a dropped connection (only that block), skipping the blocks in `done`.
+async function sendBlocks(uploadUrl, file, type, meter, say, { done = new Set(), onStored = () => {}, control } = {}) {
+  const count = Math.ceil(file.size / BLOCK_BYTES);
+  const size = (n) => Math.min(BLOCK_BYTES, file.size - n * BLOCK_BYTES);
+  meter.resumedFrom([...done].reduce((sum, n) => sum + size(n), 0));
+  const pending = [...Array(count).keys()].filter((n) => !done.has(n));
+  let next = 0;
+  const worker = async () => {
+    while (next < pending.length) {
+      const n = pending[next];
+      next += 1;
+      const chunk = file.slice(n * BLOCK_BYTES, n * BLOCK_BYTES + size(n));
+      for (let attempt = 1; ; attempt += 1) {
+        try {
+          await sendWithProgress({ method: "PUT", url: `${uploadUrl}&comp=block&blockid=${encodeURIComponent(blockId(n))}`,
+            body: chunk, onProgress: (sent) => meter.partial(n, sent), control });
+          break;
+        } catch (error) {
+          meter.partial(n, 0);
+          if (error instanceof Cancelled || !transient(error) || attempt >= 30) throw error;
+          say(`Connection lost; retrying block ${n + 1} (attempt ${attempt + 1})…`);
+          await sleep(Math.min(1000 * 2 ** (attempt - 1), 10000));
+        }
+      }
+      meter.stored(n, chunk.size);
+      onStored(n);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(BLOCKS_IN_FLIGHT, pending.length) }, worker));
+  const list = `<?xml version="1.0" encoding="utf-8"?><BlockList>${[...Array(count).keys()].map((n) => `<Latest>${blockId(n)}</Latest>`).join("")}</BlockList>`;
   for (let attempt = 1; ; attempt += 1) {
     try {
-      await sendWithProgress({ method: "PUT", url: `${ticket.uploadUrl}&comp=blocklist`,
+      await sendWithProgress({ method: "PUT", url: `${uploadUrl}&comp=blocklist`, control,
         headers: { ...(type ? { "x-ms-blob-content-type": type } : {}), "Content-Type": "application/xml" }, body: list });
       break;
     } catch (error) {
-      if (!transient(error) || attempt >= 30) throw error;
+      if (error instanceof Cancelled || !transient(error) || attempt >= 30) throw error;
       await sleep(Math.min(1000 * 2 ** (attempt - 1), 10000));
     }
   }
 }
 
-async function uploadSmall(file, type, progress) {
+// A large file straight to storage, resumed from its journal when this browser sent part of it
+// before.
+async function uploadDirect(file, type, meter, say, control) {
+  let journal = journals.load(file);
+  if (journal) {
+    say(`Resuming ${file.name}: ${journal.done.length} of ${Math.ceil(file.size / BLOCK_BYTES)} blocks were already stored.`);
+  } else {
+    const ticket = await api("/api/files/uploads", { method: "POST",
+      body: type ? { name: file.name, size: file.size, contentType: type } : { name: file.name, size: file.size } });
+    journal = { id: ticket.id, name: file.name, size: file.size, uploadUrl: ticket.uploadUrl,
+      expiresAt: ticket.expiresAt, complete: ticket.links.complete, done: [] };
+    journals.save(file, journal);
+  }
+  await sendBlocks(journal.uploadUrl, file, type, meter, say, { done: new Set(journal.done), control,
+    onStored: (n) => { journal.done.push(n); journals.save(file, journal); } });
+  // Where no storage event starts the workflow (local mode on Azure Storage); harmless elsewhere.
+  await api(journal.complete, { method: "POST" });
+  journals.drop(file);
+  return journal.id;
+}
+
+async function uploadSmall(file, type, meter, control) {
   const status = await sendWithProgress({ method: "POST", url: `/api/files?name=${encodeURIComponent(file.name)}`,
-    headers: { ...authHeaders(), ...(type ? { "Content-Type": type } : {}) }, body: file, onProgress: progress });
+    headers: { ...authHeaders(), ...(type ? { "Content-Type": type } : {}) }, body: file, control,
+    onProgress: (sent) => meter.partial("body", sent) });
   return status.id;
 }
 
 function uploadView(gen) {
   const input = el("input", { id: "file", type: "file" });
-  const bar = el("progress", { id: "progress", max: "100", value: "0", "aria-label": "Upload progress" });
+  // No bar until there is something to measure.
+  const bar = el("progress", { id: "progress", max: "100", value: "0", "aria-label": "Upload progress", hidden: true });
+  const numbers = el("p", { id: "upload-meter", class: "meter", hidden: true });
   const status = el("p", { id: "upload-status", role: "status", "aria-live": "polite" });
+  const cancel = el("button", { type: "button", id: "cancel-upload", text: "Cancel upload", hidden: true });
   const drop = el("div", { class: "drop", id: "drop" },
     el("p", {}, el("label", { for: "file", text: "Choose a file" }), " or drop one here."), input);
+  const interrupted = journals.pending().map((j) => el("p", { class: "warning", role: "note",
+    text: `The upload of ${j.name} (${bytes(j.size)}) stopped at ${Math.floor((100 * j.done.length * BLOCK_BYTES) / Math.max(j.size, 1))} %: choose the same file to resume it.` }));
   const start = async (file) => {
     if (!file) return;
     input.disabled = true;
-    // A type the browser does not know is left undeclared, not claimed as "unknown binary".
     const type = file.type || null;
-    const progress = (sent) => { bar.value = file.size ? Math.min(100, (100 * sent) / file.size) : 100; };
+    const control = transferControl();
+    const meter = transferMeter(file.size, bar, numbers);
     const say = (text) => { status.textContent = text; };
+    bar.hidden = false;
+    numbers.hidden = false;
+    cancel.hidden = false;
+    cancel.onclick = () => control.cancel();
     say(`Uploading ${file.name} (${bytes(file.size)})…`);
     try {
       const id = file.size > DIRECT_ABOVE
-        ? await uploadDirect(file, type, progress, say)
-        : await uploadSmall(file, type, progress);
+        ? await uploadDirect(file, type, meter, say, control)
+        : await uploadSmall(file, type, meter, control);
       bar.value = 100;
       say("Uploaded.");
       location.hash = `#/files/${id}`;
     } catch (error) {
-      status.replaceChildren(message("error", explain(error)));
+      if (error instanceof Cancelled) {
+        say(file.size > DIRECT_ABOVE
+          ? "Cancelled. The blocks already sent are kept for a while: choose the same file to resume."
+          : "Cancelled: nothing was stored.");
+      } else {
+        status.replaceChildren(message("error", explain(error)));
+      }
+      cancel.hidden = true;
+      // Cleared, so that choosing the same file again (to resume) counts as a choice.
+      input.value = "";
       input.disabled = false;
     }
   };
@@ -818,11 +926,9 @@ function uploadView(gen) {
   drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
   drop.addEventListener("dragleave", () => drop.classList.remove("over"));
   drop.addEventListener("drop", (e) => { e.preventDefault(); drop.classList.remove("over"); start(e.dataTransfer.files[0]); });
-  show(gen, "Upload a file", drop, bar, status,
-    el("p", { class: "muted", text: `Files over ${bytes(DIRECT_ABOVE)} go straight to storage in ${bytes(BLOCK_BYTES)} blocks; a dropped connection resends only the block it interrupted.` }));
+  show(gen, "Upload a file", interrupted, drop, bar, numbers, cancel, status,
+    el("p", { class: "muted", text: `Files over ${bytes(DIRECT_ABOVE)} go straight to storage in ${bytes(BLOCK_BYTES)} blocks, ${BLOCKS_IN_FLIGHT} at a time; a dropped connection resends only the blocks it interrupted, and a reload or a closed tab resumes when the same file is chosen again.` }));
 }
-
-// ---- routing ----
 
 // ---- a lost connection ----
 
