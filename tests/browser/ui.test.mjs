@@ -282,9 +282,24 @@ uiTest("every view fits every width from 320 px and has no serious accessibility
   const problems = [];
   for (const [name, page, url, ready] of views) {
     // Through another route first, so the view is drawn afresh.
-    if (name !== "sign-in") await page.goto(`${base}/api/ui/#/blank`);
+    if (name !== "sign-in") {
+      await page.goto(`${base}/api/ui/#/blank`);
+      await page.locator("h1").getByText(/^(Inbox|My files)$/).waitFor();
+    }
     await page.goto(url);
     await page.locator(ready).first().waitFor();
+    // The evidence before the decision: the decision area comes after the analysis, the
+    // preview and the history in document order.
+    if (await page.locator("#decide-title").count()) {
+      const after = await page.evaluate(() => ["#analysis", "#preview", "#history"].map((s) => {
+        const evidence = document.querySelector(s);
+        const decision = document.querySelector("#decide-title");
+        return [s, evidence ? !!(evidence.compareDocumentPosition(decision) & Node.DOCUMENT_POSITION_FOLLOWING) : null];
+      }));
+      for (const [what, ok] of after) if (ok === false) problems.push(`${name}: the decision is not after ${what}`);
+      // Before its analysis runs a file has none; once it waits for the download, it must.
+      if (name === "file-AwaitingDownloadApproval" && after[0][1] === null) problems.push(`${name}: no analysis shown`);
+    }
     for (const width of [320, 390, 768, 1280]) {
       await page.setViewportSize({ width, height: 900 });
       const overflow = await sidewaysOverflow(page);

@@ -680,7 +680,7 @@ async function fileView(id, gen) {
   const render = async () => {
     const [file, history] = await Promise.all([api(`/api/files/${id}`), api(`/api/files/${id}/history`)]);
     const facts = [["Stage", stageBadge(file.stage)], ["Uploader", file.uploader?.name ?? "anonymous"],
-      ["Uploaded", when(file.createdTime)], ["Declared type", declaredType(file)], ["Size", bytes(file.size)]];
+      ["Uploaded", `${when(file.createdTime)} (${age(file.createdTime)} ago)`], ["Declared type", declaredType(file)], ["Size", bytes(file.size)]];
     if (file.version > 1) facts.push(["Version", `${file.version} (after ${file.version - 1} change ${file.version === 2 ? "request" : "requests"})`]);
     if (file.deadline) facts.push(["Decide by", when(file.deadline)]);
     if (file.failure) facts.push(["Failure", `${file.failure.code}: ${file.failure.message}`]);
