@@ -117,6 +117,6 @@ impl Files {
 
 /// Whether `reviewer` may decide `view` now (see [`Files::inbox`]): the approval the page
 /// would offer them ([`super::actions`]).
-pub(super) fn may_decide(view: &FileView, reviewer: &Principal) -> bool {
+pub fn may_decide(view: &FileView, reviewer: &Principal) -> bool {
     super::actions::may_approve(view, reviewer)
 }

@@ -52,6 +52,7 @@ use chrono::{DateTime, Duration, Utc};
 pub use decide::Decided;
 pub use error::FilesError;
 pub use links::{Followed, LinkUse};
+pub use list::may_decide;
 pub use record::{DirectUpload, FileRecord, FILES_TABLE, OPEN_UPLOADS};
 pub use related::{Related, RelatedFile};
 pub use scan_result::ScanResultOutcome;

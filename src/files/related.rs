@@ -138,14 +138,16 @@ impl Files {
         Ok((rows, next))
     }
 
-    /// `uploader`'s files, newest first: one partition read of their list, then one read per
-    /// file for where it stands now. A row whose upload never committed names no file and is
-    /// left out, so a page may hold fewer than `top` files with a continuation to follow.
+    /// `uploader`'s files, newest first, those that `keep` keeps (a stage, say): one partition
+    /// read of their list, then one read per file for where it stands now. A row whose upload
+    /// never committed names no file and is left out, so a page may hold fewer than `top`
+    /// files (even none) with a continuation to follow.
     pub async fn uploads(
         &self,
         uploader: &Principal,
         top: u32,
         continuation: Option<String>,
+        keep: impl Fn(&FileView) -> bool,
     ) -> Result<FilePage, FilesError> {
         let position = position_of(continuation)?;
         let (rows, next) = self
@@ -157,8 +159,8 @@ impl Files {
                 continue;
             };
             match self.load(id).await {
-                Ok(view) => files.push(view),
-                Err(FilesError::Refused(_)) => continue,
+                Ok(view) if keep(&view) => files.push(view),
+                Ok(_) | Err(FilesError::Refused(_)) => continue,
                 Err(e) => return Err(e),
             }
         }

@@ -144,7 +144,7 @@ fn parse_list_query(raw: Option<&str>) -> Result<ListParams, ApiError> {
     params(
         ("stage" = Option<super::schema::StageName>, Query, description = "Only files in this stage"),
         ("awaiting" = Option<super::schema::Awaiting>, Query, description = "`me`: the calling reviewer's inbox"),
-        ("uploadedBy" = Option<super::schema::Awaiting>, Query, description = "`me`: the caller's own uploads, newest first, whatever their stage (not with `stage` or `awaiting`)"),
+        ("uploadedBy" = Option<super::schema::Awaiting>, Query, description = "`me`: the caller's own uploads, newest first (with `stage`, those in it; with `awaiting=me`, those the caller may decide)"),
         ("top" = Option<u32>, Query, minimum = 1, maximum = 100, description = "Page size (default 20)"),
         ("continuationToken" = Option<String>, Query, pattern = "^([0-9a-f]{2}){1,512}$", description = "From the previous page: the hex of the position to continue after (any such value is a position)"),
     ),
@@ -163,11 +163,6 @@ pub async fn list(
     headers: HeaderMap,
 ) -> Result<Json<FileList>, ApiError> {
     let params = parse_list_query(raw.as_deref())?;
-    if params.uploaded_by_me && (params.awaiting_me || params.stage.is_some()) {
-        return Err(ApiError::Refused(Refusal::InvalidQuery(
-            "uploadedBy=me lists the caller's uploads whatever their stage: it takes neither stage nor awaiting".into(),
-        )));
-    }
     let page = if params.uploaded_by_me {
         // Whose uploads comes from the credential; without one there is nobody to ask about.
         let Some(uploader) = state.access.caller(&headers) else {
@@ -175,9 +170,20 @@ pub async fn list(
                 "uploadedBy=me needs a credential that names you (a token or a sign-in)".into(),
             )));
         };
+        // With awaiting=me too: the caller's own files they may decide (none under four eyes).
+        let reviewer = match params.awaiting_me {
+            true => Some(state.access.reviewer(&headers)?),
+            false => None,
+        };
+        let stage = params.stage;
         state
             .files
-            .uploads(&uploader, params.top, params.continuation)
+            .uploads(&uploader, params.top, params.continuation, |view| {
+                stage.is_none_or(|s| view.stage() == s)
+                    && reviewer
+                        .as_ref()
+                        .is_none_or(|r| crate::files::may_decide(view, r))
+            })
             .await?
     } else if params.awaiting_me {
         // An inbox is a reviewer's: who they are decides what is in it.

@@ -151,12 +151,19 @@ pub struct BodyTooLarge {
     pub limit: u64,
 }
 
+/// The largest blob written in one piece, and so the largest with a Content-MD5: the Azure
+/// backend's default block size, above which it uploads in blocks.
+pub const CONTENT_MD5_MAX_BYTES: u64 = 4 * 1024 * 1024;
+
 /// A blob's system properties.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BlobProperties {
     pub size: u64,
     pub content_type: String,
-    /// The MD5 of the whole content, when the backend knows it.
+    /// The MD5 of the whole content, for a blob written in one piece of at most
+    /// [`CONTENT_MD5_MAX_BYTES`]; `None` for a larger one. Azure computes Content-MD5 only for
+    /// a single Put Blob, and hashing every byte of a large upload would hold it to MD5's
+    /// speed, which has no hardware help (the SHA-256 of the analysis is the file's checksum).
     pub content_md5: Option<[u8; 16]>,
     pub etag: ETag,
     pub last_modified: DateTime<Utc>,

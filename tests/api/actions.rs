@@ -415,14 +415,20 @@ async fn an_uploader_lists_her_own_files_newest_first(backend: Backend) {
     assert!(!ids(&first).contains(&theirs) && !ids(&second).contains(&theirs));
 
     assert_error(uploads_list(&app, None, "").await, 401, "Unauthorized").await;
-    for bad in ["&stage=Approved", "&awaiting=me"] {
-        assert_error(
-            uploads_list(&app, Some(uma), bad).await,
-            400,
-            "InvalidQuery",
-        )
-        .await;
-    }
+    // Narrowed by stage: the one sent back for changes.
+    let asked: Value = uploads_list(&app, Some(uma), "&stage=ChangesRequested")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ids(&asked), vec![mine[0].clone()]);
+    // Her own files she may decide: she is no reviewer.
+    assert_error(
+        uploads_list(&app, Some(uma), "&awaiting=me").await,
+        403,
+        "NotAReviewer",
+    )
+    .await;
     let wrong = app.get_as("/api/files?uploadedBy=alice", Some(uma)).await;
     assert_error(wrong, 400, "InvalidQuery").await;
 }

@@ -76,7 +76,6 @@ pub(crate) async fn upload(
 ) -> StoreResult<BlobProperties> {
     let client = Arc::new(client.block_blob_client());
     let upload_id = uuid::Uuid::new_v4().simple().to_string();
-    let mut md5 = Md5::new();
     let mut total: u64 = 0;
     let mut pending = BytesMut::with_capacity(shape.block_size);
     let mut staged: Vec<Vec<u8>> = Vec::new();
@@ -91,7 +90,6 @@ pub(crate) async fn upload(
                 return Err(StoreError::Body(Box::new(BodyTooLarge { limit })));
             }
         }
-        md5.update(&chunk);
         while !chunk.is_empty() {
             // A full buffer is only sent once more data shows it is not the last block, so a
             // body of exactly one block still goes out as a single Put Blob.
@@ -115,17 +113,19 @@ pub(crate) async fn upload(
             pending.extend_from_slice(&chunk.split_to(take));
         }
     }
-    let content_md5: [u8; 16] = md5.finalize().into();
-    let committed = |etag: ETag, last_modified: DateTime<Utc>| BlobProperties {
+    let committed = |etag: ETag, last_modified: DateTime<Utc>, content_md5| BlobProperties {
         size: total,
         content_type: options.content_type.clone(),
-        content_md5: Some(content_md5),
+        content_md5,
         etag,
         last_modified,
     };
 
     if staged.is_empty() {
         let data = pending.freeze();
+        // One piece: its MD5 is kept, as the service keeps one for a single Put Blob. A blob
+        // sent in blocks has none (see `BlobProperties::content_md5`).
+        let content_md5: [u8; 16] = Md5::digest(&data).into();
         // One partition as large as the body: the crate sends it as one Put Blob.
         let partition = NonZero::new(data.len() as u64).unwrap_or(NonZero::<u64>::MIN);
         let response = client
@@ -145,6 +145,7 @@ pub(crate) async fn upload(
         return Ok(committed(
             etag(response.etag),
             time_or_epoch(response.last_modified),
+            Some(content_md5),
         ));
     }
 
@@ -165,9 +166,6 @@ pub(crate) async fn upload(
             block_list,
             Some(BlockBlobClientCommitBlockListOptions {
                 blob_content_type: Some(options.content_type.clone()),
-                // Stored as the blob's Content-MD5, so properties report the MD5 of the whole
-                // content even though it was never sent in one piece.
-                blob_content_md5: Some(content_md5.to_vec()),
                 ..Default::default()
             }),
         )
@@ -179,7 +177,7 @@ pub(crate) async fn upload(
     let tag = response
         .etag()
         .map_err(|e| map_error("put block list", e))?;
-    Ok(committed(etag(tag), time_or_epoch(last_modified)))
+    Ok(committed(etag(tag), time_or_epoch(last_modified), None))
 }
 
 async fn put_block(client: Arc<BlockBlobClient>, id: Vec<u8>, data: Bytes) -> StoreResult<()> {

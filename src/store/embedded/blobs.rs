@@ -43,6 +43,7 @@ use tokio_util::io::ReaderStream;
 use super::{io_error, sql_error, tables::next_seq};
 use crate::store::{
     BlobProperties, BodyTooLarge, ByteStream, ETag, Snapshot, StoreError, StoreResult,
+    CONTENT_MD5_MAX_BYTES,
 };
 
 /// Prefix of the files of writes in progress. Blob names cannot start with `.`.
@@ -55,7 +56,7 @@ const IO_CHUNK: usize = 256 * 1024;
 pub(super) struct Staged {
     path: PathBuf,
     size: u64,
-    md5: [u8; 16],
+    md5: Option<[u8; 16]>,
     committed: bool,
 }
 
@@ -112,22 +113,31 @@ pub(super) async fn write_temp(
     let mut staged = Staged {
         path,
         size: 0,
-        md5: [0; 16],
+        md5: None,
         committed: false,
     };
-    // MD5 and the file writes run on a blocking thread while this task receives the next
-    // chunks: on one thread, hashing alone held uploads to the speed of MD5 (profiled: 70% of
-    // an upload's time). The channel holds a few chunks, so memory stays bounded.
+    // The file writes (and the MD5 of a small blob) run on a blocking thread while this task
+    // receives the next chunks. The MD5 stops once the body outgrows one piece
+    // (`CONTENT_MD5_MAX_BYTES`), as Azure keeps none for a blob sent in blocks: hashing every
+    // byte held large uploads to MD5's speed (profiled: 70% of an upload's time). The channel
+    // holds a few chunks, so memory stays bounded.
     let file = file.into_std().await;
     let (chunks, mut received) = tokio::sync::mpsc::channel::<bytes::Bytes>(4);
     let complete = Arc::new(AtomicBool::new(false));
     let writer = {
         let complete = complete.clone();
-        tokio::task::spawn_blocking(move || -> std::io::Result<[u8; 16]> {
+        tokio::task::spawn_blocking(move || -> std::io::Result<Option<[u8; 16]>> {
             let mut file = std::io::BufWriter::with_capacity(IO_CHUNK, file);
-            let mut md5 = Md5::new();
+            let mut md5 = Some(Md5::new());
+            let mut hashed: u64 = 0;
             while let Some(chunk) = received.blocking_recv() {
-                md5.update(&chunk);
+                hashed += chunk.len() as u64;
+                if hashed > CONTENT_MD5_MAX_BYTES {
+                    md5 = None;
+                }
+                if let Some(md5) = md5.as_mut() {
+                    md5.update(&chunk);
+                }
                 file.write_all(&chunk)?;
             }
             let file = file.into_inner().map_err(|e| e.into_error())?;
@@ -135,7 +145,7 @@ pub(super) async fn write_temp(
             if complete.load(Ordering::Acquire) {
                 file.sync_all()?;
             }
-            Ok(md5.finalize().into())
+            Ok(md5.map(|md5| md5.finalize().into()))
         })
     };
     let streamed: StoreResult<()> = async {
@@ -225,7 +235,8 @@ fn record_intent(
             tmp_name,
             size,
             content_type,
-            staged.md5.as_slice(),
+            // No MD5 is stored as an empty value (the column predates blobs without one).
+            staged.md5.as_ref().map_or(&[][..], |m| m.as_slice()),
             etag.as_str(),
             last_modified.timestamp_micros()
         ],
@@ -235,7 +246,7 @@ fn record_intent(
     Ok(BlobProperties {
         size: staged.size,
         content_type: content_type.to_owned(),
-        content_md5: Some(staged.md5),
+        content_md5: staged.md5,
         etag,
         last_modified: from_micros(last_modified.timestamp_micros())?,
     })
@@ -455,10 +466,13 @@ fn properties_row(conn: &Connection, container: &str, name: &str) -> StoreResult
     Ok(BlobProperties {
         size: u64::try_from(size).map_err(StoreError::internal)?,
         content_type,
-        content_md5: Some(
-            md5.try_into()
-                .map_err(|_| StoreError::internal("a stored MD5 is not 16 bytes"))?,
-        ),
+        content_md5: match md5.len() {
+            0 => None,
+            _ => Some(
+                md5.try_into()
+                    .map_err(|_| StoreError::internal("a stored MD5 is not 16 bytes"))?,
+            ),
+        },
         etag: ETag::new(etag),
         last_modified: from_micros(modified_us)?,
     })
