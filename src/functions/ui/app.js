@@ -233,7 +233,8 @@ function fileTable(files, { caption, empty }) {
       cell("Uploader", { text: f.uploader?.name ?? "anonymous" }),
       cell("Stage", {}, stageBadge(f.stage)),
       cell("Age", { class: "num", text: age(f.createdTime), title: when(f.createdTime) }),
-      cell("Deadline", { class: "num", text: f.deadline ? when(f.deadline) : "—" })))));
+      // A date and a time may go on two lines; the sizes and ages never wrap.
+      cell("Deadline", { class: "when", text: f.deadline ? when(f.deadline) : "—" })))));
 }
 
 // A titled, paged list of files: its heading counts what is shown ("50+" while more pages
