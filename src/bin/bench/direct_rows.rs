@@ -127,7 +127,8 @@ async fn embedded(
         through.push(mib_per_s(size, started.elapsed()));
         peak = peak.max(app.memory("VmHWM")?);
     }
-    let ratio = through.median() / cp.median();
+    // The store fsyncs before it answers 201: the fair copy is fsynced too (issue 26).
+    let ratio = through.median() / cp_fsync.median();
     report.add(
         Line::new(
             format!(
@@ -136,16 +137,21 @@ async fn embedded(
             ),
             through.summary(0, "MiB/s"),
         )
-        .baseline(format!("cp {}", cp.summary(0, "MiB/s")))
+        .baseline(format!("cp + fsync {}", cp_fsync.summary(0, "MiB/s")))
         .ratio(ratio)
-        .target("≥ 0.7× cp", ratio >= 0.7),
+        .target("≥ 0.9× cp + fsync", ratio >= 0.9),
+    );
+    report.add(
+        Line::new(
+            format!("peak RSS of handler during upload URL {}", size_label(size)),
+            format!("{:.1} MiB", peak as f64 / MIB),
+        )
+        .target("≤ 64 MiB", (peak as f64) <= 64.0 * MIB),
     );
     report.note(format!(
-        "upload URL, embedded: against cp + fsync of the copy ({}) the upload is {:.2}× (the embedded store fsyncs before it answers 201); handler peak RSS {:.1} MiB while it took {}",
-        cp_fsync.summary(0, "MiB/s"),
-        through.median() / cp_fsync.median(),
-        peak as f64 / MIB,
-        size_label(size)
+        "upload URL, embedded: against cp alone ({}, the copy left in the page cache) the upload is {:.2}×",
+        cp.summary(0, "MiB/s"),
+        through.median() / cp.median(),
     ));
     if let Some(id) = last {
         approval_to_analysed(&api, &id, size, "embedded", report).await?;

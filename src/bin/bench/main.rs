@@ -141,7 +141,7 @@ impl Profile {
         Profile {
             quick: false,
             upload_bytes: 1 << 30,
-            upload_runs: 3,
+            upload_runs: 5,
             azure_upload_bytes: 256 << 20,
             azure_upload_runs: 3,
             approvals_files: 200,

@@ -156,21 +156,23 @@ pub async fn upload_and_analysis(ctx: &Context, report: &mut Report) -> Result<(
     std::fs::remove_dir_all(&data_dir).context(|| format!("remove {}", data_dir.display()))?;
     let m = measured?;
 
-    let ratio = m.upload.median() / m.cp.median();
+    // The store fsyncs every blob before it answers 201, so the fair copy is fsynced too
+    // (issue 26's target).
+    let ratio = m.upload.median() / m.cp_fsync.median();
     report.add(
         Line::new(
             format!("upload {}, embedded (POST /api/files)", size_label(size)),
             m.upload.summary(0, "MiB/s"),
         )
-        .baseline(format!("cp {}", m.cp.summary(0, "MiB/s")))
+        .baseline(format!("cp + fsync {}", m.cp_fsync.summary(0, "MiB/s")))
         .ratio(ratio)
-        .target("≥ 0.5× cp", ratio >= 0.5),
+        .target("≥ 0.9× cp + fsync", ratio >= 0.9),
     );
     report.note(format!(
-        "upload, embedded: against cp + fsync of the copy ({}), the upload is {:.2}× \
-         (the embedded store fsyncs every blob before it answers 201)",
-        m.cp_fsync.summary(0, "MiB/s"),
-        m.upload.median() / m.cp_fsync.median()
+        "upload, embedded: against cp alone ({}, the copy left in the page cache) the upload \
+         is {:.2}×",
+        m.cp.summary(0, "MiB/s"),
+        m.upload.median() / m.cp.median()
     ));
     report.add(
         Line::new(
