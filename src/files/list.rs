@@ -2,7 +2,7 @@
 
 use super::FilePage;
 use super::{FileView, Files, FilesError};
-use crate::domain::{Principal, Refusal, Stage};
+use crate::domain::{Principal, Stage};
 use crate::engine::ListQuery;
 use crate::workflow::{self};
 
@@ -51,18 +51,7 @@ impl Files {
         /// Index pages one call reads at most, when the keys hold files that are not kept (a
         /// page of `AwaitingDownloadApproval` among files still `Analyzing`).
         const MAX_INDEX_PAGES: usize = 4;
-        let mut position = match continuation {
-            None => None,
-            Some(token) => Some(
-                hex::decode(&token)
-                    .ok()
-                    .filter(|bytes| !bytes.is_empty())
-                    .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
-                    .ok_or(FilesError::Refused(Refusal::InvalidQuery(
-                        "continuationToken is malformed".into(),
-                    )))?,
-            ),
-        };
+        let mut position = super::related::position_of(continuation)?;
         let mut files = Vec::new();
         for _ in 0..MAX_INDEX_PAGES {
             let wanted = top.saturating_sub(u32::try_from(files.len()).unwrap_or(u32::MAX));

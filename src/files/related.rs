@@ -218,7 +218,7 @@ impl Files {
 
 /// The position a continuation token names: the hex of the row key to continue after, as
 /// listings write theirs.
-fn position_of(token: Option<String>) -> Result<Option<String>, FilesError> {
+pub(super) fn position_of(token: Option<String>) -> Result<Option<String>, FilesError> {
     token
         .map(|token| {
             hex::decode(&token)
