@@ -70,8 +70,9 @@ impl super::Files {
     /// The first part of a text file, or a small raster image, for a reviewer to look at
     /// before deciding ([`preview`]): the bytes, not the declared type, say which. They are
     /// the bytes the workflow pinned when it started, the ones scanned, analysed and
-    /// downloaded.
-    pub async fn preview(&self, id: FileId) -> Result<Preview, FilesError> {
+    /// downloaded. `version` names an earlier version (what changed since), while its bytes
+    /// are kept; `None` is the version under review.
+    pub async fn preview(&self, id: FileId, version: Option<u32>) -> Result<Preview, FilesError> {
         let view = self.load(id).await?;
         // Nobody looks at bytes a scanner has not (with a scanner configured), nor at bytes
         // it blocked.
@@ -92,10 +93,30 @@ impl super::Files {
             }));
         }
         let name = view.blob_name();
-        let bytes = BlobAt {
-            container: view.container(),
-            name: &name,
-            snapshot: view.snapshot(),
+        let earlier = match (version, &view) {
+            (None, _) => None,
+            (Some(n), FileView::Workflow { summary, .. }) => Some(
+                summary
+                    .versions
+                    .iter()
+                    .find(|v| v.number == n)
+                    .cloned()
+                    .ok_or_else(|| no_such_version(id, n, summary.file.version))?,
+            ),
+            (Some(1), FileView::Uploaded { .. }) => None,
+            (Some(n), FileView::Uploaded { .. }) => return Err(no_such_version(id, n, 1)),
+        };
+        let bytes = match &earlier {
+            Some(v) => BlobAt {
+                container: &v.blob.container,
+                name: &v.blob.name,
+                snapshot: v.pinned.as_deref(),
+            },
+            None => BlobAt {
+                container: view.container(),
+                name: &name,
+                snapshot: view.snapshot(),
+            },
         };
         let head_len = MAX_TEXT_BYTES as u64 + 4;
         let head = match self.store.read_blob(bytes, Some(0..head_len)).await {
@@ -158,6 +179,12 @@ async fn collect(mut body: ByteStream) -> Result<bytes::Bytes, FilesError> {
         all.extend_from_slice(&chunk);
     }
     Ok(all.freeze())
+}
+
+fn no_such_version(id: FileId, asked: u32, current: u32) -> FilesError {
+    FilesError::Refused(Refusal::NoPreview(format!(
+        "file {id} has no version {asked}: its versions are 1 to {current}"
+    )))
 }
 
 #[cfg(test)]

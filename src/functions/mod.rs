@@ -191,6 +191,7 @@ pub(crate) fn query_parameters(method: &Method, path: &str) -> &'static [&'stati
         ],
         (&Method::GET | &Method::HEAD, p) if p.ends_with("/content") => &["se", "sig", "bound"],
         (&Method::GET, p) if p.ends_with("/related") => &["continuationToken"],
+        (&Method::GET, p) if p.ends_with("/preview") => &["version"],
         _ => &[],
     }
 }

@@ -4,11 +4,12 @@
 //! text is `text/plain` whatever it holds.
 
 use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 
 use super::{parse_id, AppState};
+use crate::domain::Refusal;
 use crate::error::ApiError;
 
 /// Says a text preview is only the file's first part.
@@ -19,7 +20,10 @@ pub const TRUNCATED_HEADER: &str = "x-preview-truncated";
     path = "/api/files/{id}/preview",
     operation_id = "getPreview",
     tag = "review",
-    params(("id" = uuid::Uuid, Path, description = "The file id")),
+    params(
+        ("id" = uuid::Uuid, Path, description = "The file id"),
+        ("version" = Option<u32>, Query, minimum = 1, description = "An earlier version's preview (what changed), while its bytes are kept; absent: the version under review"),
+    ),
     responses(
         (status = 200, description = "The first 64 KiB of a text file (text/plain; charset=utf-8), or a PNG, JPEG, GIF or WebP image of at most 4 MiB, whole",
             content(
@@ -46,11 +50,13 @@ pub const TRUNCATED_HEADER: &str = "x-preview-truncated";
 pub async fn preview(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
+    RawQuery(raw): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let id = parse_id(path)?;
+    let version = version_of(raw.as_deref())?;
     let reviewer = state.access.reviewer(&headers)?;
-    let shown = state.files.preview(id).await?;
+    let shown = state.files.preview(id, version).await?;
     tracing::info!(file = %id, %reviewer, media_type = shown.media_type, bytes = shown.bytes.len(), "preview shown");
     Ok((
         [
@@ -82,4 +88,25 @@ pub async fn preview(
         shown.bytes,
     )
         .into_response())
+}
+
+/// `version=N` (a whole number from 1), if given.
+fn version_of(raw: Option<&str>) -> Result<Option<u32>, ApiError> {
+    let mut version = None;
+    for (key, value) in url::form_urlencoded::parse(raw.unwrap_or("").as_bytes()) {
+        if key == "version" {
+            version = Some(
+                value
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|n| *n >= 1)
+                    .ok_or_else(|| {
+                        ApiError::Refused(Refusal::InvalidQuery(
+                            "version is a whole number from 1".into(),
+                        ))
+                    })?,
+            );
+        }
+    }
+    Ok(version)
 }

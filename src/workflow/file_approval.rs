@@ -1285,6 +1285,11 @@ pub fn summarize(status: &InstanceStatus) -> Result<Summary, EngineError> {
         content_type: first.content_type.clone(),
         uploaded_time: first.created_time,
         analysis: analysis_in(&all[bounds[0]..bounds[1]]).0,
+        blob: BlobRef {
+            container: first.container().to_owned(),
+            name: first.blob_name().to_owned(),
+        },
+        pinned: first.pinned.clone(),
     }];
     for (i, (_, turn, v)) in new.iter().enumerate() {
         versions.push(VersionSummary {
@@ -1293,6 +1298,8 @@ pub fn summarize(status: &InstanceStatus) -> Result<Summary, EngineError> {
             content_type: v.content_type.clone(),
             uploaded_time: turn.time,
             analysis: analysis_in(&all[bounds[i + 1]..bounds[i + 2]]).0,
+            blob: v.blob.clone(),
+            pinned: Some(v.pinned.clone()),
         });
     }
     let (file, from) = match new.last() {

@@ -123,6 +123,10 @@ pub struct VersionSummary {
     pub uploaded_time: DateTime<Utc>,
     /// Its analysis, once it ran.
     pub analysis: Option<serde_json::Value>,
+    /// Where its bytes were written, and the snapshot that pinned them (none for a file
+    /// started before pinning): what an earlier version's preview reads while they are kept.
+    pub blob: BlobRef,
+    pub pinned: Option<String>,
 }
 
 /// The new versions a history records, oldest first (version 1, the upload itself, is not

@@ -96,6 +96,21 @@ async fn changes_then_a_new_version_is_reviewed_and_downloaded(backend: Backend,
     assert_eq!(versions[0]["lineCount"], 2);
     assert_eq!(versions[1]["number"], 2);
     assert_eq!(versions[1]["size"], SECOND.len());
+    // What changed: each version's own preview, while its bytes are kept.
+    for (version, bytes) in [(1, FIRST), (2, SECOND)] {
+        let shown = app
+            .get_as(
+                &format!("/api/files/{id}/preview?version={version}"),
+                Some(ALICE),
+            )
+            .await;
+        assert_eq!(shown.status(), 200);
+        assert_eq!(shown.bytes().await.unwrap().as_ref(), bytes);
+    }
+    let path = format!("/api/files/{id}/preview?version=3");
+    assert_error(app.get_as(&path, Some(ALICE)).await, 404, "NoPreview").await;
+    let path = format!("/api/files/{id}/preview?version=0");
+    assert_error(app.get_as(&path, Some(ALICE)).await, 400, "InvalidQuery").await;
 
     // The same people may decide again: four eyes count this version's decisions only.
     app.approve_ok(&id, "upload", ALICE).await;

@@ -250,7 +250,16 @@ async function fileAt(stage, name) {
   await untilStage(id, "AwaitingUploadApproval");
   const decide = (token, on, body) => apiAs(token, `/api/files/${id}/approvals/${on}`, { method: "POST", type: "application/json", body });
   if (stage === "Rejected") await decide(ALICE, "upload", { decision: "reject", comment: "wrong quarter" });
-  if (stage === "ChangesRequested") await decide(ALICE, "upload", { decision: "requestChanges", comment: "add the totals" });
+  if (stage === "ChangesRequested" || stage === "SecondVersion") {
+    await decide(ALICE, "upload", { decision: "requestChanges", comment: "add the totals" });
+  }
+  if (stage === "SecondVersion") {
+    await untilStage(id, "ChangesRequested");
+    await apiAs(UPLOADER, `/api/files/${id}/versions`, { method: "POST", type: "text/plain",
+      body: Array.from({ length: 80 }, (_, i) => `line ${i + 1} of the board pack, with the totals fixed`).join("\n") });
+    await untilStage(id, "AwaitingUploadApproval");
+    return id;
+  }
   if (stage === "AwaitingDownloadApproval" || stage === "Approved") {
     await decide(ALICE, "upload", { decision: "approve" });
     await untilStage(id, "AwaitingDownloadApproval");
@@ -262,7 +271,7 @@ async function fileAt(stage, name) {
 
 uiTest("every view fits every width from 320 px and has no serious accessibility violation", async () => {
   const files = {};
-  for (const stage of ["AwaitingUploadApproval", "AwaitingDownloadApproval", "Approved", "Rejected", "ChangesRequested"]) {
+  for (const stage of ["AwaitingUploadApproval", "AwaitingDownloadApproval", "Approved", "Rejected", "ChangesRequested", "SecondVersion"]) {
     files[stage] = await fileAt(stage, `board-pack-with-a-long-name-${stage}.txt`);
   }
   const alice = await personWith(ALICE);
@@ -356,6 +365,8 @@ uiTest("a rejection ends the file and its comment is in the history", async () =
 });
 
 uiTest("a reviewer asks for changes, the uploader sends a new version, and its review starts again", async () => {
+  // An earlier file of hers, for the related files (whatever ran before this test).
+  await apiAs(UPLOADER, "/api/files?name=earlier.txt", { method: "POST", type: "text/plain", body: "an earlier file\n" });
   const uma = await personWith(UPLOADER);
   const id = await uploadThroughPage(uma.page, writeFile("budget.txt", "budget\ntotal 10\n"));
   const bob = await personWith(BOB);
@@ -381,8 +392,15 @@ uiTest("a reviewer asks for changes, the uploader sends a new version, and its r
   assert.equal(await uma.page.locator("#history").getByText("third time this month").count(), 0);
   await shot(uma.page, "file-new-version");
 
-  // The same reviewer decides the new version afresh; what changed is in the table.
+  // The same reviewer decides the new version afresh; what changed is in the table, and the
+  // text's changes line by line.
   await openFile(bob.page, id);
+  const diff = bob.page.locator("#diff");
+  await diff.locator("del").getByText("− total 10").waitFor();
+  await diff.locator("ins").getByText("+ total 12").waitFor();
+  await diff.locator("ins").getByText("+ checked twice").waitFor();
+  await diff.getByText("budget").waitFor();
+  await shot(bob.page, "file-text-diff");
   await decide(bob.page, "Approve", "upload");
   await stageShown(bob.page, "Awaiting download approval");
   // Asked at the upload stage, version 1 was never analysed: only its size compares.

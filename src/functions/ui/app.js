@@ -554,16 +554,77 @@ function versionsSection(file) {
     parts.push(count("lines", v.lineCount, prev.lineCount), count("words", v.wordCount, prev.wordCount));
     return parts.filter(Boolean).join(", ");
   };
+  const cell = (label, attrs, ...content) => el("td", { "data-label": label, ...attrs }, ...content);
   const rows = file.versions.map((v, i) => el("tr", { class: v.number === file.version ? "current" : null },
-    el("td", { text: `${v.number}${v.number === file.version ? " (current)" : ""}` }),
-    el("td", { text: when(v.uploadedTime) }), el("td", { text: bytes(v.size) }),
-    el("td", {}, v.sha256 ? el("span", { class: "hash", text: v.sha256.slice(0, 12) }) : "not analysed"),
-    el("td", { text: change(v, file.versions[i - 1]) })));
+    cell("Version", { text: `${v.number}${v.number === file.version ? " (current)" : ""}` }),
+    cell("Sent", { text: when(v.uploadedTime) }), cell("Size", { class: "num", text: bytes(v.size) }),
+    cell("SHA-256", {}, v.sha256 ? el("span", { class: "hash", text: v.sha256.slice(0, 12) }) : "not analysed"),
+    cell("What changed", { text: change(v, file.versions[i - 1]) })));
   return el("section", { "aria-labelledby": "versions-title" },
     el("h2", { id: "versions-title", text: `Versions (${file.versions.length})` }),
-    el("table", { id: "versions" },
+    el("table", { id: "versions", class: "cards" },
       el("thead", {}, el("tr", {}, ["Version", "Sent", "Size", "SHA-256", "What changed"].map((h) => el("th", { scope: "col", text: h })))),
       el("tbody", {}, rows)));
+}
+
+// The lines of two texts, each kept, removed or added: a longest-common-subsequence diff.
+// Previews are at most 64 KiB; longer inputs are cut to 2,000 lines each.
+function lineDiff(a, b) {
+  const x = a.split("\n").slice(0, 2000);
+  const y = b.split("\n").slice(0, 2000);
+  const n = x.length;
+  const m = y.length;
+  const lcs = Array.from({ length: n + 1 }, () => new Uint16Array(m + 1));
+  for (let i = n - 1; i >= 0; i -= 1) {
+    for (let j = m - 1; j >= 0; j -= 1) {
+      lcs[i][j] = x[i] === y[j] ? lcs[i + 1][j + 1] + 1 : Math.max(lcs[i + 1][j], lcs[i][j + 1]);
+    }
+  }
+  const out = [];
+  let i = 0;
+  let j = 0;
+  while (i < n && j < m) {
+    if (x[i] === y[j]) { out.push([" ", x[i]]); i += 1; j += 1; }
+    else if (lcs[i + 1][j] >= lcs[i][j + 1]) { out.push(["-", x[i]]); i += 1; }
+    else { out.push(["+", y[j]]); j += 1; }
+  }
+  for (; i < n; i += 1) out.push(["-", x[i]]);
+  for (; j < m; j += 1) out.push(["+", y[j]]);
+  return out;
+}
+
+// For reviewers: the text diff between the version under review and the one before it, while
+// both versions' bytes are kept. Unchanged runs are cut to two lines of context.
+async function diffSection(file) {
+  const [prev, cur] = (file.versions ?? []).slice(-2);
+  if (!prev || !cur || !mayDecide() || !PREVIEWABLE.has(file.stage)) return null;
+  // Analysed as something else than text: nothing to compare line by line. Not analysed yet
+  // (changes asked at the upload stage): the previews say.
+  if ([prev, cur].some((v) => v.sha256 && v.lineCount === undefined)) return null;
+  const title = el("h2", { id: "diff-title", text: `What changed in the text (version ${prev.number} → ${cur.number})` });
+  let texts;
+  try {
+    const responses = await Promise.all([prev.number, cur.number].map((n) =>
+      api(`/api/files/${file.id}/preview?version=${n}`, { raw: true })));
+    if (!responses.every((r) => (r.headers.get("content-type") ?? "").startsWith("text/"))) return null;
+    texts = await Promise.all(responses.map((r) => r.text()));
+  } catch (error) {
+    return el("section", { "aria-labelledby": "diff-title" }, title,
+      el("p", { class: "muted", text: error.code === "NoPreview" ? `No text to compare: ${error.message}` : explain(error) }));
+  }
+  const lines = lineDiff(...texts);
+  const near = (k) => lines.slice(Math.max(0, k - 2), k + 3).some(([mark]) => mark !== " ");
+  const shown = [];
+  lines.forEach(([mark, text], k) => {
+    if (mark === "-") shown.push(el("del", {}, `− ${text}\n`));
+    else if (mark === "+") shown.push(el("ins", {}, `+ ${text}\n`));
+    else if (near(k)) shown.push(`  ${text}\n`);
+    else if (shown.at(-1) !== "…\n") shown.push("…\n");
+  });
+  const changed = lines.filter(([mark]) => mark !== " ").length;
+  return el("section", { "aria-labelledby": "diff-title" }, title,
+    changed ? el("pre", { class: "diff", id: "diff", tabindex: "0", "aria-label": `Changes from version ${prev.number} to ${cur.number}` }, shown)
+      : el("p", { class: "muted", text: "The text is the same." }));
 }
 
 // For reviewers: earlier files with the same bytes and how each ended, and the uploader's
@@ -698,7 +759,7 @@ async function fileView(id, gen) {
       downloadSection(file),
       el("h2", { text: "Analysis" }), ...analysisFacts(file),
       ...((await previewOf(file)) ?? []),
-      versionsSection(file), await relatedSection(file),
+      versionsSection(file), await diffSection(file), await relatedSection(file),
       el("h2", { text: "History" }), historyList(history.steps),
       decisionForm(file, render), newVersionForm(file, render), withdrawForm(file, render),
       revokeForm(file, render), noteForm(file, render));
