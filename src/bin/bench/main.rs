@@ -116,6 +116,8 @@ pub struct Profile {
     pub approvals_files: usize,
     pub approvals_runs: usize,
     pub concurrency: usize,
+    /// Clients of the `workflows` row (issue 26 measures 32).
+    pub workflow_clients: usize,
     pub workflows: usize,
     pub request_workflows: usize,
     pub idle_real: bool,
@@ -147,6 +149,7 @@ impl Profile {
             approvals_files: 200,
             approvals_runs: 3,
             concurrency: 16,
+            workflow_clients: 32,
             workflows: 320,
             request_workflows: 5,
             idle_real: true,
