@@ -193,18 +193,13 @@ fn not_a_reviewer(caller: &Caller) -> Check {
 }
 
 /// The four-eyes rules and the reviewer's own earlier approval, on the version under review
-/// (decisions on earlier versions no longer count, as the workflow's guard has it).
+/// (a summary's approvals are that version's decisions only).
 fn approval_check(view: &FileView, stage: ApprovalStage, reviewer: &Principal) -> Check {
     let FileView::Workflow { summary, .. } = view else {
         return Check::NotOffered;
     };
-    let current: Vec<_> = summary
-        .approvals
-        .iter()
-        .filter(|d| d.version == summary.file.version && !d.withdrawal)
-        .cloned()
-        .collect();
-    if let Some(refusal) = workflow::four_eyes_refusal(&summary.file, &current, stage, reviewer) {
+    let current = &summary.approvals;
+    if let Some(refusal) = workflow::four_eyes_refusal(&summary.file, current, stage, reviewer) {
         return Check::Withheld(refusal.code, refusal.message);
     }
     let already = current

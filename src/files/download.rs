@@ -1,7 +1,5 @@
 //! The download: the analysis and a read-only link, once both stages are approved.
 
-use chrono::Duration;
-
 use super::audit;
 use super::DownloadGrant;
 use super::{Files, FilesError, FILES_TABLE};
@@ -27,10 +25,8 @@ impl Files {
                 current: stage,
             }));
         }
-        // Whole seconds: the SAS `se` field and the response both carry second precision.
         let now = self.clock.now();
-        let expires_at = now + self.policy.download_ttl
-            - Duration::nanoseconds(i64::from(now.timestamp_subsec_nanos()));
+        let expires_at = super::whole_seconds_after(now, self.policy.download_ttl);
         // An app link, checked at each use (see `links`), not a storage link.
         let bound_to = requester.filter(|_| self.policy.bind_download_links);
         let url = self.mint_link(id, expires_at, bound_to).await?;

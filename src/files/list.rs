@@ -106,6 +106,6 @@ impl Files {
 
 /// Whether `reviewer` may decide `view` now (see [`Files::inbox`]): the approval the page
 /// would offer them ([`super::actions`]).
-pub fn may_decide(view: &FileView, reviewer: &Principal) -> bool {
+pub(super) fn may_decide(view: &FileView, reviewer: &Principal) -> bool {
     super::actions::may_approve(view, reviewer)
 }

@@ -52,7 +52,6 @@ use chrono::{DateTime, Duration, Utc};
 pub use decide::Decided;
 pub use error::FilesError;
 pub use links::{Followed, LinkUse};
-pub use list::may_decide;
 pub use record::{DirectUpload, FileRecord, FILES_TABLE, OPEN_UPLOADS};
 pub use related::{Related, RelatedFile};
 pub use scan_result::ScanResultOutcome;
@@ -153,7 +152,28 @@ pub struct Files {
     link_key: tokio::sync::OnceCell<links::LinkKey>,
 }
 
+/// `ttl` from `now`, in whole seconds: a SAS's `se` field, and the API's times, carry no
+/// fractions.
+pub(crate) fn whole_seconds_after(now: DateTime<Utc>, ttl: Duration) -> DateTime<Utc> {
+    now + ttl - Duration::nanoseconds(i64::from(now.timestamp_subsec_nanos()))
+}
+
 impl Files {
+    /// The size an upload URL's sender declares: not empty, and within the deployment's limit
+    /// for uploads straight to storage.
+    pub(crate) fn check_declared_size(&self, declared_size: u64) -> Result<(), FilesError> {
+        let limit = self.policy.max_direct_upload_bytes;
+        if declared_size == 0 {
+            return Err(FilesError::Refused(crate::domain::Refusal::EmptyFile));
+        }
+        if declared_size > limit {
+            return Err(FilesError::Refused(
+                crate::domain::Refusal::DeclaredTooLarge { limit },
+            ));
+        }
+        Ok(())
+    }
+
     pub fn new(
         store: Arc<dyn Storage>,
         engine: Engine,

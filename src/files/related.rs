@@ -138,17 +138,23 @@ impl Files {
         Ok((rows, next))
     }
 
-    /// `uploader`'s files, newest first, those that `keep` keeps (a stage, say): one partition
-    /// read of their list, then one read per file for where it stands now. A row whose upload
-    /// never committed names no file and is left out, so a page may hold fewer than `top`
-    /// files (even none) with a continuation to follow.
+    /// `uploader`'s files, newest first: only those in `stage` when given, and only those
+    /// `decider` may decide now when given. One partition read of their list, then one read
+    /// per file for where it stands now. A row whose upload never committed names no file and
+    /// is left out, so a page may hold fewer than `top` files (even none) with a continuation
+    /// to follow.
     pub async fn uploads(
         &self,
         uploader: &Principal,
+        stage: Option<Stage>,
+        decider: Option<&Principal>,
         top: u32,
         continuation: Option<String>,
-        keep: impl Fn(&FileView) -> bool,
     ) -> Result<FilePage, FilesError> {
+        let keep = |view: &FileView| {
+            stage.is_none_or(|s| view.stage() == s)
+                && decider.is_none_or(|r| super::list::may_decide(view, r))
+        };
         let position = position_of(continuation)?;
         let (rows, next) = self
             .index_page_of(related::by_uploader_partition(uploader), position, top)

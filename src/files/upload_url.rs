@@ -1,7 +1,7 @@
 //! Upload straight to storage: an upload URL for a declared size, and the completion that checks
 //! what arrived.
 
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Utc};
 
 use super::{DirectUpload, TriggerFacts};
 use super::{FileRecord, FileView, Files, FilesError, FILES_TABLE};
@@ -33,17 +33,9 @@ impl Files {
     /// commit, the Event Grid trigger or [`Files::complete`]); an upload that never arrives is
     /// removed by the sweep once its URL has expired.
     pub async fn create_upload(&self, upload: NewDirectUpload) -> Result<UploadGrant, FilesError> {
-        let limit = self.policy.max_direct_upload_bytes;
-        if upload.declared_size == 0 {
-            return Err(FilesError::Refused(Refusal::EmptyFile));
-        }
-        if upload.declared_size > limit {
-            return Err(FilesError::Refused(Refusal::DeclaredTooLarge { limit }));
-        }
+        self.check_declared_size(upload.declared_size)?;
         let now = self.clock.now();
-        // Whole seconds, as the SAS `se` field carries them.
-        let expires_at = now + self.policy.upload_url_ttl
-            - Duration::nanoseconds(i64::from(now.timestamp_subsec_nanos()));
+        let expires_at = super::whole_seconds_after(now, self.policy.upload_url_ttl);
         let record = FileRecord {
             id: FileId::new(),
             name: upload.name,

@@ -56,19 +56,10 @@ impl Files {
         uploader: &Principal,
         declared_size: u64,
     ) -> Result<VersionGrant, FilesError> {
-        let limit = self.policy.max_direct_upload_bytes;
-        if declared_size == 0 {
-            return Err(FilesError::Refused(Refusal::EmptyFile));
-        }
-        if declared_size > limit {
-            return Err(FilesError::Refused(Refusal::DeclaredTooLarge { limit }));
-        }
+        self.check_declared_size(declared_size)?;
         let summary = self.awaiting_version(id, uploader).await?;
         let number = summary.file.version + 1;
-        let now = self.clock.now();
-        // Whole seconds, as the SAS `se` field carries them.
-        let expires_at = now + self.policy.upload_url_ttl
-            - chrono::Duration::nanoseconds(i64::from(now.timestamp_subsec_nanos()));
+        let expires_at = super::whole_seconds_after(self.clock.now(), self.policy.upload_url_ttl);
         let name = version_blob(id, number);
         let upload_url = self
             .store

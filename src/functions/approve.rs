@@ -5,8 +5,7 @@ use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::response::Response;
 
 use super::{AppState, FileStatus};
 use crate::domain::Refusal;
@@ -64,10 +63,5 @@ pub async fn approve(
 
     let decided = state.files.decide(id, stage, &reviewer, decision).await?;
     // A repeat of a decision already recorded changes nothing: 200 instead of 202.
-    let code = if decided.recorded {
-        StatusCode::ACCEPTED
-    } else {
-        StatusCode::OK
-    };
-    Ok((code, Json(FileStatus::from(&decided.view))).into_response())
+    Ok(super::decided_response(&decided))
 }

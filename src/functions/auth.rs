@@ -153,6 +153,16 @@ impl Access {
         }
     }
 
+    /// The uploader, who must be named for `what` (taking a file back, sending a new
+    /// version): [`Access::uploader`], with an anonymous caller refused (`401`).
+    pub fn named_uploader(&self, headers: &HeaderMap, what: &str) -> Result<Principal, ApiError> {
+        self.uploader(headers)?.ok_or_else(|| {
+            ApiError::Refused(Refusal::Unauthorized(format!(
+                "{what} needs the uploader's identity: Authorization: Bearer <token> or a sign-in"
+            )))
+        })
+    }
+
     /// What the request's credential lets its holder do, without refusing anyone (for a
     /// file's `allowedActions`): an unknown or unreadable credential is nobody in particular.
     pub fn rights(&self, headers: &HeaderMap) -> crate::files::actions::Caller {

@@ -251,6 +251,17 @@ pub(crate) fn json_object_body<T: serde::de::DeserializeOwned>(
     })
 }
 
+/// What a decision, withdrawal or revocation came to: `202` when it was recorded now, `200` for
+/// a repeat that changed nothing; the file as it stands either way.
+pub(crate) fn decided_response(done: &crate::files::Decided) -> Response {
+    let code = if done.recorded {
+        StatusCode::ACCEPTED
+    } else {
+        StatusCode::OK
+    };
+    (code, axum::Json(FileStatus::from(&done.view))).into_response()
+}
+
 /// A comment, reason or note as people write them ([`crate::domain::Decision::comment`]):
 /// blank is none; too long or with control characters is `400 InvalidBody`.
 pub(crate) fn comment_text(raw: Option<String>) -> Result<Option<String>, ApiError> {

@@ -4,9 +4,8 @@
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::http::HeaderMap;
+use axum::response::Response;
 use serde::Deserialize;
 
 use super::{comment_text, json_object_body, parse_id, AppState, FileStatus};
@@ -57,10 +56,5 @@ pub async fn revoke(
         ))
     })?;
     let done = state.files.revoke(id, &reviewer, comment).await?;
-    let code = if done.recorded {
-        StatusCode::ACCEPTED
-    } else {
-        StatusCode::OK
-    };
-    Ok((code, Json(FileStatus::from(&done.view))).into_response())
+    Ok(super::decided_response(&done))
 }

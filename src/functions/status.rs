@@ -175,15 +175,15 @@ pub async fn list(
             true => Some(state.access.reviewer(&headers)?),
             false => None,
         };
-        let stage = params.stage;
         state
             .files
-            .uploads(&uploader, params.top, params.continuation, |view| {
-                stage.is_none_or(|s| view.stage() == s)
-                    && reviewer
-                        .as_ref()
-                        .is_none_or(|r| crate::files::may_decide(view, r))
-            })
+            .uploads(
+                &uploader,
+                params.stage,
+                reviewer.as_ref(),
+                params.top,
+                params.continuation,
+            )
             .await?
     } else if params.awaiting_me {
         // An inbox is a reviewer's: who they are decides what is in it.

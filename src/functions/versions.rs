@@ -192,10 +192,5 @@ fn uploader_of(
     state: &AppState,
     headers: &HeaderMap,
 ) -> Result<crate::domain::Principal, ApiError> {
-    state.access.uploader(headers)?.ok_or_else(|| {
-        ApiError::Refused(Refusal::Unauthorized(
-            "a new version needs the uploader's identity: Authorization: Bearer <token> or a sign-in"
-                .into(),
-        ))
-    })
+    state.access.named_uploader(headers, "a new version")
 }

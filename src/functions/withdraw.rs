@@ -5,9 +5,8 @@
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::http::HeaderMap;
+use axum::response::Response;
 use serde::Deserialize;
 
 use super::{parse_id, AppState, FileStatus};
@@ -50,21 +49,11 @@ pub async fn withdraw(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let id = parse_id(path)?;
-    let requester = state.access.uploader(&headers)?.ok_or_else(|| {
-        ApiError::Refused(Refusal::Unauthorized(
-            "withdrawing needs the uploader's identity: Authorization: Bearer <token> or a sign-in"
-                .into(),
-        ))
-    })?;
+    let requester = state.access.named_uploader(&headers, "withdrawing")?;
     let body = body.map_err(|e| ApiError::Refused(Refusal::InvalidBody(e.body_text())))?;
     let withdrawal: Option<Withdrawal> = optional_json_object(&body)
         .map_err(|e| ApiError::Refused(Refusal::InvalidBody(format!("a withdrawal: {e}"))))?;
     let comment = super::comment_text(withdrawal.and_then(|w| w.comment))?;
     let done = state.files.withdraw(id, &requester, comment).await?;
-    let code = if done.recorded {
-        StatusCode::ACCEPTED
-    } else {
-        StatusCode::OK
-    };
-    Ok((code, Json(FileStatus::from(&done.view))).into_response())
+    Ok(super::decided_response(&done))
 }

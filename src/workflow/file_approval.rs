@@ -955,6 +955,8 @@ pub async fn start_for_file(
 pub struct Summary {
     pub file: FileInput,
     pub stage: Stage,
+    /// The decisions on the version under review (withdrawals and earlier versions' decisions
+    /// left out; the history keeps them).
     pub approvals: Vec<DecisionEvent>,
     pub analysis: Option<Value>,
     /// What the scanner saw; `None` while the scan is still running.

@@ -209,7 +209,7 @@ uiTest("a file goes from upload through both approvals to a download of the same
 
 uiTest("an uploader is offered only what she may do, and withdraws her file", async () => {
   const uma = await personWith(UPLOADER);
-  const id = await uploadThroughPage(uma.page, writeFile("draft.txt", "a draft\n"));
+  await uploadThroughPage(uma.page, writeFile("draft.txt", "a draft\n"));
   await stageShown(uma.page, "Awaiting upload approval");
   // Not a reviewer: no decision, no note; what she may do is take the file back.
   for (const name of ["Approve upload", "Reject upload", "Request changes", "Add private note"]) {
@@ -224,7 +224,6 @@ uiTest("an uploader is offered only what she may do, and withdraws her file", as
   await uma.page.locator("#history").getByText("sent the wrong draft").waitFor();
   assert.equal(await uma.page.getByRole("button", { name: "Withdraw the file" }).count(), 0);
   await shot(uma.page, "file-withdrawn");
-  assert.ok(id);
   await uma.context.close();
 });
 

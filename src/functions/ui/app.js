@@ -344,11 +344,23 @@ function archiveFacts(archive) {
   ];
 }
 
-async function previewOf(file) {
+// One request per version's preview and drawing of a file: the preview and the diff read the
+// same bytes of the version under review. Each caller gets its own copy of the answer.
+function previews(file) {
+  const asked = new Map();
+  return (version = file.version) => {
+    if (!asked.has(version)) {
+      asked.set(version, api(`/api/files/${file.id}/preview?version=${version}`, { raw: true }));
+    }
+    return asked.get(version).then((response) => response.clone());
+  };
+}
+
+async function previewOf(file, preview) {
   if (!mayDecide() || !PREVIEWABLE.has(file.stage)) return null;
   const box = el("div", { id: "preview" });
   try {
-    const response = await api(`/api/files/${file.id}/preview`, { raw: true });
+    const response = await preview();
     const type = response.headers.get("content-type") ?? "";
     if (type.startsWith("image/")) {
       const url = URL.createObjectURL(await response.blob());
@@ -439,29 +451,44 @@ function decisionForm(file, refresh) {
     result);
 }
 
-// The uploader takes the file back while it is reviewed or while it is their turn.
-function withdrawForm(file, refresh) {
-  if (!may(file, "withdraw")) return null;
-  const comment = el("textarea", { id: "withdraw-comment", maxlength: "2000" });
+// A section with one text box and one button that sends it: a withdrawal (why, optional), a
+// private note (text required), a revocation (a reason required). On success the confirmation
+// lasts and the file is drawn again; a refusal is said under the button.
+function textForm({ id, title, intro, label, button: text, danger, needs, send, done, refresh }) {
+  const box = el("textarea", { id, maxlength: "2000", required: needs === "reason" });
   const result = el("div", { "aria-live": "assertive" });
-  const button = el("button", { type: "button", class: "danger", text: "Withdraw the file", onclick: async () => {
+  const button = el("button", { type: "button", class: danger ? "danger" : null, text, onclick: async () => {
+    const value = box.value.trim();
+    if (needs && !value) {
+      if (needs === "reason") result.replaceChildren(message("error", explain({ code: "ReasonRequired" })));
+      box.focus();
+      return;
+    }
     button.disabled = true;
     try {
-      const text = comment.value.trim();
-      await api(`/api/files/${file.id}/withdraw`, { method: "POST", body: text ? { comment: text } : {} });
-      lasting = message("notice", "Withdrawn: the review has ended.");
+      await send(value);
+      lasting = message("notice", done);
       await refresh();
     } catch (error) {
       result.replaceChildren(message("error", explain(error)));
       button.disabled = false;
     }
   } });
-  return el("section", { "aria-labelledby": "withdraw-title" },
-    el("h2", { id: "withdraw-title", text: "Withdraw" }),
+  return el("section", { "aria-labelledby": `${id}-title` },
+    el("h2", { id: `${id}-title`, text: title }),
+    intro ? el("p", { class: "muted", text: intro }) : null,
     el("form", { class: "decide", onsubmit: (e) => e.preventDefault() },
-      el("label", { for: "withdraw-comment", text: "Why (optional, shown in the history)" }), comment,
+      el("label", { for: id, text: label }), box,
       el("div", { class: "buttons" }, button)),
     result);
+}
+
+// The uploader takes the file back while it is reviewed or while it is their turn.
+function withdrawForm(file, refresh) {
+  if (!may(file, "withdraw")) return null;
+  return textForm({ id: "withdraw-comment", title: "Withdraw", label: "Why (optional, shown in the history)",
+    button: "Withdraw the file", danger: true, refresh, done: "Withdrawn: the review has ended.",
+    send: (text) => api(`/api/files/${file.id}/withdraw`, { method: "POST", body: text ? { comment: text } : {} }) });
 }
 
 function downloadSection(file) {
@@ -484,57 +511,20 @@ function downloadSection(file) {
 // A reviewer's private note, at any stage: reviewers see it in the history, uploaders never.
 function noteForm(file, refresh) {
   if (!may(file, "addNote")) return null;
-  const text = el("textarea", { id: "note", maxlength: "2000" });
-  const result = el("div", { "aria-live": "assertive" });
-  const button = el("button", { type: "button", text: "Add private note", onclick: async () => {
-    if (!text.value.trim()) { text.focus(); return; }
-    button.disabled = true;
-    try {
-      await api(`/api/files/${file.id}/notes`, { method: "POST", body: { note: text.value.trim() } });
-      lasting = message("notice", "Note added: reviewers see it in the history.");
-      await refresh();
-    } catch (error) {
-      result.replaceChildren(message("error", explain(error)));
-      button.disabled = false;
-    }
-  } });
-  return el("section", { "aria-labelledby": "note-title" },
-    el("h2", { id: "note-title", text: "Private note" }),
-    el("form", { class: "decide", onsubmit: (e) => e.preventDefault() },
-      el("label", { for: "note", text: "Note for reviewers (the uploader never sees it)" }), text,
-      el("div", { class: "buttons" }, button)),
-    result);
+  return textForm({ id: "note", title: "Private note", label: "Note for reviewers (the uploader never sees it)",
+    button: "Add private note", needs: "text", refresh, done: "Note added: reviewers see it in the history.",
+    send: (text) => api(`/api/files/${file.id}/notes`, { method: "POST", body: { note: text } }) });
 }
 
 // Taking an approval back: for reviewers, on an approved file, with a reason; every link
 // handed out stops giving the file at once.
 function revokeForm(file, refresh) {
   if (!may(file, "revoke")) return null;
-  const reason = el("textarea", { id: "revoke-reason", maxlength: "2000", required: true });
-  const result = el("div", { "aria-live": "assertive" });
-  const button = el("button", { type: "button", class: "danger", text: "Revoke approval", onclick: async () => {
-    if (!reason.value.trim()) {
-      result.replaceChildren(message("error", explain({ code: "ReasonRequired" })));
-      reason.focus();
-      return;
-    }
-    button.disabled = true;
-    try {
-      await api(`/api/files/${file.id}/revoke`, { method: "POST", body: { comment: reason.value.trim() } });
-      lasting = message("notice", "Approval revoked: every download link has stopped working.");
-      await refresh();
-    } catch (error) {
-      result.replaceChildren(message("error", explain(error)));
-      button.disabled = false;
-    }
-  } });
-  return el("section", { "aria-labelledby": "revoke-title" },
-    el("h2", { id: "revoke-title", text: "Revoke the approval" }),
-    el("p", { class: "muted", text: "Every download link handed out stops working at once; a download already under way may finish." }),
-    el("form", { class: "decide", onsubmit: (e) => e.preventDefault() },
-      el("label", { for: "revoke-reason", text: "Reason (required, shown in the history)" }), reason,
-      el("div", { class: "buttons" }, button)),
-    result);
+  return textForm({ id: "revoke-reason", title: "Revoke the approval",
+    intro: "Every download link handed out stops working at once; a download already under way may finish.",
+    label: "Reason (required, shown in the history)", button: "Revoke approval", danger: true, needs: "reason", refresh,
+    done: "Approval revoked: every download link has stopped working.",
+    send: (text) => api(`/api/files/${file.id}/revoke`, { method: "POST", body: { comment: text } }) });
 }
 
 // Every version of a file, and what changed from one to the next: size, hash, type, lines,
@@ -595,7 +585,7 @@ function lineDiff(a, b) {
 
 // For reviewers: the text diff between the version under review and the one before it, while
 // both versions' bytes are kept. Unchanged runs are cut to two lines of context.
-async function diffSection(file) {
+async function diffSection(file, preview) {
   const [prev, cur] = (file.versions ?? []).slice(-2);
   if (!prev || !cur || !mayDecide() || !PREVIEWABLE.has(file.stage)) return null;
   // Analysed as something else than text: nothing to compare line by line. Not analysed yet
@@ -604,8 +594,7 @@ async function diffSection(file) {
   const title = el("h2", { id: "diff-title", text: `What changed in the text (version ${prev.number} → ${cur.number})` });
   let texts;
   try {
-    const responses = await Promise.all([prev.number, cur.number].map((n) =>
-      api(`/api/files/${file.id}/preview?version=${n}`, { raw: true })));
+    const responses = await Promise.all([prev.number, cur.number].map((n) => preview(n)));
     if (!responses.every((r) => (r.headers.get("content-type") ?? "").startsWith("text/"))) return null;
     texts = await Promise.all(responses.map((r) => r.text()));
   } catch (error) {
@@ -741,6 +730,7 @@ function scanFact(scan) {
 async function fileView(id, gen) {
   const render = async () => {
     const [file, history] = await Promise.all([api(`/api/files/${id}`), api(`/api/files/${id}/history`)]);
+    const shown = previews(file);
     const facts = [["Stage", stageBadge(file.stage)], ["Uploader", file.uploader?.name ?? "anonymous"],
       ["Uploaded", `${when(file.createdTime)} (${age(file.createdTime)} ago)`], ["Declared type", declaredType(file)], ["Size", bytes(file.size)]];
     if (file.version > 1) facts.push(["Version", `${file.version} (after ${file.version - 1} change ${file.version === 2 ? "request" : "requests"})`]);
@@ -758,8 +748,8 @@ async function fileView(id, gen) {
       el("dl", { class: "facts", id: "facts" }, facts.map(([k, v]) => [el("dt", { text: k }), el("dd", {}, v)])),
       downloadSection(file),
       el("h2", { text: "Analysis" }), ...analysisFacts(file),
-      ...((await previewOf(file)) ?? []),
-      versionsSection(file), await diffSection(file), await relatedSection(file),
+      ...((await previewOf(file, shown)) ?? []),
+      versionsSection(file), await diffSection(file, shown), await relatedSection(file),
       el("h2", { text: "History" }), historyList(history.steps),
       decisionForm(file, render), newVersionForm(file, render), withdrawForm(file, render),
       revokeForm(file, render), noteForm(file, render));
