@@ -153,7 +153,7 @@ impl Files {
     ) -> Result<FilePage, FilesError> {
         let keep = |view: &FileView| {
             stage.is_none_or(|s| view.stage() == s)
-                && decider.is_none_or(|r| super::list::may_decide(view, r))
+                && decider.is_none_or(|r| super::actions::may_approve(view, r))
         };
         let position = position_of(continuation)?;
         let (rows, next) = self
