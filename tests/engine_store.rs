@@ -19,9 +19,9 @@ use chrono::{DateTime, Duration, SubsecRound, TimeZone, Utc};
 use file_approver::clock::ManualClock;
 use file_approver::engine::{
     ActivityError, DriverOptions, Engine, EngineError, EngineOptions, EventGuard, EventKind,
-    Executed, HeldBy, HistoryEvent, ListQuery, OrchestrationContext, OrchestrationError,
-    RaiseEvent, RaiseOutcome, Refusal, Registry, RetryPolicy, RuntimeStatus, Standby, StartOutcome,
-    WorkDriver, WorkMessage, MAX_EVENT_BYTES,
+    EventStamp, Executed, HeldBy, HistoryEvent, ListQuery, OrchestrationContext,
+    OrchestrationError, RaiseEvent, RaiseOutcome, Refusal, Registry, RetryPolicy, RuntimeStatus,
+    Stamped, Standby, StartOutcome, WorkDriver, WorkMessage, MAX_EVENT_BYTES,
 };
 use file_approver::store::azure::AzureStore;
 use file_approver::store::conformance::azure_test_connection_string;
@@ -67,6 +67,7 @@ engine_tests!(
     expect_custom_status_mismatch_records_nothing,
     expect_custom_status_is_checked_inside_the_turn_under_a_race,
     a_guard_is_checked_inside_the_turn_under_a_race,
+    a_stamp_completes_the_event_from_the_state_the_turn_commits_on,
     a_whole_workflow_runs_its_activity_and_completes,
     fifty_concurrent_raises_with_distinct_ids_are_each_recorded_once,
     the_same_event_id_raised_twenty_times_concurrently_is_recorded_once,
@@ -74,6 +75,8 @@ engine_tests!(
     a_turn_that_loses_the_race_reloads_and_keeps_both_events,
     concurrent_starts_create_one_instance,
     an_activity_lost_with_its_process_runs_again_from_its_message_and_completes_once,
+    an_activity_scheduled_while_a_driver_runs_is_taken_from_its_turn_without_a_receive,
+    an_eagerly_taken_activity_whose_process_dies_comes_back_from_its_hidden_message,
     a_storage_outage_during_a_turn_is_transient_and_leaves_the_instance_unchanged,
     an_outcome_that_cannot_be_recorded_leaves_its_message_to_run_again,
     work_read_just_before_its_turn_commits_waits_for_the_commit,
@@ -410,6 +413,7 @@ fn raise(name: &str, id: &str, payload: Value) -> RaiseEvent {
         payload,
         expect_custom_status: None,
         guard: None,
+        stamp: None,
     }
 }
 
@@ -686,6 +690,80 @@ async fn a_guard_is_checked_inside_the_turn_under_a_race(backend: Backend) {
     drain(&b).await;
 }
 
+/// A stamp names the event from the instance inside the turn (here: by how many events it
+/// had), with no read by the caller; the stamped id is what a repeat is recognised by. Two
+/// engines racing each stamp on the state their commit is guarded by, so the loser restamps
+/// after its reload and neither overwrites the other.
+async fn a_stamp_completes_the_event_from_the_state_the_turn_commits_on(backend: Backend) {
+    let (a, b, gate) = two_engines_with_a_held_activity(&backend).await;
+
+    let by_count = EventStamp(Arc::new(
+        |_status: &file_approver::engine::InstanceStatus, history: &[HistoryEvent]| {
+            let seen = history
+                .iter()
+                .filter(|e| matches!(&e.kind, EventKind::EventRaised { .. }))
+                .count();
+            Stamped {
+                event_id: format!("note-{seen}"),
+                payload: json!({ "seen": seen }),
+            }
+        },
+    ));
+    let stamped = || RaiseEvent {
+        stamp: Some(by_count.clone()),
+        ..raise("Note", "placeholder", json!(null))
+    };
+    let (ra, rb) = tokio::join!(
+        a.raise_event("f1", stamped()),
+        b.raise_event("f1", stamped())
+    );
+    assert!(matches!(ra, Ok(RaiseOutcome::Recorded(_))), "{ra:?}");
+    assert!(matches!(rb, Ok(RaiseOutcome::Recorded(_))), "{rb:?}");
+    let raised: Vec<(String, Value)> = history(&a, "f1")
+        .await
+        .into_iter()
+        .filter_map(|e| match e.kind {
+            EventKind::EventRaised {
+                raise_id, input, ..
+            } => Some((raise_id, input)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        raised,
+        vec![
+            ("note-0".to_owned(), json!({"seen": 0})),
+            ("note-1".to_owned(), json!({"seen": 1})),
+        ]
+    );
+
+    // A stamp that names an event already recorded is a repeat: nothing changes.
+    let again = EventStamp(Arc::new(
+        |_status: &file_approver::engine::InstanceStatus, _history: &[HistoryEvent]| Stamped {
+            event_id: "note-0".into(),
+            payload: json!({"seen": 0}),
+        },
+    ));
+    let repeat = a
+        .raise_event(
+            "f1",
+            RaiseEvent {
+                stamp: Some(again),
+                ..raise("Note", "placeholder", json!(null))
+            },
+        )
+        .await;
+    assert!(
+        matches!(repeat, Ok(RaiseOutcome::Duplicate(_))),
+        "{repeat:?}"
+    );
+    assert_eq!(count(&history(&a, "f1").await, "EventRaised"), 2);
+
+    gate.add_permits(10);
+    drain(&a).await;
+    drain(&b).await;
+}
+
 async fn a_whole_workflow_runs_its_activity_and_completes(backend: Backend) {
     let clock = backend.clock.clone();
     let runs = Arc::new(AtomicUsize::new(0));
@@ -906,6 +984,105 @@ async fn concurrent_starts_create_one_instance(backend: Backend) {
 /// deletes the message, which the queue delivers again (here by hand: a redelivery is the same
 /// text again), and a fresh engine runs the activity and records its outcome exactly once. The
 /// dead process's own copy, when it shows again, finds the work done.
+/// With a driver running in the process, the activity a turn schedules is sent hidden and
+/// handed straight to that driver (eager dispatch): it runs without any receive, and its
+/// message is deleted once the outcome is recorded, so nothing comes back later.
+async fn an_activity_scheduled_while_a_driver_runs_is_taken_from_its_turn_without_a_receive(
+    backend: Backend,
+) {
+    let counter = RequestCounter::new(BlobRequestModel::Calls);
+    let runs = Arc::new(AtomicUsize::new(0));
+    let engine = engine_on(
+        counter.wrap(backend.store.clone()),
+        &backend,
+        registry(counting_analyze(runs.clone())),
+    )
+    .await;
+    let driver = WorkDriver::new(engine.clone(), DriverOptions::default());
+    let running = tokio::spawn(driver.clone().run());
+    engine
+        .start("Approval", "f1", json!({"file": "f1"}))
+        .await
+        .unwrap();
+    counter.take();
+    engine.raise_event("f1", approve("upload")).await.unwrap();
+    // The same driver's count covers the work it was handed.
+    driver.drain().await;
+    let counts = counter.take();
+    running.abort();
+
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+    let status = engine.status("f1", true).await.unwrap().unwrap();
+    assert_eq!(status.custom_status, json!("AwaitingDownloadApproval"));
+    assert_eq!(count(&status.history.unwrap(), "TaskCompleted"), 1);
+    assert_eq!(counts.messages_received, 0, "no receive got it: {counts}");
+    // Sent (with the download deadline's timer), then deleted by the driver it was handed to.
+    assert_eq!(counts.requests(Op::Enqueue), 2, "{counts}");
+    assert_eq!(counts.requests(Op::DeleteMessage), 1, "{counts}");
+    if backend.queue_follows_clock {
+        // Past its hiding: it was deleted, not merely hidden.
+        backend.clock.advance(Duration::seconds(61));
+        let left = backend
+            .store
+            .dequeue(&backend.queue, 32, std::time::Duration::from_secs(60))
+            .await
+            .unwrap();
+        assert!(left.is_empty(), "{left:?}");
+    }
+}
+
+/// The process that took an activity from its turn dies with it (its storage gone, so nothing
+/// renews the message): the message shows when its hiding lapses, another process runs the
+/// activity, and the outcome is recorded once.
+async fn an_eagerly_taken_activity_whose_process_dies_comes_back_from_its_hidden_message(
+    backend: Backend,
+) {
+    let hiding = std::time::Duration::from_secs(2);
+    let (faulty, dying) = faulty_engine(
+        &backend,
+        registry(|_input: Value| async move {
+            futures::future::pending::<()>().await;
+            Ok(Value::Null)
+        }),
+    )
+    .await;
+    let driver = WorkDriver::new(
+        dying.clone(),
+        DriverOptions {
+            visibility: hiding,
+            ..DriverOptions::default()
+        },
+    );
+    let running = tokio::spawn(driver.run());
+    dying
+        .start("Approval", "f1", json!({"file": "f1"}))
+        .await
+        .unwrap();
+    dying.raise_event("f1", approve("upload")).await.unwrap();
+    faulty.outage();
+    running.abort();
+
+    let runs = Arc::new(AtomicUsize::new(0));
+    let fresh = engine(&backend, registry(counting_analyze(runs.clone()))).await;
+    // Hidden until then: nothing for the other process yet.
+    drain(&fresh).await;
+    assert_eq!(runs.load(Ordering::SeqCst), 0);
+    if backend.queue_follows_clock {
+        backend.clock.advance(Duration::seconds(3));
+    } else {
+        // Azurite keeps its own time.
+        tokio::time::sleep(hiding + std::time::Duration::from_secs(1)).await;
+    }
+    drain(&fresh).await;
+
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+    let status = fresh.status("f1", true).await.unwrap().unwrap();
+    assert_eq!(status.custom_status, json!("AwaitingDownloadApproval"));
+    let h = status.history.unwrap();
+    assert_eq!(count(&h, "TaskScheduled"), 1);
+    assert_eq!(count(&h, "TaskCompleted"), 1);
+}
+
 async fn an_activity_lost_with_its_process_runs_again_from_its_message_and_completes_once(
     backend: Backend,
 ) {

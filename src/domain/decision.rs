@@ -5,6 +5,9 @@ use serde::Deserialize;
 pub struct Decision {
     pub verdict: Verdict,
     pub comment: Option<String>,
+    /// The version the reviewer decided on, when their client said (FileStatus `version`);
+    /// otherwise the decision is on whichever version is under review when it is recorded.
+    pub version: Option<u32>,
 }
 
 /// What a reviewer decided.
@@ -63,6 +66,12 @@ struct Body {
     #[serde(default, deserialize_with = "present_string")]
     decision: Option<String>,
     comment: Option<String>,
+    #[serde(default, deserialize_with = "present_u32")]
+    version: Option<u32>,
+}
+
+fn present_u32<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    u32::deserialize(d).map(Some)
 }
 
 fn present_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
@@ -105,6 +114,7 @@ impl Decision {
             return Ok(Decision {
                 verdict: Verdict::Approve,
                 comment: None,
+                version: None,
             });
         };
         let comment = Self::comment(parsed.comment)?;
@@ -118,7 +128,16 @@ impl Decision {
             (Some(false), None) => Verdict::Reject,
             (Some(true) | None, None) => Verdict::Approve,
         };
-        Ok(Decision { verdict, comment })
+        if parsed.version == Some(0) {
+            return Err(DecisionError::Malformed(
+                "\"version\" counts from 1 (FileStatus `version`)".into(),
+            ));
+        }
+        Ok(Decision {
+            verdict,
+            comment,
+            version: parsed.version,
+        })
     }
 
     pub fn approves(&self) -> bool {
@@ -136,7 +155,8 @@ mod tests {
             Decision::parse(b"").unwrap(),
             Decision {
                 verdict: Verdict::Approve,
-                comment: None
+                comment: None,
+                version: None,
             }
         );
         assert!(Decision::parse(b" null\n").unwrap().approves());

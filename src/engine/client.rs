@@ -41,6 +41,38 @@ pub struct RaiseEvent {
     /// A rule the event must pass, checked like `expect_custom_status` (inside the turn, on the
     /// state the commit guards, so racing callers see each other's events).
     pub guard: Option<EventGuard>,
+    /// Completes the event from the instance, inside the turn, before anything else is
+    /// checked: its id and payload then replace `event_id` and `payload`.
+    pub stamp: Option<EventStamp>,
+}
+
+/// An event's id and payload as [`EventStamp`] completes them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stamped {
+    pub event_id: String,
+    pub payload: Value,
+}
+
+/// The completion inside an [`EventStamp`]: the instance's status (without history) and its
+/// history, both borrowed from the turn's load. It must be a pure function of them.
+pub type StampFn = dyn Fn(&InstanceStatus, &[HistoryEvent]) -> Stamped + Send + Sync;
+
+/// Lets an event carry what only the instance knows at the moment it is recorded (a decision
+/// names the version under review) without the caller reading the instance first: the turn
+/// that records it already holds the state its commit guards.
+#[derive(Clone)]
+pub struct EventStamp(pub Arc<StampFn>);
+
+impl std::fmt::Debug for EventStamp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EventStamp(..)")
+    }
+}
+
+impl PartialEq for EventStamp {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
 }
 
 /// The check inside an [`EventGuard`]: the instance's status (without history) and its history,
@@ -164,20 +196,28 @@ impl Engine {
         event: RaiseEvent,
     ) -> Result<RaiseOutcome, EngineError> {
         check_instance_id(instance_id)?;
-        let raised = EventKind::EventRaised {
+        let raised = |event_id: &str, payload: &Value| EventKind::EventRaised {
             name: event.name.clone(),
-            raise_id: event.event_id.clone(),
-            input: event.payload.clone(),
+            raise_id: event_id.to_owned(),
+            input: payload.clone(),
         };
-        check_payload("the event payload", &raised)?;
+        check_payload(
+            "the event payload",
+            &raised(&event.event_id, &event.payload),
+        )?;
         let expected = event.expect_custom_status.as_ref().map(canonical_json);
         let turned = self
             .turn(instance_id, true, |loaded| {
                 let Some(state) = loaded.state() else {
                     return Err(EngineError::InstanceNotFound(instance_id.to_owned()));
                 };
+                let stamped = event.stamp.as_ref().map(|stamp| (stamp.0)(&state.status, &loaded.history));
+                let (event_id, payload) = match &stamped {
+                    Some(stamped) => (&stamped.event_id, &stamped.payload),
+                    None => (&event.event_id, &event.payload),
+                };
                 let duplicate = loaded.history.iter().any(|h| {
-                    matches!(&h.kind, EventKind::EventRaised { raise_id, .. } if *raise_id == event.event_id)
+                    matches!(&h.kind, EventKind::EventRaised { raise_id, .. } if raise_id == event_id)
                 });
                 if duplicate {
                     let mut status = state.status.clone();
@@ -199,8 +239,12 @@ impl Engine {
                 if let Some(guard) = &event.guard {
                     (guard.0)(&state.status, &loaded.history).map_err(EngineError::Refused)?;
                 }
+                let raised = raised(event_id, payload);
+                if stamped.is_some() {
+                    check_payload("the event payload", &raised)?;
+                }
                 Ok(Plan::Turn {
-                    inbound: vec![raised.clone()],
+                    inbound: vec![raised],
                 })
             })
             .await?;

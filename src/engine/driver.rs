@@ -16,7 +16,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use tokio::sync::{watch, Mutex};
 
-use super::handle::Engine;
+use super::handle::{EagerRunner, Engine, HandOff};
 use super::worker::{Executed, HeldBy};
 use crate::store::{MessageReceipt, NextVisible, ReceivedMessage, StoreError};
 
@@ -109,8 +109,23 @@ impl WorkDriver {
         self.inner.engine.work_queue()
     }
 
-    /// Receives and runs work until the process ends.
-    pub async fn run(self) {
+    /// Receives and runs work until the process ends. While it runs, it also takes the
+    /// activities this process schedules straight from their turns (eager dispatch, see
+    /// [`EagerRunner`]), as long as it has a free slot.
+    ///
+    /// It is this driver's from the call on (not from the first poll), so work scheduled right
+    /// after `tokio::spawn(driver.run())` is taken already.
+    pub fn run(self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let runner = self.eager_runner();
+        self.inner.engine.set_eager_runner(runner.clone());
+        let unset = UnsetEager(self.inner.engine.clone(), runner);
+        async move {
+            let _unset = unset;
+            self.receive_until_stopped().await;
+        }
+    }
+
+    async fn receive_until_stopped(self) {
         let mut signal = self.inner.engine.work_signal().subscribe();
         let mut failures = 0u32;
         // Whether the backend can say when its next message shows; asked once.
@@ -169,6 +184,35 @@ impl WorkDriver {
                 () = tokio::time::sleep(sleep.min(Duration::from_secs(24 * 3600))) => {}
             }
         }
+    }
+
+    /// This driver as the engine's eager runner. It holds the driver weakly: the engine must
+    /// not keep a stopped driver alive.
+    fn eager_runner(&self) -> Arc<EagerRunner> {
+        let (room, take) = (Arc::downgrade(&self.inner), Arc::downgrade(&self.inner));
+        Arc::new(EagerRunner {
+            visibility: self.inner.options.visibility,
+            has_room: Box::new(move || {
+                room.upgrade()
+                    .is_some_and(|inner| *inner.in_flight.borrow() < inner.options.batch as usize)
+            }),
+            take: Box::new(move |handoff: HandOff| {
+                // Gone: the message shows when its hiding lapses, and another worker runs it.
+                let Some(inner) = take.upgrade() else { return };
+                inner.in_flight.send_modify(|n| *n += 1);
+                let driver = WorkDriver { inner };
+                tokio::spawn(async move {
+                    let _done = InFlight(driver.inner.clone());
+                    let message = ReceivedMessage {
+                        text: handoff.text,
+                        dequeue_count: 0,
+                        inserted: handoff.inserted,
+                        receipt: handoff.receipt,
+                    };
+                    driver.process(message).await;
+                });
+            }),
+        })
     }
 
     /// When the backend's next message shows, as far as the backend can tell; where it cannot
@@ -334,6 +378,15 @@ impl WorkDriver {
 /// The renewal loop only ends with the process.
 fn unreachable_renewal() -> Result<Executed, super::EngineError> {
     Ok(Executed::Dropped("renewal ended"))
+}
+
+/// Stops eager dispatch when [`WorkDriver::run`] ends.
+struct UnsetEager(Engine, Arc<EagerRunner>);
+
+impl Drop for UnsetEager {
+    fn drop(&mut self) {
+        self.0.clear_eager_runner(&self.1);
+    }
 }
 
 /// Counts one message's work for `drain` and the batch limit, even if the task panics.

@@ -95,6 +95,31 @@ struct Inner {
     index_writer: IndexWriter,
     /// Permits to run an activity ([`EngineOptions::max_concurrent_activities`]).
     activity_slots: Arc<tokio::sync::Semaphore>,
+    /// The local worker that takes this process's activities straight from the turn that
+    /// scheduled them, when one runs (see [`EagerRunner`]).
+    eager: std::sync::RwLock<Option<Arc<EagerRunner>>>,
+}
+
+/// A local worker that runs activities where they were scheduled (Temporal's eager activity
+/// dispatch): the turn still sends the activity's message before it commits, but hidden for
+/// `visibility`, and after the commit hands it, with the receipt the send returned, to this
+/// worker. The message is deleted when the outcome commits, as if it had been received; if the
+/// process dies first, it shows when the hiding lapses and any worker runs it. One request
+/// (the receive) less per activity, and no trip through the queue before it starts.
+pub(super) struct EagerRunner {
+    /// How long the message stays hidden, renewed while the work runs.
+    pub(super) visibility: std::time::Duration,
+    /// Whether the worker has a free slot now: if not, the work goes through the queue.
+    pub(super) has_room: Box<dyn Fn() -> bool + Send + Sync>,
+    /// Takes the work. Called after the commit, once per message.
+    pub(super) take: Box<dyn Fn(HandOff) + Send + Sync>,
+}
+
+/// A work message sent hidden and handed to this process's [`EagerRunner`].
+pub(super) struct HandOff {
+    pub(super) text: String,
+    pub(super) inserted: DateTime<Utc>,
+    pub(super) receipt: crate::store::MessageReceipt,
 }
 
 /// How many instances' partitions [`Inner::recent`] keeps; past it, the map starts over.
@@ -131,6 +156,7 @@ impl Engine {
                 index_writer: IndexWriter::default(),
                 activity_slots,
                 signal: WorkSignal::new(),
+                eager: std::sync::RwLock::new(None),
             }),
         }
     }
@@ -152,6 +178,26 @@ impl Engine {
     /// What a local worker wakes on.
     pub fn work_signal(&self) -> &WorkSignal {
         &self.inner.signal
+    }
+
+    /// Makes `runner` the worker that takes this process's activities as they are scheduled
+    /// (the latest one set, when several drivers run).
+    pub(super) fn set_eager_runner(&self, runner: Arc<EagerRunner>) {
+        *self.inner.eager.write().unwrap_or_else(|p| p.into_inner()) = Some(runner);
+    }
+
+    /// Back to the queue alone, unless another runner was set since `runner`.
+    pub(super) fn clear_eager_runner(&self, runner: &Arc<EagerRunner>) {
+        let mut current = self.inner.eager.write().unwrap_or_else(|p| p.into_inner());
+        if current.as_ref().is_some_and(|c| Arc::ptr_eq(c, runner)) {
+            *current = None;
+        }
+    }
+
+    /// The eager runner, when one is set and has room now.
+    pub(super) fn eager_runner(&self) -> Option<Arc<EagerRunner>> {
+        let runner = self.inner.eager.read().unwrap_or_else(|p| p.into_inner());
+        runner.as_ref().filter(|r| (r.has_room)()).cloned()
     }
 
     pub(super) fn store(&self) -> &Arc<dyn Storage> {

@@ -118,7 +118,10 @@ mod worker;
 
 pub use vocabulary::{index, rows};
 
-pub use client::{EventGuard, InstancePage, ListQuery, RaiseEvent, RaiseOutcome, StartOutcome};
+pub use client::{
+    EventGuard, EventStamp, InstancePage, ListQuery, RaiseEvent, RaiseOutcome, Stamped,
+    StartOutcome,
+};
 pub use context::{OrchestrationContext, RetryPolicy};
 pub use driver::{DriverOptions, WorkDriver};
 pub use handle::{Engine, WorkSignal};

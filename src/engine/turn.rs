@@ -7,7 +7,9 @@ use std::hash::{BuildHasher, Hasher};
 use chrono::{DateTime, Duration, Utc};
 use serde_json::Value;
 
-use super::handle::{Engine, Loaded};
+use std::sync::Arc;
+
+use super::handle::{EagerRunner, Engine, HandOff, Loaded};
 use super::replay::replay;
 use super::replay::{Action, TurnResult};
 use super::vocabulary::error::EngineError;
@@ -86,7 +88,7 @@ impl Engine {
             // after the commit cannot leave work unsent or the instance unlisted.
             // Independent of each other: sent side by side, one round trip instead of two.
             let index_table = &self.options().index_table;
-            let (visible, ()) = tokio::try_join!(self.send_work(&committed.work), async {
+            let (sent, ()) = tokio::try_join!(self.send_work(&committed.work), async {
                 self.index_writer()
                     .before(self.store().as_ref(), index_table, &committed.index)
                     .await
@@ -111,9 +113,7 @@ impl Engine {
                         &committed.history,
                         etags.into_iter().next().flatten(),
                     );
-                    for at in visible {
-                        self.work_signal().sent(at);
-                    }
+                    self.release(sent);
                     self.index_writer()
                         .after(self.store().as_ref(), index_table, &committed.index)
                         .await;
@@ -365,37 +365,64 @@ impl Engine {
             .collect()
     }
 
-    /// Puts `work` on the engine's queue: activities visible at once, timers at their time (or
-    /// at the queue's horizon, to be re-armed then). Called before the commit that records the
-    /// work: if it fails, the turn fails and nothing is committed. Returns when each message
-    /// shows, for [`super::handle::WorkSignal::sent`] once the commit has landed: a local worker
-    /// woken earlier would only find the turn not committed yet.
-    pub(super) async fn send_work(
-        &self,
-        work: &[WorkMessage],
-    ) -> Result<Vec<DateTime<Utc>>, EngineError> {
+    /// Puts `work` on the engine's queue: activities visible at once (or hidden, for this
+    /// process's eager runner, when it has room), timers at their time (or at the queue's
+    /// horizon, to be re-armed then). Called before the commit that records the work: if it
+    /// fails, the turn fails and nothing is committed. What it returns goes to
+    /// [`Engine::release`] once the commit has landed: a local worker woken earlier would only
+    /// find the turn not committed yet.
+    pub(super) async fn send_work(&self, work: &[WorkMessage]) -> Result<Vec<Sent>, EngineError> {
         let now = self.clock().now();
         let queue = &self.options().work_queue;
-        let mut visible = Vec::with_capacity(work.len());
+        let mut sent = Vec::with_capacity(work.len());
         for message in work {
-            let due = match message {
-                WorkMessage::Activity { .. } => now,
-                WorkMessage::Timer { fire_at, .. } => *fire_at,
+            let (due, eager) = match message {
+                WorkMessage::Activity { .. } => (now, self.eager_runner()),
+                WorkMessage::Timer { fire_at, .. } => (*fire_at, None),
             };
+            let text = message.to_text();
+            if let Some(runner) = eager {
+                let receipt = self
+                    .store()
+                    .enqueue(queue, &text, runner.visibility)
+                    .await?;
+                let handoff = HandOff {
+                    text,
+                    inserted: now,
+                    receipt,
+                };
+                sent.push(Sent::Eager(runner, handoff));
+                continue;
+            }
             // Whole seconds, rounded up, as Queue Storage counts them: the signalled time is
             // then when the message really shows, on every backend.
             let delay = (due - now).clamp(Duration::zero(), max_delay());
             let delay =
                 Duration::seconds(delay.num_seconds() + i64::from(delay.subsec_nanos() > 0));
             self.store()
-                .enqueue(
-                    queue,
-                    &message.to_text(),
-                    delay.to_std().unwrap_or_default(),
-                )
+                .enqueue(queue, &text, delay.to_std().unwrap_or_default())
                 .await?;
-            visible.push(now + delay);
+            sent.push(Sent::Queued(now + delay));
         }
-        Ok(visible)
+        Ok(sent)
     }
+
+    /// After the commit that recorded `sent`: wakes the local worker for what went through the
+    /// queue, and hands the eager runner its work.
+    pub(super) fn release(&self, sent: Vec<Sent>) {
+        for sent in sent {
+            match sent {
+                Sent::Queued(at) => self.work_signal().sent(at),
+                Sent::Eager(runner, handoff) => (runner.take)(handoff),
+            }
+        }
+    }
+}
+
+/// A work message as [`Engine::send_work`] sent it.
+pub(super) enum Sent {
+    /// Through the queue, visible at this time.
+    Queued(DateTime<Utc>),
+    /// Hidden, for this process's eager runner.
+    Eager(Arc<EagerRunner>, HandOff),
 }

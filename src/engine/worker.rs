@@ -124,9 +124,8 @@ impl Engine {
                 let now = self.clock().now();
                 if fire_at > now {
                     // Early: a timer beyond the queue's horizon comes back to be re-armed.
-                    for at in self.send_work(std::slice::from_ref(&message)).await? {
-                        self.work_signal().sent(at);
-                    }
+                    let sent = self.send_work(std::slice::from_ref(&message)).await?;
+                    self.release(sent);
                     return Ok(Executed::Done);
                 }
                 self.fire_due_timers(&instance_id).await?;

@@ -3,7 +3,7 @@
 use super::{FileView, Files, FilesError};
 use crate::domain::{ApprovalStage, Decision, FileId, Principal, Refusal, Stage, Verdict};
 use crate::engine::{EngineError, RaiseOutcome};
-use crate::workflow::{self, DecisionEvent};
+use crate::workflow::{self, DecisionEvent, OnVersion};
 
 /// What [`Files::decide`] did.
 #[derive(Debug)]
@@ -19,8 +19,9 @@ impl Files {
     /// the same reviewer is answered with `recorded: false` and changes nothing.
     ///
     /// A rejection or a change request needs a comment that says why (`ReasonRequired`) unless
-    /// the deployment turned that off. The decision is on the version under review when the
-    /// file is loaded; a new version arriving before the decision is recorded refuses it.
+    /// the deployment turned that off. The decision is on the version the caller names
+    /// (refused as `WrongStage` once another is under review), else on the version under review
+    /// when the turn records it: no read of the file before the turn.
     pub async fn decide(
         &self,
         id: FileId,
@@ -40,10 +41,6 @@ impl Files {
                 }
             ))));
         }
-        let version = match self.load(id).await? {
-            FileView::Workflow { summary, .. } => summary.file.version,
-            FileView::Uploaded { .. } => 1,
-        };
         let event = DecisionEvent {
             stage,
             approved: decision.verdict == Verdict::Approve,
@@ -53,12 +50,16 @@ impl Files {
             decided_time: self.clock.now(),
             withdrawal: false,
             changes_requested: decision.verdict == Verdict::RequestChanges,
-            version,
+            version: decision.version.unwrap_or(1),
+        };
+        let on = match decision.version {
+            Some(version) => OnVersion::Stated(version),
+            None => OnVersion::UnderReview,
         };
         let verdict = decision.verdict.as_str();
         let outcome = self
             .engine
-            .raise_event(&id.to_string(), workflow::decision_event(&event)?)
+            .raise_event(&id.to_string(), workflow::decision_event(&event, on)?)
             .await;
         match outcome {
             Ok(raised) => {

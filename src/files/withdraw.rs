@@ -55,7 +55,10 @@ impl Files {
         };
         match self
             .engine
-            .raise_event(&id.to_string(), workflow::decision_event(&event)?)
+            .raise_event(
+                &id.to_string(),
+                workflow::decision_event(&event, workflow::OnVersion::Stated(1))?,
+            )
             .await
         {
             Ok(raised) => {

@@ -212,17 +212,19 @@ fn decision_body_schema() -> serde_json::Value {
         "description": "Up to 2,000 characters; line breaks and tabs are the only control characters."});
     let reason = serde_json::json!({"type": "string", "minLength": 1, "maxLength": 2000, "pattern": REASON_PATTERN,
         "description": "Why: required (unless FILE_APPROVER_REQUIRE_REASON=false), more than white space."});
+    let version = serde_json::json!({"type": "integer", "minimum": 1, "maximum": u32::MAX,
+        "description": "The version decided on (FileStatus `version`). When another version is under review by then: 409 WrongStage. Absent: the version under review when the decision is recorded."});
     serde_json::json!({
         "description": "A reviewer's decision. An empty body approves. `{\"approved\": false}` and `{\"decision\": \"reject\"}` reject, `{\"decision\": \"requestChanges\"}` returns the file to its uploader; both need a comment that says why.",
         "oneOf": [
             {"type": "object", "additionalProperties": false,
-             "properties": {"approved": {"const": true}, "comment": comment}},
+             "properties": {"approved": {"const": true}, "comment": comment, "version": version}},
             {"type": "object", "additionalProperties": false, "required": ["approved", "comment"],
-             "properties": {"approved": {"const": false}, "comment": reason}},
+             "properties": {"approved": {"const": false}, "comment": reason, "version": version}},
             {"type": "object", "additionalProperties": false, "required": ["decision"],
-             "properties": {"decision": {"const": "approve"}, "comment": comment}},
+             "properties": {"decision": {"const": "approve"}, "comment": comment, "version": version}},
             {"type": "object", "additionalProperties": false, "required": ["decision", "comment"],
-             "properties": {"decision": {"enum": ["reject", "requestChanges"]}, "comment": reason}}
+             "properties": {"decision": {"enum": ["reject", "requestChanges"]}, "comment": reason, "version": version}}
         ]
     })
 }

@@ -141,6 +141,15 @@ pub trait Layer: Send + Sync + 'static {
         self.around(Op::GetBlob, container, call)
     }
 
+    /// A receive from `queue`.
+    fn dequeue<'a>(
+        &'a self,
+        queue: &'a str,
+        call: BoxFuture<'a, StoreResult<Vec<ReceivedMessage>>>,
+    ) -> BoxFuture<'a, StoreResult<Vec<ReceivedMessage>>> {
+        self.around(Op::Dequeue, queue, call)
+    }
+
     /// A link signed locally: no request reaches the service (counted as none).
     fn signed_read_url(&self) {}
 
@@ -357,11 +366,7 @@ impl<L: Layer> Storage for Layered<L> {
         visibility: std::time::Duration,
     ) -> StoreResult<Vec<ReceivedMessage>> {
         self.layer
-            .around(
-                Op::Dequeue,
-                queue,
-                self.inner.dequeue(queue, max, visibility),
-            )
+            .dequeue(queue, self.inner.dequeue(queue, max, visibility))
             .await
     }
 

@@ -18,9 +18,9 @@ use super::versions::{self, UploaderTurnEvent, VersionSummary, UPLOADER_TURN_EVE
 use crate::clock::Clock;
 use crate::domain::{ApprovalStage, Principal, ScanReport, Stage};
 use crate::engine::{
-    ActivityError, Engine, EngineError, EventGuard, EventKind, HistoryEvent, InstanceStatus,
-    OrchestrationContext, OrchestrationError, RaiseEvent, Refusal, Registry, RetryPolicy,
-    StartOutcome,
+    ActivityError, Engine, EngineError, EventGuard, EventKind, EventStamp, HistoryEvent,
+    InstanceStatus, OrchestrationContext, OrchestrationError, RaiseEvent, Refusal, Registry,
+    RetryPolicy, Stamped, StartOutcome,
 };
 use crate::scan::Scanner;
 use crate::store::{Storage, StoreError};
@@ -67,6 +67,7 @@ pub fn revocation_event(revocation: &RevocationEvent) -> Result<RaiseEvent, Engi
             .map_err(|e| EngineError::Corrupt(format!("a revocation: {e}")))?,
         expect_custom_status: Some(stage_status(Stage::Approved)),
         guard: None,
+        stamp: None,
     })
 }
 
@@ -127,12 +128,16 @@ pub fn current_version(history: &[HistoryEvent]) -> u32 {
 /// decision: the uploader cannot approve, and nobody approves the download who approved the
 /// upload. Rejections pass (anyone may stop a file). Decided on the instance's own input and
 /// history, so two processes racing see each other's committed decisions.
-fn four_eyes_guard(decision: &DecisionEvent) -> EventGuard {
+fn four_eyes_guard(decision: &DecisionEvent, on: OnVersion) -> EventGuard {
     let decision = decision.clone();
     EventGuard(Arc::new(
         move |status: &InstanceStatus, history: &[HistoryEvent]| {
             // A decision made on a version that is no longer the one under review.
             let current = current_version(history);
+            let mut decision = decision.clone();
+            if on == OnVersion::UnderReview {
+                decision.version = current;
+            }
             if !decision.withdrawal && decision.version != current {
                 return Err(Refusal {
                     code: STALE_VERSION,
@@ -261,11 +266,57 @@ pub fn index_key(custom_status: &Value) -> Option<String> {
     stage_index_key(stage).map(str::to_owned)
 }
 
-/// The event that records `decision`, guarded by the stage it belongs to: the engine checks
-/// that expectation inside the same ETag-guarded turn that records it, so two reviewers racing
-/// cannot both win and a decision never lands in the wrong stage. The same reviewer repeating
-/// the same decision raises the same event id, which the engine records once.
-pub fn decision_event(decision: &DecisionEvent) -> Result<RaiseEvent, EngineError> {
+/// Which version of the file a decision is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnVersion {
+    /// The version the reviewer looked at, as their client said: refused (`StaleVersion`) if
+    /// another is under review by the time it is recorded.
+    Stated(u32),
+    /// Whichever version is under review when the decision is recorded, found inside the turn
+    /// that records it (no read before).
+    UnderReview,
+}
+
+/// The event that records `decision` (its `version` is replaced as `on` says), guarded by the
+/// stage it belongs to: the engine checks that expectation inside the same ETag-guarded turn
+/// that records it, so two reviewers racing cannot both win and a decision never lands in the
+/// wrong stage. The same reviewer repeating the same decision on the same version raises the
+/// same event id, which the engine records once.
+pub fn decision_event(decision: &DecisionEvent, on: OnVersion) -> Result<RaiseEvent, EngineError> {
+    let mut decision = decision.clone();
+    if let OnVersion::Stated(version) = on {
+        decision.version = version;
+    }
+    let payload = serde_json::to_value(&decision)
+        .map_err(|e| EngineError::Corrupt(format!("a decision event: {e}")))?;
+    let stamp = match on {
+        OnVersion::Stated(_) => None,
+        OnVersion::UnderReview => {
+            let template = (decision.clone(), payload.clone());
+            Some(EventStamp(Arc::new(
+                move |_status: &InstanceStatus, history: &[HistoryEvent]| {
+                    let (decision, payload) = &template;
+                    let version = current_version(history);
+                    Stamped {
+                        event_id: decision_id(decision, version),
+                        payload: with_version(payload.clone(), version),
+                    }
+                },
+            )))
+        }
+    };
+    Ok(RaiseEvent {
+        name: event_name(decision.stage).to_owned(),
+        event_id: decision_id(&decision, decision.version),
+        payload,
+        expect_custom_status: Some(stage_status(decision.stage.awaited_in())),
+        guard: Some(four_eyes_guard(&decision, on)),
+        stamp,
+    })
+}
+
+/// A decision's idempotency key: the same reviewer, verdict, stage and version.
+fn decision_id(decision: &DecisionEvent, version: u32) -> String {
     let verdict = if decision.withdrawal {
         "withdraw"
     } else if decision.approved {
@@ -276,26 +327,32 @@ pub fn decision_event(decision: &DecisionEvent) -> Result<RaiseEvent, EngineErro
         "reject"
     };
     // Version 1 keeps the ids decisions had before versions, so a repeat still matches.
-    let version = match decision.version {
+    let version = match version {
         1 => String::new(),
         n => format!("v{n}:"),
     };
-    Ok(RaiseEvent {
-        name: event_name(decision.stage).to_owned(),
-        // By id where the sign-in gives one: two people may share a display name.
-        event_id: format!(
-            "{version}{}:{}:{verdict}",
-            decision.stage,
-            decision
-                .reviewer_id
-                .as_deref()
-                .unwrap_or(&decision.reviewer)
-        ),
-        payload: serde_json::to_value(decision)
-            .map_err(|e| EngineError::Corrupt(format!("a decision event: {e}")))?,
-        expect_custom_status: Some(stage_status(decision.stage.awaited_in())),
-        guard: Some(four_eyes_guard(decision)),
-    })
+    // By id where the sign-in gives one: two people may share a display name.
+    format!(
+        "{version}{}:{}:{verdict}",
+        decision.stage,
+        decision
+            .reviewer_id
+            .as_deref()
+            .unwrap_or(&decision.reviewer)
+    )
+}
+
+/// A serialized [`DecisionEvent`] with `version` set as its serializer would write it (absent
+/// for version 1).
+fn with_version(mut payload: Value, version: u32) -> Value {
+    if let Some(fields) = payload.as_object_mut() {
+        if version == 1 {
+            fields.remove("version");
+        } else {
+            fields.insert("version".into(), Value::from(version));
+        }
+    }
+    payload
 }
 
 /// The event that hands a matched Defender result to the file's workflow: recorded once per
@@ -313,6 +370,7 @@ pub fn scan_result_event(result: &DefenderResult, etag: &str) -> Result<RaiseEve
             .map_err(|e| EngineError::Corrupt(format!("a scan result: {e}")))?,
         expect_custom_status: Some(stage_status(Stage::Scanning)),
         guard: None,
+        stamp: None,
     })
 }
 

@@ -29,8 +29,8 @@ mod versions;
 pub use file_approval::scan_result_event;
 pub use file_approval::{
     decision_event, index_key, registry, stage_index_key, stage_status, start_for_file, summarize,
-    DecisionEvent, Failure, Summary, ANALYZE_ACTIVITY, ORCHESTRATION, SAME_REVIEWER, SELF_APPROVAL,
-    STALE_VERSION,
+    DecisionEvent, Failure, OnVersion, Summary, ANALYZE_ACTIVITY, ORCHESTRATION, SAME_REVIEWER,
+    SELF_APPROVAL, STALE_VERSION,
 };
 pub use file_approval::{four_eyes_refusal, timeline, Step, NOT_THE_UPLOADER};
 pub use file_approval::{revocation_event, RevocationEvent, REVOCATION_EVENT};

@@ -95,6 +95,7 @@ pub fn uploader_turn_event(turn: &UploaderTurnEvent) -> Result<RaiseEvent, Engin
             .map_err(|e| EngineError::Corrupt(format!("an uploader's turn: {e}")))?,
         expect_custom_status: Some(super::stages::stage_status(Stage::ChangesRequested)),
         guard: Some(guard),
+        stamp: None,
     })
 }
 

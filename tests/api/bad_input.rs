@@ -105,6 +105,11 @@ async fn invalid_or_wrong_typed_decision_bodies_are_refused() {
         r#"{"aproved": false}"#,
         r#"[true]"#,
         r#"{"comment": 42}"#,
+        r#"{"version": 0}"#,
+        r#"{"version": -1}"#,
+        r#"{"version": "1"}"#,
+        r#"{"version": 1.5}"#,
+        r#"{"version": null}"#,
     ] {
         app.approve(&id, "upload", Some(ALICE), Some(body))
             .refused(400, "InvalidBody")

@@ -351,6 +351,51 @@ async fn decisions_on_an_earlier_version_no_longer_count(backend: Backend) {
     assert_eq!(decided, 4);
 }
 
+/// A client that says which version its reviewer looked at is refused once another is under
+/// review, with where the file stands; a client that says none decides on the version under
+/// review when the decision is recorded, and repeating it changes nothing.
+async fn a_decision_names_its_version_or_takes_the_one_under_review(backend: Backend) {
+    let vars = vec![("FILE_APPROVER_UPLOAD_QUORUM", "2".into())];
+    let Some(app) = app_with(backend, Mode::Local, vars).await else {
+        return;
+    };
+    let id = uploaded(&app, Mode::Local, FIRST).await;
+    app.ask_changes(&id, "upload", BOB, "attach the appendix")
+        .await;
+    assert_eq!(
+        new_version(&app, &id, Some(UMA), SECOND).await.status(),
+        202
+    );
+
+    let stale = decide(&app, &id, "upload", ALICE, json!({"version": 1})).await;
+    let error = assert_error(stale, 409, "WrongStage").await;
+    assert_eq!(error["currentStage"], "AwaitingUploadApproval");
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("version 1 is no longer under review"),
+        "{error}"
+    );
+    assert_eq!(app.status(&id).await["approvals"], json!([]));
+
+    let named = decide(&app, &id, "upload", ALICE, json!({"version": 2})).await;
+    assert_eq!(named.status(), 202);
+    let approvals = app.status(&id).await["approvals"].clone();
+    assert_eq!(approvals.as_array().unwrap().len(), 1, "{approvals}");
+
+    // The same approval without a version is on version 2 as well: a repeat.
+    let repeat = decide(&app, &id, "upload", ALICE, json!({})).await;
+    assert_eq!(repeat.status(), 200);
+    assert_eq!(app.status(&id).await["approvals"], approvals);
+
+    // Carol names none: hers is on version 2, and makes the quorum.
+    let unnamed = decide(&app, &id, "upload", CAROL, json!({"decision": "approve"})).await;
+    assert_eq!(unnamed.status(), 202);
+    app.idle().await;
+    assert_eq!(app.status(&id).await["stage"], "AwaitingDownloadApproval");
+}
+
 /// Two new versions racing for one change request: exactly one is taken, the other is told the
 /// file moved on; and a change request racing an approval: exactly one is recorded.
 async fn racing_versions_and_decisions_have_one_winner(backend: Backend) {
@@ -725,6 +770,7 @@ crate::on_every_backend!(
     a_new_version_comes_from_the_uploader_when_asked,
     the_uploaders_turn_expires_or_ends_in_a_withdrawal,
     decisions_on_an_earlier_version_no_longer_count,
+    a_decision_names_its_version_or_takes_the_one_under_review,
     private_notes_reach_reviewers_only,
     racing_versions_and_decisions_have_one_winner,
     related_files_show_the_same_bytes_and_the_uploaders_files,

@@ -411,13 +411,11 @@ pub async fn storage_requests(
         .iter()
         .fold(RequestCounts::default(), |sum, step| sum.plus(step));
     let per = |count: u64| count as f64 / w as f64;
-    // The queue counted as the host uses it: one receive per message sent. The in-process
-    // driver's further receives (empty ones, and drain()'s) and its next-visible checks are its
-    // polling, which under Functions is the host's, reported apart.
-    let looks = total
-        .requests(Op::Dequeue)
-        .saturating_sub(total.requests(Op::Enqueue))
-        + total.requests(Op::NextVisible);
+    // The queue counted as the host uses it: one receive per message received (an activity
+    // the driver took straight from its turn was never received). The in-process driver's
+    // empty receives (drain()'s among them) and its next-visible checks are its polling,
+    // which under Functions is the host's, reported apart.
+    let looks = total.driver_looks();
     let per_workflow = per(total.total() - looks);
     report.add(
         Line::new(
@@ -517,7 +515,9 @@ pub async fn idle(backends: &[Backend], profile: &Profile, report: &mut Report) 
 /// (two turns each, as a real rejection; no file is needed for that path).
 async fn preload_finished(app: &InProcessApp, range: std::ops::Range<usize>) -> Result<()> {
     use file_approver::domain::ApprovalStage;
-    use file_approver::workflow::{decision_event, start_for_file, DecisionEvent, FileInput};
+    use file_approver::workflow::{
+        decision_event, start_for_file, DecisionEvent, FileInput, OnVersion,
+    };
     let engine = app.state.files.engine().clone();
     app.run(async move {
         futures::stream::iter(range)
@@ -545,17 +545,20 @@ async fn preload_finished(app: &InProcessApp, range: std::ops::Range<usize>) -> 
                         version: 1,
                     };
                     start_for_file(&engine, &file).await?;
-                    let rejection = decision_event(&DecisionEvent {
-                        stage: ApprovalStage::Upload,
-                        approved: false,
-                        reviewer: "bench".into(),
-                        reviewer_id: None,
-                        comment: None,
-                        decided_time: now,
-                        withdrawal: false,
-                        changes_requested: false,
-                        version: 1,
-                    })?;
+                    let rejection = decision_event(
+                        &DecisionEvent {
+                            stage: ApprovalStage::Upload,
+                            approved: false,
+                            reviewer: "bench".into(),
+                            reviewer_id: None,
+                            comment: None,
+                            decided_time: now,
+                            withdrawal: false,
+                            changes_requested: false,
+                            version: 1,
+                        },
+                        OnVersion::Stated(1),
+                    )?;
                     engine.raise_event(&file.id, rejection).await?;
                     Ok::<_, file_approver::engine::EngineError>(())
                 }

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use file_approver::store::testing::{Op, RequestCounts};
+use file_approver::store::testing::RequestCounts;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE};
 use reqwest::StatusCode;
 use serde_json::json;
@@ -23,11 +23,7 @@ const SMALL_FILE: usize = 4 * 1024;
 
 /// Requests of the whole life, the driver's polling left out (as the `requests` row does).
 fn counted(counts: &RequestCounts) -> u64 {
-    let looks = counts
-        .requests(Op::Dequeue)
-        .saturating_sub(counts.requests(Op::Enqueue))
-        + counts.requests(Op::NextVisible);
-    counts.total() - looks
+    counts.total() - counts.driver_looks()
 }
 
 async fn post(api: &Api, path: &str, who: &str, body: reqwest::Body, kind: &str) -> Result<()> {

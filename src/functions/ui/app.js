@@ -428,8 +428,10 @@ function decisionForm(file, refresh) {
     }
     for (const b of buttons) b.disabled = true;
     try {
-      await api(`/api/files/${file.id}/approvals/${stage}`, { method: "POST",
-        body: text ? { decision, comment: text } : { decision } });
+      // Names the version on screen: if a new one arrived meanwhile, the server refuses.
+      const body = { decision, version: file.version ?? 1 };
+      if (text) body.comment = text;
+      await api(`/api/files/${file.id}/approvals/${stage}`, { method: "POST", body });
       lasting = message("notice", done[decision]);
       await refresh();
     } catch (error) {

@@ -30,7 +30,9 @@ use futures::future::BoxFuture;
 use futures::{FutureExt, Stream};
 
 use crate::store::layer::{Layer, Layered, Op, PutBlobCall};
-use crate::store::{BlobProperties, BlobRead, BoxError, ByteStream, Storage, StoreResult};
+use crate::store::{
+    BlobProperties, BlobRead, BoxError, ByteStream, ReceivedMessage, Storage, StoreResult,
+};
 
 /// How blob calls turn into service requests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,6 +103,7 @@ struct Counters {
     requests: [AtomicU64; OPS],
     bytes_written: AtomicU64,
     bytes_read: AtomicU64,
+    messages_received: AtomicU64,
 }
 
 impl Counters {
@@ -110,6 +113,7 @@ impl Counters {
             requests: std::array::from_fn(|_| AtomicU64::new(0)),
             bytes_written: AtomicU64::new(0),
             bytes_read: AtomicU64::new(0),
+            messages_received: AtomicU64::new(0),
         }
     }
 }
@@ -142,6 +146,7 @@ impl RequestCounter {
             requests: std::array::from_fn(|i| c.requests[i].load(Ordering::Relaxed)),
             bytes_written: c.bytes_written.load(Ordering::Relaxed),
             bytes_read: c.bytes_read.load(Ordering::Relaxed),
+            messages_received: c.messages_received.load(Ordering::Relaxed),
         }
     }
 
@@ -154,6 +159,7 @@ impl RequestCounter {
             requests: std::array::from_fn(|i| c.requests[i].swap(0, Ordering::Relaxed)),
             bytes_written: c.bytes_written.swap(0, Ordering::Relaxed),
             bytes_read: c.bytes_read.swap(0, Ordering::Relaxed),
+            messages_received: c.messages_received.swap(0, Ordering::Relaxed),
         }
     }
 
@@ -176,6 +182,8 @@ pub struct RequestCounts {
     pub bytes_written: u64,
     /// Bytes `get_blob` was asked to return.
     pub bytes_read: u64,
+    /// Messages the receives returned: a receive that returned none was a look.
+    pub messages_received: u64,
 }
 
 impl RequestCounts {
@@ -195,6 +203,15 @@ impl RequestCounts {
         self.requests.iter().sum()
     }
 
+    /// A local work driver's polling: its receives beyond one per message received (the
+    /// empty ones, which the host's queue trigger makes on its own schedule under Functions),
+    /// and its next-visible checks. What a workflow costs is [`RequestCounts::total`] minus
+    /// these.
+    pub fn driver_looks(&self) -> u64 {
+        (self.requests(Op::Dequeue) + self.requests(Op::NextVisible))
+            .saturating_sub(self.messages_received)
+    }
+
     /// The operations that made a request or were called, with their request counts.
     pub fn nonzero(&self) -> impl Iterator<Item = (Op, u64)> + '_ {
         Op::ALL
@@ -210,6 +227,9 @@ impl RequestCounts {
             requests: std::array::from_fn(|i| self.requests[i].saturating_sub(earlier.requests[i])),
             bytes_written: self.bytes_written.saturating_sub(earlier.bytes_written),
             bytes_read: self.bytes_read.saturating_sub(earlier.bytes_read),
+            messages_received: self
+                .messages_received
+                .saturating_sub(earlier.messages_received),
         }
     }
 
@@ -220,6 +240,7 @@ impl RequestCounts {
             requests: std::array::from_fn(|i| self.requests[i] + other.requests[i]),
             bytes_written: self.bytes_written + other.bytes_written,
             bytes_read: self.bytes_read + other.bytes_read,
+            messages_received: self.messages_received + other.messages_received,
         }
     }
 }
@@ -273,6 +294,25 @@ impl Layer for Counting {
     ) -> BoxFuture<'a, StoreResult<T>> {
         self.0.record(op, 1);
         call
+    }
+
+    fn dequeue<'a>(
+        &'a self,
+        _queue: &'a str,
+        call: BoxFuture<'a, StoreResult<Vec<ReceivedMessage>>>,
+    ) -> BoxFuture<'a, StoreResult<Vec<ReceivedMessage>>> {
+        let counter = &self.0;
+        counter.record(Op::Dequeue, 1);
+        call.map(move |result| {
+            if let Ok(messages) = &result {
+                counter
+                    .counters
+                    .messages_received
+                    .fetch_add(messages.len() as u64, Ordering::Relaxed);
+            }
+            result
+        })
+        .boxed()
     }
 
     fn put_blob<'a>(
