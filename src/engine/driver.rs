@@ -111,7 +111,7 @@ impl WorkDriver {
 
     /// Receives and runs work until the process ends. While it runs, it also takes the
     /// activities this process schedules straight from their turns (eager dispatch, see
-    /// [`EagerRunner`]), as long as it has a free slot.
+    /// `EagerRunner` in handle.rs), as long as it has a free slot.
     ///
     /// It is this driver's from the call on (not from the first poll), so work scheduled right
     /// after `tokio::spawn(driver.run())` is taken already.

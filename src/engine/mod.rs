@@ -87,7 +87,10 @@
 //!   message is sent before the turn that asks for it commits (so committed work is never
 //!   unsent) and deleted only after its outcome commits (so work a dead process held comes
 //!   back when the queue's visibility lapses). A message whose turn never committed is
-//!   retried for `EngineOptions::commit_grace`, then dropped.
+//!   retried for `EngineOptions::commit_grace`, then dropped. With a [`WorkDriver`] running in
+//!   the process, an activity's message is sent hidden and the driver is handed the work once
+//!   the turn commits (eager dispatch): no receive, the same guarantees, since the hidden
+//!   message shows if the process dies.
 //! - Nothing polls storage: an idle engine makes no requests; the work queue is read by the
 //!   host's queue trigger, or by a [`WorkDriver`] that sleeps until the next message is due.
 //! - Every query names one partition: listings read the status index, never the instances.
