@@ -255,6 +255,9 @@ pub struct Settings {
     pub sweep_interval_secs: u64,
     /// The queue the workflows' work travels on; under the host, `work/function.json` names it.
     pub work_queue: String,
+    /// Files up to this size are analyzed inside the approval's turn (no work message); 0
+    /// sends every analysis through the work queue.
+    pub inline_analysis_max_bytes: u64,
     /// An approval not given within this many seconds ends the workflow as `Expired`.
     pub approval_timeout_secs: Option<u64>,
     /// The storage time one request may spend before it answers 503.
@@ -293,6 +296,7 @@ impl fmt::Debug for Settings {
             )
             .field("sweep_interval_secs", &self.sweep_interval_secs)
             .field("work_queue", &self.work_queue)
+            .field("inline_analysis_max_bytes", &self.inline_analysis_max_bytes)
             .field("approval_timeout_secs", &self.approval_timeout_secs)
             .field("storage_budget", &self.storage_budget)
             .field("header_read_timeout", &self.header_read_timeout)
@@ -405,6 +409,7 @@ impl Settings {
             },
             sweep_interval_secs: parse_u64("FILE_APPROVER_SWEEP_INTERVAL_SECS", get, 60, 0)?,
             work_queue: work_queue(&get)?,
+            inline_analysis_max_bytes: inline_analysis_max_bytes(get)?,
             approval_timeout_secs: optional_secs(&get, "FILE_APPROVER_APPROVAL_TIMEOUT_SECS")?,
             storage_budget: std::time::Duration::from_millis(parse_u64(
                 "FILE_APPROVER_STORAGE_BUDGET_MS",
@@ -795,6 +800,22 @@ fn parse_bool<'a>(
 fn parse_port(name: &'static str, raw: &str) -> Result<u16, ConfigError> {
     raw.parse::<u16>()
         .map_err(|_| invalid(name, format!("{raw:?} is not a port number (0–65535)")))
+}
+
+/// The largest file analyzed inside its approval's turn by default: one read of at most
+/// this much, tens of milliseconds on Azure. Larger files go through the work queue, so no
+/// request waits for a long analysis.
+pub const DEFAULT_INLINE_ANALYSIS_MAX_BYTES: u64 = 4 * 1024 * 1024;
+
+fn inline_analysis_max_bytes<'a>(
+    get: impl Fn(&str) -> Option<&'a str>,
+) -> Result<u64, ConfigError> {
+    parse_u64(
+        "FILE_APPROVER_INLINE_ANALYSIS_MAX_BYTES",
+        get,
+        DEFAULT_INLINE_ANALYSIS_MAX_BYTES,
+        0,
+    )
 }
 
 fn parse_u64<'a>(

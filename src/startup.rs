@@ -131,6 +131,7 @@ impl Application {
             clock.clone(),
             settings.webhook.clone(),
             scanner(&settings.scan),
+            settings.inline_analysis_max_bytes,
         );
         let engine = Engine::new(
             store.clone(),

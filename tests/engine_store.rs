@@ -77,6 +77,8 @@ engine_tests!(
     an_activity_lost_with_its_process_runs_again_from_its_message_and_completes_once,
     an_activity_scheduled_while_a_driver_runs_is_taken_from_its_turn_without_a_receive,
     an_eagerly_taken_activity_whose_process_dies_comes_back_from_its_hidden_message,
+    an_inline_activity_commits_with_the_turn_that_scheduled_it,
+    an_inline_activity_that_fails_goes_through_the_queue_and_is_retried_there,
     a_storage_outage_during_a_turn_is_transient_and_leaves_the_instance_unchanged,
     an_outcome_that_cannot_be_recorded_leaves_its_message_to_run_again,
     work_read_just_before_its_turn_commits_waits_for_the_commit,
@@ -1080,6 +1082,108 @@ async fn an_eagerly_taken_activity_whose_process_dies_comes_back_from_its_hidden
     assert_eq!(status.custom_status, json!("AwaitingDownloadApproval"));
     let h = status.history.unwrap();
     assert_eq!(count(&h, "TaskScheduled"), 1);
+    assert_eq!(count(&h, "TaskCompleted"), 1);
+}
+
+/// An activity registered to run inline for its input runs inside the turn that schedules it:
+/// the decision's turn commits `TaskScheduled` and `TaskCompleted` together, in one batch, with
+/// no work message; the orchestration is already past it when the decision returns.
+async fn an_inline_activity_commits_with_the_turn_that_scheduled_it(backend: Backend) {
+    let counter = RequestCounter::new(BlobRequestModel::Calls);
+    let runs = Arc::new(AtomicUsize::new(0));
+    let mut inline = registry(counting_analyze(runs.clone()));
+    inline.run_inline_when("Analyze", |input| input["file"] == "small");
+    let engine = engine_on(counter.wrap(backend.store.clone()), &backend, inline).await;
+    engine
+        .start("Approval", "f1", json!({"file": "small"}))
+        .await
+        .unwrap();
+    counter.take();
+    let raised = engine.raise_event("f1", approve("upload")).await.unwrap();
+    let counts = counter.take();
+
+    let RaiseOutcome::Recorded(status) = raised else {
+        panic!("not recorded: {raised:?}")
+    };
+    assert_eq!(status.custom_status, json!("AwaitingDownloadApproval"));
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+    let kinds: Vec<&str> = status
+        .history
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|e| e.kind.type_name())
+        .collect();
+    assert_eq!(
+        kinds[kinds.len() - 6..],
+        [
+            "OrchestratorStarted",
+            "EventRaised",
+            "TaskScheduled",
+            "OrchestratorStarted",
+            "TaskCompleted",
+            "TimerCreated"
+        ]
+    );
+    // One commit (and its index row); the only message is the download deadline's timer.
+    assert_eq!(counts.requests(Op::Batch), 2, "{counts}");
+    assert_eq!(counts.requests(Op::Enqueue), 1, "{counts}");
+    let stored = history(&engine, "f1").await;
+    assert_eq!(count(&stored, "TaskCompleted"), 1);
+
+    // A larger file's activity goes through the queue.
+    engine
+        .start("Approval", "f2", json!({"file": "large"}))
+        .await
+        .unwrap();
+    let raised = engine.raise_event("f2", approve("upload")).await.unwrap();
+    let RaiseOutcome::Recorded(status) = raised else {
+        panic!("not recorded: {raised:?}")
+    };
+    assert_eq!(status.custom_status, json!("Analyzing"));
+    drain(&engine).await;
+    assert_eq!(runs.load(Ordering::SeqCst), 2);
+    assert_eq!(count(&history(&engine, "f2").await, "TaskCompleted"), 1);
+}
+
+/// An inline attempt that fails is forgotten: the turn commits the scheduling alone, the
+/// activity's message goes to the queue, and the queued run's outcome is what history keeps.
+async fn an_inline_activity_that_fails_goes_through_the_queue_and_is_retried_there(
+    backend: Backend,
+) {
+    let runs = Arc::new(AtomicUsize::new(0));
+    let analyze = {
+        let runs = runs.clone();
+        move |input: Value| {
+            let first = runs.fetch_add(1, Ordering::SeqCst) == 0;
+            async move {
+                if first {
+                    return Err(ActivityError::new("storage hiccup"));
+                }
+                Ok(json!({"file": input["file"], "size": 3}))
+            }
+        }
+    };
+    let mut inline = registry(analyze);
+    inline.run_inline_when("Analyze", |_| true);
+    let engine = engine(&backend, inline).await;
+    engine
+        .start("Approval", "f1", json!({"file": "small"}))
+        .await
+        .unwrap();
+    let raised = engine.raise_event("f1", approve("upload")).await.unwrap();
+    let RaiseOutcome::Recorded(status) = raised else {
+        panic!("not recorded: {raised:?}")
+    };
+    assert_eq!(status.custom_status, json!("Analyzing"));
+    drain(&engine).await;
+
+    assert_eq!(runs.load(Ordering::SeqCst), 2);
+    let status = engine.status("f1", true).await.unwrap().unwrap();
+    assert_eq!(status.custom_status, json!("AwaitingDownloadApproval"));
+    let h = status.history.unwrap();
+    assert_eq!(count(&h, "TaskScheduled"), 1);
+    assert_eq!(count(&h, "TaskFailed"), 0);
     assert_eq!(count(&h, "TaskCompleted"), 1);
 }
 

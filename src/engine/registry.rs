@@ -30,11 +30,16 @@ pub type OrchestrationFn = Arc<
 pub type ActivityFn =
     Arc<dyn Fn(Value) -> BoxFuture<'static, Result<Value, ActivityError>> + Send + Sync>;
 
+/// Says, from an activity's input, whether it is short enough to run inside the turn that
+/// schedules it.
+pub type InlineWhen = Arc<dyn Fn(&Value) -> bool + Send + Sync>;
+
 /// The code an engine can run, by name.
 #[derive(Clone, Default)]
 pub struct Registry {
     orchestrations: HashMap<String, OrchestrationFn>,
     activities: HashMap<String, ActivityFn>,
+    inline: HashMap<String, InlineWhen>,
 }
 
 impl Registry {
@@ -63,6 +68,25 @@ impl Registry {
         let f: ActivityFn = Arc::new(move |input| f(input).boxed());
         self.activities.insert(name.to_owned(), f);
         self
+    }
+
+    /// Lets the turn that schedules activity `name` run it at once when `when` says so for its
+    /// input (a local activity, in Temporal's words): the scheduling and the outcome then
+    /// commit together, with no work message. For short work only: the turn (and the request
+    /// that caused it, such as a decision) waits for it. A failed inline attempt is forgotten
+    /// and the activity goes through the work queue as usual.
+    pub fn run_inline_when(
+        &mut self,
+        name: &str,
+        when: impl Fn(&Value) -> bool + Send + Sync + 'static,
+    ) -> &mut Self {
+        self.inline.insert(name.to_owned(), Arc::new(when));
+        self
+    }
+
+    /// Whether activity `name` runs inline for `input`.
+    pub fn runs_inline(&self, name: &str, input: &Value) -> bool {
+        self.inline.get(name).is_some_and(|when| when(input))
     }
 
     pub fn get_orchestration(&self, name: &str) -> Option<&OrchestrationFn> {

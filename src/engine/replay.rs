@@ -18,9 +18,11 @@ use futures::future::LocalBoxFuture;
 use serde_json::Value;
 
 use super::context::{ActionRequest, OrchestrationContext, ReplayState};
-use super::registry::OrchestrationFn;
+use super::registry::{OrchestrationFn, Registry};
 use super::vocabulary::error::OrchestrationError;
-use super::vocabulary::event::{EventKind, HistoryEvent, RuntimeStatus};
+use super::vocabulary::event::{
+    truncate, EventKind, HistoryEvent, RuntimeStatus, MAX_REASON_BYTES,
+};
 use super::vocabulary::instance::OpenTimer;
 
 /// The most bytes of JSON one history row or state-row property may hold. Azure caps a string
@@ -499,4 +501,55 @@ fn is_inbound(kind: &EventKind) -> bool {
             | EventKind::TimerCreated { .. }
             | EventKind::ExecutionCompleted { .. }
     )
+}
+
+/// One attempt of activity `name`, as the history event that records it: a panic or an error
+/// is the attempt's failure, a result too big for a history row too. What the worker runs for
+/// a work message, and a turn for an activity it runs inline.
+pub(super) async fn attempt(
+    registry: &Registry,
+    task_scheduled_id: i64,
+    name: &str,
+    input: Value,
+    now: DateTime<Utc>,
+) -> EventKind {
+    use futures::FutureExt;
+    let outcome = match registry.get_activity(name) {
+        None => Err(format!("no activity named {name:?} is registered")),
+        Some(activity) => {
+            let attempt = catch_unwind(AssertUnwindSafe(|| activity(input)));
+            let outcome = match attempt {
+                Ok(future) => AssertUnwindSafe(future).catch_unwind().await,
+                Err(panic) => Err(panic),
+            };
+            match outcome {
+                Ok(Ok(value)) => Ok(value),
+                Ok(Err(e)) => Err(e.message),
+                Err(_) => Err(format!("activity {name:?} panicked")),
+            }
+        }
+    };
+    match outcome {
+        Ok(result) => {
+            let event = EventKind::TaskCompleted {
+                task_scheduled_id,
+                result,
+            };
+            let size = event_size(&HistoryEvent::new(i64::MAX, now, event.clone()));
+            if size > MAX_EVENT_BYTES {
+                EventKind::TaskFailed {
+                    task_scheduled_id,
+                    reason: format!(
+                        "the result of activity {name:?} is {size} bytes; at most {MAX_EVENT_BYTES} fit in one history row"
+                    ),
+                }
+            } else {
+                event
+            }
+        }
+        Err(reason) => EventKind::TaskFailed {
+            task_scheduled_id,
+            reason: truncate(&reason, MAX_REASON_BYTES),
+        },
+    }
 }

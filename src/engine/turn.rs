@@ -10,7 +10,8 @@ use serde_json::Value;
 use std::sync::Arc;
 
 use super::handle::{EagerRunner, Engine, HandOff, Loaded};
-use super::replay::replay;
+use super::registry::OrchestrationFn;
+use super::replay::{attempt, replay};
 use super::replay::{Action, TurnResult};
 use super::vocabulary::error::EngineError;
 use super::vocabulary::event::{truncate, MAX_REASON_BYTES};
@@ -78,7 +79,7 @@ impl Engine {
             }
             let (ops, committed) = match planned? {
                 Plan::Done(value) => return Ok(Turned::Done(value)),
-                Plan::Turn { inbound } => self.build_turn(instance_id, &loaded, inbound)?,
+                Plan::Turn { inbound } => self.build_turn(instance_id, &loaded, inbound).await?,
                 Plan::Terminate { reason } => {
                     self.build_termination(instance_id, &loaded, reason)?
                 }
@@ -146,7 +147,7 @@ impl Engine {
         }
     }
 
-    fn build_turn(
+    async fn build_turn(
         &self,
         instance_id: &str,
         loaded: &Loaded,
@@ -169,7 +170,9 @@ impl Engine {
             Some(state) => self.clock().now().max(state.status.last_updated_time),
             None => self.clock().now(),
         };
-        let result = replay(orchestration, instance_id, &loaded.history, inbound, now);
+        let result = self
+            .replay_inline(orchestration, instance_id, &loaded.history, inbound, now)
+            .await;
         if let Some(reason) = result.nondeterminism() {
             tracing::error!(instance_id, reason, "instance failed: nondeterminism");
         }
@@ -211,6 +214,80 @@ impl Engine {
                 index,
             },
         ))
+    }
+
+    /// Replays, and then runs at once each activity the replay scheduled that the registry
+    /// lets run inline for its input (`Registry::run_inline_when`), replaying again over their
+    /// outcomes: the turn then commits the scheduling and the outcome together, as the two
+    /// turns the work queue would have taken, with no work message. An inline attempt that
+    /// fails, or finds no free activity slot, leaves its activity to the queue.
+    async fn replay_inline(
+        &self,
+        orchestration: &OrchestrationFn,
+        instance_id: &str,
+        history: &[HistoryEvent],
+        inbound: Vec<EventKind>,
+        now: DateTime<Utc>,
+    ) -> TurnResult {
+        let mut result = replay(orchestration, instance_id, history, inbound, now);
+        let mut seen = history.to_vec();
+        for _ in 0..MAX_INLINE_ROUNDS {
+            if result.runtime_status.is_terminal() {
+                break;
+            }
+            let mut outcomes = Vec::new();
+            let mut queued = Vec::new();
+            for action in std::mem::take(&mut result.actions) {
+                let inline = match &action {
+                    Action::ScheduleActivity {
+                        task_scheduled_id,
+                        name,
+                        input,
+                    } if self.registry().runs_inline(name, input) => {
+                        match self.activity_slots().try_acquire() {
+                            Ok(_slot) => {
+                                let event = attempt(
+                                    self.registry(),
+                                    *task_scheduled_id,
+                                    name,
+                                    input.clone(),
+                                    now,
+                                )
+                                .await;
+                                matches!(event, EventKind::TaskCompleted { .. }).then_some(event)
+                            }
+                            Err(_) => None,
+                        }
+                    }
+                    _ => None,
+                };
+                match inline {
+                    Some(event) => outcomes.push(event),
+                    None => queued.push(action),
+                }
+            }
+            result.actions = queued;
+            if outcomes.is_empty() {
+                break;
+            }
+            // Everything committed before, and everything this turn appended so far.
+            seen.truncate(history.len());
+            seen.extend_from_slice(&result.new_events);
+            let next = replay(orchestration, instance_id, &seen, outcomes, now);
+            let mut new_events = std::mem::take(&mut result.new_events);
+            new_events.extend(next.new_events.iter().cloned());
+            let mut actions = std::mem::take(&mut result.actions);
+            actions.extend(next.actions.iter().cloned());
+            result = TurnResult {
+                new_events,
+                actions,
+                ..next
+            };
+            if result.nondeterminism().is_some() {
+                break;
+            }
+        }
+        result
     }
 
     /// Where the instance is listed after this turn, and the index writes that keeps it so
@@ -325,6 +402,10 @@ impl Engine {
         Ok(ops)
     }
 }
+
+/// How many times one turn runs inline activities and replays over their outcomes (each
+/// round's outcomes may schedule more).
+const MAX_INLINE_ROUNDS: usize = 4;
 
 /// Full-jitter exponential backoff: 2 ms doubling per attempt, capped at 250 ms.
 fn backoff(attempt: u32) -> std::time::Duration {

@@ -16,18 +16,14 @@
 //! message for 10 minutes, a long activity also keeps a standby copy of its message hidden for
 //! less ([`super::Standby`]), so a dead instance's work comes back within about a minute.
 
-use std::panic::AssertUnwindSafe;
-
 use chrono::{DateTime, Duration, Utc};
-use futures::FutureExt;
 use serde_json::Value;
 
 use super::handle::Engine;
 use super::handle::Loaded;
-use super::replay::{event_size, MAX_EVENT_BYTES};
+use super::replay::attempt;
 use super::turn::{Plan, Turned};
 use super::vocabulary::error::EngineError;
-use super::vocabulary::event::{truncate, MAX_REASON_BYTES};
 use super::vocabulary::event::{EventKind, HistoryEvent};
 use super::vocabulary::message::WorkMessage;
 use crate::store::{MessageReceipt, StoreError};
@@ -265,51 +261,16 @@ impl Engine {
         })
     }
 
-    /// One attempt, as the history event that records it: a panic or an error is the attempt's
-    /// failure, a result too big for a history row too.
+    /// One attempt, as the history event that records it (see [`attempt`]).
     async fn attempt(&self, task_scheduled_id: i64, name: &str, input: Value) -> EventKind {
-        let outcome = match self.registry().get_activity(name) {
-            None => Err(format!("no activity named {name:?} is registered")),
-            Some(activity) => {
-                let attempt = std::panic::catch_unwind(AssertUnwindSafe(|| activity(input)));
-                let outcome = match attempt {
-                    Ok(future) => AssertUnwindSafe(future).catch_unwind().await,
-                    Err(panic) => Err(panic),
-                };
-                match outcome {
-                    Ok(Ok(value)) => Ok(value),
-                    Ok(Err(e)) => Err(e.message),
-                    Err(_) => Err(format!("activity {name:?} panicked")),
-                }
-            }
-        };
-        match outcome {
-            Ok(result) => {
-                let event = EventKind::TaskCompleted {
-                    task_scheduled_id,
-                    result,
-                };
-                let size = event_size(&HistoryEvent::new(
-                    i64::MAX,
-                    self.clock().now(),
-                    event.clone(),
-                ));
-                if size > MAX_EVENT_BYTES {
-                    EventKind::TaskFailed {
-                        task_scheduled_id,
-                        reason: format!(
-                            "the result of activity {name:?} is {size} bytes; at most {MAX_EVENT_BYTES} fit in one history row"
-                        ),
-                    }
-                } else {
-                    event
-                }
-            }
-            Err(reason) => EventKind::TaskFailed {
-                task_scheduled_id,
-                reason: truncate(&reason, MAX_REASON_BYTES),
-            },
-        }
+        attempt(
+            self.registry(),
+            task_scheduled_id,
+            name,
+            input,
+            self.clock().now(),
+        )
+        .await
     }
 
     /// Appends an activity's outcome unless the instance no longer waits for it (finished,

@@ -954,6 +954,7 @@ pub fn registry(
     clock: Arc<dyn Clock>,
     webhook: Option<Webhook>,
     scanner: Option<Scanner>,
+    inline_analysis_max_bytes: u64,
 ) -> Registry {
     let mut registry = Registry::new();
     registry.orchestration(ORCHESTRATION, file_approval);
@@ -961,6 +962,14 @@ pub fn registry(
     let analysis_clock = clock.clone();
     registry.activity(ANALYZE_ACTIVITY, move |input| {
         analyze_file(analysing.clone(), analysis_clock.clone(), input)
+    });
+    // A small file's analysis runs inside the approval's turn: the approval answers a few
+    // milliseconds later, already in review, and the workflow saves the work message's trip
+    // (its send, receive and delete) and a turn of its own.
+    registry.run_inline_when(ANALYZE_ACTIVITY, move |input| {
+        input["size"]
+            .as_u64()
+            .is_some_and(|size| size <= inline_analysis_max_bytes)
     });
     let scanning = store.clone();
     registry.activity(SCAN_ACTIVITY, move |input| {

@@ -88,6 +88,12 @@ pub async fn spawn_app_on(backend: Backend, mode: Mode) -> Option<TestApp> {
     .await
 }
 
+/// The setting that sends every analysis through the work queue, as for a file over
+/// `FILE_APPROVER_INLINE_ANALYSIS_MAX_BYTES`: for tests of the queue's path with small files.
+pub fn analysis_through_the_queue() -> (&'static str, String) {
+    ("FILE_APPROVER_INLINE_ANALYSIS_MAX_BYTES", "0".into())
+}
+
 /// Everything a test may vary about the app it starts.
 pub struct Options {
     pub backend: Backend,

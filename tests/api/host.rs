@@ -15,7 +15,9 @@ use file_approver::store::testing::Op;
 use file_approver::store::{ReceivedMessage, Storage};
 use serde_json::Value;
 
-use crate::helpers::{spawn_app_on, spawn_app_with, Backend, Mode, Options, TestApp, ALICE, BOB};
+use crate::helpers::{
+    analysis_through_the_queue, spawn_app_with, Backend, Mode, Options, TestApp, ALICE, BOB,
+};
 use crate::host_protocol::{blob_trigger_payload, invoke_function, invoke_ok, record_binding};
 use file_approver::functions::invocation::host_queue_invocation;
 
@@ -290,7 +292,15 @@ async fn uploaded_and_triggered(app: &TestApp, content: &[u8]) -> String {
 }
 
 async fn golden_path_runs_on_host_invocations_alone(backend: Backend) {
-    let Some(app) = spawn_app_on(backend, Mode::CustomHandler).await else {
+    // The analysis goes through the queue trigger, as a file over the inline limit's would.
+    let Some(app) = spawn_app_with(Options {
+        backend,
+        mode: Mode::CustomHandler,
+        vars: vec![analysis_through_the_queue()],
+        ..Options::default()
+    })
+    .await
+    else {
         return;
     };
     let host = HostQueue::new(&app);
@@ -346,6 +356,7 @@ async fn work_that_keeps_failing_is_poisoned_by_the_host_and_finishes_once_reque
         backend,
         mode: Mode::CustomHandler,
         faults: true,
+        vars: vec![analysis_through_the_queue()],
         ..Options::default()
     })
     .await

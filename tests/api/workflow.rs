@@ -3,7 +3,11 @@
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::helpers::{assert_error, spawn_app_on, Backend, Mode, ALICE, BOB};
+use crate::helpers::{
+    analysis_through_the_queue, assert_error, spawn_app_on, spawn_app_with, Backend, Mode, Options,
+    ALICE, BOB,
+};
+use file_approver::store::testing::Op;
 
 const REPORT: &[u8] = b"quarterly numbers\nrevenue up\nno surprises\n";
 
@@ -202,7 +206,13 @@ async fn files_are_listed_by_stage(backend: Backend) {
 /// While the app itself works on a file, its status says when to look again; while a person
 /// has to act, it says nothing (clients then back off on their own).
 async fn the_status_gives_a_polling_hint_only_while_the_app_is_working(backend: Backend) {
-    let Some(app) = spawn_app_on(backend, Mode::Local).await else {
+    let Some(app) = spawn_app_with(Options {
+        backend,
+        vars: vec![analysis_through_the_queue()],
+        ..Options::default()
+    })
+    .await
+    else {
         return;
     };
     let id = app.upload_ok("a.txt", b"a").await;
@@ -226,7 +236,45 @@ async fn the_status_gives_a_polling_hint_only_while_the_app_is_working(backend: 
     assert_eq!(hint(&analysed), None, "AwaitingDownloadApproval");
 }
 
+/// A file up to `FILE_APPROVER_INLINE_ANALYSIS_MAX_BYTES` is analyzed inside its upload
+/// approval: the approval answers in review, with the analysis, and no work message was sent.
+/// A larger one is analyzed through the work queue.
+async fn a_small_files_analysis_runs_inside_its_approval(backend: Backend) {
+    let Some(app) = spawn_app_with(Options {
+        backend,
+        vars: vec![("FILE_APPROVER_INLINE_ANALYSIS_MAX_BYTES", "64".into())],
+        count_requests: true,
+        ..Options::default()
+    })
+    .await
+    else {
+        return;
+    };
+    let counter = app.requests.clone().expect("counted");
+    let small = app.upload_ok("small.txt", REPORT).await;
+    app.idle().await;
+    counter.take();
+    let approved = app.approve(&small, "upload", Some(ALICE), None).await;
+    assert_eq!(approved.status(), 202);
+    let body: Value = approved.json().await.unwrap();
+    let counts = counter.take();
+    assert_eq!(body["stage"], "AwaitingDownloadApproval", "{body}");
+    assert_eq!(body["analysis"]["lineCount"], 3, "{body}");
+    assert_eq!(counts.requests(Op::Enqueue), 0, "{counts}");
+    assert_eq!(counts.requests(Op::DeleteMessage), 0, "{counts}");
+
+    let large = app.upload_ok("large.txt", &[b'x'; 65]).await;
+    app.approve_ok(&large, "upload", ALICE).await;
+    assert_eq!(app.status(&large).await["stage"], "Analyzing");
+    app.idle().await;
+    assert_eq!(
+        app.status(&large).await["stage"],
+        "AwaitingDownloadApproval"
+    );
+}
+
 crate::on_every_backend!(
+    a_small_files_analysis_runs_inside_its_approval,
     the_status_gives_a_polling_hint_only_while_the_app_is_working,
     golden_path_ends_with_a_working_download_link,
     rejected_upload_ends_the_workflow_and_refuses_download,
