@@ -331,11 +331,7 @@ async fn engine_with_quick_standby(
 
 /// Takes the queue's visible messages as the Functions host does: hidden for 10 minutes.
 async fn host_takes(backend: &Backend) -> Vec<file_approver::store::ReceivedMessage> {
-    backend
-        .store
-        .dequeue(&backend.queue, 32, std::time::Duration::from_secs(600))
-        .await
-        .unwrap()
+    receive(backend, 600).await
 }
 
 /// Lets a message hidden for `secs` show again: the test's clock on the embedded store, the
@@ -364,6 +360,20 @@ async fn drain(engine: &Engine) {
     WorkDriver::new(engine.clone(), DriverOptions::default())
         .drain()
         .await;
+}
+
+/// Receives every visible message of the backend's work queue (up to 32), hiding them for
+/// `hide_secs`, as a worker would.
+async fn receive(backend: &Backend, hide_secs: u64) -> Vec<file_approver::store::ReceivedMessage> {
+    backend
+        .store
+        .dequeue(
+            &backend.queue,
+            32,
+            std::time::Duration::from_secs(hide_secs),
+        )
+        .await
+        .expect("receive")
 }
 
 /// Delivers `message` again, as the queue does after a worker died or failed with it.
@@ -1024,11 +1034,7 @@ async fn an_activity_scheduled_while_a_driver_runs_is_taken_from_its_turn_withou
     if backend.queue_follows_clock {
         // Past its hiding: it was deleted, not merely hidden.
         backend.clock.advance(Duration::seconds(61));
-        let left = backend
-            .store
-            .dequeue(&backend.queue, 32, std::time::Duration::from_secs(60))
-            .await
-            .unwrap();
+        let left = receive(&backend, 60).await;
         assert!(left.is_empty(), "{left:?}");
     }
 }
@@ -1205,11 +1211,7 @@ async fn an_activity_lost_with_its_process_runs_again_from_its_message_and_compl
         .unwrap();
     stuck.raise_event("f1", approve("upload")).await.unwrap();
     // The dying process takes the message, and never finishes with it.
-    let taken = backend
-        .store
-        .dequeue(&backend.queue, 32, std::time::Duration::from_secs(60))
-        .await
-        .unwrap();
+    let taken = receive(&backend, 60).await;
     assert_eq!(taken.len(), 1);
     let message = WorkMessage::parse(&taken[0].text).unwrap();
     assert!(matches!(message, WorkMessage::Activity { ref instance, .. } if instance == "f1"));
@@ -1277,12 +1279,7 @@ async fn an_outcome_that_cannot_be_recorded_leaves_its_message_to_run_again(back
     let (faulty, engine) = faulty_engine(&backend, registry(counting_analyze(runs.clone()))).await;
     engine.start("Approval", "f1", json!({})).await.unwrap();
     engine.raise_event("f1", approve("upload")).await.unwrap();
-    let message = backend
-        .store
-        .dequeue(&backend.queue, 32, std::time::Duration::from_secs(60))
-        .await
-        .unwrap()
-        .remove(0);
+    let message = receive(&backend, 60).await.remove(0);
 
     faulty.fail_next_on(Op::Batch, &backend.table, 1);
     let failed = engine
@@ -1373,11 +1370,7 @@ async fn deadline_timers_fire_when_their_message_comes_due(backend: Backend) {
     // worker waiting for it makes no request.
     backend.clock.advance(Duration::hours(23));
     let requests = faulty.requests();
-    let taken = backend
-        .store
-        .dequeue(&backend.queue, 32, std::time::Duration::from_secs(30))
-        .await
-        .unwrap();
+    let taken = receive(&backend, 30).await;
     assert!(taken.is_empty(), "the deadline is not due yet: {taken:?}");
     assert_eq!(
         faulty.requests(),
@@ -1899,11 +1892,7 @@ async fn work_sent_by_a_turn_that_never_committed_is_retried_then_dropped(backen
         failed.as_ref().is_err_and(EngineError::is_transient),
         "{failed:?}"
     );
-    let orphan = backend
-        .store
-        .dequeue(&backend.queue, 32, std::time::Duration::from_secs(60))
-        .await
-        .unwrap();
+    let orphan = receive(&backend, 60).await;
     assert_eq!(orphan.len(), 1, "the work went out before the commit");
     let orphan = &orphan[0];
 
@@ -2056,11 +2045,7 @@ async fn a_message_received_too_often_goes_to_the_poison_queue(backend: Backend)
         .unwrap();
     assert_eq!(poisoned.len(), 1);
     assert!(poisoned[0].text.contains("never-committed"));
-    let left = backend
-        .store
-        .dequeue(&backend.queue, 32, std::time::Duration::from_secs(30))
-        .await
-        .unwrap();
+    let left = receive(&backend, 30).await;
     assert!(left.is_empty(), "{left:?}");
 }
 
