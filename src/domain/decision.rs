@@ -70,8 +70,23 @@ struct Body {
     version: Option<u32>,
 }
 
+/// A whole number as JSON Schema's `integer` takes it: `2` and `2.0` alike.
 fn present_u32<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
-    u32::deserialize(d).map(Some)
+    let number = serde_json::Number::deserialize(d)?;
+    let whole = number.as_u64().or_else(|| {
+        number
+            .as_f64()
+            .filter(|f| f.fract() == 0.0 && *f >= 0.0 && *f <= f64::from(u32::MAX))
+            .map(|f| f as u64)
+    });
+    whole
+        .and_then(|n| u32::try_from(n).ok())
+        .map(Some)
+        .ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "\"version\" must be a whole number from 1, not {number}"
+            ))
+        })
 }
 
 fn present_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
@@ -166,6 +181,31 @@ mod tests {
         // A JSON null is no fields at all, like an empty body (not `"approved": null`).
         assert!(Decision::parse(b"null").unwrap().approves());
         assert!(Decision::parse(br#"{"approved": null}"#).is_err());
+    }
+
+    #[test]
+    fn a_version_is_a_whole_number_from_one() {
+        for (body, version) in [
+            (r#"{"version": 2}"#, Some(2)),
+            (r#"{"version": 2.0}"#, Some(2)),
+            (r#"{}"#, None),
+        ] {
+            assert_eq!(
+                Decision::parse(body.as_bytes()).unwrap().version,
+                version,
+                "{body}"
+            );
+        }
+        for body in [
+            r#"{"version": 0}"#,
+            r#"{"version": 1.5}"#,
+            r#"{"version": -1}"#,
+            r#"{"version": 4294967296}"#,
+            r#"{"version": "2"}"#,
+            r#"{"version": null}"#,
+        ] {
+            assert!(Decision::parse(body.as_bytes()).is_err(), "{body}");
+        }
     }
 
     #[test]
