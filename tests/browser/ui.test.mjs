@@ -268,6 +268,27 @@ async function fileAt(stage, name) {
   return id;
 }
 
+uiTest("a decision on a version replaced meanwhile is refused in words and the new version shown", async () => {
+  const id = await fileAt("SecondVersion", "replaced-while-open.txt");
+  const alice = await personWith(ALICE);
+  await alice.page.goto(`${base}/api/ui/#/files/${id}`);
+  await alice.page.locator("#versions").getByText("2 (current)").waitFor();
+  // While Alice looks at version 2, Bob sends it back and its uploader sends version 3.
+  await apiAs(BOB, `/api/files/${id}/approvals/upload`, { method: "POST", type: "application/json",
+    body: { decision: "requestChanges", comment: "one more table" } });
+  await untilStage(id, "ChangesRequested");
+  await apiAs(UPLOADER, `/api/files/${id}/versions`, { method: "POST", type: "text/plain", body: "version three\n" });
+  await untilStage(id, "AwaitingUploadApproval");
+
+  await alice.page.getByRole("button", { name: "Approve upload" }).click();
+  await alice.page.getByRole("alert").getByText("A new version arrived while you were deciding on version 2").waitFor();
+  await alice.page.locator("#versions").getByText("3 (current)").waitFor();
+  const status = await apiAs(ALICE, `/api/files/${id}`);
+  assert.equal(status.version, 3);
+  assert.deepEqual(status.approvals, []);
+  await alice.context.close();
+});
+
 uiTest("every view fits every width from 320 px and has no serious accessibility violation", async () => {
   const files = {};
   for (const stage of ["AwaitingUploadApproval", "AwaitingDownloadApproval", "Approved", "Rejected", "ChangesRequested", "SecondVersion"]) {

@@ -435,6 +435,12 @@ function decisionForm(file, refresh) {
       lasting = message("notice", done[decision]);
       await refresh();
     } catch (error) {
+      // Still awaiting this decision, but on another version: the one on screen was replaced.
+      if (error.code === "WrongStage" && error.currentStage === file.stage) {
+        lasting = message("error", `A new version arrived while you were deciding on version ${file.version ?? 1}: nothing was recorded. This is the version under review now.`);
+        await refresh();
+        return;
+      }
       result.replaceChildren(message("error", explain(error)));
       for (const b of buttons) b.disabled = false;
     }
