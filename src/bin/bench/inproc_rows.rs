@@ -417,13 +417,22 @@ pub async fn storage_requests(
     // which under Functions is the host's, reported apart.
     let looks = total.driver_looks();
     let per_workflow = per(total.total() - looks);
+    // Issue 26 counts the workflow as it stood before the content-safety gate, the gate's
+    // steps apart: the snapshot that pins the bytes, and every insert but the open-upload
+    // record's (the related-files row the analysis writes, the download link's audit row).
+    let gate =
+        total.requests(Op::SnapshotBlob) + total.requests(Op::Insert).saturating_sub(w as u64);
+    let before_gate = per(total.total() - looks - gate);
     report.add(
         Line::new(
             format!("storage requests per workflow, {} (n={w})", backend.name),
-            format!("{per_workflow:.1} (+ {:.1} driver looks)", per(looks)),
+            format!(
+                "{per_workflow:.1} (+ {:.1} driver looks); {before_gate:.1} before the gate",
+                per(looks)
+            ),
         )
         .baseline("Durable Functions ~20–30 (anchor, on paper)")
-        .target("≤ 12", per_workflow <= 12.0),
+        .target("≤ 12 before the gate", before_gate <= 12.0),
     );
     let by_op: Vec<String> = Op::ALL
         .into_iter()
