@@ -380,6 +380,21 @@ fn changes_requested_then_a_new_version_from_the_command_line(backend: Backend) 
     assert!(!output.status.success());
     let error: Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(error["error"]["code"], "WrongStage");
+
+    // A decision on the version the reviewer saw, once another is under review, is refused.
+    let stale = app.run(
+        Some(ALICE),
+        &["--json", "approve", &id, "upload", "--of-version", "1"],
+    );
+    assert!(!stale.status.success());
+    let error: Value = serde_json::from_slice(&stale.stdout).unwrap();
+    assert_eq!(error["error"]["code"], "WrongStage", "{error}");
+    let approved = app.json(
+        Some(ALICE),
+        &["approve", &id, "upload", "--of-version", "2"],
+    );
+    assert_eq!(approved["version"], 2);
+    assert_eq!(approved["approvals"].as_array().unwrap().len(), 1);
 }
 
 fn a_revoked_file_can_no_longer_be_downloaded(backend: Backend) {

@@ -99,6 +99,9 @@ enum Command {
         stage: StageArg,
         #[arg(long)]
         comment: Option<String>,
+        /// The version you reviewed (`status` prints it): refused if another is under review.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+        of_version: Option<u32>,
     },
     /// Reject a stage of a file; the comment says why.
     Reject {
@@ -106,6 +109,9 @@ enum Command {
         stage: StageArg,
         #[arg(long)]
         comment: String,
+        /// The version you reviewed (`status` prints it): refused if another is under review.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+        of_version: Option<u32>,
     },
     /// Send a file back to its uploader for a new version; the comment says what to change.
     RequestChanges {
@@ -113,6 +119,9 @@ enum Command {
         stage: StageArg,
         #[arg(long)]
         comment: String,
+        /// The version you reviewed (`status` prints it): refused if another is under review.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+        of_version: Option<u32>,
     },
     /// As the uploader, send a new version of a file whose reviewer asked for changes.
     NewVersion {
@@ -239,17 +248,32 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             }
             out.listing(&json!({ "files": files }));
         }
-        Command::Approve { id, stage, comment } => {
+        Command::Approve {
+            id,
+            stage,
+            comment,
+            of_version,
+        } => {
             let body = json!({ "approved": true, "comment": comment });
-            out.status(&decide(&api, &id, stage, &body).await?);
+            out.status(&decide(&api, &id, stage, body, of_version).await?);
         }
-        Command::Reject { id, stage, comment } => {
+        Command::Reject {
+            id,
+            stage,
+            comment,
+            of_version,
+        } => {
             let body = json!({ "approved": false, "comment": comment });
-            out.status(&decide(&api, &id, stage, &body).await?);
+            out.status(&decide(&api, &id, stage, body, of_version).await?);
         }
-        Command::RequestChanges { id, stage, comment } => {
+        Command::RequestChanges {
+            id,
+            stage,
+            comment,
+            of_version,
+        } => {
             let body = json!({ "decision": "requestChanges", "comment": comment });
-            out.status(&decide(&api, &id, stage, &body).await?);
+            out.status(&decide(&api, &id, stage, body, of_version).await?);
         }
         Command::NewVersion {
             id,
@@ -301,11 +325,20 @@ fn file_id(id: &str) -> Result<String, CliError> {
         })
 }
 
-async fn decide(api: &Api, id: &str, stage: StageArg, body: &Value) -> Result<Value, CliError> {
+async fn decide(
+    api: &Api,
+    id: &str,
+    stage: StageArg,
+    mut body: Value,
+    of_version: Option<u32>,
+) -> Result<Value, CliError> {
     let stage = ApprovalStage::from(stage);
+    if let Some(version) = of_version {
+        body["version"] = Value::from(version);
+    }
     api.post_json(
         &format!("/api/files/{}/approvals/{}", file_id(id)?, stage.as_str()),
-        body,
+        &body,
     )
     .await
 }
