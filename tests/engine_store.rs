@@ -79,6 +79,7 @@ engine_tests!(
     an_eagerly_taken_activity_whose_process_dies_comes_back_from_its_hidden_message,
     an_inline_activity_commits_with_the_turn_that_scheduled_it,
     an_inline_activity_that_fails_goes_through_the_queue_and_is_retried_there,
+    an_inline_outcome_that_would_finish_the_instance_with_work_unsent_waits_for_the_queue,
     a_storage_outage_during_a_turn_is_transient_and_leaves_the_instance_unchanged,
     an_outcome_that_cannot_be_recorded_leaves_its_message_to_run_again,
     work_read_just_before_its_turn_commits_waits_for_the_commit,
@@ -1191,6 +1192,51 @@ async fn an_inline_activity_that_fails_goes_through_the_queue_and_is_retried_the
     assert_eq!(count(&h, "TaskScheduled"), 1);
     assert_eq!(count(&h, "TaskFailed"), 0);
     assert_eq!(count(&h, "TaskCompleted"), 1);
+}
+
+/// An orchestration that ends on the first of two activities (the other never awaited): had
+/// the inline one's outcome been merged, the instance would finish in the very turn that
+/// scheduled the other, and a finished instance sends no work, so the other would never be
+/// sent. The outcome is not merged: both go through the queue, as without inline running.
+async fn an_inline_outcome_that_would_finish_the_instance_with_work_unsent_waits_for_the_queue(
+    backend: Backend,
+) {
+    let counter = RequestCounter::new(BlobRequestModel::Calls);
+    let runs = Arc::new(AtomicUsize::new(0));
+    let mut registry = registry(counting_analyze(runs.clone()));
+    registry
+        .orchestration(
+            "FirstOfTwo",
+            |ctx: OrchestrationContext, input: Value| async move {
+                let analysis =
+                    ctx.call_activity::<_, Value>("Analyze", &input, RetryPolicy::none());
+                let double = ctx.call_activity::<_, Value>("Double", &2, RetryPolicy::none());
+                let first = futures::future::select(Box::pin(analysis), Box::pin(double)).await;
+                Ok(match first {
+                    futures::future::Either::Left((analysis, _)) => analysis?,
+                    futures::future::Either::Right((doubled, _)) => doubled?,
+                })
+            },
+        )
+        .run_inline_when("Analyze", |_| true);
+    let engine = engine_on(counter.wrap(backend.store.clone()), &backend, registry).await;
+    counter.take();
+    let started = engine
+        .start("FirstOfTwo", "f1", json!({"file": "small"}))
+        .await
+        .unwrap();
+    let counts = counter.take();
+    let StartOutcome::Started(status) = started else {
+        panic!("not started")
+    };
+    assert_eq!(status.runtime_status, RuntimeStatus::Running);
+    assert_eq!(runs.load(Ordering::SeqCst), 1, "the inline attempt ran");
+    assert_eq!(count(status.history.as_ref().unwrap(), "TaskCompleted"), 0);
+    assert_eq!(counts.requests(Op::Enqueue), 2, "both sent: {counts}");
+
+    drain(&engine).await;
+    let status = engine.status("f1", true).await.unwrap().unwrap();
+    assert_eq!(status.runtime_status, RuntimeStatus::Completed);
 }
 
 async fn an_activity_lost_with_its_process_runs_again_from_its_message_and_completes_once(

@@ -3,11 +3,10 @@
 //! the state row in one ETag-guarded batch, retrying on a lost race.
 
 use std::hash::{BuildHasher, Hasher};
+use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
 use serde_json::Value;
-
-use std::sync::Arc;
 
 use super::handle::{EagerRunner, Engine, HandOff, Loaded};
 use super::registry::OrchestrationFn;
@@ -237,6 +236,7 @@ impl Engine {
             }
             let mut outcomes = Vec::new();
             let mut queued = Vec::new();
+            let mut inlined = Vec::new();
             for action in std::mem::take(&mut result.actions) {
                 let inline = match &action {
                     Action::ScheduleActivity {
@@ -262,18 +262,29 @@ impl Engine {
                     _ => None,
                 };
                 match inline {
-                    Some(event) => outcomes.push(event),
+                    Some(event) => {
+                        outcomes.push(event);
+                        inlined.push(action);
+                    }
                     None => queued.push(action),
                 }
             }
-            result.actions = queued;
             if outcomes.is_empty() {
+                result.actions = queued;
                 break;
             }
             // Everything committed before, and everything this turn appended so far.
             seen.truncate(history.len());
             seen.extend_from_slice(&result.new_events);
             let next = replay(orchestration, instance_id, &seen, outcomes, now);
+            if next.runtime_status.is_terminal() && !queued.is_empty() {
+                // A finished instance sends no work: the work this turn queued would be lost.
+                // The outcomes wait for their own turn instead, through the queue.
+                queued.extend(inlined);
+                result.actions = queued;
+                break;
+            }
+            result.actions = queued;
             let mut new_events = std::mem::take(&mut result.new_events);
             new_events.extend(next.new_events.iter().cloned());
             let mut actions = std::mem::take(&mut result.actions);
