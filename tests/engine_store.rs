@@ -356,6 +356,14 @@ async fn faulty_engine(backend: &Backend, registry: Registry) -> (Arc<FaultyStor
     (faulty, engine)
 }
 
+/// The status after a raise that must have been recorded.
+fn recorded(outcome: RaiseOutcome) -> file_approver::engine::InstanceStatus {
+    match outcome {
+        RaiseOutcome::Recorded(status) => status,
+        other => panic!("not recorded: {other:?}"),
+    }
+}
+
 /// Runs `engine`'s work queue until nothing visible is left.
 async fn drain(engine: &Engine) {
     WorkDriver::new(engine.clone(), DriverOptions::default())
@@ -716,10 +724,10 @@ async fn a_stamp_completes_the_event_from_the_state_the_turn_commits_on(backend:
                 .iter()
                 .filter(|e| matches!(&e.kind, EventKind::EventRaised { .. }))
                 .count();
-            Stamped {
+            Ok(Stamped {
                 event_id: format!("note-{seen}"),
                 payload: json!({ "seen": seen }),
-            }
+            })
         },
     ));
     let stamped = || RaiseEvent {
@@ -752,9 +760,11 @@ async fn a_stamp_completes_the_event_from_the_state_the_turn_commits_on(backend:
 
     // A stamp that names an event already recorded is a repeat: nothing changes.
     let again = EventStamp(Arc::new(
-        |_status: &file_approver::engine::InstanceStatus, _history: &[HistoryEvent]| Stamped {
-            event_id: "note-0".into(),
-            payload: json!({"seen": 0}),
+        |_status: &file_approver::engine::InstanceStatus, _history: &[HistoryEvent]| {
+            Ok(Stamped {
+                event_id: "note-0".into(),
+                payload: json!({"seen": 0}),
+            })
         },
     ));
     let repeat = a
@@ -1106,12 +1116,9 @@ async fn an_inline_activity_commits_with_the_turn_that_scheduled_it(backend: Bac
         .await
         .unwrap();
     counter.take();
-    let raised = engine.raise_event("f1", approve("upload")).await.unwrap();
+    let status = recorded(engine.raise_event("f1", approve("upload")).await.unwrap());
     let counts = counter.take();
 
-    let RaiseOutcome::Recorded(status) = raised else {
-        panic!("not recorded: {raised:?}")
-    };
     assert_eq!(status.custom_status, json!("AwaitingDownloadApproval"));
     assert_eq!(runs.load(Ordering::SeqCst), 1);
     let kinds: Vec<&str> = status
@@ -1143,10 +1150,7 @@ async fn an_inline_activity_commits_with_the_turn_that_scheduled_it(backend: Bac
         .start("Approval", "f2", json!({"file": "large"}))
         .await
         .unwrap();
-    let raised = engine.raise_event("f2", approve("upload")).await.unwrap();
-    let RaiseOutcome::Recorded(status) = raised else {
-        panic!("not recorded: {raised:?}")
-    };
+    let status = recorded(engine.raise_event("f2", approve("upload")).await.unwrap());
     assert_eq!(status.custom_status, json!("Analyzing"));
     drain(&engine).await;
     assert_eq!(runs.load(Ordering::SeqCst), 2);
@@ -1178,10 +1182,7 @@ async fn an_inline_activity_that_fails_goes_through_the_queue_and_is_retried_the
         .start("Approval", "f1", json!({"file": "small"}))
         .await
         .unwrap();
-    let raised = engine.raise_event("f1", approve("upload")).await.unwrap();
-    let RaiseOutcome::Recorded(status) = raised else {
-        panic!("not recorded: {raised:?}")
-    };
+    let status = recorded(engine.raise_event("f1", approve("upload")).await.unwrap());
     assert_eq!(status.custom_status, json!("Analyzing"));
     drain(&engine).await;
 

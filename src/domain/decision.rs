@@ -66,21 +66,22 @@ struct Body {
     #[serde(default, deserialize_with = "present_string")]
     decision: Option<String>,
     comment: Option<String>,
-    #[serde(default, deserialize_with = "present_u32")]
+    #[serde(default, deserialize_with = "present_version")]
     version: Option<u32>,
 }
 
-/// A whole number as JSON Schema's `integer` takes it: `2` and `2.0` alike.
-fn present_u32<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+/// A version number from 1, as JSON Schema's `integer` takes it: `2` and `2.0` alike.
+fn present_version<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
     let number = serde_json::Number::deserialize(d)?;
     let whole = number.as_u64().or_else(|| {
         number
             .as_f64()
-            .filter(|f| f.fract() == 0.0 && *f >= 0.0 && *f <= f64::from(u32::MAX))
+            .filter(|f| f.fract() == 0.0 && *f >= 1.0 && *f <= f64::from(u32::MAX))
             .map(|f| f as u64)
     });
     whole
         .and_then(|n| u32::try_from(n).ok())
+        .filter(|n| *n >= 1)
         .map(Some)
         .ok_or_else(|| {
             serde::de::Error::custom(format!(
@@ -143,11 +144,6 @@ impl Decision {
             (Some(false), None) => Verdict::Reject,
             (Some(true) | None, None) => Verdict::Approve,
         };
-        if parsed.version == Some(0) {
-            return Err(DecisionError::Malformed(
-                "\"version\" counts from 1 (FileStatus `version`)".into(),
-            ));
-        }
         Ok(Decision {
             verdict,
             comment,

@@ -54,8 +54,10 @@ pub struct Stamped {
 }
 
 /// The completion inside an [`EventStamp`]: the instance's status (without history) and its
-/// history, both borrowed from the turn's load. It must be a pure function of them.
-pub type StampFn = dyn Fn(&InstanceStatus, &[HistoryEvent]) -> Stamped + Send + Sync;
+/// history, both borrowed from the turn's load. It must be a pure function of them; an error
+/// fails the raise and records nothing.
+pub type StampFn =
+    dyn Fn(&InstanceStatus, &[HistoryEvent]) -> Result<Stamped, EngineError> + Send + Sync;
 
 /// Lets an event carry what only the instance knows at the moment it is recorded (a decision
 /// names the version under review) without the caller reading the instance first: the turn
@@ -211,7 +213,11 @@ impl Engine {
                 let Some(state) = loaded.state() else {
                     return Err(EngineError::InstanceNotFound(instance_id.to_owned()));
                 };
-                let stamped = event.stamp.as_ref().map(|stamp| (stamp.0)(&state.status, &loaded.history));
+                let stamped = event
+                    .stamp
+                    .as_ref()
+                    .map(|stamp| (stamp.0)(&state.status, &loaded.history))
+                    .transpose()?;
                 let (event_id, payload) = match &stamped {
                     Some(stamped) => (&stamped.event_id, &stamped.payload),
                     None => (&event.event_id, &event.payload),

@@ -234,36 +234,11 @@ impl Engine {
             if result.runtime_status.is_terminal() {
                 break;
             }
-            let mut outcomes = Vec::new();
-            let mut queued = Vec::new();
-            let mut inlined = Vec::new();
+            let (mut queued, mut inlined, mut outcomes) = (Vec::new(), Vec::new(), Vec::new());
             for action in std::mem::take(&mut result.actions) {
-                let inline = match &action {
-                    Action::ScheduleActivity {
-                        task_scheduled_id,
-                        name,
-                        input,
-                    } if self.registry().runs_inline(name, input) => {
-                        match self.activity_slots().try_acquire() {
-                            Ok(_slot) => {
-                                let event = attempt(
-                                    self.registry(),
-                                    *task_scheduled_id,
-                                    name,
-                                    input.clone(),
-                                    now,
-                                )
-                                .await;
-                                matches!(event, EventKind::TaskCompleted { .. }).then_some(event)
-                            }
-                            Err(_) => None,
-                        }
-                    }
-                    _ => None,
-                };
-                match inline {
-                    Some(event) => {
-                        outcomes.push(event);
+                match self.run_inline(&action, now).await {
+                    Some(outcome) => {
+                        outcomes.push(outcome);
                         inlined.push(action);
                     }
                     None => queued.push(action),
@@ -276,29 +251,52 @@ impl Engine {
             // Everything committed before, and everything this turn appended so far.
             seen.truncate(history.len());
             seen.extend_from_slice(&result.new_events);
-            let next = replay(orchestration, instance_id, &seen, outcomes, now);
+            let mut next = replay(orchestration, instance_id, &seen, outcomes, now);
             if next.runtime_status.is_terminal() && !queued.is_empty() {
                 // A finished instance sends no work: the work this turn queued would be lost.
                 // The outcomes wait for their own turn instead, through the queue.
-                queued.extend(inlined);
+                queued.append(&mut inlined);
                 result.actions = queued;
                 break;
             }
-            result.actions = queued;
-            let mut new_events = std::mem::take(&mut result.new_events);
-            new_events.extend(next.new_events.iter().cloned());
-            let mut actions = std::mem::take(&mut result.actions);
-            actions.extend(next.actions.iter().cloned());
-            result = TurnResult {
-                new_events,
-                actions,
-                ..next
-            };
+            // The two replays as one turn: both's events, the work neither ran.
+            result.new_events.append(&mut next.new_events);
+            queued.append(&mut next.actions);
+            next.new_events = std::mem::take(&mut result.new_events);
+            next.actions = queued;
+            result = next;
             if result.nondeterminism().is_some() {
                 break;
             }
         }
         result
+    }
+
+    /// Runs `action` at once when it is an activity the registry lets run inline for its input
+    /// and an activity slot is free: its outcome, or `None` (not inline, no slot, or failed)
+    /// to leave it to the queue.
+    async fn run_inline(&self, action: &Action, now: DateTime<Utc>) -> Option<EventKind> {
+        let Action::ScheduleActivity {
+            task_scheduled_id,
+            name,
+            input,
+        } = action
+        else {
+            return None;
+        };
+        if !self.registry().runs_inline(name, input) {
+            return None;
+        }
+        let _slot = self.activity_slots().try_acquire().ok()?;
+        let outcome = attempt(
+            self.registry(),
+            *task_scheduled_id,
+            name,
+            input.clone(),
+            now,
+        )
+        .await;
+        matches!(outcome, EventKind::TaskCompleted { .. }).then_some(outcome)
     }
 
     /// Where the instance is listed after this turn, and the index writes that keeps it so

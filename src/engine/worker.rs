@@ -235,7 +235,7 @@ impl Engine {
             // The permit bounds how many activities run here at once; it is not held while the
             // outcome is written.
             let _slot = self.activity_slots().acquire().await.ok();
-            self.attempt(task, &name, input).await
+            attempt(self.registry(), task, &name, input, self.clock().now()).await
         };
         let copy = std::sync::Mutex::new(None);
         let event = match standby {
@@ -259,18 +259,6 @@ impl Engine {
         } else {
             Executed::Dropped("already done")
         })
-    }
-
-    /// One attempt, as the history event that records it (see [`attempt`]).
-    async fn attempt(&self, task_scheduled_id: i64, name: &str, input: Value) -> EventKind {
-        attempt(
-            self.registry(),
-            task_scheduled_id,
-            name,
-            input,
-            self.clock().now(),
-        )
-        .await
     }
 
     /// Appends an activity's outcome unless the instance no longer waits for it (finished,

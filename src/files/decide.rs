@@ -50,12 +50,10 @@ impl Files {
             decided_time: self.clock.now(),
             withdrawal: false,
             changes_requested: decision.verdict == Verdict::RequestChanges,
-            version: decision.version.unwrap_or(1),
+            // Replaced by the version `decision_event` is told to put it on.
+            version: 1,
         };
-        let on = match decision.version {
-            Some(version) => OnVersion::Stated(version),
-            None => OnVersion::UnderReview,
-        };
+        let on = OnVersion::from(decision.version);
         let verdict = decision.verdict.as_str();
         let outcome = self
             .engine

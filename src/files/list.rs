@@ -77,7 +77,7 @@ impl Files {
         }
         Ok(FilePage {
             files,
-            continuation: position.map(|p| hex::encode(p.as_bytes())),
+            continuation: super::related::token_of(position),
         })
     }
 

@@ -12,6 +12,9 @@ use crate::workflow::related::{self, RELATED_TABLE};
 /// How many files one page of a list holds.
 const PAGE: u32 = 10;
 
+/// Files read at once for a page: about one round trip per this many files.
+const READS_IN_FLIGHT: usize = 8;
+
 /// One related file as a reviewer sees it.
 #[derive(Debug, Clone)]
 pub struct RelatedFile {
@@ -85,7 +88,7 @@ impl Files {
             let (rows, next) = self
                 .index_page(related::by_hash_partition(sha), continuation.clone())
                 .await?;
-            found.continuation = next.map(|p| hex::encode(p.as_bytes()));
+            found.continuation = token_of(next);
             found.same_bytes = self.describe(rows, id).await?;
         }
         if let (None, Some(uploader)) = (continuation, &summary.file.uploader) {
@@ -159,21 +162,45 @@ impl Files {
         let (rows, next) = self
             .index_page_of(related::by_uploader_partition(uploader), position, top)
             .await?;
-        let mut files = Vec::new();
-        for row in rows {
-            let Some(id) = row.str("FileId").and_then(|s| FileId::parse(s).ok()) else {
-                continue;
-            };
-            match self.load(id).await {
-                Ok(view) if keep(&view) => files.push(view),
-                Ok(_) | Err(FilesError::Refused(_)) => continue,
-                Err(e) => return Err(e),
-            }
-        }
+        let files = self
+            .load_rows(rows, None)
+            .await?
+            .into_iter()
+            .map(|(_, _, view)| view)
+            .filter(keep)
+            .collect();
         Ok(FilePage {
             files,
-            continuation: next.map(|p| hex::encode(p.as_bytes())),
+            continuation: token_of(next),
         })
+    }
+
+    /// The files an index page names (but `except`), in its order, each with its id as it
+    /// stands now:
+    /// read [`READS_IN_FLIGHT`] at a time. A row that names no file (an upload that never
+    /// committed, or one removed since) is left out.
+    async fn load_rows(
+        &self,
+        rows: Vec<Entity>,
+        except: Option<FileId>,
+    ) -> Result<Vec<(Entity, FileId, FileView)>, FilesError> {
+        use futures::{StreamExt, TryStreamExt};
+        let named = rows.into_iter().filter_map(|row| {
+            let id = row.str("FileId").and_then(|s| FileId::parse(s).ok())?;
+            (Some(id) != except).then_some((row, id))
+        });
+        futures::stream::iter(named)
+            .map(|(row, id)| async move {
+                match self.load(id).await {
+                    Ok(view) => Ok(Some((row, id, view))),
+                    Err(FilesError::Refused(_)) => Ok(None),
+                    Err(e) => Err(e),
+                }
+            })
+            .buffered(READS_IN_FLIGHT)
+            .try_filter_map(|found| async move { Ok(found) })
+            .try_collect()
+            .await
     }
 
     /// Each row's file as it stands now; the file itself, and rows naming no file, are left out.
@@ -183,18 +210,7 @@ impl Files {
         this: FileId,
     ) -> Result<Vec<RelatedFile>, FilesError> {
         let mut files = Vec::new();
-        for row in rows {
-            let Some(id) = row.str("FileId").and_then(|s| FileId::parse(s).ok()) else {
-                continue;
-            };
-            if id == this {
-                continue;
-            }
-            let view = match self.load(id).await {
-                Ok(view) => view,
-                Err(FilesError::Refused(_)) => continue,
-                Err(e) => return Err(e),
-            };
+        for (row, id, view) in self.load_rows(rows, Some(this)).await? {
             let (uploaded_time, last) = match &view {
                 FileView::Workflow { summary, .. } => (
                     summary.file.created_time,
@@ -222,8 +238,12 @@ impl Files {
     }
 }
 
-/// The position a continuation token names: the hex of the row key to continue after, as
-/// listings write theirs.
+/// The continuation token of a page that ends at `position` (the row key to continue after).
+pub(super) fn token_of(position: Option<String>) -> Option<String> {
+    position.map(|p| hex::encode(p.as_bytes()))
+}
+
+/// The position a continuation token names, as [`token_of`] writes it.
 pub(super) fn position_of(token: Option<String>) -> Result<Option<String>, FilesError> {
     token
         .map(|token| {

@@ -134,10 +134,10 @@ fn four_eyes_guard(decision: &DecisionEvent, on: OnVersion) -> EventGuard {
         move |status: &InstanceStatus, history: &[HistoryEvent]| {
             // A decision made on a version that is no longer the one under review.
             let current = current_version(history);
-            let mut decision = decision.clone();
-            if on == OnVersion::UnderReview {
-                decision.version = current;
-            }
+            let decision = DecisionEvent {
+                version: on.resolve(history),
+                ..decision.clone()
+            };
             if !decision.withdrawal && decision.version != current {
                 return Err(Refusal {
                     code: STALE_VERSION,
@@ -277,46 +277,65 @@ pub enum OnVersion {
     UnderReview,
 }
 
-/// The event that records `decision` (its `version` is replaced as `on` says), guarded by the
-/// stage it belongs to: the engine checks that expectation inside the same ETag-guarded turn
-/// that records it, so two reviewers racing cannot both win and a decision never lands in the
-/// wrong stage. The same reviewer repeating the same decision on the same version raises the
-/// same event id, which the engine records once.
-pub fn decision_event(decision: &DecisionEvent, on: OnVersion) -> Result<RaiseEvent, EngineError> {
-    let mut decision = decision.clone();
-    if let OnVersion::Stated(version) = on {
-        decision.version = version;
-    }
-    let payload = serde_json::to_value(&decision)
-        .map_err(|e| EngineError::Corrupt(format!("a decision event: {e}")))?;
-    let stamp = match on {
-        OnVersion::Stated(_) => None,
-        OnVersion::UnderReview => {
-            let template = (decision.clone(), payload.clone());
-            Some(EventStamp(Arc::new(
-                move |_status: &InstanceStatus, history: &[HistoryEvent]| {
-                    let (decision, payload) = &template;
-                    let version = current_version(history);
-                    Stamped {
-                        event_id: decision_id(decision, version),
-                        payload: with_version(payload.clone(), version),
-                    }
-                },
-            )))
+impl OnVersion {
+    /// The version meant, against the instance's history as the recording turn sees it.
+    fn resolve(self, history: &[HistoryEvent]) -> u32 {
+        match self {
+            OnVersion::Stated(version) => version,
+            OnVersion::UnderReview => current_version(history),
         }
-    };
+    }
+}
+
+/// A client's `"version"`, if it sent one.
+impl From<Option<u32>> for OnVersion {
+    fn from(stated: Option<u32>) -> Self {
+        stated.map_or(OnVersion::UnderReview, OnVersion::Stated)
+    }
+}
+
+/// The event that records `decision` on the version `on` names (its own `version` is
+/// replaced), guarded by the stage it belongs to: the engine checks that expectation inside
+/// the same ETag-guarded turn that records it, so two reviewers racing cannot both win and a
+/// decision never lands in the wrong stage. The same reviewer repeating the same decision on
+/// the same version raises the same event id, which the engine records once.
+pub fn decision_event(decision: &DecisionEvent, on: OnVersion) -> Result<RaiseEvent, EngineError> {
+    // What the caller knows before the turn; a decision on the version under review is
+    // completed inside it, by the stamp.
+    let known = on_version(decision, on.resolve(&[]))?;
+    let stamp = (on == OnVersion::UnderReview).then(|| {
+        let decision = decision.clone();
+        EventStamp(Arc::new(
+            move |_status: &InstanceStatus, history: &[HistoryEvent]| {
+                on_version(&decision, current_version(history))
+            },
+        ))
+    });
     Ok(RaiseEvent {
         name: event_name(decision.stage).to_owned(),
-        event_id: decision_id(&decision, decision.version),
-        payload,
+        event_id: known.event_id,
+        payload: known.payload,
         expect_custom_status: Some(stage_status(decision.stage.awaited_in())),
-        guard: Some(four_eyes_guard(&decision, on)),
+        guard: Some(four_eyes_guard(decision, on)),
         stamp,
     })
 }
 
+/// `decision` on `version`: its event id and payload.
+fn on_version(decision: &DecisionEvent, version: u32) -> Result<Stamped, EngineError> {
+    let decision = DecisionEvent {
+        version,
+        ..decision.clone()
+    };
+    Ok(Stamped {
+        event_id: decision_id(&decision),
+        payload: serde_json::to_value(&decision)
+            .map_err(|e| EngineError::Corrupt(format!("a decision event: {e}")))?,
+    })
+}
+
 /// A decision's idempotency key: the same reviewer, verdict, stage and version.
-fn decision_id(decision: &DecisionEvent, version: u32) -> String {
+fn decision_id(decision: &DecisionEvent) -> String {
     let verdict = if decision.withdrawal {
         "withdraw"
     } else if decision.approved {
@@ -327,7 +346,7 @@ fn decision_id(decision: &DecisionEvent, version: u32) -> String {
         "reject"
     };
     // Version 1 keeps the ids decisions had before versions, so a repeat still matches.
-    let version = match version {
+    let version = match decision.version {
         1 => String::new(),
         n => format!("v{n}:"),
     };
@@ -340,19 +359,6 @@ fn decision_id(decision: &DecisionEvent, version: u32) -> String {
             .as_deref()
             .unwrap_or(&decision.reviewer)
     )
-}
-
-/// A serialized [`DecisionEvent`] with `version` set as its serializer would write it (absent
-/// for version 1).
-fn with_version(mut payload: Value, version: u32) -> Value {
-    if let Some(fields) = payload.as_object_mut() {
-        if version == 1 {
-            fields.remove("version");
-        } else {
-            fields.insert("version".into(), Value::from(version));
-        }
-    }
-    payload
 }
 
 /// The event that hands a matched Defender result to the file's workflow: recorded once per

@@ -208,8 +208,9 @@ impl RequestCounts {
     /// and its next-visible checks. What a workflow costs is [`RequestCounts::total`] minus
     /// these.
     pub fn driver_looks(&self) -> u64 {
-        (self.requests(Op::Dequeue) + self.requests(Op::NextVisible))
+        self.requests(Op::Dequeue)
             .saturating_sub(self.messages_received)
+            + self.requests(Op::NextVisible)
     }
 
     /// The operations that made a request or were called, with their request counts.
